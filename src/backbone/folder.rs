@@ -1,0 +1,164 @@
+//! The model folder: an exported `model.onnx` beside the sentence-transformers files that say how
+//! to tokenize, pool and normalise. Everything is checked up front, with the file named.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::pool::{Pooling, PoolingMode};
+
+#[derive(Debug, Clone)]
+pub struct ModelFolder {
+    pub dir: PathBuf,
+    pub onnx: PathBuf,
+    pub tokenizer: PathBuf,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub model_type: String,
+    pub pooling: Pooling,
+    /// Truncation length from `sentence_bert_config.json` (sentence-transformers' own choice).
+    pub max_length: usize,
+    /// Depth at which an exported graph was cut (`frostline.json`), `None` for the full model.
+    pub cut_at: Option<usize>,
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::model(path, format!("invalid JSON: {e}")))
+}
+
+fn required_usize(cfg: &Value, key: &str, path: &Path) -> Result<usize> {
+    cfg.get(key)
+        .and_then(Value::as_u64)
+        .map(|v| v as usize)
+        .ok_or_else(|| Error::model(path, format!("field {key:?} missing or not a number")))
+}
+
+impl ModelFolder {
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::model(
+                dir,
+                "not a folder; export one with scripts/setup.sh (default model) or scripts/export_onnx.py --model SRC --output DIR",
+            ));
+        }
+        let need = |name: &str, what: &str| -> Result<PathBuf> {
+            let p = dir.join(name);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(Error::model(
+                    dir,
+                    format!(
+                        "{name} missing ({what}); re-export the folder with scripts/export_onnx.py"
+                    ),
+                ))
+            }
+        };
+        let onnx = need("model.onnx", "the ONNX graph")?;
+        let tokenizer = need("tokenizer.json", "the tokenizer")?;
+        let config_path = need("config.json", "hidden size and layer count")?;
+        let config = read_json(&config_path)?;
+        let hidden_size = required_usize(&config, "hidden_size", &config_path)?;
+        let num_layers = required_usize(&config, "num_hidden_layers", &config_path)?;
+        let model_type = config
+            .get("model_type")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string();
+
+        let pooling = Self::read_pooling(dir, hidden_size)?;
+        let sbert = dir.join("sentence_bert_config.json");
+        let max_length = if sbert.is_file() {
+            required_usize(&read_json(&sbert)?, "max_seq_length", &sbert)?
+        } else {
+            config
+                .get("max_position_embeddings")
+                .and_then(Value::as_u64)
+                .unwrap_or(512) as usize
+        };
+        let info = dir.join("frostline.json");
+        let cut_at = if info.is_file() {
+            read_json(&info)?
+                .get("cut_at")
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+        } else {
+            None
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            onnx,
+            tokenizer,
+            hidden_size,
+            num_layers,
+            model_type,
+            pooling,
+            max_length,
+            cut_at,
+        })
+    }
+
+    /// Pooling and normalisation as `modules.json` lists them; plain mean pooling without one.
+    fn read_pooling(dir: &Path, hidden_size: usize) -> Result<Pooling> {
+        let modules_path = dir.join("modules.json");
+        if !modules_path.is_file() {
+            return Ok(Pooling {
+                mode: PoolingMode::Mean,
+                normalize: false,
+            });
+        }
+        let modules = read_json(&modules_path)?;
+        let list = modules
+            .as_array()
+            .ok_or_else(|| Error::model(&modules_path, "expected a JSON list of modules"))?;
+        let mut mode = PoolingMode::Mean;
+        let mut normalize = false;
+        for m in list {
+            let ty = m.get("type").and_then(Value::as_str).unwrap_or_default();
+            let sub = m.get("path").and_then(Value::as_str).unwrap_or_default();
+            if ty.ends_with(".Pooling") {
+                let cfg_path = dir.join(sub).join("config.json");
+                let cfg = read_json(&cfg_path)?;
+                if let Some(dim) = cfg.get("word_embedding_dimension").and_then(Value::as_u64) {
+                    if dim as usize != hidden_size {
+                        return Err(Error::model(&cfg_path, format!("word_embedding_dimension {dim} but config.json says hidden_size {hidden_size}")));
+                    }
+                }
+                let on = |k: &str| cfg.get(k).and_then(Value::as_bool).unwrap_or(false);
+                let modes: Vec<PoolingMode> = [
+                    ("pooling_mode_mean_tokens", PoolingMode::Mean),
+                    ("pooling_mode_cls_token", PoolingMode::Cls),
+                    ("pooling_mode_max_tokens", PoolingMode::Max),
+                    (
+                        "pooling_mode_mean_sqrt_len_tokens",
+                        PoolingMode::MeanSqrtLen,
+                    ),
+                ]
+                .into_iter()
+                .filter(|(k, _)| on(k))
+                .map(|(_, m)| m)
+                .collect();
+                mode = match modes.as_slice() {
+                    [one] => *one,
+                    [] => return Err(Error::model(&cfg_path, "no pooling mode is switched on")),
+                    _ => {
+                        return Err(Error::model(
+                            &cfg_path,
+                            "several pooling modes at once (concatenated pooling) is not supported",
+                        ))
+                    }
+                };
+            } else if ty.ends_with(".Normalize") {
+                normalize = true;
+            } else if ty.ends_with(".Dense") {
+                return Err(Error::model(
+                    &modules_path,
+                    format!("module {sub:?} (Dense) is not supported yet"),
+                ));
+            }
+        }
+        Ok(Pooling { mode, normalize })
+    }
+}

@@ -1,0 +1,8 @@
+//! The frozen backbone: ORT library and environment, model folder, session.
+
+pub mod folder;
+pub mod runtime;
+pub mod session;
+
+pub use folder::ModelFolder;
+pub use session::{Backbone, Device, Provider, SessionOptions};

@@ -1,0 +1,217 @@
+//! The ONNX Runtime session over a model folder's graph, on the device the user asked for.
+
+use std::fmt;
+use std::path::Path;
+
+use ndarray::{Array2, ArrayView3};
+use ort::ep::ExecutionProvider;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::Tensor;
+
+use super::folder::ModelFolder;
+use super::runtime::{self, Runtime};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    Cpu,
+    Cuda,
+    /// CUDA when it can be registered, else CPU — and the run says which.
+    Auto,
+}
+
+/// The execution provider that actually runs the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Cpu,
+    Cuda,
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Provider::Cpu => "CPUExecutionProvider",
+            Provider::Cuda => "CUDAExecutionProvider",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub device: Device,
+    /// ORT intra-op threads; 0 = ORT's default (one per physical core).
+    pub threads: usize,
+}
+
+pub struct Backbone {
+    session: Session,
+    pub provider: Provider,
+    /// Why `auto` ended on CPU, to be shown to the user.
+    pub fallback_note: Option<String>,
+    feeds_token_types: bool,
+    output_name: String,
+    pub hidden_size: usize,
+}
+
+const GPU_HELP: &str = "install the GPU build of ONNX Runtime with its CUDA 13 libraries \
+(pip install 'onnxruntime-gpu[cuda,cudnn]') and point frostline at its libonnxruntime.so with --ort-lib or ORT_DYLIB_PATH";
+
+impl Backbone {
+    pub fn load(
+        folder: &ModelFolder,
+        opts: &SessionOptions,
+        ort_lib: Option<&Path>,
+    ) -> Result<Self> {
+        let rt = runtime::init(ort_lib)?;
+        let (session, provider, fallback_note) = match opts.device {
+            Device::Cpu => (
+                build_session(rt, folder, opts.threads, false)?,
+                Provider::Cpu,
+                None,
+            ),
+            Device::Cuda => {
+                let s =
+                    build_session(rt, folder, opts.threads, true).map_err(|e| cuda_error(rt, e))?;
+                (s, Provider::Cuda, None)
+            }
+            Device::Auto => match build_session(rt, folder, opts.threads, true) {
+                Ok(s) => (s, Provider::Cuda, None),
+                Err(e) => {
+                    let note = format!(
+                        "--device auto: CUDA unavailable ({}); running on CPU",
+                        short_reason(&e)
+                    );
+                    (
+                        build_session(rt, folder, opts.threads, false)?,
+                        Provider::Cpu,
+                        Some(note),
+                    )
+                }
+            },
+        };
+        let inputs: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
+        for required in ["input_ids", "attention_mask"] {
+            if !inputs.contains(&required) {
+                return Err(Error::model(
+                    &folder.onnx,
+                    format!("graph has no input {required:?} (inputs: {inputs:?})"),
+                ));
+            }
+        }
+        let feeds_token_types = inputs.contains(&"token_type_ids");
+        let output_name = session
+            .outputs()
+            .first()
+            .map(|o| o.name().to_string())
+            .ok_or_else(|| Error::model(&folder.onnx, "graph has no outputs"))?;
+        Ok(Self {
+            session,
+            provider,
+            fallback_note,
+            feeds_token_types,
+            output_name,
+            hidden_size: folder.hidden_size,
+        })
+    }
+
+    /// Runs one padded batch and hands the token states `[batch, seq, hidden]` to `f` while they
+    /// still live in ORT's output buffer (no copy).
+    pub fn run_with<T>(
+        &mut self,
+        input_ids: Array2<i64>,
+        attention_mask: Array2<i64>,
+        f: impl FnOnce(ArrayView3<f32>) -> T,
+    ) -> Result<T> {
+        let shape = input_ids.dim();
+        let type_ids = Array2::<i64>::zeros(shape);
+        let t = |a: Array2<i64>| {
+            Tensor::from_array(a).map_err(|e| Error::ort("building an input tensor", e))
+        };
+        let outputs = if self.feeds_token_types {
+            self.session.run(ort::inputs![
+                "input_ids" => t(input_ids)?,
+                "attention_mask" => t(attention_mask)?,
+                "token_type_ids" => t(type_ids)?
+            ])
+        } else {
+            self.session.run(ort::inputs![
+                "input_ids" => t(input_ids)?,
+                "attention_mask" => t(attention_mask)?
+            ])
+        }
+        .map_err(|e| Error::ort("running the model", e))?;
+        let view = outputs[self.output_name.as_str()]
+            .try_extract_array::<f32>()
+            .map_err(|e| Error::ort("reading the model output", e))?;
+        let states = view
+            .into_dimensionality::<ndarray::Ix3>()
+            .map_err(|e| Error::ort("model output is not [batch, seq, hidden]", e))?;
+        if states.dim().2 != self.hidden_size {
+            return Err(Error::ort(
+                "model output",
+                format!(
+                    "hidden size {} but config.json says {}",
+                    states.dim().2,
+                    self.hidden_size
+                ),
+            ));
+        }
+        Ok(f(states))
+    }
+}
+
+fn build_session(
+    rt: &Runtime,
+    folder: &ModelFolder,
+    threads: usize,
+    cuda: bool,
+) -> Result<Session> {
+    let ctx = |what: &str| format!("{what} for {}", folder.onnx.display());
+    let mut builder = Session::builder(&rt.environment)
+        .map_err(|e| Error::ort(ctx("creating a session"), e))?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(|e| Error::ort(ctx("setting the optimisation level"), e))?;
+    if threads > 0 {
+        builder = builder
+            .with_intra_threads(threads)
+            .map_err(|e| Error::ort(ctx("setting threads"), e))?;
+    }
+    if cuda {
+        if !ort::ep::CUDA::is_available().unwrap_or(false) {
+            return Err(Error::Device(format!(
+                "the ONNX Runtime library at {} has no CUDA execution provider (a CPU-only build)",
+                rt.library.path.display()
+            )));
+        }
+        builder = builder
+            .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+            .map_err(|e| {
+                Error::Device(format!(
+                    "registering the CUDA execution provider failed: {e}"
+                ))
+            })?;
+    }
+    builder.commit_from_file(&folder.onnx).map_err(|e| {
+        Error::model(
+            &folder.onnx,
+            format!("ONNX Runtime could not load the graph: {e}"),
+        )
+    })
+}
+
+fn short_reason(e: &Error) -> String {
+    match e {
+        Error::Device(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn cuda_error(rt: &Runtime, e: Error) -> Error {
+    Error::Device(format!(
+        "--device cuda: {}. No GPU run is possible with the library at {}; {GPU_HELP}. \
+Use --device cpu, or --device auto to fall back to CPU explicitly.",
+        short_reason(&e),
+        rt.library.path.display()
+    ))
+}

@@ -1,0 +1,66 @@
+//! What makes two embeddings interchangeable: the same graph, tokenizer, truncation, pooling,
+//! normalisation, split layer and dtype. The cache entry's folder name is a hash of all of it.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::backbone::ModelFolder;
+use crate::error::{Error, Result};
+
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheKey {
+    pub format_version: u32,
+    pub onnx_sha256: String,
+    pub tokenizer_sha256: String,
+    pub max_length: usize,
+    pub pooling: String,
+    pub normalize: bool,
+    /// Depth of the frost line the vectors were taken at; `None` = the full model.
+    pub split_layer: Option<usize>,
+    pub dtype: String,
+    pub dim: usize,
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(path, e))?;
+    Ok(hex(&hasher.finalize()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl CacheKey {
+    /// The key for sentence embeddings of the full model in `folder` at `max_length`.
+    pub fn sentence(folder: &ModelFolder, max_length: usize) -> Result<Self> {
+        Ok(Self {
+            format_version: FORMAT_VERSION,
+            onnx_sha256: sha256_file(&folder.onnx)?,
+            tokenizer_sha256: sha256_file(&folder.tokenizer)?,
+            max_length,
+            pooling: folder.pooling.describe(),
+            normalize: folder.pooling.normalize,
+            split_layer: folder.cut_at,
+            dtype: "f32".into(),
+            dim: folder.hidden_size,
+        })
+    }
+
+    /// The entry's folder name: 20 hex digits of SHA-256 over the key's canonical JSON.
+    pub fn id(&self) -> String {
+        let json = serde_json::to_vec(self).expect("key serialises");
+        hex(&Sha256::digest(json)[..10])
+    }
+
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::cache(path, format!("unreadable manifest: {e}")))
+    }
+}

@@ -1,0 +1,137 @@
+//! Command-line flags (clap) and their resolution into validated settings, in one place.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::backbone::{Device, SessionOptions};
+use crate::cache;
+use crate::embed::{EmbedJob, EmbedSettings};
+use crate::error::{Error, Result};
+
+pub const DEFAULT_MODEL: &str = "models/all-MiniLM-L6-v2";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "frostline",
+    version,
+    about = "Multi-task sentence transformers where freezing is the point"
+)]
+pub struct Cli {
+    /// Path to libonnxruntime.so (default: $ORT_DYLIB_PATH, the frostline venv, python3's onnxruntime).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show where ONNX Runtime was found, its execution providers and the model folder's check.
+    Doctor {
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: PathBuf,
+    },
+    /// Embed texts from a CSV, JSONL, Parquet or text file into .parquet or .npy (through the cache).
+    Embed(EmbedArgs),
+}
+
+/// Flags that decide how the backbone runs; shared by every command that embeds.
+#[derive(Debug, Args, Clone)]
+pub struct BackboneArgs {
+    /// Model folder made by scripts/export_onnx.py.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// Execution provider: cpu, cuda (fails if unavailable) or auto (CUDA if it works, says which ran).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// Truncation length in tokens (default: the model's sentence_bert_config.json).
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// ONNX Runtime intra-op threads (0 = one per physical core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Padded tokens per batch (rows × longest row); batches are length-sorted and packed to it.
+    #[arg(long, default_value_t = 4096)]
+    pub batch_tokens: usize,
+    /// At most this many rows per batch.
+    #[arg(long, default_value_t = 256)]
+    pub max_batch: usize,
+    /// Embedding cache root (default: $FROSTLINE_CACHE or ~/.cache/frostline/embeddings).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Rows per cache chunk (each chunk is one atomic write; smaller = finer-grained resume).
+    #[arg(long, default_value_t = 2048, hide = true)]
+    pub chunk_rows: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub backbone: BackboneArgs,
+    /// Input file: .csv, .jsonl/.ndjson, .parquet, or .txt (one text per line).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Column holding the text (ignored for .txt).
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// Column carried into Parquet output as the row id (default: `id` if the input has one).
+    #[arg(long)]
+    pub id_column: Option<String>,
+    /// Output: .parquet (input order, id/text + `embedding`) or .npy (f32 [N, H]).
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+impl BackboneArgs {
+    pub fn resolve(&self, ort_lib: Option<PathBuf>) -> Result<EmbedSettings> {
+        if self.batch_tokens == 0 || self.max_batch == 0 {
+            return Err(Error::Usage(
+                "--batch-tokens and --max-batch must be at least 1".into(),
+            ));
+        }
+        if let Some(0 | 1) = self.max_length {
+            return Err(Error::Usage(
+                "--max-length must be at least 2 ([CLS] and [SEP])".into(),
+            ));
+        }
+        Ok(EmbedSettings {
+            model_dir: self.model.clone(),
+            session: SessionOptions {
+                device: self.device,
+                threads: self.threads,
+            },
+            max_length: self.max_length,
+            token_budget: self.batch_tokens,
+            max_batch_rows: self.max_batch,
+            cache_root: self.cache_dir.clone().unwrap_or_else(cache::default_root),
+            ort_lib,
+            rows_per_chunk: self.chunk_rows.max(1),
+            progress: !self.no_progress,
+        })
+    }
+}
+
+impl EmbedArgs {
+    pub fn resolve(&self, ort_lib: Option<PathBuf>) -> Result<(EmbedSettings, EmbedJob)> {
+        let settings = self.backbone.resolve(ort_lib)?;
+        let text_column =
+            if crate::data::Format::of(&self.input).ok() == Some(crate::data::Format::Text) {
+                "text".to_string()
+            } else {
+                self.text_column.clone()
+            };
+        Ok((
+            settings,
+            EmbedJob {
+                input: self.input.clone(),
+                text_column,
+                id_column: self.id_column.clone(),
+                output: self.output.clone(),
+            },
+        ))
+    }
+}

@@ -1,0 +1,134 @@
+//! Readers for sentence-level input: CSV, JSONL, Parquet and plain text (one text per line).
+//! Every reader yields the same [`Table`] of string columns, so the rest of the code never cares
+//! which format a file was; errors name the file, the row and the field.
+
+mod parquet;
+mod text;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A table of string cells (`None` = null / missing), column-major.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub path: PathBuf,
+    pub names: Vec<String>,
+    pub columns: Vec<Vec<Option<String>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Jsonl,
+    Parquet,
+    Text,
+}
+
+impl Format {
+    pub fn of(path: &Path) -> Result<Self> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        match ext.as_str() {
+            "csv" => Ok(Format::Csv),
+            "jsonl" | "ndjson" => Ok(Format::Jsonl),
+            "parquet" => Ok(Format::Parquet),
+            "txt" | "text" => Ok(Format::Text),
+            _ => Err(Error::UnsupportedFormat {
+                path: path.to_path_buf(),
+                ext,
+            }),
+        }
+    }
+
+    /// How a data row is located in this format, for error messages.
+    pub fn row_word(self) -> &'static str {
+        match self {
+            Format::Parquet => "row",
+            _ => "line",
+        }
+    }
+}
+
+impl Table {
+    pub fn len(&self) -> usize {
+        self.columns.first().map_or(0, Vec::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn column_index(&self, name: &str) -> Result<usize> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .ok_or_else(|| Error::UnknownColumn {
+                path: self.path.clone(),
+                column: name.to_string(),
+                available: self.names.join(", "),
+            })
+    }
+
+    pub fn column(&self, name: &str) -> Option<&[Option<String>]> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| self.columns[i].as_slice())
+    }
+
+    /// The column as non-null strings; a null cell is an error naming its row.
+    pub fn required_strings(&self, name: &str) -> Result<Vec<String>> {
+        let idx = self.column_index(name)?;
+        let word = Format::of(&self.path)
+            .map(Format::row_word)
+            .unwrap_or("row");
+        self.columns[idx]
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                cell.clone().ok_or_else(|| Error::BadRow {
+                    path: self.path.clone(),
+                    row: self.location(i),
+                    reason: format!(
+                        "field {name:?} is null or missing ({word} {})",
+                        self.location(i)
+                    ),
+                })
+            })
+            .collect()
+    }
+
+    /// The 1-based location of data row `i` as the user sees it in the file (CSV: the header is line 1).
+    pub fn location(&self, i: usize) -> usize {
+        match Format::of(&self.path) {
+            Ok(Format::Csv) => i + 2,
+            _ => i + 1,
+        }
+    }
+}
+
+/// Reads a whole table. `Text` files become one column named `text`.
+pub fn read_table(path: &Path) -> Result<Table> {
+    if !path.exists() {
+        return Err(Error::InputMissing {
+            path: path.to_path_buf(),
+        });
+    }
+    let format = Format::of(path)?;
+    let table = match format {
+        Format::Csv => text::read_csv(path)?,
+        Format::Jsonl => text::read_jsonl(path)?,
+        Format::Text => text::read_lines(path)?,
+        Format::Parquet => parquet::read_parquet(path)?,
+    };
+    if table.is_empty() {
+        return Err(Error::InputEmpty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(table)
+}

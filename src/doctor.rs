@@ -1,0 +1,120 @@
+//! `frostline doctor`: what frostline found on this machine and what is missing.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::backbone::{runtime, ModelFolder};
+use crate::cache;
+use crate::error::Result;
+use crate::tokenize::TextTokenizer;
+
+pub struct Report {
+    pub text: String,
+    pub problems: usize,
+}
+
+/// Checks the ORT library, its execution providers, the model folder (graph inputs/outputs,
+/// dims, pooling, max length) and the tokenizer. Problems are counted, not raised, so that one
+/// run lists all of them.
+pub fn run(ort_lib: Option<&Path>, model_dir: &Path) -> Report {
+    let mut out = String::new();
+    let mut problems = 0;
+    let mut problem = |out: &mut String, what: String| {
+        problems += 1;
+        let _ = writeln!(out, "  PROBLEM: {what}");
+    };
+
+    let _ = writeln!(out, "ONNX Runtime");
+    let runtime_ok = match runtime::init(ort_lib) {
+        Ok(rt) => {
+            let _ = writeln!(
+                out,
+                "  library: {} (found by {})",
+                rt.library.path.display(),
+                rt.library.found_by
+            );
+            let _ = writeln!(out, "  version: {}", runtime::version(&rt.library.path));
+            let providers = runtime::available_providers();
+            let _ = writeln!(out, "  execution providers: {}", providers.join(", "));
+            if !providers.iter().any(|p| p == "CUDAExecutionProvider") {
+                let _ = writeln!(
+                    out,
+                    "  (CPU-only library: for --device cuda install onnxruntime-gpu[cuda,cudnn] and pass its libonnxruntime.so with --ort-lib)"
+                );
+            }
+            true
+        }
+        Err(e) => {
+            problem(&mut out, e.to_string());
+            false
+        }
+    };
+
+    let _ = writeln!(out, "model folder {}", model_dir.display());
+    match ModelFolder::open(model_dir) {
+        Ok(folder) => {
+            let _ = writeln!(
+                out,
+                "  {} model: hidden {}, {} layers, pooling {}, max length {}{}",
+                folder.model_type,
+                folder.hidden_size,
+                folder.num_layers,
+                folder.pooling.describe(),
+                folder.max_length,
+                folder
+                    .cut_at
+                    .map_or(String::new(), |n| format!(", graph cut at layer {n}")),
+            );
+            match TextTokenizer::load(&folder.tokenizer, folder.max_length) {
+                Ok(t) => match t.encode_all(&["frostline doctor"]) {
+                    Ok(e) => {
+                        let _ =
+                            writeln!(out, "  tokenizer: ok ('frostline doctor' → {:?})", e[0].ids);
+                    }
+                    Err(e) => problem(&mut out, e.to_string()),
+                },
+                Err(e) => problem(&mut out, e.to_string()),
+            }
+            if runtime_ok {
+                if let Err(e) = describe_graph(&mut out, &folder) {
+                    problem(&mut out, e.to_string());
+                }
+            }
+        }
+        Err(e) => problem(&mut out, e.to_string()),
+    }
+    let _ = writeln!(out, "cache root: {}", cache::default_root().display());
+    let _ = writeln!(
+        out,
+        "{}",
+        if problems == 0 {
+            "all checks passed".to_string()
+        } else {
+            format!("{problems} problem(s)")
+        }
+    );
+    Report {
+        text: out,
+        problems,
+    }
+}
+
+fn describe_graph(out: &mut String, folder: &ModelFolder) -> Result<()> {
+    let rt = runtime::init(None)?;
+    let session = ort::session::Session::builder(&rt.environment)
+        .map_err(|e| crate::Error::ort("session", e))?
+        .commit_from_file(&folder.onnx)
+        .map_err(|e| {
+            crate::Error::model(
+                &folder.onnx,
+                format!("ONNX Runtime could not load the graph: {e}"),
+            )
+        })?;
+    for i in session.inputs() {
+        let _ = writeln!(out, "  input  {}: {}", i.name(), i.dtype());
+    }
+    for o in session.outputs() {
+        let _ = writeln!(out, "  output {}: {}", o.name(), o.dtype());
+    }
+    Ok(())
+}

@@ -1,0 +1,393 @@
+//! `frostline embed`: texts → (cache | tokenize → length-sorted batches → ORT → pool) → output.
+//!
+//! Every vector lands in the content-keyed cache first; the output is then assembled from the
+//! cache in input order. A repeated run finds every text cached and makes no ORT call; a run
+//! that was killed finds the chunks it had flushed and embeds only the rest.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::{Array2, ArrayView3};
+
+use crate::backbone::{Backbone, ModelFolder, Provider, SessionOptions};
+use crate::batch;
+use crate::cache::{self, Cache, CacheKey, TextKey};
+use crate::data::{self, Table};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::output::{self, CarriedColumn};
+use crate::pool::Pooling;
+use crate::tokenize::{Encoded, TextTokenizer};
+
+/// How the backbone runs: everything `embed`, `predict` and training share.
+#[derive(Debug, Clone)]
+pub struct EmbedSettings {
+    pub model_dir: PathBuf,
+    pub session: SessionOptions,
+    /// `None` = the model folder's `max_seq_length`.
+    pub max_length: Option<usize>,
+    /// Padded tokens per batch (rows × longest row).
+    pub token_budget: usize,
+    pub max_batch_rows: usize,
+    pub cache_root: PathBuf,
+    pub ort_lib: Option<PathBuf>,
+    pub rows_per_chunk: usize,
+    pub progress: bool,
+}
+
+impl EmbedSettings {
+    pub fn new(model_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            model_dir: model_dir.into(),
+            session: SessionOptions {
+                device: crate::backbone::Device::Cpu,
+                threads: 0,
+            },
+            max_length: None,
+            token_budget: 4096,
+            max_batch_rows: 256,
+            cache_root: cache::default_root(),
+            ort_lib: None,
+            rows_per_chunk: 2048,
+            progress: false,
+        }
+    }
+}
+
+/// Counts for the end-of-run summary.
+#[derive(Debug, Clone, Default)]
+pub struct EmbedStats {
+    pub rows: usize,
+    pub unique_texts: usize,
+    pub cache_hits: usize,
+    pub embedded: usize,
+    /// Real tokens over all rows (special tokens included, after truncation).
+    pub tokens: usize,
+    pub truncated_rows: usize,
+    pub empty_texts: usize,
+    /// Tokens fed to ORT, padding included, and the real ones among them.
+    pub padded_tokens: usize,
+    pub fed_tokens: usize,
+    pub batches: usize,
+    pub seconds: f64,
+    /// Creating the ORT session (part of `seconds`).
+    pub load_seconds: f64,
+    pub ort_seconds: f64,
+    /// `None` when no ORT session was needed (everything cached).
+    pub provider: Option<Provider>,
+    pub notes: Vec<String>,
+    pub cache_dir: PathBuf,
+}
+
+impl EmbedStats {
+    pub fn padding_waste_pct(&self) -> f64 {
+        if self.padded_tokens == 0 {
+            0.0
+        } else {
+            100.0 * (self.padded_tokens - self.fed_tokens) as f64 / self.padded_tokens as f64
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        let provider = self
+            .provider
+            .map_or("none (every text was cached)".to_string(), |p| {
+                p.to_string()
+            });
+        let rate = if self.seconds > 0.0 {
+            self.rows as f64 / self.seconds
+        } else {
+            0.0
+        };
+        let mut s = format!(
+            "rows {}  (unique texts {}, cache hits {}, embedded {})\n\
+             tokens {}  truncated rows {}  empty texts {}\n\
+             batches {}  padded-token waste {:.1}%\n\
+             seconds {:.2} ({:.0} rows/s; model load {:.2} s, session.run {:.2} s)\n\
+             execution provider: {provider}\n\
+             cache: {}",
+            self.rows,
+            self.unique_texts,
+            self.cache_hits,
+            self.embedded,
+            self.tokens,
+            self.truncated_rows,
+            self.empty_texts,
+            self.batches,
+            self.padding_waste_pct(),
+            self.seconds,
+            rate,
+            self.load_seconds,
+            self.ort_seconds,
+            self.cache_dir.display(),
+        );
+        for n in &self.notes {
+            s.push_str(&format!("\nnote: {n}"));
+        }
+        s
+    }
+}
+
+/// The model folder, its tokenizer and cache key, opened once and shared by every caller.
+pub struct Embedder {
+    pub settings: EmbedSettings,
+    pub folder: ModelFolder,
+    pub tokenizer: TextTokenizer,
+    pub key: CacheKey,
+    backbone: Option<Backbone>,
+}
+
+impl Embedder {
+    pub fn open(settings: EmbedSettings) -> Result<Self> {
+        let folder = ModelFolder::open(&settings.model_dir)?;
+        let max_length = settings.max_length.unwrap_or(folder.max_length);
+        if max_length < 2 {
+            return Err(Error::Usage(format!(
+                "--max-length {max_length} leaves no room for a token"
+            )));
+        }
+        let tokenizer = TextTokenizer::load(&folder.tokenizer, max_length)?;
+        let key = CacheKey::sentence(&folder, max_length)?;
+        Ok(Self {
+            settings,
+            folder,
+            tokenizer,
+            key,
+            backbone: None,
+        })
+    }
+
+    /// The ORT session, created on first use (a fully cached run never loads it).
+    fn backbone(&mut self) -> Result<&mut Backbone> {
+        if self.backbone.is_none() {
+            self.backbone = Some(Backbone::load(
+                &self.folder,
+                &self.settings.session,
+                self.settings.ort_lib.as_deref(),
+            )?);
+        }
+        Ok(self.backbone.as_mut().expect("just set"))
+    }
+
+    /// Embeds `texts` through the cache and returns their vectors in input order.
+    pub fn embed(&mut self, texts: &[String]) -> Result<(Array2<f32>, EmbedStats)> {
+        let started = Instant::now();
+        let mut stats = EmbedStats {
+            rows: texts.len(),
+            ..Default::default()
+        };
+        let mut cache = Cache::open(&self.settings.cache_root, self.key.clone())?;
+        stats.cache_dir = cache.dir.clone();
+        for (path, reason) in &cache.quarantined {
+            stats.notes.push(format!(
+                "damaged cache chunk set aside ({reason}): {}",
+                path.display()
+            ));
+        }
+
+        let keys: Vec<TextKey> = texts.iter().map(|t| cache::text_key(t)).collect();
+        // Unique texts, first occurrence wins; split into cached and to-embed.
+        let mut seen = std::collections::HashSet::new();
+        let mut missing: Vec<usize> = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            if seen.insert(*k) {
+                stats.unique_texts += 1;
+                if cache.contains(k) {
+                    stats.cache_hits += 1;
+                } else {
+                    missing.push(i);
+                }
+            }
+        }
+
+        // Token counts for the summary cover every row; tokenisation is < 2 % of the cost.
+        let all: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let encoded = self.tokenizer.encode_all(&all)?;
+        for (text, enc) in texts.iter().zip(&encoded) {
+            stats.tokens += enc.ids.len();
+            stats.truncated_rows += enc.truncated as usize;
+            stats.empty_texts += text.trim().is_empty() as usize;
+        }
+
+        if !missing.is_empty() {
+            self.embed_missing(&missing, &keys, &encoded, &mut cache, &mut stats)?;
+        }
+        let vectors = cache.gather(&keys)?;
+        stats.seconds = started.elapsed().as_secs_f64();
+        Ok((vectors, stats))
+    }
+
+    fn embed_missing(
+        &mut self,
+        missing: &[usize],
+        keys: &[TextKey],
+        encoded: &[Encoded],
+        cache: &mut Cache,
+        stats: &mut EmbedStats,
+    ) -> Result<()> {
+        let lengths: Vec<usize> = missing.iter().map(|&i| encoded[i].ids.len()).collect();
+        let plan = batch::plan(
+            &lengths,
+            self.settings.token_budget,
+            self.settings.max_batch_rows,
+        );
+        let bar = progress_bar(self.settings.progress, missing.len());
+        let pooling = self.folder.pooling;
+        let hidden = self.folder.hidden_size;
+        let mut writer = cache.writer(self.settings.rows_per_chunk);
+        let t_load = Instant::now();
+        let backbone = self.backbone()?;
+        stats.load_seconds = t_load.elapsed().as_secs_f64();
+        stats.provider = Some(backbone.provider);
+        if let Some(note) = &backbone.fallback_note {
+            stats.notes.push(note.clone());
+        }
+        let mut ort_time = Duration::ZERO;
+        for b in &plan {
+            let rows: Vec<usize> = b.rows.iter().map(|&j| missing[j]).collect();
+            let (ids, mask, lens) = pad_batch(&rows, encoded, b.seq_len);
+            let t0 = Instant::now();
+            let pooled = backbone.run_with(ids, mask, |states| {
+                pool_rows(states, &lens, pooling, hidden)
+            })??;
+            ort_time += t0.elapsed();
+            for (r, &row) in rows.iter().enumerate() {
+                let v = pooled.row(r);
+                if v.iter().any(|x| !x.is_finite()) {
+                    return Err(Error::Usage(format!(
+                        "the model produced a non-finite embedding for input row {}",
+                        row + 1
+                    )));
+                }
+                if let Some(path) =
+                    writer.push(keys[row], v.as_slice().expect("standard layout"))?
+                {
+                    cache.commit(&path)?;
+                }
+            }
+            stats.batches += 1;
+            stats.padded_tokens += b.padded_tokens();
+            stats.fed_tokens += lens.iter().sum::<usize>();
+            bar.inc(rows.len() as u64);
+        }
+        if let Some(path) = writer.flush()? {
+            cache.commit(&path)?;
+        }
+        bar.finish_and_clear();
+        stats.embedded = missing.len();
+        stats.ort_seconds = ort_time.as_secs_f64();
+        Ok(())
+    }
+}
+
+fn pool_rows(
+    states: ArrayView3<f32>,
+    lens: &[usize],
+    pooling: Pooling,
+    hidden: usize,
+) -> Result<Array2<f32>> {
+    let mut out = Array2::<f32>::zeros((lens.len(), hidden));
+    pooling.pool_batch(states, lens, &mut out.view_mut());
+    Ok(out)
+}
+
+/// Pads the given rows to `seq_len`: ids (pad id 0) and the attention mask.
+fn pad_batch(
+    rows: &[usize],
+    encoded: &[Encoded],
+    seq_len: usize,
+) -> (Array2<i64>, Array2<i64>, Vec<usize>) {
+    let mut ids = Array2::<i64>::zeros((rows.len(), seq_len));
+    let mut mask = Array2::<i64>::zeros((rows.len(), seq_len));
+    let mut lens = Vec::with_capacity(rows.len());
+    for (r, &row) in rows.iter().enumerate() {
+        let toks = &encoded[row].ids;
+        for (t, &id) in toks.iter().enumerate() {
+            ids[[r, t]] = id as i64;
+            mask[[r, t]] = 1;
+        }
+        lens.push(toks.len());
+    }
+    (ids, mask, lens)
+}
+
+fn progress_bar(enabled: bool, total: usize) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} embedding [{bar:30}] {pos}/{len} sentences  {per_sec}  ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// What `frostline embed` was asked to do.
+#[derive(Debug, Clone)]
+pub struct EmbedJob {
+    pub input: PathBuf,
+    pub text_column: String,
+    /// Carried into Parquet output; `None` = the input's `id` column if it has one.
+    pub id_column: Option<String>,
+    pub output: PathBuf,
+}
+
+/// The whole `embed` command: read, embed through the cache, write the output atomically.
+pub fn run_job(settings: EmbedSettings, job: &EmbedJob) -> Result<EmbedStats> {
+    output::OutputFormat::of(&job.output)?;
+    fsutil::check_writable(&job.output)?;
+    let table = data::read_table(&job.input)?;
+    let texts = table.required_strings(&job.text_column)?;
+    let id_column = match &job.id_column {
+        Some(c) => {
+            table.column_index(c)?;
+            Some(c.clone())
+        }
+        None => table.column("id").map(|_| "id".to_string()),
+    };
+    let mut embedder = Embedder::open(settings)?;
+    let (vectors, stats) = embedder.embed(&texts)?;
+    write_output(
+        &job.output,
+        &table,
+        id_column.as_deref(),
+        &job.text_column,
+        &vectors,
+    )?;
+    Ok(stats)
+}
+
+fn write_output(
+    path: &Path,
+    table: &Table,
+    id_column: Option<&str>,
+    text_column: &str,
+    vectors: &Array2<f32>,
+) -> Result<()> {
+    let carry = |name: &str| -> Option<CarriedColumn> {
+        table.column(name).map(|values| CarriedColumn {
+            name: table_name(table, name),
+            values: values.iter().map(Option::as_deref).collect(),
+        })
+    };
+    let mut carried = Vec::new();
+    if let Some(id) = id_column.filter(|id| *id != text_column) {
+        carried.extend(carry(id));
+    }
+    carried.extend(carry(text_column));
+    output::write_embeddings(path, &carried, vectors)
+}
+
+fn table_name<'a>(table: &'a Table, name: &str) -> &'a str {
+    table
+        .names
+        .iter()
+        .find(|n| *n == name)
+        .map(String::as_str)
+        .unwrap_or("text")
+}

@@ -1,0 +1,90 @@
+//! File-system helpers: atomic writes (temp file + rename) and advisory locks.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+const TEMP_MARK: &str = ".tmp-";
+
+/// A hidden temp name beside `path`, unique per process.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    path.with_file_name(format!(".{name}{TEMP_MARK}{}", std::process::id()))
+}
+
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(TEMP_MARK)
+}
+
+/// Writes `path` through a temp file in the same folder, synced and renamed into place, so the
+/// file is either the old one, absent, or complete. The temp file is removed on failure.
+pub fn write_atomic<F>(path: &Path, fill: F) -> Result<()>
+where
+    F: FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+{
+    let tmp = temp_path(path);
+    let result = (|| {
+        let file = File::create(&tmp)?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        fill(&mut w)?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::output(path, format!("cannot write: {e}"))
+    })
+}
+
+/// Fails early, before any expensive work, when `path`'s folder cannot take a new file.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(Error::output(
+            path,
+            format!("folder {} does not exist", parent.display()),
+        ));
+    }
+    if path.is_dir() {
+        return Err(Error::output(path, "is a folder, expected a file path"));
+    }
+    let probe = temp_path(path);
+    match File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(Error::output(
+            path,
+            format!("cannot write in {}: {e}", parent.display()),
+        )),
+    }
+}
+
+/// Takes an exclusive advisory lock on `path` (created if absent), waiting for other holders.
+pub fn lock_exclusive(path: &Path) -> Result<File> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid, owned descriptor; released when the file is closed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    if rc != 0 {
+        return Err(Error::io(path, std::io::Error::last_os_error()));
+    }
+    Ok(file)
+}
+
+/// Writes all of `bytes` atomically.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, |w| w.write_all(bytes))
+}

@@ -1,0 +1,96 @@
+//! Writing embeddings: `.npy` (f32 [N, H]) or `.parquet` (the input's id/text columns plus an
+//! `embedding` column of fixed-size f32 lists), always atomically.
+
+use std::io::Write;
+use std::path::Path;
+
+use ndarray::Array2;
+use polars::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Npy,
+    Parquet,
+}
+
+impl OutputFormat {
+    pub fn of(path: &Path) -> Result<Self> {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("npy") => Ok(OutputFormat::Npy),
+            Some("parquet") => Ok(OutputFormat::Parquet),
+            _ => Err(Error::output(
+                path,
+                "unsupported output format; name the file .parquet or .npy",
+            )),
+        }
+    }
+}
+
+/// A string column carried from the input into the output.
+pub struct CarriedColumn<'a> {
+    pub name: &'a str,
+    pub values: Vec<Option<&'a str>>,
+}
+
+pub fn write_npy(path: &Path, data: &Array2<f32>) -> Result<()> {
+    let (n, h) = data.dim();
+    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {h}), }}");
+    // Magic (6) + version (2) + header length (2) + dict + padding + '\n', a multiple of 64.
+    let unpadded = 10 + dict.len() + 1;
+    let header = format!("{dict}{}\n", " ".repeat((64 - unpadded % 64) % 64));
+    fsutil::write_atomic(path, |w| {
+        w.write_all(b"\x93NUMPY\x01\x00")?;
+        w.write_all(&(header.len() as u16).to_le_bytes())?;
+        w.write_all(header.as_bytes())?;
+        for v in data.iter() {
+            w.write_all(&v.to_le_bytes())?;
+        }
+        Ok(())
+    })
+}
+
+/// The embeddings as a polars column of `Array(Float32, H)`.
+pub fn embedding_column(name: &str, data: &Array2<f32>) -> Result<Column> {
+    let (_, h) = data.dim();
+    let flat: Vec<f32> = data.iter().copied().collect();
+    let series = Series::new(name.into(), flat)
+        .reshape_array(&[
+            ReshapeDimension::Infer,
+            ReshapeDimension::new_dimension(h as u64),
+        ])
+        .map_err(|e| Error::Usage(format!("building the embedding column: {e}")))?;
+    Ok(series.into_column())
+}
+
+pub fn write_parquet_frame(path: &Path, df: &mut DataFrame) -> Result<()> {
+    fsutil::write_atomic(path, |w| {
+        ParquetWriter::new(w)
+            .finish(df)
+            .map(|_| ())
+            .map_err(std::io::Error::other)
+    })
+}
+
+pub fn write_embeddings(path: &Path, carried: &[CarriedColumn], data: &Array2<f32>) -> Result<()> {
+    match OutputFormat::of(path)? {
+        OutputFormat::Npy => write_npy(path, data),
+        OutputFormat::Parquet => {
+            let mut cols: Vec<Column> = carried
+                .iter()
+                .map(|c| Column::new(c.name.into(), c.values.clone()))
+                .collect();
+            cols.push(embedding_column("embedding", data)?);
+            let mut df = DataFrame::new_infer_height(cols)
+                .map_err(|e| Error::output(path, e.to_string()))?;
+            write_parquet_frame(path, &mut df)
+        }
+    }
+}

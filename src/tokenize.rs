@@ -1,0 +1,53 @@
+//! Tokenizer set-up from the model folder: no fixed padding (batches pad to their longest row),
+//! truncation at the configured length, and a record of which rows were truncated.
+
+use std::path::Path;
+
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::error::{Error, Result};
+
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    pub max_length: usize,
+}
+
+/// One text's token ids (special tokens included) and whether it was cut at `max_length`.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub truncated: bool,
+}
+
+impl TextTokenizer {
+    pub fn load(path: &Path, max_length: usize) -> Result<Self> {
+        let mut inner = Tokenizer::from_file(path)
+            .map_err(|e| Error::model(path, format!("tokenizer.json could not be read: {e}")))?;
+        // The model's tokenizer.json pads every row to a fixed 128 and truncates at 128/512; both
+        // are wrong for sentence embeddings (sentence-transformers truncates at max_seq_length).
+        inner.with_padding(None);
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                direction: TruncationDirection::Right,
+                stride: 0,
+            }))
+            .map_err(|e| Error::model(path, format!("cannot truncate at {max_length}: {e}")))?;
+        Ok(Self { inner, max_length })
+    }
+
+    pub fn encode_all(&self, texts: &[&str]) -> Result<Vec<Encoded>> {
+        let encodings = self
+            .inner
+            .encode_batch_fast(texts.to_vec(), true)
+            .map_err(|e| Error::Usage(format!("tokenization failed: {e}")))?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| Encoded {
+                truncated: !e.get_overflowing().is_empty(),
+                ids: e.get_ids().to_vec(),
+            })
+            .collect())
+    }
+}
