@@ -52,7 +52,7 @@ pub struct BackboneArgs {
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Padded tokens per batch (rows × longest row); batches are length-sorted and packed to it.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 1024)]
     pub batch_tokens: usize,
     /// At most this many rows per batch.
     #[arg(long, default_value_t = 256)]

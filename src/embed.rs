@@ -45,7 +45,7 @@ impl EmbedSettings {
                 threads: 0,
             },
             max_length: None,
-            token_budget: 4096,
+            token_budget: 1024,
             max_batch_rows: 256,
             cache_root: cache::default_root(),
             ort_lib: None,
