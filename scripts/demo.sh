@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: set up what is missing, build, then embed the shipped
-# Banking77 and SST-2 subsets (data/) with all-MiniLM-L6-v2 through the cache.
+# The main job on the embedded default: set up what is missing (venv, ONNX export), build, then
+# train Task A (Banking77 intents) and Task B (SST-2 sentiment) heads on the frozen
+# all-MiniLM-L6-v2 backbone from the subsets in data/, evaluate on their test splits, print the
+# per-task table, and predict a few new sentences with the checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -8,8 +10,8 @@ cargo build --release --quiet
 out=${FROSTLINE_DEMO_OUT:-demo-output}
 mkdir -p "$out"
 bin=target/release/frostline
-"$bin" doctor
-for split in banking77/train banking77/test sst2/train sst2/dev sst2/test; do
-  echo "== embed data/$split.csv"
-  "$bin" embed --input "data/$split.csv" --output "$out/${split//\//_}.parquet"
-done
+"$bin" train --run runs/default.toml --out "$out/checkpoint"
+printf 'text\n"I still have not received my new card, when will it arrive?"\n"A warm, funny and beautifully acted film."\nThe plot is a mess and the jokes fall flat.\n' > "$out/new.csv"
+"$bin" predict --checkpoint "$out/checkpoint" --input "$out/new.csv" --output "$out/predictions.csv" --no-progress 2>/dev/null
+echo "predictions ($out/predictions.csv):"
+cat "$out/predictions.csv"

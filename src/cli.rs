@@ -34,14 +34,117 @@ pub enum Command {
     },
     /// Embed texts from a CSV, JSONL, Parquet or text file into .parquet or .npy (through the cache).
     Embed(EmbedArgs),
+    /// Train (or build training-free) task heads as a run file describes, evaluate, checkpoint.
+    Train(TrainArgs),
+    /// Predict every task's label and probability for new texts with a checkpoint.
+    Predict(PredictArgs),
+    /// Replay MTEB's classification protocol (k per label, 10 experiments, logistic regression).
+    Mteb(MtebArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub backbone: BackboneArgs,
+    /// The run file (TOML): model, tasks, training settings.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Override any run-file value: --set train.epochs=5 --set tasks.intent.loss_weight=2
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Shortcut for --set train.regime=…: fully-frozen, frozen-backbone, freeze-head=a|b|TASK.
+    #[arg(long)]
+    pub regime: Option<String>,
+    /// Shortcut for --set train.head=…: linear, mlp, centroid, zero-shot.
+    #[arg(long)]
+    pub head: Option<String>,
+    /// Shortcut for --set train.from=…: checkpoint holding heads to start from / keep frozen.
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+    /// Shortcut for --set seed=….
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Checkpoint folder to write.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub backbone: BackboneArgs,
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Column holding the text (default: the one the checkpoint was trained with).
+    #[arg(long)]
+    pub text_column: Option<String>,
+    /// Output: .csv or .parquet (input order; `<task>_label`, `<task>_prob` per task).
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct MtebArgs {
+    #[command(flatten)]
+    pub backbone: BackboneArgs,
+    #[arg(long)]
+    pub train: PathBuf,
+    #[arg(long)]
+    pub test: PathBuf,
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    /// Examples per label in each experiment.
+    #[arg(long, default_value_t = 8)]
+    pub k: usize,
+    #[arg(long, default_value_t = 10)]
+    pub experiments: usize,
+    /// numpy RandomState seed (MTEB uses 42).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u32,
+    /// Write the result as JSON here too.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    /// Run-file overrides: the shortcut flags first, then every --set in order.
+    pub fn all_overrides(&self) -> Vec<String> {
+        let mut o = Vec::new();
+        if let Some(r) = &self.regime {
+            o.push(format!("train.regime=\"{r}\""));
+        }
+        if let Some(h) = &self.head {
+            o.push(format!("train.head=\"{h}\""));
+        }
+        if let Some(f) = &self.from {
+            o.push(format!("train.from={}", toml_string(&f.to_string_lossy())));
+        }
+        if let Some(s) = self.seed {
+            o.push(format!("seed={s}"));
+        }
+        if let Some(m) = &self.backbone.model {
+            o.push(format!("model={}", toml_string(&m.to_string_lossy())));
+        }
+        o.extend(self.overrides.iter().cloned());
+        o
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
 }
 
 /// Flags that decide how the backbone runs; shared by every command that embeds.
 #[derive(Debug, Args, Clone)]
 pub struct BackboneArgs {
-    /// Model folder made by scripts/export_onnx.py.
-    #[arg(long, default_value = DEFAULT_MODEL)]
-    pub model: PathBuf,
+    /// Model folder made by scripts/export_onnx.py [default: models/all-MiniLM-L6-v2, or the
+    /// run file's / checkpoint's model].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
     /// Execution provider: cpu, cuda (fails if unavailable) or auto (CUDA if it works, says which ran).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
@@ -99,7 +202,10 @@ impl BackboneArgs {
             ));
         }
         Ok(EmbedSettings {
-            model_dir: self.model.clone(),
+            model_dir: self
+                .model
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL)),
             session: SessionOptions {
                 device: self.device,
                 threads: self.threads,

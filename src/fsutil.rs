@@ -67,6 +67,28 @@ pub fn check_writable(path: &Path) -> Result<()> {
     }
 }
 
+/// Like [`check_writable`] for an output *folder* (a checkpoint): its parent must take a new
+/// entry, and an existing path must be a folder (it is replaced only once the new one is whole).
+pub fn check_folder_writable(path: &Path) -> Result<()> {
+    if path.exists() && !path.is_dir() {
+        return Err(Error::output(path, "exists and is not a folder"));
+    }
+    let probe = temp_path(path);
+    let parent = probe
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(Error::output(
+            path,
+            format!("folder {} does not exist", parent.display()),
+        ));
+    }
+    std::fs::create_dir(&probe)
+        .and_then(|_| std::fs::remove_dir(&probe))
+        .map_err(|e| Error::output(path, format!("cannot write in {}: {e}", parent.display())))
+}
+
 /// Takes an exclusive advisory lock on `path` (created if absent), waiting for other holders.
 pub fn lock_exclusive(path: &Path) -> Result<File> {
     let file = File::options()

@@ -94,3 +94,25 @@ pub fn write_embeddings(path: &Path, carried: &[CarriedColumn], data: &Array2<f3
         }
     }
 }
+
+/// Writes a frame of string / numeric columns as CSV (header row, RFC 4180), atomically.
+pub fn write_csv_frame(path: &Path, df: &DataFrame) -> Result<()> {
+    let columns = df.columns();
+    let strings: Vec<Column> = columns
+        .iter()
+        .map(|c| c.cast(&DataType::String))
+        .collect::<PolarsResult<_>>()
+        .map_err(|e| Error::output(path, e.to_string()))?;
+    fsutil::write_atomic(path, |w| {
+        let mut csv = csv::Writer::from_writer(w);
+        csv.write_record(columns.iter().map(|c| c.name().as_str()))?;
+        let cas: Vec<&StringChunked> = strings
+            .iter()
+            .map(|c| c.str().expect("cast to string"))
+            .collect();
+        for i in 0..df.height() {
+            csv.write_record(cas.iter().map(|ca| ca.get(i).unwrap_or("")))?;
+        }
+        csv.flush()
+    })
+}

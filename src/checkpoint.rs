@@ -1,0 +1,277 @@
+//! Checkpoints: a folder with `heads.safetensors` (tensors named `heads.<task>.<layer>.weight|bias`),
+//! `manifest.json` (labels, dims, head kinds, the backbone's cache key, regime, seed, metrics), and
+//! `training_log.csv`. The folder is written beside its target and renamed into place, so a
+//! checkpoint is never half-written; loading checks every file and every shape.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use ndarray::{ArrayD, IxDyn};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::CacheKey;
+use crate::error::{Error, Result};
+use crate::eval::TaskMetrics;
+use crate::fsutil;
+use crate::heads::{Head, HeadSpec};
+use crate::nn::{Linear, ParamStore};
+use crate::runfile::TrainConfig;
+use crate::train::EpochLog;
+
+pub const WEIGHTS: &str = "heads.safetensors";
+pub const MANIFEST: &str = "manifest.json";
+pub const LOG: &str = "training_log.csv";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskEntry {
+    pub name: String,
+    pub classes: Vec<String>,
+    pub head: HeadSpec,
+    pub input_dim: usize,
+    pub text_column: String,
+    pub label_column: String,
+    /// Whether this head's weights changed in the run that wrote the checkpoint.
+    pub trained: bool,
+    pub dev: Option<TaskMetrics>,
+    pub test: Option<TaskMetrics>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub frostline_version: String,
+    pub model_dir: PathBuf,
+    /// The backbone the heads were trained on; predicting with another one is refused.
+    pub backbone: CacheKey,
+    pub regime: String,
+    pub seed: u64,
+    pub train: TrainConfig,
+    pub trainable_params: usize,
+    pub training_seconds: f64,
+    pub tasks: Vec<TaskEntry>,
+}
+
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub store: ParamStore,
+    pub heads: Vec<Head>,
+}
+
+fn log_csv(log: &[EpochLog]) -> Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for row in log {
+        w.serialize(row)
+            .map_err(|e| Error::Usage(format!("training log: {e}")))?;
+    }
+    w.into_inner()
+        .map_err(|e| Error::Usage(format!("training log: {e}")))
+}
+
+/// Writes the checkpoint folder atomically (build in a temp folder, then rename over `dir`).
+pub fn save(
+    dir: &Path,
+    manifest: &Manifest,
+    store: &ParamStore,
+    heads: &[Head],
+    log: &[EpochLog],
+) -> Result<()> {
+    let tmp = fsutil::temp_path(dir);
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp)
+        .map_err(|e| Error::output(dir, format!("cannot write checkpoint: {e}")))?;
+    let result = (|| {
+        let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+        for head in heads {
+            for id in head.param_ids() {
+                let p = store.get(id);
+                let bytes: Vec<u8> = p.value.iter().flat_map(|v| v.to_le_bytes()).collect();
+                tensors.push((p.name.clone(), bytes, p.value.shape().to_vec()));
+            }
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+            .iter()
+            .map(|(n, b, s)| {
+                Ok((
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                        .map_err(|e| Error::Usage(e.to_string()))?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let bytes = safetensors::serialize(views, None)
+            .map_err(|e| Error::Usage(format!("safetensors: {e}")))?;
+        fsutil::write_bytes_atomic(&tmp.join(WEIGHTS), &bytes)?;
+        fsutil::write_bytes_atomic(&tmp.join(LOG), &log_csv(log)?)?;
+        let json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Usage(e.to_string()))?;
+        fsutil::write_bytes_atomic(&tmp.join(MANIFEST), &json)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    // Replace an existing checkpoint only once the new one is complete.
+    if dir.exists() {
+        let old = dir.with_file_name(format!(
+            ".{}.old-{}",
+            dir.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        ));
+        std::fs::rename(dir, &old)
+            .map_err(|e| Error::output(dir, format!("cannot replace: {e}")))?;
+        std::fs::rename(&tmp, dir)
+            .map_err(|e| Error::output(dir, format!("cannot rename into place: {e}")))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(&tmp, dir)
+            .map_err(|e| Error::output(dir, format!("cannot rename into place: {e}")))?;
+    }
+    Ok(())
+}
+
+pub fn load(dir: &Path) -> Result<Checkpoint> {
+    let bad = |file: &str, reason: String| Error::InputFile {
+        path: dir.join(file),
+        reason,
+    };
+    if !dir.is_dir() {
+        return Err(Error::InputFile {
+            path: dir.to_path_buf(),
+            reason: "checkpoint folder not found".into(),
+        });
+    }
+    for f in [MANIFEST, WEIGHTS] {
+        if !dir.join(f).is_file() {
+            return Err(bad(
+                f,
+                "missing from the checkpoint folder (was it copied whole?)".into(),
+            ));
+        }
+    }
+    let text = std::fs::read_to_string(dir.join(MANIFEST))
+        .map_err(|e| Error::io(dir.join(MANIFEST), e))?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| bad(MANIFEST, format!("unreadable manifest: {e}")))?;
+    let bytes = std::fs::read(dir.join(WEIGHTS)).map_err(|e| Error::io(dir.join(WEIGHTS), e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+        bad(
+            WEIGHTS,
+            format!("corrupt or truncated safetensors file: {e}"),
+        )
+    })?;
+    let mut by_name: HashMap<String, ArrayD<f32>> = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(bad(
+                WEIGHTS,
+                format!("tensor {name} is {:?}, expected F32", view.dtype()),
+            ));
+        }
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect();
+        let arr = ArrayD::from_shape_vec(IxDyn(view.shape()), values)
+            .map_err(|e| bad(WEIGHTS, format!("tensor {name}: {e}")))?;
+        if arr.iter().any(|v| !v.is_finite()) {
+            return Err(bad(
+                WEIGHTS,
+                format!("tensor {name} holds NaN or infinite values"),
+            ));
+        }
+        by_name.insert(name, arr);
+    }
+    let mut store = ParamStore::default();
+    let mut heads = Vec::new();
+    for task in &manifest.tasks {
+        let prefix = Head::prefix(&task.name);
+        let n_layers = if matches!(task.head, HeadSpec::Mlp { .. }) {
+            2
+        } else {
+            1
+        };
+        let mut layers = Vec::new();
+        for l in 0..n_layers {
+            let mut take = |part: &str| -> Result<usize> {
+                let name = format!("{prefix}.{l}.{part}");
+                let value = by_name
+                    .remove(&name)
+                    .ok_or_else(|| bad(WEIGHTS, format!("tensor {name} missing")))?;
+                Ok(store.add(name, value))
+            };
+            let (w, b) = (take("weight")?, take("bias")?);
+            if store.get(w).value.ndim() != 2 || store.get(b).value.ndim() != 1 {
+                return Err(bad(
+                    WEIGHTS,
+                    format!("{prefix}.{l}: weight must be 2-D and bias 1-D"),
+                ));
+            }
+            layers.push(Linear::from_params(&store, w, b));
+        }
+        let head = Head {
+            task: task.name.clone(),
+            spec: task.head.clone(),
+            num_classes: layers.last().expect("one layer at least").out_dim,
+            input_dim: layers[0].in_dim,
+            layers,
+        };
+        if head.num_classes != task.classes.len() || head.input_dim != task.input_dim {
+            return Err(bad(
+                WEIGHTS,
+                format!(
+                    "head {:?} is {}→{} but the manifest says {}→{} classes",
+                    task.name,
+                    head.input_dim,
+                    head.num_classes,
+                    task.input_dim,
+                    task.classes.len()
+                ),
+            ));
+        }
+        head.check_shapes(&store).map_err(|e| bad(WEIGHTS, e))?;
+        heads.push(head);
+    }
+    Ok(Checkpoint {
+        dir: dir.to_path_buf(),
+        manifest,
+        store,
+        heads,
+    })
+}
+
+impl Checkpoint {
+    /// Refuses heads trained on another backbone (other graph, tokenizer, pooling, length or dim).
+    pub fn check_backbone(&self, key: &CacheKey) -> Result<()> {
+        let m = &self.manifest.backbone;
+        if m == key {
+            return Ok(());
+        }
+        let mut diffs = Vec::new();
+        if m.onnx_sha256 != key.onnx_sha256 {
+            diffs.push("ONNX graph".to_string());
+        }
+        if m.tokenizer_sha256 != key.tokenizer_sha256 {
+            diffs.push("tokenizer".into());
+        }
+        if m.dim != key.dim {
+            diffs.push(format!("dimension {} vs {}", m.dim, key.dim));
+        }
+        if m.max_length != key.max_length {
+            diffs.push(format!("max length {} vs {}", m.max_length, key.max_length));
+        }
+        if m.pooling != key.pooling || m.split_layer != key.split_layer || m.dtype != key.dtype {
+            diffs.push("pooling / split layer / dtype".into());
+        }
+        Err(Error::InputFile {
+            path: self.dir.join(MANIFEST),
+            reason: format!(
+                "these heads were trained on another backbone ({} differ{}); use the model folder they were trained with ({})",
+                diffs.join(", "),
+                if diffs.len() == 1 { "s" } else { "" },
+                self.manifest.model_dir.display()
+            ),
+        })
+    }
+}

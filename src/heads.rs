@@ -1,0 +1,209 @@
+//! Task heads on sentence vectors: linear, or an MLP (Linear → GELU → dropout → Linear).
+//! Training-free heads (nearest centroid, zero-shot label prompts) are linear heads whose weights
+//! are set rather than learned, so they checkpoint, predict and report like any other.
+
+use ndarray::{Array2, ArrayView2, Axis, Ix2};
+use serde::{Deserialize, Serialize};
+
+use crate::nn::{act, Linear, ParamId, ParamStore, Rng};
+
+/// How a head is built.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum HeadSpec {
+    Linear,
+    Mlp {
+        hidden: usize,
+        dropout: f32,
+    },
+    /// Cosine to each class's mean training vector (training-free).
+    Centroid,
+    /// Cosine to the embedding of each label's description (training-free).
+    ZeroShot,
+}
+
+impl HeadSpec {
+    pub fn is_training_free(&self) -> bool {
+        matches!(self, HeadSpec::Centroid | HeadSpec::ZeroShot)
+    }
+}
+
+/// Logit scale of the training-free heads: softmax(20 · cosine) gives usable probabilities.
+pub const COSINE_SCALE: f32 = 20.0;
+
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub task: String,
+    pub spec: HeadSpec,
+    pub layers: Vec<Linear>,
+    pub num_classes: usize,
+    pub input_dim: usize,
+}
+
+/// What the forward pass keeps for the backward pass.
+pub struct HeadTrace {
+    input: Array2<f32>,
+    /// MLP only: the first layer's output before GELU, the dropout mask, and the hidden layer.
+    pre_act: Option<Array2<f32>>,
+    mask: Option<Array2<f32>>,
+    hidden: Option<Array2<f32>>,
+}
+
+impl Head {
+    pub fn prefix(task: &str) -> String {
+        format!("heads.{task}")
+    }
+
+    pub fn new(
+        store: &mut ParamStore,
+        task: &str,
+        spec: HeadSpec,
+        input_dim: usize,
+        num_classes: usize,
+        rng: &mut Rng,
+    ) -> Self {
+        let p = Self::prefix(task);
+        let layers = match &spec {
+            HeadSpec::Mlp { hidden, .. } => vec![
+                Linear::new(store, &format!("{p}.0"), input_dim, *hidden, rng),
+                Linear::new(store, &format!("{p}.1"), *hidden, num_classes, rng),
+            ],
+            _ => vec![Linear::new(
+                store,
+                &format!("{p}.0"),
+                input_dim,
+                num_classes,
+                rng,
+            )],
+        };
+        Self {
+            task: task.to_string(),
+            spec,
+            layers,
+            num_classes,
+            input_dim,
+        }
+    }
+
+    /// A training-free head: logits = scale · cos(x, prototype_c); the prototypes are normalised here.
+    pub fn from_prototypes(
+        store: &mut ParamStore,
+        task: &str,
+        spec: HeadSpec,
+        prototypes: ArrayView2<f32>,
+    ) -> Self {
+        let (k, d) = prototypes.dim();
+        let mut rng = Rng::new(0);
+        let head = Self::new(store, task, spec, d, k, &mut rng);
+        let mut w = prototypes.to_owned();
+        for mut row in w.axis_iter_mut(Axis(0)) {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            row.mapv_inplace(|v| COSINE_SCALE * v / norm);
+        }
+        store.set(head.layers[0].weight, w.into_dyn());
+        store.set(
+            head.layers[0].bias,
+            ndarray::ArrayD::zeros(ndarray::IxDyn(&[k])),
+        );
+        head
+    }
+
+    pub fn param_ids(&self) -> Vec<ParamId> {
+        self.layers
+            .iter()
+            .flat_map(|l| [l.weight, l.bias])
+            .collect()
+    }
+
+    /// Inference: no dropout.
+    pub fn forward(&self, store: &ParamStore, x: ArrayView2<f32>) -> Array2<f32> {
+        match self.layers.as_slice() {
+            [l] => l.forward(store, x),
+            [l0, l1] => l1.forward(store, act::gelu(l0.forward(store, x).view()).view()),
+            _ => unreachable!("heads have one or two layers"),
+        }
+    }
+
+    /// Training forward pass (dropout on for MLP heads).
+    pub fn forward_train(
+        &self,
+        store: &ParamStore,
+        x: ArrayView2<f32>,
+        rng: &mut Rng,
+    ) -> (Array2<f32>, HeadTrace) {
+        match (self.layers.as_slice(), &self.spec) {
+            ([l0, l1], HeadSpec::Mlp { dropout, .. }) => {
+                let pre = l0.forward(store, x);
+                let mut h = act::gelu(pre.view());
+                let mask = (*dropout > 0.0).then(|| act::dropout_mask(h.dim(), *dropout, rng));
+                if let Some(m) = &mask {
+                    h *= m;
+                }
+                let logits = l1.forward(store, h.view());
+                (
+                    logits,
+                    HeadTrace {
+                        input: x.to_owned(),
+                        pre_act: Some(pre),
+                        mask,
+                        hidden: Some(h),
+                    },
+                )
+            }
+            _ => (
+                self.forward(store, x),
+                HeadTrace {
+                    input: x.to_owned(),
+                    pre_act: None,
+                    mask: None,
+                    hidden: None,
+                },
+            ),
+        }
+    }
+
+    /// Accumulates parameter gradients; returns the gradient w.r.t. the input vectors.
+    pub fn backward(
+        &self,
+        store: &mut ParamStore,
+        trace: &HeadTrace,
+        dlogits: ArrayView2<f32>,
+    ) -> Array2<f32> {
+        match self.layers.as_slice() {
+            [l] => l.backward(store, trace.input.view(), dlogits),
+            [l0, l1] => {
+                let h = trace.hidden.as_ref().expect("MLP trace");
+                let pre = trace.pre_act.as_ref().expect("MLP trace");
+                let mut dh = l1.backward(store, h.view(), dlogits);
+                if let Some(m) = &trace.mask {
+                    dh *= m;
+                }
+                let dpre = act::gelu_backward(pre.view(), dh.view());
+                l0.backward(store, trace.input.view(), dpre.view())
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// Checks that stored parameter shapes match this head (after loading a checkpoint).
+    pub fn check_shapes(&self, store: &ParamStore) -> Result<(), String> {
+        for l in &self.layers {
+            let w = store
+                .get(l.weight)
+                .value
+                .view()
+                .into_dimensionality::<Ix2>()
+                .map_err(|e| e.to_string())?;
+            if w.dim() != (l.out_dim, l.in_dim) {
+                return Err(format!(
+                    "{} has shape {:?}, expected [{}, {}]",
+                    store.get(l.weight).name,
+                    w.shape(),
+                    l.out_dim,
+                    l.in_dim
+                ));
+            }
+        }
+        Ok(())
+    }
+}

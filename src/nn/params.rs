@@ -1,0 +1,88 @@
+//! Every trainable tensor lives in one store, named by path (`heads.intent.0.weight`) the way
+//! safetensors files name them; layers hold ids into it.
+
+use ndarray::{ArrayD, IxDyn};
+
+pub type ParamId = usize;
+
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub name: String,
+    pub value: ArrayD<f32>,
+    pub grad: ArrayD<f32>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ParamStore {
+    params: Vec<Param>,
+}
+
+impl ParamStore {
+    pub fn add(&mut self, name: impl Into<String>, value: ArrayD<f32>) -> ParamId {
+        let grad = ArrayD::zeros(value.raw_dim());
+        self.params.push(Param {
+            name: name.into(),
+            value,
+            grad,
+        });
+        self.params.len() - 1
+    }
+
+    pub fn get(&self, id: ParamId) -> &Param {
+        &self.params[id]
+    }
+
+    pub fn get_mut(&mut self, id: ParamId) -> &mut Param {
+        &mut self.params[id]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (ParamId, &Param)> {
+        self.params.iter().enumerate()
+    }
+
+    pub fn len(&self) -> usize {
+        self.params.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.params.is_empty()
+    }
+
+    pub fn find(&self, name: &str) -> Option<ParamId> {
+        self.params.iter().position(|p| p.name == name)
+    }
+
+    /// Ids of every parameter whose name starts with `prefix`.
+    pub fn ids_with_prefix(&self, prefix: &str) -> Vec<ParamId> {
+        self.iter()
+            .filter(|(_, p)| p.name.starts_with(prefix))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    pub fn zero_grads(&mut self) {
+        for p in &mut self.params {
+            p.grad.fill(0.0);
+        }
+    }
+
+    /// Number of scalars in the given parameters.
+    pub fn count(&self, ids: &[ParamId]) -> usize {
+        ids.iter().map(|&i| self.params[i].value.len()).sum()
+    }
+
+    /// Replaces a parameter's value, keeping its shape.
+    pub fn set(&mut self, id: ParamId, value: ArrayD<f32>) {
+        assert_eq!(
+            self.params[id].value.shape(),
+            value.shape(),
+            "shape of {}",
+            self.params[id].name
+        );
+        self.params[id].value = value;
+    }
+}
+
+pub fn zeros(shape: &[usize]) -> ArrayD<f32> {
+    ArrayD::zeros(IxDyn(shape))
+}

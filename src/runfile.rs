@@ -1,0 +1,351 @@
+//! The run file (TOML): model, tasks and training settings described once. Every value can be
+//! overridden with `--set key=value` (dotted path; tasks by name: `tasks.intent.train=...`).
+//! Unknown keys are errors that name the key. Paths in the file are relative to the file's folder;
+//! paths given with `--set` are relative to the current directory, like any other flag.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::heads::HeadSpec;
+use crate::nn::schedule::Decay;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunFile {
+    pub model: PathBuf,
+    #[serde(default = "defaults::seed")]
+    pub seed: u64,
+    #[serde(default)]
+    pub train: TrainConfig,
+    pub tasks: Vec<TaskConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskKind {
+    #[default]
+    Classification,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassWeights {
+    #[default]
+    None,
+    /// n_samples / (n_classes · count(class)), as scikit-learn's `class_weight="balanced"`.
+    Balanced,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    pub name: String,
+    #[serde(default)]
+    pub kind: TaskKind,
+    pub train: PathBuf,
+    #[serde(default)]
+    pub dev: Option<PathBuf>,
+    #[serde(default)]
+    pub test: Option<PathBuf>,
+    #[serde(default = "defaults::text_column")]
+    pub text_column: String,
+    #[serde(default = "defaults::label_column")]
+    pub label_column: String,
+    #[serde(default = "defaults::one")]
+    pub loss_weight: f32,
+    #[serde(default)]
+    pub class_weights: ClassWeights,
+    /// Share of train carved (stratified, seeded) into dev when `dev` is absent.
+    #[serde(default = "defaults::dev_fraction")]
+    pub dev_fraction: f64,
+    /// Zero-shot only: a CSV with columns `label,description` (default: the label names).
+    #[serde(default)]
+    pub label_descriptions: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadChoice {
+    Linear,
+    Mlp,
+    Centroid,
+    ZeroShot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampling {
+    Proportional,
+    Uniform,
+    Temperature,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub regime: String,
+    pub head: HeadChoice,
+    pub mlp_hidden: usize,
+    pub dropout: f32,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f32,
+    pub weight_decay: f32,
+    /// Warm-up as a fraction of all steps.
+    pub warmup: f32,
+    pub decay: Decay,
+    /// Global gradient-norm clip; 0 = off.
+    pub clip_norm: f32,
+    /// Epochs without a better mean dev macro-F1 before stopping; 0 = never stop early.
+    pub patience: usize,
+    pub label_smoothing: f32,
+    pub sampling: Sampling,
+    /// Sampling temperature T: task probability ∝ n^(1/T).
+    pub temperature: f64,
+    /// Checkpoint to start from (heads for `fully-frozen` and the frozen head of `freeze-head`).
+    pub from: Option<PathBuf>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            regime: "frozen-backbone".into(),
+            head: HeadChoice::Linear,
+            mlp_hidden: 256,
+            dropout: 0.1,
+            epochs: 20,
+            batch_size: 64,
+            lr: 5e-3,
+            weight_decay: 0.01,
+            warmup: 0.05,
+            decay: Decay::Cosine,
+            clip_norm: 1.0,
+            patience: 5,
+            label_smoothing: 0.0,
+            sampling: Sampling::Proportional,
+            temperature: 2.0,
+            from: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn head_spec(&self) -> HeadSpec {
+        match self.head {
+            HeadChoice::Linear => HeadSpec::Linear,
+            HeadChoice::Mlp => HeadSpec::Mlp {
+                hidden: self.mlp_hidden,
+                dropout: self.dropout,
+            },
+            HeadChoice::Centroid => HeadSpec::Centroid,
+            HeadChoice::ZeroShot => HeadSpec::ZeroShot,
+        }
+    }
+}
+
+mod defaults {
+    pub fn seed() -> u64 {
+        13
+    }
+    pub fn text_column() -> String {
+        "text".into()
+    }
+    pub fn label_column() -> String {
+        "label".into()
+    }
+    pub fn one() -> f32 {
+        1.0
+    }
+    pub fn dev_fraction() -> f64 {
+        0.1
+    }
+}
+
+/// Keys whose values are paths relative to the run file.
+fn resolve_paths(value: &mut toml::Value, base: &Path) {
+    let join = |v: &mut toml::Value| {
+        if let toml::Value::String(s) = v {
+            let p = Path::new(s.as_str());
+            if p.is_relative() {
+                *s = base.join(p).to_string_lossy().into_owned();
+            }
+        }
+    };
+    if let Some(t) = value.as_table_mut() {
+        if let Some(v) = t.get_mut("model") {
+            join(v);
+        }
+        if let Some(v) = t.get_mut("train").and_then(|t| t.get_mut("from")) {
+            join(v);
+        }
+        if let Some(tasks) = t.get_mut("tasks").and_then(toml::Value::as_array_mut) {
+            for task in tasks {
+                for key in ["train", "dev", "test", "label_descriptions"] {
+                    if let Some(v) = task.get_mut(key) {
+                        join(v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Applies one `key=value` override. The value is read as TOML (numbers, booleans, strings), and
+/// taken as a plain string when it is not valid TOML.
+fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| Error::Usage(format!("--set {assignment:?}: expected KEY=VALUE")))?;
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let mut node = root;
+    for (i, part) in parts.iter().enumerate() {
+        let last = i == parts.len() - 1;
+        node = match node {
+            toml::Value::Array(items) => {
+                let idx = items
+                    .iter()
+                    .position(|t| t.get("name").and_then(toml::Value::as_str) == Some(part))
+                    .or_else(|| part.parse::<usize>().ok().filter(|&n| n < items.len()))
+                    .ok_or_else(|| Error::Usage(format!("--set {key}: no task named {part:?}")))?;
+                &mut items[idx]
+            }
+            toml::Value::Table(t) => {
+                if last {
+                    t.insert(part.to_string(), value);
+                    return Ok(());
+                }
+                t.entry(part.to_string())
+                    .or_insert_with(|| toml::Value::Table(Default::default()))
+            }
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--set {key}: {part:?} is not a table"
+                )))
+            }
+        };
+    }
+    Err(Error::Usage(format!(
+        "--set {key}: cannot set a whole task"
+    )))
+}
+
+impl RunFile {
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut value: toml::Value = toml::from_str(&text).map_err(|e| Error::InputFile {
+            path: path.to_path_buf(),
+            reason: format!("invalid TOML: {e}"),
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        resolve_paths(&mut value, base);
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        let run: RunFile = value
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::InputFile {
+                path: path.to_path_buf(),
+                reason: e.message().to_string(),
+            })?;
+        run.validate(path)?;
+        Ok(run)
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |reason: String| Error::InputFile {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if self.tasks.is_empty() {
+            return Err(bad("no [[tasks]]".into()));
+        }
+        for (i, t) in self.tasks.iter().enumerate() {
+            if self.tasks[..i].iter().any(|o| o.name == t.name) {
+                return Err(bad(format!("two tasks are named {:?}", t.name)));
+            }
+            if !(0.0..0.9).contains(&t.dev_fraction) {
+                return Err(bad(format!(
+                    "task {:?}: dev_fraction {} must be in [0, 0.9)",
+                    t.name, t.dev_fraction
+                )));
+            }
+            if !t.loss_weight.is_finite() || t.loss_weight < 0.0 {
+                return Err(bad(format!("task {:?}: loss_weight must be ≥ 0", t.name)));
+            }
+        }
+        let c = &self.train;
+        if c.batch_size == 0 || c.epochs == 0 {
+            return Err(bad(
+                "train.batch_size and train.epochs must be at least 1".into()
+            ));
+        }
+        if !(0.0..1.0).contains(&c.dropout) || !(0.0..1.0).contains(&c.label_smoothing) {
+            return Err(bad(
+                "train.dropout and train.label_smoothing must be in [0, 1)".into(),
+            ));
+        }
+        if c.temperature <= 0.0 {
+            return Err(bad("train.temperature must be > 0".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, overrides: &[&str]) -> Result<RunFile> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("run.toml");
+        std::fs::write(&p, text).unwrap();
+        RunFile::load(
+            &p,
+            &overrides.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+    }
+
+    const RUN: &str = "model = \"m\"\n[train]\nepochs = 3\n[[tasks]]\nname = \"a\"\ntrain = \"a.csv\"\n[[tasks]]\nname = \"b\"\ntrain = \"b.csv\"\n";
+
+    #[test]
+    fn overrides_by_task_name_and_dotted_key() {
+        let run = load(
+            RUN,
+            &[
+                "train.epochs=7",
+                "tasks.b.loss_weight=0.5",
+                "tasks.a.train=/x/y.csv",
+                "train.decay=linear",
+            ],
+        )
+        .unwrap();
+        assert_eq!(run.train.epochs, 7);
+        assert_eq!(run.tasks[1].loss_weight, 0.5);
+        assert_eq!(run.tasks[0].train, PathBuf::from("/x/y.csv"));
+        assert!(run.tasks[1].train.ends_with("b.csv") && run.tasks[1].train.is_absolute());
+        assert_eq!(run.train.decay, Decay::Linear);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = load(&RUN.replace("epochs = 3", "epochs = 3\nepoch = 4"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `epoch`"), "{err}");
+        let err = load(RUN, &["tasks.a.labelcolumn=x"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `labelcolumn`"), "{err}");
+        let err = load(RUN, &["tasks.c.train=x"]).unwrap_err().to_string();
+        assert!(err.contains("no task named \"c\""), "{err}");
+    }
+}

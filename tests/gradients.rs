@@ -1,0 +1,188 @@
+//! Finite-difference checks of every backward pass the heads use (no model needed).
+
+use frostline::heads::{Head, HeadSpec};
+use frostline::nn::act::{gelu, gelu_backward};
+use frostline::nn::loss::cross_entropy;
+use frostline::nn::optim::clip_grad_norm;
+use frostline::nn::{Linear, ParamStore, Rng};
+use ndarray::{Array2, ArrayView2};
+
+fn random(rows: usize, cols: usize, rng: &mut Rng) -> Array2<f32> {
+    Array2::from_shape_simple_fn((rows, cols), || (rng.uniform() * 2.0 - 1.0) as f32)
+}
+
+/// Scalar probe: L = Σ r ⊙ y, so dL/dy = r.
+fn probe(y: ArrayView2<f32>, r: &Array2<f32>) -> f64 {
+    y.iter()
+        .zip(r.iter())
+        .map(|(a, b)| *a as f64 * *b as f64)
+        .sum()
+}
+
+fn assert_close(analytic: f64, numeric: f64, what: &str) {
+    let tol = 2e-3 * (1.0 + analytic.abs().max(numeric.abs()));
+    assert!(
+        (analytic - numeric).abs() <= tol,
+        "{what}: analytic {analytic} vs numeric {numeric}"
+    );
+}
+
+const EPS: f32 = 1e-2;
+
+#[test]
+fn linear_backward_matches_finite_differences() {
+    let mut rng = Rng::new(1);
+    let mut store = ParamStore::default();
+    let lin = Linear::new(&mut store, "l", 4, 5, &mut rng);
+    let x = random(3, 4, &mut rng);
+    let r = random(3, 5, &mut rng);
+    store.zero_grads();
+    let dx = lin.backward(&mut store, x.view(), r.view());
+    for id in [lin.weight, lin.bias] {
+        for i in 0..store.get(id).value.len() {
+            let analytic = store.get(id).grad.as_slice().unwrap()[i] as f64;
+            let f = |delta: f32| {
+                let mut s = store.clone();
+                s.get_mut(id).value.as_slice_mut().unwrap()[i] += delta;
+                probe(lin.forward(&s, x.view()).view(), &r)
+            };
+            let numeric = (f(EPS) - f(-EPS)) / (2.0 * EPS as f64);
+            assert_close(analytic, numeric, &format!("{} [{i}]", store.get(id).name));
+        }
+    }
+    for i in 0..x.len() {
+        let f = |delta: f32| {
+            let mut xp = x.clone();
+            xp.as_slice_mut().unwrap()[i] += delta;
+            probe(lin.forward(&store, xp.view()).view(), &r)
+        };
+        assert_close(
+            dx.as_slice().unwrap()[i] as f64,
+            (f(EPS) - f(-EPS)) / (2.0 * EPS as f64),
+            &format!("dx[{i}]"),
+        );
+    }
+}
+
+#[test]
+fn gelu_backward_matches_finite_differences() {
+    let mut rng = Rng::new(2);
+    let x = random(4, 6, &mut rng).mapv(|v| v * 3.0);
+    let r = random(4, 6, &mut rng);
+    let dx = gelu_backward(x.view(), r.view());
+    for i in 0..x.len() {
+        let f = |delta: f32| {
+            let mut xp = x.clone();
+            xp.as_slice_mut().unwrap()[i] += delta;
+            probe(gelu(xp.view()).view(), &r)
+        };
+        assert_close(
+            dx.as_slice().unwrap()[i] as f64,
+            (f(EPS) - f(-EPS)) / (2.0 * EPS as f64),
+            &format!("gelu dx[{i}]"),
+        );
+    }
+    // Spot values of the exact erf form: GELU(1) = 0.841345, GELU(-1) = -0.158655.
+    let g = gelu(ndarray::array![[1.0f32, -1.0]].view());
+    assert!((g[[0, 0]] - 0.841_345).abs() < 1e-5 && (g[[0, 1]] + 0.158_655).abs() < 1e-5);
+}
+
+#[test]
+fn cross_entropy_gradient_with_weights_and_smoothing() {
+    let mut rng = Rng::new(3);
+    let logits = random(5, 4, &mut rng).mapv(|v| v * 4.0);
+    let targets = [0, 3, 1, 1, 2];
+    let weights = [0.5f32, 2.0, 1.0, 3.0];
+    for (cw, smoothing) in [
+        (None, 0.0),
+        (Some(&weights[..]), 0.0),
+        (None, 0.1),
+        (Some(&weights[..]), 0.2),
+    ] {
+        let (_, grad) = cross_entropy(logits.view(), &targets, cw, smoothing);
+        for i in 0..logits.len() {
+            let f = |delta: f32| {
+                let mut lp = logits.clone();
+                lp.as_slice_mut().unwrap()[i] += delta;
+                cross_entropy(lp.view(), &targets, cw, smoothing).0 as f64
+            };
+            let numeric = (f(1e-2) - f(-1e-2)) / 2e-2;
+            assert_close(
+                grad.as_slice().unwrap()[i] as f64,
+                numeric,
+                &format!("CE grad[{i}] weights={cw:?} smoothing={smoothing}"),
+            );
+        }
+    }
+    // Hand value: uniform logits over 4 classes, no smoothing → ln 4.
+    let (loss, _) = cross_entropy(Array2::zeros((1, 4)).view(), &[2], None, 0.0);
+    assert!((loss - 4f32.ln()).abs() < 1e-6);
+}
+
+#[test]
+fn whole_mlp_head_backward_matches_finite_differences_with_dropout() {
+    let mut rng = Rng::new(4);
+    let mut store = ParamStore::default();
+    let head = Head::new(
+        &mut store,
+        "t",
+        HeadSpec::Mlp {
+            hidden: 6,
+            dropout: 0.3,
+        },
+        5,
+        3,
+        &mut rng,
+    );
+    let x = random(4, 5, &mut rng);
+    let targets = [0, 2, 1, 2];
+    // The same seed gives the same dropout mask in every evaluation.
+    let loss_at = |s: &ParamStore, xx: &Array2<f32>| {
+        let (logits, _) = head.forward_train(s, xx.view(), &mut Rng::new(99));
+        cross_entropy(logits.view(), &targets, None, 0.0).0 as f64
+    };
+    let (logits, trace) = head.forward_train(&store, x.view(), &mut Rng::new(99));
+    let (_, dlogits) = cross_entropy(logits.view(), &targets, None, 0.0);
+    store.zero_grads();
+    let dx = head.backward(&mut store, &trace, dlogits.view());
+    for id in head.param_ids() {
+        for i in 0..store.get(id).value.len() {
+            let analytic = store.get(id).grad.as_slice().unwrap()[i] as f64;
+            let f = |delta: f32| {
+                let mut s = store.clone();
+                s.get_mut(id).value.as_slice_mut().unwrap()[i] += delta;
+                loss_at(&s, &x)
+            };
+            assert_close(
+                analytic,
+                (f(EPS) - f(-EPS)) / (2.0 * EPS as f64),
+                &format!("{}[{i}]", store.get(id).name),
+            );
+        }
+    }
+    for i in 0..x.len() {
+        let f = |delta: f32| {
+            let mut xp = x.clone();
+            xp.as_slice_mut().unwrap()[i] += delta;
+            loss_at(&store, &xp)
+        };
+        assert_close(
+            dx.as_slice().unwrap()[i] as f64,
+            (f(EPS) - f(-EPS)) / (2.0 * EPS as f64),
+            &format!("head dx[{i}]"),
+        );
+    }
+}
+
+#[test]
+fn clipping_bounds_the_global_norm() {
+    let mut rng = Rng::new(5);
+    let mut store = ParamStore::default();
+    let lin = Linear::new(&mut store, "l", 3, 2, &mut rng);
+    store.get_mut(lin.weight).grad.fill(3.0);
+    store.get_mut(lin.bias).grad.fill(4.0);
+    let before = clip_grad_norm(&mut store, &[lin.weight, lin.bias], 1.0);
+    assert!((before - (6.0f32 * 9.0 + 2.0 * 16.0).sqrt()).abs() < 1e-4);
+    let after = clip_grad_norm(&mut store, &[lin.weight, lin.bias], 0.0);
+    assert!((after - 1.0).abs() < 1e-3, "{after}");
+}
