@@ -31,6 +31,12 @@ pub struct TaskEntry {
     pub input_dim: usize,
     pub text_column: String,
     pub label_column: String,
+    /// The task's data files as trained (eval re-reads them; a carved dev split is re-carved
+    /// from `train` with `dev_fraction` and the manifest's seed).
+    pub train_file: PathBuf,
+    pub dev_file: Option<PathBuf>,
+    pub test_file: Option<PathBuf>,
+    pub dev_fraction: f64,
     /// Whether this head's weights changed in the run that wrote the checkpoint.
     pub trained: bool,
     pub dev: Option<TaskMetrics>,
@@ -69,7 +75,7 @@ fn log_csv(log: &[EpochLog]) -> Result<Vec<u8>> {
         .map_err(|e| Error::Usage(format!("training log: {e}")))
 }
 
-/// Writes the checkpoint folder atomically (build in a temp folder, then rename over `dir`).
+/// Writes the checkpoint folder atomically (built in a temp folder, then renamed over `dir`).
 pub fn save(
     dir: &Path,
     manifest: &Manifest,
@@ -77,11 +83,7 @@ pub fn save(
     heads: &[Head],
     log: &[EpochLog],
 ) -> Result<()> {
-    let tmp = fsutil::temp_path(dir);
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp)
-        .map_err(|e| Error::output(dir, format!("cannot write checkpoint: {e}")))?;
-    let result = (|| {
+    fsutil::write_dir_atomic(dir, |tmp| {
         let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
         for head in heads {
             for id in head.param_ids() {
@@ -93,11 +95,10 @@ pub fn save(
         let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
             .iter()
             .map(|(n, b, s)| {
-                Ok((
-                    n.clone(),
+                let view =
                     safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                        .map_err(|e| Error::Usage(e.to_string()))?,
-                ))
+                        .map_err(|e| Error::Usage(e.to_string()))?;
+                Ok((n.clone(), view))
             })
             .collect::<Result<_>>()?;
         let bytes = safetensors::serialize(views, None)
@@ -106,28 +107,7 @@ pub fn save(
         fsutil::write_bytes_atomic(&tmp.join(LOG), &log_csv(log)?)?;
         let json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Usage(e.to_string()))?;
         fsutil::write_bytes_atomic(&tmp.join(MANIFEST), &json)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    // Replace an existing checkpoint only once the new one is complete.
-    if dir.exists() {
-        let old = dir.with_file_name(format!(
-            ".{}.old-{}",
-            dir.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id()
-        ));
-        std::fs::rename(dir, &old)
-            .map_err(|e| Error::output(dir, format!("cannot replace: {e}")))?;
-        std::fs::rename(&tmp, dir)
-            .map_err(|e| Error::output(dir, format!("cannot rename into place: {e}")))?;
-        let _ = std::fs::remove_dir_all(&old);
-    } else {
-        std::fs::rename(&tmp, dir)
-            .map_err(|e| Error::output(dir, format!("cannot rename into place: {e}")))?;
-    }
-    Ok(())
+    })
 }
 
 pub fn load(dir: &Path) -> Result<Checkpoint> {

@@ -67,6 +67,36 @@ pub fn check_writable(path: &Path) -> Result<()> {
     }
 }
 
+/// Builds the folder `dir` through a temp folder beside it, renamed into place once `fill` has
+/// written everything, so the folder is either the old one or the complete new one. An existing
+/// `dir` is replaced only then; on failure the temp folder is removed.
+pub fn write_dir_atomic<F>(dir: &Path, fill: F) -> Result<()>
+where
+    F: FnOnce(&Path) -> Result<()>,
+{
+    let tmp = temp_path(dir);
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).map_err(|e| Error::output(dir, format!("cannot write: {e}")))?;
+    if let Err(e) = fill(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let rename = |from: &Path, to: &Path| {
+        std::fs::rename(from, to)
+            .map_err(|e| Error::output(dir, format!("cannot rename into place: {e}")))
+    };
+    if dir.exists() {
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        let old = dir.with_file_name(format!(".{name}.old-{}", std::process::id()));
+        rename(dir, &old)?;
+        rename(&tmp, dir)?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        rename(&tmp, dir)?;
+    }
+    Ok(())
+}
+
 /// Like [`check_writable`] for an output *folder* (a checkpoint): its parent must take a new
 /// entry, and an existing path must be a folder (it is replaced only once the new one is whole).
 pub fn check_folder_writable(path: &Path) -> Result<()> {

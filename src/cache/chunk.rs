@@ -1,11 +1,11 @@
 //! One chunk file: a fixed header, the rows' text keys, then the rows' f32 vectors.
 //!
 //! ```text
-//! 0   magic "FLCHUNK1"
+//! 0   magic "FLCHUNK2"
 //! 8   u32 dim, u32 reserved
 //! 16  u64 rows
-//! 24  [u8; 32] SHA-256 of everything after the header
-//! 56  pad to 64
+//! 24  u64 XXH3-64 of everything after the header (integrity, fast enough to check on every open)
+//! 32  pad to 64
 //! 64  rows × 16-byte text keys
 //! ..  rows × dim × f32 (little-endian; 4-byte aligned since the header and keys are)
 //! ```
@@ -15,12 +15,13 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 use sha2::{Digest, Sha256};
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
 use crate::fsutil;
 
 pub const EXTENSION: &str = ".flc";
-const MAGIC: &[u8; 8] = b"FLCHUNK1";
+const MAGIC: &[u8; 8] = b"FLCHUNK2";
 const HEADER: usize = 64;
 const KEY_BYTES: usize = 16;
 
@@ -53,7 +54,7 @@ pub fn open_verified(path: &Path, dim: usize) -> std::result::Result<Mmap, Strin
             map.len()
         ));
     }
-    if Sha256::digest(&map[HEADER..]).as_slice() != &map[24..56] {
+    if xxh3_64(&map[HEADER..]).to_le_bytes() != map[24..32] {
         return Err("checksum mismatch (corrupt)".into());
     }
     Ok(map)
@@ -129,7 +130,7 @@ impl ChunkWriter {
         header[..8].copy_from_slice(MAGIC);
         header[8..12].copy_from_slice(&(self.dim as u32).to_le_bytes());
         header[16..24].copy_from_slice(&(rows as u64).to_le_bytes());
-        header[24..56].copy_from_slice(&Sha256::digest(&body));
+        header[24..32].copy_from_slice(&xxh3_64(&body).to_le_bytes());
         // Names sort by creation time, so readers index older chunks first.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::backbone::ModelFolder;
 use crate::error::{Error, Result};
 
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheKey {

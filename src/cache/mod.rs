@@ -4,7 +4,7 @@
 //! `ROOT/<key>/chunks/*.flc` hold rows, each keyed by the hash of its text. A chunk is written to
 //! a temp file and renamed into place, so it is either whole or absent: a run killed at any point
 //! loses at most the rows it had not flushed yet, and the next run embeds only those. Chunks carry
-//! a checksum, so a damaged one is set aside (and its rows re-embedded), never read.
+//! an XXH3 checksum, so a damaged one is set aside (and its rows re-embedded), never read.
 //!
 //! Readers map chunks into memory; the only copy made is the gather into the caller's array.
 
