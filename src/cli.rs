@@ -40,6 +40,40 @@ pub enum Command {
     Predict(PredictArgs),
     /// Replay MTEB's classification protocol (k per label, 10 experiments, logistic regression).
     Mteb(MtebArgs),
+    /// Evaluate a checkpoint on a split: Parquet/CSV tables, Markdown summary, SVG plots.
+    Eval(EvalArgs),
+    /// Train and evaluate every regime on the run file's tasks; one comparison table.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub backbone: BackboneArgs,
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[arg(long, value_enum, default_value_t = crate::evaluate::SplitName::Test)]
+    pub split: crate::evaluate::SplitName,
+    /// Report folder [default: CHECKPOINT/eval-SPLIT].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Most confident errors kept per task.
+    #[arg(long, default_value_t = 50)]
+    pub top_errors: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub backbone: BackboneArgs,
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Override any run-file value, as for `train`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Report folder (compare.{parquet,csv,md}, plots/, checkpoints/).
+    #[arg(long, default_value = "compare-report")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -105,9 +139,9 @@ pub struct MtebArgs {
     /// numpy RandomState seed (MTEB uses 42).
     #[arg(long, default_value_t = 42)]
     pub seed: u32,
-    /// Write the result as JSON here too.
+    /// Report folder: mteb.{parquet,csv} (one row per experiment), mteb.md, mteb.json.
     #[arg(long)]
-    pub output: Option<PathBuf>,
+    pub out: Option<PathBuf>,
 }
 
 impl TrainArgs {

@@ -124,16 +124,17 @@ impl Head {
         }
     }
 
-    /// Training forward pass (dropout on for MLP heads).
+    /// Training forward pass (dropout on for MLP heads). Takes the batch by value: the trace
+    /// keeps it for the backward pass without a copy.
     pub fn forward_train(
         &self,
         store: &ParamStore,
-        x: ArrayView2<f32>,
+        x: Array2<f32>,
         rng: &mut Rng,
     ) -> (Array2<f32>, HeadTrace) {
         match (self.layers.as_slice(), &self.spec) {
             ([l0, l1], HeadSpec::Mlp { dropout, .. }) => {
-                let pre = l0.forward(store, x);
+                let pre = l0.forward(store, x.view());
                 let mut h = act::gelu(pre.view());
                 let mask = (*dropout > 0.0).then(|| act::dropout_mask(h.dim(), *dropout, rng));
                 if let Some(m) = &mask {
@@ -143,7 +144,7 @@ impl Head {
                 (
                     logits,
                     HeadTrace {
-                        input: x.to_owned(),
+                        input: x,
                         pre_act: Some(pre),
                         mask,
                         hidden: Some(h),
@@ -151,9 +152,9 @@ impl Head {
                 )
             }
             _ => (
-                self.forward(store, x),
+                self.forward(store, x.view()),
                 HeadTrace {
-                    input: x.to_owned(),
+                    input: x,
                     pre_act: None,
                     mask: None,
                     hidden: None,
@@ -162,24 +163,28 @@ impl Head {
         }
     }
 
-    /// Accumulates parameter gradients; returns the gradient w.r.t. the input vectors.
+    /// Accumulates parameter gradients; returns the gradient w.r.t. the input vectors when
+    /// `input_grad` is set (the frost line needs it; cached, frozen vectors do not).
     pub fn backward(
         &self,
         store: &mut ParamStore,
         trace: &HeadTrace,
         dlogits: ArrayView2<f32>,
-    ) -> Array2<f32> {
+        input_grad: bool,
+    ) -> Option<Array2<f32>> {
         match self.layers.as_slice() {
-            [l] => l.backward(store, trace.input.view(), dlogits),
+            [l] => l.backward(store, trace.input.view(), dlogits, input_grad),
             [l0, l1] => {
                 let h = trace.hidden.as_ref().expect("MLP trace");
                 let pre = trace.pre_act.as_ref().expect("MLP trace");
-                let mut dh = l1.backward(store, h.view(), dlogits);
+                let mut dh = l1
+                    .backward(store, h.view(), dlogits, true)
+                    .expect("asked for dx");
                 if let Some(m) = &trace.mask {
                     dh *= m;
                 }
                 let dpre = act::gelu_backward(pre.view(), dh.view());
-                l0.backward(store, trace.input.view(), dpre.view())
+                l0.backward(store, trace.input.view(), dpre.view(), input_grad)
             }
             _ => unreachable!(),
         }

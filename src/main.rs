@@ -55,6 +55,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("{}\noutput: {}", stats.summary(), job.output.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Eval(args) => {
+            let settings = args.backbone.resolve(cli.ort_lib)?;
+            let job = frostline::evaluate::EvalJob {
+                checkpoint: args.checkpoint,
+                split: args.split,
+                out: args.out,
+                top_errors: args.top_errors,
+            };
+            let outcome = frostline::evaluate::run(settings, args.backbone.model.is_some(), &job)?;
+            for n in &outcome.notes {
+                eprintln!("warning: {n}");
+            }
+            let df = frostline::report::overall(&outcome.evals)?;
+            println!(
+                "{}",
+                frostline::report::markdown_table(&df, &["accuracy", "macro_f1", "weighted_f1"])
+            );
+            println!("report: {}", outcome.out_dir.join("report.md").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare(args) => {
+            let run = frostline::runfile::RunFile::load(&args.run, &args.overrides)?;
+            let settings = args.backbone.resolve(cli.ort_lib)?;
+            let progress = settings.progress;
+            let outcome = frostline::compare::run(&run, settings, &args.out, progress)?;
+            println!("{}", outcome.markdown);
+            println!("report: {}", outcome.out_dir.join("compare.md").display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Mteb(args) => {
             let settings = args.backbone.resolve(cli.ort_lib)?;
             let job = frostline::runner::MtebJob {
@@ -68,9 +97,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let report = frostline::runner::run_mteb(settings, &job)?;
             println!("{}", report.markdown());
-            if let Some(out) = &args.output {
-                let json = serde_json::to_vec_pretty(&report.result)?;
-                frostline::fsutil::write_bytes_atomic(out, &json)?;
+            if let Some(out) = &args.out {
+                frostline::report::write_mteb(out, &report)?;
+                println!("report: {}", out.display());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -37,7 +37,7 @@ fn linear_backward_matches_finite_differences() {
     let x = random(3, 4, &mut rng);
     let r = random(3, 5, &mut rng);
     store.zero_grads();
-    let dx = lin.backward(&mut store, x.view(), r.view());
+    let dx = lin.backward(&mut store, x.view(), r.view(), true).unwrap();
     for id in [lin.weight, lin.bias] {
         for i in 0..store.get(id).value.len() {
             let analytic = store.get(id).grad.as_slice().unwrap()[i] as f64;
@@ -138,13 +138,15 @@ fn whole_mlp_head_backward_matches_finite_differences_with_dropout() {
     let targets = [0, 2, 1, 2];
     // The same seed gives the same dropout mask in every evaluation.
     let loss_at = |s: &ParamStore, xx: &Array2<f32>| {
-        let (logits, _) = head.forward_train(s, xx.view(), &mut Rng::new(99));
+        let (logits, _) = head.forward_train(s, xx.clone(), &mut Rng::new(99));
         cross_entropy(logits.view(), &targets, None, 0.0).0 as f64
     };
-    let (logits, trace) = head.forward_train(&store, x.view(), &mut Rng::new(99));
+    let (logits, trace) = head.forward_train(&store, x.clone(), &mut Rng::new(99));
     let (_, dlogits) = cross_entropy(logits.view(), &targets, None, 0.0);
     store.zero_grads();
-    let dx = head.backward(&mut store, &trace, dlogits.view());
+    let dx = head
+        .backward(&mut store, &trace, dlogits.view(), true)
+        .unwrap();
     for id in head.param_ids() {
         for i in 0..store.get(id).value.len() {
             let analytic = store.get(id).grad.as_slice().unwrap()[i] as f64;

@@ -67,14 +67,16 @@ impl Linear {
         y
     }
 
-    /// Accumulates dW and db from the input `x` and upstream `dy`; returns dx.
+    /// Accumulates dW and db from the input `x` and upstream `dy`; returns dx if `input_grad`
+    /// (not needed when `x` is a frozen, cached input).
     pub fn backward(
         &self,
         store: &mut ParamStore,
         x: ArrayView2<f32>,
         dy: ArrayView2<f32>,
-    ) -> Array2<f32> {
-        let dx = dy.dot(&self.w(store));
+        input_grad: bool,
+    ) -> Option<Array2<f32>> {
+        let dx = input_grad.then(|| dy.dot(&self.w(store)));
         {
             let gw = &mut store.get_mut(self.weight).grad;
             let mut gw = gw.view_mut().into_dimensionality::<Ix2>().expect("2-D");

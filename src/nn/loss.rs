@@ -29,33 +29,25 @@ pub fn cross_entropy(
     let mut grad = Array2::<f32>::zeros((n, k));
     let mut total = 0.0f64;
     let mut weight_sum = 0.0f64;
-    let off = smoothing as f64 / k as f64;
-    for i in 0..n {
-        let row = logits.row(i);
+    let off = smoothing / k as f32;
+    for (i, (row, mut g)) in logits.rows().into_iter().zip(grad.rows_mut()).enumerate() {
         let y = targets[i];
-        let w = class_weights.map_or(1.0, |cw| cw[y]) as f64;
-        weight_sum += w;
-        let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-        let lse = max
-            + row
-                .iter()
-                .map(|&v| (v as f64 - max).exp())
-                .sum::<f64>()
-                .ln();
-        let mut row_loss = 0.0f64;
-        for c in 0..k {
-            let q = if c == y {
-                1.0 - smoothing as f64 + off
-            } else {
-                off
-            };
-            let log_p = row[c] as f64 - lse;
-            row_loss -= q * log_p;
-            grad[[i, c]] = (w * (log_p.exp() - q)) as f32;
+        let w = class_weights.map_or(1.0, |cw| cw[y]);
+        weight_sum += w as f64;
+        let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        // g holds exp(z − max) for now; f32 exp keeps the hot loop vectorisable.
+        g.zip_mut_with(&row, |e, &z| *e = (z - max).exp());
+        let sum = g.sum();
+        let lse = max + sum.ln();
+        let mut row_loss = 0.0f32;
+        for (c, (e, &z)) in g.iter_mut().zip(row.iter()).enumerate() {
+            let q = if c == y { 1.0 - smoothing + off } else { off };
+            row_loss -= q * (z - lse);
+            *e = w * (*e / sum - q);
         }
-        total += w * row_loss;
+        total += (w * row_loss) as f64;
     }
-    let norm = weight_sum.max(1e-12);
-    grad.mapv_inplace(|g| (g as f64 / norm) as f32);
-    ((total / norm) as f32, grad)
+    let inv = (1.0 / weight_sum.max(1e-12)) as f32;
+    grad.mapv_inplace(|g| g * inv);
+    ((total / weight_sum.max(1e-12)) as f32, grad)
 }

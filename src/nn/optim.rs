@@ -34,23 +34,21 @@ pub struct ParamGroup {
 
 pub struct AdamW {
     groups: Vec<ParamGroup>,
-    m: Vec<Vec<ArrayD<f32>>>,
-    v: Vec<Vec<ArrayD<f32>>>,
-    t: i32,
+    /// Per parameter: (group, first moment, second moment, its own step count).
+    state: std::collections::HashMap<ParamId, (usize, ArrayD<f32>, ArrayD<f32>, i32)>,
 }
 
 impl AdamW {
     /// The optimizer sees only these parameters; everything else stays as it is.
     pub fn new(store: &ParamStore, groups: Vec<ParamGroup>) -> Self {
-        let state = |g: &ParamGroup| {
-            g.ids
-                .iter()
-                .map(|&i| ArrayD::zeros(store.get(i).value.raw_dim()))
-                .collect::<Vec<_>>()
-        };
-        let m = groups.iter().map(state).collect();
-        let v = groups.iter().map(state).collect();
-        Self { groups, m, v, t: 0 }
+        let mut state = std::collections::HashMap::new();
+        for (g, group) in groups.iter().enumerate() {
+            for &id in &group.ids {
+                let zeros = ArrayD::zeros(store.get(id).value.raw_dim());
+                state.insert(id, (g, zeros.clone(), zeros, 0));
+            }
+        }
+        Self { groups, state }
     }
 
     pub fn param_ids(&self) -> Vec<ParamId> {
@@ -60,36 +58,37 @@ impl AdamW {
             .collect()
     }
 
-    /// One update with every group's learning rate multiplied by `lr_scale` (the schedule).
-    /// Weight decay applies to matrices only, not to biases or LayerNorm vectors.
-    pub fn step(&mut self, store: &mut ParamStore, lr_scale: f32) {
-        self.t += 1;
-        for (g, group) in self.groups.iter().enumerate() {
-            let c = &group.config;
+    /// One update of the parameters in `ids` that this optimizer owns (those that received a
+    /// gradient this step; like PyTorch, a parameter without a gradient is left alone), with the
+    /// learning rate multiplied by `lr_scale` (the schedule). Weight decay applies to matrices
+    /// only, not to biases or LayerNorm vectors.
+    pub fn step(&mut self, store: &mut ParamStore, ids: &[ParamId], lr_scale: f32) {
+        for &id in ids {
+            let Some((g, m, v, t)) = self.state.get_mut(&id) else {
+                continue;
+            };
+            let c = &self.groups[*g].config;
+            *t += 1;
             let lr = c.lr * lr_scale;
-            let bc1 = 1.0 - c.beta1.powi(self.t);
-            let bc2 = 1.0 - c.beta2.powi(self.t);
-            for (j, &id) in group.ids.iter().enumerate() {
-                let p = store.get_mut(id);
-                let decay = if p.value.ndim() >= 2 {
-                    c.weight_decay
-                } else {
-                    0.0
-                };
-                let m = &mut self.m[g][j];
-                let v = &mut self.v[g][j];
-                ndarray::Zip::from(&mut p.value)
-                    .and(&p.grad)
-                    .and(m)
-                    .and(v)
-                    .for_each(|w, &gr, m, v| {
-                        *m = c.beta1 * *m + (1.0 - c.beta1) * gr;
-                        *v = c.beta2 * *v + (1.0 - c.beta2) * gr * gr;
-                        let mhat = *m / bc1;
-                        let vhat = *v / bc2;
-                        *w -= lr * (mhat / (vhat.sqrt() + c.eps) + decay * *w);
-                    });
-            }
+            let bc1 = 1.0 - c.beta1.powi(*t);
+            let bc2 = 1.0 - c.beta2.powi(*t);
+            let p = store.get_mut(id);
+            let decay = if p.value.ndim() >= 2 {
+                c.weight_decay
+            } else {
+                0.0
+            };
+            ndarray::Zip::from(&mut p.value)
+                .and(&p.grad)
+                .and(m)
+                .and(v)
+                .for_each(|w, &gr, m, v| {
+                    *m = c.beta1 * *m + (1.0 - c.beta1) * gr;
+                    *v = c.beta2 * *v + (1.0 - c.beta2) * gr * gr;
+                    let mhat = *m / bc1;
+                    let vhat = *v / bc2;
+                    *w -= lr * (mhat / (vhat.sqrt() + c.eps) + decay * *w);
+                });
         }
     }
 }

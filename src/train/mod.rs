@@ -168,6 +168,16 @@ pub fn train(
         })
         .collect();
     let cw: Vec<Option<Vec<f32>>> = tasks.iter().map(class_weights).collect();
+    let step_ids: Vec<Vec<ParamId>> = active
+        .iter()
+        .map(|&t| {
+            heads[t]
+                .param_ids()
+                .into_iter()
+                .filter(|p| trainable.contains(p))
+                .collect()
+        })
+        .collect();
     let mut opt = AdamW::new(
         store,
         vec![ParamGroup {
@@ -194,10 +204,12 @@ pub fn train(
             let rows = streams[a].next(cfg.batch_size, &mut rng);
             let x = task.train.x.select(Axis(0), &rows);
             let y: Vec<usize> = rows.iter().map(|&r| task.train_y[r]).collect();
-            for &id in trainable {
+            // Only this task's parameters get a gradient in this step (and only they move).
+            let ids = &step_ids[a];
+            for &id in ids {
                 store.get_mut(id).grad.fill(0.0);
             }
-            let (logits, trace) = heads[t].forward_train(store, x.view(), &mut rng);
+            let (logits, trace) = heads[t].forward_train(store, x, &mut rng);
             let (loss, mut dlogits) =
                 cross_entropy(logits.view(), &y, cw[t].as_deref(), cfg.label_smoothing);
             if !loss.is_finite() {
@@ -207,9 +219,9 @@ pub fn train(
                 )));
             }
             dlogits *= task.config.loss_weight;
-            heads[t].backward(store, &trace, dlogits.view());
-            clip_grad_norm(store, trainable, cfg.clip_norm);
-            opt.step(store, lr_scale(step, total_steps, warmup, cfg.decay));
+            heads[t].backward(store, &trace, dlogits.view(), false);
+            clip_grad_norm(store, ids, cfg.clip_norm);
+            opt.step(store, ids, lr_scale(step, total_steps, warmup, cfg.decay));
             step += 1;
             loss_sum[a] += loss as f64;
             loss_steps[a] += 1;

@@ -1,0 +1,335 @@
+//! `frostline compare`: every available regime on the same tasks and data, one table.
+//!
+//! Variants: fully-frozen (nearest centroid, zero-shot), frozen-backbone (linear, MLP), and
+//! freeze-head for each task (the frozen head from the frozen-backbone linear run). Each row:
+//! regime, head, task, test accuracy and macro-F1, training seconds, embedding seconds (and
+//! whether the cache already held everything), trainable parameters, peak memory, cache bytes.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use crate::embed::EmbedSettings;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::report::{self, plots};
+use crate::runfile::{HeadChoice, RunFile};
+use crate::runner::{head_name, run_training};
+
+#[derive(Debug, Clone)]
+pub struct CompareRow {
+    pub variant: String,
+    pub regime: String,
+    pub head: String,
+    pub task: String,
+    pub split: String,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub train_seconds: f64,
+    pub embed_seconds: f64,
+    pub cache_hit: bool,
+    pub trainable_params: u64,
+    /// Peak resident memory of the process during this variant (Linux VmHWM after a reset), MiB.
+    pub peak_rss_mib: Option<f64>,
+    pub cache_bytes: u64,
+}
+
+/// Resets the kernel's peak-RSS mark for this process (Linux ≥ 4.0); false where unsupported.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+struct Variant {
+    name: String,
+    regime: String,
+    head: HeadChoice,
+    from_linear: bool,
+}
+
+fn variants(run: &RunFile) -> Vec<Variant> {
+    let v = |name: &str, regime: &str, head: HeadChoice, from_linear: bool| Variant {
+        name: name.into(),
+        regime: regime.into(),
+        head,
+        from_linear,
+    };
+    let mut out = vec![
+        v(
+            "frozen-backbone/linear",
+            "frozen-backbone",
+            HeadChoice::Linear,
+            false,
+        ),
+        v(
+            "frozen-backbone/mlp",
+            "frozen-backbone",
+            HeadChoice::Mlp,
+            false,
+        ),
+        v(
+            "fully-frozen/centroid",
+            "fully-frozen",
+            HeadChoice::Centroid,
+            false,
+        ),
+        v(
+            "fully-frozen/zero-shot",
+            "fully-frozen",
+            HeadChoice::ZeroShot,
+            false,
+        ),
+    ];
+    if run.tasks.len() > 1 {
+        for t in &run.tasks {
+            out.push(v(
+                &format!("freeze-head={}/linear", t.name),
+                &format!("freeze-head={}", t.name),
+                HeadChoice::Linear,
+                true,
+            ));
+        }
+    }
+    out
+}
+
+pub struct CompareOutcome {
+    pub rows: Vec<CompareRow>,
+    pub markdown: String,
+    pub out_dir: PathBuf,
+}
+
+pub fn run(
+    run: &RunFile,
+    settings: EmbedSettings,
+    out_dir: &Path,
+    progress: bool,
+) -> Result<CompareOutcome> {
+    fsutil::check_folder_writable(out_dir)?;
+    let work = out_dir.with_file_name(format!(
+        ".{}.work-{}",
+        out_dir.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)
+        .map_err(|e| Error::output(out_dir, format!("cannot create a work folder: {e}")))?;
+    let result = run_variants(run, settings, &work, progress);
+    let rows = match result {
+        Ok(rows) => rows,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&work);
+            return Err(e);
+        }
+    };
+    let markdown = markdown(&rows)?;
+    let written = fsutil::write_dir_atomic(out_dir, |dir| {
+        report::write_frame(dir, "compare", &mut frame(&rows)?)?;
+        std::fs::rename(&work, dir.join("checkpoints"))
+            .map_err(|e| Error::io(dir.join("checkpoints"), e))?;
+        let plot_dir = dir.join("plots");
+        std::fs::create_dir(&plot_dir).map_err(|e| Error::io(&plot_dir, e))?;
+        let points: Vec<plots::ComparePoint> = rows
+            .iter()
+            .map(|r| plots::ComparePoint {
+                label: r.variant.clone(),
+                task: r.task.clone(),
+                accuracy: r.accuracy,
+                train_seconds: r.train_seconds,
+            })
+            .collect();
+        plots::accuracy_vs_time(&points, &plot_dir.join("accuracy_vs_time.svg"))?;
+        fsutil::write_bytes_atomic(&dir.join("compare.md"), markdown.as_bytes())
+    });
+    let _ = std::fs::remove_dir_all(&work);
+    written?;
+    Ok(CompareOutcome {
+        rows,
+        markdown,
+        out_dir: out_dir.to_path_buf(),
+    })
+}
+
+fn run_variants(
+    run: &RunFile,
+    settings: EmbedSettings,
+    work: &Path,
+    progress: bool,
+) -> Result<Vec<CompareRow>> {
+    let mut rows = Vec::new();
+    let linear_ck = work.join("frozen-backbone-linear");
+    for v in variants(run) {
+        let mut r = run.clone();
+        r.train.regime = v.regime.clone();
+        r.train.head = v.head;
+        r.train.from = v.from_linear.then(|| linear_ck.clone());
+        let ck_dir = work.join(v.name.replace(['/', '='], "-"));
+        let peak_ok = reset_peak_rss();
+        if progress {
+            eprintln!("compare: {}", v.name);
+        }
+        let res = run_training(&r, settings.clone(), Some(&ck_dir), false)?;
+        let peak = if peak_ok { peak_rss_mib() } else { None };
+        let cache_bytes = res
+            .embed_stats
+            .first()
+            .map_or(0, |s| dir_bytes(&s.cache_dir.join("chunks")));
+        for (i, t) in res.tasks.iter().enumerate() {
+            let (split, m) = match &res.test[i] {
+                Some(m) => ("test", m),
+                None => ("dev", &res.dev[i]),
+            };
+            rows.push(CompareRow {
+                variant: v.name.clone(),
+                regime: res.regime.to_string(),
+                head: head_name(&res.heads[i].spec),
+                task: t.config.name.clone(),
+                split: split.into(),
+                accuracy: m.accuracy,
+                macro_f1: m.macro_f1,
+                train_seconds: res.report.seconds,
+                embed_seconds: res.embed_seconds(),
+                cache_hit: res.cache_hit(),
+                trainable_params: res.trainable_params as u64,
+                peak_rss_mib: peak,
+                cache_bytes,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// The comparison as a DataFrame (schema documented in README.md).
+pub fn frame(rows: &[CompareRow]) -> Result<DataFrame> {
+    let col = |name: &str, f: &dyn Fn(&CompareRow) -> String| {
+        Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
+    };
+    DataFrame::new_infer_height(vec![
+        col("variant", &|r| r.variant.clone()),
+        col("regime", &|r| r.regime.clone()),
+        col("head", &|r| r.head.clone()),
+        col("task", &|r| r.task.clone()),
+        col("split", &|r| r.split.clone()),
+        Column::new(
+            "accuracy".into(),
+            rows.iter().map(|r| r.accuracy).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "macro_f1".into(),
+            rows.iter().map(|r| r.macro_f1).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "train_seconds".into(),
+            rows.iter().map(|r| r.train_seconds).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "embed_seconds".into(),
+            rows.iter().map(|r| r.embed_seconds).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "cache_hit".into(),
+            rows.iter().map(|r| r.cache_hit).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "trainable_params".into(),
+            rows.iter().map(|r| r.trainable_params).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "peak_rss_mib".into(),
+            rows.iter().map(|r| r.peak_rss_mib).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "cache_bytes".into(),
+            rows.iter().map(|r| r.cache_bytes).collect::<Vec<_>>(),
+        ),
+    ])
+    .map_err(|e| Error::Usage(format!("building the comparison table: {e}")))
+}
+
+/// One line per task stating the trade-off the numbers show (generated from them).
+pub fn tradeoffs(rows: &[CompareRow]) -> Vec<String> {
+    let mut tasks: Vec<&str> = Vec::new();
+    for r in rows {
+        if !tasks.contains(&r.task.as_str()) {
+            tasks.push(&r.task);
+        }
+    }
+    tasks
+        .iter()
+        .map(|task| {
+            let of: Vec<&CompareRow> = rows.iter().filter(|r| r.task == *task).collect();
+            // A head frozen by freeze-head=<task> was not trained in that variant (its score is the
+            // checkpoint's), so it does not compete for "best"; ties go to the earlier variant.
+            let frozen_here = format!("freeze-head={task}/");
+            let best = of
+                .iter()
+                .filter(|r| !r.variant.starts_with(&frozen_here))
+                .fold(None::<&&CompareRow>, |b, r| match b {
+                    Some(b) if b.accuracy >= r.accuracy => Some(b),
+                    _ => Some(r),
+                })
+                .expect("rows for the task");
+            let mut line = format!(
+                "`{task}`: best is {} at {:.1} % ({:.2} s training, {} trainable parameters)",
+                best.variant,
+                100.0 * best.accuracy,
+                best.train_seconds,
+                best.trainable_params
+            );
+            if let Some(free) = of.iter().filter(|r| r.trainable_params == 0).max_by(|a, b| a.accuracy.total_cmp(&b.accuracy)) {
+                if free.variant != best.variant {
+                    let _ = write!(line, "; without any training, {} reaches {:.1} % ({:+.1} points)", free.variant, 100.0 * free.accuracy, 100.0 * (free.accuracy - best.accuracy));
+                }
+            }
+            let find = |v: &str| of.iter().find(|r| r.variant == v);
+            if let (Some(lin), Some(mlp)) = (find("frozen-backbone/linear"), find("frozen-backbone/mlp")) {
+                let ratio = if lin.train_seconds > 0.0 { mlp.train_seconds / lin.train_seconds } else { f64::NAN };
+                let _ = write!(line, "; the MLP head moves accuracy {:+.1} points for {:.1}× the linear head's training time", 100.0 * (mlp.accuracy - lin.accuracy), ratio);
+                if let Some(fz) = find(&format!("freeze-head={task}/linear")) {
+                    let _ = write!(
+                        line,
+                        "; with its head frozen (freeze-head={task}) it stays at {:.1} % ({:+.1}) while the other head trains on the fixed cache",
+                        100.0 * fz.accuracy,
+                        100.0 * (fz.accuracy - lin.accuracy)
+                    );
+                }
+            }
+            line.push('.');
+            line
+        })
+        .collect()
+}
+
+fn markdown(rows: &[CompareRow]) -> Result<String> {
+    let mut s = String::from("# frostline compare\n\n");
+    let df = frame(rows)?;
+    s.push_str(&report::markdown_table(&df, &["accuracy", "macro_f1"]));
+    s.push_str("\nAccuracy and macro-F1 in %; seconds are wall time on this machine; peak_rss_mib is the process's peak resident memory while the variant ran; cache_bytes is the embedding cache entry on disk.\n\n## Trade-offs\n\n");
+    for l in tradeoffs(rows) {
+        let _ = writeln!(s, "- {l}");
+    }
+    s.push_str("\n![accuracy vs training time](plots/accuracy_vs_time.svg)\n");
+    Ok(s)
+}
