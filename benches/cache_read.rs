@@ -21,6 +21,7 @@ fn main() {
         pooling: "mean+l2".into(),
         normalize: true,
         split_layer: None,
+        content: "sentence".into(),
         dtype: "f32".into(),
         dim,
     };

@@ -5,13 +5,17 @@ BERT-family models are built directly with the `onnx` package from config.json a
 model.safetensors (no torch: a 300 MB venv instead of 6 GB). Any other architecture goes through
 `torch.onnx.export` when torch is installed.
 
-    export_onnx.py --model SRC_DIR --output models/NAME [--cut-at N]
+    export_onnx.py --model SRC_DIR --output models/NAME
+    export_onnx.py --model DIR --output DIR --cut-at N        # adds DIR/model.cut-N.onnx
+    export_onnx.py --model SRC --output OUT --weights TUNED.safetensors   # a tuned full model
 
 Writes OUTPUT/model.onnx (inputs input_ids, attention_mask, token_type_ids: int64 [batch, seq];
-output `last_hidden_state` float32 [batch, seq, hidden], or with --cut-at N the output
-`hidden_state` = the hidden states after the first N encoder layers, N = 0 being the embedding
-output), plus the tokenizer/config/pooling files and the safetensors weights the Rust side reads.
-A file `frostline.json` records what was exported.
+output `last_hidden_state` float32 [batch, seq, hidden]) plus the tokenizer/config/pooling files
+and the safetensors weights the Rust side reads; `frostline.json` records what was exported.
+With --cut-at N it writes only OUTPUT/model.cut-N.onnx, whose output `hidden_state` holds the
+hidden states after the first N encoder layers (N = 0: the embedding output) — the frozen part
+below the frost line. --weights replaces tensors of model.safetensors by those of another file
+(e.g. the encoder layers a frost-line run tuned), for both the graph and the copied weights.
 """
 
 from __future__ import annotations
@@ -45,13 +49,21 @@ def die(msg: str) -> None:
     sys.exit(2)
 
 
-def load_weights(src: Path) -> dict[str, np.ndarray]:
+def load_weights(src: Path, override: Path | None = None) -> dict[str, np.ndarray]:
     path = src / "model.safetensors"
     if not path.exists():
         die(f"{path} not found: the graph builder reads the weights from model.safetensors")
     from safetensors.numpy import load_file
 
     weights = load_file(str(path))
+    if override is not None:
+        tuned = load_file(str(override))
+        prefixed = not any(k.startswith("embeddings.") for k in weights)
+        for k, v in tuned.items():
+            key = f"bert.{k}" if prefixed and f"bert.{k}" in weights else k
+            if key not in weights or weights[key].shape != v.shape:
+                die(f"{override}: tensor {k!r} does not match a tensor of {path} in name and shape")
+            weights[key] = v
     # Some checkpoints prefix every name with the architecture ("bert.encoder...").
     if not any(k.startswith("embeddings.") for k in weights):
         stripped = {k.split(".", 1)[1]: v for k, v in weights.items() if k.startswith("bert.")}
@@ -213,7 +225,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, type=Path, help="local HF / sentence-transformers folder")
     ap.add_argument("--output", required=True, type=Path, help="folder to write (created)")
-    ap.add_argument("--cut-at", type=int, default=None, help="export only the embeddings + first N layers")
+    ap.add_argument("--cut-at", type=int, default=None, help="write model.cut-N.onnx: embeddings + first N layers")
+    ap.add_argument("--weights", type=Path, default=None, help="safetensors whose tensors replace the model's")
     args = ap.parse_args()
 
     src: Path = args.model
@@ -227,22 +240,34 @@ def main() -> None:
 
     dst: Path = args.output
     dst.mkdir(parents=True, exist_ok=True)
-    tmp = dst / "model.onnx.tmp"
+    graph_name = "model.onnx" if args.cut_at is None else f"model.cut-{args.cut_at}.onnx"
+    tmp = dst / f".{graph_name}.tmp-{os.getpid()}"
+    weights = None
     if cfg.get("model_type") in BERT_FAMILY:
         import onnx
 
-        model, out_name = BertGraph(cfg, load_weights(src)).build(args.cut_at)
+        weights = load_weights(src, args.weights)
+        model, out_name = BertGraph(cfg, weights).build(args.cut_at)
         onnx.checker.check_model(model)
         onnx.save(model, str(tmp))
         route = "graph-builder"
     else:
+        if args.weights is not None:
+            die("--weights is supported by the torch-free BERT builder only")
         out_name = export_with_torch(src, tmp, args.cut_at)
         route = "torch.onnx.export"
-    os.replace(tmp, dst / "model.onnx")
+    os.replace(tmp, dst / graph_name)
+    if args.cut_at is not None:
+        print(f"export_onnx: wrote {dst / graph_name} ({route}, output {out_name!r})")
+        return
 
     for rel in COPIED_FILES:
         s = src / rel
-        if s.exists() and s.resolve() != (dst / rel).resolve():
+        if rel == "model.safetensors" and args.weights is not None:
+            from safetensors.numpy import save_file
+
+            save_file(weights, str(dst / rel))
+        elif s.exists() and s.resolve() != (dst / rel).resolve():
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(s, dst / rel)
     info = {
@@ -251,7 +276,7 @@ def main() -> None:
         "model_type": cfg.get("model_type"),
         "num_hidden_layers": layers,
         "hidden_size": cfg.get("hidden_size"),
-        "cut_at": args.cut_at,
+        "weights_override": str(args.weights) if args.weights else None,
         "output": out_name,
     }
     tmp_info = dst / "frostline.json.tmp"

@@ -61,9 +61,17 @@ pub fn run(ort_lib: Option<&Path>, model_dir: &Path) -> Report {
                 folder.num_layers,
                 folder.pooling.describe(),
                 folder.max_length,
-                folder
-                    .cut_at
-                    .map_or(String::new(), |n| format!(", graph cut at layer {n}")),
+                {
+                    let cuts: Vec<String> = (0..=folder.num_layers)
+                        .filter(|&n| folder.cut_graph(n).is_file())
+                        .map(|n| n.to_string())
+                        .collect();
+                    if cuts.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", frost-line graphs cut at {}", cuts.join(", "))
+                    }
+                },
             );
             match TextTokenizer::load(&folder.tokenizer, folder.max_length) {
                 Ok(t) => match t.encode_all(&["frostline doctor"]) {

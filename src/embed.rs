@@ -129,16 +129,58 @@ impl EmbedStats {
     }
 }
 
-/// The model folder, its tokenizer and cache key, opened once and shared by every caller.
+/// The model folder, its tokenizer and cache key, opened once and shared by every caller. It
+/// caches either pooled sentence vectors (the full graph) or, for a frost line, every token's
+/// state at that layer (the graph cut there); the key says which.
 pub struct Embedder {
     pub settings: EmbedSettings,
     pub folder: ModelFolder,
     pub tokenizer: TextTokenizer,
     pub key: CacheKey,
+    graph: PathBuf,
     backbone: Option<Backbone>,
 }
 
+/// Token states of a set of texts at a frost line, read from the (mapped) cache on demand.
+pub struct TokenStates {
+    pub cache: Cache,
+    pub keys: Vec<TextKey>,
+    /// Tokens per text (special tokens included).
+    pub lens: Vec<usize>,
+}
+
+impl TokenStates {
+    /// Text `i`'s states, `[tokens, hidden]` floats row-major.
+    pub fn get(&self, i: usize) -> &[f32] {
+        self.cache.get(&self.keys[i]).expect("filled before use")
+    }
+}
+
 impl Embedder {
+    /// An embedder of sentence vectors through the token states at frost line `layer`: the
+    /// graph below the line (exported once if missing) fills a token-state cache keyed by it.
+    pub fn open_tokens(settings: EmbedSettings, layer: usize) -> Result<Self> {
+        let mut e = Self::open(settings)?;
+        let graph = crate::backbone::export::ensure_cut(&e.folder, layer)?;
+        e.key = CacheKey::tokens(&e.folder, e.tokenizer.max_length, layer, &graph)?;
+        e.graph = graph;
+        Ok(e)
+    }
+
+    /// Every text's token states at the frost line, through the cache.
+    pub fn token_states(&mut self, texts: &[String]) -> Result<(TokenStates, EmbedStats)> {
+        assert!(self.key.is_tokens(), "open_tokens first");
+        let started = Instant::now();
+        let (cache, keys, mut stats) = self.fill(texts)?;
+        let dim = self.key.dim;
+        let lens = keys
+            .iter()
+            .map(|k| cache.get(k).map_or(0, |v| v.len() / dim))
+            .collect();
+        stats.seconds = started.elapsed().as_secs_f64();
+        Ok((TokenStates { cache, keys, lens }, stats))
+    }
+
     pub fn open(settings: EmbedSettings) -> Result<Self> {
         let folder = ModelFolder::open(&settings.model_dir)?;
         let max_length = settings.max_length.unwrap_or(folder.max_length);
@@ -151,6 +193,7 @@ impl Embedder {
         let key = CacheKey::sentence(&folder, max_length)?;
         Ok(Self {
             settings,
+            graph: folder.onnx.clone(),
             folder,
             tokenizer,
             key,
@@ -163,6 +206,7 @@ impl Embedder {
         if self.backbone.is_none() {
             self.backbone = Some(Backbone::load(
                 &self.folder,
+                &self.graph,
                 &self.settings.session,
                 self.settings.ort_lib.as_deref(),
             )?);
@@ -172,7 +216,19 @@ impl Embedder {
 
     /// Embeds `texts` through the cache and returns their vectors in input order.
     pub fn embed(&mut self, texts: &[String]) -> Result<(Array2<f32>, EmbedStats)> {
+        assert!(
+            !self.key.is_tokens(),
+            "a token-state embedder has no sentence vectors"
+        );
         let started = Instant::now();
+        let (cache, keys, mut stats) = self.fill(texts)?;
+        let vectors = cache.gather(&keys)?;
+        stats.seconds = started.elapsed().as_secs_f64();
+        Ok((vectors, stats))
+    }
+
+    /// Makes sure every text is in the cache; returns the open cache and the texts' keys.
+    fn fill(&mut self, texts: &[String]) -> Result<(Cache, Vec<TextKey>, EmbedStats)> {
         let mut stats = EmbedStats {
             rows: texts.len(),
             ..Default::default()
@@ -213,9 +269,7 @@ impl Embedder {
         if !missing.is_empty() {
             self.embed_missing(&missing, &keys, &encoded, &mut cache, &mut stats)?;
         }
-        let vectors = cache.gather(&keys)?;
-        stats.seconds = started.elapsed().as_secs_f64();
-        Ok((vectors, stats))
+        Ok((cache, keys, stats))
     }
 
     fn embed_missing(
@@ -235,6 +289,7 @@ impl Embedder {
         let bar = progress_bar(self.settings.progress, missing.len());
         let pooling = self.folder.pooling;
         let hidden = self.folder.hidden_size;
+        let tokens = self.key.is_tokens();
         let mut writer = cache.writer(self.settings.rows_per_chunk);
         let t_load = Instant::now();
         let backbone = self.backbone()?;
@@ -248,21 +303,35 @@ impl Embedder {
             let rows: Vec<usize> = b.rows.iter().map(|&j| missing[j]).collect();
             let (ids, mask, lens) = pad_batch(&rows, encoded, b.seq_len);
             let t0 = Instant::now();
-            let pooled = backbone.run_with(ids, mask, |states| {
-                pool_rows(states, &lens, pooling, hidden)
-            })??;
+            // Per row: its pooled vector, or its real tokens' states at the frost line.
+            let out: Vec<Vec<f32>> = backbone.run_with(ids, mask, |states| {
+                if tokens {
+                    (0..lens.len())
+                        .map(|r| {
+                            states
+                                .slice(ndarray::s![r, ..lens[r], ..])
+                                .iter()
+                                .copied()
+                                .collect()
+                        })
+                        .collect()
+                } else {
+                    pool_rows(states, &lens, pooling, hidden)
+                        .rows()
+                        .into_iter()
+                        .map(|v| v.to_vec())
+                        .collect()
+                }
+            })?;
             ort_time += t0.elapsed();
-            for (r, &row) in rows.iter().enumerate() {
-                let v = pooled.row(r);
+            for (v, &row) in out.iter().zip(&rows) {
                 if v.iter().any(|x| !x.is_finite()) {
                     return Err(Error::Usage(format!(
                         "the model produced a non-finite embedding for input row {}",
                         row + 1
                     )));
                 }
-                if let Some(path) =
-                    writer.push(keys[row], v.as_slice().expect("standard layout"))?
-                {
+                if let Some(path) = writer.push(keys[row], v)? {
                     cache.commit(&path)?;
                 }
             }
@@ -286,10 +355,10 @@ fn pool_rows(
     lens: &[usize],
     pooling: Pooling,
     hidden: usize,
-) -> Result<Array2<f32>> {
+) -> Array2<f32> {
     let mut out = Array2::<f32>::zeros((lens.len(), hidden));
     pooling.pool_batch(states, lens, &mut out.view_mut());
-    Ok(out)
+    out
 }
 
 /// Pads the given rows to `seq_len`: ids (pad id 0) and the attention mask.

@@ -117,7 +117,7 @@ impl Default for TrainConfig {
             dropout: 0.1,
             epochs: 20,
             batch_size: 64,
-            lr: 1e-2,
+            lr: 2e-2,
             weight_decay: 0.01,
             warmup: 0.05,
             decay: Decay::Cosine,

@@ -188,3 +188,150 @@ fn clipping_bounds_the_global_norm() {
     let after = clip_grad_norm(&mut store, &[lin.weight, lin.bias], 0.0);
     assert!((after - 1.0).abs() < 1e-3, "{after}");
 }
+
+// ---- the native encoder (frost line) ----
+
+use frostline::nn::bert::{pool_backward, pool_forward, BertLayer};
+use frostline::nn::layernorm::LayerNorm;
+use frostline::pool::{Pooling, PoolingMode};
+
+/// Checks every listed parameter entry and every input entry of `f` by central differences.
+fn check_all(
+    store: &ParamStore,
+    ids: &[usize],
+    x: &Array2<f32>,
+    analytic_dx: &Array2<f32>,
+    f: &dyn Fn(&ParamStore, &Array2<f32>) -> f64,
+) {
+    for &id in ids {
+        let n = store.get(id).value.len();
+        // Every entry of small tensors, a spread of entries of larger ones.
+        let step = (n / 40).max(1);
+        for i in (0..n).step_by(step) {
+            let analytic = store.get(id).grad.as_slice().unwrap()[i] as f64;
+            let at = |d: f32| {
+                let mut s = store.clone();
+                s.get_mut(id).value.as_slice_mut().unwrap()[i] += d;
+                f(&s, x)
+            };
+            assert_close(
+                analytic,
+                (at(EPS) - at(-EPS)) / (2.0 * EPS as f64),
+                &format!("{}[{i}]", store.get(id).name),
+            );
+        }
+    }
+    for i in 0..x.len() {
+        let at = |d: f32| {
+            let mut xp = x.clone();
+            xp.as_slice_mut().unwrap()[i] += d;
+            f(store, &xp)
+        };
+        assert_close(
+            analytic_dx.as_slice().unwrap()[i] as f64,
+            (at(EPS) - at(-EPS)) / (2.0 * EPS as f64),
+            &format!("dx[{i}]"),
+        );
+    }
+}
+
+#[test]
+fn layer_norm_backward_matches_finite_differences() {
+    let mut rng = Rng::new(11);
+    let mut store = ParamStore::default();
+    let g = store.add(
+        "ln.weight",
+        random(1, 6, &mut rng)
+            .into_shape_with_order(6)
+            .unwrap()
+            .mapv(|v| 1.0 + v * 0.3)
+            .into_dyn(),
+    );
+    let b = store.add(
+        "ln.bias",
+        random(1, 6, &mut rng)
+            .into_shape_with_order(6)
+            .unwrap()
+            .into_dyn(),
+    );
+    let ln = LayerNorm {
+        weight: g,
+        bias: b,
+        eps: 1e-12,
+    };
+    let x = random(4, 6, &mut rng).mapv(|v| v * 2.0);
+    let r = random(4, 6, &mut rng);
+    let (_, trace) = ln.forward(&store, x.view());
+    store.zero_grads();
+    let dx = ln.backward(&mut store, &trace, r.view());
+    check_all(&store, &[g, b], &x, &dx, &|s, xx| {
+        probe(ln.forward(s, xx.view()).0.view(), &r)
+    });
+}
+
+#[test]
+fn whole_bert_layer_backward_matches_finite_differences_with_padding() {
+    // Two rows padded to 5 tokens, real lengths 5 and 3: padded keys must get no attention and
+    // padded positions no gradient through the pooling.
+    let (batch, seq, hidden, heads) = (2, 5, 8, 2);
+    let lens = [5usize, 3];
+    let mut rng = Rng::new(12);
+    let mut store = ParamStore::default();
+    let layer = BertLayer::random(&mut store, 0, hidden, heads, 16, &mut rng);
+    let x = random(batch * seq, hidden, &mut rng);
+    let r = random(batch, hidden, &mut rng);
+    let pooling = Pooling {
+        mode: PoolingMode::Mean,
+        normalize: true,
+    };
+    let loss = |s: &ParamStore, xx: &Array2<f32>| {
+        let (y, _) = layer.forward(s, xx.clone(), batch, seq, &lens);
+        let (pooled, _) = pool_forward(pooling, y.view(), batch, seq, &lens).unwrap();
+        probe(pooled.view(), &r)
+    };
+    let (y, trace) = layer.forward(&store, x.clone(), batch, seq, &lens);
+    let (_, ptrace) = pool_forward(pooling, y.view(), batch, seq, &lens).unwrap();
+    let dy = pool_backward(pooling, &ptrace, r.view());
+    store.zero_grads();
+    let dx = layer.backward(&mut store, &trace, dy.view());
+    check_all(&store, &layer.param_ids(), &x, &dx, &loss);
+    // Padded positions of the second row neither receive nor pass gradient.
+    for t in 3..5 {
+        assert!(
+            dx.row(seq + t).iter().all(|v| *v == 0.0),
+            "padded token {t} got a gradient"
+        );
+    }
+}
+
+#[test]
+fn cls_pooling_backward_matches_finite_differences() {
+    let (batch, seq, hidden) = (2, 3, 4);
+    let lens = [3usize, 2];
+    let mut rng = Rng::new(13);
+    let y = random(batch * seq, hidden, &mut rng);
+    let r = random(batch, hidden, &mut rng);
+    for pooling in [
+        Pooling {
+            mode: PoolingMode::Cls,
+            normalize: false,
+        },
+        Pooling {
+            mode: PoolingMode::Mean,
+            normalize: false,
+        },
+    ] {
+        let (_, t) = pool_forward(pooling, y.view(), batch, seq, &lens).unwrap();
+        let dy = pool_backward(pooling, &t, r.view());
+        let store = ParamStore::default();
+        check_all(&store, &[], &y, &dy, &|_, yy| {
+            probe(
+                pool_forward(pooling, yy.view(), batch, seq, &lens)
+                    .unwrap()
+                    .0
+                    .view(),
+                &r,
+            )
+        });
+    }
+}

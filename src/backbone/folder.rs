@@ -19,8 +19,6 @@ pub struct ModelFolder {
     pub pooling: Pooling,
     /// Truncation length from `sentence_bert_config.json` (sentence-transformers' own choice).
     pub max_length: usize,
-    /// Depth at which an exported graph was cut (`frostline.json`), `None` for the full model.
-    pub cut_at: Option<usize>,
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -78,15 +76,6 @@ impl ModelFolder {
                 .and_then(Value::as_u64)
                 .unwrap_or(512) as usize
         };
-        let info = dir.join("frostline.json");
-        let cut_at = if info.is_file() {
-            read_json(&info)?
-                .get("cut_at")
-                .and_then(Value::as_u64)
-                .map(|v| v as usize)
-        } else {
-            None
-        };
         Ok(Self {
             dir: dir.to_path_buf(),
             onnx,
@@ -96,8 +85,12 @@ impl ModelFolder {
             model_type,
             pooling,
             max_length,
-            cut_at,
         })
+    }
+
+    /// The graph of the layers below the frost line `n` (made by [`super::export::ensure_cut`]).
+    pub fn cut_graph(&self, n: usize) -> PathBuf {
+        self.dir.join(format!("model.cut-{n}.onnx"))
     }
 
     /// Pooling and normalisation as `modules.json` lists them; plain mean pooling without one.

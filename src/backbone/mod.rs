@@ -1,5 +1,6 @@
 //! The frozen backbone: ORT library and environment, model folder, session.
 
+pub mod export;
 pub mod folder;
 pub mod runtime;
 pub mod session;

@@ -58,24 +58,26 @@ const GPU_HELP: &str = "install the GPU build of ONNX Runtime with its CUDA 13 l
 (pip install 'onnxruntime-gpu[cuda,cudnn]') and point frostline at its libonnxruntime.so with --ort-lib or ORT_DYLIB_PATH";
 
 impl Backbone {
+    /// A session over `graph` (the folder's `model.onnx`, or a graph cut at a frost line).
     pub fn load(
         folder: &ModelFolder,
+        graph: &Path,
         opts: &SessionOptions,
         ort_lib: Option<&Path>,
     ) -> Result<Self> {
         let rt = runtime::init(ort_lib)?;
         let (session, provider, fallback_note) = match opts.device {
             Device::Cpu => (
-                build_session(rt, folder, opts.threads, false)?,
+                build_session(rt, graph, opts.threads, false)?,
                 Provider::Cpu,
                 None,
             ),
             Device::Cuda => {
                 let s =
-                    build_session(rt, folder, opts.threads, true).map_err(|e| cuda_error(rt, e))?;
+                    build_session(rt, graph, opts.threads, true).map_err(|e| cuda_error(rt, e))?;
                 (s, Provider::Cuda, None)
             }
-            Device::Auto => match build_session(rt, folder, opts.threads, true) {
+            Device::Auto => match build_session(rt, graph, opts.threads, true) {
                 Ok(s) => (s, Provider::Cuda, None),
                 Err(e) => {
                     let note = format!(
@@ -83,7 +85,7 @@ impl Backbone {
                         short_reason(&e)
                     );
                     (
-                        build_session(rt, folder, opts.threads, false)?,
+                        build_session(rt, graph, opts.threads, false)?,
                         Provider::Cpu,
                         Some(note),
                     )
@@ -94,7 +96,7 @@ impl Backbone {
         for required in ["input_ids", "attention_mask"] {
             if !inputs.contains(&required) {
                 return Err(Error::model(
-                    &folder.onnx,
+                    graph,
                     format!("graph has no input {required:?} (inputs: {inputs:?})"),
                 ));
             }
@@ -104,7 +106,7 @@ impl Backbone {
             .outputs()
             .first()
             .map(|o| o.name().to_string())
-            .ok_or_else(|| Error::model(&folder.onnx, "graph has no outputs"))?;
+            .ok_or_else(|| Error::model(graph, "graph has no outputs"))?;
         Ok(Self {
             session,
             provider,
@@ -161,13 +163,8 @@ impl Backbone {
     }
 }
 
-fn build_session(
-    rt: &Runtime,
-    folder: &ModelFolder,
-    threads: usize,
-    cuda: bool,
-) -> Result<Session> {
-    let ctx = |what: &str| format!("{what} for {}", folder.onnx.display());
+fn build_session(rt: &Runtime, graph: &Path, threads: usize, cuda: bool) -> Result<Session> {
+    let ctx = |what: &str| format!("{what} for {}", graph.display());
     let mut builder = Session::builder(&rt.environment)
         .map_err(|e| Error::ort(ctx("creating a session"), e))?
         .with_optimization_level(GraphOptimizationLevel::All)
@@ -192,12 +189,9 @@ fn build_session(
                 ))
             })?;
     }
-    builder.commit_from_file(&folder.onnx).map_err(|e| {
-        Error::model(
-            &folder.onnx,
-            format!("ONNX Runtime could not load the graph: {e}"),
-        )
-    })
+    builder
+        .commit_from_file(graph)
+        .map_err(|e| Error::model(graph, format!("ONNX Runtime could not load the graph: {e}")))
 }
 
 fn short_reason(e: &Error) -> String {

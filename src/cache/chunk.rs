@@ -1,13 +1,15 @@
-//! One chunk file: a fixed header, the rows' text keys, then the rows' f32 vectors.
+//! One chunk file: a fixed header, the rows' text keys, for token states each row's token count,
+//! then the rows' f32 values.
 //!
 //! ```text
 //! 0   magic "FLCHUNK2"
-//! 8   u32 dim, u32 reserved
+//! 8   u32 dim, u32 kind (0 = one vector per row, 1 = a sequence of vectors per row)
 //! 16  u64 rows
 //! 24  u64 XXH3-64 of everything after the header (integrity, fast enough to check on every open)
 //! 32  pad to 64
 //! 64  rows × 16-byte text keys
-//! ..  rows × dim × f32 (little-endian; 4-byte aligned since the header and keys are)
+//! ..  kind 1 only: rows × u32 token counts
+//! ..  values, f32 little-endian (4-byte aligned: everything before is a multiple of 4)
 //! ```
 
 use std::io::Write;
@@ -33,80 +35,139 @@ pub fn text_key(text: &str) -> TextKey {
     digest[..KEY_BYTES].try_into().expect("16 bytes")
 }
 
-/// Maps a chunk and checks it whole: magic, dimension, length and checksum.
-pub fn open_verified(path: &Path, dim: usize) -> std::result::Result<Mmap, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    // SAFETY: chunks are immutable once renamed into place, and the entry's lock keeps other
-    // frostline processes from replacing them while mapped.
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| format!("cannot map: {e}"))?;
-    if map.len() < HEADER || &map[..8] != MAGIC {
-        return Err("not a frostline chunk (bad header)".into());
-    }
-    let file_dim = u32::from_le_bytes(map[8..12].try_into().unwrap()) as usize;
-    if file_dim != dim {
-        return Err(format!("dimension {file_dim}, expected {dim}"));
-    }
-    let rows = u64::from_le_bytes(map[16..24].try_into().unwrap()) as usize;
-    let expected = HEADER + rows * (KEY_BYTES + dim * 4);
-    if map.len() != expected {
-        return Err(format!(
-            "{} bytes, expected {expected} for {rows} rows (truncated?)",
-            map.len()
-        ));
-    }
-    if xxh3_64(&map[HEADER..]).to_le_bytes() != map[24..32] {
-        return Err("checksum mismatch (corrupt)".into());
-    }
-    Ok(map)
+/// A mapped, verified chunk and where each row's values start.
+pub struct Chunk {
+    map: Mmap,
+    rows: usize,
+    dim: usize,
+    /// Start of each row (and one past the last) in units of `dim` floats.
+    starts: Vec<usize>,
+    values_at: usize,
 }
 
-fn rows_of(map: &[u8]) -> usize {
-    u64::from_le_bytes(map[16..24].try_into().unwrap()) as usize
+impl Chunk {
+    /// Maps a chunk and checks it whole: magic, kind, dimension, length and checksum.
+    pub fn open(path: &Path, dim: usize, sequences: bool) -> std::result::Result<Self, String> {
+        let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+        // SAFETY: chunks are immutable once renamed into place, and the entry's lock keeps other
+        // frostline processes from replacing them while mapped.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| format!("cannot map: {e}"))?;
+        if map.len() < HEADER || &map[..8] != MAGIC {
+            return Err("not a frostline chunk (bad header)".into());
+        }
+        let u32_at =
+            |at: usize| u32::from_le_bytes(map[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let file_dim = u32_at(8);
+        if file_dim != dim {
+            return Err(format!("dimension {file_dim}, expected {dim}"));
+        }
+        if (u32_at(12) == 1) != sequences {
+            return Err(format!(
+                "holds {}, expected {}",
+                kind_name(u32_at(12) == 1),
+                kind_name(sequences)
+            ));
+        }
+        let rows = u64::from_le_bytes(map[16..24].try_into().expect("8 bytes")) as usize;
+        let counts_at = HEADER + rows * KEY_BYTES;
+        let values_at = counts_at + if sequences { rows * 4 } else { 0 };
+        if map.len() < values_at {
+            return Err(format!(
+                "{} bytes, too short for {rows} rows (truncated?)",
+                map.len()
+            ));
+        }
+        let mut starts = Vec::with_capacity(rows + 1);
+        starts.push(0);
+        for r in 0..rows {
+            let len = if sequences {
+                u32_at(counts_at + 4 * r)
+            } else {
+                1
+            };
+            starts.push(starts[r] + len);
+        }
+        let expected = values_at + starts[rows] * dim * 4;
+        if map.len() != expected {
+            return Err(format!(
+                "{} bytes, expected {expected} for {rows} rows (truncated?)",
+                map.len()
+            ));
+        }
+        if xxh3_64(&map[HEADER..]).to_le_bytes() != map[24..32] {
+            return Err("checksum mismatch (corrupt)".into());
+        }
+        Ok(Self {
+            map,
+            rows,
+            dim,
+            starts,
+            values_at,
+        })
+    }
+
+    pub fn keys(&self) -> &[TextKey] {
+        let bytes = &self.map[HEADER..HEADER + self.rows * KEY_BYTES];
+        // SAFETY: [u8; 16] has alignment 1 and the slice length is a multiple of 16.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<TextKey>(), self.rows) }
+    }
+
+    /// Row `r`'s values: `dim` floats, or `tokens × dim` for a sequence.
+    pub fn row(&self, r: usize) -> &[f32] {
+        let start = self.values_at + self.starts[r] * self.dim * 4;
+        let n = (self.starts[r + 1] - self.starts[r]) * self.dim;
+        let bytes = &self.map[start..start + n * 4];
+        // SAFETY: the mapping is page-aligned and `start` is a multiple of 4, so the f32 view is
+        // aligned; chunks are little-endian like every supported target.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), n) }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.map.len()
+    }
 }
 
-pub fn keys(map: &[u8]) -> &[TextKey] {
-    let rows = rows_of(map);
-    let bytes = &map[HEADER..HEADER + rows * KEY_BYTES];
-    // SAFETY: [u8; 16] has alignment 1 and the slice length is a multiple of 16.
-    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<TextKey>(), rows) }
-}
-
-pub fn row(map: &[u8], dim: usize, r: usize) -> &[f32] {
-    let rows = rows_of(map);
-    let start = HEADER + rows * KEY_BYTES + r * dim * 4;
-    let bytes = &map[start..start + dim * 4];
-    // SAFETY: the mapping is page-aligned and `start` is a multiple of 4 (HEADER and KEY_BYTES
-    // are), so the f32 view is aligned; chunks are little-endian like every supported target.
-    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), dim) }
+fn kind_name(sequences: bool) -> &'static str {
+    if sequences {
+        "token states"
+    } else {
+        "sentence vectors"
+    }
 }
 
 /// Buffers rows and writes them out as chunks of `rows_per_chunk`, each atomically.
 pub struct ChunkWriter {
     dir: PathBuf,
     dim: usize,
+    sequences: bool,
     rows_per_chunk: usize,
     keys: Vec<TextKey>,
+    counts: Vec<u32>,
     values: Vec<f32>,
     written: usize,
 }
 
 impl ChunkWriter {
-    pub fn new(dir: PathBuf, dim: usize, rows_per_chunk: usize) -> Self {
+    pub fn new(dir: PathBuf, dim: usize, sequences: bool, rows_per_chunk: usize) -> Self {
         Self {
             dir,
             dim,
+            sequences,
             rows_per_chunk: rows_per_chunk.max(1),
             keys: Vec::new(),
+            counts: Vec::new(),
             values: Vec::new(),
             written: 0,
         }
     }
 
-    /// Adds one row; returns the path of a chunk if this filled one.
-    pub fn push(&mut self, key: TextKey, vector: &[f32]) -> Result<Option<PathBuf>> {
-        debug_assert_eq!(vector.len(), self.dim);
+    /// Adds one row (`dim` floats, or `tokens × dim` for token states); returns the path of a
+    /// chunk if this filled one.
+    pub fn push(&mut self, key: TextKey, values: &[f32]) -> Result<Option<PathBuf>> {
+        debug_assert!(values.len().is_multiple_of(self.dim) && (self.sequences || values.len() == self.dim));
         self.keys.push(key);
-        self.values.extend_from_slice(vector);
+        self.counts.push((values.len() / self.dim) as u32);
+        self.values.extend_from_slice(values);
         if self.keys.len() >= self.rows_per_chunk {
             return self.flush();
         }
@@ -119,9 +180,14 @@ impl ChunkWriter {
             return Ok(None);
         }
         let rows = self.keys.len();
-        let mut body = Vec::with_capacity(rows * (KEY_BYTES + self.dim * 4));
+        let mut body = Vec::with_capacity(rows * (KEY_BYTES + 4) + self.values.len() * 4);
         for k in &self.keys {
             body.extend_from_slice(k);
+        }
+        if self.sequences {
+            for c in &self.counts {
+                body.extend_from_slice(&c.to_le_bytes());
+            }
         }
         for v in &self.values {
             body.extend_from_slice(&v.to_le_bytes());
@@ -129,6 +195,7 @@ impl ChunkWriter {
         let mut header = [0u8; HEADER];
         header[..8].copy_from_slice(MAGIC);
         header[8..12].copy_from_slice(&(self.dim as u32).to_le_bytes());
+        header[12..16].copy_from_slice(&(self.sequences as u32).to_le_bytes());
         header[16..24].copy_from_slice(&(rows as u64).to_le_bytes());
         header[24..32].copy_from_slice(&xxh3_64(&body).to_le_bytes());
         // Names sort by creation time, so readers index older chunks first.
@@ -146,6 +213,7 @@ impl ChunkWriter {
         })
         .map_err(|e| Error::cache(&path, format!("writing chunk: {e}")))?;
         self.keys.clear();
+        self.counts.clear();
         self.values.clear();
         self.written += 1;
         Ok(Some(path))

@@ -19,8 +19,10 @@ pub struct CacheKey {
     pub max_length: usize,
     pub pooling: String,
     pub normalize: bool,
-    /// Depth of the frost line the vectors were taken at; `None` = the full model.
+    /// Depth of the frost line the token states were taken at; `None` = the full model.
     pub split_layer: Option<usize>,
+    /// `sentence` (one pooled vector per text) or `tokens` (every token's state at the split).
+    pub content: String,
     pub dtype: String,
     pub dim: usize,
 }
@@ -46,10 +48,31 @@ impl CacheKey {
             max_length,
             pooling: folder.pooling.describe(),
             normalize: folder.pooling.normalize,
-            split_layer: folder.cut_at,
+            split_layer: None,
+            content: "sentence".into(),
             dtype: "f32".into(),
             dim: folder.hidden_size,
         })
+    }
+
+    /// The key for token states at frost line `layer`: the hash is of the cut graph that makes
+    /// them, and `split_layer` says where it was cut.
+    pub fn tokens(
+        folder: &ModelFolder,
+        max_length: usize,
+        layer: usize,
+        cut_graph: &Path,
+    ) -> Result<Self> {
+        Ok(Self {
+            onnx_sha256: sha256_file(cut_graph)?,
+            split_layer: Some(layer),
+            content: "tokens".into(),
+            ..Self::sentence(folder, max_length)?
+        })
+    }
+
+    pub fn is_tokens(&self) -> bool {
+        self.content == "tokens"
     }
 
     /// The entry's folder name: 20 hex digits of SHA-256 over the key's canonical JSON.

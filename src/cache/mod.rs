@@ -11,14 +11,13 @@
 mod chunk;
 mod key;
 
-pub use chunk::{text_key, ChunkWriter, TextKey};
+pub use chunk::{text_key, Chunk, ChunkWriter, TextKey};
 pub use key::CacheKey;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
 use ndarray::Array2;
 
 use crate::error::{Error, Result};
@@ -38,7 +37,7 @@ pub fn default_root() -> PathBuf {
 pub struct Cache {
     pub dir: PathBuf,
     pub key: CacheKey,
-    chunks: Vec<Mmap>,
+    chunks: Vec<Chunk>,
     index: HashMap<TextKey, (u32, u32)>,
     /// Chunks that failed their check and were moved aside, with the reason.
     pub quarantined: Vec<(PathBuf, String)>,
@@ -102,20 +101,20 @@ impl Cache {
             if !name.ends_with(chunk::EXTENSION) {
                 continue;
             }
-            match chunk::open_verified(&path, self.key.dim) {
-                Ok(map) => self.add_chunk(map),
+            match Chunk::open(&path, self.key.dim, self.key.is_tokens()) {
+                Ok(c) => self.add_chunk(c),
                 Err(reason) => self.quarantine(&path, reason)?,
             }
         }
         Ok(())
     }
 
-    fn add_chunk(&mut self, map: Mmap) {
+    fn add_chunk(&mut self, chunk: Chunk) {
         let c = self.chunks.len() as u32;
-        for (r, key) in chunk::keys(&map).iter().enumerate() {
+        for (r, key) in chunk.keys().iter().enumerate() {
             self.index.entry(*key).or_insert((c, r as u32));
         }
-        self.chunks.push(map);
+        self.chunks.push(chunk);
     }
 
     fn quarantine(&mut self, path: &Path, reason: String) -> Result<()> {
@@ -139,14 +138,11 @@ impl Cache {
         self.index.contains_key(key)
     }
 
-    /// The cached vector of one text, borrowed from the mapped chunk.
+    /// The cached values of one text, borrowed from the mapped chunk: its vector, or for token
+    /// states `tokens × dim` floats.
     pub fn get(&self, key: &TextKey) -> Option<&[f32]> {
         let &(c, r) = self.index.get(key)?;
-        Some(chunk::row(
-            &self.chunks[c as usize],
-            self.key.dim,
-            r as usize,
-        ))
+        Some(self.chunks[c as usize].row(r as usize))
     }
 
     /// Gathers the rows for `keys` (in that order) into one array: the single copy a reader makes.
@@ -168,18 +164,24 @@ impl Cache {
     /// A writer that appends new chunks to this entry; call [`Cache::commit`] with each chunk it
     /// returns so lookups see the new rows.
     pub fn writer(&self, rows_per_chunk: usize) -> ChunkWriter {
-        ChunkWriter::new(self.chunk_dir(), self.key.dim, rows_per_chunk)
+        ChunkWriter::new(
+            self.chunk_dir(),
+            self.key.dim,
+            self.key.is_tokens(),
+            rows_per_chunk,
+        )
     }
 
     /// Maps a freshly written chunk and indexes its rows.
     pub fn commit(&mut self, path: &Path) -> Result<()> {
-        let map = chunk::open_verified(path, self.key.dim).map_err(|r| Error::cache(path, r))?;
-        self.add_chunk(map);
+        let chunk = Chunk::open(path, self.key.dim, self.key.is_tokens())
+            .map_err(|r| Error::cache(path, r))?;
+        self.add_chunk(chunk);
         Ok(())
     }
 
     /// Bytes of chunk data on disk for this entry.
     pub fn bytes_on_disk(&self) -> u64 {
-        self.chunks.iter().map(|m| m.len() as u64).sum()
+        self.chunks.iter().map(|c| c.bytes() as u64).sum()
     }
 }

@@ -4,6 +4,9 @@
 //! training regime decides.
 
 pub mod act;
+pub mod attention;
+pub mod bert;
+pub mod layernorm;
 pub mod linear;
 pub mod loss;
 pub mod optim;

@@ -1,0 +1,81 @@
+//! Graph exports frostline makes itself, with the exporter script compiled into the binary and
+//! run by the set-up venv's Python: the graph below a frost line, and a tuned full model.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::folder::ModelFolder;
+use super::runtime::default_venv;
+use crate::error::{Error, Result};
+
+const EXPORTER: &str = include_str!("../../scripts/export_onnx.py");
+
+fn python() -> PathBuf {
+    default_venv()
+        .map(|v| v.join("bin/python"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("python3"))
+}
+
+fn run_exporter(args: &[&std::ffi::OsStr], what: &str) -> Result<()> {
+    let script = std::env::temp_dir().join(format!("frostline-export-{}.py", std::process::id()));
+    std::fs::write(&script, EXPORTER).map_err(|e| Error::io(&script, e))?;
+    let py = python();
+    let out = Command::new(&py).arg(&script).args(args).output();
+    let _ = std::fs::remove_file(&script);
+    let out = out.map_err(|e| {
+        Error::Usage(format!(
+            "{what}: cannot run {}: {e}; run scripts/setup.sh",
+            py.display()
+        ))
+    })?;
+    if !out.status.success() {
+        return Err(Error::Usage(format!(
+            "{what} failed ({}): {}; the exporter needs the set-up venv (scripts/setup.sh: onnx, numpy, safetensors)",
+            py.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// The ONNX graph of the layers below frost line `n`, exported once into the model folder.
+pub fn ensure_cut(folder: &ModelFolder, n: usize) -> Result<PathBuf> {
+    if n > folder.num_layers {
+        return Err(Error::Usage(format!(
+            "frost line {n} is outside 0..={} (the model has {} layers)",
+            folder.num_layers, folder.num_layers
+        )));
+    }
+    let path = folder.cut_graph(n);
+    if !path.is_file() {
+        let n_text = n.to_string();
+        run_exporter(
+            &[
+                "--model".as_ref(),
+                folder.dir.as_os_str(),
+                "--output".as_ref(),
+                folder.dir.as_os_str(),
+                "--cut-at".as_ref(),
+                n_text.as_ref(),
+            ],
+            &format!("exporting the graph below frost line {n}"),
+        )?;
+    }
+    Ok(path)
+}
+
+/// A full model folder at `out` whose weights are `folder`'s with `tuned` (safetensors) applied.
+pub fn export_tuned(folder: &ModelFolder, tuned: &Path, out: &Path) -> Result<()> {
+    run_exporter(
+        &[
+            "--model".as_ref(),
+            folder.dir.as_os_str(),
+            "--output".as_ref(),
+            out.as_os_str(),
+            "--weights".as_ref(),
+            tuned.as_os_str(),
+        ],
+        "exporting the tuned model",
+    )
+}

@@ -1,0 +1,452 @@
+//! BERT encoder layers run natively — the part of the backbone above the frost line — with
+//! forward and backward passes, weights loaded by name from the model's `model.safetensors`
+//! (`encoder.layer.{i}.…`), and the model's pooling (mean / CLS, optional L2) with its backward.
+
+use std::path::Path;
+
+use ndarray::{s, Array2, ArrayD, ArrayView2, IxDyn};
+
+use super::act;
+use super::attention::{AttentionTrace, SelfAttention};
+use super::layernorm::{LayerNorm, LayerNormTrace};
+use super::linear::Linear;
+use super::params::{ParamId, ParamStore};
+use crate::backbone::ModelFolder;
+use crate::error::{Error, Result};
+use crate::pool::{Pooling, PoolingMode};
+
+#[derive(Debug, Clone)]
+pub struct BertLayer {
+    pub index: usize,
+    pub attention: SelfAttention,
+    pub attention_output: Linear,
+    pub attention_norm: LayerNorm,
+    pub intermediate: Linear,
+    pub output: Linear,
+    pub output_norm: LayerNorm,
+}
+
+pub struct LayerTrace {
+    attention: AttentionTrace,
+    ctx: Array2<f32>,
+    norm1: LayerNormTrace,
+    y1: Array2<f32>,
+    inter: Array2<f32>,
+    gelu: Array2<f32>,
+    norm2: LayerNormTrace,
+}
+
+impl BertLayer {
+    /// A randomly initialised layer (tests and small experiments; real layers come from
+    /// [`NativeEncoder::load`]). LayerNorm starts at γ = 1, β = 0 plus noise so tests see all terms.
+    pub fn random(
+        store: &mut ParamStore,
+        index: usize,
+        hidden: usize,
+        heads: usize,
+        inter: usize,
+        rng: &mut super::Rng,
+    ) -> Self {
+        let p = format!("encoder.layer.{index}");
+        let norm = |store: &mut ParamStore, name: &str, rng: &mut super::Rng| {
+            let g = ArrayD::from_shape_fn(IxDyn(&[hidden]), |_| {
+                1.0 + 0.1 * (rng.uniform() as f32 - 0.5)
+            });
+            let b = ArrayD::from_shape_fn(IxDyn(&[hidden]), |_| 0.1 * (rng.uniform() as f32 - 0.5));
+            LayerNorm {
+                weight: store.add(format!("{p}.{name}.weight"), g),
+                bias: store.add(format!("{p}.{name}.bias"), b),
+                eps: 1e-12,
+            }
+        };
+        let attention_norm = norm(store, "attention.output.LayerNorm", rng);
+        let output_norm = norm(store, "output.LayerNorm", rng);
+        Self {
+            index,
+            attention: SelfAttention {
+                query: Linear::new(
+                    store,
+                    &format!("{p}.attention.self.query"),
+                    hidden,
+                    hidden,
+                    rng,
+                ),
+                key: Linear::new(
+                    store,
+                    &format!("{p}.attention.self.key"),
+                    hidden,
+                    hidden,
+                    rng,
+                ),
+                value: Linear::new(
+                    store,
+                    &format!("{p}.attention.self.value"),
+                    hidden,
+                    hidden,
+                    rng,
+                ),
+                heads,
+            },
+            attention_output: Linear::new(
+                store,
+                &format!("{p}.attention.output.dense"),
+                hidden,
+                hidden,
+                rng,
+            ),
+            attention_norm,
+            intermediate: Linear::new(
+                store,
+                &format!("{p}.intermediate.dense"),
+                hidden,
+                inter,
+                rng,
+            ),
+            output: Linear::new(store, &format!("{p}.output.dense"), inter, hidden, rng),
+            output_norm,
+        }
+    }
+
+    pub fn param_ids(&self) -> Vec<ParamId> {
+        let a = &self.attention;
+        [
+            &a.query,
+            &a.key,
+            &a.value,
+            &self.attention_output,
+            &self.intermediate,
+            &self.output,
+        ]
+        .iter()
+        .flat_map(|l| [l.weight, l.bias])
+        .chain([
+            self.attention_norm.weight,
+            self.attention_norm.bias,
+            self.output_norm.weight,
+            self.output_norm.bias,
+        ])
+        .collect()
+    }
+
+    /// `x`: `[batch·seq, hidden]`; returns the layer output, same shape.
+    pub fn forward(
+        &self,
+        store: &ParamStore,
+        x: Array2<f32>,
+        batch: usize,
+        seq: usize,
+        lens: &[usize],
+    ) -> (Array2<f32>, LayerTrace) {
+        let (ctx, attention) = self.attention.forward(store, x, batch, seq, lens);
+        let mut r1 = self.attention_output.forward(store, ctx.view());
+        r1 += &attention.input();
+        let (y1, norm1) = self.attention_norm.forward(store, r1.view());
+        let inter = self.intermediate.forward(store, y1.view());
+        let gelu = act::gelu(inter.view());
+        let mut r2 = self.output.forward(store, gelu.view());
+        r2 += &y1;
+        let (y2, norm2) = self.output_norm.forward(store, r2.view());
+        (
+            y2,
+            LayerTrace {
+                attention,
+                ctx,
+                norm1,
+                y1,
+                inter,
+                gelu,
+                norm2,
+            },
+        )
+    }
+
+    /// Accumulates this layer's gradients; returns dx.
+    pub fn backward(
+        &self,
+        store: &mut ParamStore,
+        t: &LayerTrace,
+        dy: ArrayView2<f32>,
+    ) -> Array2<f32> {
+        let dr2 = self.output_norm.backward(store, &t.norm2, dy);
+        let dgelu = self
+            .output
+            .backward(store, t.gelu.view(), dr2.view(), true)
+            .expect("dx");
+        let dinter = act::gelu_backward(t.inter.view(), dgelu.view());
+        let mut dy1 = self
+            .intermediate
+            .backward(store, t.y1.view(), dinter.view(), true)
+            .expect("dx");
+        dy1 += &dr2;
+        let dr1 = self.attention_norm.backward(store, &t.norm1, dy1.view());
+        let dctx = self
+            .attention_output
+            .backward(store, t.ctx.view(), dr1.view(), true)
+            .expect("dx");
+        let mut dx = self.attention.backward(store, &t.attention, dctx.view());
+        dx += &dr1;
+        dx
+    }
+}
+
+/// Layers `from..num_layers` of a BERT encoder.
+#[derive(Debug, Clone)]
+pub struct NativeEncoder {
+    pub from: usize,
+    pub layers: Vec<BertLayer>,
+    pub hidden: usize,
+}
+
+impl NativeEncoder {
+    /// Loads layers `from..L` from `folder/model.safetensors` into `store` (names as in the file,
+    /// without an architecture prefix). Names or shapes that do not match config.json are errors.
+    pub fn load(store: &mut ParamStore, folder: &ModelFolder, from: usize) -> Result<Self> {
+        let path = folder.dir.join("model.safetensors");
+        if from > folder.num_layers {
+            return Err(Error::Usage(format!(
+                "frost line {from} is outside 0..={} (the model has {} layers)",
+                folder.num_layers, folder.num_layers
+            )));
+        }
+        let weights = read_safetensors(&path)?;
+        let config = read_config(&folder.dir)?;
+        let hidden = folder.hidden_size;
+        let heads = config.0;
+        let eps = config.1;
+        let mut take = |name: String, shape: &[usize]| -> Result<ParamId> {
+            let value = weights
+                .iter()
+                .find(|(n, _)| *n == name || n.strip_prefix("bert.") == Some(name.as_str()))
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| {
+                    Error::model(
+                        &path,
+                        format!(
+                            "tensor {name} not found: the weights do not match this BERT graph"
+                        ),
+                    )
+                })?;
+            if value.shape() != shape {
+                return Err(Error::model(
+                    &path,
+                    format!(
+                        "tensor {name} has shape {:?}, config.json implies {shape:?}",
+                        value.shape()
+                    ),
+                ));
+            }
+            Ok(store.add(name, value))
+        };
+        let mut layers = Vec::new();
+        for i in from..folder.num_layers {
+            let p = format!("encoder.layer.{i}");
+            let mut linear = |name: &str, out_dim: usize, in_dim: usize| -> Result<Linear> {
+                let w = take(format!("{p}.{name}.weight"), &[out_dim, in_dim])?;
+                let b = take(format!("{p}.{name}.bias"), &[out_dim])?;
+                Ok(Linear {
+                    weight: w,
+                    bias: b,
+                    in_dim,
+                    out_dim,
+                })
+            };
+            let query = linear("attention.self.query", hidden, hidden)?;
+            let key = linear("attention.self.key", hidden, hidden)?;
+            let value = linear("attention.self.value", hidden, hidden)?;
+            let attention_output = linear("attention.output.dense", hidden, hidden)?;
+            let inter_dim = weights
+                .iter()
+                .find(|(n, _)| n.ends_with(&format!("{p}.intermediate.dense.bias")))
+                .map(|(_, v)| v.len())
+                .ok_or_else(|| {
+                    Error::model(
+                        &path,
+                        format!("tensor {p}.intermediate.dense.bias not found"),
+                    )
+                })?;
+            let intermediate = linear("intermediate.dense", inter_dim, hidden)?;
+            let output = linear("output.dense", hidden, inter_dim)?;
+            let mut norm = |name: &str| -> Result<LayerNorm> {
+                Ok(LayerNorm {
+                    weight: take(format!("{p}.{name}.weight"), &[hidden])?,
+                    bias: take(format!("{p}.{name}.bias"), &[hidden])?,
+                    eps,
+                })
+            };
+            let attention_norm = norm("attention.output.LayerNorm")?;
+            let output_norm = norm("output.LayerNorm")?;
+            layers.push(BertLayer {
+                index: i,
+                attention: SelfAttention {
+                    query,
+                    key,
+                    value,
+                    heads,
+                },
+                attention_output,
+                attention_norm,
+                intermediate,
+                output,
+                output_norm,
+            });
+        }
+        Ok(Self {
+            from,
+            layers,
+            hidden,
+        })
+    }
+
+    pub fn param_ids(&self) -> Vec<ParamId> {
+        self.layers.iter().flat_map(BertLayer::param_ids).collect()
+    }
+
+    pub fn forward(
+        &self,
+        store: &ParamStore,
+        mut x: Array2<f32>,
+        batch: usize,
+        seq: usize,
+        lens: &[usize],
+    ) -> (Array2<f32>, Vec<LayerTrace>) {
+        let mut traces = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let (y, t) = layer.forward(store, x, batch, seq, lens);
+            traces.push(t);
+            x = y;
+        }
+        (x, traces)
+    }
+
+    /// Inference only: no traces kept.
+    pub fn infer(
+        &self,
+        store: &ParamStore,
+        x: Array2<f32>,
+        batch: usize,
+        seq: usize,
+        lens: &[usize],
+    ) -> Array2<f32> {
+        self.layers
+            .iter()
+            .fold(x, |x, layer| layer.forward(store, x, batch, seq, lens).0)
+    }
+
+    pub fn backward(&self, store: &mut ParamStore, traces: &[LayerTrace], mut dy: Array2<f32>) {
+        for (layer, t) in self.layers.iter().zip(traces).rev() {
+            dy = layer.backward(store, t, dy.view());
+        }
+    }
+}
+
+/// (attention heads, LayerNorm eps) from config.json.
+fn read_config(dir: &Path) -> Result<(usize, f32)> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::model(&path, format!("invalid JSON: {e}")))?;
+    let heads =
+        v.get("num_attention_heads")
+            .and_then(|h| h.as_u64())
+            .ok_or_else(|| Error::model(&path, "num_attention_heads missing"))? as usize;
+    let eps = v
+        .get("layer_norm_eps")
+        .and_then(|e| e.as_f64())
+        .unwrap_or(1e-12) as f32;
+    Ok((heads, eps))
+}
+
+/// Every F32 tensor of a safetensors file.
+pub fn read_safetensors(path: &Path) -> Result<Vec<(String, ArrayD<f32>)>> {
+    if !path.is_file() {
+        return Err(Error::model(path, "model.safetensors missing: the layers above the frost line are loaded from it; re-export the folder with scripts/export_onnx.py"));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::model(path, format!("not a readable safetensors file: {e}")))?;
+    st.tensors()
+        .into_iter()
+        .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
+        .map(|(name, v)| {
+            let data: Vec<f32> = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect();
+            let arr = ArrayD::from_shape_vec(IxDyn(v.shape()), data)
+                .map_err(|e| Error::model(path, format!("tensor {name}: {e}")))?;
+            Ok((name, arr))
+        })
+        .collect()
+}
+
+/// Sentence pooling over `[batch·seq, hidden]` states with its backward pass (mean or CLS,
+/// optional L2 normalisation; max pooling has no frost-line support).
+pub struct PoolTrace {
+    pre_norm: Array2<f32>,
+    lens: Vec<usize>,
+    seq: usize,
+}
+
+pub fn pool_forward(
+    pooling: Pooling,
+    y: ArrayView2<f32>,
+    batch: usize,
+    seq: usize,
+    lens: &[usize],
+) -> Result<(Array2<f32>, PoolTrace)> {
+    let hidden = y.ncols();
+    let mut u = Array2::<f32>::zeros((batch, hidden));
+    for (b, &len) in lens.iter().enumerate().take(batch) {
+        let len = len.clamp(1, seq);
+        let rows = y.slice(s![b * seq..b * seq + len, ..]);
+        match pooling.mode {
+            PoolingMode::Mean => u.row_mut(b).assign(&(rows.sum_axis(ndarray::Axis(0)) / len as f32)),
+            PoolingMode::Cls => u.row_mut(b).assign(&rows.row(0)),
+            other => return Err(Error::Usage(format!("pooling {other:?} has no backward pass: the frost line supports mean and CLS pooling"))),
+        }
+    }
+    let mut out = u.clone();
+    if pooling.normalize {
+        for mut row in out.rows_mut() {
+            let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            row.mapv_inplace(|v| v / n);
+        }
+    }
+    Ok((
+        out,
+        PoolTrace {
+            pre_norm: u,
+            lens: lens.to_vec(),
+            seq,
+        },
+    ))
+}
+
+/// Gradient of the pooled vectors `dv` back to the token states `[batch·seq, hidden]`.
+pub fn pool_backward(pooling: Pooling, t: &PoolTrace, dv: ArrayView2<f32>) -> Array2<f32> {
+    let (batch, hidden) = dv.dim();
+    let mut du = dv.to_owned();
+    if pooling.normalize {
+        for (mut d, u) in du.rows_mut().into_iter().zip(t.pre_norm.rows()) {
+            let n = u.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            let dot = d.iter().zip(u.iter()).map(|(a, b)| a * b).sum::<f32>() / n;
+            // d(u/|u|) = (I − v vᵀ) / |u| with v = u/|u|.
+            d.zip_mut_with(&u, |x, &uv| *x = (*x - (uv / n) * dot) / n);
+        }
+    }
+    let mut dy = Array2::<f32>::zeros((batch * t.seq, hidden));
+    for b in 0..batch {
+        let len = t.lens[b].clamp(1, t.seq);
+        match pooling.mode {
+            PoolingMode::Cls => dy.row_mut(b * t.seq).assign(&du.row(b)),
+            _ => {
+                let g = du.row(b).mapv(|v| v / len as f32);
+                for r in 0..len {
+                    dy.row_mut(b * t.seq + r).assign(&g);
+                }
+            }
+        }
+    }
+    dy
+}
