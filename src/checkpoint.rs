@@ -6,19 +6,23 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
+use crate::backbone::ModelFolder;
 use crate::cache::CacheKey;
 use crate::error::{Error, Result};
 use crate::eval::TaskMetrics;
 use crate::fsutil;
 use crate::heads::{Head, HeadSpec};
-use crate::nn::{Linear, ParamStore};
+use crate::nn::bert::NativeEncoder;
+use crate::nn::tensors::{from_safetensors, to_safetensors};
+use crate::nn::{Linear, ParamId, ParamStore};
 use crate::runfile::TrainConfig;
 use crate::train::EpochLog;
 
 pub const WEIGHTS: &str = "heads.safetensors";
+pub const ENCODER: &str = "encoder.safetensors";
 pub const MANIFEST: &str = "manifest.json";
 pub const LOG: &str = "training_log.csv";
 
@@ -50,12 +54,32 @@ pub struct Manifest {
     pub model_dir: PathBuf,
     /// The backbone the heads were trained on; predicting with another one is refused.
     pub backbone: CacheKey,
+    /// Set when layers ≥ N were tuned natively: their weights are in `encoder.safetensors`, and
+    /// prediction runs the graph below N + those layers.
+    pub frost_line: Option<usize>,
     pub regime: String,
     pub seed: u64,
     pub train: TrainConfig,
     pub trainable_params: usize,
     pub training_seconds: f64,
     pub tasks: Vec<TaskEntry>,
+}
+
+/// Every tensor of a checkpoint's safetensors file, each checked finite.
+fn read_tensors(path: &Path) -> Result<Vec<(String, ArrayD<f32>)>> {
+    let bad = |reason: String| Error::InputFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let tensors = from_safetensors(&bytes, false).map_err(bad)?;
+    if let Some((name, _)) = tensors
+        .iter()
+        .find(|(_, a)| a.iter().any(|v| !v.is_finite()))
+    {
+        return Err(bad(format!("tensor {name} holds NaN or infinite values")));
+    }
+    Ok(tensors)
 }
 
 pub struct Checkpoint {
@@ -81,29 +105,18 @@ pub fn save(
     manifest: &Manifest,
     store: &ParamStore,
     heads: &[Head],
+    encoder: &[ParamId],
     log: &[EpochLog],
 ) -> Result<()> {
+    let tensors = |ids: &[ParamId]| {
+        to_safetensors(store, ids).map_err(|e| Error::Usage(format!("safetensors: {e}")))
+    };
+    let head_ids: Vec<ParamId> = heads.iter().flat_map(Head::param_ids).collect();
     fsutil::write_dir_atomic(dir, |tmp| {
-        let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
-        for head in heads {
-            for id in head.param_ids() {
-                let p = store.get(id);
-                let bytes: Vec<u8> = p.value.iter().flat_map(|v| v.to_le_bytes()).collect();
-                tensors.push((p.name.clone(), bytes, p.value.shape().to_vec()));
-            }
+        fsutil::write_bytes_atomic(&tmp.join(WEIGHTS), &tensors(&head_ids)?)?;
+        if !encoder.is_empty() {
+            fsutil::write_bytes_atomic(&tmp.join(ENCODER), &tensors(encoder)?)?;
         }
-        let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-            .iter()
-            .map(|(n, b, s)| {
-                let view =
-                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                        .map_err(|e| Error::Usage(e.to_string()))?;
-                Ok((n.clone(), view))
-            })
-            .collect::<Result<_>>()?;
-        let bytes = safetensors::serialize(views, None)
-            .map_err(|e| Error::Usage(format!("safetensors: {e}")))?;
-        fsutil::write_bytes_atomic(&tmp.join(WEIGHTS), &bytes)?;
         fsutil::write_bytes_atomic(&tmp.join(LOG), &log_csv(log)?)?;
         let json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Usage(e.to_string()))?;
         fsutil::write_bytes_atomic(&tmp.join(MANIFEST), &json)
@@ -133,36 +146,8 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
         .map_err(|e| Error::io(dir.join(MANIFEST), e))?;
     let manifest: Manifest = serde_json::from_str(&text)
         .map_err(|e| bad(MANIFEST, format!("unreadable manifest: {e}")))?;
-    let bytes = std::fs::read(dir.join(WEIGHTS)).map_err(|e| Error::io(dir.join(WEIGHTS), e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-        bad(
-            WEIGHTS,
-            format!("corrupt or truncated safetensors file: {e}"),
-        )
-    })?;
-    let mut by_name: HashMap<String, ArrayD<f32>> = HashMap::new();
-    for (name, view) in st.tensors() {
-        if view.dtype() != safetensors::Dtype::F32 {
-            return Err(bad(
-                WEIGHTS,
-                format!("tensor {name} is {:?}, expected F32", view.dtype()),
-            ));
-        }
-        let values: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
-        let arr = ArrayD::from_shape_vec(IxDyn(view.shape()), values)
-            .map_err(|e| bad(WEIGHTS, format!("tensor {name}: {e}")))?;
-        if arr.iter().any(|v| !v.is_finite()) {
-            return Err(bad(
-                WEIGHTS,
-                format!("tensor {name} holds NaN or infinite values"),
-            ));
-        }
-        by_name.insert(name, arr);
-    }
+    let mut by_name: HashMap<String, ArrayD<f32>> =
+        read_tensors(&dir.join(WEIGHTS))?.into_iter().collect();
     let mut store = ParamStore::default();
     let mut heads = Vec::new();
     for task in &manifest.tasks {
@@ -222,6 +207,43 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
 }
 
 impl Checkpoint {
+    /// The native layers above the checkpoint's frost line, with its tuned weights (their
+    /// structure from the model folder, their values from `encoder.safetensors`).
+    pub fn encoder(&mut self, folder: &ModelFolder) -> Result<Option<NativeEncoder>> {
+        let Some(n) = self.manifest.frost_line else {
+            return Ok(None);
+        };
+        let encoder = NativeEncoder::load(&mut self.store, folder, n)?;
+        let path = self.dir.join(ENCODER);
+        if !path.is_file() {
+            return Err(Error::InputFile { path, reason: "missing from the checkpoint folder (a frost-line checkpoint keeps its tuned layers here)".into() });
+        }
+        let tuned = read_tensors(&path)?;
+        for id in encoder.param_ids() {
+            let name = self.store.get(id).name.clone();
+            let (_, value) =
+                tuned
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .ok_or_else(|| Error::InputFile {
+                        path: path.clone(),
+                        reason: format!("tensor {name} missing"),
+                    })?;
+            if value.shape() != self.store.get(id).value.shape() {
+                return Err(Error::InputFile {
+                    path: path.clone(),
+                    reason: format!(
+                        "tensor {name} has shape {:?}, the model's is {:?}",
+                        value.shape(),
+                        self.store.get(id).value.shape()
+                    ),
+                });
+            }
+            self.store.set(id, value.clone());
+        }
+        Ok(Some(encoder))
+    }
+
     /// Refuses heads trained on another backbone (other graph, tokenizer, pooling, length or dim).
     pub fn check_backbone(&self, key: &CacheKey) -> Result<()> {
         let m = &self.manifest.backbone;
@@ -254,4 +276,27 @@ impl Checkpoint {
             ),
         })
     }
+}
+
+/// Writes a full model folder whose weights are the checkpoint's base model with its tuned
+/// layers applied, so the tuned backbone runs anywhere onnxruntime runs.
+pub fn export_model(ck: &Checkpoint, out: &Path) -> Result<()> {
+    if ck.manifest.frost_line.is_none() {
+        return Err(Error::Usage(format!(
+            "{} was trained with regime {}: its backbone is the unchanged model {}; only frost-line checkpoints carry tuned layers",
+            ck.dir.display(),
+            ck.manifest.regime,
+            ck.manifest.model_dir.display()
+        )));
+    }
+    let folder = ModelFolder::open(&ck.manifest.model_dir)?;
+    let tuned = ck.dir.join(ENCODER);
+    if !tuned.is_file() {
+        return Err(Error::InputFile {
+            path: tuned,
+            reason: "missing from the checkpoint folder".into(),
+        });
+    }
+    fsutil::check_folder_writable(out)?;
+    crate::backbone::export::export_tuned(&folder, &tuned, out)
 }

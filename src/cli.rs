@@ -44,6 +44,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Train and evaluate every regime on the run file's tasks; one comparison table.
     Compare(CompareArgs),
+    /// Export a frost-line checkpoint's tuned backbone as one ONNX model folder.
+    Export(ExportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -62,17 +64,39 @@ pub struct EvalArgs {
     pub top_errors: usize,
 }
 
+/// A run file and overrides of its values; shared by `train` and `compare`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The run file (TOML): model, tasks, training settings.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Override any run-file value: --set train.epochs=5 --set tasks.intent.loss_weight=2
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     #[command(flatten)]
     pub backbone: BackboneArgs,
-    #[arg(long)]
-    pub run: PathBuf,
-    /// Override any run-file value, as for `train`.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub overrides: Vec<String>,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Report folder (compare.{parquet,csv,md}, plots/, checkpoints/).
     #[arg(long, default_value = "compare-report")]
+    pub out: PathBuf,
+    /// Also train layers ≥ N natively for each N given (e.g. --frost-lines 4,5): frost-line=N and
+    /// freeze-head=<task>,frost-line=N rows.
+    #[arg(long, value_delimiter = ',')]
+    pub frost_lines: Vec<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A frost-line checkpoint whose tuned layers go into the exported model.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Model folder to write (a full model: model.onnx + tokenizer/config/pooling + weights).
+    #[arg(long)]
     pub out: PathBuf,
 }
 
@@ -80,13 +104,9 @@ pub struct CompareArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     pub backbone: BackboneArgs,
-    /// The run file (TOML): model, tasks, training settings.
-    #[arg(long)]
-    pub run: PathBuf,
-    /// Override any run-file value: --set train.epochs=5 --set tasks.intent.loss_weight=2
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub overrides: Vec<String>,
-    /// Shortcut for --set train.regime=…: fully-frozen, frozen-backbone, freeze-head=a|b|TASK.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Shortcut for --set train.regime=…: fully-frozen, frozen-backbone, freeze-head=a|b|TASK[,frost-line=N], frost-line=N.
     #[arg(long)]
     pub regime: Option<String>,
     /// Shortcut for --set train.head=…: linear, mlp, centroid, zero-shot.
@@ -163,7 +183,7 @@ impl TrainArgs {
         if let Some(m) = &self.backbone.model {
             o.push(format!("model={}", toml_string(&m.to_string_lossy())));
         }
-        o.extend(self.overrides.iter().cloned());
+        o.extend(self.run.overrides.iter().cloned());
         o
     }
 }

@@ -69,7 +69,7 @@ struct Variant {
     from_linear: bool,
 }
 
-fn variants(run: &RunFile) -> Vec<Variant> {
+fn variants(run: &RunFile, frost_lines: &[usize]) -> Vec<Variant> {
     let v = |name: &str, regime: &str, head: HeadChoice, from_linear: bool| Variant {
         name: name.into(),
         regime: regime.into(),
@@ -112,6 +112,25 @@ fn variants(run: &RunFile) -> Vec<Variant> {
             ));
         }
     }
+    for &n in frost_lines {
+        out.push(v(
+            &format!("frost-line={n}/linear"),
+            &format!("frost-line={n}"),
+            HeadChoice::Linear,
+            false,
+        ));
+        if run.tasks.len() > 1 {
+            for t in &run.tasks {
+                let regime = format!("freeze-head={},frost-line={n}", t.name);
+                out.push(v(
+                    &format!("{regime}/linear"),
+                    &regime,
+                    HeadChoice::Linear,
+                    true,
+                ));
+            }
+        }
+    }
     out
 }
 
@@ -121,9 +140,11 @@ pub struct CompareOutcome {
     pub out_dir: PathBuf,
 }
 
+/// Runs every variant (plus the frost-line ones for each N in `frost_lines`) and writes the report.
 pub fn run(
     run: &RunFile,
     settings: EmbedSettings,
+    frost_lines: &[usize],
     out_dir: &Path,
     progress: bool,
 ) -> Result<CompareOutcome> {
@@ -136,7 +157,7 @@ pub fn run(
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)
         .map_err(|e| Error::output(out_dir, format!("cannot create a work folder: {e}")))?;
-    let result = run_variants(run, settings, &work, progress);
+    let result = run_variants(run, settings, frost_lines, &work, progress);
     let rows = match result {
         Ok(rows) => rows,
         Err(e) => {
@@ -175,17 +196,18 @@ pub fn run(
 fn run_variants(
     run: &RunFile,
     settings: EmbedSettings,
+    frost_lines: &[usize],
     work: &Path,
     progress: bool,
 ) -> Result<Vec<CompareRow>> {
     let mut rows = Vec::new();
     let linear_ck = work.join("frozen-backbone-linear");
-    for v in variants(run) {
+    for v in variants(run, frost_lines) {
         let mut r = run.clone();
         r.train.regime = v.regime.clone();
         r.train.head = v.head;
         r.train.from = v.from_linear.then(|| linear_ck.clone());
-        let ck_dir = work.join(v.name.replace(['/', '='], "-"));
+        let ck_dir = work.join(v.name.replace(['/', '=', ','], "-"));
         let peak_ok = reset_peak_rss();
         if progress {
             eprintln!("compare: {}", v.name);

@@ -269,6 +269,8 @@ impl Embedder {
         if !missing.is_empty() {
             self.embed_missing(&missing, &keys, &encoded, &mut cache, &mut stats)?;
         }
+        // Reading needs no lock, and another split of the same run opens this entry next.
+        cache.unlock();
         Ok((cache, keys, stats))
     }
 

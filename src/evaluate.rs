@@ -7,10 +7,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{self, Checkpoint, TaskEntry};
-use crate::embed::{EmbedSettings, Embedder};
+use crate::embed::EmbedSettings;
 use crate::error::{Error, Result};
 use crate::eval::classification_metrics;
 use crate::fsutil;
+use crate::infer::CheckpointEncoder;
 use crate::report::{self, plots, TaskEval};
 use crate::train::{self, data::read_labelled, data::stratified_split, EpochLog};
 
@@ -94,7 +95,7 @@ pub fn read_log(dir: &Path) -> Result<Vec<EpochLog>> {
 /// Scores every head of `ck` on `split` (tasks without that split are skipped with a note).
 pub fn evaluate_checkpoint(
     ck: &Checkpoint,
-    embedder: &mut Embedder,
+    encoder: &mut CheckpointEncoder,
     split: SplitName,
 ) -> Result<(Vec<TaskEval>, Vec<String>)> {
     let mut evals = Vec::new();
@@ -108,7 +109,7 @@ pub fn evaluate_checkpoint(
             ));
             continue;
         };
-        let (x, _) = embedder.embed(&texts)?;
+        let (x, _) = encoder.vectors(ck, &texts)?;
         let (pred_idx, prob) = train::predict(&ck.store, head, x.view());
         let pred: Vec<String> = pred_idx.iter().map(|&i| entry.classes[i].clone()).collect();
         let mut unseen: Vec<String> = truth
@@ -153,14 +154,13 @@ pub fn run(
         .clone()
         .unwrap_or_else(|| job.checkpoint.join(format!("eval-{}", job.split.as_str())));
     fsutil::check_folder_writable(&out_dir)?;
-    let ck = checkpoint::load(&job.checkpoint)?;
+    let mut ck = checkpoint::load(&job.checkpoint)?;
     let log = read_log(&job.checkpoint)?;
     if !model_override {
         settings.model_dir = ck.manifest.model_dir.clone();
     }
-    let mut embedder = Embedder::open(settings)?;
-    ck.check_backbone(&embedder.key)?;
-    let (evals, notes) = evaluate_checkpoint(&ck, &mut embedder, job.split)?;
+    let mut encoder = CheckpointEncoder::open(&mut ck, settings)?;
+    let (evals, notes) = evaluate_checkpoint(&ck, &mut encoder, job.split)?;
     if evals.is_empty() {
         return Err(Error::Usage(format!(
             "no task of {} has a {} split",

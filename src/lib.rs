@@ -18,6 +18,7 @@ pub mod eval;
 pub mod evaluate;
 pub mod fsutil;
 pub mod heads;
+pub mod infer;
 pub mod mteb;
 pub mod nn;
 pub mod output;

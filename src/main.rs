@@ -4,6 +4,12 @@ use clap::Parser;
 use frostline::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // The native layers' matrix products use every core unless the user says otherwise (ORT,
+    // which runs in other phases, has its own --threads).
+    if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("MATMUL_NUM_THREADS", cores.to_string());
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -32,7 +38,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Train(args) => {
-            let run = frostline::runfile::RunFile::load(&args.run, &args.all_overrides())?;
+            let run = frostline::runfile::RunFile::load(&args.run.run, &args.all_overrides())?;
             let settings = args.backbone.resolve(cli.ort_lib)?;
             let progress = settings.progress;
             let result =
@@ -76,12 +82,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare(args) => {
-            let run = frostline::runfile::RunFile::load(&args.run, &args.overrides)?;
+            let run = frostline::runfile::RunFile::load(&args.run.run, &args.run.overrides)?;
             let settings = args.backbone.resolve(cli.ort_lib)?;
             let progress = settings.progress;
-            let outcome = frostline::compare::run(&run, settings, &args.out, progress)?;
+            let outcome =
+                frostline::compare::run(&run, settings, &args.frost_lines, &args.out, progress)?;
             println!("{}", outcome.markdown);
             println!("report: {}", outcome.out_dir.join("compare.md").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export(args) => {
+            let ck = frostline::checkpoint::load(&args.checkpoint)?;
+            frostline::checkpoint::export_model(&ck, &args.out)?;
+            println!(
+                "exported {} with the tuned layers of {}",
+                args.out.display(),
+                args.checkpoint.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Mteb(args) => {

@@ -7,9 +7,10 @@ use polars::prelude::*;
 
 use crate::checkpoint;
 use crate::data;
-use crate::embed::{EmbedSettings, EmbedStats, Embedder};
+use crate::embed::{EmbedSettings, EmbedStats};
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::infer::CheckpointEncoder;
 use crate::output;
 use crate::train;
 
@@ -38,7 +39,7 @@ pub fn run(
         ));
     }
     fsutil::check_writable(&job.output)?;
-    let ck = checkpoint::load(&job.checkpoint)?;
+    let mut ck = checkpoint::load(&job.checkpoint)?;
     if !model_override {
         settings.model_dir = ck.manifest.model_dir.clone();
     }
@@ -51,9 +52,8 @@ pub fn run(
         }
     });
     let texts = table.required_strings(&text_column)?;
-    let mut embedder = Embedder::open(settings)?;
-    ck.check_backbone(&embedder.key)?;
-    let (x, stats) = embedder.embed(&texts)?;
+    let mut encoder = CheckpointEncoder::open(&mut ck, settings)?;
+    let (x, stats) = encoder.vectors(&ck, &texts)?;
 
     let mut cols: Vec<Column> = Vec::new();
     if let Some(ids) = table.column("id") {

@@ -91,7 +91,10 @@ pub struct TrainConfig {
     pub dropout: f32,
     pub epochs: usize,
     pub batch_size: usize,
+    /// Learning rate of the task heads.
     pub lr: f32,
+    /// Learning rate of the native encoder layers above the frost line.
+    pub encoder_lr: f32,
     pub weight_decay: f32,
     /// Warm-up as a fraction of all steps.
     pub warmup: f32,
@@ -118,6 +121,7 @@ impl Default for TrainConfig {
             epochs: 20,
             batch_size: 64,
             lr: 2e-2,
+            encoder_lr: 5e-5,
             weight_decay: 0.01,
             warmup: 0.05,
             decay: Decay::Cosine,

@@ -4,14 +4,17 @@
 use std::path::Path;
 
 use crate::checkpoint::{self, Checkpoint, Manifest, TaskEntry};
-use crate::embed::{EmbedSettings, EmbedStats, Embedder};
+use crate::embed::{EmbedSettings, EmbedStats, Embedder, TokenStates};
 use crate::error::{Error, Result};
 use crate::eval::TaskMetrics;
 use crate::heads::{Head, HeadSpec};
+use crate::nn::bert::NativeEncoder;
 use crate::nn::{ParamStore, Rng};
 use crate::regime::Regime;
 use crate::runfile::RunFile;
-use crate::train::{self, data::load_task, evaluate, TaskData, TrainReport};
+use crate::train::data::{load_task, no_vectors, sentence_vectors};
+use crate::train::features::{FrostFeatures, TaskStates};
+use crate::train::{self, evaluate, Features, Split, TaskData, TrainReport, Which};
 
 /// Everything a finished run knows, for the table, the checkpoint and the reports.
 pub struct RunResult {
@@ -150,10 +153,10 @@ fn build_heads(
                 "regime fully-frozen trains nothing: give train.from = CHECKPOINT, or head = \"centroid\" or \"zero-shot\"".into(),
             ))
         }
-        Regime::FreezeHead(which) if from.is_none() => {
+        Regime::FreezeHead { head: which, .. } if from.is_none() => {
             return Err(Error::Usage(format!("regime freeze-head={which} keeps a trained head fixed: give train.from = CHECKPOINT holding it")))
         }
-        Regime::FrozenBackbone | Regime::FreezeHead(_) if spec.is_training_free() => {
+        Regime::FrozenBackbone | Regime::FreezeHead { .. } | Regime::FrostLine(_) if spec.is_training_free() => {
             return Err(Error::Usage(format!("head {} is training-free; use regime fully-frozen", head_name(&spec))))
         }
         _ => {}
@@ -161,7 +164,7 @@ fn build_heads(
     let mut rng = Rng::new(run.seed);
     let mut heads = Vec::new();
     for (i, task) in tasks.iter().enumerate() {
-        let dim = task.train.x.ncols();
+        let dim = embedder.folder.hidden_size;
         // Under fully-frozen every head comes from the checkpoint (when given); under freeze-head
         // only the frozen one does, and the others start fresh.
         let from_checkpoint = from.as_ref().filter(|_| {
@@ -242,24 +245,37 @@ pub fn run_training(
         crate::fsutil::check_folder_writable(out)?;
     }
     settings.model_dir = run.model.clone();
-    let mut embedder = Embedder::open(settings)?;
+    let mut embedder = Embedder::open(settings.clone())?;
     let mut embed_stats = Vec::new();
-    let tasks: Vec<TaskData> = run
-        .tasks
-        .iter()
-        .map(|t| load_task(t, &mut embedder, run.seed, &mut embed_stats))
-        .collect::<Result<_>>()?;
+    let frost = regime.frost_line();
+    let mut tasks: Vec<TaskData> = if frost.is_some() {
+        // Above a frost line the native layers make the sentence vectors from token states.
+        run.tasks
+            .iter()
+            .map(|t| load_task(t, run.seed, &mut no_vectors))
+            .collect::<Result<_>>()?
+    } else {
+        let mut embed = sentence_vectors(&mut embedder, &mut embed_stats);
+        run.tasks
+            .iter()
+            .map(|t| load_task(t, run.seed, &mut embed))
+            .collect::<Result<_>>()?
+    };
 
     let mut store = ParamStore::default();
+    let features = match frost {
+        None => Features::Cached,
+        Some(n) => frost_features(settings, n, &tasks, &mut store, &mut embed_stats)?,
+    };
     let heads = build_heads(run, &regime, &tasks, &mut embedder, &mut store)?;
-    let trainable = regime.trainable(&heads)?;
+    let trainable = regime.trainable(&heads, &features.param_ids())?;
     let frozen: Vec<usize> = (0..store.len())
         .filter(|i| !trainable.contains(i))
         .collect();
     let before: Vec<_> = frozen.iter().map(|&i| store.get(i).value.clone()).collect();
 
     let report = train::train(
-        &tasks, &mut store, &heads, &trainable, &run.train, run.seed, progress,
+        &tasks, &features, &mut store, &heads, &trainable, &run.train, run.seed, progress,
     )?;
 
     // The regime's promise, checked: every parameter outside the optimizer is bit-for-bit unchanged.
@@ -276,6 +292,16 @@ pub fn run_training(
             )));
         }
     }
+    if let Features::Frost(_) = &features {
+        // Score with the tuned layers: dev and test vectors made by the final weights.
+        for t in 0..tasks.len() {
+            tasks[t].dev.x = features.split_vectors(&store, &tasks, t, Which::Dev)?;
+            if tasks[t].test.is_some() {
+                let x = features.split_vectors(&store, &tasks, t, Which::Test)?;
+                tasks[t].test.as_mut().expect("checked").x = x;
+            }
+        }
+    }
 
     let dev: Vec<TaskMetrics> = tasks
         .iter()
@@ -287,10 +313,12 @@ pub fn run_training(
         .zip(&heads)
         .map(|(t, h)| t.test.as_ref().map(|s| evaluate(&store, h, &t.classes, s)))
         .collect();
+    let encoder_ids = features.param_ids();
     let manifest = Manifest {
         frostline_version: env!("CARGO_PKG_VERSION").to_string(),
         model_dir: run.model.clone(),
         backbone: embedder.key.clone(),
+        frost_line: frost,
         regime: regime.to_string(),
         seed: run.seed,
         train: run.train.clone(),
@@ -318,7 +346,7 @@ pub fn run_training(
             .collect(),
     };
     if let Some(out) = out {
-        checkpoint::save(out, &manifest, &store, &heads, &report.log)?;
+        checkpoint::save(out, &manifest, &store, &heads, &encoder_ids, &report.log)?;
     }
     Ok(RunResult {
         regime,
@@ -332,6 +360,37 @@ pub fn run_training(
         test,
         manifest,
     })
+}
+
+/// Token states of every split at frost line `n` (cached), and the native layers above it.
+fn frost_features(
+    settings: EmbedSettings,
+    n: usize,
+    tasks: &[TaskData],
+    store: &mut ParamStore,
+    stats: &mut Vec<EmbedStats>,
+) -> Result<Features> {
+    let mut tok = Embedder::open_tokens(settings, n)?;
+    let mut states = |split: &Split| -> Result<TokenStates> {
+        let (s, st) = tok.token_states(&split.texts)?;
+        stats.push(st);
+        Ok(s)
+    };
+    let mut task_states = Vec::new();
+    for t in tasks {
+        task_states.push(TaskStates {
+            train: states(&t.train)?,
+            dev: states(&t.dev)?,
+            test: t.test.as_ref().map(&mut states).transpose()?,
+        });
+    }
+    let encoder = NativeEncoder::load(store, &tok.folder, n)?;
+    Ok(Features::Frost(FrostFeatures {
+        encoder,
+        pooling: tok.folder.pooling,
+        tasks: task_states,
+        eval_batch: 64,
+    }))
 }
 
 /// What `frostline mteb` replays.

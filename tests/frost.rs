@@ -150,3 +150,247 @@ fn bad_frost_line_input_is_named() {
         "{err}"
     );
 }
+
+/// `n` rows of a shipped subset as a new CSV.
+fn head_rows(dir: &Path, src: &str, n: usize, name: &str) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join(src)).unwrap();
+    let lines: Vec<&str> = text.lines().take(n + 1).collect();
+    let p = dir.join(name);
+    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+    p
+}
+
+fn train_cmd(run_toml: &Path, cache: &Path, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = frostline(&["train", "--no-progress", "--max-length", "32", "--run"]);
+    cmd.arg(run_toml).arg("--cache-dir").arg(cache).args(args);
+    run(&mut cmd)
+}
+
+fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.data().to_vec()))
+        .collect()
+}
+
+#[test]
+fn frost_line_trains_checkpoints_predicts_and_exports() {
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = model_copy(d, &model);
+    let cache = d.join("cache");
+    let run_toml = d.join("run.toml");
+    std::fs::write(
+        &run_toml,
+        format!(
+            "model = \"{}\"\nseed = 5\n[train]\nepochs = 1\nbatch_size = 16\nlr = 1e-3\nencoder_lr = 1e-4\n[[tasks]]\nname = \"intent\"\ntrain = \"{}\"\ntest = \"{}\"\n[[tasks]]\nname = \"sentiment\"\ntrain = \"{}\"\ndev = \"{}\"\ntest = \"{}\"\n",
+            m.display(),
+            head_rows(d, "data/banking77/train.csv", 200, "b-train.csv").display(),
+            head_rows(d, "data/banking77/test.csv", 60, "b-test.csv").display(),
+            head_rows(d, "data/sst2/train.csv", 200, "s-train.csv").display(),
+            head_rows(d, "data/sst2/dev.csv", 60, "s-dev.csv").display(),
+            head_rows(d, "data/sst2/test.csv", 60, "s-test.csv").display(),
+        ),
+    )
+    .unwrap();
+
+    // frost-line=4: layers 4 and 5 train with both heads; the checkpoint keeps them.
+    let ck = d.join("ck");
+    let (ok, out, err) = train_cmd(
+        &run_toml,
+        &cache,
+        &["--regime", "frost-line=4", "--out", ck.to_str().unwrap()],
+    );
+    assert!(ok, "{out}{err}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["frost_line"], 4);
+    let layer_params = 2 * (4 * (384 * 384 + 384) + 2 * 384 * 1536 + 1536 + 384 + 4 * 384);
+    let classes = |i: usize| manifest["tasks"][i]["classes"].as_array().unwrap().len();
+    let head_params = 385 * classes(0) + 385 * classes(1);
+    assert_eq!(
+        manifest["trainable_params"].as_u64().unwrap() as usize,
+        layer_params + head_params
+    );
+    let tuned = tensors(&ck.join("encoder.safetensors"));
+    assert_eq!(tuned.len(), 2 * 16);
+    let base = frostline::nn::bert::read_safetensors(&model.join("model.safetensors")).unwrap();
+    let base_q: Vec<u8> = base
+        .iter()
+        .find(|(n, _)| n == "encoder.layer.5.attention.self.query.weight")
+        .unwrap()
+        .1
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    assert_ne!(
+        tuned["encoder.layer.5.attention.self.query.weight"], base_q,
+        "training moved layer 5"
+    );
+    assert!(
+        !tuned.contains_key("encoder.layer.3.attention.self.query.weight"),
+        "layers below the line are not stored"
+    );
+
+    // predict runs ONNX-below-4 + the tuned layers, and agrees with the checkpoint's own test score.
+    let pred = d.join("pred.csv");
+    let mut cmd = frostline(&[
+        "predict",
+        "--no-progress",
+        "--max-length",
+        "32",
+        "--checkpoint",
+    ]);
+    cmd.arg(&ck)
+        .arg("--input")
+        .arg(d.join("s-test.csv"))
+        .arg("--output")
+        .arg(&pred)
+        .arg("--cache-dir")
+        .arg(&cache);
+    let (ok, _, err) = run(&mut cmd);
+    assert!(ok, "{err}");
+    let truth = frostline::data::read_table(&d.join("s-test.csv"))
+        .unwrap()
+        .required_strings("label")
+        .unwrap();
+    let text = std::fs::read_to_string(&pred).unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let correct = reader
+        .records()
+        .zip(&truth)
+        .filter(|(r, t)| &r.as_ref().unwrap()[3] == t.as_str())
+        .count();
+    assert!(
+        (correct as f64 / truth.len() as f64
+            - manifest["tasks"][1]["test"]["accuracy"].as_f64().unwrap())
+        .abs()
+            < 1e-9
+    );
+
+    // The tuned backbone exported as one ONNX model reproduces the native pipeline's vectors.
+    let exported = d.join("exported");
+    let (ok, _, err) = run(frostline(&["export", "--checkpoint"])
+        .arg(&ck)
+        .arg("--out")
+        .arg(&exported));
+    assert!(ok, "{err}");
+    let texts = frostline::data::read_table(&d.join("s-test.csv"))
+        .unwrap()
+        .required_strings("text")
+        .unwrap();
+    let mut settings = EmbedSettings::new(&m);
+    settings.cache_root = cache.clone();
+    settings.max_length = Some(32);
+    let mut ckpt = frostline::checkpoint::load(&ck).unwrap();
+    let mut native =
+        frostline::infer::CheckpointEncoder::open(&mut ckpt, settings.clone()).unwrap();
+    let (a, _) = native.vectors(&ckpt, &texts).unwrap();
+    let mut onnx_settings = settings.clone();
+    onnx_settings.model_dir = exported.clone();
+    let (b, _) = Embedder::open(onnx_settings)
+        .unwrap()
+        .embed(&texts)
+        .unwrap();
+    for r in 0..texts.len() {
+        let c = cosine(a.row(r).as_slice().unwrap(), b.row(r).as_slice().unwrap());
+        assert!(c >= 0.9999, "row {r}: exported model cosine {c}");
+    }
+
+    // freeze-head=a with trainable layers: the intent head is kept bit for bit, the layers and
+    // the sentiment head train, and the frozen head is still scored on the new features.
+    let base_ck = d.join("base");
+    assert!(train_cmd(&run_toml, &cache, &["--out", base_ck.to_str().unwrap()]).0);
+    let frozen = d.join("frozen");
+    let (ok, out, err) = train_cmd(
+        &run_toml,
+        &cache,
+        &[
+            "--regime",
+            "freeze-head=a,frost-line=4",
+            "--from",
+            base_ck.to_str().unwrap(),
+            "--out",
+            frozen.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let (hb, hf) = (
+        tensors(&base_ck.join("heads.safetensors")),
+        tensors(&frozen.join("heads.safetensors")),
+    );
+    assert_eq!(hb["heads.intent.0.weight"], hf["heads.intent.0.weight"]);
+    assert_ne!(
+        hb["heads.sentiment.0.weight"],
+        hf["heads.sentiment.0.weight"]
+    );
+    let mf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(frozen.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (
+            mf["tasks"][0]["trained"].as_bool(),
+            mf["tasks"][1]["trained"].as_bool()
+        ),
+        (Some(false), Some(true))
+    );
+    assert!(mf["tasks"][0]["test"]["accuracy"].is_number());
+    assert_eq!(
+        mf["trainable_params"].as_u64().unwrap() as usize,
+        layer_params + 384 * 2 + 2
+    );
+
+    // N outside 0..=L from the command line.
+    let (ok, _, err) = train_cmd(&run_toml, &cache, &["--regime", "frost-line=7"]);
+    assert!(
+        !ok && err.contains("frost line 7 is outside 0..=6"),
+        "{err}"
+    );
+}
+
+#[test]
+fn token_cache_chunk_from_another_frost_line_is_refused() {
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let m = model_copy(dir.path(), &model);
+    let texts: Vec<String> = ["a first sentence", "and a second one"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let open = |n: usize| {
+        let mut s = EmbedSettings::new(&m);
+        s.cache_root = dir.path().join("cache");
+        Embedder::open_tokens(s, n).unwrap()
+    };
+    let (states5, _) = open(5).token_states(&texts).unwrap();
+    let (states4, _) = open(4).token_states(&texts).unwrap();
+    // Copy N = 5's chunk into N = 4's entry, as a careless hand might.
+    let chunk5 = std::fs::read_dir(states5.cache.dir.join("chunks"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::copy(
+        &chunk5,
+        states4
+            .cache
+            .dir
+            .join("chunks")
+            .join("00000000000000000000000-copied.flc"),
+    )
+    .unwrap();
+    drop((states4, states5));
+    let (_, stats) = open(4).token_states(&texts).unwrap();
+    assert!(
+        stats
+            .notes
+            .iter()
+            .any(|n| n.contains("belongs to another cache entry")),
+        "{:?}",
+        stats.notes
+    );
+}

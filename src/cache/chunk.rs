@@ -6,7 +6,9 @@
 //! 8   u32 dim, u32 kind (0 = one vector per row, 1 = a sequence of vectors per row)
 //! 16  u64 rows
 //! 24  u64 XXH3-64 of everything after the header (integrity, fast enough to check on every open)
-//! 32  pad to 64
+//! 32  [u8; 10] the cache entry's id: a chunk copied into another entry (another model, max
+//!     length or frost line) is refused
+//! 42  pad to 64
 //! 64  rows × 16-byte text keys
 //! ..  kind 1 only: rows × u32 token counts
 //! ..  values, f32 little-endian (4-byte aligned: everything before is a multiple of 4)
@@ -47,7 +49,12 @@ pub struct Chunk {
 
 impl Chunk {
     /// Maps a chunk and checks it whole: magic, kind, dimension, length and checksum.
-    pub fn open(path: &Path, dim: usize, sequences: bool) -> std::result::Result<Self, String> {
+    pub fn open(
+        path: &Path,
+        entry: &[u8; 10],
+        dim: usize,
+        sequences: bool,
+    ) -> std::result::Result<Self, String> {
         let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
         // SAFETY: chunks are immutable once renamed into place, and the entry's lock keeps other
         // frostline processes from replacing them while mapped.
@@ -67,6 +74,11 @@ impl Chunk {
                 kind_name(u32_at(12) == 1),
                 kind_name(sequences)
             ));
+        }
+        if &map[32..42] != entry {
+            return Err(
+                "belongs to another cache entry (other model, max length or frost line)".into(),
+            );
         }
         let rows = u64::from_le_bytes(map[16..24].try_into().expect("8 bytes")) as usize;
         let counts_at = HEADER + rows * KEY_BYTES;
@@ -138,6 +150,7 @@ fn kind_name(sequences: bool) -> &'static str {
 /// Buffers rows and writes them out as chunks of `rows_per_chunk`, each atomically.
 pub struct ChunkWriter {
     dir: PathBuf,
+    entry: [u8; 10],
     dim: usize,
     sequences: bool,
     rows_per_chunk: usize,
@@ -148,9 +161,16 @@ pub struct ChunkWriter {
 }
 
 impl ChunkWriter {
-    pub fn new(dir: PathBuf, dim: usize, sequences: bool, rows_per_chunk: usize) -> Self {
+    pub fn new(
+        dir: PathBuf,
+        entry: [u8; 10],
+        dim: usize,
+        sequences: bool,
+        rows_per_chunk: usize,
+    ) -> Self {
         Self {
             dir,
+            entry,
             dim,
             sequences,
             rows_per_chunk: rows_per_chunk.max(1),
@@ -164,7 +184,9 @@ impl ChunkWriter {
     /// Adds one row (`dim` floats, or `tokens × dim` for token states); returns the path of a
     /// chunk if this filled one.
     pub fn push(&mut self, key: TextKey, values: &[f32]) -> Result<Option<PathBuf>> {
-        debug_assert!(values.len().is_multiple_of(self.dim) && (self.sequences || values.len() == self.dim));
+        debug_assert!(
+            values.len().is_multiple_of(self.dim) && (self.sequences || values.len() == self.dim)
+        );
         self.keys.push(key);
         self.counts.push((values.len() / self.dim) as u32);
         self.values.extend_from_slice(values);
@@ -198,6 +220,7 @@ impl ChunkWriter {
         header[12..16].copy_from_slice(&(self.sequences as u32).to_le_bytes());
         header[16..24].copy_from_slice(&(rows as u64).to_le_bytes());
         header[24..32].copy_from_slice(&xxh3_64(&body).to_le_bytes());
+        header[32..42].copy_from_slice(&self.entry);
         // Names sort by creation time, so readers index older chunks first.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::backbone::ModelFolder;
 use crate::error::{Error, Result};
 
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheKey {
@@ -77,8 +77,13 @@ impl CacheKey {
 
     /// The entry's folder name: 20 hex digits of SHA-256 over the key's canonical JSON.
     pub fn id(&self) -> String {
+        hex(&self.id_bytes())
+    }
+
+    /// The id's 10 bytes, also stamped into every chunk of the entry.
+    pub fn id_bytes(&self) -> [u8; 10] {
         let json = serde_json::to_vec(self).expect("key serialises");
-        hex(&Sha256::digest(json)[..10])
+        Sha256::digest(json)[..10].try_into().expect("10 bytes")
     }
 
     pub fn read(path: &Path) -> Result<Self> {

@@ -41,7 +41,8 @@ pub struct Cache {
     index: HashMap<TextKey, (u32, u32)>,
     /// Chunks that failed their check and were moved aside, with the reason.
     pub quarantined: Vec<(PathBuf, String)>,
-    _lock: File,
+    /// Held while this process may write the entry; released by [`Cache::unlock`].
+    lock: Option<File>,
 }
 
 impl Cache {
@@ -70,7 +71,7 @@ impl Cache {
             chunks: Vec::new(),
             index: HashMap::new(),
             quarantined: Vec::new(),
-            _lock: lock,
+            lock: Some(lock),
         };
         cache.load_chunks()?;
         Ok(cache)
@@ -101,7 +102,12 @@ impl Cache {
             if !name.ends_with(chunk::EXTENSION) {
                 continue;
             }
-            match Chunk::open(&path, self.key.dim, self.key.is_tokens()) {
+            match Chunk::open(
+                &path,
+                &self.key.id_bytes(),
+                self.key.dim,
+                self.key.is_tokens(),
+            ) {
                 Ok(c) => self.add_chunk(c),
                 Err(reason) => self.quarantine(&path, reason)?,
             }
@@ -124,6 +130,12 @@ impl Cache {
         std::fs::rename(path, &target).map_err(|e| Error::io(path, e))?;
         self.quarantined.push((target, reason));
         Ok(())
+    }
+
+    /// Gives up the write lock once the entry holds what this process needs: mapped chunks stay
+    /// readable (they are immutable), and other processes may add chunks meanwhile.
+    pub fn unlock(&mut self) {
+        self.lock = None;
     }
 
     pub fn len(&self) -> usize {
@@ -166,6 +178,7 @@ impl Cache {
     pub fn writer(&self, rows_per_chunk: usize) -> ChunkWriter {
         ChunkWriter::new(
             self.chunk_dir(),
+            self.key.id_bytes(),
             self.key.dim,
             self.key.is_tokens(),
             rows_per_chunk,
@@ -174,8 +187,13 @@ impl Cache {
 
     /// Maps a freshly written chunk and indexes its rows.
     pub fn commit(&mut self, path: &Path) -> Result<()> {
-        let chunk = Chunk::open(path, self.key.dim, self.key.is_tokens())
-            .map_err(|r| Error::cache(path, r))?;
+        let chunk = Chunk::open(
+            path,
+            &self.key.id_bytes(),
+            self.key.dim,
+            self.key.is_tokens(),
+        )
+        .map_err(|r| Error::cache(path, r))?;
         self.add_chunk(chunk);
         Ok(())
     }

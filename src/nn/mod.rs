@@ -13,6 +13,7 @@ pub mod optim;
 pub mod params;
 pub mod rng;
 pub mod schedule;
+pub mod tensors;
 
 pub use linear::Linear;
 pub use params::{Param, ParamId, ParamStore};

@@ -99,22 +99,38 @@ fn pick<T: Clone>(xs: &[T], rows: &[usize]) -> Vec<T> {
     rows.iter().map(|&i| xs[i].clone()).collect()
 }
 
+/// How a split's texts become vectors: through the sentence cache, or (frost line) not yet —
+/// the native layers make them from token states, so the split starts with no columns.
+pub fn sentence_vectors<'a>(
+    embedder: &'a mut Embedder,
+    stats: &'a mut Vec<EmbedStats>,
+) -> impl FnMut(&[String]) -> Result<Array2<f32>> + 'a {
+    move |texts| {
+        let (x, s) = embedder.embed(texts)?;
+        stats.push(s);
+        Ok(x)
+    }
+}
+
+pub fn no_vectors(texts: &[String]) -> Result<Array2<f32>> {
+    Ok(Array2::zeros((texts.len(), 0)))
+}
+
 fn embed_split(
-    embedder: &mut Embedder,
+    embed: &mut dyn FnMut(&[String]) -> Result<Array2<f32>>,
     texts: Vec<String>,
     labels: Vec<String>,
-    stats: &mut Vec<EmbedStats>,
 ) -> Result<Split> {
-    let (x, s) = embedder.embed(&texts)?;
-    stats.push(s);
+    let x = embed(&texts)?;
     Ok(Split { texts, labels, x })
 }
 
+/// Reads a task's files (labels from train, a carved dev split when there is none) and turns
+/// each split's texts into vectors with `embed`.
 pub fn load_task(
     config: &TaskConfig,
-    embedder: &mut Embedder,
     seed: u64,
-    stats: &mut Vec<EmbedStats>,
+    embed: &mut dyn FnMut(&[String]) -> Result<Array2<f32>>,
 ) -> Result<TaskData> {
     let (texts, labels) = read_labelled(&config.train, &config.text_column, &config.label_column)?;
     let (train_rows, dev_source, dev_carved) = match &config.dev {
@@ -166,10 +182,10 @@ pub fn load_task(
     let unseen_dev = unseen(&dev_labels);
     let unseen_test = test.as_ref().map_or(0, |(_, l)| unseen(l));
 
-    let train = embed_split(embedder, train_texts, train_labels, stats)?;
-    let dev = embed_split(embedder, dev_texts, dev_labels, stats)?;
+    let train = embed_split(embed, train_texts, train_labels)?;
+    let dev = embed_split(embed, dev_texts, dev_labels)?;
     let test = match test {
-        Some((t, l)) => Some(embed_split(embedder, t, l, stats)?),
+        Some((t, l)) => Some(embed_split(embed, t, l)?),
         None => None,
     };
     let mut task = TaskData {

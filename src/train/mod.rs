@@ -6,6 +6,7 @@
 //! training stops after `patience` epochs without improvement. One seed → identical weights.
 
 pub mod data;
+pub mod features;
 
 use std::time::Instant;
 
@@ -22,6 +23,7 @@ use crate::nn::schedule::lr_scale;
 use crate::nn::{ParamId, ParamStore, Rng};
 use crate::runfile::{ClassWeights, Sampling, TrainConfig};
 pub use data::{Split, TaskData};
+pub use features::{Features, Which};
 
 /// One row of the training log: one task in one epoch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,9 +69,20 @@ pub fn predict(store: &ParamStore, head: &Head, x: ArrayView2<f32>) -> (Vec<usiz
 
 /// Scores a head on a split (labels unseen in train count as errors).
 pub fn evaluate(store: &ParamStore, head: &Head, classes: &[String], split: &Split) -> TaskMetrics {
-    let (pred, _) = predict(store, head, split.x.view());
+    evaluate_vectors(store, head, classes, &split.labels, split.x.view())
+}
+
+/// Scores a head on given sentence vectors and their true labels.
+pub fn evaluate_vectors(
+    store: &ParamStore,
+    head: &Head,
+    classes: &[String],
+    labels: &[String],
+    x: ArrayView2<f32>,
+) -> TaskMetrics {
+    let (pred, _) = predict(store, head, x);
     let names: Vec<&str> = pred.iter().map(|&i| classes[i].as_str()).collect();
-    classification_metrics(&split.labels, &names)
+    classification_metrics(labels, &names)
 }
 
 fn class_weights(task: &TaskData) -> Option<Vec<f32>> {
@@ -133,10 +146,13 @@ fn snapshot(store: &ParamStore, ids: &[ParamId]) -> Vec<ArrayD<f32>> {
     ids.iter().map(|&i| store.get(i).value.clone()).collect()
 }
 
-/// Trains `heads` (one per task, same order) on the tasks' cached vectors, updating only
-/// `trainable`. With nothing trainable this returns at once with zero training time.
+/// Trains `heads` (one per task, same order) on vectors from `features` (the cache, or the native
+/// layers above the frost line), updating only `trainable`. With nothing trainable this returns at
+/// once with zero training time.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     tasks: &[TaskData],
+    features: &Features,
     store: &mut ParamStore,
     heads: &[Head],
     trainable: &[ParamId],
@@ -168,26 +184,46 @@ pub fn train(
         })
         .collect();
     let cw: Vec<Option<Vec<f32>>> = tasks.iter().map(class_weights).collect();
+    // A step updates the shared encoder layers (if trainable) and the stepping task's head.
+    let encoder: Vec<ParamId> = features
+        .param_ids()
+        .into_iter()
+        .filter(|p| trainable.contains(p))
+        .collect();
     let step_ids: Vec<Vec<ParamId>> = active
         .iter()
         .map(|&t| {
-            heads[t]
-                .param_ids()
-                .into_iter()
-                .filter(|p| trainable.contains(p))
+            encoder
+                .iter()
+                .copied()
+                .chain(
+                    heads[t]
+                        .param_ids()
+                        .into_iter()
+                        .filter(|p| trainable.contains(p)),
+                )
                 .collect()
         })
         .collect();
+    let group = |ids: Vec<ParamId>, lr: f32| ParamGroup {
+        ids,
+        config: AdamWConfig {
+            lr,
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
+    };
+    let head_ids: Vec<ParamId> = trainable
+        .iter()
+        .copied()
+        .filter(|p| !encoder.contains(p))
+        .collect();
     let mut opt = AdamW::new(
         store,
-        vec![ParamGroup {
-            ids: trainable.to_vec(),
-            config: AdamWConfig {
-                lr: cfg.lr,
-                weight_decay: cfg.weight_decay,
-                ..Default::default()
-            },
-        }],
+        vec![
+            group(encoder.clone(), cfg.encoder_lr),
+            group(head_ids, cfg.lr),
+        ],
     );
 
     let mut best = (f64::NEG_INFINITY, 0usize, snapshot(store, trainable));
@@ -202,13 +238,13 @@ pub fn train(
             let t = active[a];
             let task = &tasks[t];
             let rows = streams[a].next(cfg.batch_size, &mut rng);
-            let x = task.train.x.select(Axis(0), &rows);
             let y: Vec<usize> = rows.iter().map(|&r| task.train_y[r]).collect();
             // Only this task's parameters get a gradient in this step (and only they move).
             let ids = &step_ids[a];
             for &id in ids {
                 store.get_mut(id).grad.fill(0.0);
             }
+            let (x, feature_trace) = features.batch(store, tasks, t, &rows, true)?;
             let (logits, trace) = heads[t].forward_train(store, x, &mut rng);
             let (loss, mut dlogits) =
                 cross_entropy(logits.view(), &y, cw[t].as_deref(), cfg.label_smoothing);
@@ -219,7 +255,8 @@ pub fn train(
                 )));
             }
             dlogits *= task.config.loss_weight;
-            heads[t].backward(store, &trace, dlogits.view(), false);
+            let dx = heads[t].backward(store, &trace, dlogits.view(), features.needs_input_grad());
+            features.backward(store, feature_trace, dx);
             clip_grad_norm(store, ids, cfg.clip_norm);
             opt.step(store, ids, lr_scale(step, total_steps, warmup, cfg.decay));
             step += 1;
@@ -232,7 +269,14 @@ pub fn train(
         let mut dev_scores = Vec::new();
         let mut summary = Vec::new();
         for (a, &t) in active.iter().enumerate() {
-            let m = evaluate(store, &heads[t], &tasks[t].classes, &tasks[t].dev);
+            let dev_x = features.split_vectors(store, tasks, t, Which::Dev)?;
+            let m = evaluate_vectors(
+                store,
+                &heads[t],
+                &tasks[t].classes,
+                &tasks[t].dev.labels,
+                dev_x.view(),
+            );
             let row = EpochLog {
                 epoch,
                 task: tasks[t].config.name.clone(),
