@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use frostline::backbone::ModelFolder;
 use frostline::embed::{EmbedSettings, Embedder};
+use frostline::nn::attention::Segments;
 use frostline::nn::bert::{pool_forward, NativeEncoder};
 use frostline::nn::ParamStore;
 use ndarray::Array2;
@@ -65,18 +66,19 @@ fn onnx_below_n_plus_native_above_n_reproduces_the_model_for_every_n() {
         let mut store = ParamStore::default();
         let encoder = NativeEncoder::load(&mut store, &folder, n).unwrap();
         assert_eq!(encoder.layers.len(), folder.num_layers - n);
-        // All 66 texts in one padded batch, so the attention mask is exercised too.
-        let seq = *states.lens.iter().max().unwrap();
+        // All 66 texts in one packed batch, so sequences of every length share the matrices.
+        let seg = Segments::from_lens(&states.lens);
         let batch = texts.len();
-        let mut x = Array2::<f32>::zeros((batch * seq, folder.hidden_size));
+        let mut x = Array2::<f32>::zeros((seg.total(), folder.hidden_size));
         for b in 0..batch {
             let s = states.get(b);
-            let len = states.lens[b];
-            x.slice_mut(ndarray::s![b * seq..b * seq + len, ..])
+            let rows = seg.range(b);
+            let len = rows.len();
+            x.slice_mut(ndarray::s![rows, ..])
                 .assign(&ndarray::ArrayView2::from_shape((len, folder.hidden_size), s).unwrap());
         }
-        let y = encoder.infer(&store, x, batch, seq, &states.lens);
-        let (pooled, _) = pool_forward(folder.pooling, y.view(), batch, seq, &states.lens).unwrap();
+        let y = encoder.infer(&store, x, &seg);
+        let (pooled, _) = pool_forward(folder.pooling, y.view(), &seg).unwrap();
         let mut worst = 1.0f64;
         for (b, r) in refs.iter().enumerate() {
             let c = cosine(pooled.row(b).as_slice().unwrap(), r);

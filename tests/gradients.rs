@@ -191,6 +191,7 @@ fn clipping_bounds_the_global_norm() {
 
 // ---- the native encoder (frost line) ----
 
+use frostline::nn::attention::Segments;
 use frostline::nn::bert::{pool_backward, pool_forward, BertLayer};
 use frostline::nn::layernorm::LayerNorm;
 use frostline::pool::{Pooling, PoolingMode};
@@ -270,47 +271,49 @@ fn layer_norm_backward_matches_finite_differences() {
 }
 
 #[test]
-fn whole_bert_layer_backward_matches_finite_differences_with_padding() {
-    // Two rows padded to 5 tokens, real lengths 5 and 3: padded keys must get no attention and
-    // padded positions no gradient through the pooling.
-    let (batch, seq, hidden, heads) = (2, 5, 8, 2);
-    let lens = [5usize, 3];
+fn whole_bert_layer_backward_matches_finite_differences_on_packed_sequences() {
+    // Three sequences of 5, 3 and 1 tokens packed into 9 rows: each attends only over its own.
+    let (hidden, heads) = (8, 2);
+    let seg = Segments::from_lens(&[5, 3, 1]);
     let mut rng = Rng::new(12);
     let mut store = ParamStore::default();
     let layer = BertLayer::random(&mut store, 0, hidden, heads, 16, &mut rng);
-    let x = random(batch * seq, hidden, &mut rng);
-    let r = random(batch, hidden, &mut rng);
+    let x = random(seg.total(), hidden, &mut rng);
+    let r = random(seg.count(), hidden, &mut rng);
     let pooling = Pooling {
         mode: PoolingMode::Mean,
         normalize: true,
     };
     let loss = |s: &ParamStore, xx: &Array2<f32>| {
-        let (y, _) = layer.forward(s, xx.clone(), batch, seq, &lens);
-        let (pooled, _) = pool_forward(pooling, y.view(), batch, seq, &lens).unwrap();
+        let (y, _) = layer.forward(s, xx.clone(), &seg);
+        let (pooled, _) = pool_forward(pooling, y.view(), &seg).unwrap();
         probe(pooled.view(), &r)
     };
-    let (y, trace) = layer.forward(&store, x.clone(), batch, seq, &lens);
-    let (_, ptrace) = pool_forward(pooling, y.view(), batch, seq, &lens).unwrap();
+    let (y, trace) = layer.forward(&store, x.clone(), &seg);
+    let (_, ptrace) = pool_forward(pooling, y.view(), &seg).unwrap();
     let dy = pool_backward(pooling, &ptrace, r.view());
     store.zero_grads();
     let dx = layer.backward(&mut store, &trace, dy.view());
     check_all(&store, &layer.param_ids(), &x, &dx, &loss);
-    // Padded positions of the second row neither receive nor pass gradient.
-    for t in 3..5 {
-        assert!(
-            dx.row(seq + t).iter().all(|v| *v == 0.0),
-            "padded token {t} got a gradient"
-        );
-    }
+    // Sequences do not see each other: the third one's output is its own, alone.
+    let alone = layer
+        .forward(
+            &store,
+            x.slice(ndarray::s![8..9, ..]).to_owned(),
+            &Segments::from_lens(&[1]),
+        )
+        .0;
+    let packed = layer.forward(&store, x.clone(), &seg).0;
+    assert_eq!(alone.row(0), packed.row(8));
 }
 
 #[test]
 fn cls_pooling_backward_matches_finite_differences() {
-    let (batch, seq, hidden) = (2, 3, 4);
-    let lens = [3usize, 2];
+    let seg = Segments::from_lens(&[3, 2]);
+    let hidden = 4;
     let mut rng = Rng::new(13);
-    let y = random(batch * seq, hidden, &mut rng);
-    let r = random(batch, hidden, &mut rng);
+    let y = random(seg.total(), hidden, &mut rng);
+    let r = random(seg.count(), hidden, &mut rng);
     for pooling in [
         Pooling {
             mode: PoolingMode::Cls,
@@ -321,17 +324,11 @@ fn cls_pooling_backward_matches_finite_differences() {
             normalize: false,
         },
     ] {
-        let (_, t) = pool_forward(pooling, y.view(), batch, seq, &lens).unwrap();
+        let (_, t) = pool_forward(pooling, y.view(), &seg).unwrap();
         let dy = pool_backward(pooling, &t, r.view());
         let store = ParamStore::default();
         check_all(&store, &[], &y, &dy, &|_, yy| {
-            probe(
-                pool_forward(pooling, yy.view(), batch, seq, &lens)
-                    .unwrap()
-                    .0
-                    .view(),
-                &r,
-            )
+            probe(pool_forward(pooling, yy.view(), &seg).unwrap().0.view(), &r)
         });
     }
 }

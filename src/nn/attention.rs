@@ -1,10 +1,43 @@
-//! BERT self-attention over padded batches: scores only over each row's real tokens (padding
-//! keys get zero probability, as HF's additive float-min mask gives), forward and backward.
+//! BERT self-attention over packed sequences: the rows of all sequences in a batch are stacked
+//! without padding (`Segments` says where each starts), so no compute goes to padding and no mask
+//! is needed — each sequence attends over its own tokens, as HF's masked padded batch does.
+
+use std::ops::Range;
 
 use ndarray::{s, Array2, ArrayView2, Axis};
 
 use super::linear::Linear;
 use super::params::ParamStore;
+
+/// Where each sequence's rows lie in a packed `[Σ tokens, hidden]` matrix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segments {
+    offsets: Vec<usize>,
+}
+
+impl Segments {
+    /// Sequences of the given token counts (each at least 1), stacked in order.
+    pub fn from_lens(lens: &[usize]) -> Self {
+        let mut offsets = Vec::with_capacity(lens.len() + 1);
+        offsets.push(0);
+        for &l in lens {
+            offsets.push(offsets.last().expect("non-empty") + l.max(1));
+        }
+        Self { offsets }
+    }
+
+    pub fn count(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    pub fn total(&self) -> usize {
+        *self.offsets.last().expect("non-empty")
+    }
+
+    pub fn range(&self, b: usize) -> Range<usize> {
+        self.offsets[b]..self.offsets[b + 1]
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct SelfAttention {
@@ -19,15 +52,14 @@ pub struct AttentionTrace {
     q: Array2<f32>,
     k: Array2<f32>,
     v: Array2<f32>,
-    /// Softmax probabilities per (batch row, head), `[seq, seq]`.
+    /// Softmax probabilities per (sequence, head), `[len, len]`.
     probs: Vec<Array2<f32>>,
-    batch: usize,
-    seq: usize,
+    seg: Segments,
 }
 
 impl AttentionTrace {
     /// The layer input the attention saw (for the residual connection).
-    pub fn input(&self) -> ndarray::ArrayView2<'_, f32> {
+    pub fn input(&self) -> ArrayView2<'_, f32> {
         self.x.view()
     }
 }
@@ -37,15 +69,13 @@ impl SelfAttention {
         self.query.out_dim / self.heads
     }
 
-    /// `x` is `[batch·seq, hidden]` (row-major by batch row); `lens[b]` real tokens in row b.
-    /// Returns the attention context `[batch·seq, hidden]` (before the output projection).
+    /// `x` is packed `[Σ tokens, hidden]`; returns the attention context, same shape (before the
+    /// output projection).
     pub fn forward(
         &self,
         store: &ParamStore,
         x: Array2<f32>,
-        batch: usize,
-        seq: usize,
-        lens: &[usize],
+        seg: &Segments,
     ) -> (Array2<f32>, AttentionTrace) {
         let q = self.query.forward(store, x.view());
         let k = self.key.forward(store, x.view());
@@ -53,16 +83,14 @@ impl SelfAttention {
         let d = self.head_dim();
         let scale = 1.0 / (d as f32).sqrt();
         let mut ctx = Array2::<f32>::zeros(x.raw_dim());
-        let mut probs = Vec::with_capacity(batch * self.heads);
-        for (b, &len) in lens.iter().enumerate().take(batch) {
-            let rows = b * seq..(b + 1) * seq;
-            let len = len.clamp(1, seq);
+        let mut probs = Vec::with_capacity(seg.count() * self.heads);
+        for b in 0..seg.count() {
+            let rows = seg.range(b);
             for h in 0..self.heads {
                 let cols = h * d..(h + 1) * d;
                 let qh = q.slice(s![rows.clone(), cols.clone()]);
-                let kh = k.slice(s![b * seq..b * seq + len, cols.clone()]);
-                let vh = v.slice(s![b * seq..b * seq + len, cols.clone()]);
-                // Scores over real keys only; padded keys would get exp(min − max) = 0.
+                let kh = k.slice(s![rows.clone(), cols.clone()]);
+                let vh = v.slice(s![rows.clone(), cols.clone()]);
                 let mut p = qh.dot(&kh.t());
                 for mut row in p.rows_mut() {
                     let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
@@ -82,8 +110,7 @@ impl SelfAttention {
                 k,
                 v,
                 probs,
-                batch,
-                seq,
+                seg: seg.clone(),
             },
         )
     }
@@ -95,26 +122,24 @@ impl SelfAttention {
         t: &AttentionTrace,
         dctx: ArrayView2<f32>,
     ) -> Array2<f32> {
+        let seg = &t.seg;
         let d = self.head_dim();
         let scale = 1.0 / (d as f32).sqrt();
         let mut dq = Array2::<f32>::zeros(t.q.raw_dim());
         let mut dk = Array2::<f32>::zeros(t.k.raw_dim());
         let mut dv = Array2::<f32>::zeros(t.v.raw_dim());
-        let seq = t.seq;
-        for b in 0..t.batch {
+        for b in 0..seg.count() {
+            let rows = seg.range(b);
             for h in 0..self.heads {
                 let p = &t.probs[b * self.heads + h];
-                let len = p.ncols();
-                let rows = b * seq..(b + 1) * seq;
-                let keys = b * seq..b * seq + len;
                 let cols = h * d..(h + 1) * d;
                 let dc = dctx.slice(s![rows.clone(), cols.clone()]);
-                let vh = t.v.slice(s![keys.clone(), cols.clone()]);
-                let kh = t.k.slice(s![keys.clone(), cols.clone()]);
+                let vh = t.v.slice(s![rows.clone(), cols.clone()]);
+                let kh = t.k.slice(s![rows.clone(), cols.clone()]);
                 let qh = t.q.slice(s![rows.clone(), cols.clone()]);
                 let dp = dc.dot(&vh.t());
-                dv.slice_mut(s![keys.clone(), cols.clone()])
-                    .scaled_add(1.0, &p.t().dot(&dc));
+                dv.slice_mut(s![rows.clone(), cols.clone()])
+                    .assign(&p.t().dot(&dc));
                 // Softmax backward: dS = P ⊙ (dP − Σ_j dP·P), times the score scale.
                 let mut ds = &dp * p;
                 let row_sums = ds.sum_axis(Axis(1));
@@ -123,9 +148,9 @@ impl SelfAttention {
                     r.zip_mut_with(&pr, |x, &pv| *x = scale * (*x - pv * s));
                 }
                 dq.slice_mut(s![rows.clone(), cols.clone()])
-                    .scaled_add(1.0, &ds.dot(&kh));
-                dk.slice_mut(s![keys, cols])
-                    .scaled_add(1.0, &ds.t().dot(&qh));
+                    .assign(&ds.dot(&kh));
+                dk.slice_mut(s![rows.clone(), cols])
+                    .assign(&ds.t().dot(&qh));
             }
         }
         let mut dx = self

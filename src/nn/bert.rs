@@ -7,7 +7,7 @@ use std::path::Path;
 use ndarray::{s, Array2, ArrayD, ArrayView2, IxDyn};
 
 use super::act;
-use super::attention::{AttentionTrace, SelfAttention};
+use super::attention::{AttentionTrace, Segments, SelfAttention};
 use super::layernorm::{LayerNorm, LayerNormTrace};
 use super::linear::Linear;
 use super::params::{ParamId, ParamStore};
@@ -128,16 +128,14 @@ impl BertLayer {
         .collect()
     }
 
-    /// `x`: `[batch·seq, hidden]`; returns the layer output, same shape.
+    /// `x`: packed `[Σ tokens, hidden]` (see [`Segments`]); returns the layer output, same shape.
     pub fn forward(
         &self,
         store: &ParamStore,
         x: Array2<f32>,
-        batch: usize,
-        seq: usize,
-        lens: &[usize],
+        seg: &Segments,
     ) -> (Array2<f32>, LayerTrace) {
-        let (ctx, attention) = self.attention.forward(store, x, batch, seq, lens);
+        let (ctx, attention) = self.attention.forward(store, x, seg);
         let mut r1 = self.attention_output.forward(store, ctx.view());
         r1 += &attention.input();
         let (y1, norm1) = self.attention_norm.forward(store, r1.view());
@@ -305,13 +303,11 @@ impl NativeEncoder {
         &self,
         store: &ParamStore,
         mut x: Array2<f32>,
-        batch: usize,
-        seq: usize,
-        lens: &[usize],
+        seg: &Segments,
     ) -> (Array2<f32>, Vec<LayerTrace>) {
         let mut traces = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let (y, t) = layer.forward(store, x, batch, seq, lens);
+            let (y, t) = layer.forward(store, x, seg);
             traces.push(t);
             x = y;
         }
@@ -319,17 +315,10 @@ impl NativeEncoder {
     }
 
     /// Inference only: no traces kept.
-    pub fn infer(
-        &self,
-        store: &ParamStore,
-        x: Array2<f32>,
-        batch: usize,
-        seq: usize,
-        lens: &[usize],
-    ) -> Array2<f32> {
+    pub fn infer(&self, store: &ParamStore, x: Array2<f32>, seg: &Segments) -> Array2<f32> {
         self.layers
             .iter()
-            .fold(x, |x, layer| layer.forward(store, x, batch, seq, lens).0)
+            .fold(x, |x, layer| layer.forward(store, x, seg).0)
     }
 
     pub fn backward(&self, store: &mut ParamStore, traces: &[LayerTrace], mut dy: Array2<f32>) {
@@ -380,28 +369,23 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, ArrayD<f32>)>> {
         .collect()
 }
 
-/// Sentence pooling over `[batch·seq, hidden]` states with its backward pass (mean or CLS,
-/// optional L2 normalisation; max pooling has no frost-line support).
+/// Sentence pooling over packed `[Σ tokens, hidden]` states with its backward pass (mean or
+/// CLS, optional L2 normalisation; max pooling has no frost-line support).
 pub struct PoolTrace {
     pre_norm: Array2<f32>,
-    lens: Vec<usize>,
-    seq: usize,
+    seg: Segments,
 }
 
 pub fn pool_forward(
     pooling: Pooling,
     y: ArrayView2<f32>,
-    batch: usize,
-    seq: usize,
-    lens: &[usize],
+    seg: &Segments,
 ) -> Result<(Array2<f32>, PoolTrace)> {
-    let hidden = y.ncols();
-    let mut u = Array2::<f32>::zeros((batch, hidden));
-    for (b, &len) in lens.iter().enumerate().take(batch) {
-        let len = len.clamp(1, seq);
-        let rows = y.slice(s![b * seq..b * seq + len, ..]);
+    let mut u = Array2::<f32>::zeros((seg.count(), y.ncols()));
+    for b in 0..seg.count() {
+        let rows = y.slice(s![seg.range(b), ..]);
         match pooling.mode {
-            PoolingMode::Mean => u.row_mut(b).assign(&(rows.sum_axis(ndarray::Axis(0)) / len as f32)),
+            PoolingMode::Mean => u.row_mut(b).assign(&(rows.sum_axis(ndarray::Axis(0)) / rows.nrows() as f32)),
             PoolingMode::Cls => u.row_mut(b).assign(&rows.row(0)),
             other => return Err(Error::Usage(format!("pooling {other:?} has no backward pass: the frost line supports mean and CLS pooling"))),
         }
@@ -417,15 +401,14 @@ pub fn pool_forward(
         out,
         PoolTrace {
             pre_norm: u,
-            lens: lens.to_vec(),
-            seq,
+            seg: seg.clone(),
         },
     ))
 }
 
-/// Gradient of the pooled vectors `dv` back to the token states `[batch·seq, hidden]`.
+/// Gradient of the pooled vectors `dv` back to the packed token states.
 pub fn pool_backward(pooling: Pooling, t: &PoolTrace, dv: ArrayView2<f32>) -> Array2<f32> {
-    let (batch, hidden) = dv.dim();
+    let hidden = dv.ncols();
     let mut du = dv.to_owned();
     if pooling.normalize {
         for (mut d, u) in du.rows_mut().into_iter().zip(t.pre_norm.rows()) {
@@ -435,15 +418,15 @@ pub fn pool_backward(pooling: Pooling, t: &PoolTrace, dv: ArrayView2<f32>) -> Ar
             d.zip_mut_with(&u, |x, &uv| *x = (*x - (uv / n) * dot) / n);
         }
     }
-    let mut dy = Array2::<f32>::zeros((batch * t.seq, hidden));
-    for b in 0..batch {
-        let len = t.lens[b].clamp(1, t.seq);
+    let mut dy = Array2::<f32>::zeros((t.seg.total(), hidden));
+    for b in 0..t.seg.count() {
+        let rows = t.seg.range(b);
         match pooling.mode {
-            PoolingMode::Cls => dy.row_mut(b * t.seq).assign(&du.row(b)),
+            PoolingMode::Cls => dy.row_mut(rows.start).assign(&du.row(b)),
             _ => {
-                let g = du.row(b).mapv(|v| v / len as f32);
-                for r in 0..len {
-                    dy.row_mut(b * t.seq + r).assign(&g);
+                let g = du.row(b).mapv(|v| v / rows.len() as f32);
+                for r in rows {
+                    dy.row_mut(r).assign(&g);
                 }
             }
         }

@@ -7,6 +7,7 @@ use ndarray::{s, Array2, ArrayView2, Axis};
 use super::TaskData;
 use crate::embed::TokenStates;
 use crate::error::Result;
+use crate::nn::attention::Segments;
 use crate::nn::bert::{pool_backward, pool_forward, LayerTrace, NativeEncoder, PoolTrace};
 use crate::nn::{ParamId, ParamStore};
 use crate::pool::Pooling;
@@ -44,18 +45,18 @@ pub enum Which {
     Test,
 }
 
-/// Copies rows of `states` into one padded `[rows·seq, hidden]` batch.
-fn padded(states: &TokenStates, rows: &[usize], hidden: usize) -> (Array2<f32>, usize, Vec<usize>) {
-    let lens: Vec<usize> = rows.iter().map(|&r| states.lens[r]).collect();
-    let seq = lens.iter().copied().max().unwrap_or(1).max(1);
-    let mut x = Array2::<f32>::zeros((rows.len() * seq, hidden));
+/// Stacks the token states of `rows` into one packed `[Σ tokens, hidden]` batch: no padding, so
+/// no compute is spent on it.
+fn packed(states: &TokenStates, rows: &[usize], hidden: usize) -> (Array2<f32>, Segments) {
+    let seg = Segments::from_lens(&rows.iter().map(|&r| states.lens[r]).collect::<Vec<_>>());
+    let mut x = Array2::<f32>::zeros((seg.total(), hidden));
     for (b, &r) in rows.iter().enumerate() {
-        let len = lens[b];
-        let v = ArrayView2::from_shape((len, hidden), states.get(r))
+        let range = seg.range(b);
+        let v = ArrayView2::from_shape((range.len(), hidden), states.get(r))
             .expect("cached states are [len, hidden]");
-        x.slice_mut(s![b * seq..b * seq + len, ..]).assign(&v);
+        x.slice_mut(s![range, ..]).assign(&v);
     }
-    (x, seq, lens)
+    (x, seg)
 }
 
 impl Features {
@@ -83,17 +84,14 @@ impl Features {
         match self {
             Features::Cached => Ok((tasks[t].train.x.select(Axis(0), rows), None)),
             Features::Frost(f) => {
-                let (x, seq, lens) = padded(&f.tasks[t].train, rows, f.encoder.hidden);
+                let (x, seg) = packed(&f.tasks[t].train, rows, f.encoder.hidden);
                 if train {
-                    let (y, layers) = f.encoder.forward(store, x, rows.len(), seq, &lens);
-                    let (pooled, pool) = pool_forward(f.pooling, y.view(), rows.len(), seq, &lens)?;
+                    let (y, layers) = f.encoder.forward(store, x, &seg);
+                    let (pooled, pool) = pool_forward(f.pooling, y.view(), &seg)?;
                     Ok((pooled, Some(FeatureTrace { layers, pool })))
                 } else {
-                    let y = f.encoder.infer(store, x, rows.len(), seq, &lens);
-                    Ok((
-                        pool_forward(f.pooling, y.view(), rows.len(), seq, &lens)?.0,
-                        None,
-                    ))
+                    let y = f.encoder.infer(store, x, &seg);
+                    Ok((pool_forward(f.pooling, y.view(), &seg)?.0, None))
                 }
             }
         }
@@ -151,9 +149,9 @@ pub fn infer_states(
     order.sort_by_key(|&i| states.lens[i]);
     let mut out = Array2::<f32>::zeros((n, encoder.hidden));
     for rows in order.chunks(batch.max(1)) {
-        let (x, seq, lens) = padded(states, rows, encoder.hidden);
-        let y = encoder.infer(store, x, rows.len(), seq, &lens);
-        let (pooled, _) = pool_forward(pooling, y.view(), rows.len(), seq, &lens)?;
+        let (x, seg) = packed(states, rows, encoder.hidden);
+        let y = encoder.infer(store, x, &seg);
+        let (pooled, _) = pool_forward(pooling, y.view(), &seg)?;
         for (b, &r) in rows.iter().enumerate() {
             out.row_mut(r).assign(&pooled.row(b));
         }
