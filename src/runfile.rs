@@ -107,7 +107,8 @@ pub struct TrainConfig {
     pub sampling: Sampling,
     /// Sampling temperature T: task probability ∝ n^(1/T).
     pub temperature: f64,
-    /// Checkpoint to start from (heads for `fully-frozen` and the frozen head of `freeze-head`).
+    /// Checkpoint whose heads every run starts from: kept as they are where the regime freezes
+    /// them (`fully-frozen`, the frozen head of `freeze-head`), trained further otherwise.
     pub from: Option<PathBuf>,
 }
 

@@ -165,10 +165,11 @@ fn build_heads(
     let mut heads = Vec::new();
     for (i, task) in tasks.iter().enumerate() {
         let dim = embedder.folder.hidden_size;
-        // Under fully-frozen every head comes from the checkpoint (when given); under freeze-head
-        // only the frozen one does, and the others start fresh.
+        // With a checkpoint every head starts from it: kept as it is when the regime freezes it,
+        // trained further otherwise (a warm start: linear probe, then fine-tune). Only an
+        // explicitly training-free head under fully-frozen is built afresh.
         let from_checkpoint = from.as_ref().filter(|_| {
-            matches!(regime, Regime::FullyFrozen) && !spec.is_training_free() || frozen == Some(i)
+            frozen == Some(i) || !(spec.is_training_free() && matches!(regime, Regime::FullyFrozen))
         });
         let head = if let Some(ck) = from_checkpoint {
             copy_head(ck, task, store)?

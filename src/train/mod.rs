@@ -35,6 +35,9 @@ pub struct EpochLog {
     pub dev_accuracy: f64,
     pub dev_macro_f1: f64,
     pub lr: f64,
+    /// The epoch's training steps alone.
+    pub train_seconds: f64,
+    /// Steps plus scoring the dev split.
     pub seconds: f64,
 }
 
@@ -265,6 +268,7 @@ pub fn train(
             bar.inc(1);
         }
         bar.finish_and_clear();
+        let train_seconds = epoch_start.elapsed().as_secs_f64();
 
         let mut dev_scores = Vec::new();
         let mut summary = Vec::new();
@@ -286,6 +290,7 @@ pub fn train(
                 dev_macro_f1: m.macro_f1,
                 lr: (cfg.lr * lr_scale(step.saturating_sub(1), total_steps, warmup, cfg.decay))
                     as f64,
+                train_seconds,
                 seconds: epoch_start.elapsed().as_secs_f64(),
             };
             summary.push(format!(
