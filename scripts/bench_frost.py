@@ -142,11 +142,11 @@ def main() -> None:
     ap.add_argument("--st-model", required=True)
     ap.add_argument("--shared", required=True)
     ap.add_argument("--frost-line", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--encoder-lr", type=float, default=5e-5)
-    ap.add_argument("--head-lr", type=float, default=1e-3)
+    ap.add_argument("--head-lr", type=float, default=2e-2)
     ap.add_argument("--goemotions-train", type=int, default=8000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warm-start", action="store_true",

@@ -168,15 +168,6 @@ fn train_cmd(run_toml: &Path, cache: &Path, args: &[&str]) -> (bool, String, Str
     run(&mut cmd)
 }
 
-fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.data().to_vec()))
-        .collect()
-}
-
 #[test]
 fn frost_line_trains_checkpoints_predicts_and_exports() {
     let Some(model) = model_dir() else { return };
@@ -217,7 +208,7 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
         manifest["trainable_params"].as_u64().unwrap() as usize,
         layer_params + head_params
     );
-    let tuned = tensors(&ck.join("encoder.safetensors"));
+    let tuned = tensor_bytes(&ck.join("encoder.safetensors"));
     assert_eq!(tuned.len(), 2 * 16);
     let base = frostline::nn::bert::read_safetensors(&model.join("model.safetensors")).unwrap();
     let base_q: Vec<u8> = base
@@ -321,8 +312,8 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
     );
     assert!(ok, "{out}{err}");
     let (hb, hf) = (
-        tensors(&base_ck.join("heads.safetensors")),
-        tensors(&frozen.join("heads.safetensors")),
+        tensor_bytes(&base_ck.join("heads.safetensors")),
+        tensor_bytes(&frozen.join("heads.safetensors")),
     );
     assert_eq!(hb["heads.intent.0.weight"], hf["heads.intent.0.weight"]);
     assert_ne!(

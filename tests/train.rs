@@ -56,12 +56,7 @@ fn manifest(ck: &Path) -> serde_json::Value {
 }
 
 fn tensors(ck: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let bytes = std::fs::read(ck.join("heads.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.data().to_vec()))
-        .collect()
+    tensor_bytes(&ck.join("heads.safetensors"))
 }
 
 #[test]

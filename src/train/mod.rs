@@ -266,6 +266,20 @@ pub fn train(
             loss_sum[a] += loss as f64;
             loss_steps[a] += 1;
             bar.inc(1);
+            if progress && step.is_multiple_of(16) {
+                let losses: Vec<String> = active
+                    .iter()
+                    .enumerate()
+                    .map(|(a, &t)| {
+                        format!(
+                            "{} {:.3}",
+                            tasks[t].config.name,
+                            loss_sum[a] / loss_steps[a].max(1) as f64
+                        )
+                    })
+                    .collect();
+                bar.set_message(format!("{epoch}/{} loss {}", cfg.epochs, losses.join(", ")));
+            }
         }
         bar.finish_and_clear();
         let train_seconds = epoch_start.elapsed().as_secs_f64();
@@ -325,7 +339,7 @@ fn epoch_bar(enabled: bool, epoch: usize, epochs: usize, steps: usize) -> Progre
     }
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
-        ProgressStyle::with_template("epoch {msg} [{bar:30}] {pos}/{len} steps {per_sec}")
+        ProgressStyle::with_template("epoch [{bar:30}] {pos}/{len} steps {per_sec}  {msg}")
             .expect("template")
             .progress_chars("=> "),
     );

@@ -102,3 +102,13 @@ pub fn assert_only(dir: &Path, allowed: &[&str]) {
         );
     }
 }
+
+/// Every tensor of a safetensors file as raw bytes, by name (bit-for-bit comparisons).
+pub fn tensor_bytes(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.data().to_vec()))
+        .collect()
+}
