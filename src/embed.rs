@@ -160,11 +160,7 @@ impl Embedder {
     /// An embedder of sentence vectors through the token states at frost line `layer`: the
     /// graph below the line (exported once if missing) fills a token-state cache keyed by it.
     pub fn open_tokens(settings: EmbedSettings, layer: usize) -> Result<Self> {
-        let mut e = Self::open(settings)?;
-        let graph = crate::backbone::export::ensure_cut(&e.folder, layer)?;
-        e.key = CacheKey::tokens(&e.folder, e.tokenizer.max_length, layer, &graph)?;
-        e.graph = graph;
-        Ok(e)
+        Self::open_at(settings, Some(layer))
     }
 
     /// Every text's token states at the frost line, through the cache.
@@ -182,6 +178,11 @@ impl Embedder {
     }
 
     pub fn open(settings: EmbedSettings) -> Result<Self> {
+        Self::open_at(settings, None)
+    }
+
+    /// Sentence vectors of the full graph (`layer = None`) or token states at a frost line.
+    fn open_at(settings: EmbedSettings, layer: Option<usize>) -> Result<Self> {
         let folder = ModelFolder::open(&settings.model_dir)?;
         let max_length = settings.max_length.unwrap_or(folder.max_length);
         if max_length < 2 {
@@ -190,10 +191,20 @@ impl Embedder {
             )));
         }
         let tokenizer = TextTokenizer::load(&folder.tokenizer, max_length)?;
-        let key = CacheKey::sentence(&folder, max_length)?;
+        let (graph, key) = match layer {
+            None => (
+                folder.onnx.clone(),
+                CacheKey::sentence(&folder, max_length)?,
+            ),
+            Some(n) => {
+                let graph = crate::backbone::export::ensure_cut(&folder, n)?;
+                let key = CacheKey::tokens(&folder, max_length, n, &graph)?;
+                (graph, key)
+            }
+        };
         Ok(Self {
             settings,
-            graph: folder.onnx.clone(),
+            graph,
             folder,
             tokenizer,
             key,

@@ -41,18 +41,7 @@ pub fn hex(bytes: &[u8]) -> String {
 impl CacheKey {
     /// The key for sentence embeddings of the full model in `folder` at `max_length`.
     pub fn sentence(folder: &ModelFolder, max_length: usize) -> Result<Self> {
-        Ok(Self {
-            format_version: FORMAT_VERSION,
-            onnx_sha256: sha256_file(&folder.onnx)?,
-            tokenizer_sha256: sha256_file(&folder.tokenizer)?,
-            max_length,
-            pooling: folder.pooling.describe(),
-            normalize: folder.pooling.normalize,
-            split_layer: None,
-            content: "sentence".into(),
-            dtype: "f32".into(),
-            dim: folder.hidden_size,
-        })
+        Self::for_graph(folder, max_length, &folder.onnx, None)
     }
 
     /// The key for token states at frost line `layer`: the hash is of the cut graph that makes
@@ -63,11 +52,32 @@ impl CacheKey {
         layer: usize,
         cut_graph: &Path,
     ) -> Result<Self> {
+        Self::for_graph(folder, max_length, cut_graph, Some(layer))
+    }
+
+    /// Hashes only the graph that makes the vectors (the 90 MB full graph is not read for a cut).
+    fn for_graph(
+        folder: &ModelFolder,
+        max_length: usize,
+        graph: &Path,
+        split_layer: Option<usize>,
+    ) -> Result<Self> {
         Ok(Self {
-            onnx_sha256: sha256_file(cut_graph)?,
-            split_layer: Some(layer),
-            content: "tokens".into(),
-            ..Self::sentence(folder, max_length)?
+            format_version: FORMAT_VERSION,
+            onnx_sha256: sha256_file(graph)?,
+            tokenizer_sha256: sha256_file(&folder.tokenizer)?,
+            max_length,
+            pooling: folder.pooling.describe(),
+            normalize: folder.pooling.normalize,
+            split_layer,
+            content: if split_layer.is_some() {
+                "tokens"
+            } else {
+                "sentence"
+            }
+            .into(),
+            dtype: "f32".into(),
+            dim: folder.hidden_size,
         })
     }
 

@@ -43,14 +43,6 @@ impl Format {
             }),
         }
     }
-
-    /// How a data row is located in this format, for error messages.
-    pub fn row_word(self) -> &'static str {
-        match self {
-            Format::Parquet => "row",
-            _ => "line",
-        }
-    }
 }
 
 impl Table {
@@ -83,9 +75,6 @@ impl Table {
     /// The column as non-null strings; a null cell is an error naming its row.
     pub fn required_strings(&self, name: &str) -> Result<Vec<String>> {
         let idx = self.column_index(name)?;
-        let word = Format::of(&self.path)
-            .map(Format::row_word)
-            .unwrap_or("row");
         self.columns[idx]
             .iter()
             .enumerate()
@@ -93,10 +82,7 @@ impl Table {
                 cell.clone().ok_or_else(|| Error::BadRow {
                     path: self.path.clone(),
                     row: self.location(i),
-                    reason: format!(
-                        "field {name:?} is null or missing ({word} {})",
-                        self.location(i)
-                    ),
+                    reason: format!("field {name:?} is null or missing"),
                 })
             })
             .collect()
