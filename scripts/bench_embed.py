@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import re
+import json
 import statistics
 import subprocess
 import sys
@@ -40,16 +40,16 @@ def run_frostline(binary: str, model: str, corpus_file: Path, threads: int, work
     out = workdir / "frostline.npy"
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [binary, "embed", "--no-progress", "--model", model, "--input", str(corpus_file), "--output", str(out),
+        [binary, "embed", "--json", "--no-progress", "--model", model, "--input", str(corpus_file), "--output", str(out),
          "--cache-dir", str(cache), "--threads", str(threads), "--batch-tokens", str(budget)],
         capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"frostline failed:\n{proc.stderr}")
-    s = proc.stderr
-    seconds = float(re.search(r"seconds ([\d.]+)", s).group(1)) - float(re.search(r"model load ([\d.]+) s", s).group(1))
-    ort = float(re.search(r"session.run ([\d.]+) s", s).group(1))
-    waste = float(re.search(r"padded-token waste ([\d.]+)%", s).group(1))
+    s = json.loads(proc.stdout)
+    seconds = s["seconds"] - s["load_seconds"]
+    ort = s["ort_seconds"]
+    waste = s["padding_waste_pct"]
     vecs = np.load(out)
     return {"seconds": seconds, "process_wall": wall, "session_run": ort, "waste_pct": waste, "vectors": vecs}
 

@@ -26,10 +26,12 @@ pub enum Error {
     },
     #[error("{path}: {reason}")]
     InputFile { path: PathBuf, reason: String },
-    #[error(
-        "{path}: unsupported input format {ext:?}; use .csv, .jsonl/.ndjson, .parquet or .txt"
-    )]
-    UnsupportedFormat { path: PathBuf, ext: String },
+    #[error("{path}: unsupported input format {ext:?}; use {allowed}")]
+    UnsupportedFormat {
+        path: PathBuf,
+        ext: String,
+        allowed: String,
+    },
 
     // --- model folder ---
     #[error("model folder {path}: {reason}")]
@@ -60,9 +62,69 @@ pub enum Error {
     },
     #[error("{0}")]
     Usage(String),
+    /// A run file (the job's settings) that does not parse or holds a value out of range.
+    #[error("{path}: {reason}")]
+    RunFile { path: PathBuf, reason: String },
+
+    // --- training ---
+    #[error("training: {0}")]
+    Training(String),
+    /// A broken promise inside frostline (a bug), never the user's doing.
+    #[error("internal error: {0} (please report it)")]
+    Internal(String),
+}
+
+/// What kind of failure an error is; decides the process exit code (README, "Exit codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Flags, run-file values or settings that cannot work together.
+    Usage,
+    /// An input file (data, run file, checkpoint) that is missing, malformed or incompatible.
+    InputData,
+    /// The model folder or ONNX Runtime (library, device, session).
+    ModelRuntime,
+    /// Training itself failed (diverged, nothing to learn).
+    Training,
+    /// Writing outputs, the cache, or any other file-system failure.
+    Io,
+    /// A bug in frostline.
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Io => 1,
+            ErrorKind::Usage => 2,
+            ErrorKind::InputData => 3,
+            ErrorKind::ModelRuntime => 4,
+            ErrorKind::Training => 5,
+            ErrorKind::Internal => 70,
+        }
+    }
 }
 
 impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InputMissing { .. }
+            | Error::InputEmpty { .. }
+            | Error::UnknownColumn { .. }
+            | Error::BadRow { .. }
+            | Error::InputFile { .. }
+            | Error::UnsupportedFormat { .. } => ErrorKind::InputData,
+            Error::Model { .. }
+            | Error::OrtLibraryNotFound { .. }
+            | Error::OrtLibraryLoad { .. }
+            | Error::Device(_)
+            | Error::Ort { .. } => ErrorKind::ModelRuntime,
+            Error::Cache { .. } | Error::Output { .. } | Error::Io { .. } => ErrorKind::Io,
+            Error::Usage(_) | Error::RunFile { .. } => ErrorKind::Usage,
+            Error::Training(_) => ErrorKind::Training,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),

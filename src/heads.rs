@@ -2,7 +2,9 @@
 //! Training-free heads (nearest centroid, zero-shot label prompts) are linear heads whose weights
 //! are set rather than learned, so they checkpoint, predict and report like any other.
 
-use ndarray::{Array2, ArrayView2, Axis, Ix2};
+use std::collections::HashMap;
+
+use ndarray::{Array2, ArrayD, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
 use crate::nn::{act, Linear, ParamId, ParamStore, Rng};
@@ -26,6 +28,34 @@ impl HeadSpec {
     pub fn is_training_free(&self) -> bool {
         matches!(self, HeadSpec::Centroid | HeadSpec::ZeroShot)
     }
+
+    /// The name shown in tables and reports.
+    pub fn name(&self) -> String {
+        match self {
+            HeadSpec::Linear => "linear".into(),
+            HeadSpec::Mlp { hidden, dropout } => format!("mlp({hidden}, dropout {dropout})"),
+            HeadSpec::Centroid => "nearest-centroid".into(),
+            HeadSpec::ZeroShot => "zero-shot".into(),
+        }
+    }
+
+    /// (in, out) of each linear layer, in order.
+    fn layer_dims(&self, input_dim: usize, num_classes: usize) -> Vec<(usize, usize)> {
+        match self {
+            HeadSpec::Mlp { hidden, .. } => vec![(input_dim, *hidden), (*hidden, num_classes)],
+            _ => vec![(input_dim, num_classes)],
+        }
+    }
+}
+
+/// Where a head's tensors come from when it is built: the one constructor serves a fresh head
+/// and a loaded one, so the tensor names (`heads.<task>.<layer>.weight|bias`, PyTorch layout)
+/// are written in one place.
+pub enum HeadWeights<'a> {
+    /// Uniform ±1/√in initialisation, as PyTorch's `nn.Linear`.
+    Random(&'a mut Rng),
+    /// Tensors by name (a checkpoint's); each is taken out of the map and its shape checked.
+    Named(&'a mut HashMap<String, ArrayD<f32>>),
 }
 
 /// Logit scale of the training-free heads: softmax(20 · cosine) gives usable probabilities.
@@ -50,10 +80,56 @@ pub struct HeadTrace {
 }
 
 impl Head {
-    pub fn prefix(task: &str) -> String {
-        format!("heads.{task}")
+    /// Builds task `task`'s head into `store` with tensors from `weights`. A missing tensor or a
+    /// shape other than the spec's is an error naming the tensor.
+    pub fn build(
+        store: &mut ParamStore,
+        task: &str,
+        spec: HeadSpec,
+        input_dim: usize,
+        num_classes: usize,
+        mut weights: HeadWeights,
+    ) -> Result<Self, String> {
+        let mut layers = Vec::new();
+        for (l, (in_dim, out_dim)) in spec
+            .layer_dims(input_dim, num_classes)
+            .into_iter()
+            .enumerate()
+        {
+            let prefix = format!("heads.{task}.{l}");
+            let layer = match &mut weights {
+                HeadWeights::Random(rng) => Linear::new(store, &prefix, in_dim, out_dim, rng),
+                HeadWeights::Named(tensors) => {
+                    let mut take = |part: &str, shape: &[usize]| -> Result<ParamId, String> {
+                        let name = format!("{prefix}.{part}");
+                        let value = tensors
+                            .remove(&name)
+                            .ok_or_else(|| format!("tensor {name} missing"))?;
+                        if value.shape() != shape {
+                            return Err(format!(
+                                "tensor {name} has shape {:?}, expected {shape:?}",
+                                value.shape()
+                            ));
+                        }
+                        Ok(store.add(name, value))
+                    };
+                    let weight = take("weight", &[out_dim, in_dim])?;
+                    let bias = take("bias", &[out_dim])?;
+                    Linear::from_params(store, weight, bias)
+                }
+            };
+            layers.push(layer);
+        }
+        Ok(Self {
+            task: task.to_string(),
+            spec,
+            layers,
+            num_classes,
+            input_dim,
+        })
     }
 
+    /// A freshly initialised head.
     pub fn new(
         store: &mut ParamStore,
         task: &str,
@@ -62,27 +138,24 @@ impl Head {
         num_classes: usize,
         rng: &mut Rng,
     ) -> Self {
-        let p = Self::prefix(task);
-        let layers = match &spec {
-            HeadSpec::Mlp { hidden, .. } => vec![
-                Linear::new(store, &format!("{p}.0"), input_dim, *hidden, rng),
-                Linear::new(store, &format!("{p}.1"), *hidden, num_classes, rng),
-            ],
-            _ => vec![Linear::new(
-                store,
-                &format!("{p}.0"),
-                input_dim,
-                num_classes,
-                rng,
-            )],
-        };
-        Self {
-            task: task.to_string(),
+        Self::build(
+            store,
+            task,
             spec,
-            layers,
-            num_classes,
             input_dim,
-        }
+            num_classes,
+            HeadWeights::Random(rng),
+        )
+        .expect("random weights always fit")
+    }
+
+    /// This head's tensors by name, as [`HeadWeights::Named`] takes them (copying a head
+    /// from one store into another).
+    pub fn tensors(&self, store: &ParamStore) -> HashMap<String, ArrayD<f32>> {
+        self.param_ids()
+            .into_iter()
+            .map(|id| (store.get(id).name.clone(), store.get(id).value.clone()))
+            .collect()
     }
 
     /// A training-free head: logits = scale · cos(x, prototype_c); the prototypes are normalised here.
@@ -188,27 +261,5 @@ impl Head {
             }
             _ => unreachable!(),
         }
-    }
-
-    /// Checks that stored parameter shapes match this head (after loading a checkpoint).
-    pub fn check_shapes(&self, store: &ParamStore) -> Result<(), String> {
-        for l in &self.layers {
-            let w = store
-                .get(l.weight)
-                .value
-                .view()
-                .into_dimensionality::<Ix2>()
-                .map_err(|e| e.to_string())?;
-            if w.dim() != (l.out_dim, l.in_dim) {
-                return Err(format!(
-                    "{} has shape {:?}, expected [{}, {}]",
-                    store.get(l.weight).name,
-                    w.shape(),
-                    l.out_dim,
-                    l.in_dim
-                ));
-            }
-        }
-        Ok(())
     }
 }

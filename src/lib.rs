@@ -1,34 +1,37 @@
 //! frostline: multi-task sentence transformers where freezing is the point.
 //!
 //! Data flows one way: `data` → `tokenize` → `backbone` (ONNX Runtime) → `pool` → `cache`
-//! → heads and training (`nn`, `heads`, `regime`, `train`, `runner`) → checkpoints, predictions
-//! and evaluation. See README.md and ../shared/design.md.
+//! (through `embedder`) → `tasks` + `train` (heads, regimes, the frost line's native layers in
+//! `nn`) → `checkpoint` → predictions and `report`s. The command line is `cli` (flags → one
+//! resolved job each) and `commands` (one file per subcommand). See README.md.
+//!
+//! The library surface: [`embedder`] (sentence vectors and token states through the cache),
+//! [`train`] (a resolved [`train::TrainSpec`] → a trained, scored, checkpointed run),
+//! [`regime`] (a regime and its plan), [`checkpoint`] (reading, writing and using checkpoints),
+//! [`runfile`] (run files), [`tasks`] (task data and splits), [`metrics`] and [`report`].
 
 pub mod backbone;
-pub mod batch;
+pub(crate) mod batch;
 pub mod cache;
 pub mod checkpoint;
 pub mod cli;
-pub mod compare;
+pub mod commands;
 pub mod data;
-pub mod doctor;
-pub mod embed;
+pub mod embedder;
 pub mod error;
-pub mod eval;
-pub mod evaluate;
-pub mod fsutil;
+pub mod format;
+pub(crate) mod fsutil;
 pub mod heads;
-pub mod infer;
+pub mod metrics;
 pub mod mteb;
 pub mod nn;
-pub mod output;
+pub(crate) mod output;
 pub mod pool;
-pub mod predict;
 pub mod regime;
 pub mod report;
 pub mod runfile;
-pub mod runner;
+pub mod tasks;
 pub mod tokenize;
 pub mod train;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};

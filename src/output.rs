@@ -8,31 +8,8 @@ use ndarray::Array2;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::format::{Format, EMBEDDING_OUTPUTS};
 use crate::fsutil;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputFormat {
-    Npy,
-    Parquet,
-}
-
-impl OutputFormat {
-    pub fn of(path: &Path) -> Result<Self> {
-        match path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            Some("npy") => Ok(OutputFormat::Npy),
-            Some("parquet") => Ok(OutputFormat::Parquet),
-            _ => Err(Error::output(
-                path,
-                "unsupported output format; name the file .parquet or .npy",
-            )),
-        }
-    }
-}
 
 /// A string column carried from the input into the output.
 pub struct CarriedColumn<'a> {
@@ -66,7 +43,7 @@ pub fn embedding_column(name: &str, data: &Array2<f32>) -> Result<Column> {
             ReshapeDimension::Infer,
             ReshapeDimension::new_dimension(h as u64),
         ])
-        .map_err(|e| Error::Usage(format!("building the embedding column: {e}")))?;
+        .map_err(|e| Error::Internal(format!("building the embedding column: {e}")))?;
     Ok(series.into_column())
 }
 
@@ -80,9 +57,9 @@ pub fn write_parquet_frame(path: &Path, df: &mut DataFrame) -> Result<()> {
 }
 
 pub fn write_embeddings(path: &Path, carried: &[CarriedColumn], data: &Array2<f32>) -> Result<()> {
-    match OutputFormat::of(path)? {
-        OutputFormat::Npy => write_npy(path, data),
-        OutputFormat::Parquet => {
+    match Format::output(path, EMBEDDING_OUTPUTS)? {
+        Format::Npy => write_npy(path, data),
+        _ => {
             let mut cols: Vec<Column> = carried
                 .iter()
                 .map(|c| Column::new(c.name.into(), c.values.clone()))

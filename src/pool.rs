@@ -35,9 +35,17 @@ impl Pooling {
 
     /// Pools one sentence's token states `[seq, hidden]` over its first `len` (real) tokens.
     pub fn pool_into(&self, states: ArrayView2<f32>, len: usize, mut out: ArrayViewMut1<f32>) {
-        let real = states.slice(ndarray::s![..len.max(1), ..]);
+        self.pool_tokens(states.slice(ndarray::s![..len.max(1), ..]), out.view_mut());
+        if self.normalize {
+            l2_normalize(out);
+        }
+    }
+
+    /// Pools the states of a sentence's real tokens `[len, hidden]` into `out`, before any
+    /// normalisation (the native layers' forward pass keeps this for its backward pass).
+    pub fn pool_tokens(&self, real: ArrayView2<f32>, mut out: ArrayViewMut1<f32>) {
         match self.mode {
-            PoolingMode::Cls => out.assign(&states.row(0)),
+            PoolingMode::Cls => out.assign(&real.row(0)),
             PoolingMode::Max => {
                 out.fill(f32::NEG_INFINITY);
                 for row in real.rows() {
@@ -58,10 +66,6 @@ impl Pooling {
                 out.mapv_inplace(|v| v / div);
             }
         }
-        if self.normalize {
-            let norm = out.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-            out.mapv_inplace(|v| v / norm);
-        }
     }
 
     /// Pools a batch `[batch, seq, hidden]` into `out` rows given each row's real length.
@@ -75,6 +79,12 @@ impl Pooling {
             self.pool_into(states.index_axis(ndarray::Axis(0), b), len, out.row_mut(b));
         }
     }
+}
+
+/// Scales `v` to unit L2 norm (a zero vector stays zero).
+pub fn l2_normalize(mut v: ArrayViewMut1<f32>) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.mapv_inplace(|x| x / norm);
 }
 
 #[cfg(test)]

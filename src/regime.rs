@@ -5,11 +5,14 @@
 use std::fmt;
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::Error;
-use crate::heads::Head;
+use crate::heads::{Head, HeadSpec};
 use crate::nn::ParamId;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Regime {
     /// Nothing is updated: heads come from a checkpoint or are training-free.
     FullyFrozen,
@@ -80,6 +83,42 @@ impl fmt::Display for Regime {
     }
 }
 
+impl TryFrom<String> for Regime {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self, Error> {
+        s.parse()
+    }
+}
+
+impl From<Regime> for String {
+    fn from(r: Regime) -> String {
+        r.to_string()
+    }
+}
+
+/// Where a task head's weights start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadStart {
+    /// Copied from the `from` checkpoint: kept as it is when frozen, trained further otherwise.
+    Checkpoint,
+    /// Built afresh: random init, or set from data for a training-free head.
+    Fresh,
+}
+
+/// What a regime means for one run: computed here and nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Layers at and above this depth run (and train) natively; `None` = the cached vectors.
+    pub frost_line: Option<usize>,
+    /// The head that keeps its checkpoint weights, by task position.
+    pub frozen_head: Option<usize>,
+    /// Whether any parameter trains (false for `fully-frozen`).
+    pub trains: bool,
+    /// Where each task's head starts, in task order.
+    pub head_starts: Vec<HeadStart>,
+}
+
 impl Regime {
     /// The depth below which the backbone stays frozen in ONNX when layers above it train.
     pub fn frost_line(&self) -> Option<usize> {
@@ -90,8 +129,62 @@ impl Regime {
         }
     }
 
+    /// The plan for tasks `task_names` with heads `head`, starting from a checkpoint when
+    /// `has_from`. Combinations that cannot work are usage errors that say what to give.
+    pub fn plan(
+        &self,
+        task_names: &[String],
+        head: &HeadSpec,
+        has_from: bool,
+    ) -> Result<Plan, Error> {
+        let training_free = head.is_training_free();
+        match self {
+            Regime::FullyFrozen if !has_from && !training_free => {
+                return Err(Error::Usage(
+                    "regime fully-frozen trains nothing: give train.from = CHECKPOINT (--from), or head = \"centroid\" or \"zero-shot\"".into(),
+                ))
+            }
+            Regime::FreezeHead { head: which, .. } if !has_from => {
+                return Err(Error::Usage(format!(
+                    "regime freeze-head={which} keeps a trained head fixed: give train.from = CHECKPOINT (--from) holding it"
+                )))
+            }
+            Regime::FrozenBackbone | Regime::FreezeHead { .. } | Regime::FrostLine(_)
+                if training_free =>
+            {
+                return Err(Error::Usage(format!(
+                    "head {} is training-free; use regime fully-frozen",
+                    head.name()
+                )))
+            }
+            _ => {}
+        }
+        let frozen_head = self.frozen_head(task_names)?;
+        // With a checkpoint every head starts from it, except a training-free head that
+        // fully-frozen was asked to build afresh.
+        let from_checkpoint = |i: usize| {
+            has_from
+                && (frozen_head == Some(i)
+                    || !(training_free && matches!(self, Regime::FullyFrozen)))
+        };
+        Ok(Plan {
+            frost_line: self.frost_line(),
+            frozen_head,
+            trains: !matches!(self, Regime::FullyFrozen),
+            head_starts: (0..task_names.len())
+                .map(|i| {
+                    if from_checkpoint(i) {
+                        HeadStart::Checkpoint
+                    } else {
+                        HeadStart::Fresh
+                    }
+                })
+                .collect(),
+        })
+    }
+
     /// Index of the frozen head for `FreezeHead`, resolving `a`/`b` or a task name.
-    pub fn frozen_head(&self, task_names: &[String]) -> Result<Option<usize>, Error> {
+    fn frozen_head(&self, task_names: &[String]) -> Result<Option<usize>, Error> {
         let Regime::FreezeHead { head: which, .. } = self else {
             return Ok(None);
         };
@@ -108,42 +201,35 @@ impl Regime {
             ))),
         }
     }
+}
 
-    /// The parameters the optimizer sees: from the task heads and from the native encoder layers
-    /// (empty unless this regime has a frost line).
-    pub fn trainable(&self, heads: &[Head], encoder: &[ParamId]) -> Result<Vec<ParamId>, Error> {
-        let names: Vec<String> = heads.iter().map(|h| h.task.clone()).collect();
-        let frozen = self.frozen_head(&names)?;
-        let heads_but_frozen = || {
-            heads
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| Some(*i) != frozen)
-                .flat_map(|(_, h)| h.param_ids())
-        };
-        Ok(match self {
-            Regime::FullyFrozen => Vec::new(),
-            Regime::FrozenBackbone
-            | Regime::FreezeHead {
-                frost_line: None, ..
-            } => heads_but_frozen().collect(),
-            Regime::FrostLine(_)
-            | Regime::FreezeHead {
-                frost_line: Some(_),
-                ..
-            } => encoder.iter().copied().chain(heads_but_frozen()).collect(),
-        })
+impl Plan {
+    /// The parameters the optimizer sees: every head but the frozen one, plus the native
+    /// encoder layers when there is a frost line (`encoder` is empty otherwise).
+    pub fn trainable(&self, heads: &[Head], encoder: &[ParamId]) -> Vec<ParamId> {
+        if !self.trains {
+            return Vec::new();
+        }
+        let heads = heads
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != self.frozen_head)
+            .flat_map(|(_, h)| h.param_ids());
+        encoder.iter().copied().chain(heads).collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::heads::HeadSpec;
     use crate::nn::{ParamStore, Rng};
 
+    fn names() -> Vec<String> {
+        vec!["intent".into(), "sentiment".into()]
+    }
+
     #[test]
-    fn parses_and_picks_parameters() {
+    fn plans_pick_parameters() {
         let mut store = ParamStore::default();
         let mut rng = Rng::new(1);
         let heads = vec![
@@ -162,45 +248,93 @@ mod tests {
         ];
         let encoder = vec![store.add("encoder.layer.5.x", crate::nn::params::zeros(&[2]))];
         let heads_only: Vec<ParamId> = heads.iter().flat_map(Head::param_ids).collect();
-        let r = |s: &str| s.parse::<Regime>().unwrap();
+        let plan = |s: &str, from: bool| {
+            s.parse::<Regime>()
+                .unwrap()
+                .plan(&names(), &HeadSpec::Linear, from)
+                .unwrap()
+        };
+        // Without a frost line the features have no encoder parameters to offer.
         assert_eq!(
-            r("frozen-backbone").trainable(&heads, &encoder).unwrap(),
+            plan("frozen-backbone", false).trainable(&heads, &[]),
             heads_only
         );
-        assert!(r("fully-frozen")
-            .trainable(&heads, &encoder)
-            .unwrap()
-            .is_empty());
+        assert!(plan("fully-frozen", true).trainable(&heads, &[]).is_empty());
         assert_eq!(
-            r("freeze-head=a").trainable(&heads, &encoder).unwrap(),
+            plan("freeze-head=a", true).trainable(&heads, &[]),
             heads[1].param_ids()
         );
         assert_eq!(
-            r("freeze-head=sentiment")
-                .trainable(&heads, &encoder)
-                .unwrap(),
+            plan("freeze-head=sentiment", true).trainable(&heads, &[]),
             heads[0].param_ids()
         );
         let mut with_encoder = encoder.clone();
         with_encoder.extend(heads[1].param_ids());
+        let p = plan("freeze-head=a,frost-line=4", true);
+        assert_eq!(p.trainable(&heads, &encoder), with_encoder);
+        assert_eq!(p.frost_line, Some(4));
+        assert_eq!(p.frozen_head, Some(0));
         assert_eq!(
-            r("freeze-head=a,frost-line=4")
+            plan("frost-line=4", false)
                 .trainable(&heads, &encoder)
-                .unwrap(),
-            with_encoder
-        );
-        assert_eq!(r("freeze-head=a,frost-line=4").frost_line(), Some(4));
-        assert_eq!(
-            r("frost-line=4").trainable(&heads, &encoder).unwrap().len(),
+                .len(),
             1 + heads_only.len()
         );
+    }
+
+    #[test]
+    fn plans_say_where_heads_start_and_refuse_what_cannot_work() {
+        use HeadStart::*;
+        let r = |s: &str| s.parse::<Regime>().unwrap();
+        let n = names();
         assert_eq!(
-            r("freeze-head=a,frost-line=4").to_string(),
-            "freeze-head=a,frost-line=4"
+            r("frozen-backbone")
+                .plan(&n, &HeadSpec::Linear, false)
+                .unwrap()
+                .head_starts,
+            vec![Fresh, Fresh]
         );
-        assert!(r("freeze-head=c").trainable(&heads, &encoder).is_err());
-        assert!("frost-line=x".parse::<Regime>().is_err());
-        assert!("freeze-head=".parse::<Regime>().is_err());
-        assert!("thawed".parse::<Regime>().is_err());
+        assert_eq!(
+            r("frost-line=4")
+                .plan(&n, &HeadSpec::Linear, true)
+                .unwrap()
+                .head_starts,
+            vec![Checkpoint, Checkpoint]
+        );
+        // A training-free head under fully-frozen is built afresh even with a checkpoint.
+        assert_eq!(
+            r("fully-frozen")
+                .plan(&n, &HeadSpec::Centroid, true)
+                .unwrap()
+                .head_starts,
+            vec![Fresh, Fresh]
+        );
+        let err = |s: &str, head: HeadSpec, from: bool| {
+            r(s).plan(&n, &head, from).unwrap_err().to_string()
+        };
+        assert!(err("fully-frozen", HeadSpec::Linear, false).contains("--from"));
+        assert!(err("freeze-head=a", HeadSpec::Linear, false).contains("--from"));
+        assert!(err("frozen-backbone", HeadSpec::Centroid, false).contains("training-free"));
+        assert!(err("freeze-head=c", HeadSpec::Linear, true).contains("no such task"));
+    }
+
+    #[test]
+    fn parses_prints_and_serialises() {
+        for s in [
+            "fully-frozen",
+            "frozen-backbone",
+            "freeze-head=a",
+            "freeze-head=a,frost-line=4",
+            "frost-line=3",
+        ] {
+            let r: Regime = s.parse().unwrap();
+            assert_eq!(r.to_string(), s);
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(json, format!("{s:?}"));
+            assert_eq!(serde_json::from_str::<Regime>(&json).unwrap(), r);
+        }
+        for bad in ["frost-line=x", "freeze-head=", "thawed"] {
+            assert!(bad.parse::<Regime>().is_err(), "{bad}");
+        }
     }
 }

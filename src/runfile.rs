@@ -10,11 +10,14 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::heads::HeadSpec;
 use crate::nn::schedule::Decay;
+use crate::regime::Regime;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunFile {
-    pub model: PathBuf,
+    /// The model folder; `--model` and `$FROSTLINE_MODEL` take precedence (see `cli::jobs`).
+    #[serde(default)]
+    pub model: Option<PathBuf>,
     #[serde(default = "defaults::seed")]
     pub seed: u64,
     #[serde(default)]
@@ -85,7 +88,7 @@ pub enum Sampling {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
-    pub regime: String,
+    pub regime: Regime,
     pub head: HeadChoice,
     pub mlp_hidden: usize,
     pub dropout: f32,
@@ -115,7 +118,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            regime: "frozen-backbone".into(),
+            regime: Regime::FrozenBackbone,
             head: HeadChoice::Linear,
             mlp_hidden: 256,
             dropout: 0.1,
@@ -168,14 +171,16 @@ mod defaults {
     }
 }
 
-/// Keys whose values are paths relative to the run file.
+/// Keys whose values are paths relative to the run file; made absolute, so a checkpoint that
+/// records them can be read from any directory.
 fn resolve_paths(value: &mut toml::Value, base: &Path) {
     let join = |v: &mut toml::Value| {
         if let toml::Value::String(s) = v {
-            let p = Path::new(s.as_str());
-            if p.is_relative() {
-                *s = base.join(p).to_string_lossy().into_owned();
-            }
+            let p = base.join(s.as_str());
+            *s = std::path::absolute(&p)
+                .unwrap_or(p)
+                .to_string_lossy()
+                .into_owned();
         }
     };
     if let Some(t) = value.as_table_mut() {
@@ -203,11 +208,22 @@ fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
     let (key, raw) = assignment
         .split_once('=')
         .ok_or_else(|| Error::Usage(format!("--set {assignment:?}: expected KEY=VALUE")))?;
-    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+    let mut value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_string()));
     let parts: Vec<&str> = key.trim().split('.').collect();
+    // A path given with --set is relative to the current directory, like any other flag.
+    let is_path = matches!(parts.as_slice(), ["model"] | ["train", "from"])
+        || matches!(
+            parts.as_slice(),
+            ["tasks", _, "train" | "dev" | "test" | "label_descriptions"]
+        );
+    if let (true, toml::Value::String(s)) = (is_path, &mut value) {
+        if let Ok(abs) = std::path::absolute(s.as_str()) {
+            *s = abs.to_string_lossy().into_owned();
+        }
+    }
     let mut node = root;
     for (i, part) in parts.iter().enumerate() {
         let last = i == parts.len() - 1;
@@ -243,7 +259,7 @@ fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
 impl RunFile {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut value: toml::Value = toml::from_str(&text).map_err(|e| Error::InputFile {
+        let mut value: toml::Value = toml::from_str(&text).map_err(|e| Error::RunFile {
             path: path.to_path_buf(),
             reason: format!("invalid TOML: {e}"),
         })?;
@@ -257,7 +273,7 @@ impl RunFile {
         }
         let run: RunFile = value
             .try_into()
-            .map_err(|e: toml::de::Error| Error::InputFile {
+            .map_err(|e: toml::de::Error| Error::RunFile {
                 path: path.to_path_buf(),
                 reason: e.message().to_string(),
             })?;
@@ -266,7 +282,7 @@ impl RunFile {
     }
 
     fn validate(&self, path: &Path) -> Result<()> {
-        let bad = |reason: String| Error::InputFile {
+        let bad = |reason: String| Error::RunFile {
             path: path.to_path_buf(),
             reason,
         };

@@ -9,7 +9,6 @@ use crate::error::{Error, Result};
 
 pub struct TextTokenizer {
     inner: Tokenizer,
-    pub max_length: usize,
 }
 
 /// One text's token ids (special tokens included) and whether it was cut at `max_length`.
@@ -34,7 +33,7 @@ impl TextTokenizer {
                 stride: 0,
             }))
             .map_err(|e| Error::model(path, format!("cannot truncate at {max_length}: {e}")))?;
-        Ok(Self { inner, max_length })
+        Ok(Self { inner })
     }
 
     pub fn encode_all(&self, texts: &[&str]) -> Result<Vec<Encoded>> {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use frostline::embed::{EmbedSettings, Embedder};
+use frostline::embedder::{EmbedSettings, SentenceEmbedder};
 use polars::prelude::SerReader;
 
 struct Reference {
@@ -42,7 +42,7 @@ fn reference() -> Vec<Reference> {
 }
 
 fn settings(model: &Path, cache: &Path) -> EmbedSettings {
-    let mut s = EmbedSettings::new(model);
+    let mut s = settings_for(model);
     s.cache_root = cache.to_path_buf();
     s
 }
@@ -53,10 +53,10 @@ fn parity_with_sentence_transformers_reference() {
     let refs = reference();
     assert_eq!(refs.len(), 66);
     let cache = tempfile::tempdir().unwrap();
-    let mut embedder = Embedder::open(settings(&model, cache.path())).unwrap();
+    let mut embedder = SentenceEmbedder::open(settings(&model, cache.path())).unwrap();
 
     let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
-    let encoded = embedder.tokenizer.encode_all(&texts).unwrap();
+    let encoded = embedder.tokenizer().encode_all(&texts).unwrap();
     for (r, e) in refs.iter().zip(&encoded) {
         assert_eq!(
             e.ids,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use frostline::backbone::ModelFolder;
-use frostline::embed::{EmbedSettings, Embedder};
+use frostline::embedder::{SentenceEmbedder, TokenStateEmbedder};
 use frostline::nn::attention::Segments;
 use frostline::nn::bert::{pool_forward, NativeEncoder};
 use frostline::nn::ParamStore;
@@ -59,9 +59,9 @@ fn onnx_below_n_plus_native_above_n_reproduces_the_model_for_every_n() {
     let folder = ModelFolder::open(&m).unwrap();
     let (texts, refs) = reference();
     for n in 0..=folder.num_layers {
-        let mut settings = EmbedSettings::new(&m);
+        let mut settings = settings_for(&m);
         settings.cache_root = dir.path().join("cache");
-        let mut embedder = Embedder::open_tokens(settings, n).unwrap();
+        let mut embedder = TokenStateEmbedder::open(settings, n).unwrap();
         let (states, _) = embedder.token_states(&texts).unwrap();
         let mut store = ParamStore::default();
         let encoder = NativeEncoder::load(&mut store, &folder, n).unwrap();
@@ -96,7 +96,7 @@ fn bad_frost_line_input_is_named() {
     let m = model_copy(dir.path(), &model);
     let folder = ModelFolder::open(&m).unwrap();
     // N outside 0..=L.
-    let err = Embedder::open_tokens(EmbedSettings::new(&m), 7)
+    let err = TokenStateEmbedder::open(settings_for(&m), 7)
         .err()
         .unwrap()
         .to_string();
@@ -275,16 +275,18 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
         .unwrap()
         .required_strings("text")
         .unwrap();
-    let mut settings = EmbedSettings::new(&m);
+    let mut settings = settings_for(&m);
     settings.cache_root = cache.clone();
-    settings.max_length = Some(32);
+    settings.max_length = 32;
     let mut ckpt = frostline::checkpoint::load(&ck).unwrap();
     let mut native =
-        frostline::infer::CheckpointEncoder::open(&mut ckpt, settings.clone()).unwrap();
+        frostline::checkpoint::vectors::CheckpointEncoder::open(&mut ckpt, settings.clone())
+            .unwrap()
+            .0;
     let (a, _) = native.vectors(&ckpt, &texts).unwrap();
     let mut onnx_settings = settings.clone();
     onnx_settings.model_dir = exported.clone();
-    let (b, _) = Embedder::open(onnx_settings)
+    let (b, _) = SentenceEmbedder::open(onnx_settings)
         .unwrap()
         .embed(&texts)
         .unwrap();
@@ -354,9 +356,9 @@ fn token_cache_chunk_from_another_frost_line_is_refused() {
         .map(|s| s.to_string())
         .collect();
     let open = |n: usize| {
-        let mut s = EmbedSettings::new(&m);
+        let mut s = settings_for(&m);
         s.cache_root = dir.path().join("cache");
-        Embedder::open_tokens(s, n).unwrap()
+        TokenStateEmbedder::open(s, n).unwrap()
     };
     let (states5, _) = open(5).token_states(&texts).unwrap();
     let (states4, _) = open(4).token_states(&texts).unwrap();

@@ -24,13 +24,16 @@ fn run_exporter(args: &[&std::ffi::OsStr], what: &str) -> Result<()> {
     let out = Command::new(&py).arg(&script).args(args).output();
     let _ = std::fs::remove_file(&script);
     let out = out.map_err(|e| {
-        Error::Usage(format!(
-            "{what}: cannot run {}: {e}; run scripts/setup.sh",
-            py.display()
-        ))
+        Error::model(
+            &py,
+            format!(
+                "{what}: cannot run {}: {e}; run scripts/setup.sh",
+                py.display()
+            ),
+        )
     })?;
     if !out.status.success() {
-        return Err(Error::Usage(format!(
+        return Err(Error::model(&py, format!(
             "{what} failed ({}): {}; the exporter needs the set-up venv (scripts/setup.sh: onnx, numpy, safetensors)",
             py.display(),
             String::from_utf8_lossy(&out.stderr).trim()

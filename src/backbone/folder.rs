@@ -13,10 +13,19 @@ pub struct ModelFolder {
     pub dir: PathBuf,
     pub onnx: PathBuf,
     pub tokenizer: PathBuf,
+    /// `model.safetensors`, where the native layers above a frost line load from (optional for
+    /// embedding alone).
+    pub weights: PathBuf,
     pub hidden_size: usize,
     pub num_layers: usize,
+    pub num_attention_heads: usize,
+    pub layer_norm_eps: f32,
+    /// The position table's size: no max length may exceed it.
+    pub max_position_embeddings: usize,
     pub model_type: String,
     pub pooling: Pooling,
+    /// Which file decided the pooling (or that none did and mean pooling was assumed).
+    pub pooling_source: String,
     /// Truncation length from `sentence_bert_config.json` (sentence-transformers' own choice).
     pub max_length: usize,
 }
@@ -60,30 +69,41 @@ impl ModelFolder {
         let config = read_json(&config_path)?;
         let hidden_size = required_usize(&config, "hidden_size", &config_path)?;
         let num_layers = required_usize(&config, "num_hidden_layers", &config_path)?;
+        let num_attention_heads = required_usize(&config, "num_attention_heads", &config_path)?;
+        let layer_norm_eps = config
+            .get("layer_norm_eps")
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-12) as f32;
+        let max_position_embeddings = config
+            .get("max_position_embeddings")
+            .and_then(Value::as_u64)
+            .unwrap_or(512) as usize;
         let model_type = config
             .get("model_type")
             .and_then(Value::as_str)
             .unwrap_or("unknown")
             .to_string();
 
-        let pooling = Self::read_pooling(dir, hidden_size)?;
+        let (pooling, pooling_source) = Self::read_pooling(dir, hidden_size)?;
         let sbert = dir.join("sentence_bert_config.json");
         let max_length = if sbert.is_file() {
             required_usize(&read_json(&sbert)?, "max_seq_length", &sbert)?
         } else {
-            config
-                .get("max_position_embeddings")
-                .and_then(Value::as_u64)
-                .unwrap_or(512) as usize
+            max_position_embeddings
         };
         Ok(Self {
             dir: dir.to_path_buf(),
             onnx,
             tokenizer,
+            weights: dir.join("model.safetensors"),
             hidden_size,
             num_layers,
+            num_attention_heads,
+            layer_norm_eps,
+            max_position_embeddings,
             model_type,
             pooling,
+            pooling_source,
             max_length,
         })
     }
@@ -93,14 +113,37 @@ impl ModelFolder {
         self.dir.join(format!("model.cut-{n}.onnx"))
     }
 
-    /// Pooling and normalisation as `modules.json` lists them; plain mean pooling without one.
-    fn read_pooling(dir: &Path, hidden_size: usize) -> Result<Pooling> {
+    /// The truncation length to use: `requested`, or the folder's own when `None`; refused
+    /// when it leaves no room for a token or passes the position table.
+    pub fn checked_max_length(&self, requested: Option<usize>) -> Result<usize> {
+        let n = requested.unwrap_or(self.max_length);
+        if n < 2 {
+            return Err(Error::Usage(format!(
+                "--max-length {n} leaves no room for a token ([CLS] and [SEP] take 2)"
+            )));
+        }
+        if n > self.max_position_embeddings {
+            return Err(Error::Usage(format!(
+                "--max-length {n} is above the model's position limit {} (max_position_embeddings in {})",
+                self.max_position_embeddings,
+                self.dir.join("config.json").display()
+            )));
+        }
+        Ok(n)
+    }
+
+    /// Pooling and normalisation as `modules.json` lists them, and which file said so; plain
+    /// mean pooling without one (stated as assumed).
+    fn read_pooling(dir: &Path, hidden_size: usize) -> Result<(Pooling, String)> {
         let modules_path = dir.join("modules.json");
         if !modules_path.is_file() {
-            return Ok(Pooling {
-                mode: PoolingMode::Mean,
-                normalize: false,
-            });
+            return Ok((
+                Pooling {
+                    mode: PoolingMode::Mean,
+                    normalize: false,
+                },
+                "assumed: no modules.json in the folder".into(),
+            ));
         }
         let modules = read_json(&modules_path)?;
         let list = modules
@@ -152,6 +195,9 @@ impl ModelFolder {
                 ));
             }
         }
-        Ok(Pooling { mode, normalize })
+        Ok((
+            Pooling { mode, normalize },
+            modules_path.display().to_string(),
+        ))
     }
 }

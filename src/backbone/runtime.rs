@@ -124,7 +124,7 @@ static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new()
 /// Loads the library once per process and builds the shared `ort` environment.
 pub fn init(flag: Option<&Path>) -> Result<&'static Runtime> {
     if let Some(r) = RUNTIME.get() {
-        return r.as_ref().map_err(|e| Error::Usage(e.clone()));
+        return r.as_ref().map_err(|e| Error::Device(e.clone()));
     }
     let library = locate(flag)?;
     let built = ort::init_from(&library.path)
@@ -148,7 +148,7 @@ pub fn init(flag: Option<&Path>) -> Result<&'static Runtime> {
             environment,
         })
     });
-    runtime.as_ref().map_err(|e| Error::Usage(e.clone()))
+    runtime.as_ref().map_err(|e| Error::Device(e.clone()))
 }
 
 /// The loaded library's own version string (`OrtGetApiBase()->GetVersionString()`).

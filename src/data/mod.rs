@@ -8,6 +8,7 @@ mod text;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::format::{Format, TABLE_INPUTS};
 
 /// A table of string cells (`None` = null / missing), column-major.
 #[derive(Debug, Clone)]
@@ -15,34 +16,6 @@ pub struct Table {
     pub path: PathBuf,
     pub names: Vec<String>,
     pub columns: Vec<Vec<Option<String>>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Csv,
-    Jsonl,
-    Parquet,
-    Text,
-}
-
-impl Format {
-    pub fn of(path: &Path) -> Result<Self> {
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        match ext.as_str() {
-            "csv" => Ok(Format::Csv),
-            "jsonl" | "ndjson" => Ok(Format::Jsonl),
-            "parquet" => Ok(Format::Parquet),
-            "txt" | "text" => Ok(Format::Text),
-            _ => Err(Error::UnsupportedFormat {
-                path: path.to_path_buf(),
-                ext,
-            }),
-        }
-    }
 }
 
 impl Table {
@@ -91,7 +64,7 @@ impl Table {
     /// The 1-based location of data row `i` as the user sees it in the file (CSV: the header is line 1).
     pub fn location(&self, i: usize) -> usize {
         match Format::of(&self.path) {
-            Ok(Format::Csv) => i + 2,
+            Some(Format::Csv) => i + 2,
             _ => i + 1,
         }
     }
@@ -104,12 +77,12 @@ pub fn read_table(path: &Path) -> Result<Table> {
             path: path.to_path_buf(),
         });
     }
-    let format = Format::of(path)?;
-    let table = match format {
+    let table = match Format::input(path, TABLE_INPUTS)? {
         Format::Csv => text::read_csv(path)?,
         Format::Jsonl => text::read_jsonl(path)?,
         Format::Text => text::read_lines(path)?,
         Format::Parquet => parquet::read_parquet(path)?,
+        Format::Npy => unreachable!("not a table input"),
     };
     if table.is_empty() {
         return Err(Error::InputEmpty {

@@ -13,7 +13,7 @@ use super::linear::Linear;
 use super::params::{ParamId, ParamStore};
 use crate::backbone::ModelFolder;
 use crate::error::{Error, Result};
-use crate::pool::{Pooling, PoolingMode};
+use crate::pool::{l2_normalize, Pooling, PoolingMode};
 
 #[derive(Debug, Clone)]
 pub struct BertLayer {
@@ -199,7 +199,7 @@ impl NativeEncoder {
     /// Loads layers `from..L` from `folder/model.safetensors` into `store` (names as in the file,
     /// without an architecture prefix). Names or shapes that do not match config.json are errors.
     pub fn load(store: &mut ParamStore, folder: &ModelFolder, from: usize) -> Result<Self> {
-        let path = folder.dir.join("model.safetensors");
+        let path = folder.weights.clone();
         if from > folder.num_layers {
             return Err(Error::Usage(format!(
                 "frost line {from} is outside 0..={} (the model has {} layers)",
@@ -207,10 +207,9 @@ impl NativeEncoder {
             )));
         }
         let weights = read_safetensors(&path)?;
-        let config = read_config(&folder.dir)?;
         let hidden = folder.hidden_size;
-        let heads = config.0;
-        let eps = config.1;
+        let heads = folder.num_attention_heads;
+        let eps = folder.layer_norm_eps;
         let mut take = |name: String, shape: &[usize]| -> Result<ParamId> {
             let value = weights
                 .iter()
@@ -328,45 +327,13 @@ impl NativeEncoder {
     }
 }
 
-/// (attention heads, LayerNorm eps) from config.json.
-fn read_config(dir: &Path) -> Result<(usize, f32)> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::model(&path, format!("invalid JSON: {e}")))?;
-    let heads =
-        v.get("num_attention_heads")
-            .and_then(|h| h.as_u64())
-            .ok_or_else(|| Error::model(&path, "num_attention_heads missing"))? as usize;
-    let eps = v
-        .get("layer_norm_eps")
-        .and_then(|e| e.as_f64())
-        .unwrap_or(1e-12) as f32;
-    Ok((heads, eps))
-}
-
-/// Every F32 tensor of a safetensors file.
+/// Every F32 tensor of the model's safetensors file (other dtypes skipped).
 pub fn read_safetensors(path: &Path) -> Result<Vec<(String, ArrayD<f32>)>> {
     if !path.is_file() {
         return Err(Error::model(path, "model.safetensors missing: the layers above the frost line are loaded from it; re-export the folder with scripts/export_onnx.py"));
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::model(path, format!("not a readable safetensors file: {e}")))?;
-    st.tensors()
-        .into_iter()
-        .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
-        .map(|(name, v)| {
-            let data: Vec<f32> = v
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .collect();
-            let arr = ArrayD::from_shape_vec(IxDyn(v.shape()), data)
-                .map_err(|e| Error::model(path, format!("tensor {name}: {e}")))?;
-            Ok((name, arr))
-        })
-        .collect()
+    crate::nn::tensors::from_safetensors(&bytes, true).map_err(|e| Error::model(path, e))
 }
 
 /// Sentence pooling over packed `[Σ tokens, hidden]` states with its backward pass (mean or
@@ -381,20 +348,20 @@ pub fn pool_forward(
     y: ArrayView2<f32>,
     seg: &Segments,
 ) -> Result<(Array2<f32>, PoolTrace)> {
+    if !matches!(pooling.mode, PoolingMode::Mean | PoolingMode::Cls) {
+        return Err(Error::Usage(format!(
+            "pooling {:?} has no backward pass: the frost line supports mean and CLS pooling",
+            pooling.mode
+        )));
+    }
     let mut u = Array2::<f32>::zeros((seg.count(), y.ncols()));
     for b in 0..seg.count() {
-        let rows = y.slice(s![seg.range(b), ..]);
-        match pooling.mode {
-            PoolingMode::Mean => u.row_mut(b).assign(&(rows.sum_axis(ndarray::Axis(0)) / rows.nrows() as f32)),
-            PoolingMode::Cls => u.row_mut(b).assign(&rows.row(0)),
-            other => return Err(Error::Usage(format!("pooling {other:?} has no backward pass: the frost line supports mean and CLS pooling"))),
-        }
+        pooling.pool_tokens(y.slice(s![seg.range(b), ..]), u.row_mut(b));
     }
     let mut out = u.clone();
     if pooling.normalize {
-        for mut row in out.rows_mut() {
-            let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-            row.mapv_inplace(|v| v / n);
+        for row in out.rows_mut() {
+            l2_normalize(row);
         }
     }
     Ok((

@@ -6,6 +6,7 @@
 //! - `confusion`: task, true, predicted (str), count (u64) — long format, non-zero cells only
 //! - `errors`:    task, rank (u32), text, true, predicted (str), probability (f32) — most confident first
 
+pub mod markdown;
 pub mod plots;
 
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ use std::path::Path;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::eval::TaskMetrics;
+use crate::metrics::TaskMetrics;
 use crate::output;
 
 /// One task's predictions on one split, and the metrics over them.
@@ -33,7 +34,7 @@ pub struct TaskEval {
 
 fn frame(path_hint: &str, cols: Vec<Column>) -> Result<DataFrame> {
     DataFrame::new_infer_height(cols)
-        .map_err(|e| Error::Usage(format!("building {path_hint}: {e}")))
+        .map_err(|e| Error::Internal(format!("building {path_hint}: {e}")))
 }
 
 pub fn overall(evals: &[TaskEval]) -> Result<DataFrame> {
@@ -82,7 +83,7 @@ pub fn overall(evals: &[TaskEval]) -> Result<DataFrame> {
 }
 
 pub fn per_class(evals: &[TaskEval]) -> Result<DataFrame> {
-    let rows: Vec<(&str, &crate::eval::ClassMetrics)> = evals
+    let rows: Vec<(&str, &crate::metrics::ClassMetrics)> = evals
         .iter()
         .flat_map(|e| {
             e.metrics
@@ -192,45 +193,14 @@ pub fn write_frame(dir: &Path, name: &str, df: &mut DataFrame) -> Result<()> {
     output::write_csv_frame(&dir.join(format!("{name}.csv")), df)
 }
 
-/// A DataFrame as a Markdown table (floats to 2 decimals as percentages where `pct` names them).
+/// A DataFrame as a Markdown table (see [`markdown::frame_table`]).
 pub fn markdown_table(df: &DataFrame, pct: &[&str]) -> String {
-    let names: Vec<String> = df
-        .get_column_names()
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let mut s = format!(
-        "| {} |\n|{}|\n",
-        names.join(" | "),
-        names.iter().map(|_| "---").collect::<Vec<_>>().join("|")
-    );
-    for i in 0..df.height() {
-        let cells: Vec<String> = df
-            .columns()
-            .iter()
-            .map(|c| {
-                let v = c.get(i).map(|v| v.into_static()).unwrap_or(AnyValue::Null);
-                match v {
-                    AnyValue::Float64(f) if pct.contains(&c.name().as_str()) => {
-                        format!("{:.2}", 100.0 * f)
-                    }
-                    AnyValue::Float64(f) => format!("{f:.3}"),
-                    AnyValue::Float32(f) => format!("{f:.3}"),
-                    AnyValue::String(s) => s.replace('|', "\\|"),
-                    AnyValue::StringOwned(s) => s.replace('|', "\\|"),
-                    AnyValue::Null => "–".into(),
-                    other => other.to_string(),
-                }
-            })
-            .collect();
-        s.push_str(&format!("| {} |\n", cells.join(" | ")));
-    }
-    s
+    markdown::frame_table(df, pct)
 }
 
 /// MTEB replay results in the same format: one row per experiment (dataset, k, experiment,
 /// accuracy) as Parquet + CSV, the summary as Markdown, the raw result as JSON.
-pub fn write_mteb(dir: &Path, report: &crate::runner::MtebReport) -> Result<()> {
+pub fn write_mteb(dir: &Path, report: &crate::commands::mteb::MtebReport) -> Result<()> {
     let r = &report.result;
     let n = r.experiments.len();
     let mut df = frame(
@@ -245,7 +215,7 @@ pub fn write_mteb(dir: &Path, report: &crate::runner::MtebReport) -> Result<()> 
     crate::fsutil::write_dir_atomic(dir, |tmp| {
         write_frame(tmp, "mteb", &mut df)?;
         crate::fsutil::write_bytes_atomic(&tmp.join("mteb.md"), report.markdown().as_bytes())?;
-        let json = serde_json::to_vec_pretty(r).map_err(|e| Error::Usage(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(r).map_err(|e| Error::Internal(e.to_string()))?;
         crate::fsutil::write_bytes_atomic(&tmp.join("mteb.json"), &json)
     })
 }

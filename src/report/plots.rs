@@ -13,7 +13,7 @@ use crate::fsutil;
 use crate::train::EpochLog;
 
 fn plot_err(e: impl std::fmt::Display) -> Error {
-    Error::Usage(format!("plotting: {e}"))
+    Error::Internal(format!("plotting: {e}"))
 }
 
 fn save(path: &Path, svg: String) -> Result<()> {

@@ -4,13 +4,13 @@
 
 use ndarray::{s, Array2, ArrayView2, Axis};
 
-use super::TaskData;
-use crate::embed::TokenStates;
+use crate::embedder::TokenStates;
 use crate::error::Result;
 use crate::nn::attention::Segments;
 use crate::nn::bert::{pool_backward, pool_forward, LayerTrace, NativeEncoder, PoolTrace};
 use crate::nn::{ParamId, ParamStore};
 use crate::pool::Pooling;
+use crate::tasks::SplitName;
 
 /// The token states of one task's splits at the frost line.
 pub struct TaskStates {
@@ -27,8 +27,17 @@ pub struct FrostFeatures {
     pub eval_batch: usize,
 }
 
+/// One task's cached sentence vectors, row for row with its splits.
+pub struct TaskVectors {
+    pub train: Array2<f32>,
+    pub dev: Array2<f32>,
+    pub test: Option<Array2<f32>>,
+}
+
 pub enum Features {
-    Cached,
+    /// The backbone's cached sentence vectors, per task.
+    Cached(Vec<TaskVectors>),
+    /// Token states at the frost line, turned into vectors by the native layers above it.
     Frost(FrostFeatures),
 }
 
@@ -36,13 +45,6 @@ pub enum Features {
 pub struct FeatureTrace {
     layers: Vec<LayerTrace>,
     pool: PoolTrace,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Which {
-    Train,
-    Dev,
-    Test,
 }
 
 /// Stacks the token states of `rows` into one packed `[Σ tokens, hidden]` batch: no padding, so
@@ -63,7 +65,7 @@ impl Features {
     /// The native encoder's parameters (none for cached vectors).
     pub fn param_ids(&self) -> Vec<ParamId> {
         match self {
-            Features::Cached => Vec::new(),
+            Features::Cached(_) => Vec::new(),
             Features::Frost(f) => f.encoder.param_ids(),
         }
     }
@@ -76,13 +78,12 @@ impl Features {
     pub fn batch(
         &self,
         store: &ParamStore,
-        tasks: &[TaskData],
         t: usize,
         rows: &[usize],
         train: bool,
     ) -> Result<(Array2<f32>, Option<FeatureTrace>)> {
         match self {
-            Features::Cached => Ok((tasks[t].train.x.select(Axis(0), rows), None)),
+            Features::Cached(v) => Ok((v[t].train.select(Axis(0), rows), None)),
             Features::Frost(f) => {
                 let (x, seg) = packed(&f.tasks[t].train, rows, f.encoder.hidden);
                 if train {
@@ -110,28 +111,31 @@ impl Features {
         }
     }
 
-    /// Every row of one split of task `t` as sentence vectors (batched inference, length-sorted).
+    /// Every row of one split of task `t` as sentence vectors (batched inference, length-sorted);
+    /// `None` for a test split the task does not have.
     pub fn split_vectors(
         &self,
         store: &ParamStore,
-        tasks: &[TaskData],
         t: usize,
-        which: Which,
-    ) -> Result<Array2<f32>> {
-        let cached = |which: Which| match which {
-            Which::Train => &tasks[t].train.x,
-            Which::Dev => &tasks[t].dev.x,
-            Which::Test => &tasks[t].test.as_ref().expect("test split").x,
-        };
-        let Features::Frost(f) = self else {
-            return Ok(cached(which).clone());
-        };
-        let states = match which {
-            Which::Train => &f.tasks[t].train,
-            Which::Dev => &f.tasks[t].dev,
-            Which::Test => f.tasks[t].test.as_ref().expect("test split"),
-        };
-        infer_states(&f.encoder, f.pooling, store, states, f.eval_batch)
+        which: SplitName,
+    ) -> Result<Option<Array2<f32>>> {
+        match self {
+            Features::Cached(v) => Ok(match which {
+                SplitName::Train => Some(v[t].train.clone()),
+                SplitName::Dev => Some(v[t].dev.clone()),
+                SplitName::Test => v[t].test.clone(),
+            }),
+            Features::Frost(f) => {
+                let states = match which {
+                    SplitName::Train => Some(&f.tasks[t].train),
+                    SplitName::Dev => Some(&f.tasks[t].dev),
+                    SplitName::Test => f.tasks[t].test.as_ref(),
+                };
+                states
+                    .map(|s| infer_states(&f.encoder, f.pooling, store, s, f.eval_batch))
+                    .transpose()
+            }
+        }
     }
 }
 

@@ -12,19 +12,31 @@ pub fn fixture(name: &str) -> PathBuf {
     repo().join("tests/fixtures").join(name)
 }
 
-/// The exported default model, or `None` with the reason printed (the test then returns early;
-/// CI runs scripts/setup.sh first, so there it is always present).
+/// The exported default model. A test that needs it fails when it is missing — unless
+/// `FROSTLINE_SKIP_MODEL_TESTS=1` is set, when this prints SKIP and returns `None` (the test then
+/// returns early). CI runs scripts/setup.sh first, so there it is always present.
 pub fn model_dir() -> Option<PathBuf> {
     let dir = repo().join("models/all-MiniLM-L6-v2");
     if dir.join("model.onnx").is_file() {
-        Some(dir)
-    } else {
+        return Some(dir);
+    }
+    if std::env::var("FROSTLINE_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
         eprintln!(
-            "SKIP: {} has no model.onnx — run scripts/setup.sh",
+            "SKIP: {} has no model.onnx (FROSTLINE_SKIP_MODEL_TESTS=1)",
             dir.display()
         );
-        None
+        return None;
     }
+    panic!(
+        "{} has no model.onnx: run scripts/setup.sh, or set FROSTLINE_SKIP_MODEL_TESTS=1 to skip the tests that need it",
+        dir.display()
+    );
+}
+
+/// Library settings for the model folder at `model` (its own max length, CPU).
+pub fn settings_for(model: &Path) -> frostline::embedder::EmbedSettings {
+    let folder = frostline::backbone::ModelFolder::open(model).unwrap();
+    frostline::embedder::EmbedSettings::new(&folder)
 }
 
 pub fn frostline(args: &[&str]) -> Command {

@@ -1,15 +1,20 @@
-//! Command-line flags (clap) and their resolution into validated settings, in one place.
+//! Command-line flags (clap) as typed, then turned into one complete job per subcommand by
+//! [`jobs::resolve`] — the one place where defaults and paths are decided.
+
+pub mod jobs;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::backbone::{Device, SessionOptions};
-use crate::cache;
-use crate::embed::{EmbedJob, EmbedSettings};
-use crate::error::{Error, Result};
+use crate::backbone::Device;
+use crate::tasks::SplitName;
 
+/// The model folder used when neither `--model`, `$FROSTLINE_MODEL`, the run file nor a
+/// checkpoint names one (relative to the current directory).
 pub const DEFAULT_MODEL: &str = "models/all-MiniLM-L6-v2";
+/// The environment variable that names the model folder (after `--model`).
+pub const MODEL_ENV: &str = "FROSTLINE_MODEL";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,6 +26,9 @@ pub struct Cli {
     /// Path to libonnxruntime.so (default: $ORT_DYLIB_PATH, the frostline venv, python3's onnxruntime).
     #[arg(long, global = true, value_name = "PATH")]
     pub ort_lib: Option<PathBuf>,
+    /// Print one JSON object with the summary figures on stdout instead of the human summary.
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -29,8 +37,9 @@ pub struct Cli {
 pub enum Command {
     /// Show where ONNX Runtime was found, its execution providers and the model folder's check.
     Doctor {
-        #[arg(long, default_value = DEFAULT_MODEL)]
-        model: PathBuf,
+        /// Model folder [default: $FROSTLINE_MODEL, then models/all-MiniLM-L6-v2].
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Embed texts from a CSV, JSONL, Parquet or text file into .parquet or .npy (through the cache).
     Embed(EmbedArgs),
@@ -54,8 +63,8 @@ pub struct EvalArgs {
     pub backbone: BackboneArgs,
     #[arg(long)]
     pub checkpoint: PathBuf,
-    #[arg(long, value_enum, default_value_t = crate::evaluate::SplitName::Test)]
-    pub split: crate::evaluate::SplitName,
+    #[arg(long, value_enum, default_value_t = SplitName::Test)]
+    pub split: SplitName,
     /// Report folder [default: CHECKPOINT/eval-SPLIT].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -98,6 +107,10 @@ pub struct ExportArgs {
     /// Model folder to write (a full model: model.onnx + tokenizer/config/pooling + weights).
     #[arg(long)]
     pub out: PathBuf,
+    /// The base model folder, if it moved since training (checked by content hash) [default:
+    /// $FROSTLINE_MODEL, then the checkpoint's].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -180,9 +193,6 @@ impl TrainArgs {
         if let Some(s) = self.seed {
             o.push(format!("seed={s}"));
         }
-        if let Some(m) = &self.backbone.model {
-            o.push(format!("model={}", toml_string(&m.to_string_lossy())));
-        }
         o.extend(self.run.overrides.iter().cloned());
         o
     }
@@ -195,14 +205,15 @@ fn toml_string(s: &str) -> String {
 /// Flags that decide how the backbone runs; shared by every command that embeds.
 #[derive(Debug, Args, Clone)]
 pub struct BackboneArgs {
-    /// Model folder made by scripts/export_onnx.py [default: models/all-MiniLM-L6-v2, or the
-    /// run file's / checkpoint's model].
+    /// Model folder made by scripts/export_onnx.py [default: $FROSTLINE_MODEL, then the run
+    /// file's / checkpoint's model, then models/all-MiniLM-L6-v2].
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Execution provider: cpu, cuda (fails if unavailable) or auto (CUDA if it works, says which ran).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
-    /// Truncation length in tokens (default: the model's sentence_bert_config.json).
+    /// Truncation length in tokens [default: the checkpoint's, else the model's
+    /// sentence_bert_config.json].
     #[arg(long)]
     pub max_length: Option<usize>,
     /// ONNX Runtime intra-op threads (0 = one per physical core).
@@ -241,57 +252,4 @@ pub struct EmbedArgs {
     /// Output: .parquet (input order, id/text + `embedding`) or .npy (f32 [N, H]).
     #[arg(long)]
     pub output: PathBuf,
-}
-
-impl BackboneArgs {
-    pub fn resolve(&self, ort_lib: Option<PathBuf>) -> Result<EmbedSettings> {
-        if self.batch_tokens == 0 || self.max_batch == 0 {
-            return Err(Error::Usage(
-                "--batch-tokens and --max-batch must be at least 1".into(),
-            ));
-        }
-        if let Some(0 | 1) = self.max_length {
-            return Err(Error::Usage(
-                "--max-length must be at least 2 ([CLS] and [SEP])".into(),
-            ));
-        }
-        Ok(EmbedSettings {
-            model_dir: self
-                .model
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL)),
-            session: SessionOptions {
-                device: self.device,
-                threads: self.threads,
-            },
-            max_length: self.max_length,
-            token_budget: self.batch_tokens,
-            max_batch_rows: self.max_batch,
-            cache_root: self.cache_dir.clone().unwrap_or_else(cache::default_root),
-            ort_lib,
-            rows_per_chunk: self.chunk_rows.max(1),
-            progress: !self.no_progress,
-        })
-    }
-}
-
-impl EmbedArgs {
-    pub fn resolve(&self, ort_lib: Option<PathBuf>) -> Result<(EmbedSettings, EmbedJob)> {
-        let settings = self.backbone.resolve(ort_lib)?;
-        let text_column =
-            if crate::data::Format::of(&self.input).ok() == Some(crate::data::Format::Text) {
-                "text".to_string()
-            } else {
-                self.text_column.clone()
-            };
-        Ok((
-            settings,
-            EmbedJob {
-                input: self.input.clone(),
-                text_column,
-                id_column: self.id_column.clone(),
-                output: self.output.clone(),
-            },
-        ))
-    }
 }

@@ -1,10 +1,12 @@
-//! `frostline embed`: texts → (cache | tokenize → length-sorted batches → ORT → pool) → output.
+//! Texts → (cache | tokenize → length-sorted batches → ORT) → vectors, in input order.
 //!
-//! Every vector lands in the content-keyed cache first; the output is then assembled from the
-//! cache in input order. A repeated run finds every text cached and makes no ORT call; a run
-//! that was killed finds the chunks it had flushed and embeds only the rest.
+//! One fill core makes sure every text is in a content-keyed cache entry; two embedders sit on it:
+//! [`SentenceEmbedder`] (the full graph, pooled: one vector per text) and [`TokenStateEmbedder`]
+//! (the graph cut at a frost line: every token's state). A repeated run finds every text cached
+//! and makes no ORT call; a run that was killed finds the chunks it had flushed and embeds only
+//! the rest.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -13,20 +15,18 @@ use ndarray::{Array2, ArrayView3};
 use crate::backbone::{Backbone, ModelFolder, Provider, SessionOptions};
 use crate::batch;
 use crate::cache::{self, Cache, CacheKey, TextKey};
-use crate::data::{self, Table};
 use crate::error::{Error, Result};
-use crate::fsutil;
-use crate::output::{self, CarriedColumn};
 use crate::pool::Pooling;
 use crate::tokenize::{Encoded, TextTokenizer};
 
-/// How the backbone runs: everything `embed`, `predict` and training share.
+/// How the backbone runs: everything `embed`, `predict` and training share. Every field is
+/// decided (`cli::jobs`); nothing downstream re-decides it.
 #[derive(Debug, Clone)]
 pub struct EmbedSettings {
     pub model_dir: PathBuf,
     pub session: SessionOptions,
-    /// `None` = the model folder's `max_seq_length`.
-    pub max_length: Option<usize>,
+    /// Truncation length in tokens (checked against the model's position limit).
+    pub max_length: usize,
     /// Padded tokens per batch (rows × longest row).
     pub token_budget: usize,
     pub max_batch_rows: usize,
@@ -37,14 +37,15 @@ pub struct EmbedSettings {
 }
 
 impl EmbedSettings {
-    pub fn new(model_dir: impl Into<PathBuf>) -> Self {
+    /// Library defaults for the model folder `folder` (its own max length).
+    pub fn new(folder: &ModelFolder) -> Self {
         Self {
-            model_dir: model_dir.into(),
+            model_dir: folder.dir.clone(),
             session: SessionOptions {
                 device: crate::backbone::Device::Cpu,
                 threads: 0,
             },
-            max_length: None,
+            max_length: folder.max_length,
             token_budget: 1024,
             max_batch_rows: 256,
             cache_root: cache::default_root(),
@@ -55,8 +56,8 @@ impl EmbedSettings {
     }
 }
 
-/// Counts for the end-of-run summary.
-#[derive(Debug, Clone, Default)]
+/// Counts for the end-of-run summary (and `--json`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct EmbedStats {
     pub rows: usize,
     pub unique_texts: usize,
@@ -129,16 +130,29 @@ impl EmbedStats {
     }
 }
 
-/// The model folder, its tokenizer and cache key, opened once and shared by every caller. It
-/// caches either pooled sentence vectors (the full graph) or, for a frost line, every token's
-/// state at that layer (the graph cut there); the key says which.
-pub struct Embedder {
-    pub settings: EmbedSettings,
-    pub folder: ModelFolder,
-    pub tokenizer: TextTokenizer,
-    pub key: CacheKey,
+/// What the ORT output of one batch becomes per row: its pooled vector, or its real tokens'
+/// states.
+type RowsOf<'a> = &'a dyn Fn(ArrayView3<f32>, &[usize]) -> Vec<Vec<f32>>;
+
+/// The model folder, its tokenizer, the graph that makes the vectors and its cache key, opened
+/// once; fills the cache entry with whatever rows are missing.
+struct FillCore {
+    settings: EmbedSettings,
+    folder: ModelFolder,
+    tokenizer: TextTokenizer,
+    key: CacheKey,
     graph: PathBuf,
     backbone: Option<Backbone>,
+}
+
+/// Sentence vectors of the full graph, pooled as the model folder says.
+pub struct SentenceEmbedder {
+    core: FillCore,
+}
+
+/// Every token's state at a frost line, from the graph cut there (exported once if missing).
+pub struct TokenStateEmbedder {
+    core: FillCore,
 }
 
 /// Token states of a set of texts at a frost line, read from the (mapped) cache on demand.
@@ -156,19 +170,77 @@ impl TokenStates {
     }
 }
 
-impl Embedder {
-    /// An embedder of sentence vectors through the token states at frost line `layer`: the
-    /// graph below the line (exported once if missing) fills a token-state cache keyed by it.
-    pub fn open_tokens(settings: EmbedSettings, layer: usize) -> Result<Self> {
-        Self::open_at(settings, Some(layer))
+impl SentenceEmbedder {
+    pub fn open(settings: EmbedSettings) -> Result<Self> {
+        let folder = ModelFolder::open(&settings.model_dir)?;
+        let key = CacheKey::sentence(&folder, settings.max_length)?;
+        let graph = folder.onnx.clone();
+        Ok(Self {
+            core: FillCore::open(settings, folder, graph, key)?,
+        })
+    }
+
+    pub fn folder(&self) -> &ModelFolder {
+        &self.core.folder
+    }
+
+    pub fn key(&self) -> &CacheKey {
+        &self.core.key
+    }
+
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.core.tokenizer
+    }
+
+    /// Embeds `texts` through the cache and returns their vectors in input order.
+    pub fn embed(&mut self, texts: &[String]) -> Result<(Array2<f32>, EmbedStats)> {
+        let started = Instant::now();
+        let pooling = self.core.folder.pooling;
+        let hidden = self.core.folder.hidden_size;
+        let pooled = move |states: ArrayView3<f32>, lens: &[usize]| {
+            pool_rows(states, lens, pooling, hidden)
+                .rows()
+                .into_iter()
+                .map(|v| v.to_vec())
+                .collect()
+        };
+        let (cache, keys, mut stats) = self.core.fill(texts, &pooled)?;
+        let vectors = cache.gather(&keys)?;
+        stats.seconds = started.elapsed().as_secs_f64();
+        Ok((vectors, stats))
+    }
+}
+
+impl TokenStateEmbedder {
+    pub fn open(settings: EmbedSettings, layer: usize) -> Result<Self> {
+        let folder = ModelFolder::open(&settings.model_dir)?;
+        let graph = crate::backbone::export::ensure_cut(&folder, layer)?;
+        let key = CacheKey::tokens(&folder, settings.max_length, layer, &graph)?;
+        Ok(Self {
+            core: FillCore::open(settings, folder, graph, key)?,
+        })
+    }
+
+    pub fn folder(&self) -> &ModelFolder {
+        &self.core.folder
     }
 
     /// Every text's token states at the frost line, through the cache.
     pub fn token_states(&mut self, texts: &[String]) -> Result<(TokenStates, EmbedStats)> {
-        assert!(self.key.is_tokens(), "open_tokens first");
         let started = Instant::now();
-        let (cache, keys, mut stats) = self.fill(texts)?;
-        let dim = self.key.dim;
+        let real_tokens = |states: ArrayView3<f32>, lens: &[usize]| {
+            (0..lens.len())
+                .map(|r| {
+                    states
+                        .slice(ndarray::s![r, ..lens[r], ..])
+                        .iter()
+                        .copied()
+                        .collect()
+                })
+                .collect()
+        };
+        let (cache, keys, mut stats) = self.core.fill(texts, &real_tokens)?;
+        let dim = self.core.key.dim;
         let lens = keys
             .iter()
             .map(|k| cache.get(k).map_or(0, |v| v.len() / dim))
@@ -176,38 +248,22 @@ impl Embedder {
         stats.seconds = started.elapsed().as_secs_f64();
         Ok((TokenStates { cache, keys, lens }, stats))
     }
+}
 
-    pub fn open(settings: EmbedSettings) -> Result<Self> {
-        Self::open_at(settings, None)
-    }
-
-    /// Sentence vectors of the full graph (`layer = None`) or token states at a frost line.
-    fn open_at(settings: EmbedSettings, layer: Option<usize>) -> Result<Self> {
-        let folder = ModelFolder::open(&settings.model_dir)?;
-        let max_length = settings.max_length.unwrap_or(folder.max_length);
-        if max_length < 2 {
-            return Err(Error::Usage(format!(
-                "--max-length {max_length} leaves no room for a token"
-            )));
-        }
-        let tokenizer = TextTokenizer::load(&folder.tokenizer, max_length)?;
-        let (graph, key) = match layer {
-            None => (
-                folder.onnx.clone(),
-                CacheKey::sentence(&folder, max_length)?,
-            ),
-            Some(n) => {
-                let graph = crate::backbone::export::ensure_cut(&folder, n)?;
-                let key = CacheKey::tokens(&folder, max_length, n, &graph)?;
-                (graph, key)
-            }
-        };
+impl FillCore {
+    fn open(
+        settings: EmbedSettings,
+        folder: ModelFolder,
+        graph: PathBuf,
+        key: CacheKey,
+    ) -> Result<Self> {
+        let tokenizer = TextTokenizer::load(&folder.tokenizer, settings.max_length)?;
         Ok(Self {
             settings,
-            graph,
             folder,
             tokenizer,
             key,
+            graph,
             backbone: None,
         })
     }
@@ -225,21 +281,12 @@ impl Embedder {
         Ok(self.backbone.as_mut().expect("just set"))
     }
 
-    /// Embeds `texts` through the cache and returns their vectors in input order.
-    pub fn embed(&mut self, texts: &[String]) -> Result<(Array2<f32>, EmbedStats)> {
-        assert!(
-            !self.key.is_tokens(),
-            "a token-state embedder has no sentence vectors"
-        );
-        let started = Instant::now();
-        let (cache, keys, mut stats) = self.fill(texts)?;
-        let vectors = cache.gather(&keys)?;
-        stats.seconds = started.elapsed().as_secs_f64();
-        Ok((vectors, stats))
-    }
-
     /// Makes sure every text is in the cache; returns the open cache and the texts' keys.
-    fn fill(&mut self, texts: &[String]) -> Result<(Cache, Vec<TextKey>, EmbedStats)> {
+    fn fill(
+        &mut self,
+        texts: &[String],
+        rows_of: RowsOf,
+    ) -> Result<(Cache, Vec<TextKey>, EmbedStats)> {
         let mut stats = EmbedStats {
             rows: texts.len(),
             ..Default::default()
@@ -278,7 +325,7 @@ impl Embedder {
         }
 
         if !missing.is_empty() {
-            self.embed_missing(&missing, &keys, &encoded, &mut cache, &mut stats)?;
+            self.embed_missing(&missing, &keys, &encoded, rows_of, &mut cache, &mut stats)?;
         }
         // Reading needs no lock, and another split of the same run opens this entry next.
         cache.unlock();
@@ -290,6 +337,7 @@ impl Embedder {
         missing: &[usize],
         keys: &[TextKey],
         encoded: &[Encoded],
+        rows_of: RowsOf,
         cache: &mut Cache,
         stats: &mut EmbedStats,
     ) -> Result<()> {
@@ -300,9 +348,6 @@ impl Embedder {
             self.settings.max_batch_rows,
         );
         let bar = progress_bar(self.settings.progress, missing.len());
-        let pooling = self.folder.pooling;
-        let hidden = self.folder.hidden_size;
-        let tokens = self.key.is_tokens();
         let mut writer = cache.writer(self.settings.rows_per_chunk);
         let t_load = Instant::now();
         let backbone = self.backbone()?;
@@ -316,33 +361,18 @@ impl Embedder {
             let rows: Vec<usize> = b.rows.iter().map(|&j| missing[j]).collect();
             let (ids, mask, lens) = pad_batch(&rows, encoded, b.seq_len);
             let t0 = Instant::now();
-            // Per row: its pooled vector, or its real tokens' states at the frost line.
-            let out: Vec<Vec<f32>> = backbone.run_with(ids, mask, |states| {
-                if tokens {
-                    (0..lens.len())
-                        .map(|r| {
-                            states
-                                .slice(ndarray::s![r, ..lens[r], ..])
-                                .iter()
-                                .copied()
-                                .collect()
-                        })
-                        .collect()
-                } else {
-                    pool_rows(states, &lens, pooling, hidden)
-                        .rows()
-                        .into_iter()
-                        .map(|v| v.to_vec())
-                        .collect()
-                }
-            })?;
+            let out: Vec<Vec<f32>> =
+                backbone.run_with(ids, mask, |states| rows_of(states, &lens))?;
             ort_time += t0.elapsed();
             for (v, &row) in out.iter().zip(&rows) {
                 if v.iter().any(|x| !x.is_finite()) {
-                    return Err(Error::Usage(format!(
-                        "the model produced a non-finite embedding for input row {}",
-                        row + 1
-                    )));
+                    return Err(Error::ort(
+                        "inference",
+                        format!(
+                            "the model produced a non-finite embedding for input row {}",
+                            row + 1
+                        ),
+                    ));
                 }
                 if let Some(path) = writer.push(keys[row], v)? {
                     cache.commit(&path)?;
@@ -407,69 +437,4 @@ fn progress_bar(enabled: bool, total: usize) -> ProgressBar {
         .progress_chars("=> "),
     );
     bar
-}
-
-/// What `frostline embed` was asked to do.
-#[derive(Debug, Clone)]
-pub struct EmbedJob {
-    pub input: PathBuf,
-    pub text_column: String,
-    /// Carried into Parquet output; `None` = the input's `id` column if it has one.
-    pub id_column: Option<String>,
-    pub output: PathBuf,
-}
-
-/// The whole `embed` command: read, embed through the cache, write the output atomically.
-pub fn run_job(settings: EmbedSettings, job: &EmbedJob) -> Result<EmbedStats> {
-    output::OutputFormat::of(&job.output)?;
-    fsutil::check_writable(&job.output)?;
-    let table = data::read_table(&job.input)?;
-    let texts = table.required_strings(&job.text_column)?;
-    let id_column = match &job.id_column {
-        Some(c) => {
-            table.column_index(c)?;
-            Some(c.clone())
-        }
-        None => table.column("id").map(|_| "id".to_string()),
-    };
-    let mut embedder = Embedder::open(settings)?;
-    let (vectors, stats) = embedder.embed(&texts)?;
-    write_output(
-        &job.output,
-        &table,
-        id_column.as_deref(),
-        &job.text_column,
-        &vectors,
-    )?;
-    Ok(stats)
-}
-
-fn write_output(
-    path: &Path,
-    table: &Table,
-    id_column: Option<&str>,
-    text_column: &str,
-    vectors: &Array2<f32>,
-) -> Result<()> {
-    let carry = |name: &str| -> Option<CarriedColumn> {
-        table.column(name).map(|values| CarriedColumn {
-            name: table_name(table, name),
-            values: values.iter().map(Option::as_deref).collect(),
-        })
-    };
-    let mut carried = Vec::new();
-    if let Some(id) = id_column.filter(|id| *id != text_column) {
-        carried.extend(carry(id));
-    }
-    carried.extend(carry(text_column));
-    output::write_embeddings(path, &carried, vectors)
-}
-
-fn table_name<'a>(table: &'a Table, name: &str) -> &'a str {
-    table
-        .names
-        .iter()
-        .find(|n| *n == name)
-        .map(String::as_str)
-        .unwrap_or("text")
 }

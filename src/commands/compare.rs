@@ -10,14 +10,25 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use crate::embed::EmbedSettings;
+use crate::commands::Outcome;
+use crate::embedder::EmbedSettings;
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::regime::Regime;
 use crate::report::{self, plots};
 use crate::runfile::{HeadChoice, RunFile};
-use crate::runner::{head_name, run_training};
+use crate::train::{self, TrainSpec};
 
-#[derive(Debug, Clone)]
+/// What `frostline compare` was asked to do, every setting decided.
+pub struct CompareJob {
+    pub run: RunFile,
+    pub settings: EmbedSettings,
+    /// Also train layers ≥ N natively for each N.
+    pub frost_lines: Vec<usize>,
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct CompareRow {
     pub variant: String,
     pub regime: String,
@@ -64,72 +75,54 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 struct Variant {
     name: String,
-    regime: String,
+    regime: Regime,
     head: HeadChoice,
+    /// Starts from the frozen-backbone linear run's checkpoint.
     from_linear: bool,
 }
 
+/// The variants, in order: each a typed regime with a head; the ones that freeze a head start
+/// from the first variant's (frozen-backbone linear) checkpoint.
 fn variants(run: &RunFile, frost_lines: &[usize]) -> Vec<Variant> {
-    let v = |name: &str, regime: &str, head: HeadChoice, from_linear: bool| Variant {
-        name: name.into(),
-        regime: regime.into(),
+    let v = |regime: Regime, head: HeadChoice, from_linear: bool| Variant {
+        name: format!(
+            "{regime}/{}",
+            match head {
+                HeadChoice::Linear => "linear",
+                HeadChoice::Mlp => "mlp",
+                HeadChoice::Centroid => "centroid",
+                HeadChoice::ZeroShot => "zero-shot",
+            }
+        ),
+        regime,
         head,
         from_linear,
     };
+    let freeze_each = |frost_line: Option<usize>| -> Vec<Variant> {
+        if run.tasks.len() < 2 {
+            return Vec::new();
+        }
+        run.tasks
+            .iter()
+            .map(|t| {
+                let regime = Regime::FreezeHead {
+                    head: t.name.clone(),
+                    frost_line,
+                };
+                v(regime, HeadChoice::Linear, true)
+            })
+            .collect()
+    };
     let mut out = vec![
-        v(
-            "frozen-backbone/linear",
-            "frozen-backbone",
-            HeadChoice::Linear,
-            false,
-        ),
-        v(
-            "frozen-backbone/mlp",
-            "frozen-backbone",
-            HeadChoice::Mlp,
-            false,
-        ),
-        v(
-            "fully-frozen/centroid",
-            "fully-frozen",
-            HeadChoice::Centroid,
-            false,
-        ),
-        v(
-            "fully-frozen/zero-shot",
-            "fully-frozen",
-            HeadChoice::ZeroShot,
-            false,
-        ),
+        v(Regime::FrozenBackbone, HeadChoice::Linear, false),
+        v(Regime::FrozenBackbone, HeadChoice::Mlp, false),
+        v(Regime::FullyFrozen, HeadChoice::Centroid, false),
+        v(Regime::FullyFrozen, HeadChoice::ZeroShot, false),
     ];
-    if run.tasks.len() > 1 {
-        for t in &run.tasks {
-            out.push(v(
-                &format!("freeze-head={}/linear", t.name),
-                &format!("freeze-head={}", t.name),
-                HeadChoice::Linear,
-                true,
-            ));
-        }
-    }
+    out.extend(freeze_each(None));
     for &n in frost_lines {
-        out.push(v(
-            &format!("frost-line={n}/linear"),
-            &format!("frost-line={n}"),
-            HeadChoice::Linear,
-            false,
-        ));
-        if run.tasks.len() > 1 {
-            for t in &run.tasks {
-                let regime = format!("freeze-head={},frost-line={n}", t.name);
-                out.push(v(
-                    &format!("{regime}/linear"),
-                    &regime,
-                    HeadChoice::Linear,
-                    true,
-                ));
-            }
-        }
+        out.push(v(Regime::FrostLine(n), HeadChoice::Linear, false));
+        out.extend(freeze_each(Some(n)));
     }
     out
 }
@@ -141,13 +134,29 @@ pub struct CompareOutcome {
 }
 
 /// Runs every variant (plus the frost-line ones for each N in `frost_lines`) and writes the report.
-pub fn run(
-    run: &RunFile,
-    settings: EmbedSettings,
-    frost_lines: &[usize],
-    out_dir: &Path,
-    progress: bool,
-) -> Result<CompareOutcome> {
+pub fn run(job: &CompareJob) -> Result<Outcome> {
+    let outcome = compare(job)?;
+    let text = format!(
+        "{}\nreport: {}\n",
+        outcome.markdown,
+        outcome.out_dir.join("compare.md").display()
+    );
+    let json = serde_json::json!({
+        "rows": outcome.rows,
+        "report_dir": outcome.out_dir,
+    });
+    Ok(Outcome::new(text, json))
+}
+
+fn compare(job: &CompareJob) -> Result<CompareOutcome> {
+    let CompareJob {
+        run,
+        settings,
+        frost_lines,
+        out,
+    } = job;
+    let out_dir = out.as_path();
+    let progress = settings.progress;
     fsutil::check_folder_writable(out_dir)?;
     let work = out_dir.with_file_name(format!(
         ".{}.work-{}",
@@ -195,7 +204,7 @@ pub fn run(
 
 fn run_variants(
     run: &RunFile,
-    settings: EmbedSettings,
+    settings: &EmbedSettings,
     frost_lines: &[usize],
     work: &Path,
     progress: bool,
@@ -208,26 +217,27 @@ fn run_variants(
         r.train.head = v.head;
         r.train.from = v.from_linear.then(|| linear_ck.clone());
         let ck_dir = work.join(v.name.replace(['/', '=', ','], "-"));
+        let spec = TrainSpec::new(r, settings.clone(), Some(ck_dir))?;
         let peak_ok = reset_peak_rss();
         if progress {
             eprintln!("compare: {}", v.name);
         }
-        let res = run_training(&r, settings.clone(), Some(&ck_dir), false)?;
+        let res = train::run(&spec, false)?;
         let peak = if peak_ok { peak_rss_mib() } else { None };
         let cache_bytes = res
             .embed_stats
             .first()
             .map_or(0, |s| dir_bytes(&s.cache_dir.join("chunks")));
-        for (i, t) in res.tasks.iter().enumerate() {
-            let (split, m) = match &res.test[i] {
+        for t in &res.tasks {
+            let (split, m) = match &t.test {
                 Some(m) => ("test", m),
-                None => ("dev", &res.dev[i]),
+                None => ("dev", &t.dev),
             };
             rows.push(CompareRow {
                 variant: v.name.clone(),
-                regime: res.regime.to_string(),
-                head: head_name(&res.heads[i].spec),
-                task: t.config.name.clone(),
+                regime: v.regime.to_string(),
+                head: t.head.spec.name(),
+                task: t.data.config.name.clone(),
                 split: split.into(),
                 accuracy: m.accuracy,
                 macro_f1: m.macro_f1,
@@ -287,7 +297,7 @@ pub fn frame(rows: &[CompareRow]) -> Result<DataFrame> {
             rows.iter().map(|r| r.cache_bytes).collect::<Vec<_>>(),
         ),
     ])
-    .map_err(|e| Error::Usage(format!("building the comparison table: {e}")))
+    .map_err(|e| Error::Internal(format!("building the comparison table: {e}")))
 }
 
 /// One line per task stating the trade-off the numbers show (generated from them).

@@ -5,18 +5,15 @@ use std::path::Path;
 
 use crate::backbone::{runtime, ModelFolder};
 use crate::cache;
-use crate::error::Result;
+use crate::cli::jobs::{open_model, ModelChoice};
+use crate::commands::Outcome;
+use crate::error::{ErrorKind, Result};
 use crate::tokenize::TextTokenizer;
-
-pub struct Report {
-    pub text: String,
-    pub problems: usize,
-}
 
 /// Checks the ORT library, its execution providers, the model folder (graph inputs/outputs,
 /// dims, pooling, max length) and the tokenizer. Problems are counted, not raised, so that one
 /// run lists all of them.
-pub fn run(ort_lib: Option<&Path>, model_dir: &Path) -> Report {
+pub fn run(ort_lib: Option<&Path>, model: &ModelChoice) -> Outcome {
     let mut out = String::new();
     let mut problems = 0;
     let mut problem = |out: &mut String, what: String| {
@@ -50,9 +47,25 @@ pub fn run(ort_lib: Option<&Path>, model_dir: &Path) -> Report {
         }
     };
 
-    let _ = writeln!(out, "model folder {}", model_dir.display());
-    match ModelFolder::open(model_dir) {
+    let _ = writeln!(
+        out,
+        "model folder {} (from {})",
+        model.dir.display(),
+        model.source
+    );
+    let mut pooling = serde_json::Value::Null;
+    match open_model(model) {
         Ok(folder) => {
+            pooling = serde_json::json!({
+                "pooling": folder.pooling.describe(),
+                "source": folder.pooling_source,
+            });
+            let _ = writeln!(
+                out,
+                "  pooling: {} (from {})",
+                folder.pooling.describe(),
+                folder.pooling_source
+            );
             let _ = writeln!(
                 out,
                 "  {} model: hidden {}, {} layers, pooling {}, max length {}{}",
@@ -101,10 +114,18 @@ pub fn run(ort_lib: Option<&Path>, model_dir: &Path) -> Report {
             format!("{problems} problem(s)")
         }
     );
-    Report {
-        text: out,
-        problems,
+    let json = serde_json::json!({
+        "problems": problems,
+        "model_dir": model.dir,
+        "model_source": model.source.to_string(),
+        "pooling": pooling,
+        "report": out,
+    });
+    let mut outcome = Outcome::new(out, json);
+    if problems > 0 {
+        outcome.exit = ErrorKind::ModelRuntime.exit_code();
     }
+    outcome
 }
 
 fn describe_graph(out: &mut String, folder: &ModelFolder) -> Result<()> {

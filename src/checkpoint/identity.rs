@@ -1,0 +1,182 @@
+//! Which backbone a checkpoint's heads were trained on, recorded so that reading the checkpoint
+//! back needs no flag repeated: where the model folder was (absolute), a content hash of what
+//! makes its vectors (graph, weights, tokenizer), its shape, and the max length used. Separate
+//! from the cache key: a different max length is a setting, not another backbone.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::backbone::ModelFolder;
+use crate::error::{Error, Result};
+
+/// Bumped when a field's meaning changes; a checkpoint of another version is refused by name.
+pub const IDENTITY_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneIdentity {
+    pub version: u32,
+    /// Where the model folder was when the checkpoint was written (absolute).
+    pub model_dir: PathBuf,
+    /// XXH3-128 over `model.onnx`, `model.safetensors` (when present) and `tokenizer.json`.
+    pub content_hash: String,
+    pub pooling: String,
+    pub num_layers: usize,
+    pub hidden_size: usize,
+    /// The truncation length the heads were trained with.
+    pub max_length: usize,
+}
+
+/// XXH3-128 of a file's bytes (streamed: the graph is ~90 MB).
+fn hash_file(hasher: &mut Xxh3, path: &Path) -> Result<()> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// The content hash of the files that decide a folder's vectors.
+pub fn content_hash(folder: &ModelFolder) -> Result<String> {
+    let mut hasher = Xxh3::new();
+    for (name, path) in [
+        ("graph", Some(&folder.onnx)),
+        ("weights", Some(&folder.weights).filter(|p| p.is_file())),
+        ("tokenizer", Some(&folder.tokenizer)),
+    ] {
+        hasher.update(name.as_bytes());
+        if let Some(path) = path {
+            hash_file(&mut hasher, path)?;
+        }
+    }
+    Ok(format!("xxh3-128:{:032x}", hasher.digest128()))
+}
+
+impl BackboneIdentity {
+    pub fn of(folder: &ModelFolder, max_length: usize) -> Result<Self> {
+        Ok(Self {
+            version: IDENTITY_VERSION,
+            model_dir: std::path::absolute(&folder.dir).map_err(|e| Error::io(&folder.dir, e))?,
+            content_hash: content_hash(folder)?,
+            pooling: folder.pooling.describe(),
+            num_layers: folder.num_layers,
+            hidden_size: folder.hidden_size,
+            max_length,
+        })
+    }
+
+    /// Checks that `actual` (the folder about to run) is the backbone these heads were trained
+    /// on. A moved folder is fine (location is not identity); a different max length is allowed
+    /// and returned as a warning; anything else is an error naming the field and both values.
+    pub fn check(&self, actual: &BackboneIdentity, checkpoint: &Path) -> Result<Vec<String>> {
+        let mut diffs = Vec::new();
+        let mut differ = |field: &str, want: String, got: String| {
+            if want != got {
+                diffs.push(format!("{field}: checkpoint {want}, model folder {got}"));
+            }
+        };
+        differ(
+            "version",
+            self.version.to_string(),
+            actual.version.to_string(),
+        );
+        differ(
+            "content hash (graph, weights, tokenizer)",
+            self.content_hash.clone(),
+            actual.content_hash.clone(),
+        );
+        differ("pooling", self.pooling.clone(), actual.pooling.clone());
+        differ(
+            "layers",
+            self.num_layers.to_string(),
+            actual.num_layers.to_string(),
+        );
+        differ(
+            "hidden size",
+            self.hidden_size.to_string(),
+            actual.hidden_size.to_string(),
+        );
+        if !diffs.is_empty() {
+            return Err(Error::InputFile {
+                path: checkpoint.to_path_buf(),
+                reason: format!(
+                    "these heads were trained on another backbone than {} ({}); use the model folder they were trained with ({}), or pass it with --model",
+                    actual.model_dir.display(),
+                    diffs.join("; "),
+                    self.model_dir.display()
+                ),
+            });
+        }
+        let mut warnings = Vec::new();
+        if self.max_length != actual.max_length {
+            warnings.push(format!(
+                "max length {} differs from the {} the heads of {} were trained with; vectors of texts longer than either may differ",
+                actual.max_length,
+                self.max_length,
+                checkpoint.display()
+            ));
+        }
+        Ok(warnings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> BackboneIdentity {
+        BackboneIdentity {
+            version: IDENTITY_VERSION,
+            model_dir: "/models/a".into(),
+            content_hash: "xxh3-128:00".into(),
+            pooling: "mean+l2".into(),
+            num_layers: 6,
+            hidden_size: 384,
+            max_length: 256,
+        }
+    }
+
+    #[test]
+    fn a_moved_folder_matches_and_another_max_length_is_a_warning() {
+        let ck = identity();
+        let moved = BackboneIdentity {
+            model_dir: "/elsewhere/b".into(),
+            ..identity()
+        };
+        assert!(ck.check(&moved, Path::new("ck")).unwrap().is_empty());
+        let shorter = BackboneIdentity {
+            max_length: 64,
+            ..identity()
+        };
+        let warnings = ck.check(&shorter, Path::new("ck")).unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("max length 64") && warnings[0].contains("256"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn another_backbone_names_the_field_and_both_values() {
+        let ck = identity();
+        let other = BackboneIdentity {
+            content_hash: "xxh3-128:ff".into(),
+            hidden_size: 768,
+            ..identity()
+        };
+        let err = ck.check(&other, Path::new("ck")).unwrap_err().to_string();
+        assert!(err.contains("content hash"), "{err}");
+        assert!(
+            err.contains("hidden size: checkpoint 384, model folder 768"),
+            "{err}"
+        );
+        assert!(err.contains("/models/a"), "{err}");
+    }
+}

@@ -1,0 +1,479 @@
+//! Flags → one complete job per subcommand. Every default and every path is decided here, once,
+//! with the source of the model folder named in errors; the commands receive no `Option`s or
+//! override flags to re-decide.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::{
+    BackboneArgs, Cli, Command, CompareArgs, EmbedArgs, EvalArgs, MtebArgs, PredictArgs, TrainArgs,
+    DEFAULT_MODEL, MODEL_ENV,
+};
+use crate::backbone::{ModelFolder, SessionOptions};
+use crate::cache;
+use crate::checkpoint::{self, Manifest};
+use crate::commands::{
+    compare::CompareJob, embed::EmbedJob, eval::EvalJob, export::ExportJob, mteb::MtebJob,
+    predict::PredictJob,
+};
+use crate::embedder::EmbedSettings;
+use crate::error::{Error, Result};
+use crate::format::Format;
+use crate::runfile::RunFile;
+use crate::train::TrainSpec;
+
+/// Where the model folder's path came from, named in `doctor` and in every error about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    Flag,
+    Env,
+    RunFile(PathBuf),
+    Checkpoint(PathBuf),
+    Default,
+}
+
+impl fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelSource::Flag => f.write_str("--model"),
+            ModelSource::Env => write!(f, "${MODEL_ENV}"),
+            ModelSource::RunFile(p) => write!(f, "the run file {}", p.display()),
+            ModelSource::Checkpoint(p) => write!(f, "the checkpoint {}", p.display()),
+            ModelSource::Default => {
+                write!(f, "the default {DEFAULT_MODEL} under the current directory")
+            }
+        }
+    }
+}
+
+/// The model folder to use and where that choice came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelChoice {
+    /// Absolute, so nothing downstream depends on the current directory.
+    pub dir: PathBuf,
+    pub source: ModelSource,
+}
+
+/// An environment variable's value; empty means unset.
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// `--model`, then `$FROSTLINE_MODEL`, then what the run file or checkpoint recorded, then the
+/// default folder under the current directory.
+pub fn choose_model(flag: Option<&Path>, recorded: Option<(PathBuf, ModelSource)>) -> ModelChoice {
+    choose(flag, env_path(MODEL_ENV), recorded)
+}
+
+fn choose(
+    flag: Option<&Path>,
+    env: Option<PathBuf>,
+    recorded: Option<(PathBuf, ModelSource)>,
+) -> ModelChoice {
+    let (dir, source) = if let Some(f) = flag {
+        (f.to_path_buf(), ModelSource::Flag)
+    } else if let Some(e) = env {
+        (e, ModelSource::Env)
+    } else if let Some(r) = recorded {
+        r
+    } else {
+        (PathBuf::from(DEFAULT_MODEL), ModelSource::Default)
+    };
+    ModelChoice {
+        dir: std::path::absolute(&dir).unwrap_or(dir),
+        source,
+    }
+}
+
+/// Opens the chosen folder; an error says which source chose it and how to choose another.
+pub fn open_model(choice: &ModelChoice) -> Result<ModelFolder> {
+    ModelFolder::open(&choice.dir).map_err(|e| match e {
+        Error::Model { path, reason } => Error::Model {
+            path,
+            reason: format!(
+                "{reason} (the folder was named by {}; pass --model DIR or set {MODEL_ENV} for another{})",
+                choice.source,
+                if matches!(choice.source, ModelSource::Checkpoint(_)) {
+                    ", checked against the checkpoint by content hash"
+                } else {
+                    ""
+                }
+            ),
+        },
+        other => other,
+    })
+}
+
+/// A resolved command line: the job, and how to print its outcome.
+pub struct Resolved {
+    pub job: Job,
+    pub json: bool,
+}
+
+pub enum Job {
+    Doctor {
+        model: ModelChoice,
+        ort_lib: Option<PathBuf>,
+    },
+    Embed(EmbedJob),
+    Train(TrainSpec, ModelSource),
+    Predict(PredictJob),
+    Eval(EvalJob),
+    Compare(CompareJob),
+    Mteb(MtebJob),
+    Export(ExportJob),
+}
+
+impl BackboneArgs {
+    /// The backbone settings for `folder` with truncation at `max_length` (already checked).
+    fn settings(
+        &self,
+        folder: &ModelFolder,
+        max_length: usize,
+        ort_lib: Option<PathBuf>,
+    ) -> Result<EmbedSettings> {
+        if self.batch_tokens == 0 || self.max_batch == 0 {
+            return Err(Error::Usage(
+                "--batch-tokens and --max-batch must be at least 1".into(),
+            ));
+        }
+        Ok(EmbedSettings {
+            model_dir: folder.dir.clone(),
+            session: SessionOptions {
+                device: self.device,
+                threads: self.threads,
+            },
+            max_length,
+            token_budget: self.batch_tokens,
+            max_batch_rows: self.max_batch,
+            cache_root: self.cache_dir.clone().unwrap_or_else(cache::default_root),
+            ort_lib,
+            rows_per_chunk: self.chunk_rows.max(1),
+            progress: !self.no_progress,
+        })
+    }
+
+    /// Settings for a model chosen from the flags (and `recorded`, a run file's model).
+    fn resolve(
+        &self,
+        recorded: Option<(PathBuf, ModelSource)>,
+        ort_lib: Option<PathBuf>,
+    ) -> Result<(EmbedSettings, ModelSource)> {
+        let choice = choose_model(self.model.as_deref(), recorded);
+        let folder = open_model(&choice)?;
+        let max_length = folder.checked_max_length(self.max_length)?;
+        Ok((self.settings(&folder, max_length, ort_lib)?, choice.source))
+    }
+
+    /// Settings for running a checkpoint's heads: its model folder (unless `--model` or the
+    /// environment names another, checked by content hash later) at its max length (unless
+    /// `--max-length` says otherwise, which is allowed and warned about).
+    fn resolve_for_checkpoint(
+        &self,
+        manifest: &Manifest,
+        ckpt: &Path,
+        ort_lib: Option<PathBuf>,
+    ) -> Result<EmbedSettings> {
+        let recorded = (
+            manifest.backbone.model_dir.clone(),
+            ModelSource::Checkpoint(ckpt.join(checkpoint::MANIFEST)),
+        );
+        let choice = choose_model(self.model.as_deref(), Some(recorded));
+        let folder = open_model(&choice)?;
+        let max_length = folder.checked_max_length(Some(
+            self.max_length.unwrap_or(manifest.backbone.max_length),
+        ))?;
+        self.settings(&folder, max_length, ort_lib)
+    }
+}
+
+/// The run file with the train shortcuts and `--set` applied, and its model as a recorded choice.
+fn load_run(
+    path: &Path,
+    overrides: &[String],
+) -> Result<(RunFile, Option<(PathBuf, ModelSource)>)> {
+    let run = RunFile::load(path, overrides)?;
+    let recorded = run
+        .model
+        .clone()
+        .map(|m| (m, ModelSource::RunFile(path.to_path_buf())));
+    Ok((run, recorded))
+}
+
+/// Turns the parsed command line into its job.
+pub fn resolve(cli: Cli) -> Result<Resolved> {
+    let ort_lib = cli.ort_lib;
+    let job = match cli.command {
+        Command::Doctor { model } => Job::Doctor {
+            model: choose_model(model.as_deref(), None),
+            ort_lib,
+        },
+        Command::Embed(a) => Job::Embed(embed_job(a, ort_lib)?),
+        Command::Train(a) => {
+            let (spec, source) = train_job(a, ort_lib)?;
+            Job::Train(spec, source)
+        }
+        Command::Predict(a) => Job::Predict(predict_job(a, ort_lib)?),
+        Command::Eval(a) => Job::Eval(eval_job(a, ort_lib)?),
+        Command::Compare(a) => Job::Compare(compare_job(a, ort_lib)?),
+        Command::Mteb(a) => Job::Mteb(mteb_job(a, ort_lib)?),
+        Command::Export(a) => {
+            let manifest = Manifest::read(&a.checkpoint)?;
+            let recorded = (
+                manifest.backbone.model_dir.clone(),
+                ModelSource::Checkpoint(a.checkpoint.join(checkpoint::MANIFEST)),
+            );
+            let model = choose_model(a.model.as_deref(), Some(recorded));
+            Job::Export(ExportJob {
+                checkpoint: a.checkpoint,
+                model,
+                out: a.out,
+            })
+        }
+    };
+    Ok(Resolved {
+        job,
+        json: cli.json,
+    })
+}
+
+/// The text column of an input: `text` for plain-text files (one text per line), else `given`.
+fn text_column_of(input: &Path, given: String) -> String {
+    if Format::of(input) == Some(Format::Text) {
+        "text".into()
+    } else {
+        given
+    }
+}
+
+fn embed_job(a: EmbedArgs, ort_lib: Option<PathBuf>) -> Result<EmbedJob> {
+    let (settings, _) = a.backbone.resolve(None, ort_lib)?;
+    Ok(EmbedJob {
+        settings,
+        text_column: text_column_of(&a.input, a.text_column),
+        input: a.input,
+        id_column: a.id_column,
+        output: a.output,
+    })
+}
+
+fn train_job(a: TrainArgs, ort_lib: Option<PathBuf>) -> Result<(TrainSpec, ModelSource)> {
+    let (run, recorded) = load_run(&a.run.run, &a.all_overrides())?;
+    let (settings, source) = a.backbone.resolve(recorded, ort_lib)?;
+    let out = a.out.map(|o| std::path::absolute(&o).unwrap_or(o));
+    Ok((TrainSpec::new(run, settings, out)?, source))
+}
+
+fn predict_job(a: PredictArgs, ort_lib: Option<PathBuf>) -> Result<PredictJob> {
+    let manifest = Manifest::read(&a.checkpoint)?;
+    let settings = a
+        .backbone
+        .resolve_for_checkpoint(&manifest, &a.checkpoint, ort_lib)?;
+    let text_column = text_column_of(
+        &a.input,
+        a.text_column
+            .unwrap_or_else(|| manifest.tasks[0].config.text_column.clone()),
+    );
+    Ok(PredictJob {
+        settings,
+        checkpoint: a.checkpoint,
+        input: a.input,
+        text_column,
+        output: a.output,
+    })
+}
+
+fn eval_job(a: EvalArgs, ort_lib: Option<PathBuf>) -> Result<EvalJob> {
+    let manifest = Manifest::read(&a.checkpoint)?;
+    let settings = a
+        .backbone
+        .resolve_for_checkpoint(&manifest, &a.checkpoint, ort_lib)?;
+    let out = a
+        .out
+        .unwrap_or_else(|| a.checkpoint.join(format!("eval-{}", a.split.as_str())));
+    Ok(EvalJob {
+        settings,
+        checkpoint: a.checkpoint,
+        split: a.split,
+        out,
+        top_errors: a.top_errors,
+    })
+}
+
+fn compare_job(a: CompareArgs, ort_lib: Option<PathBuf>) -> Result<CompareJob> {
+    let (run, recorded) = load_run(&a.run.run, &a.run.overrides)?;
+    let (settings, _) = a.backbone.resolve(recorded, ort_lib)?;
+    let layers = ModelFolder::open(&settings.model_dir)?.num_layers;
+    if let Some(n) = a.frost_lines.iter().find(|&&n| n > layers) {
+        return Err(Error::Usage(format!(
+            "--frost-lines {n} is outside 0..={layers} (the model has {layers} layers)"
+        )));
+    }
+    Ok(CompareJob {
+        run,
+        settings,
+        frost_lines: a.frost_lines,
+        out: a.out,
+    })
+}
+
+fn mteb_job(a: MtebArgs, ort_lib: Option<PathBuf>) -> Result<MtebJob> {
+    let (settings, _) = a.backbone.resolve(None, ort_lib)?;
+    if a.k == 0 || a.experiments == 0 {
+        return Err(Error::Usage(
+            "--k and --experiments must be at least 1".into(),
+        ));
+    }
+    Ok(MtebJob {
+        settings,
+        train: a.train,
+        test: a.test,
+        text_column: a.text_column,
+        label_column: a.label_column,
+        k: a.k,
+        experiments: a.experiments,
+        seed: a.seed,
+        out: a.out,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// A minimal model folder (config + tokenizer + graph files present; contents unused here).
+    fn fake_model(dir: &Path, max_positions: usize) {
+        std::fs::create_dir_all(dir).unwrap();
+        for f in ["model.onnx", "tokenizer.json"] {
+            std::fs::write(dir.join(f), b"x").unwrap();
+        }
+        std::fs::write(
+            dir.join("config.json"),
+            format!(r#"{{"hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": {max_positions}}}"#),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("sentence_bert_config.json"),
+            r#"{"max_seq_length": 16}"#,
+        )
+        .unwrap();
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("frostline").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn model_precedence_flag_env_recorded_default() {
+        let rec = Some((PathBuf::from("/r"), ModelSource::RunFile("run.toml".into())));
+        let env = Some(PathBuf::from("/e"));
+        let c = choose(Some(Path::new("/f")), env.clone(), rec.clone());
+        assert_eq!((c.dir, c.source), (PathBuf::from("/f"), ModelSource::Flag));
+        let c = choose(None, env, rec.clone());
+        assert_eq!((c.dir, c.source), (PathBuf::from("/e"), ModelSource::Env));
+        let c = choose(None, None, rec);
+        assert_eq!(c.dir, PathBuf::from("/r"));
+        let c = choose(None, None, None);
+        assert_eq!(c.source, ModelSource::Default);
+        assert!(c.dir.is_absolute() && c.dir.ends_with(DEFAULT_MODEL));
+    }
+
+    #[test]
+    fn a_missing_model_folder_names_its_source() {
+        let choice = ModelChoice {
+            dir: "/nonexistent/model".into(),
+            source: ModelSource::Checkpoint("/ck/manifest.json".into()),
+        };
+        let err = open_model(&choice).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/model"), "{err}");
+        assert!(
+            err.contains("named by the checkpoint /ck/manifest.json"),
+            "{err}"
+        );
+        assert!(err.contains("--model"), "{err}");
+    }
+
+    #[test]
+    fn embed_job_settles_every_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m");
+        fake_model(&model, 32);
+        let m = model.to_str().unwrap();
+        let Resolved {
+            job: Job::Embed(job),
+            json,
+        } = resolve(parse(&[
+            "embed", "--model", m, "--input", "in.txt", "--output", "o.npy", "--json",
+        ]))
+        .ok()
+        .unwrap()
+        else {
+            panic!("an embed job")
+        };
+        assert!(json);
+        assert_eq!(
+            job.settings.max_length, 16,
+            "the folder's sentence_bert_config.json"
+        );
+        assert_eq!(job.text_column, "text");
+        assert!(job.settings.model_dir.is_absolute());
+        // Above the position table: refused up front, naming the limit.
+        let err = resolve(parse(&[
+            "embed",
+            "--model",
+            m,
+            "--input",
+            "a.csv",
+            "--output",
+            "o.npy",
+            "--max-length",
+            "33",
+        ]))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("position limit 32"), "{err}");
+    }
+
+    #[test]
+    fn train_job_types_the_regime_and_plans_before_reading_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m");
+        fake_model(&model, 32);
+        let run = dir.path().join("run.toml");
+        std::fs::write(
+            &run,
+            "model = \"m\"\n[[tasks]]\nname = \"a\"\ntrain = \"missing.csv\"\n[[tasks]]\nname = \"b\"\ntrain = \"missing.csv\"\n",
+        )
+        .unwrap();
+        let r = run.to_str().unwrap();
+        let Resolved {
+            job: Job::Train(spec, source),
+            ..
+        } = resolve(parse(&["train", "--run", r, "--regime", "frost-line=1"]))
+            .ok()
+            .unwrap()
+        else {
+            panic!("a train job")
+        };
+        assert_eq!(source, ModelSource::RunFile(run.clone()));
+        assert_eq!(spec.plan.frost_line, Some(1));
+        assert_eq!(
+            spec.settings.model_dir,
+            std::path::absolute(&model).unwrap()
+        );
+        // freeze-head without a checkpoint is refused before the (missing) data is read.
+        let err = resolve(parse(&["train", "--run", r, "--regime", "freeze-head=b"]))
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Usage, "{err}");
+        let err = resolve(parse(&["train", "--run", r, "--regime", "thawed"]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("unknown regime \"thawed\""), "{err}");
+    }
+}

@@ -1,0 +1,40 @@
+//! `frostline export`: a frost-line checkpoint's tuned backbone as one ONNX model folder.
+
+use std::path::PathBuf;
+
+use crate::checkpoint::{self, BackboneIdentity, MANIFEST};
+use crate::cli::jobs::{open_model, ModelChoice};
+use crate::commands::Outcome;
+use crate::error::Result;
+
+/// What `frostline export` was asked to do: the base model folder from the checkpoint unless
+/// `--model` / `$FROSTLINE_MODEL` named another (checked by content hash).
+pub struct ExportJob {
+    pub checkpoint: PathBuf,
+    pub model: ModelChoice,
+    pub out: PathBuf,
+}
+
+pub fn run(job: &ExportJob) -> Result<Outcome> {
+    let ck = checkpoint::load(&job.checkpoint)?;
+    let folder = open_model(&job.model)?;
+    let identity = BackboneIdentity::of(&folder, ck.manifest.backbone.max_length)?;
+    let warnings = ck
+        .manifest
+        .backbone
+        .check(&identity, &job.checkpoint.join(MANIFEST))?;
+    checkpoint::export_model(&ck, &folder, &job.out)?;
+    let text = format!(
+        "exported {} with the tuned layers of {}\n",
+        job.out.display(),
+        job.checkpoint.display()
+    );
+    let json = serde_json::json!({
+        "checkpoint": job.checkpoint,
+        "model_dir": folder.dir,
+        "output": job.out,
+    });
+    let mut outcome = Outcome::new(text, json);
+    outcome.warnings = warnings;
+    Ok(outcome)
+}

@@ -1,0 +1,122 @@
+//! `frostline train`: run the resolved training job, print the per-task table, say where the
+//! checkpoint went.
+
+use crate::cli::jobs::ModelSource;
+use crate::commands::Outcome;
+use crate::error::Result;
+use crate::report::markdown::{pct, MarkdownTable};
+use crate::train::{self, TrainOutcome, TrainSpec};
+
+pub fn run(spec: &TrainSpec, source: &ModelSource) -> Result<Outcome> {
+    let result = train::run(spec, spec.settings.progress)?;
+    let mut text = table(spec, &result);
+    if let Some(out) = &spec.out {
+        text.push_str(&format!("checkpoint: {}\n", out.display()));
+    }
+    let mut json = summary_json(spec, &result);
+    json["model_source"] = source.to_string().into();
+    let mut outcome = Outcome::new(text, json);
+    outcome.warnings = result.warnings.clone();
+    Ok(outcome)
+}
+
+/// The run's figures as JSON: per task, the split sizes and dev/test metrics; overall, the
+/// training and embedding time, trainable parameters, and the checkpoint written.
+pub fn summary_json(spec: &TrainSpec, r: &TrainOutcome) -> serde_json::Value {
+    let tasks: Vec<serde_json::Value> = r
+        .tasks
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "name": t.data.config.name,
+                "head": t.head.spec.name(),
+                "classes": t.data.classes.len(),
+                "train_rows": t.data.train.len(),
+                "dev_rows": t.data.dev.len(),
+                "dev_carved": t.data.dev_carved,
+                "test_rows": t.data.test.as_ref().map(|s| s.len()),
+                "unseen_dev_rows": t.data.unseen_dev,
+                "unseen_test_rows": t.data.unseen_test,
+                "dev": t.dev,
+                "test": t.test,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "regime": spec.run.train.regime.to_string(),
+        "model_dir": spec.settings.model_dir,
+        "max_length": spec.settings.max_length,
+        "tasks": tasks,
+        "training_seconds": r.report.seconds,
+        "best_epoch": r.report.best_epoch,
+        "stopped_early": r.report.stopped_early,
+        "trainable_params": r.trainable_params,
+        "embed_seconds": r.embed_seconds(),
+        "cache_hit": r.cache_hit(),
+        "embed": r.embed_stats,
+        "checkpoint": spec.out,
+        "warnings": r.warnings,
+    })
+}
+
+/// A short per-task table (Markdown) and the run's totals.
+fn table(spec: &TrainSpec, r: &TrainOutcome) -> String {
+    let mut t = MarkdownTable::new(&[
+        "task",
+        "regime",
+        "head",
+        ">classes",
+        "train / dev / test rows",
+        ">dev macro-F1",
+        ">test accuracy",
+        ">test macro-F1",
+    ]);
+    for task in &r.tasks {
+        let d = &task.data;
+        t.row(vec![
+            d.config.name.clone(),
+            spec.run.train.regime.to_string(),
+            task.head.spec.name(),
+            d.classes.len().to_string(),
+            format!(
+                "{} / {}{} / {}",
+                d.train.len(),
+                d.dev.len(),
+                if d.dev_carved { " (carved)" } else { "" },
+                d.test
+                    .as_ref()
+                    .map_or("–".to_string(), |s| s.len().to_string())
+            ),
+            pct(Some(task.dev.macro_f1)),
+            pct(task.test.as_ref().map(|m| m.accuracy)),
+            pct(task.test.as_ref().map(|m| m.macro_f1)),
+        ]);
+    }
+    let mut s = t.render();
+    s.push_str(&format!(
+        "\ntraining {:.2} s ({} trainable parameters{}), embedding {:.2} s ({})\n",
+        r.report.seconds,
+        r.trainable_params,
+        if r.report.best_epoch > 0 {
+            format!(", best epoch {}", r.report.best_epoch)
+        } else {
+            String::new()
+        },
+        r.embed_seconds(),
+        if r.cache_hit() {
+            "all cached"
+        } else {
+            "cache filled"
+        },
+    ));
+    for task in &r.tasks {
+        let d = &task.data;
+        if d.unseen_dev + d.unseen_test > 0 {
+            s.push_str(&format!(
+                "note: task {:?}: {} dev and {} test rows have labels that never occur in train; they count as errors\n",
+                d.config.name, d.unseen_dev, d.unseen_test
+            ));
+        }
+    }
+    s
+}

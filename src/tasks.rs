@@ -1,0 +1,248 @@
+//! Task data: read each task's files, take labels from its training data, and carve a dev split
+//! when there is none — the one rule for which rows form each split, used by training and by
+//! `eval` alike. Vectors are not made here (see `train::features`).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::data;
+use crate::error::{Error, Result};
+use crate::nn::Rng;
+use crate::runfile::TaskConfig;
+
+/// One split: texts and label names, in file order.
+#[derive(Debug, Clone, Default)]
+pub struct Split {
+    pub texts: Vec<String>,
+    pub labels: Vec<String>,
+}
+
+/// Which split of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SplitName {
+    Train,
+    Dev,
+    Test,
+}
+
+impl SplitName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SplitName::Test => "test",
+            SplitName::Dev => "dev",
+            SplitName::Train => "train",
+        }
+    }
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.texts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskData {
+    pub config: TaskConfig,
+    /// Class names, sorted, from the training data.
+    pub classes: Vec<String>,
+    pub train: Split,
+    /// Train labels as class indices.
+    pub train_y: Vec<usize>,
+    pub dev: Split,
+    pub dev_carved: bool,
+    pub test: Option<Split>,
+    /// Rows of dev / test whose label never occurs in train (they count as errors).
+    pub unseen_dev: usize,
+    pub unseen_test: usize,
+}
+
+impl TaskData {
+    pub fn class_index(&self, label: &str) -> Option<usize> {
+        self.classes
+            .binary_search_by(|c| c.as_str().cmp(label))
+            .ok()
+    }
+}
+
+/// Texts and labels of one file.
+pub fn read_labelled(
+    path: &Path,
+    text_column: &str,
+    label_column: &str,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let table = data::read_table(path)?;
+    let texts = table.required_strings(text_column)?;
+    let labels = table.required_strings(label_column)?;
+    if let Some(i) = labels.iter().position(|l| l.trim().is_empty()) {
+        return Err(Error::BadRow {
+            path: path.to_path_buf(),
+            row: table.location(i),
+            reason: format!("field {label_column:?} is empty"),
+        });
+    }
+    Ok((texts, labels))
+}
+
+/// Seeded stratified carve: about `fraction` of each class (at least one row of any class with
+/// two or more) goes to dev. Returns (train rows, dev rows), each in original order.
+pub fn stratified_split(labels: &[String], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut rng = Rng::new(seed ^ 0xDE5_u64);
+    let classes: BTreeSet<&str> = labels.iter().map(String::as_str).collect();
+    let mut dev = Vec::new();
+    for class in classes {
+        let mut rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+        rng.shuffle(&mut rows);
+        let take = if rows.len() >= 2 {
+            ((rows.len() as f64 * fraction).round() as usize).clamp(1, rows.len() - 1)
+        } else {
+            0
+        };
+        dev.extend_from_slice(&rows[..take]);
+    }
+    dev.sort_unstable();
+    let is_dev: BTreeSet<usize> = dev.iter().copied().collect();
+    let train = (0..labels.len()).filter(|i| !is_dev.contains(i)).collect();
+    (train, dev)
+}
+
+fn pick<T: Clone>(xs: &[T], rows: &[usize]) -> Vec<T> {
+    rows.iter().map(|&i| xs[i].clone()).collect()
+}
+
+/// The rows of one split of a task as training sees them: the dev file, or a seeded stratified
+/// carve of train (`dev_fraction`) when there is none — train then loses those rows. `None` for
+/// a test split the task has no file for.
+pub fn read_split(config: &TaskConfig, split: SplitName, seed: u64) -> Result<Option<Split>> {
+    let read = |p: &Path| -> Result<Split> {
+        let (texts, labels) = read_labelled(p, &config.text_column, &config.label_column)?;
+        Ok(Split { texts, labels })
+    };
+    Ok(match (split, &config.dev) {
+        (SplitName::Test, _) => config.test.as_deref().map(read).transpose()?,
+        (SplitName::Dev, Some(dev)) => Some(read(dev)?),
+        (SplitName::Train, Some(_)) => Some(read(&config.train)?),
+        (_, None) => {
+            let all = read(&config.train)?;
+            let (train, dev) = stratified_split(&all.labels, config.dev_fraction, seed);
+            let rows = if split == SplitName::Dev { dev } else { train };
+            Some(Split {
+                texts: pick(&all.texts, &rows),
+                labels: pick(&all.labels, &rows),
+            })
+        }
+    })
+}
+
+/// Reads a task's splits and takes its classes from the training labels.
+pub fn load_task(config: &TaskConfig, seed: u64) -> Result<TaskData> {
+    let train = read_split(config, SplitName::Train, seed)?.expect("train is always there");
+    let dev = read_split(config, SplitName::Dev, seed)?.expect("dev is read or carved");
+    let test = read_split(config, SplitName::Test, seed)?;
+    let classes: Vec<String> = train
+        .labels
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if classes.len() < 2 {
+        return Err(Error::InputFile {
+            path: config.train.clone(),
+            reason: format!(
+                "task {:?} has only one class ({:?}) in column {:?}; a classifier needs at least two",
+                config.name,
+                classes.first().map(String::as_str).unwrap_or(""),
+                config.label_column
+            ),
+        });
+    }
+    let unseen = |labels: &[String]| {
+        labels
+            .iter()
+            .filter(|l| classes.binary_search(l).is_err())
+            .count()
+    };
+    let unseen_dev = unseen(&dev.labels);
+    let unseen_test = test.as_ref().map_or(0, |t| unseen(&t.labels));
+    let train_y = train
+        .labels
+        .iter()
+        .map(|l| classes.binary_search(l).expect("train label is a class"))
+        .collect();
+    Ok(TaskData {
+        config: config.clone(),
+        classes,
+        train,
+        train_y,
+        dev,
+        dev_carved: config.dev.is_none(),
+        test,
+        unseen_dev,
+        unseen_test,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_carved_dev_split_is_stratified_seeded_and_disjoint_from_train() {
+        let labels: Vec<String> = (0..100)
+            .map(|i| if i % 4 == 0 { "rare" } else { "common" }.to_string())
+            .collect();
+        let (train, dev) = stratified_split(&labels, 0.2, 7);
+        assert_eq!(train.len() + dev.len(), 100);
+        assert!(dev.iter().all(|d| !train.contains(d)));
+        let rare = dev.iter().filter(|&&i| labels[i] == "rare").count();
+        assert_eq!((rare, dev.len()), (5, 20), "20 % of each class");
+        assert_eq!(
+            stratified_split(&labels, 0.2, 7),
+            (train.clone(), dev.clone())
+        );
+        assert_ne!(
+            stratified_split(&labels, 0.2, 8).1,
+            dev,
+            "another seed, another carve"
+        );
+        // A class with one row stays in train; a class with two gives one to dev.
+        let few: Vec<String> = ["a", "b", "b", "c", "c", "c"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (_, dev) = stratified_split(&few, 0.01, 1);
+        assert_eq!(
+            dev.iter().map(|&i| few[i].as_str()).collect::<Vec<_>>(),
+            ["b", "c"]
+        );
+    }
+
+    #[test]
+    fn training_and_eval_read_the_same_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let train = dir.path().join("train.csv");
+        let mut csv = String::from("text,label\n");
+        for i in 0..40 {
+            csv.push_str(&format!("t{i},{}\n", ["x", "y"][i % 2]));
+        }
+        std::fs::write(&train, csv).unwrap();
+        let config: TaskConfig = toml::from_str(&format!(
+            "name = \"t\"\ntrain = {:?}\ndev_fraction = 0.25",
+            train.display().to_string()
+        ))
+        .unwrap();
+        let task = load_task(&config, 3).unwrap();
+        let dev = read_split(&config, SplitName::Dev, 3).unwrap().unwrap();
+        let tr = read_split(&config, SplitName::Train, 3).unwrap().unwrap();
+        assert_eq!(task.dev.texts, dev.texts);
+        assert_eq!(task.train.texts, tr.texts);
+        assert_eq!(dev.len(), 10);
+        assert!(task.dev_carved);
+        assert!(read_split(&config, SplitName::Test, 3).unwrap().is_none());
+    }
+}

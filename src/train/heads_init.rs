@@ -1,0 +1,144 @@
+//! Each task's head at the start of a run, as the regime's plan says: copied from the `from`
+//! checkpoint, freshly initialised, or (training-free) set from the data — class centroids or
+//! embedded label descriptions.
+
+use ndarray::ArrayView2;
+
+use crate::checkpoint::Checkpoint;
+use crate::embedder::SentenceEmbedder;
+use crate::error::{Error, Result};
+use crate::heads::{Head, HeadSpec, HeadWeights};
+use crate::nn::{ParamStore, Rng};
+use crate::regime::{HeadStart, Plan};
+use crate::tasks::TaskData;
+
+use super::centroids;
+
+/// What a fresh head may be built from.
+pub struct HeadSources<'a> {
+    pub spec: &'a HeadSpec,
+    pub dim: usize,
+    pub seed: u64,
+    pub from: Option<&'a Checkpoint>,
+    /// Each task's training vectors (nearest-centroid heads), when the features are cached.
+    pub train_vectors: Vec<Option<ArrayView2<'a, f32>>>,
+    /// The sentence embedder for zero-shot label prompts.
+    pub embedder: Option<&'a mut SentenceEmbedder>,
+}
+
+/// Builds every task's head into `store`, in task order.
+pub fn build_heads(
+    plan: &Plan,
+    tasks: &[TaskData],
+    mut src: HeadSources,
+    store: &mut ParamStore,
+) -> Result<Vec<Head>> {
+    let mut rng = Rng::new(src.seed);
+    let mut heads = Vec::new();
+    for (i, task) in tasks.iter().enumerate() {
+        let name = &task.config.name;
+        let head = match (plan.head_starts[i], src.from) {
+            (HeadStart::Checkpoint, Some(ck)) => copy_head(ck, task, store)?,
+            (HeadStart::Checkpoint, None) => {
+                return Err(Error::Internal(format!(
+                    "the plan starts head {name:?} from a checkpoint but none was loaded"
+                )))
+            }
+            (HeadStart::Fresh, _) => match src.spec {
+                HeadSpec::Centroid => {
+                    let x = src.train_vectors[i].ok_or_else(|| {
+                        Error::Usage(
+                            "nearest-centroid heads need cached sentence vectors (no frost line)"
+                                .into(),
+                        )
+                    })?;
+                    Head::from_prototypes(store, name, src.spec.clone(), centroids(task, x).view())
+                }
+                HeadSpec::ZeroShot => {
+                    let embedder = src.embedder.as_deref_mut().ok_or_else(|| {
+                        Error::Usage(
+                            "zero-shot heads need the sentence embedder (no frost line)".into(),
+                        )
+                    })?;
+                    let (protos, _) = embedder.embed(&label_prompts(task)?)?;
+                    Head::from_prototypes(store, name, src.spec.clone(), protos.view())
+                }
+                spec => Head::new(
+                    store,
+                    name,
+                    spec.clone(),
+                    src.dim,
+                    task.classes.len(),
+                    &mut rng,
+                ),
+            },
+        };
+        heads.push(head);
+    }
+    Ok(heads)
+}
+
+/// Copies one task's head out of a checkpoint into `store`, checking that it fits the task.
+fn copy_head(ck: &Checkpoint, task: &TaskData, store: &mut ParamStore) -> Result<Head> {
+    let name = &task.config.name;
+    let manifest = ck.dir.join(crate::checkpoint::MANIFEST);
+    let idx = ck
+        .manifest
+        .tasks
+        .iter()
+        .position(|t| &t.config.name == name)
+        .ok_or_else(|| Error::InputFile {
+            path: manifest.clone(),
+            reason: format!("checkpoint has no head for task {name:?}"),
+        })?;
+    let entry = &ck.manifest.tasks[idx];
+    if entry.classes != task.classes {
+        return Err(Error::InputFile {
+            path: manifest,
+            reason: format!(
+                "head {name:?} was trained on {} classes that differ from this task's {}",
+                entry.classes.len(),
+                task.classes.len()
+            ),
+        });
+    }
+    let src = &ck.heads[idx];
+    let mut tensors = src.tensors(&ck.store);
+    Head::build(
+        store,
+        name,
+        src.spec.clone(),
+        src.input_dim,
+        src.num_classes,
+        HeadWeights::Named(&mut tensors),
+    )
+    .map_err(Error::Internal)
+}
+
+/// Label descriptions for zero-shot heads: the task's `label_descriptions` CSV (`label,description`)
+/// or the label names with `_`/`-` read as spaces.
+fn label_prompts(task: &TaskData) -> Result<Vec<String>> {
+    let Some(path) = &task.config.label_descriptions else {
+        return Ok(task
+            .classes
+            .iter()
+            .map(|c| c.replace(['_', '-'], " "))
+            .collect());
+    };
+    let table = crate::data::read_table(path)?;
+    let labels = table.required_strings("label")?;
+    let descriptions = table.required_strings("description")?;
+    task.classes
+        .iter()
+        .map(|c| {
+            labels
+                .iter()
+                .position(|l| l == c)
+                .map(|i| descriptions[i].clone())
+                .ok_or_else(|| Error::InputFile {
+                    path: path.clone(),
+                    reason: format!("no description for label {c:?}"),
+                })
+        })
+        .collect()
+}

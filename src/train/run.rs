@@ -1,0 +1,295 @@
+//! One whole training run: a resolved [`TrainSpec`] → task data → features (the sentence cache,
+//! or token states at the frost line + native layers) → heads as the regime's plan says → the
+//! loop → dev/test scores → checkpoint. Shared by `train` and `compare`.
+
+use std::path::{Path, PathBuf};
+
+use crate::backbone::ModelFolder;
+use crate::checkpoint::{self, BackboneIdentity, Checkpoint, Manifest, TaskEntry};
+use crate::embedder::{EmbedSettings, EmbedStats, SentenceEmbedder, TokenStateEmbedder};
+use crate::error::{Error, Result};
+use crate::heads::Head;
+use crate::metrics::TaskMetrics;
+use crate::nn::bert::NativeEncoder;
+use crate::nn::ParamStore;
+use crate::regime::Plan;
+use crate::runfile::RunFile;
+use crate::tasks::{load_task, SplitName, TaskData};
+
+use super::features::{Features, FrostFeatures, TaskStates, TaskVectors};
+use super::fit::{evaluate_vectors, fit, FitInputs, TrainReport};
+use super::heads_init::{build_heads, HeadSources};
+
+/// A training run with every setting decided: the run file's tasks and training settings, how
+/// the backbone runs, the regime's plan, and where the checkpoint goes.
+#[derive(Debug, Clone)]
+pub struct TrainSpec {
+    pub run: RunFile,
+    pub settings: EmbedSettings,
+    pub plan: Plan,
+    pub out: Option<PathBuf>,
+}
+
+impl TrainSpec {
+    /// Computes the regime's plan for `run`'s tasks; refuses what cannot work before any data
+    /// is read.
+    pub fn new(run: RunFile, settings: EmbedSettings, out: Option<PathBuf>) -> Result<Self> {
+        let names: Vec<String> = run.tasks.iter().map(|t| t.name.clone()).collect();
+        let plan =
+            run.train
+                .regime
+                .plan(&names, &run.train.head_spec(), run.train.from.is_some())?;
+        Ok(Self {
+            run,
+            settings,
+            plan,
+            out,
+        })
+    }
+}
+
+/// One task's result.
+pub struct TaskOutcome {
+    pub data: TaskData,
+    pub head: Head,
+    pub dev: TaskMetrics,
+    pub test: Option<TaskMetrics>,
+}
+
+/// Everything a finished run knows, for the table, the checkpoint and the reports.
+pub struct TrainOutcome {
+    pub tasks: Vec<TaskOutcome>,
+    pub report: TrainReport,
+    pub trainable_params: usize,
+    pub embed_stats: Vec<EmbedStats>,
+    pub manifest: Manifest,
+    /// Things the user should know (another max length than the `from` checkpoint's, …).
+    pub warnings: Vec<String>,
+}
+
+impl TrainOutcome {
+    pub fn embed_seconds(&self) -> f64 {
+        self.embed_stats.iter().map(|s| s.seconds).sum()
+    }
+
+    pub fn cache_hit(&self) -> bool {
+        self.embed_stats.iter().all(|s| s.embedded == 0)
+    }
+}
+
+/// Loads the `from` checkpoint and checks it against the backbone about to run — before any
+/// embedding, so a mismatch costs nothing.
+fn load_from(dir: &Path, identity: &BackboneIdentity) -> Result<(Checkpoint, Vec<String>)> {
+    let ck = checkpoint::load(dir)?;
+    let warnings = ck
+        .manifest
+        .backbone
+        .check(identity, &dir.join(checkpoint::MANIFEST))?;
+    Ok((ck, warnings))
+}
+
+/// Runs a whole training job; writes the checkpoint to `spec.out` when given.
+pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
+    let TrainSpec {
+        run,
+        settings,
+        plan,
+        out,
+    } = spec;
+    if let Some(out) = out {
+        crate::fsutil::check_folder_writable(out)?;
+    }
+    let folder = ModelFolder::open(&settings.model_dir)?;
+    let identity = BackboneIdentity::of(&folder, settings.max_length)?;
+    let (from, warnings) = match &run.train.from {
+        Some(dir) => {
+            let (ck, w) = load_from(dir, &identity)?;
+            (Some(ck), w)
+        }
+        None => (None, Vec::new()),
+    };
+    let tasks: Vec<TaskData> = run
+        .tasks
+        .iter()
+        .map(|t| load_task(t, run.seed))
+        .collect::<Result<_>>()?;
+
+    let mut store = ParamStore::default();
+    let mut embed_stats = Vec::new();
+    let (features, mut sentences) = match plan.frost_line {
+        None => {
+            let mut embedder = SentenceEmbedder::open(settings.clone())?;
+            let vectors = cached_vectors(&mut embedder, &tasks, &mut embed_stats)?;
+            (Features::Cached(vectors), Some(embedder))
+        }
+        Some(n) => (
+            frost_features(settings, &folder, n, &tasks, &mut store, &mut embed_stats)?,
+            None,
+        ),
+    };
+    let train_vectors = match &features {
+        Features::Cached(v) => v.iter().map(|t| Some(t.train.view())).collect(),
+        Features::Frost(_) => vec![None; tasks.len()],
+    };
+    let spec_head = run.train.head_spec();
+    let heads = build_heads(
+        plan,
+        &tasks,
+        HeadSources {
+            spec: &spec_head,
+            dim: folder.hidden_size,
+            seed: run.seed,
+            from: from.as_ref(),
+            train_vectors,
+            embedder: sentences.as_mut(),
+        },
+        &mut store,
+    )?;
+    let trainable = plan.trainable(&heads, &features.param_ids());
+    let frozen: Vec<usize> = (0..store.len())
+        .filter(|i| !trainable.contains(i))
+        .collect();
+    let before: Vec<_> = frozen.iter().map(|&i| store.get(i).value.clone()).collect();
+
+    let report = fit(
+        FitInputs {
+            tasks: &tasks,
+            features: &features,
+            heads: &heads,
+            trainable: &trainable,
+            cfg: &run.train,
+            seed: run.seed,
+            progress,
+        },
+        &mut store,
+    )?;
+
+    // The regime's promise, checked: every parameter outside the optimizer is bit-for-bit unchanged.
+    for (&i, b) in frozen.iter().zip(&before) {
+        let now = &store.get(i).value;
+        if now
+            .iter()
+            .zip(b.iter())
+            .any(|(x, y)| x.to_bits() != y.to_bits())
+        {
+            return Err(Error::Internal(format!(
+                "frozen parameter {} changed during training",
+                store.get(i).name
+            )));
+        }
+    }
+
+    // Scores with the final weights (for a frost line, vectors made by the tuned layers).
+    let mut outcomes = Vec::new();
+    for (t, (data, head)) in tasks.into_iter().zip(heads).enumerate() {
+        let score = |split: SplitName, labels: &[String]| -> Result<Option<TaskMetrics>> {
+            Ok(features
+                .split_vectors(&store, t, split)?
+                .map(|x| evaluate_vectors(&store, &head, &data.classes, labels, x.view())))
+        };
+        let dev = score(SplitName::Dev, &data.dev.labels)?.expect("every task has a dev split");
+        let test = match &data.test {
+            Some(s) => score(SplitName::Test, &s.labels)?,
+            None => None,
+        };
+        outcomes.push(TaskOutcome {
+            data,
+            head,
+            dev,
+            test,
+        });
+    }
+    let encoder_ids = features.param_ids();
+    let trainable_params = store.count(&trainable);
+    let manifest = Manifest {
+        format_version: checkpoint::MANIFEST_VERSION,
+        frostline_version: env!("CARGO_PKG_VERSION").to_string(),
+        backbone: identity,
+        frost_line: plan.frost_line,
+        regime: run.train.regime.clone(),
+        seed: run.seed,
+        train: run.train.clone(),
+        trainable_params,
+        training_seconds: report.seconds,
+        tasks: outcomes
+            .iter()
+            .map(|o| TaskEntry {
+                config: o.data.config.clone(),
+                classes: o.data.classes.clone(),
+                head: o.head.spec.clone(),
+                input_dim: o.head.input_dim,
+                trained: o.head.param_ids().iter().any(|p| trainable.contains(p)),
+                dev: Some(o.dev.clone()),
+                test: o.test.clone(),
+            })
+            .collect(),
+    };
+    if let Some(out) = out {
+        let heads: Vec<&Head> = outcomes.iter().map(|o| &o.head).collect();
+        checkpoint::save(out, &manifest, &store, &heads, &encoder_ids, &report.log)?;
+    }
+    Ok(TrainOutcome {
+        tasks: outcomes,
+        report,
+        trainable_params,
+        embed_stats,
+        manifest,
+        warnings,
+    })
+}
+
+/// Every split of every task through the sentence cache.
+fn cached_vectors(
+    embedder: &mut SentenceEmbedder,
+    tasks: &[TaskData],
+    stats: &mut Vec<EmbedStats>,
+) -> Result<Vec<TaskVectors>> {
+    let mut embed = |texts: &[String]| -> Result<ndarray::Array2<f32>> {
+        let (x, s) = embedder.embed(texts)?;
+        stats.push(s);
+        Ok(x)
+    };
+    tasks
+        .iter()
+        .map(|t| {
+            Ok(TaskVectors {
+                train: embed(&t.train.texts)?,
+                dev: embed(&t.dev.texts)?,
+                test: t.test.as_ref().map(|s| embed(&s.texts)).transpose()?,
+            })
+        })
+        .collect()
+}
+
+/// Token states of every split at frost line `n` (cached), and the native layers above it.
+fn frost_features(
+    settings: &EmbedSettings,
+    folder: &ModelFolder,
+    n: usize,
+    tasks: &[TaskData],
+    store: &mut ParamStore,
+    stats: &mut Vec<EmbedStats>,
+) -> Result<Features> {
+    // The layers load first: a folder without usable weights fails before any embedding.
+    let encoder = NativeEncoder::load(store, folder, n)?;
+    let mut tok = TokenStateEmbedder::open(settings.clone(), n)?;
+    let mut states = |texts: &[String]| {
+        let (s, st) = tok.token_states(texts)?;
+        stats.push(st);
+        Ok::<_, Error>(s)
+    };
+    let mut task_states = Vec::new();
+    for t in tasks {
+        task_states.push(TaskStates {
+            train: states(&t.train.texts)?,
+            dev: states(&t.dev.texts)?,
+            test: t.test.as_ref().map(|s| states(&s.texts)).transpose()?,
+        });
+    }
+    Ok(Features::Frost(FrostFeatures {
+        encoder,
+        pooling: folder.pooling,
+        tasks: task_states,
+        eval_batch: 64,
+    }))
+}
