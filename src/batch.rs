@@ -3,14 +3,14 @@
 
 /// One batch: indices into the input, all of similar token length.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Batch {
+pub(crate) struct Batch {
     pub rows: Vec<usize>,
     /// The longest row's length: every row is padded to it.
     pub seq_len: usize,
 }
 
 impl Batch {
-    pub fn padded_tokens(&self) -> usize {
+    pub(crate) fn padded_tokens(&self) -> usize {
         self.rows.len() * self.seq_len
     }
 }
@@ -22,7 +22,7 @@ const LENGTH_BAND: f64 = 0.92;
 /// Sorts rows by length (longest first, so the biggest allocation happens at once) and packs them
 /// so that `rows × longest ≤ token_budget`, `rows ≤ max_rows`, and every row is within
 /// [`LENGTH_BAND`] of the longest. A row longer than the budget gets a batch of its own.
-pub fn plan(lengths: &[usize], token_budget: usize, max_rows: usize) -> Vec<Batch> {
+pub(crate) fn plan(lengths: &[usize], token_budget: usize, max_rows: usize) -> Vec<Batch> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
     let mut batches = Vec::new();

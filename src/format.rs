@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Csv,
     Jsonl,
     Parquet,
@@ -17,15 +17,16 @@ pub enum Format {
 }
 
 /// What `read_table` reads.
-pub const TABLE_INPUTS: &[Format] = &[Format::Csv, Format::Jsonl, Format::Parquet, Format::Text];
+pub(crate) const TABLE_INPUTS: &[Format] =
+    &[Format::Csv, Format::Jsonl, Format::Parquet, Format::Text];
 /// What `embed` writes.
-pub const EMBEDDING_OUTPUTS: &[Format] = &[Format::Parquet, Format::Npy];
+pub(crate) const EMBEDDING_OUTPUTS: &[Format] = &[Format::Parquet, Format::Npy];
 /// What `predict` writes.
-pub const TABLE_OUTPUTS: &[Format] = &[Format::Csv, Format::Parquet];
+pub(crate) const TABLE_OUTPUTS: &[Format] = &[Format::Csv, Format::Parquet];
 
 impl Format {
     /// The format a file name says, if any.
-    pub fn of(path: &Path) -> Option<Self> {
+    pub(crate) fn of(path: &Path) -> Option<Self> {
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
         Some(match ext.as_str() {
             "csv" => Format::Csv,
@@ -48,7 +49,7 @@ impl Format {
     }
 
     /// The input format of `path`, if it is one of `allowed`; else an error listing them.
-    pub fn input(path: &Path, allowed: &[Format]) -> Result<Self> {
+    pub(crate) fn input(path: &Path, allowed: &[Format]) -> Result<Self> {
         match Self::of(path) {
             Some(f) if allowed.contains(&f) => Ok(f),
             _ => Err(Error::UnsupportedFormat {
@@ -63,7 +64,7 @@ impl Format {
     }
 
     /// The output format of `path`, if it is one of `allowed`; else an error listing them.
-    pub fn output(path: &Path, allowed: &[Format]) -> Result<Self> {
+    pub(crate) fn output(path: &Path, allowed: &[Format]) -> Result<Self> {
         match Self::of(path) {
             Some(f) if allowed.contains(&f) => Ok(f),
             _ => Err(Error::output(

@@ -9,18 +9,18 @@ use crate::error::{Error, Result};
 const TEMP_MARK: &str = ".tmp-";
 
 /// A hidden temp name beside `path`, unique per process.
-pub fn temp_path(path: &Path) -> PathBuf {
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     path.with_file_name(format!(".{name}{TEMP_MARK}{}", std::process::id()))
 }
 
-pub fn is_temp_name(name: &str) -> bool {
+pub(crate) fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.contains(TEMP_MARK)
 }
 
 /// Writes `path` through a temp file in the same folder, synced and renamed into place, so the
 /// file is either the old one, absent, or complete. The temp file is removed on failure.
-pub fn write_atomic<F>(path: &Path, fill: F) -> Result<()>
+pub(crate) fn write_atomic<F>(path: &Path, fill: F) -> Result<()>
 where
     F: FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 {
@@ -40,7 +40,7 @@ where
 }
 
 /// Fails early, before any expensive work, when `path`'s folder cannot take a new file.
-pub fn check_writable(path: &Path) -> Result<()> {
+pub(crate) fn check_writable(path: &Path) -> Result<()> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -70,7 +70,7 @@ pub fn check_writable(path: &Path) -> Result<()> {
 /// Builds the folder `dir` through a temp folder beside it, renamed into place once `fill` has
 /// written everything, so the folder is either the old one or the complete new one. An existing
 /// `dir` is replaced only then; on failure the temp folder is removed.
-pub fn write_dir_atomic<F>(dir: &Path, fill: F) -> Result<()>
+pub(crate) fn write_dir_atomic<F>(dir: &Path, fill: F) -> Result<()>
 where
     F: FnOnce(&Path) -> Result<()>,
 {
@@ -99,7 +99,7 @@ where
 
 /// Like [`check_writable`] for an output *folder* (a checkpoint): its parent must take a new
 /// entry, and an existing path must be a folder (it is replaced only once the new one is whole).
-pub fn check_folder_writable(path: &Path) -> Result<()> {
+pub(crate) fn check_folder_writable(path: &Path) -> Result<()> {
     if path.exists() && !path.is_dir() {
         return Err(Error::output(path, "exists and is not a folder"));
     }
@@ -120,7 +120,7 @@ pub fn check_folder_writable(path: &Path) -> Result<()> {
 }
 
 /// Takes an exclusive advisory lock on `path` (created if absent), waiting for other holders.
-pub fn lock_exclusive(path: &Path) -> Result<File> {
+pub(crate) fn lock_exclusive(path: &Path) -> Result<File> {
     let file = File::options()
         .create(true)
         .truncate(false)
@@ -137,6 +137,6 @@ pub fn lock_exclusive(path: &Path) -> Result<File> {
 }
 
 /// Writes all of `bytes` atomically.
-pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |w| w.write_all(bytes))
 }

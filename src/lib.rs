@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! frostline: multi-task sentence transformers where freezing is the point.
 //!
 //! Data flows one way: `data` → `tokenize` → `backbone` (ONNX Runtime) → `pool` → `cache`
@@ -15,11 +16,11 @@ pub(crate) mod batch;
 pub mod cache;
 pub mod checkpoint;
 pub mod cli;
-pub mod commands;
+pub(crate) mod commands;
 pub mod data;
 pub mod embedder;
 pub mod error;
-pub mod format;
+pub(crate) mod format;
 pub(crate) mod fsutil;
 pub mod heads;
 pub mod metrics;

@@ -12,12 +12,12 @@ use crate::format::{Format, EMBEDDING_OUTPUTS};
 use crate::fsutil;
 
 /// A string column carried from the input into the output.
-pub struct CarriedColumn<'a> {
+pub(crate) struct CarriedColumn<'a> {
     pub name: &'a str,
     pub values: Vec<Option<&'a str>>,
 }
 
-pub fn write_npy(path: &Path, data: &Array2<f32>) -> Result<()> {
+pub(crate) fn write_npy(path: &Path, data: &Array2<f32>) -> Result<()> {
     let (n, h) = data.dim();
     let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {h}), }}");
     // Magic (6) + version (2) + header length (2) + dict + padding + '\n', a multiple of 64.
@@ -35,7 +35,7 @@ pub fn write_npy(path: &Path, data: &Array2<f32>) -> Result<()> {
 }
 
 /// The embeddings as a polars column of `Array(Float32, H)`.
-pub fn embedding_column(name: &str, data: &Array2<f32>) -> Result<Column> {
+pub(crate) fn embedding_column(name: &str, data: &Array2<f32>) -> Result<Column> {
     let (_, h) = data.dim();
     let flat: Vec<f32> = data.iter().copied().collect();
     let series = Series::new(name.into(), flat)
@@ -47,7 +47,7 @@ pub fn embedding_column(name: &str, data: &Array2<f32>) -> Result<Column> {
     Ok(series.into_column())
 }
 
-pub fn write_parquet_frame(path: &Path, df: &mut DataFrame) -> Result<()> {
+pub(crate) fn write_parquet_frame(path: &Path, df: &mut DataFrame) -> Result<()> {
     fsutil::write_atomic(path, |w| {
         ParquetWriter::new(w)
             .finish(df)
@@ -56,7 +56,11 @@ pub fn write_parquet_frame(path: &Path, df: &mut DataFrame) -> Result<()> {
     })
 }
 
-pub fn write_embeddings(path: &Path, carried: &[CarriedColumn], data: &Array2<f32>) -> Result<()> {
+pub(crate) fn write_embeddings(
+    path: &Path,
+    carried: &[CarriedColumn],
+    data: &Array2<f32>,
+) -> Result<()> {
     match Format::output(path, EMBEDDING_OUTPUTS)? {
         Format::Npy => write_npy(path, data),
         _ => {
@@ -73,7 +77,7 @@ pub fn write_embeddings(path: &Path, carried: &[CarriedColumn], data: &Array2<f3
 }
 
 /// Writes a frame of string / numeric columns as CSV (header row, RFC 4180), atomically.
-pub fn write_csv_frame(path: &Path, df: &DataFrame) -> Result<()> {
+pub(crate) fn write_csv_frame(path: &Path, df: &DataFrame) -> Result<()> {
     let columns = df.columns();
     let strings: Vec<Column> = columns
         .iter()

@@ -154,19 +154,19 @@ impl TrainConfig {
 }
 
 mod defaults {
-    pub fn seed() -> u64 {
+    pub(super) fn seed() -> u64 {
         13
     }
-    pub fn text_column() -> String {
+    pub(super) fn text_column() -> String {
         "text".into()
     }
-    pub fn label_column() -> String {
+    pub(super) fn label_column() -> String {
         "label".into()
     }
-    pub fn one() -> f32 {
+    pub(super) fn one() -> f32 {
         1.0
     }
-    pub fn dev_fraction() -> f64 {
+    pub(super) fn dev_fraction() -> f64 {
         0.1
     }
 }

@@ -24,7 +24,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::error::{Error, Result};
 use crate::fsutil;
 
-pub const EXTENSION: &str = ".flc";
+pub(super) const EXTENSION: &str = ".flc";
 const MAGIC: &[u8; 8] = b"FLCHUNK2";
 const HEADER: usize = 64;
 const KEY_BYTES: usize = 16;

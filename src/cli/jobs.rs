@@ -24,7 +24,7 @@ use crate::train::TrainSpec;
 
 /// Where the model folder's path came from, named in `doctor` and in every error about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModelSource {
+pub(crate) enum ModelSource {
     Flag,
     Env,
     RunFile(PathBuf),
@@ -48,7 +48,7 @@ impl fmt::Display for ModelSource {
 
 /// The model folder to use and where that choice came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelChoice {
+pub(crate) struct ModelChoice {
     /// Absolute, so nothing downstream depends on the current directory.
     pub dir: PathBuf,
     pub source: ModelSource,
@@ -63,7 +63,10 @@ fn env_path(name: &str) -> Option<PathBuf> {
 
 /// `--model`, then `$FROSTLINE_MODEL`, then what the run file or checkpoint recorded, then the
 /// default folder under the current directory.
-pub fn choose_model(flag: Option<&Path>, recorded: Option<(PathBuf, ModelSource)>) -> ModelChoice {
+pub(crate) fn choose_model(
+    flag: Option<&Path>,
+    recorded: Option<(PathBuf, ModelSource)>,
+) -> ModelChoice {
     choose(flag, env_path(MODEL_ENV), recorded)
 }
 
@@ -88,7 +91,7 @@ fn choose(
 }
 
 /// Opens the chosen folder; an error says which source chose it and how to choose another.
-pub fn open_model(choice: &ModelChoice) -> Result<ModelFolder> {
+pub(crate) fn open_model(choice: &ModelChoice) -> Result<ModelFolder> {
     ModelFolder::open(&choice.dir).map_err(|e| match e {
         Error::Model { path, reason } => Error::Model {
             path,
@@ -107,12 +110,12 @@ pub fn open_model(choice: &ModelChoice) -> Result<ModelFolder> {
 }
 
 /// A resolved command line: the job, and how to print its outcome.
-pub struct Resolved {
+pub(crate) struct Resolved {
     pub job: Job,
     pub json: bool,
 }
 
-pub enum Job {
+pub(crate) enum Job {
     Doctor {
         model: ModelChoice,
         ort_lib: Option<PathBuf>,
@@ -203,7 +206,7 @@ fn load_run(
 }
 
 /// Turns the parsed command line into its job.
-pub fn resolve(cli: Cli) -> Result<Resolved> {
+pub(crate) fn resolve(cli: Cli) -> Result<Resolved> {
     let ort_lib = cli.ort_lib;
     let job = match cli.command {
         Command::Doctor { model } => Job::Doctor {

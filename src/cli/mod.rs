@@ -1,14 +1,42 @@
 //! Command-line flags (clap) as typed, then turned into one complete job per subcommand by
 //! [`jobs::resolve`] — the one place where defaults and paths are decided.
 
-pub mod jobs;
+pub(crate) mod jobs;
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::backbone::Device;
 use crate::tasks::SplitName;
+
+/// Runs a parsed command line: resolve (every setting decided once) → run → print the outcome
+/// (or the error) → the process exit code (README.md, "Exit codes").
+pub fn run(cli: Cli) -> u8 {
+    let result = jobs::resolve(cli).and_then(|r| Ok((r.json, crate::commands::run(r.job)?)));
+    match result {
+        Ok((json, outcome)) => {
+            for w in &outcome.warnings {
+                eprintln!("warning: {w}");
+            }
+            if !outcome.log.is_empty() {
+                eprintln!("{}", outcome.log);
+            }
+            let mut stdout = std::io::stdout().lock();
+            let _ = if json {
+                writeln!(stdout, "{}", outcome.json)
+            } else {
+                write!(stdout, "{}", outcome.text)
+            };
+            outcome.exit
+        }
+        Err(e) => {
+            eprintln!("frostline: error: {e}");
+            e.kind().exit_code()
+        }
+    }
+}
 
 /// The model folder used when neither `--model`, `$FROSTLINE_MODEL`, the run file nor a
 /// checkpoint names one (relative to the current directory).

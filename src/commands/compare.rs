@@ -20,7 +20,7 @@ use crate::runfile::{HeadChoice, RunFile};
 use crate::train::{self, TrainSpec};
 
 /// What `frostline compare` was asked to do, every setting decided.
-pub struct CompareJob {
+pub(crate) struct CompareJob {
     pub run: RunFile,
     pub settings: EmbedSettings,
     /// Also train layers ≥ N natively for each N.
@@ -29,7 +29,7 @@ pub struct CompareJob {
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct CompareRow {
+pub(crate) struct CompareRow {
     pub variant: String,
     pub regime: String,
     pub head: String,
@@ -127,14 +127,14 @@ fn variants(run: &RunFile, frost_lines: &[usize]) -> Vec<Variant> {
     out
 }
 
-pub struct CompareOutcome {
+pub(crate) struct CompareOutcome {
     pub rows: Vec<CompareRow>,
     pub markdown: String,
     pub out_dir: PathBuf,
 }
 
 /// Runs every variant (plus the frost-line ones for each N in `frost_lines`) and writes the report.
-pub fn run(job: &CompareJob) -> Result<Outcome> {
+pub(crate) fn run(job: &CompareJob) -> Result<Outcome> {
     let outcome = compare(job)?;
     let text = format!(
         "{}\nreport: {}\n",
@@ -254,7 +254,7 @@ fn run_variants(
 }
 
 /// The comparison as a DataFrame (schema documented in README.md).
-pub fn frame(rows: &[CompareRow]) -> Result<DataFrame> {
+pub(crate) fn frame(rows: &[CompareRow]) -> Result<DataFrame> {
     let col = |name: &str, f: &dyn Fn(&CompareRow) -> String| {
         Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
     };
@@ -301,7 +301,7 @@ pub fn frame(rows: &[CompareRow]) -> Result<DataFrame> {
 }
 
 /// One line per task stating the trade-off the numbers show (generated from them).
-pub fn tradeoffs(rows: &[CompareRow]) -> Vec<String> {
+pub(crate) fn tradeoffs(rows: &[CompareRow]) -> Vec<String> {
     let mut tasks: Vec<&str> = Vec::new();
     for r in rows {
         if !tasks.contains(&r.task.as_str()) {

@@ -13,7 +13,7 @@ use crate::tokenize::TextTokenizer;
 /// Checks the ORT library, its execution providers, the model folder (graph inputs/outputs,
 /// dims, pooling, max length) and the tokenizer. Problems are counted, not raised, so that one
 /// run lists all of them.
-pub fn run(ort_lib: Option<&Path>, model: &ModelChoice) -> Outcome {
+pub(crate) fn run(ort_lib: Option<&Path>, model: &ModelChoice) -> Outcome {
     let mut out = String::new();
     let mut problems = 0;
     let mut problem = |out: &mut String, what: String| {

@@ -15,7 +15,7 @@ use crate::output::{self, CarriedColumn};
 
 /// What `frostline embed` was asked to do, every setting decided.
 #[derive(Debug, Clone)]
-pub struct EmbedJob {
+pub(crate) struct EmbedJob {
     pub settings: EmbedSettings,
     pub input: PathBuf,
     pub text_column: String,
@@ -24,7 +24,7 @@ pub struct EmbedJob {
     pub output: PathBuf,
 }
 
-pub fn run(job: &EmbedJob) -> Result<Outcome> {
+pub(crate) fn run(job: &EmbedJob) -> Result<Outcome> {
     Format::output(&job.output, EMBEDDING_OUTPUTS)?;
     fsutil::check_writable(&job.output)?;
     let table = data::read_table(&job.input)?;
@@ -45,7 +45,7 @@ pub fn run(job: &EmbedJob) -> Result<Outcome> {
 }
 
 /// The summary figures of an embedding pass as JSON, with the file written.
-pub fn stats_json(stats: &EmbedStats, output: &std::path::Path) -> serde_json::Value {
+pub(crate) fn stats_json(stats: &EmbedStats, output: &std::path::Path) -> serde_json::Value {
     let mut v = serde_json::to_value(stats).expect("stats serialise");
     v["padding_waste_pct"] = stats.padding_waste_pct().into();
     v["output"] = output.display().to_string().into();

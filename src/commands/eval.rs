@@ -17,7 +17,7 @@ use crate::tasks::SplitName;
 
 /// What `frostline eval` was asked to do, every setting decided (the backbone from the
 /// checkpoint unless `--model` / `$FROSTLINE_MODEL` named another).
-pub struct EvalJob {
+pub(crate) struct EvalJob {
     pub settings: EmbedSettings,
     pub checkpoint: PathBuf,
     pub split: SplitName,
@@ -26,7 +26,7 @@ pub struct EvalJob {
     pub top_errors: usize,
 }
 
-pub fn run(job: &EvalJob) -> Result<Outcome> {
+pub(crate) fn run(job: &EvalJob) -> Result<Outcome> {
     let out_dir = &job.out;
     fsutil::check_folder_writable(out_dir)?;
     let mut ck = checkpoint::load(&job.checkpoint)?;

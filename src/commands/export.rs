@@ -9,13 +9,13 @@ use crate::error::Result;
 
 /// What `frostline export` was asked to do: the base model folder from the checkpoint unless
 /// `--model` / `$FROSTLINE_MODEL` named another (checked by content hash).
-pub struct ExportJob {
+pub(crate) struct ExportJob {
     pub checkpoint: PathBuf,
     pub model: ModelChoice,
     pub out: PathBuf,
 }
 
-pub fn run(job: &ExportJob) -> Result<Outcome> {
+pub(crate) fn run(job: &ExportJob) -> Result<Outcome> {
     let ck = checkpoint::load(&job.checkpoint)?;
     let folder = open_model(&job.model)?;
     let identity = BackboneIdentity::of(&folder, ck.manifest.backbone.max_length)?;

@@ -1,21 +1,21 @@
 //! One file per subcommand: orchestration only (a resolved job in, an [`Outcome`] out); the work
 //! is done by the library modules they call.
 
-pub mod compare;
-pub mod doctor;
-pub mod embed;
-pub mod eval;
-pub mod export;
-pub mod mteb;
-pub mod predict;
-pub mod train;
+pub(crate) mod compare;
+pub(crate) mod doctor;
+pub(crate) mod embed;
+pub(crate) mod eval;
+pub(crate) mod export;
+pub(crate) mod mteb;
+pub(crate) mod predict;
+pub(crate) mod train;
 
 use crate::cli::jobs::Job;
 use crate::error::Result;
 
 /// What a command reports: the human summary, the same figures as JSON (`--json`), warnings for
 /// stderr, and an exit status for commands that finish but find problems (`doctor`).
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// For stdout (without `--json`).
     pub text: String,
     /// For stderr in either mode (progress-style summaries, e.g. `embed`'s).
@@ -26,7 +26,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn new(text: String, json: serde_json::Value) -> Self {
+    pub(crate) fn new(text: String, json: serde_json::Value) -> Self {
         Self {
             text,
             log: String::new(),
@@ -38,7 +38,7 @@ impl Outcome {
 }
 
 /// Runs a resolved job.
-pub fn run(job: Job) -> Result<Outcome> {
+pub(crate) fn run(job: Job) -> Result<Outcome> {
     match job {
         Job::Doctor { model, ort_lib } => Ok(doctor::run(ort_lib.as_deref(), &model)),
         Job::Embed(j) => embed::run(&j),

@@ -11,7 +11,7 @@ use crate::report::markdown::MarkdownTable;
 use crate::tasks::read_labelled;
 
 /// What `frostline mteb` replays, every setting decided.
-pub struct MtebJob {
+pub(crate) struct MtebJob {
     pub settings: EmbedSettings,
     pub train: PathBuf,
     pub test: PathBuf,
@@ -61,7 +61,7 @@ impl MtebReport {
     }
 }
 
-pub fn run(job: &MtebJob) -> Result<Outcome> {
+pub(crate) fn run(job: &MtebJob) -> Result<Outcome> {
     let report = replay(job)?;
     let mut text = report.markdown();
     if let Some(out) = &job.out {

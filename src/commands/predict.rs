@@ -18,7 +18,7 @@ use crate::train;
 
 /// What `frostline predict` was asked to do, every setting decided (the backbone from the
 /// checkpoint unless `--model` / `$FROSTLINE_MODEL` named another).
-pub struct PredictJob {
+pub(crate) struct PredictJob {
     pub settings: EmbedSettings,
     pub checkpoint: PathBuf,
     pub input: PathBuf,
@@ -26,7 +26,7 @@ pub struct PredictJob {
     pub output: PathBuf,
 }
 
-pub fn run(job: &PredictJob) -> Result<Outcome> {
+pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
     let format = Format::output(&job.output, TABLE_OUTPUTS)?;
     fsutil::check_writable(&job.output)?;
     let mut ck = checkpoint::load(&job.checkpoint)?;

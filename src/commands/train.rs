@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::report::markdown::{pct, MarkdownTable};
 use crate::train::{self, TrainOutcome, TrainSpec};
 
-pub fn run(spec: &TrainSpec, source: &ModelSource) -> Result<Outcome> {
+pub(crate) fn run(spec: &TrainSpec, source: &ModelSource) -> Result<Outcome> {
     let result = train::run(spec, spec.settings.progress)?;
     let mut text = table(spec, &result);
     if let Some(out) = &spec.out {
@@ -22,7 +22,7 @@ pub fn run(spec: &TrainSpec, source: &ModelSource) -> Result<Outcome> {
 
 /// The run's figures as JSON: per task, the split sizes and dev/test metrics; overall, the
 /// training and embedding time, trainable parameters, and the checkpoint written.
-pub fn summary_json(spec: &TrainSpec, r: &TrainOutcome) -> serde_json::Value {
+pub(crate) fn summary_json(spec: &TrainSpec, r: &TrainOutcome) -> serde_json::Value {
     let tasks: Vec<serde_json::Value> = r
         .tasks
         .iter()

@@ -7,7 +7,7 @@ use polars::prelude::*;
 use super::Table;
 use crate::error::{Error, Result};
 
-pub fn read_parquet(path: &Path) -> Result<Table> {
+pub(super) fn read_parquet(path: &Path) -> Result<Table> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let df = ParquetReader::new(file)
         .finish()

@@ -28,7 +28,7 @@ fn line_of(bytes: &[u8], at: usize) -> usize {
         + 1
 }
 
-pub fn read_csv(path: &Path) -> Result<Table> {
+pub(super) fn read_csv(path: &Path) -> Result<Table> {
     let bytes = read_bytes(path)?;
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let mut reader = csv::ReaderBuilder::new()
@@ -112,7 +112,7 @@ fn utf8_lines<'a>(path: &Path, bytes: &'a [u8]) -> Result<Vec<&'a str>> {
         .collect()
 }
 
-pub fn read_lines(path: &Path) -> Result<Table> {
+pub(super) fn read_lines(path: &Path) -> Result<Table> {
     let bytes = read_bytes(path)?;
     let lines = utf8_lines(path, &bytes)?;
     Ok(Table {
@@ -122,7 +122,7 @@ pub fn read_lines(path: &Path) -> Result<Table> {
     })
 }
 
-pub fn read_jsonl(path: &Path) -> Result<Table> {
+pub(super) fn read_jsonl(path: &Path) -> Result<Table> {
     let bytes = read_bytes(path)?;
     let mut names: Vec<String> = Vec::new();
     let mut columns: Vec<Vec<Option<String>>> = Vec::new();

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Heads accuracy before vs after a change, side by side in one run: builds REV (default
+# HEAD~1) in a temporary worktree (sharing target/'s compiled dependencies), then trains the four
+# heads variants of bench_heads.py (frozen-backbone linear and MLP, fully-frozen centroid and
+# zero-shot) on the full ../shared sets (Banking77, SST-2, GoEmotions-Ekman) with both binaries on
+# one embedding cache, and writes bench-results/heads_parity.md. Needs no torch.
+#   bash scripts/bench_parity.sh [REV] [OUT]
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+rev=${1:-HEAD~1}
+out=${2:-bench-results/heads_parity.md}
+shared=${FROSTLINE_SHARED:-$here/../shared}/data
+bash scripts/setup.sh >/dev/null
+work=$(mktemp -d /tmp/frostline-parity-XXXX)
+trap 'git worktree remove --force "$work/old" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+git worktree add --detach "$work/old" "$rev" >/dev/null 2>&1
+(cd "$work/old" && CARGO_TARGET_DIR="$here/target" cargo build --release --quiet)
+cp target/release/frostline "$work/frostline-old"
+cargo build --release --quiet
+cp target/release/frostline "$work/frostline-new"
+
+model="$here/models/all-MiniLM-L6-v2"
+cat > "$work/run.toml" <<TOML
+model = "$model"
+seed = 13
+[train]
+epochs = 20
+[[tasks]]
+name = "banking77"
+train = "$shared/banking77/train.csv"
+test = "$shared/banking77/test.csv"
+[[tasks]]
+name = "sst2"
+train = "$shared/sst2/train.csv"
+dev = "$shared/sst2/dev.csv"
+test = "$shared/sst2/test.csv"
+[[tasks]]
+name = "goemotions"
+train = "$shared/goemotions_ekman/train.csv"
+dev = "$shared/goemotions_ekman/dev.csv"
+test = "$shared/goemotions_ekman/test.csv"
+TOML
+
+variants=("linear:" "mlp:--head mlp" "centroid:--regime fully-frozen --head centroid" "zero-shot:--regime fully-frozen --head zero-shot")
+for which in old new; do
+  for v in "${variants[@]}"; do
+    name=${v%%:*}
+    # shellcheck disable=SC2086
+    "$work/frostline-$which" train --no-progress --run "$work/run.toml" --cache-dir "$work/cache" \
+      --out "$work/$which-$name" ${v#*:} >/dev/null
+  done
+done
+
+python3 - "$work" "$rev" "$(git rev-parse --short HEAD)" "$out" <<'PY'
+import json, sys
+from pathlib import Path
+work, rev, head, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+def tests(ck):
+    m = json.loads((ck / "manifest.json").read_text())
+    return {t.get("name") or t["config"]["name"]: t["test"] for t in m["tasks"]}
+lines = [f"# Heads accuracy before ({rev}) and after ({head}) the change", "",
+         "Full ../shared splits, seed 13, 20 epochs, one embedding cache for both binaries "
+         "(`bash scripts/bench_parity.sh`). Test accuracy / macro-F1 in %.", "",
+         "| head | task | before acc | after acc | before F1 | after F1 | identical |", "|---|---|---:|---:|---:|---:|---|"]
+same_all = True
+for name in ["linear", "mlp", "centroid", "zero-shot"]:
+    a, b = tests(work / f"old-{name}"), tests(work / f"new-{name}")
+    for task in a:
+        same = a[task] == b[task]
+        same_all &= same
+        lines.append(f"| {name} | {task} | {100 * a[task]['accuracy']:.2f} | {100 * b[task]['accuracy']:.2f} | "
+                     f"{100 * a[task]['macro_f1']:.2f} | {100 * b[task]['macro_f1']:.2f} | {'yes' if same else 'NO'} |")
+lines += ["", "Every metric identical: " + ("yes" if same_all else "NO"), ""]
+Path(out).write_text("\n".join(lines))
+print("\n".join(lines))
+sys.exit(0 if same_all else 1)
+PY
