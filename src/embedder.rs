@@ -205,6 +205,15 @@ impl SentenceEmbedder {
                 .collect()
         };
         let (cache, keys, mut stats) = self.core.fill(texts, &pooled)?;
+        let folder = &self.core.folder;
+        if folder.pooling_source.starts_with("assumed") {
+            stats.notes.push(format!(
+                "pooling {} was assumed ({}); write modules.json into {} to choose",
+                folder.pooling.describe(),
+                folder.pooling_source,
+                folder.dir.display()
+            ));
+        }
         let vectors = cache.gather(&keys)?;
         stats.seconds = started.elapsed().as_secs_f64();
         Ok((vectors, stats))
@@ -324,6 +333,15 @@ impl FillCore {
             stats.empty_texts += text.trim().is_empty() as usize;
         }
 
+        if !missing.is_empty() && cache.read_only {
+            return Err(Error::cache(
+                &cache.dir,
+                format!(
+                    "read-only, and {} of these texts are not in it; make it writable or point --cache-dir elsewhere",
+                    missing.len()
+                ),
+            ));
+        }
         if !missing.is_empty() {
             self.embed_missing(&missing, &keys, &encoded, rows_of, &mut cache, &mut stats)?;
         }

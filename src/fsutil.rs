@@ -54,6 +54,9 @@ pub(crate) fn check_writable(path: &Path) -> Result<()> {
     if path.is_dir() {
         return Err(Error::output(path, "is a folder, expected a file path"));
     }
+    for note in crate::outfolder::sweep_stale(path) {
+        eprintln!("note: {note}");
+    }
     let probe = temp_path(path);
     match File::create(&probe) {
         Ok(_) => {
@@ -65,36 +68,6 @@ pub(crate) fn check_writable(path: &Path) -> Result<()> {
             format!("cannot write in {}: {e}", parent.display()),
         )),
     }
-}
-
-/// Builds the folder `dir` through a temp folder beside it, renamed into place once `fill` has
-/// written everything, so the folder is either the old one or the complete new one. An existing
-/// `dir` is replaced only then; on failure the temp folder is removed.
-pub(crate) fn write_dir_atomic<F>(dir: &Path, fill: F) -> Result<()>
-where
-    F: FnOnce(&Path) -> Result<()>,
-{
-    let tmp = temp_path(dir);
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).map_err(|e| Error::output(dir, format!("cannot write: {e}")))?;
-    if let Err(e) = fill(&tmp) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    let rename = |from: &Path, to: &Path| {
-        std::fs::rename(from, to)
-            .map_err(|e| Error::output(dir, format!("cannot rename into place: {e}")))
-    };
-    if dir.exists() {
-        let name = dir.file_name().unwrap_or_default().to_string_lossy();
-        let old = dir.with_file_name(format!(".{name}.old-{}", std::process::id()));
-        rename(dir, &old)?;
-        rename(&tmp, dir)?;
-        let _ = std::fs::remove_dir_all(&old);
-    } else {
-        rename(&tmp, dir)?;
-    }
-    Ok(())
 }
 
 /// Like [`check_writable`] for an output *folder* (a checkpoint): its parent must take a new
@@ -119,19 +92,18 @@ pub(crate) fn check_folder_writable(path: &Path) -> Result<()> {
         .map_err(|e| Error::output(path, format!("cannot write in {}: {e}", parent.display())))
 }
 
-/// Takes an exclusive advisory lock on `path` (created if absent), waiting for other holders.
-pub(crate) fn lock_exclusive(path: &Path) -> Result<File> {
+/// Takes an exclusive advisory lock on `path` (created if absent), waiting for other holders;
+/// the raw I/O error is returned (a read-only place is not a failure for a reader).
+pub(crate) fn try_lock_file(path: &Path) -> std::io::Result<File> {
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
+        .open(path)?;
     use std::os::fd::AsRawFd;
     // SAFETY: flock on a valid, owned descriptor; released when the file is closed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-    if rc != 0 {
-        return Err(Error::io(path, std::io::Error::last_os_error()));
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(file)
 }

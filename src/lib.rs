@@ -26,6 +26,7 @@ pub mod heads;
 pub mod metrics;
 pub mod mteb;
 pub mod nn;
+pub(crate) mod outfolder;
 pub(crate) mod output;
 pub mod pool;
 pub mod regime;

@@ -271,16 +271,24 @@ impl RunFile {
         for o in overrides {
             apply_override(&mut value, o)?;
         }
-        let run: RunFile = value
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::RunFile {
+        // The key path goes into every type error ("train.epochs: invalid type: …").
+        let run: RunFile = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            Error::RunFile {
                 path: path.to_path_buf(),
-                reason: e.message().to_string(),
-            })?;
+                reason: if key == "." {
+                    e.inner().message().to_string()
+                } else {
+                    format!("{key}: {}", e.inner().message())
+                },
+            }
+        })?;
         run.validate(path)?;
         Ok(run)
     }
 
+    /// Every setting within its valid range; task names from a safe character set (they become
+    /// file and tensor names). Each error names the key, the value and the range.
     fn validate(&self, path: &Path) -> Result<()> {
         let bad = |reason: String| Error::RunFile {
             path: path.to_path_buf(),
@@ -290,34 +298,95 @@ impl RunFile {
             return Err(bad("no [[tasks]]".into()));
         }
         for (i, t) in self.tasks.iter().enumerate() {
+            let safe = !t.name.is_empty()
+                && t.name.len() <= 64
+                && t.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !safe {
+                return Err(bad(format!(
+                    "tasks[{i}].name = {:?}: use 1 to 64 of A-Z, a-z, 0-9, '_' and '-' (the name becomes file and tensor names)",
+                    t.name
+                )));
+            }
             if self.tasks[..i].iter().any(|o| o.name == t.name) {
                 return Err(bad(format!("two tasks are named {:?}", t.name)));
             }
-            if !(0.0..0.9).contains(&t.dev_fraction) {
-                return Err(bad(format!(
-                    "task {:?}: dev_fraction {} must be in [0, 0.9)",
-                    t.name, t.dev_fraction
-                )));
-            }
-            if !t.loss_weight.is_finite() || t.loss_weight < 0.0 {
-                return Err(bad(format!("task {:?}: loss_weight must be ≥ 0", t.name)));
-            }
+            let key = |field: &str| format!("tasks.{}.{field}", t.name);
+            check(
+                &key("dev_fraction"),
+                t.dev_fraction,
+                0.0,
+                Some(0.9),
+                "[0, 0.9)",
+            )
+            .map_err(bad)?;
+            check(&key("loss_weight"), t.loss_weight, 0.0, None, "≥ 0").map_err(bad)?;
         }
         let c = &self.train;
-        if c.batch_size == 0 || c.epochs == 0 {
-            return Err(bad(
-                "train.batch_size and train.epochs must be at least 1".into()
-            ));
+        for (key, value) in [
+            ("train.batch_size", c.batch_size),
+            ("train.epochs", c.epochs),
+            ("train.mlp_hidden", c.mlp_hidden),
+        ] {
+            if value == 0 {
+                return Err(bad(format!("{key} = 0: must be at least 1")));
+            }
         }
-        if !(0.0..1.0).contains(&c.dropout) || !(0.0..1.0).contains(&c.label_smoothing) {
-            return Err(bad(
-                "train.dropout and train.label_smoothing must be in [0, 1)".into(),
-            ));
+        let positive = |key: &str, v: f32| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(bad(format!("{key} = {v}: must be a finite number > 0")))
+            }
+        };
+        positive("train.lr", c.lr)?;
+        positive("train.encoder_lr", c.encoder_lr)?;
+        if !(c.temperature.is_finite() && c.temperature > 0.0) {
+            return Err(bad(format!(
+                "train.temperature = {}: must be a finite number > 0",
+                c.temperature
+            )));
         }
-        if c.temperature <= 0.0 {
-            return Err(bad("train.temperature must be > 0".into()));
-        }
+        check("train.weight_decay", c.weight_decay, 0.0, None, "≥ 0").map_err(bad)?;
+        check("train.clip_norm", c.clip_norm, 0.0, None, "≥ 0 (0 = off)").map_err(bad)?;
+        check(
+            "train.warmup",
+            c.warmup,
+            0.0,
+            Some(1.0),
+            "[0, 1) (a share of all steps)",
+        )
+        .map_err(bad)?;
+        check("train.dropout", c.dropout, 0.0, Some(1.0), "[0, 1)").map_err(bad)?;
+        check(
+            "train.label_smoothing",
+            c.label_smoothing,
+            0.0,
+            Some(1.0),
+            "[0, 1)",
+        )
+        .map_err(bad)?;
         Ok(())
+    }
+}
+
+/// `value` in `[low, high)` (or `≥ low` without `high`) and finite; else a message naming the key,
+/// the value and the range.
+fn check<T: Into<f64> + std::fmt::Display + Copy>(
+    key: &str,
+    value: T,
+    low: f64,
+    high: Option<f64>,
+    range: &str,
+) -> std::result::Result<(), String> {
+    let v: f64 = value.into();
+    let ok = v.is_finite() && v >= low && high.is_none_or(|h| v < h);
+    if ok {
+        Ok(())
+    } else {
+        let how = if range.starts_with('[') { "in " } else { "" };
+        Err(format!("{key} = {value}: must be {how}{range}"))
     }
 }
 
@@ -368,5 +437,51 @@ mod tests {
         assert!(err.contains("unknown field `labelcolumn`"), "{err}");
         let err = load(RUN, &["tasks.c.train=x"]).unwrap_err().to_string();
         assert!(err.contains("no task named \"c\""), "{err}");
+    }
+
+    #[test]
+    fn settings_out_of_range_and_type_errors_name_the_key() {
+        let err = |o: &[&str]| load(RUN, o).unwrap_err().to_string();
+        for (o, want) in [
+            (
+                "train.lr=-0.1",
+                "train.lr = -0.1: must be a finite number > 0",
+            ),
+            (
+                "train.lr=nan",
+                "train.lr = NaN: must be a finite number > 0",
+            ),
+            ("train.warmup=2.0", "train.warmup = 2: must be in [0, 1)"),
+            ("train.clip_norm=-1", "train.clip_norm = -1: must be ≥ 0"),
+            (
+                "train.weight_decay=-5",
+                "train.weight_decay = -5: must be ≥ 0",
+            ),
+            (
+                "train.epochs=",
+                "train.epochs: invalid type: string \"\", expected usize",
+            ),
+            (
+                "train.epochs=-3",
+                "train.epochs: invalid value: integer `-3`, expected usize",
+            ),
+            (
+                "tasks.a.loss_weight=-1",
+                "tasks.a.loss_weight = -1: must be ≥ 0",
+            ),
+            (
+                "tasks.a.name=a/../../evil",
+                "tasks[0].name = \"a/../../evil\"",
+            ),
+            ("tasks.b.name=", "tasks[1].name = \"\""),
+            (
+                "train.regime=thawed",
+                "train.regime: unknown regime \"thawed\"",
+            ),
+        ] {
+            let e = err(&[o]);
+            assert!(e.contains(want), "{o}: {e}");
+        }
+        assert!(load(RUN, &["train.clip_norm=0", "train.warmup=0"]).is_ok());
     }
 }

@@ -76,7 +76,7 @@ pub fn read_labelled(
     label_column: &str,
 ) -> Result<(Vec<String>, Vec<String>)> {
     let table = data::read_table(path)?;
-    let texts = table.required_strings(text_column)?;
+    let texts = table.texts(text_column)?;
     let labels = table.required_strings(label_column)?;
     if let Some(i) = labels.iter().position(|l| l.trim().is_empty()) {
         return Err(Error::BadRow {

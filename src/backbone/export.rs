@@ -18,7 +18,11 @@ fn python() -> PathBuf {
 }
 
 fn run_exporter(args: &[&std::ffi::OsStr], what: &str) -> Result<()> {
-    let script = std::env::temp_dir().join(format!("frostline-export-{}.py", std::process::id()));
+    // `.frostline-export.tmp-PID`: the script of a run killed mid-export is removed by the next
+    // export once that process is gone.
+    let base = std::env::temp_dir().join("frostline-export");
+    crate::outfolder::sweep_stale(&base);
+    let script = crate::fsutil::temp_path(&base);
     std::fs::write(&script, EXPORTER).map_err(|e| Error::io(&script, e))?;
     let py = python();
     let out = Command::new(&py).arg(&script).args(args).output();
@@ -52,6 +56,19 @@ pub fn ensure_cut(folder: &ModelFolder, n: usize) -> Result<PathBuf> {
     }
     let path = folder.cut_graph(n);
     if !path.is_file() {
+        // The cut graph is written into the model folder once; say so when it cannot be.
+        let probe = crate::fsutil::temp_path(&path);
+        if let Err(e) = std::fs::File::create(&probe) {
+            return Err(Error::model(
+                &folder.dir,
+                format!(
+                    "the graph below frost line {n} ({}) is made once into the model folder, which cannot be written ({e}); make the folder writable, or run scripts/export_onnx.py --model {} --output DIR --cut-at {n} with a writable copy",
+                    path.display(),
+                    folder.dir.display()
+                ),
+            ));
+        }
+        let _ = std::fs::remove_file(&probe);
         let n_text = n.to_string();
         run_exporter(
             &[

@@ -24,7 +24,7 @@ pub struct Runtime {
 
 /// Default venv made by scripts/setup.sh (kept outside the repo so fresh clones reuse it).
 pub fn default_venv() -> Option<PathBuf> {
-    if let Some(v) = std::env::var_os("FROSTLINE_VENV") {
+    if let Some(v) = std::env::var_os("FROSTLINE_VENV").filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(v));
     }
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/frostline/venv"))

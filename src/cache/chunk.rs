@@ -80,17 +80,25 @@ impl Chunk {
                 "belongs to another cache entry (other model, max length or frost line)".into(),
             );
         }
-        let rows = u64::from_le_bytes(map[16..24].try_into().expect("8 bytes")) as usize;
-        let counts_at = HEADER + rows * KEY_BYTES;
-        let values_at = counts_at + if sequences { rows * 4 } else { 0 };
-        if map.len() < values_at {
-            return Err(format!(
-                "{} bytes, too short for {rows} rows (truncated?)",
+        // Every size derived from the header is checked arithmetic: a damaged `rows` field must
+        // read as a damaged chunk (quarantined), never overflow into a panic.
+        let too_short = || {
+            format!(
+                "{} bytes, too short for its header's row count (truncated or damaged)",
                 map.len()
-            ));
-        }
+            )
+        };
+        let rows = usize::try_from(u64::from_le_bytes(map[16..24].try_into().expect("8 bytes")))
+            .map_err(|_| too_short())?;
+        let per_row = KEY_BYTES + if sequences { 4 } else { 0 };
+        let values_at = rows
+            .checked_mul(per_row)
+            .and_then(|b| b.checked_add(HEADER))
+            .filter(|&end| end <= map.len())
+            .ok_or_else(too_short)?;
+        let counts_at = HEADER + rows * KEY_BYTES;
         let mut starts = Vec::with_capacity(rows + 1);
-        starts.push(0);
+        starts.push(0usize);
         for r in 0..rows {
             let len = if sequences {
                 u32_at(counts_at + 4 * r)
@@ -99,11 +107,14 @@ impl Chunk {
             };
             starts.push(starts[r] + len);
         }
-        let expected = values_at + starts[rows] * dim * 4;
-        if map.len() != expected {
+        let expected = starts[rows]
+            .checked_mul(dim * 4)
+            .and_then(|b| b.checked_add(values_at));
+        if expected != Some(map.len()) {
             return Err(format!(
-                "{} bytes, expected {expected} for {rows} rows (truncated?)",
-                map.len()
+                "{} bytes, expected {} for {rows} rows (truncated?)",
+                map.len(),
+                expected.map_or("more than can be addressed".to_string(), |e| e.to_string())
             ));
         }
         if xxh3_64(&map[HEADER..]).to_le_bytes() != map[24..32] {

@@ -25,7 +25,8 @@ use crate::fsutil;
 
 /// Default cache root: `$FROSTLINE_CACHE`, else `~/.cache/frostline/embeddings`.
 pub fn default_root() -> PathBuf {
-    if let Some(p) = std::env::var_os("FROSTLINE_CACHE") {
+    // An empty value means unset (never "the current directory").
+    if let Some(p) = std::env::var_os("FROSTLINE_CACHE").filter(|v| !v.is_empty()) {
         return PathBuf::from(p);
     }
     std::env::var_os("HOME")
@@ -43,6 +44,14 @@ pub struct Cache {
     pub quarantined: Vec<(PathBuf, String)>,
     /// Held while this process may write the entry; released by [`Cache::unlock`].
     lock: Option<File>,
+    /// The entry could not be written (a read-only file system or folder): it serves the rows
+    /// it holds, and a run that needs more says so.
+    pub read_only: bool,
+}
+
+/// Whether an I/O error means "this place cannot be written" (not "something is broken").
+fn is_read_only(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::EROFS)
 }
 
 impl Cache {
@@ -51,34 +60,53 @@ impl Cache {
     pub fn open(root: &Path, key: CacheKey) -> Result<Self> {
         let dir = root.join(key.id());
         let chunk_dir = dir.join("chunks");
-        std::fs::create_dir_all(&chunk_dir)
-            .map_err(|e| Error::cache(&chunk_dir, format!("cannot create: {e}")))?;
-        let lock = fsutil::lock_exclusive(&dir.join("lock"))?;
         let manifest = dir.join("manifest.json");
-        if manifest.is_file() {
-            let stored = CacheKey::read(&manifest)?;
-            if stored != key {
-                return Err(Error::cache(&manifest, "manifest does not match its key (hash collision or hand edit); delete this folder"));
-            }
-        } else {
-            fsutil::write_atomic(&manifest, |w| {
-                serde_json::to_writer_pretty(&mut *w, &key).map_err(std::io::Error::other)
-            })?;
-        }
+        // A read-only cache that already holds this entry still serves its rows.
+        let writable = std::fs::create_dir_all(&chunk_dir)
+            .and_then(|()| fsutil::try_lock_file(&dir.join("lock")));
+        let (lock, read_only) = match writable {
+            Ok(lock) => (Some(lock), false),
+            Err(e) if is_read_only(&e) && chunk_dir.is_dir() => (None, true),
+            Err(e) => return Err(Error::cache(&dir, format!("cannot open for writing: {e}"))),
+        };
         let mut cache = Cache {
             dir,
             key,
             chunks: Vec::new(),
             index: HashMap::new(),
             quarantined: Vec::new(),
-            lock: Some(lock),
+            lock,
+            read_only,
         };
+        cache.check_manifest(&manifest)?;
         cache.load_chunks()?;
         Ok(cache)
     }
 
     fn chunk_dir(&self) -> PathBuf {
         self.dir.join("chunks")
+    }
+
+    /// Writes the entry's manifest when absent; one that is unreadable or names another key is
+    /// set aside in `quarantine/` like a damaged chunk and written anew (the chunks carry the
+    /// entry's id, so they are checked on their own).
+    fn check_manifest(&mut self, manifest: &Path) -> Result<()> {
+        if manifest.is_file() {
+            let problem = match CacheKey::read(manifest) {
+                Ok(stored) if stored == self.key => return Ok(()),
+                Ok(_) => "manifest names another key (hand edit?)".to_string(),
+                Err(e) => e.to_string(),
+            };
+            if self.read_only {
+                return Err(Error::cache(manifest, format!("{problem}; the cache is read-only, so it cannot be set aside: point --cache-dir elsewhere")));
+            }
+            self.quarantine(manifest, problem)?;
+        } else if self.read_only {
+            return Ok(());
+        }
+        fsutil::write_atomic(manifest, |w| {
+            serde_json::to_writer_pretty(&mut *w, &self.key).map_err(std::io::Error::other)
+        })
     }
 
     fn load_chunks(&mut self) -> Result<()> {
@@ -94,7 +122,7 @@ impl Cache {
                 .and_then(|n| n.to_str())
                 .unwrap_or_default()
                 .to_string();
-            if fsutil::is_temp_name(&name) {
+            if fsutil::is_temp_name(&name) && !self.read_only {
                 // A write cut short by a kill: we hold the lock, so nobody is still writing it.
                 let _ = std::fs::remove_file(&path);
                 continue;
@@ -124,6 +152,14 @@ impl Cache {
     }
 
     fn quarantine(&mut self, path: &Path, reason: String) -> Result<()> {
+        if self.read_only {
+            // Cannot move it aside: leave it, unread, and say so.
+            self.quarantined.push((
+                path.to_path_buf(),
+                format!("{reason}; left in place (read-only cache)"),
+            ));
+            return Ok(());
+        }
         let bad_dir = self.dir.join("quarantine");
         std::fs::create_dir_all(&bad_dir).map_err(|e| Error::io(&bad_dir, e))?;
         let target = bad_dir.join(path.file_name().unwrap_or_default());

@@ -18,6 +18,7 @@ use crate::metrics::TaskMetrics;
 use crate::nn::bert::NativeEncoder;
 use crate::nn::tensors::{from_safetensors, to_safetensors};
 use crate::nn::{ParamId, ParamStore};
+use crate::outfolder::OutputFolder;
 use crate::regime::Regime;
 use crate::runfile::{TaskConfig, TrainConfig};
 use crate::train::EpochLog;
@@ -67,6 +68,9 @@ pub struct Manifest {
     pub trainable_params: usize,
     pub training_seconds: f64,
     pub tasks: Vec<TaskEntry>,
+    /// Checksum of every other file of the checkpoint, verified on every load.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, String>,
 }
 
 impl Manifest {
@@ -74,6 +78,12 @@ impl Manifest {
     /// its settings from a checkpoint.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST);
+        if !dir.is_dir() {
+            // A run killed while replacing this checkpoint left it beside its place: put it back.
+            for note in crate::outfolder::sweep_stale(dir) {
+                eprintln!("note: {note}");
+            }
+        }
         if !dir.is_dir() {
             return Err(Error::InputFile {
                 path: dir.to_path_buf(),
@@ -111,13 +121,12 @@ impl Manifest {
 }
 
 /// Every tensor of a checkpoint's safetensors file, each checked finite.
-fn read_tensors(path: &Path) -> Result<Vec<(String, ArrayD<f32>)>> {
+fn parse_tensors(path: &Path, bytes: &[u8]) -> Result<Vec<(String, ArrayD<f32>)>> {
     let bad = |reason: String| Error::InputFile {
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let tensors = from_safetensors(&bytes, false).map_err(bad)?;
+    let tensors = from_safetensors(bytes, false).map_err(bad)?;
     if let Some((name, _)) = tensors
         .iter()
         .find(|(_, a)| a.iter().any(|v| !v.is_finite()))
@@ -146,7 +155,7 @@ fn log_csv(log: &[EpochLog]) -> Result<Vec<u8>> {
 
 /// Writes the checkpoint folder atomically (built in a temp folder, then renamed over `dir`).
 pub fn save(
-    dir: &Path,
+    dir: &OutputFolder,
     manifest: &Manifest,
     store: &ParamStore,
     heads: &[&Head],
@@ -157,28 +166,63 @@ pub fn save(
         to_safetensors(store, ids).map_err(|e| Error::Internal(format!("safetensors: {e}")))
     };
     let head_ids: Vec<ParamId> = heads.iter().flat_map(|h| h.param_ids()).collect();
-    fsutil::write_dir_atomic(dir, |tmp| {
-        fsutil::write_bytes_atomic(&tmp.join(WEIGHTS), &tensors(&head_ids)?)?;
-        if !encoder.is_empty() {
-            fsutil::write_bytes_atomic(&tmp.join(ENCODER), &tensors(encoder)?)?;
+    let mut files = vec![(WEIGHTS, tensors(&head_ids)?), (LOG, log_csv(log)?)];
+    if !encoder.is_empty() {
+        files.push((ENCODER, tensors(encoder)?));
+    }
+    // The manifest, written last, carries a checksum of every other file.
+    let mut manifest = manifest.clone();
+    manifest.files = files
+        .iter()
+        .map(|(name, bytes)| (name.to_string(), checksum(bytes)))
+        .collect();
+    dir.write(|tmp| {
+        for (name, bytes) in &files {
+            fsutil::write_bytes_atomic(&tmp.join(name), bytes)?;
         }
-        fsutil::write_bytes_atomic(&tmp.join(LOG), &log_csv(log)?)?;
         let json =
-            serde_json::to_vec_pretty(manifest).map_err(|e| Error::Internal(e.to_string()))?;
+            serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
         fsutil::write_bytes_atomic(&tmp.join(MANIFEST), &json)
     })
+}
+
+/// A file's checksum as the manifest records it.
+fn checksum(bytes: &[u8]) -> String {
+    format!("xxh3-64:{:016x}", xxhash_rust::xxh3::xxh3_64(bytes))
+}
+
+/// Reads a checkpoint file whose checksum the manifest records, refusing a damaged one by name.
+fn read_verified(dir: &Path, manifest: &Manifest, name: &str) -> Result<Vec<u8>> {
+    let path = dir.join(name);
+    let bad = |reason: String| Error::InputFile {
+        path: path.clone(),
+        reason,
+    };
+    let want = manifest.files.get(name).ok_or_else(|| {
+        bad("not listed in the manifest's checksums; the checkpoint was altered".into())
+    })?;
+    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            bad("missing from the checkpoint folder (was it copied whole?)".into())
+        }
+        _ => Error::io(&path, e),
+    })?;
+    let got = checksum(&bytes);
+    if &got != want {
+        return Err(bad(format!(
+            "checksum mismatch ({got}, the manifest says {want}): the file is damaged or was edited; restore it or train again"
+        )));
+    }
+    Ok(bytes)
 }
 
 pub fn load(dir: &Path) -> Result<Checkpoint> {
     let manifest = Manifest::read(dir)?;
     let weights = dir.join(WEIGHTS);
-    if !weights.is_file() {
-        return Err(Error::InputFile {
-            path: weights,
-            reason: "missing from the checkpoint folder (was it copied whole?)".into(),
-        });
-    }
-    let mut by_name: HashMap<String, ArrayD<f32>> = read_tensors(&weights)?.into_iter().collect();
+    let mut by_name: HashMap<String, ArrayD<f32>> =
+        parse_tensors(&weights, &read_verified(dir, &manifest, WEIGHTS)?)?
+            .into_iter()
+            .collect();
     let mut store = ParamStore::default();
     let mut heads = Vec::new();
     for task in &manifest.tasks {
@@ -205,12 +249,10 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
 }
 
 /// The training log (one row per task and epoch).
-pub fn read_log(dir: &Path) -> Result<Vec<EpochLog>> {
-    let path = dir.join(LOG);
-    let mut reader = csv::Reader::from_path(&path).map_err(|e| Error::InputFile {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
+pub fn read_log(ck: &Checkpoint) -> Result<Vec<EpochLog>> {
+    let path = ck.dir.join(LOG);
+    let bytes = read_verified(&ck.dir, &ck.manifest, LOG)?;
+    let mut reader = csv::Reader::from_reader(bytes.as_slice());
     reader
         .deserialize()
         .enumerate()
@@ -233,10 +275,7 @@ impl Checkpoint {
         };
         let encoder = NativeEncoder::load(&mut self.store, folder, n)?;
         let path = self.dir.join(ENCODER);
-        if !path.is_file() {
-            return Err(Error::InputFile { path, reason: "missing from the checkpoint folder (a frost-line checkpoint keeps its tuned layers here)".into() });
-        }
-        let tuned = read_tensors(&path)?;
+        let tuned = parse_tensors(&path, &read_verified(&self.dir, &self.manifest, ENCODER)?)?;
         for id in encoder.param_ids() {
             let name = self.store.get(id).name.clone();
             let (_, value) =
@@ -265,7 +304,7 @@ impl Checkpoint {
 
 /// Writes a full model folder whose weights are the checkpoint's base model with its tuned
 /// layers applied, so the tuned backbone runs anywhere onnxruntime runs.
-pub fn export_model(ck: &Checkpoint, folder: &ModelFolder, out: &Path) -> Result<()> {
+pub fn export_model(ck: &Checkpoint, folder: &ModelFolder, out: &OutputFolder) -> Result<()> {
     if ck.manifest.frost_line.is_none() {
         return Err(Error::Usage(format!(
             "{} was trained with regime {}: its backbone is the unchanged model {}; only frost-line checkpoints carry tuned layers",
@@ -274,13 +313,8 @@ pub fn export_model(ck: &Checkpoint, folder: &ModelFolder, out: &Path) -> Result
             ck.manifest.backbone.model_dir.display()
         )));
     }
+    // Verified (and parsed) before the exporter runs, so a damaged file is named as such.
     let tuned = ck.dir.join(ENCODER);
-    if !tuned.is_file() {
-        return Err(Error::InputFile {
-            path: tuned,
-            reason: "missing from the checkpoint folder".into(),
-        });
-    }
-    fsutil::check_folder_writable(out)?;
-    crate::backbone::export::export_tuned(folder, &tuned, out)
+    parse_tensors(&tuned, &read_verified(&ck.dir, &ck.manifest, ENCODER)?)?;
+    out.write(|tmp| crate::backbone::export::export_tuned(folder, &tuned, tmp))
 }

@@ -233,6 +233,7 @@ pub(crate) fn resolve(cli: Cli) -> Result<Resolved> {
                 checkpoint: a.checkpoint,
                 model,
                 out: a.out,
+                force: a.force,
             })
         }
     };
@@ -266,7 +267,7 @@ fn train_job(a: TrainArgs, ort_lib: Option<PathBuf>) -> Result<(TrainSpec, Model
     let (run, recorded) = load_run(&a.run.run, &a.all_overrides())?;
     let (settings, source) = a.backbone.resolve(recorded, ort_lib)?;
     let out = a.out.map(|o| std::path::absolute(&o).unwrap_or(o));
-    Ok((TrainSpec::new(run, settings, out)?, source))
+    Ok((TrainSpec::new(run, settings, out, a.force)?, source))
 }
 
 fn predict_job(a: PredictArgs, ort_lib: Option<PathBuf>) -> Result<PredictJob> {
@@ -302,6 +303,7 @@ fn eval_job(a: EvalArgs, ort_lib: Option<PathBuf>) -> Result<EvalJob> {
         split: a.split,
         out,
         top_errors: a.top_errors,
+        force: a.force,
     })
 }
 
@@ -319,6 +321,7 @@ fn compare_job(a: CompareArgs, ort_lib: Option<PathBuf>) -> Result<CompareJob> {
         settings,
         frost_lines: a.frost_lines,
         out: a.out,
+        force: a.force,
     })
 }
 
@@ -339,6 +342,7 @@ fn mteb_job(a: MtebArgs, ort_lib: Option<PathBuf>) -> Result<MtebJob> {
         experiments: a.experiments,
         seed: a.seed,
         out: a.out,
+        force: a.force,
     })
 }
 

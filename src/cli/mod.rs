@@ -99,6 +99,9 @@ pub struct EvalArgs {
     /// Most confident errors kept per task.
     #[arg(long, default_value_t = 50)]
     pub top_errors: usize,
+    /// Replace the output folder even if frostline did not write it (its contents are lost).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// A run file and overrides of its values; shared by `train` and `compare`.
@@ -125,6 +128,9 @@ pub struct CompareArgs {
     /// freeze-head=<task>,frost-line=N rows.
     #[arg(long, value_delimiter = ',')]
     pub frost_lines: Vec<usize>,
+    /// Replace the output folder even if frostline did not write it (its contents are lost).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +145,9 @@ pub struct ExportArgs {
     /// $FROSTLINE_MODEL, then the checkpoint's].
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Replace the output folder even if frostline did not write it (its contents are lost).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +171,9 @@ pub struct TrainArgs {
     /// Checkpoint folder to write.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace the output folder even if frostline did not write it (its contents are lost).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +215,9 @@ pub struct MtebArgs {
     /// Report folder: mteb.{parquet,csv} (one row per experiment), mteb.md, mteb.json.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace the output folder even if frostline did not write it (its contents are lost).
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl TrainArgs {

@@ -14,6 +14,7 @@ use crate::commands::Outcome;
 use crate::embedder::EmbedSettings;
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::outfolder::{FolderKind, OutputFolder};
 use crate::regime::Regime;
 use crate::report::{self, plots};
 use crate::runfile::{HeadChoice, RunFile};
@@ -26,6 +27,7 @@ pub(crate) struct CompareJob {
     /// Also train layers ≥ N natively for each N.
     pub frost_lines: Vec<usize>,
     pub out: PathBuf,
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -154,10 +156,11 @@ fn compare(job: &CompareJob) -> Result<CompareOutcome> {
         settings,
         frost_lines,
         out,
+        force,
     } = job;
     let out_dir = out.as_path();
     let progress = settings.progress;
-    fsutil::check_folder_writable(out_dir)?;
+    let out = OutputFolder::claim(out_dir, FolderKind::CompareReport, *force, &[])?;
     let work = out_dir.with_file_name(format!(
         ".{}.work-{}",
         out_dir.file_name().unwrap_or_default().to_string_lossy(),
@@ -175,7 +178,7 @@ fn compare(job: &CompareJob) -> Result<CompareOutcome> {
         }
     };
     let markdown = markdown(&rows)?;
-    let written = fsutil::write_dir_atomic(out_dir, |dir| {
+    let written = out.write(|dir| {
         report::write_frame(dir, "compare", &mut frame(&rows)?)?;
         std::fs::rename(&work, dir.join("checkpoints"))
             .map_err(|e| Error::io(dir.join("checkpoints"), e))?;
@@ -217,7 +220,7 @@ fn run_variants(
         r.train.head = v.head;
         r.train.from = v.from_linear.then(|| linear_ck.clone());
         let ck_dir = work.join(v.name.replace(['/', '=', ','], "-"));
-        let spec = TrainSpec::new(r, settings.clone(), Some(ck_dir))?;
+        let spec = TrainSpec::new(r, settings.clone(), Some(ck_dir), false)?;
         let peak_ok = reset_peak_rss();
         if progress {
             eprintln!("compare: {}", v.name);

@@ -66,6 +66,13 @@ pub(crate) fn run(ort_lib: Option<&Path>, model: &ModelChoice) -> Outcome {
                 folder.pooling.describe(),
                 folder.pooling_source
             );
+            if folder.pooling_source.starts_with("assumed") {
+                let _ = writeln!(
+                    out,
+                    "  WARNING: no pooling config: {} assumed; if the model was trained with CLS pooling or normalisation, add modules.json and 1_Pooling/config.json",
+                    folder.pooling.describe()
+                );
+            }
             let _ = writeln!(
                 out,
                 "  {} model: hidden {}, {} layers, pooling {}, max length {}{}",

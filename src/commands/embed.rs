@@ -11,6 +11,7 @@ use crate::embedder::{EmbedSettings, EmbedStats, SentenceEmbedder};
 use crate::error::Result;
 use crate::format::{Format, EMBEDDING_OUTPUTS};
 use crate::fsutil;
+use crate::outfolder::check_not_input;
 use crate::output::{self, CarriedColumn};
 
 /// What `frostline embed` was asked to do, every setting decided.
@@ -26,9 +27,10 @@ pub(crate) struct EmbedJob {
 
 pub(crate) fn run(job: &EmbedJob) -> Result<Outcome> {
     Format::output(&job.output, EMBEDDING_OUTPUTS)?;
+    check_not_input(&job.output, &[&job.input])?;
     fsutil::check_writable(&job.output)?;
     let table = data::read_table(&job.input)?;
-    let texts = table.required_strings(&job.text_column)?;
+    let texts = table.texts(&job.text_column)?;
     let id_column = match &job.id_column {
         Some(c) => {
             table.column_index(c)?;

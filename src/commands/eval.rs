@@ -11,6 +11,7 @@ use crate::commands::Outcome;
 use crate::embedder::EmbedSettings;
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::outfolder::{FolderKind, OutputFolder};
 use crate::report::markdown::{escape, MarkdownTable};
 use crate::report::{self, plots, TaskEval};
 use crate::tasks::SplitName;
@@ -24,13 +25,19 @@ pub(crate) struct EvalJob {
     /// Report folder.
     pub out: PathBuf,
     pub top_errors: usize,
+    pub force: bool,
 }
 
 pub(crate) fn run(job: &EvalJob) -> Result<Outcome> {
     let out_dir = &job.out;
-    fsutil::check_folder_writable(out_dir)?;
+    let out = OutputFolder::claim(
+        out_dir,
+        FolderKind::EvalReport,
+        job.force,
+        &[&job.checkpoint],
+    )?;
     let mut ck = checkpoint::load(&job.checkpoint)?;
-    let log = checkpoint::read_log(&job.checkpoint)?;
+    let log = checkpoint::read_log(&ck)?;
     let (mut encoder, warnings) = CheckpointEncoder::open(&mut ck, job.settings.clone())?;
     let (evals, notes, stats) = evaluate_checkpoint(&ck, &mut encoder, job.split)?;
     if evals.is_empty() {
@@ -41,7 +48,7 @@ pub(crate) fn run(job: &EvalJob) -> Result<Outcome> {
         )));
     }
     let markdown = summary_markdown(&ck, &evals, &notes, job)?;
-    fsutil::write_dir_atomic(out_dir, |dir| {
+    out.write(|dir| {
         report::write_frame(dir, "overall", &mut report::overall(&evals)?)?;
         report::write_frame(dir, "per_class", &mut report::per_class(&evals)?)?;
         report::write_frame(dir, "confusion", &mut report::confusion(&evals)?)?;

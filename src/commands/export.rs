@@ -6,6 +6,7 @@ use crate::checkpoint::{self, BackboneIdentity, MANIFEST};
 use crate::cli::jobs::{open_model, ModelChoice};
 use crate::commands::Outcome;
 use crate::error::Result;
+use crate::outfolder::{FolderKind, OutputFolder};
 
 /// What `frostline export` was asked to do: the base model folder from the checkpoint unless
 /// `--model` / `$FROSTLINE_MODEL` named another (checked by content hash).
@@ -13,6 +14,7 @@ pub(crate) struct ExportJob {
     pub checkpoint: PathBuf,
     pub model: ModelChoice,
     pub out: PathBuf,
+    pub force: bool,
 }
 
 pub(crate) fn run(job: &ExportJob) -> Result<Outcome> {
@@ -23,7 +25,13 @@ pub(crate) fn run(job: &ExportJob) -> Result<Outcome> {
         .manifest
         .backbone
         .check(&identity, &job.checkpoint.join(MANIFEST))?;
-    checkpoint::export_model(&ck, &folder, &job.out)?;
+    let out = OutputFolder::claim(
+        &job.out,
+        FolderKind::ModelFolder,
+        job.force,
+        &[&job.checkpoint, &folder.dir],
+    )?;
+    checkpoint::export_model(&ck, &folder, &out)?;
     let text = format!(
         "exported {} with the tuned layers of {}\n",
         job.out.display(),

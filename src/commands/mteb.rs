@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use crate::commands::Outcome;
 use crate::embedder::{EmbedSettings, EmbedStats, SentenceEmbedder};
 use crate::error::Result;
+use crate::outfolder::{FolderKind, OutputFolder};
 use crate::report::markdown::MarkdownTable;
 use crate::tasks::read_labelled;
 
@@ -22,9 +23,10 @@ pub(crate) struct MtebJob {
     pub seed: u32,
     /// Report folder, when asked for.
     pub out: Option<PathBuf>,
+    pub force: bool,
 }
 
-pub struct MtebReport {
+pub(crate) struct MtebReport {
     pub job_name: String,
     pub result: crate::mteb::ReplayResult,
     pub train_rows: usize,
@@ -34,7 +36,7 @@ pub struct MtebReport {
 }
 
 impl MtebReport {
-    pub fn markdown(&self) -> String {
+    pub(crate) fn markdown(&self) -> String {
         let r = &self.result;
         let per: Vec<String> = r
             .experiments
@@ -62,11 +64,23 @@ impl MtebReport {
 }
 
 pub(crate) fn run(job: &MtebJob) -> Result<Outcome> {
+    let out = job
+        .out
+        .as_deref()
+        .map(|o| {
+            OutputFolder::claim(
+                o,
+                FolderKind::MtebReport,
+                job.force,
+                &[&job.train, &job.test],
+            )
+        })
+        .transpose()?;
     let report = replay(job)?;
     let mut text = report.markdown();
-    if let Some(out) = &job.out {
+    if let Some(out) = &out {
         crate::report::write_mteb(out, &report)?;
-        text.push_str(&format!("report: {}\n", out.display()));
+        text.push_str(&format!("report: {}\n", out.path().display()));
     }
     let json = serde_json::json!({
         "dataset": report.job_name,

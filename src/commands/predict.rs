@@ -13,6 +13,7 @@ use crate::embedder::EmbedSettings;
 use crate::error::{Error, Result};
 use crate::format::{Format, TABLE_OUTPUTS};
 use crate::fsutil;
+use crate::outfolder::check_not_input;
 use crate::output;
 use crate::train;
 
@@ -28,11 +29,12 @@ pub(crate) struct PredictJob {
 
 pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
     let format = Format::output(&job.output, TABLE_OUTPUTS)?;
+    check_not_input(&job.output, &[&job.input])?;
     fsutil::check_writable(&job.output)?;
     let mut ck = checkpoint::load(&job.checkpoint)?;
     let (mut encoder, warnings) = CheckpointEncoder::open(&mut ck, job.settings.clone())?;
     let table = data::read_table(&job.input)?;
-    let texts = table.required_strings(&job.text_column)?;
+    let texts = table.texts(&job.text_column)?;
     let (x, stats) = encoder.vectors(&ck, &texts)?;
 
     let mut cols: Vec<Column> = Vec::new();

@@ -17,6 +17,24 @@ pub(crate) fn run(spec: &TrainSpec, source: &ModelSource) -> Result<Outcome> {
     json["model_source"] = source.to_string().into();
     let mut outcome = Outcome::new(text, json);
     outcome.warnings = result.warnings.clone();
+    for t in &result.tasks {
+        let d = &t.data;
+        for (split, unseen, rows) in [
+            ("dev", d.unseen_dev, d.dev.len()),
+            (
+                "test",
+                d.unseen_test,
+                d.test.as_ref().map_or(0, |s| s.len()),
+            ),
+        ] {
+            if unseen > 0 {
+                outcome.warnings.push(format!(
+                    "task {:?}: {unseen} of {rows} {split} rows have labels that never occur in train; they count as errors",
+                    d.config.name
+                ));
+            }
+        }
+    }
     Ok(outcome)
 }
 

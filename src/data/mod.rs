@@ -16,6 +16,11 @@ pub struct Table {
     pub path: PathBuf,
     pub names: Vec<String>,
     pub columns: Vec<Vec<Option<String>>>,
+    /// Per column, the first cell that was not a string in the file (row index, its type): a
+    /// number is a fine label but never a text.
+    pub non_text: Vec<Option<(usize, String)>>,
+    /// Nested columns (lists, structs: e.g. an earlier run's `embedding`) left out, with their type.
+    pub nested: Vec<(String, String)>,
 }
 
 impl Table {
@@ -27,7 +32,24 @@ impl Table {
         self.len() == 0
     }
 
+    /// A table of string columns that were strings in the file.
+    pub fn of_strings(path: &Path, names: Vec<String>, columns: Vec<Vec<Option<String>>>) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            non_text: vec![None; names.len()],
+            names,
+            columns,
+            nested: Vec::new(),
+        }
+    }
+
     pub fn column_index(&self, name: &str) -> Result<usize> {
+        if let Some((_, ty)) = self.nested.iter().find(|(n, _)| n == name) {
+            return Err(Error::InputFile {
+                path: self.path.clone(),
+                reason: format!("column {name:?} is {ty}, not text; name a column of strings"),
+            });
+        }
         self.names
             .iter()
             .position(|n| n == name)
@@ -38,6 +60,22 @@ impl Table {
             })
     }
 
+    /// The column as texts: non-null cells that were strings in the file; anything else is an
+    /// error naming its row and type.
+    pub fn texts(&self, name: &str) -> Result<Vec<String>> {
+        let idx = self.column_index(name)?;
+        if let Some((row, ty)) = &self.non_text[idx] {
+            return Err(Error::BadRow {
+                path: self.path.clone(),
+                row: self.location(*row),
+                reason: format!(
+                    "field {name:?} is {ty}, not a string; the text column must hold strings"
+                ),
+            });
+        }
+        self.required_strings(name)
+    }
+
     pub fn column(&self, name: &str) -> Option<&[Option<String>]> {
         self.names
             .iter()
@@ -45,7 +83,8 @@ impl Table {
             .map(|i| self.columns[i].as_slice())
     }
 
-    /// The column as non-null strings; a null cell is an error naming its row.
+    /// The column as non-null strings (numbers as written, for labels); a null cell is an error
+    /// naming its row.
     pub fn required_strings(&self, name: &str) -> Result<Vec<String>> {
         let idx = self.column_index(name)?;
         self.columns[idx]
@@ -75,6 +114,12 @@ pub fn read_table(path: &Path) -> Result<Table> {
     if !path.exists() {
         return Err(Error::InputMissing {
             path: path.to_path_buf(),
+        });
+    }
+    if path.is_dir() {
+        return Err(Error::InputFile {
+            path: path.to_path_buf(),
+            reason: "is a folder; give a file".into(),
         });
     }
     let table = match Format::input(path, TABLE_INPUTS)? {

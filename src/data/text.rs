@@ -51,6 +51,19 @@ pub(super) fn read_csv(path: &Path) -> Result<Table> {
             })
         })
         .collect::<Result<_>>()?;
+    for (i, n) in names.iter().enumerate() {
+        if let Some(j) = names[..i].iter().position(|m| m == n) {
+            return Err(bad_row(
+                path,
+                1,
+                format!(
+                    "duplicate column name {n:?} (columns {} and {}); rename one",
+                    j + 1,
+                    i + 1
+                ),
+            ));
+        }
+    }
     let mut columns: Vec<Vec<Option<String>>> = vec![Vec::new(); names.len()];
     let mut record = csv::ByteRecord::new();
     loop {
@@ -80,11 +93,7 @@ pub(super) fn read_csv(path: &Path) -> Result<Table> {
             columns[i].push(Some(text.to_string()));
         }
     }
-    Ok(Table {
-        path: path.to_path_buf(),
-        names,
-        columns,
-    })
+    Ok(Table::of_strings(path, names, columns))
 }
 
 /// Splits into lines, failing on the first line that is not UTF-8. A trailing newline ends the
@@ -115,19 +124,22 @@ fn utf8_lines<'a>(path: &Path, bytes: &'a [u8]) -> Result<Vec<&'a str>> {
 pub(super) fn read_lines(path: &Path) -> Result<Table> {
     let bytes = read_bytes(path)?;
     let lines = utf8_lines(path, &bytes)?;
-    Ok(Table {
-        path: path.to_path_buf(),
-        names: vec!["text".into()],
-        columns: vec![lines.into_iter().map(|l| Some(l.to_string())).collect()],
-    })
+    Ok(Table::of_strings(
+        path,
+        vec!["text".into()],
+        vec![lines.into_iter().map(|l| Some(l.to_string())).collect()],
+    ))
 }
 
 pub(super) fn read_jsonl(path: &Path) -> Result<Table> {
     let bytes = read_bytes(path)?;
+    // A UTF-8 byte-order mark is accepted here as in CSV.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let mut names: Vec<String> = Vec::new();
     let mut columns: Vec<Vec<Option<String>>> = Vec::new();
+    let mut non_text: Vec<Option<(usize, String)>> = Vec::new();
     let mut rows = 0usize;
-    for (i, line) in utf8_lines(path, &bytes)?.into_iter().enumerate() {
+    for (i, line) in utf8_lines(path, bytes)?.into_iter().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
@@ -142,9 +154,20 @@ pub(super) fn read_jsonl(path: &Path) -> Result<Table> {
                 None => {
                     names.push(key);
                     columns.push(vec![None; rows]);
+                    non_text.push(None);
                     names.len() - 1
                 }
             };
+            let kind = match &v {
+                Value::Null | Value::String(_) => None,
+                Value::Bool(_) => Some("a boolean"),
+                Value::Number(_) => Some("a number"),
+                Value::Array(_) => Some("a JSON array"),
+                Value::Object(_) => Some("a JSON object"),
+            };
+            if let (Some(kind), None) = (kind, &non_text[col]) {
+                non_text[col] = Some((rows, kind.to_string()));
+            }
             columns[col].push(match v {
                 Value::Null => None,
                 Value::String(s) => Some(s),
@@ -156,9 +179,7 @@ pub(super) fn read_jsonl(path: &Path) -> Result<Table> {
             c.resize(rows, None);
         }
     }
-    Ok(Table {
-        path: path.to_path_buf(),
-        names,
-        columns,
-    })
+    let mut table = Table::of_strings(path, names, columns);
+    table.non_text = non_text;
+    Ok(table)
 }

@@ -200,7 +200,10 @@ pub fn markdown_table(df: &DataFrame, pct: &[&str]) -> String {
 
 /// MTEB replay results in the same format: one row per experiment (dataset, k, experiment,
 /// accuracy) as Parquet + CSV, the summary as Markdown, the raw result as JSON.
-pub fn write_mteb(dir: &Path, report: &crate::commands::mteb::MtebReport) -> Result<()> {
+pub(crate) fn write_mteb(
+    dir: &crate::outfolder::OutputFolder,
+    report: &crate::commands::mteb::MtebReport,
+) -> Result<()> {
     let r = &report.result;
     let n = r.experiments.len();
     let mut df = frame(
@@ -212,7 +215,7 @@ pub fn write_mteb(dir: &Path, report: &crate::commands::mteb::MtebReport) -> Res
             Column::new("accuracy".into(), r.experiments.clone()),
         ],
     )?;
-    crate::fsutil::write_dir_atomic(dir, |tmp| {
+    dir.write(|tmp| {
         write_frame(tmp, "mteb", &mut df)?;
         crate::fsutil::write_bytes_atomic(&tmp.join("mteb.md"), report.markdown().as_bytes())?;
         let json = serde_json::to_vec_pretty(r).map_err(|e| Error::Internal(e.to_string()))?;

@@ -127,7 +127,7 @@ fn label_prompts(task: &TaskData) -> Result<Vec<String>> {
     };
     let table = crate::data::read_table(path)?;
     let labels = table.required_strings("label")?;
-    let descriptions = table.required_strings("description")?;
+    let descriptions = table.texts("description")?;
     task.classes
         .iter()
         .map(|c| {

@@ -12,6 +12,7 @@ use crate::heads::Head;
 use crate::metrics::TaskMetrics;
 use crate::nn::bert::NativeEncoder;
 use crate::nn::ParamStore;
+use crate::outfolder::{FolderKind, OutputFolder};
 use crate::regime::Plan;
 use crate::runfile::RunFile;
 use crate::tasks::{load_task, SplitName, TaskData};
@@ -28,12 +29,19 @@ pub struct TrainSpec {
     pub settings: EmbedSettings,
     pub plan: Plan,
     pub out: Option<PathBuf>,
+    /// Replace `out` even if frostline did not write it.
+    pub force: bool,
 }
 
 impl TrainSpec {
     /// Computes the regime's plan for `run`'s tasks; refuses what cannot work before any data
     /// is read.
-    pub fn new(run: RunFile, settings: EmbedSettings, out: Option<PathBuf>) -> Result<Self> {
+    pub fn new(
+        run: RunFile,
+        settings: EmbedSettings,
+        out: Option<PathBuf>,
+        force: bool,
+    ) -> Result<Self> {
         let names: Vec<String> = run.tasks.iter().map(|t| t.name.clone()).collect();
         let plan =
             run.train
@@ -44,6 +52,7 @@ impl TrainSpec {
             settings,
             plan,
             out,
+            force,
         })
     }
 }
@@ -95,10 +104,15 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
         settings,
         plan,
         out,
+        force,
     } = spec;
-    if let Some(out) = out {
-        crate::fsutil::check_folder_writable(out)?;
-    }
+    // Claimed before any work: a folder frostline may not replace, or one another run is
+    // writing, fails now, not after training.
+    let reads: Vec<&Path> = run.train.from.iter().map(PathBuf::as_path).collect();
+    let out = out
+        .as_deref()
+        .map(|o| OutputFolder::claim(o, FolderKind::Checkpoint, *force, &reads))
+        .transpose()?;
     let folder = ModelFolder::open(&settings.model_dir)?;
     let identity = BackboneIdentity::of(&folder, settings.max_length)?;
     let (from, warnings) = match &run.train.from {
@@ -211,6 +225,7 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
         train: run.train.clone(),
         trainable_params,
         training_seconds: report.seconds,
+        files: Default::default(),
         tasks: outcomes
             .iter()
             .map(|o| TaskEntry {
@@ -224,7 +239,7 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
             })
             .collect(),
     };
-    if let Some(out) = out {
+    if let Some(out) = &out {
         let heads: Vec<&Head> = outcomes.iter().map(|o| &o.head).collect();
         checkpoint::save(out, &manifest, &store, &heads, &encoder_ids, &report.log)?;
     }

@@ -124,3 +124,92 @@ pub fn tensor_bytes(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> 
         .map(|(n, v)| (n, v.data().to_vec()))
         .collect()
 }
+
+/// `n` rows of a shipped subset as a new CSV.
+pub fn head_rows(src: &str, n: usize, dest: &Path) {
+    let text = std::fs::read_to_string(repo().join(src)).unwrap();
+    let lines: Vec<&str> = text.lines().take(n + 1).collect();
+    std::fs::write(dest, lines.join("\n") + "\n").unwrap();
+}
+
+/// A two-task project in `root`: `root/runs/run.toml` naming the model and the data by paths
+/// relative to the run file (`../m`, a link to the exported model; `../data/*.csv`).
+pub fn project(root: &Path, model: &Path) -> PathBuf {
+    std::fs::create_dir_all(root.join("runs")).unwrap();
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    std::os::unix::fs::symlink(model, root.join("m")).unwrap();
+    head_rows("data/sst2/train.csv", 120, &root.join("data/s-train.csv"));
+    head_rows("data/sst2/test.csv", 60, &root.join("data/s-test.csv"));
+    head_rows(
+        "data/banking77/train.csv",
+        400,
+        &root.join("data/b-train.csv"),
+    );
+    head_rows("data/banking77/test.csv", 60, &root.join("data/b-test.csv"));
+    let run = root.join("runs/run.toml");
+    std::fs::write(
+        &run,
+        r#"model = "../m"
+seed = 5
+[train]
+epochs = 2
+[[tasks]]
+name = "intent"
+train = "../data/b-train.csv"
+test = "../data/b-test.csv"
+[[tasks]]
+name = "sentiment"
+train = "../data/s-train.csv"
+test = "../data/s-test.csv"
+"#,
+    )
+    .unwrap();
+    run
+}
+
+/// The binary with a private cache, no progress bar and `FROSTLINE_MODEL` unset.
+pub fn fl(cwd: &Path, cache: &Path, args: &[&str]) -> Command {
+    let mut cmd = frostline(args);
+    cmd.current_dir(cwd)
+        .env("FROSTLINE_CACHE", cache)
+        .env_remove("FROSTLINE_MODEL");
+    cmd
+}
+
+pub fn json_of(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"))
+}
+
+pub fn code(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A copy of the model folder made of hard links (cheap), optionally with one file changed.
+pub fn linked_copy(model: &Path, dest: &Path, change_tokenizer: bool) {
+    std::fs::create_dir_all(dest).unwrap();
+    for entry in std::fs::read_dir(model).unwrap() {
+        let entry = entry.unwrap();
+        let to = dest.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            linked_copy(&entry.path(), &to, false);
+        } else if change_tokenizer && entry.file_name() == "tokenizer.json" {
+            let mut text = std::fs::read_to_string(entry.path()).unwrap();
+            text.push('\n');
+            std::fs::write(&to, text).unwrap();
+        } else if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("model.cut-")
+        {
+            // Cut graphs are made on demand; leave them out.
+        } else {
+            std::fs::hard_link(entry.path(), &to).unwrap();
+        }
+    }
+}
