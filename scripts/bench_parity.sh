@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
 # Heads accuracy before vs after a change, side by side in one run: builds REV (default
-# HEAD~1) in a temporary worktree (sharing target/'s compiled dependencies), then trains the four
+# HEAD~1) and NEW (default HEAD) in temporary worktrees (sharing target/'s compiled
+# dependencies; uncommitted changes are not measured), then trains the four
 # heads variants of bench_heads.py (frozen-backbone linear and MLP, fully-frozen centroid and
 # zero-shot) on the full ../shared sets (Banking77, SST-2, GoEmotions-Ekman) with both binaries on
 # one embedding cache, and writes bench-results/heads_parity.md. Needs no torch.
-#   bash scripts/bench_parity.sh [REV] [OUT]
+#   bash scripts/bench_parity.sh [REV] [OUT] [NEW]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 rev=${1:-HEAD~1}
 out=${2:-bench-results/heads_parity.md}
+new=${3:-HEAD}
 shared=${FROSTLINE_SHARED:-$here/../shared}/data
 bash scripts/setup.sh >/dev/null
 work=$(mktemp -d /tmp/frostline-parity-XXXX)
-trap 'git worktree remove --force "$work/old" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'for w in old new; do git worktree remove --force "$work/$w" 2>/dev/null || true; done; rm -rf "$work"' EXIT
 
-git worktree add --detach "$work/old" "$rev" >/dev/null 2>&1
-(cd "$work/old" && CARGO_TARGET_DIR="$here/target" cargo build --release --quiet)
-cp target/release/frostline "$work/frostline-old"
-cargo build --release --quiet
-cp target/release/frostline "$work/frostline-new"
+for which in old new; do
+  ref=$rev; [ "$which" = new ] && ref=$new
+  git worktree add --detach "$work/$which" "$ref" >/dev/null 2>&1
+  (cd "$work/$which" && CARGO_TARGET_DIR="$here/target" cargo build --release --quiet)
+  cp "$here/target/release/frostline" "$work/frostline-$which"
+done
 
 model="$here/models/all-MiniLM-L6-v2"
 cat > "$work/run.toml" <<TOML
@@ -53,7 +56,7 @@ for which in old new; do
   done
 done
 
-python3 - "$work" "$rev" "$(git rev-parse --short HEAD)" "$out" <<'PY'
+python3 - "$work" "$(git rev-parse --short "$rev")" "$(git rev-parse --short "$new")" "$out" <<'PY'
 import json, sys
 from pathlib import Path
 work, rev, head, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]

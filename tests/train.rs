@@ -310,14 +310,14 @@ fn checkpoint_of_another_backbone_or_corrupt_is_refused() {
         "{err}"
     );
 
-    // Truncated weights.
+    // Truncated weights: the manifest's checksum catches them before they are parsed.
     let trunc = dir.path().join("trunc");
     copy_dir(&ck, &trunc);
     let bytes = std::fs::read(trunc.join("heads.safetensors")).unwrap();
     std::fs::write(trunc.join("heads.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
     let (ok, _, err) = predict(&trunc, &[]);
     assert!(
-        !ok && err.contains("heads.safetensors") && err.contains("corrupt or truncated"),
+        !ok && err.contains("heads.safetensors") && err.contains("checksum mismatch"),
         "{err}"
     );
 

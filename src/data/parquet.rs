@@ -17,8 +17,12 @@ pub(super) fn read_parquet(path: &Path) -> Result<Table> {
     // a clear error naming the file, never a crash, so a panic inside it is contained here.
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        ParquetReader::new(file).finish()
+        let mut reader = ParquetReader::new(file);
+        check_metadata(reader.get_metadata()?, file_len)?;
+        check_pages(reader.get_metadata()?, path, file_len)?;
+        reader.finish()
     }));
     std::panic::set_hook(hook);
     let df = match read {
@@ -66,4 +70,83 @@ pub(super) fn read_parquet(path: &Path) -> Result<Table> {
     table.non_text = non_text;
     table.nested = nested;
     Ok(table)
+}
+
+/// Sizes a damaged footer may claim that no real file has: the decoder would try to allocate
+/// them (an abort, not a panic), so they are refused first. A row takes at least a bit or so even
+/// when dictionary- and run-length-encoded; a column chunk lies inside the file and inflates at
+/// most ~1000× when decompressed.
+fn check_metadata(
+    meta: &polars::io::parquet::read::FileMetadata,
+    file_len: u64,
+) -> PolarsResult<()> {
+    let max_rows = (file_len as usize).saturating_mul(64).max(1 << 16);
+    let max_bytes = file_len.saturating_mul(1024).max(1 << 20);
+    let damaged = |what: String| Err(polars_err!(ComputeError: "damaged footer: {what}"));
+    if meta.num_rows > max_rows {
+        return damaged(format!(
+            "{} rows in a file of {file_len} bytes",
+            meta.num_rows
+        ));
+    }
+    for rg in &meta.row_groups {
+        if rg.num_rows() > max_rows {
+            return damaged(format!("a row group of {} rows", rg.num_rows()));
+        }
+        for col in rg.parquet_columns() {
+            let range = col.byte_range();
+            let values = col.num_values();
+            let inflated = col.uncompressed_size();
+            if range.end > file_len || range.start > range.end {
+                return damaged(format!("a column chunk at bytes {range:?} of {file_len}"));
+            }
+            if values < 0 || values as usize > max_rows {
+                return damaged(format!("a column chunk of {values} values"));
+            }
+            if inflated < 0 || inflated as u64 > max_bytes {
+                return damaged(format!("a column chunk of {inflated} bytes uncompressed"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Page headers checked against their column chunk before decoding: the decoder reserves memory
+/// for a page's declared value count, so a damaged count (say 2^61) would abort the process.
+fn check_pages(
+    meta: &polars::io::parquet::read::FileMetadata,
+    path: &Path,
+    file_len: u64,
+) -> PolarsResult<()> {
+    use polars_parquet::parquet::page::CompressedPage;
+    use polars_parquet::parquet::read::get_page_iterator;
+    let bytes = polars_buffer::Buffer::from(std::fs::read(path)?);
+    let max_page = usize::try_from(file_len).unwrap_or(usize::MAX);
+    let max_bytes = (max_page as u64).saturating_mul(1024).max(1 << 20) as usize;
+    for rg in &meta.row_groups {
+        for col in rg.parquet_columns() {
+            let values = usize::try_from(col.num_values()).unwrap_or(0);
+            let pages = get_page_iterator(
+                col,
+                std::io::Cursor::new(bytes.clone()),
+                Vec::new(),
+                max_page,
+            )
+            .map_err(|e| polars_err!(ComputeError: "damaged column chunk: {e}"))?;
+            for page in pages {
+                let page = page.map_err(|e| polars_err!(ComputeError: "damaged page: {e}"))?;
+                // Dictionary pages expose no counts; their size is bounded by the file.
+                let CompressedPage::Data(p) = &page else {
+                    continue;
+                };
+                let (n, size) = (p.num_values(), p.uncompressed_size());
+                if n > values.max(1 << 16) || size > max_bytes {
+                    return Err(
+                        polars_err!(ComputeError: "damaged page header: {n} values, {size} bytes uncompressed, in a column chunk of {values} values"),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
