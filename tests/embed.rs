@@ -165,28 +165,31 @@ fn second_run_is_a_cache_hit_without_ort() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let out = dir.path().join("a.npy");
-    let (ok, _, first) = run(&mut embed_cmd(
-        &model,
-        &fixture("sentences.csv"),
-        &out,
-        &cache,
-    ));
-    assert!(ok, "{first}");
-    assert!(first.contains("cache hits 0, embedded 120"), "{first}");
-    assert!(
-        first.contains("execution provider: CPUExecutionProvider"),
+    // The figures come from --json (the human summary is for people).
+    let stats = |out: &Path| {
+        let (ok, stdout, err) =
+            run(embed_cmd(&model, &fixture("sentences.csv"), out, &cache).arg("--json"));
+        assert!(ok, "{err}");
+        json_of(&stdout)
+    };
+    let first = stats(&out);
+    assert_eq!(
+        (first["cache_hits"].as_u64(), first["embedded"].as_u64()),
+        (Some(0), Some(120)),
         "{first}"
     );
+    assert_eq!(first["provider"], "CPUExecutionProvider");
     let out2 = dir.path().join("b.npy");
-    let (ok, _, second) = run(&mut embed_cmd(
-        &model,
-        &fixture("sentences.csv"),
-        &out2,
-        &cache,
-    ));
-    assert!(ok, "{second}");
-    assert!(second.contains("cache hits 120, embedded 0"), "{second}");
-    assert!(second.contains("execution provider: none"), "{second}");
+    let second = stats(&out2);
+    assert_eq!(
+        (second["cache_hits"].as_u64(), second["embedded"].as_u64()),
+        (Some(120), Some(0)),
+        "{second}"
+    );
+    assert!(
+        second["provider"].is_null(),
+        "no ORT session for a cache hit: {second}"
+    );
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
 }
 
@@ -318,19 +321,17 @@ fn damaged_chunk_is_set_aside_and_re_embedded() {
     std::fs::write(&chunk, bytes).unwrap();
 
     let out2 = dir.path().join("b.npy");
-    let (ok, _, summary) = run(&mut embed_cmd(
-        &model,
-        &fixture("sentences.csv"),
-        &out2,
-        &cache,
-    ));
-    assert!(ok, "{summary}");
+    let (ok, stdout, err) =
+        run(embed_cmd(&model, &fixture("sentences.csv"), &out2, &cache).arg("--json"));
+    assert!(ok, "{err}");
+    let summary = json_of(&stdout);
+    let notes = summary["notes"].to_string();
     assert!(
-        summary.contains("damaged cache chunk set aside (checksum mismatch"),
+        notes.contains("damaged cache chunk set aside (checksum mismatch"),
         "{summary}"
     );
     assert!(
-        !summary.contains("embedded 0)"),
+        summary["embedded"].as_u64() > Some(0),
         "rows of the damaged chunk must be re-embedded: {summary}"
     );
     let (a, b) = (read_npy(&out), read_npy(&out2));
