@@ -3,8 +3,9 @@
 # HEAD~1) and NEW (default HEAD) in temporary worktrees (sharing target/'s compiled
 # dependencies; uncommitted changes are not measured), then trains the four
 # heads variants of bench_heads.py (frozen-backbone linear and MLP, fully-frozen centroid and
-# zero-shot) on the full ../shared sets (Banking77, SST-2, GoEmotions-Ekman) with both binaries on
-# one embedding cache, and writes bench-results/heads_parity.md. Needs no torch.
+# zero-shot) on the full ../shared sets (Banking77, SST-2, GoEmotions-Ekman), plus a frost-line
+# run (layer 5 up, max length 64, 3 epochs) on full SST-2, with both binaries on one cache, and
+# writes bench-results/heads_parity.md. Needs no torch.
 #   bash scripts/bench_parity.sh [REV] [OUT] [NEW]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,6 +47,19 @@ dev = "$shared/goemotions_ekman/dev.csv"
 test = "$shared/goemotions_ekman/test.csv"
 TOML
 
+cat > "$work/frost.toml" <<TOML
+model = "$model"
+seed = 13
+[train]
+epochs = 3
+lr = 1e-3
+[[tasks]]
+name = "sst2"
+train = "$shared/sst2/train.csv"
+dev = "$shared/sst2/dev.csv"
+test = "$shared/sst2/test.csv"
+TOML
+
 variants=("linear:" "mlp:--head mlp" "centroid:--regime fully-frozen --head centroid" "zero-shot:--regime fully-frozen --head zero-shot")
 for which in old new; do
   for v in "${variants[@]}"; do
@@ -54,6 +68,8 @@ for which in old new; do
     "$work/frostline-$which" train --no-progress --run "$work/run.toml" --cache-dir "$work/cache" \
       --out "$work/$which-$name" ${v#*:} >/dev/null
   done
+  "$work/frostline-$which" train --no-progress --run "$work/frost.toml" --cache-dir "$work/cache" \
+    --regime frost-line=5 --max-length 64 --out "$work/$which-frost-line=5" >/dev/null
 done
 
 python3 - "$work" "$(git rev-parse --short "$rev")" "$(git rev-parse --short "$new")" "$out" <<'PY'
@@ -65,10 +81,11 @@ def tests(ck):
     return {t.get("name") or t["config"]["name"]: t["test"] for t in m["tasks"]}
 lines = [f"# Heads accuracy before ({rev}) and after ({head}) the change", "",
          "Full ../shared splits, seed 13, 20 epochs, one embedding cache for both binaries "
-         "(`bash scripts/bench_parity.sh`). Test accuracy / macro-F1 in %.", "",
+         "(`bash scripts/bench_parity.sh`); frost-line=5: SST-2 only, max length 64, 3 epochs, lr 1e-3. "
+         "Test accuracy / macro-F1 in %.", "",
          "| head | task | before acc | after acc | before F1 | after F1 | identical |", "|---|---|---:|---:|---:|---:|---|"]
 same_all = True
-for name in ["linear", "mlp", "centroid", "zero-shot"]:
+for name in ["linear", "mlp", "centroid", "zero-shot", "frost-line=5"]:
     a, b = tests(work / f"old-{name}"), tests(work / f"new-{name}")
     for task in a:
         same = a[task] == b[task]
