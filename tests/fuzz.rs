@@ -363,3 +363,18 @@ fn fuzz_safetensors() {
     });
     check(c);
 }
+
+/// Inputs the fuzzer found that made the Parquet decoder abort the process (not a panic): a
+/// footer list length of ~2.9e12 (an 82 GB allocation). Each must now be a clear error.
+#[test]
+fn parquet_inputs_that_once_aborted_are_clear_errors() {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/damaged-footer.parquet"
+    ));
+    let err = frostline::data::read_table(path).unwrap_err().to_string();
+    assert!(
+        err.contains("damaged-footer.parquet") && err.contains("damaged footer"),
+        "{err}"
+    );
+}

@@ -18,6 +18,9 @@ pub(super) fn read_parquet(path: &Path) -> Result<Table> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    check_footer(&bytes)
+        .map_err(|e| bad(format!("not a readable Parquet file (damaged footer: {e})")))?;
     let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut reader = ParquetReader::new(file);
         check_metadata(reader.get_metadata()?, file_len)?;
@@ -149,4 +152,135 @@ fn check_pages(
         }
     }
     Ok(())
+}
+
+/// Walks the Thrift compact-protocol footer (`FileMetaData`) before the decoder sees it: the
+/// decoder reserves memory for every declared list and string length, so a damaged length (say
+/// 80 GB) would abort the process. Every length and element count must fit in the bytes that are
+/// left; nesting is bounded.
+fn check_footer(bytes: &[u8]) -> std::result::Result<(), String> {
+    let n = bytes.len();
+    if n < 12 || &bytes[n - 4..] != b"PAR1" {
+        return Err("no Parquet footer".into());
+    }
+    let len = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().expect("4 bytes")) as usize;
+    if len > n - 8 {
+        return Err(format!("footer of {len} bytes in a file of {n}"));
+    }
+    let mut walker = Thrift {
+        b: &bytes[n - 8 - len..n - 8],
+        at: 0,
+    };
+    walker.skip_struct(0)
+}
+
+struct Thrift<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl Thrift<'_> {
+    fn byte(&mut self) -> std::result::Result<u8, String> {
+        let v = *self.b.get(self.at).ok_or("footer ends early")?;
+        self.at += 1;
+        Ok(v)
+    }
+
+    fn varint(&mut self) -> std::result::Result<u64, String> {
+        let mut v = 0u64;
+        for shift in (0..70).step_by(7) {
+            let b = self.byte()?;
+            v |= u64::from(b & 0x7f).checked_shl(shift).unwrap_or(0);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("varint too long".into())
+    }
+
+    fn left(&self) -> usize {
+        self.b.len() - self.at
+    }
+
+    /// A declared count or length that cannot fit in what is left of the footer.
+    fn sized(&mut self, count: u64) -> std::result::Result<usize, String> {
+        usize::try_from(count)
+            .ok()
+            .filter(|&c| c <= self.left())
+            .ok_or_else(|| {
+                format!(
+                    "a length of {count} in a footer with {} bytes left",
+                    self.left()
+                )
+            })
+    }
+
+    fn skip(&mut self, ty: u8, depth: usize) -> std::result::Result<(), String> {
+        if depth > 64 {
+            return Err("footer nested too deeply".into());
+        }
+        match ty {
+            1 | 2 => Ok(()), // booleans live in the field header
+            3 => self.byte().map(|_| ()),
+            4..=6 => self.varint().map(|_| ()),
+            7 => {
+                self.sized(8)?;
+                self.at += 8;
+                Ok(())
+            }
+            8 => {
+                let len = self.varint()?;
+                let len = self.sized(len)?;
+                self.at += len;
+                Ok(())
+            }
+            9 | 10 => {
+                let header = self.byte()?;
+                let count = match header >> 4 {
+                    15 => self.varint()?,
+                    c => u64::from(c),
+                };
+                // Every element takes at least one byte (a boolean element too).
+                let count = self.sized(count)?;
+                let elem = header & 0x0f;
+                for _ in 0..count {
+                    if elem == 1 || elem == 2 {
+                        self.byte()?;
+                    } else {
+                        self.skip(elem, depth + 1)?;
+                    }
+                }
+                Ok(())
+            }
+            11 => {
+                let count = self.varint()?;
+                let count = self.sized(count)?;
+                if count == 0 {
+                    return Ok(());
+                }
+                let kv = self.byte()?;
+                for _ in 0..count {
+                    self.skip(kv >> 4, depth + 1)?;
+                    self.skip(kv & 0x0f, depth + 1)?;
+                }
+                Ok(())
+            }
+            12 => self.skip_struct(depth + 1),
+            other => Err(format!("unknown Thrift type {other} in the footer")),
+        }
+    }
+
+    fn skip_struct(&mut self, depth: usize) -> std::result::Result<(), String> {
+        loop {
+            let header = self.byte()?;
+            if header == 0 {
+                return Ok(());
+            }
+            if header >> 4 == 0 {
+                // A long-form field id (zigzag i16) follows.
+                self.varint()?;
+            }
+            self.skip(header & 0x0f, depth + 1)?;
+        }
+    }
 }
