@@ -23,6 +23,7 @@ fn main() {
         split_layer: None,
         content: "sentence".into(),
         dtype: "f32".into(),
+        numeric: "fp32".into(),
         dim,
     };
     let keys: Vec<_> = (0..rows)

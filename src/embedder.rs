@@ -221,10 +221,13 @@ impl SentenceEmbedder {
 }
 
 impl TokenStateEmbedder {
-    pub fn open(settings: EmbedSettings, layer: usize) -> Result<Self> {
+    /// `quantize_frozen`: run the graph below the frost line in int8 (see
+    /// [`crate::backbone::quantize::frozen_graph`]).
+    pub fn open(settings: EmbedSettings, layer: usize, quantize_frozen: bool) -> Result<Self> {
         let folder = ModelFolder::open(&settings.model_dir)?;
-        let graph = crate::backbone::export::ensure_cut(&folder, layer)?;
-        let key = CacheKey::tokens(&folder, settings.max_length, layer, &graph)?;
+        let (graph, numeric) =
+            crate::backbone::quantize::frozen_graph(&folder, layer, quantize_frozen)?;
+        let key = CacheKey::tokens(&folder, settings.max_length, layer, &graph, numeric)?;
         Ok(Self {
             core: FillCore::open(settings, folder, graph, key)?,
         })
@@ -309,6 +312,14 @@ impl FillCore {
             ));
         }
 
+        if let Some(q) = &self.folder.quantization {
+            if !q.recipe.method.batch_independent() {
+                stats.notes.push(format!(
+                    "{} is dynamically quantized: each vector depends on the other texts in its batch, so cached vectors are as the first run batched them; re-quantize with --method per-token for batch-independent vectors",
+                    self.folder.dir.display()
+                ));
+            }
+        }
         let keys: Vec<TextKey> = texts.iter().map(|t| cache::text_key(t)).collect();
         // Unique texts, first occurrence wins; split into cached and to-embed.
         let mut seen = std::collections::HashSet::new();

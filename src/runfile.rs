@@ -113,6 +113,9 @@ pub struct TrainConfig {
     /// Checkpoint whose heads every run starts from: kept as they are where the regime freezes
     /// them (`fully-frozen`, the frozen head of `freeze-head`), trained further otherwise.
     pub from: Option<PathBuf>,
+    /// Run the graph below the frost line in int8 (per-token activations, per-channel weights)
+    /// while the layers above train in fp32: the frozen part is frozen anyway.
+    pub quantize_frozen: bool,
 }
 
 impl Default for TrainConfig {
@@ -135,6 +138,7 @@ impl Default for TrainConfig {
             sampling: Sampling::Proportional,
             temperature: 2.0,
             from: None,
+            quantize_frozen: false,
         }
     }
 }

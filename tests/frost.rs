@@ -61,7 +61,7 @@ fn onnx_below_n_plus_native_above_n_reproduces_the_model_for_every_n() {
     for n in 0..=folder.num_layers {
         let mut settings = settings_for(&m);
         settings.cache_root = dir.path().join("cache");
-        let mut embedder = TokenStateEmbedder::open(settings, n).unwrap();
+        let mut embedder = TokenStateEmbedder::open(settings, n, false).unwrap();
         let (states, _) = embedder.token_states(&texts).unwrap();
         let mut store = ParamStore::default();
         let encoder = NativeEncoder::load(&mut store, &folder, n).unwrap();
@@ -96,7 +96,7 @@ fn bad_frost_line_input_is_named() {
     let m = model_copy(dir.path(), &model);
     let folder = ModelFolder::open(&m).unwrap();
     // N outside 0..=L.
-    let err = TokenStateEmbedder::open(settings_for(&m), 7)
+    let err = TokenStateEmbedder::open(settings_for(&m), 7, false)
         .err()
         .unwrap()
         .to_string();
@@ -280,7 +280,7 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
     settings.max_length = 32;
     let mut ckpt = frostline::checkpoint::load(&ck).unwrap();
     let mut native =
-        frostline::checkpoint::vectors::CheckpointEncoder::open(&mut ckpt, settings.clone())
+        frostline::checkpoint::vectors::CheckpointEncoder::open(&mut ckpt, settings.clone(), false)
             .unwrap()
             .0;
     let (a, _) = native.vectors(&ckpt, &texts).unwrap();
@@ -358,7 +358,7 @@ fn token_cache_chunk_from_another_frost_line_is_refused() {
     let open = |n: usize| {
         let mut s = settings_for(&m);
         s.cache_root = dir.path().join("cache");
-        TokenStateEmbedder::open(s, n).unwrap()
+        TokenStateEmbedder::open(s, n, false).unwrap()
     };
     let (states5, _) = open(5).token_states(&texts).unwrap();
     let (states4, _) = open(4).token_states(&texts).unwrap();

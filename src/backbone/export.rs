@@ -17,13 +17,24 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
-fn run_exporter(args: &[&std::ffi::OsStr], what: &str) -> Result<()> {
-    // `.frostline-export.tmp-PID`: the script of a run killed mid-export is removed by the next
-    // export once that process is gone.
-    let base = std::env::temp_dir().join("frostline-export");
+fn run_exporter(args: &[&std::ffi::OsStr], what: &str) -> Result<String> {
+    run_script("frostline-export", EXPORTER, args, what)
+}
+
+/// Runs one of the compiled-in Python scripts (`source`) with the set-up venv's Python and
+/// returns its stdout; a failure names the step and quotes the script's stderr.
+pub(crate) fn run_script(
+    name: &str,
+    source: &str,
+    args: &[&std::ffi::OsStr],
+    what: &str,
+) -> Result<String> {
+    // `.NAME.tmp-PID`: the script of a run killed midway is removed by the next run once that
+    // process is gone.
+    let base = std::env::temp_dir().join(name);
     crate::outfolder::sweep_stale(&base);
     let script = crate::fsutil::temp_path(&base);
-    std::fs::write(&script, EXPORTER).map_err(|e| Error::io(&script, e))?;
+    std::fs::write(&script, source).map_err(|e| Error::io(&script, e))?;
     let py = python();
     let out = Command::new(&py).arg(&script).args(args).output();
     let _ = std::fs::remove_file(&script);
@@ -38,12 +49,12 @@ fn run_exporter(args: &[&std::ffi::OsStr], what: &str) -> Result<()> {
     })?;
     if !out.status.success() {
         return Err(Error::model(&py, format!(
-            "{what} failed ({}): {}; the exporter needs the set-up venv (scripts/setup.sh: onnx, numpy, safetensors)",
+            "{what} failed ({}): {}; it runs in the set-up venv (scripts/setup.sh: onnx, onnxruntime, numpy, safetensors, tokenizers)",
             py.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The ONNX graph of the layers below frost line `n`, exported once into the model folder.
@@ -98,4 +109,5 @@ pub fn export_tuned(folder: &ModelFolder, tuned: &Path, out: &Path) -> Result<()
         ],
         "exporting the tuned model",
     )
+    .map(drop)
 }

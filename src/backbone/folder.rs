@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::quantize::Quantization;
 use crate::error::{Error, Result};
 use crate::pool::{Pooling, PoolingMode};
 
@@ -28,6 +29,8 @@ pub struct ModelFolder {
     pub pooling_source: String,
     /// Truncation length from `sentence_bert_config.json` (sentence-transformers' own choice).
     pub max_length: usize,
+    /// How the graph was quantized (`quantization.json`); `None` for an fp32 folder.
+    pub quantization: Option<Quantization>,
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -105,7 +108,15 @@ impl ModelFolder {
             pooling,
             pooling_source,
             max_length,
+            quantization: Quantization::read(dir)?,
         })
+    }
+
+    /// The graph's numeric format: `fp32`, or how it was quantized.
+    pub fn numeric(&self) -> String {
+        self.quantization
+            .as_ref()
+            .map_or_else(|| "fp32".to_string(), |q| q.recipe.describe())
     }
 
     /// The graph of the layers below the frost line `n` (made by [`super::export::ensure_cut`]).

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::backbone::ModelFolder;
 use crate::error::{Error, Result};
 
-const FORMAT_VERSION: u32 = 3;
+const FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheKey {
@@ -24,6 +24,9 @@ pub struct CacheKey {
     /// `sentence` (one pooled vector per text) or `tokens` (every token's state at the split).
     pub content: String,
     pub dtype: String,
+    /// The graph's numeric format (`fp32`, `int8 per-token, per-channel weights`…): int8 and
+    /// fp32 vectors never share an entry, even if a graph's bytes were to collide.
+    pub numeric: String,
     pub dim: usize,
 }
 
@@ -41,18 +44,19 @@ pub(super) fn hex(bytes: &[u8]) -> String {
 impl CacheKey {
     /// The key for sentence embeddings of the full model in `folder` at `max_length`.
     pub fn sentence(folder: &ModelFolder, max_length: usize) -> Result<Self> {
-        Self::for_graph(folder, max_length, &folder.onnx, None)
+        Self::for_graph(folder, max_length, &folder.onnx, None, folder.numeric())
     }
 
     /// The key for token states at frost line `layer`: the hash is of the cut graph that makes
-    /// them, and `split_layer` says where it was cut.
+    /// them, `split_layer` says where it was cut and `numeric` in which format it runs.
     pub fn tokens(
         folder: &ModelFolder,
         max_length: usize,
         layer: usize,
         cut_graph: &Path,
+        numeric: String,
     ) -> Result<Self> {
-        Self::for_graph(folder, max_length, cut_graph, Some(layer))
+        Self::for_graph(folder, max_length, cut_graph, Some(layer), numeric)
     }
 
     /// Hashes only the graph that makes the vectors (the 90 MB full graph is not read for a cut).
@@ -61,6 +65,7 @@ impl CacheKey {
         max_length: usize,
         graph: &Path,
         split_layer: Option<usize>,
+        numeric: String,
     ) -> Result<Self> {
         Ok(Self {
             format_version: FORMAT_VERSION,
@@ -77,6 +82,7 @@ impl CacheKey {
             }
             .into(),
             dtype: "f32".into(),
+            numeric,
             dim: folder.hidden_size,
         })
     }

@@ -21,13 +21,22 @@ pub struct BackboneIdentity {
     pub version: u32,
     /// Where the model folder was when the checkpoint was written (absolute).
     pub model_dir: PathBuf,
-    /// XXH3-128 over `model.onnx`, `model.safetensors` (when present) and `tokenizer.json`.
+    /// XXH3-128 over `model.onnx`, `model.safetensors` (when present) and `tokenizer.json`; for
+    /// a quantized folder, that of the fp32 folder it was made from (its lineage).
     pub content_hash: String,
+    /// `fp32`, or the int8 recipe with the quantized folder's own content hash. Checkpoints
+    /// written before int8 existed are fp32.
+    #[serde(default = "fp32")]
+    pub numeric: String,
     pub pooling: String,
     pub num_layers: usize,
     pub hidden_size: usize,
     /// The truncation length the heads were trained with.
     pub max_length: usize,
+}
+
+fn fp32() -> String {
+    "fp32".into()
 }
 
 /// XXH3-128 of a file's bytes (streamed: the graph is ~90 MB).
@@ -61,10 +70,19 @@ pub fn content_hash(folder: &ModelFolder) -> Result<String> {
 
 impl BackboneIdentity {
     pub fn of(folder: &ModelFolder, max_length: usize) -> Result<Self> {
+        let own = content_hash(folder)?;
+        let (content_hash, numeric) = match &folder.quantization {
+            Some(q) => (
+                q.source.content_hash.clone(),
+                format!("{} (folder {own})", q.recipe.describe()),
+            ),
+            None => (own, fp32()),
+        };
         Ok(Self {
             version: IDENTITY_VERSION,
             model_dir: std::path::absolute(&folder.dir).map_err(|e| Error::io(&folder.dir, e))?,
-            content_hash: content_hash(folder)?,
+            content_hash,
+            numeric,
             pooling: folder.pooling.describe(),
             num_layers: folder.num_layers,
             hidden_size: folder.hidden_size,
@@ -74,8 +92,15 @@ impl BackboneIdentity {
 
     /// Checks that `actual` (the folder about to run) is the backbone these heads were trained
     /// on. A moved folder is fine (location is not identity); a different max length is allowed
-    /// and returned as a warning; anything else is an error naming the field and both values.
-    pub fn check(&self, actual: &BackboneIdentity, checkpoint: &Path) -> Result<Vec<String>> {
+    /// and returned as a warning; the same backbone in another numeric format (int8 vectors for
+    /// heads trained on fp32 ones, or the reverse) is refused unless `allow_quantized`, then
+    /// warned about; anything else is an error naming the field and both values.
+    pub fn check(
+        &self,
+        actual: &BackboneIdentity,
+        checkpoint: &Path,
+        allow_quantized: bool,
+    ) -> Result<Vec<String>> {
         let mut diffs = Vec::new();
         let mut differ = |field: &str, want: String, got: String| {
             if want != got {
@@ -115,6 +140,24 @@ impl BackboneIdentity {
             });
         }
         let mut warnings = Vec::new();
+        if self.numeric != actual.numeric {
+            let what = format!(
+                "the heads of {} were trained on {} vectors and {} makes {} vectors",
+                checkpoint.display(),
+                self.numeric,
+                actual.model_dir.display(),
+                actual.numeric
+            );
+            if !allow_quantized {
+                return Err(Error::Usage(format!(
+                    "{what}; use the folder they were trained with ({}), retrain on this one, or pass --allow-quantized to accept the difference (bench-results/int8.md measures it)",
+                    self.model_dir.display()
+                )));
+            }
+            warnings.push(format!(
+                "{what} (--allow-quantized): predictions may differ from the checkpoint's own scores"
+            ));
+        }
         if self.max_length != actual.max_length {
             warnings.push(format!(
                 "max length {} differs from the {} the heads of {} were trained with; vectors of texts longer than either may differ",
@@ -136,6 +179,7 @@ mod tests {
             version: IDENTITY_VERSION,
             model_dir: "/models/a".into(),
             content_hash: "xxh3-128:00".into(),
+            numeric: "fp32".into(),
             pooling: "mean+l2".into(),
             num_layers: 6,
             hidden_size: 384,
@@ -150,17 +194,41 @@ mod tests {
             model_dir: "/elsewhere/b".into(),
             ..identity()
         };
-        assert!(ck.check(&moved, Path::new("ck")).unwrap().is_empty());
+        assert!(ck.check(&moved, Path::new("ck"), false).unwrap().is_empty());
         let shorter = BackboneIdentity {
             max_length: 64,
             ..identity()
         };
-        let warnings = ck.check(&shorter, Path::new("ck")).unwrap();
+        let warnings = ck.check(&shorter, Path::new("ck"), false).unwrap();
         assert_eq!(warnings.len(), 1);
         assert!(
             warnings[0].contains("max length 64") && warnings[0].contains("256"),
             "{warnings:?}"
         );
+    }
+
+    #[test]
+    fn another_numeric_format_is_refused_unless_allowed() {
+        let ck = identity();
+        let int8 = BackboneIdentity {
+            numeric: "int8 per-token, per-channel weights (folder xxh3-128:11)".into(),
+            ..identity()
+        };
+        let err = ck.check(&int8, Path::new("ck"), false).unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Usage);
+        let text = err.to_string();
+        assert!(
+            text.contains("trained on fp32 vectors") && text.contains("--allow-quantized"),
+            "{text}"
+        );
+        let warnings = ck.check(&int8, Path::new("ck"), true).unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("int8 per-token"), "{warnings:?}");
+        // A manifest written before the field existed reads as fp32.
+        let mut json = serde_json::to_value(identity()).unwrap();
+        json.as_object_mut().unwrap().remove("numeric");
+        let old: BackboneIdentity = serde_json::from_value(json).unwrap();
+        assert_eq!(old.numeric, "fp32");
     }
 
     #[test]
@@ -171,7 +239,10 @@ mod tests {
             hidden_size: 768,
             ..identity()
         };
-        let err = ck.check(&other, Path::new("ck")).unwrap_err().to_string();
+        let err = ck
+            .check(&other, Path::new("ck"), false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("content hash"), "{err}");
         assert!(
             err.contains("hidden size: checkpoint 384, model folder 768"),

@@ -19,18 +19,25 @@ pub enum CheckpointEncoder {
 
 impl CheckpointEncoder {
     /// Opens the backbone `settings` name for `ck`, after checking it is the one the heads were
-    /// trained on. Returns the warnings of that check (another max length).
-    pub fn open(ck: &mut Checkpoint, settings: EmbedSettings) -> Result<(Self, Vec<String>)> {
+    /// trained on (another numeric format only with `allow_quantized`). Returns the warnings of
+    /// that check (another max length, another numeric format).
+    pub fn open(
+        ck: &mut Checkpoint,
+        settings: EmbedSettings,
+        allow_quantized: bool,
+    ) -> Result<(Self, Vec<String>)> {
         let folder = ModelFolder::open(&settings.model_dir)?;
         let identity = BackboneIdentity::of(&folder, settings.max_length)?;
-        let warnings = ck
-            .manifest
-            .backbone
-            .check(&identity, &ck.dir.join(MANIFEST))?;
+        let warnings =
+            ck.manifest
+                .backbone
+                .check(&identity, &ck.dir.join(MANIFEST), allow_quantized)?;
+        let quantize_frozen = ck.manifest.train.quantize_frozen;
         let encoder = match ck.encoder(&folder)? {
-            Some(encoder) => {
-                CheckpointEncoder::Frost(TokenStateEmbedder::open(settings, encoder.from)?, encoder)
-            }
+            Some(encoder) => CheckpointEncoder::Frost(
+                TokenStateEmbedder::open(settings, encoder.from, quantize_frozen)?,
+                encoder,
+            ),
             None => CheckpointEncoder::Sentences(SentenceEmbedder::open(settings)?),
         };
         Ok((encoder, warnings))

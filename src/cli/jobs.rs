@@ -6,15 +6,20 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::{
-    BackboneArgs, Cli, Command, CompareArgs, EmbedArgs, EvalArgs, MtebArgs, PredictArgs, TrainArgs,
-    DEFAULT_MODEL, MODEL_ENV,
+    BackboneArgs, Cli, Command, CompareArgs, EmbedArgs, EvalArgs, MtebArgs, PredictArgs,
+    QuantizeArgs, TrainArgs, DEFAULT_MODEL, MODEL_ENV,
 };
-use crate::backbone::{ModelFolder, SessionOptions};
+use crate::backbone::{ModelFolder, QuantMethod, Recipe, SessionOptions};
 use crate::cache;
 use crate::checkpoint::{self, Manifest};
 use crate::commands::{
-    compare::CompareJob, embed::EmbedJob, eval::EvalJob, export::ExportJob, mteb::MtebJob,
+    compare::CompareJob,
+    embed::EmbedJob,
+    eval::EvalJob,
+    export::ExportJob,
+    mteb::MtebJob,
     predict::PredictJob,
+    quantize::{Calibration, QuantizeJob},
 };
 use crate::embedder::EmbedSettings;
 use crate::error::{Error, Result};
@@ -127,6 +132,7 @@ pub(crate) enum Job {
     Compare(CompareJob),
     Mteb(MtebJob),
     Export(ExportJob),
+    Quantize(QuantizeJob),
 }
 
 impl BackboneArgs {
@@ -222,6 +228,7 @@ pub(crate) fn resolve(cli: Cli) -> Result<Resolved> {
         Command::Eval(a) => Job::Eval(eval_job(a, ort_lib)?),
         Command::Compare(a) => Job::Compare(compare_job(a, ort_lib)?),
         Command::Mteb(a) => Job::Mteb(mteb_job(a, ort_lib)?),
+        Command::Quantize(a) => Job::Quantize(quantize_job(a)?),
         Command::Export(a) => {
             let manifest = Manifest::read(&a.checkpoint)?;
             let recorded = (
@@ -286,6 +293,7 @@ fn predict_job(a: PredictArgs, ort_lib: Option<PathBuf>) -> Result<PredictJob> {
         input: a.input,
         text_column,
         output: a.output,
+        allow_quantized: a.allow_quantized,
     })
 }
 
@@ -304,6 +312,7 @@ fn eval_job(a: EvalArgs, ort_lib: Option<PathBuf>) -> Result<EvalJob> {
         out,
         top_errors: a.top_errors,
         force: a.force,
+        allow_quantized: a.allow_quantized,
     })
 }
 
@@ -321,6 +330,43 @@ fn compare_job(a: CompareArgs, ort_lib: Option<PathBuf>) -> Result<CompareJob> {
         settings,
         frost_lines: a.frost_lines,
         out: a.out,
+        force: a.force,
+    })
+}
+
+fn quantize_job(a: QuantizeArgs) -> Result<QuantizeJob> {
+    let calibration = match (a.method, a.calibration) {
+        (QuantMethod::Static, None) => {
+            return Err(Error::Usage(
+                "--method static fixes activation ranges from texts: pass --calibration FILE with a few hundred texts like the ones you will embed".into(),
+            ))
+        }
+        (QuantMethod::Static, Some(c)) => {
+            if a.calibration_rows == 0 {
+                return Err(Error::Usage("--calibration-rows must be at least 1".into()));
+            }
+            Some(Calibration {
+                text_column: text_column_of(&c, a.text_column),
+                path: c,
+                rows: a.calibration_rows,
+            })
+        }
+        (m, Some(_)) => {
+            return Err(Error::Usage(format!(
+                "--calibration is for --method static; {} measures activation ranges at run time",
+                m.as_str()
+            )))
+        }
+        (_, None) => None,
+    };
+    Ok(QuantizeJob {
+        model: choose_model(a.model.as_deref(), None),
+        out: std::path::absolute(&a.out).unwrap_or(a.out),
+        recipe: Recipe {
+            method: a.method,
+            per_channel: !a.per_tensor,
+        },
+        calibration,
         force: a.force,
     })
 }

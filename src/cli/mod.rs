@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::backbone::Device;
+use crate::backbone::{Device, QuantMethod};
 use crate::tasks::SplitName;
 
 /// Runs a parsed command line: resolve (every setting decided once) → run → print the outcome
@@ -83,6 +83,39 @@ pub enum Command {
     Compare(CompareArgs),
     /// Export a frost-line checkpoint's tuned backbone as one ONNX model folder.
     Export(ExportArgs),
+    /// Write an int8 copy of a model folder (per-token by default; static or dynamic on request).
+    Quantize(QuantizeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// The fp32 model folder to quantize [default: $FROSTLINE_MODEL, then models/all-MiniLM-L6-v2].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// The int8 model folder to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// per-token: activations scaled per token at run time (batch-independent, no calibration);
+    /// static: ranges fixed from --calibration texts; dynamic: one range per batch (a text's
+    /// vector then depends on its batch-mates).
+    #[arg(long, value_enum, default_value_t = QuantMethod::PerToken)]
+    pub method: QuantMethod,
+    /// One weight scale per matrix instead of one per output channel.
+    #[arg(long)]
+    pub per_tensor: bool,
+    /// Texts to calibrate static ranges on (.txt one per line, or .csv/.jsonl/.parquet with
+    /// --text-column); use texts like the ones you will embed.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// Column of --calibration holding the text (ignored for .txt).
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// At most this many calibration texts (the first ones).
+    #[arg(long, default_value_t = 512)]
+    pub calibration_rows: usize,
+    /// Replace the output folder even if frostline did not write it (its contents are lost).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +132,10 @@ pub struct EvalArgs {
     /// Most confident errors kept per task.
     #[arg(long, default_value_t = 50)]
     pub top_errors: usize,
+    /// Accept a model folder in another numeric format than the heads were trained on (int8
+    /// vectors for fp32-trained heads, or the reverse); warned about.
+    #[arg(long)]
+    pub allow_quantized: bool,
     /// Replace the output folder even if frostline did not write it (its contents are lost).
     #[arg(long)]
     pub force: bool,
@@ -168,6 +205,10 @@ pub struct TrainArgs {
     /// Shortcut for --set seed=….
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Shortcut for --set train.quantize_frozen=true: with a frost line, run the frozen layers
+    /// below it in int8 (per-token) while the layers above train in fp32.
+    #[arg(long)]
+    pub quantize_frozen: bool,
     /// Checkpoint folder to write.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -190,6 +231,10 @@ pub struct PredictArgs {
     /// Output: .csv or .parquet (input order; `<task>_label`, `<task>_prob` per task).
     #[arg(long)]
     pub output: PathBuf,
+    /// Accept a model folder in another numeric format than the heads were trained on (int8
+    /// vectors for fp32-trained heads, or the reverse); warned about.
+    #[arg(long)]
+    pub allow_quantized: bool,
 }
 
 #[derive(Debug, Args)]
@@ -235,6 +280,9 @@ impl TrainArgs {
         }
         if let Some(s) = self.seed {
             o.push(format!("seed={s}"));
+        }
+        if self.quantize_frozen {
+            o.push("train.quantize_frozen=true".into());
         }
         o.extend(self.run.overrides.iter().cloned());
         o

@@ -54,6 +54,7 @@ pub(crate) fn run(ort_lib: Option<&Path>, model: &ModelChoice) -> Outcome {
         model.source
     );
     let mut pooling = serde_json::Value::Null;
+    let mut numeric = serde_json::Value::Null;
     match open_model(model) {
         Ok(folder) => {
             pooling = serde_json::json!({
@@ -93,6 +94,32 @@ pub(crate) fn run(ort_lib: Option<&Path>, model: &ModelChoice) -> Outcome {
                     }
                 },
             );
+            numeric = serde_json::json!(folder.numeric());
+            match &folder.quantization {
+                None => {
+                    let _ = writeln!(out, "  numeric format: fp32");
+                }
+                Some(q) => {
+                    let _ = writeln!(
+                        out,
+                        "  numeric format: {} (from {}: made from {} by frostline {}{})",
+                        q.recipe.describe(),
+                        folder.dir.join(crate::backbone::quantize::RECORD).display(),
+                        q.source.dir.display(),
+                        q.frostline_version,
+                        q.calibration
+                            .as_ref()
+                            .map(|c| format!(", calibrated on {} texts", c.texts))
+                            .unwrap_or_default()
+                    );
+                    if !q.recipe.method.batch_independent() {
+                        let _ = writeln!(
+                            out,
+                            "  WARNING: dynamic quantization: a text's vector depends on the other texts in its batch"
+                        );
+                    }
+                }
+            }
             match TextTokenizer::load(&folder.tokenizer, folder.max_length) {
                 Ok(t) => match t.encode_all(&["frostline doctor"]) {
                     Ok(e) => {
@@ -126,6 +153,7 @@ pub(crate) fn run(ort_lib: Option<&Path>, model: &ModelChoice) -> Outcome {
         "model_dir": model.dir,
         "model_source": model.source.to_string(),
         "pooling": pooling,
+        "numeric": numeric,
         "report": out,
     });
     let mut outcome = Outcome::new(out, json);

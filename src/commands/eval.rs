@@ -26,6 +26,8 @@ pub(crate) struct EvalJob {
     pub out: PathBuf,
     pub top_errors: usize,
     pub force: bool,
+    /// Run heads trained on fp32 vectors on an int8 folder (or the reverse), with a warning.
+    pub allow_quantized: bool,
 }
 
 pub(crate) fn run(job: &EvalJob) -> Result<Outcome> {
@@ -38,7 +40,8 @@ pub(crate) fn run(job: &EvalJob) -> Result<Outcome> {
     )?;
     let mut ck = checkpoint::load(&job.checkpoint)?;
     let log = checkpoint::read_log(&ck)?;
-    let (mut encoder, warnings) = CheckpointEncoder::open(&mut ck, job.settings.clone())?;
+    let (mut encoder, warnings) =
+        CheckpointEncoder::open(&mut ck, job.settings.clone(), job.allow_quantized)?;
     let (evals, notes, stats) = evaluate_checkpoint(&ck, &mut encoder, job.split)?;
     if evals.is_empty() {
         return Err(Error::Usage(format!(

@@ -24,7 +24,7 @@ pub(crate) fn run(job: &ExportJob) -> Result<Outcome> {
     let warnings = ck
         .manifest
         .backbone
-        .check(&identity, &job.checkpoint.join(MANIFEST))?;
+        .check(&identity, &job.checkpoint.join(MANIFEST), false)?;
     let out = OutputFolder::claim(
         &job.out,
         FolderKind::ModelFolder,

@@ -8,6 +8,7 @@ pub(crate) mod eval;
 pub(crate) mod export;
 pub(crate) mod mteb;
 pub(crate) mod predict;
+pub(crate) mod quantize;
 pub(crate) mod train;
 
 use crate::cli::jobs::Job;
@@ -48,5 +49,6 @@ pub(crate) fn run(job: Job) -> Result<Outcome> {
         Job::Compare(j) => compare::run(&j),
         Job::Mteb(j) => mteb::run(&j),
         Job::Export(j) => export::run(&j),
+        Job::Quantize(j) => quantize::run(&j),
     }
 }

@@ -25,6 +25,8 @@ pub(crate) struct PredictJob {
     pub input: PathBuf,
     pub text_column: String,
     pub output: PathBuf,
+    /// Run heads trained on fp32 vectors on an int8 folder (or the reverse), with a warning.
+    pub allow_quantized: bool,
 }
 
 pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
@@ -32,7 +34,8 @@ pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
     check_not_input(&job.output, &[&job.input])?;
     fsutil::check_writable(&job.output)?;
     let mut ck = checkpoint::load(&job.checkpoint)?;
-    let (mut encoder, warnings) = CheckpointEncoder::open(&mut ck, job.settings.clone())?;
+    let (mut encoder, warnings) =
+        CheckpointEncoder::open(&mut ck, job.settings.clone(), job.allow_quantized)?;
     let table = data::read_table(&job.input)?;
     let texts = table.texts(&job.text_column)?;
     let (x, stats) = encoder.vectors(&ck, &texts)?;

@@ -47,6 +47,12 @@ impl TrainSpec {
             run.train
                 .regime
                 .plan(&names, &run.train.head_spec(), run.train.from.is_some())?;
+        if run.train.quantize_frozen && plan.frost_line.is_none() {
+            return Err(Error::Usage(format!(
+                "train.quantize_frozen runs the graph below a frost line in int8, but regime {} has none; use frost-line=N (or freeze-head=TASK,frost-line=N), or quantize the whole model with frostline quantize",
+                run.train.regime
+            )));
+        }
         Ok(Self {
             run,
             settings,
@@ -93,7 +99,7 @@ fn load_from(dir: &Path, identity: &BackboneIdentity) -> Result<(Checkpoint, Vec
     let warnings = ck
         .manifest
         .backbone
-        .check(identity, &dir.join(checkpoint::MANIFEST))?;
+        .check(identity, &dir.join(checkpoint::MANIFEST), false)?;
     Ok((ck, warnings))
 }
 
@@ -137,7 +143,15 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
             (Features::Cached(vectors), Some(embedder))
         }
         Some(n) => (
-            frost_features(settings, &folder, n, &tasks, &mut store, &mut embed_stats)?,
+            frost_features(
+                settings,
+                run.train.quantize_frozen,
+                &folder,
+                n,
+                &tasks,
+                &mut store,
+                &mut embed_stats,
+            )?,
             None,
         ),
     };
@@ -279,6 +293,7 @@ fn cached_vectors(
 /// Token states of every split at frost line `n` (cached), and the native layers above it.
 fn frost_features(
     settings: &EmbedSettings,
+    quantize_frozen: bool,
     folder: &ModelFolder,
     n: usize,
     tasks: &[TaskData],
@@ -287,7 +302,7 @@ fn frost_features(
 ) -> Result<Features> {
     // The layers load first: a folder without usable weights fails before any embedding.
     let encoder = NativeEncoder::load(store, folder, n)?;
-    let mut tok = TokenStateEmbedder::open(settings.clone(), n)?;
+    let mut tok = TokenStateEmbedder::open(settings.clone(), n, quantize_frozen)?;
     let mut states = |texts: &[String]| {
         let (s, st) = tok.token_states(texts)?;
         stats.push(st);

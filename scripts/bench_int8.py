@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""int8 vs fp32, all in one run (through scripts/bench_int8.sh, which prepares the benchmark venv
+and builds frostline):
+
+1. throughput on the 6,000-text corpus: frostline fp32, frostline int8 (per-token) and
+   sentence-transformers (torch CPU), alternating, median of reps;
+2. agreement with fp32 per text (min / mean cosine) for every int8 recipe: per-token, static
+   (calibrated on train texts of the three datasets), dynamic; per-channel and per-tensor;
+3. downstream: frozen-backbone linear heads on Banking77, SST-2, GoEmotions-Ekman (full sets)
+   with fp32 and int8 vectors; MTEB replay Banking77 k = 8;
+4. the frost line N = 4 on Banking77 with the frozen part in fp32 and in int8 (--quantize-frozen):
+   accuracy and the time to build the token-state cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_embed import corpus, run_frostline, run_sentence_transformers  # noqa: E402
+
+DATASETS = ["banking77", "sst2", "goemotions_ekman"]
+
+
+def sh(cmd: list[str]) -> dict:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr}")
+    return json.loads(proc.stdout)
+
+
+def quantize(fl: str, model: str, out: Path, *args: str) -> dict:
+    return sh([fl, "quantize", "--json", "--force", "--model", model, "--out", str(out), *args])
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return np.sum(a * b, axis=1)
+
+
+def run_file(path: Path, model: str, dataset: Path, extra: str = "") -> None:
+    dev = dataset / "dev.csv"
+    path.write_text(
+        f'model = "{model}"\nseed = 13\n[train]\n{extra}[[tasks]]\nname = "task"\n'
+        f'train = "{dataset / "train.csv"}"\n' + (f'dev = "{dev}"\n' if dev.is_file() else "")
+        + f'test = "{dataset / "test.csv"}"\n',
+        encoding="utf-8")
+
+
+def train(fl: str, run: Path, out: Path, cache: Path, *args: str) -> dict:
+    t0 = time.perf_counter()
+    r = sh([fl, "train", "--json", "--no-progress", "--force", "--run", str(run), "--out", str(out),
+            "--cache-dir", str(cache), *args])
+    r["wall"] = time.perf_counter() - t0
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frostline", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--st-model", required=True)
+    ap.add_argument("--shared", required=True)
+    ap.add_argument("--texts", type=int, default=6000)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--frost-epochs", type=int, default=3)
+    ap.add_argument("--out", default="bench-results/int8.md")
+    args = ap.parse_args()
+    fl, model, shared = args.frostline, str(Path(args.model).resolve()), Path(args.shared) / "data"
+    work = Path(tempfile.mkdtemp(prefix="frostline-int8-"))
+
+    # Calibration texts for the static recipe: 512 train texts drawn evenly from the three sets
+    # (the test texts measured below are never seen).
+    rng = random.Random(13)
+    cal: list[str] = []
+    for d in DATASETS:
+        with open(shared / d / "train.csv", encoding="utf-8", newline="") as f:
+            texts = [r["text"] for r in csv.DictReader(f)]
+        cal += rng.sample(texts, 171)
+    (work / "calibration.txt").write_text("\n".join(t.replace("\n", " ") for t in cal) + "\n", encoding="utf-8")
+
+    recipes = {
+        "per-token, per-channel (default)": [],
+        "per-token, per-tensor": ["--per-tensor"],
+        "static, per-channel": ["--method", "static", "--calibration", str(work / "calibration.txt")],
+        "static, per-tensor": ["--method", "static", "--per-tensor", "--calibration", str(work / "calibration.txt")],
+        "dynamic, per-channel": ["--method", "dynamic"],
+    }
+    folders = {}
+    for i, (name, flags) in enumerate(recipes.items()):
+        folders[name] = str(work / f"int8-{i}")
+        q = quantize(fl, model, Path(folders[name]), *flags)
+        print(f"quantized {name}: {q['seconds']:.1f} s, {q['model_bytes'] / 1e6:.1f} MB", file=sys.stderr, flush=True)
+    int8 = folders["per-token, per-channel (default)"]
+
+    # 1. Throughput.
+    texts = corpus(Path(args.shared), args.texts)
+    corpus_file = work / "corpus.txt"
+    corpus_file.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    runners = {
+        "frostline fp32": lambda st: run_frostline(fl, model, corpus_file, args.threads, work),
+        "frostline int8 (per-token)": lambda st: run_frostline(fl, int8, corpus_file, args.threads, work),
+        "sentence-transformers (torch CPU, fp32)": lambda st: run_sentence_transformers(args.st_model, texts, args.threads, st),
+    }
+    state: dict = {}
+    run_sentence_transformers(args.st_model, texts[:64], args.threads, state)
+    results: dict[str, list[dict]] = {k: [] for k in runners}
+    order = list(runners)
+    for rep in range(args.reps):
+        for name in order[rep % 3:] + order[:rep % 3]:
+            r = runners[name](state)
+            results[name].append(r)
+            print(f"rep {rep + 1} {name}: {r['seconds']:.2f} s", file=sys.stderr, flush=True)
+    med = {k: statistics.median(r["seconds"] for r in v) for k, v in results.items()}
+    n = len(texts)
+
+    # 2. Agreement per text with fp32, every recipe.
+    fp32_vecs = results["frostline fp32"][-1]["vectors"]
+    agree = {}
+    for name, folder in folders.items():
+        vecs = run_frostline(fl, folder, corpus_file, args.threads, work)
+        c = cosines(fp32_vecs, vecs["vectors"])
+        agree[name] = (float(c.min()), float(c.mean()), vecs["seconds"])
+
+    # 3. Downstream: frozen-backbone linear heads, fp32 vs every int8 recipe; MTEB Banking77 k=8.
+    cache = work / "cache"
+    heads = []
+    for d in DATASETS:
+        row = {"dataset": d}
+        for name, folder in [("fp32", model)] + list(folders.items()):
+            run = work / f"run-{d}.toml"
+            run_file(run, folder, shared / d)
+            r = train(fl, run, work / "ck", cache)
+            t = r["tasks"][0]["test"]
+            row[name] = (100 * t["accuracy"], 100 * t["macro_f1"])
+            print(f"{d} {name}: acc {row[name][0]:.2f} macro-F1 {row[name][1]:.2f}", file=sys.stderr, flush=True)
+        heads.append(row)
+    mteb = {}
+    for name, folder in [("fp32", model), ("int8 per-token", int8)]:
+        r = sh([fl, "mteb", "--json", "--no-progress", "--force", "--model", folder, "--cache-dir", str(cache),
+                "--train", str(shared / "banking77/train.csv"), "--test", str(shared / "banking77/test.csv"),
+                "--k", "8", "--out", str(work / "mteb")])
+        mteb[name] = 100 * r["mean"]
+
+    # 4. Frost line N = 4 on Banking77, frozen part fp32 vs int8.
+    frost_run = work / "run-frost.toml"
+    run_file(frost_run, model, shared / "banking77",
+             f"epochs = {args.frost_epochs}\nbatch_size = 32\nlr = 0.02\nencoder_lr = 5e-5\npatience = 0\n")
+    frost = {}
+    for name, extra in [("fp32 frozen part", []), ("int8 frozen part (--quantize-frozen)", ["--quantize-frozen"])]:
+        r = train(fl, frost_run, work / "ck-frost", work / f"cache-frost-{len(frost)}",
+                  "--regime", "frost-line=4", "--max-length", "64", *extra)
+        t = r["tasks"][0]["test"]
+        frost[name] = (100 * t["accuracy"], 100 * t["macro_f1"], r["embed_seconds"], r["training_seconds"])
+        print(f"frost {name}: {frost[name]}", file=sys.stderr, flush=True)
+
+    # Report.
+    speed_fp32 = med["frostline fp32"] / med["frostline int8 (per-token)"]
+    speed_st = med["sentence-transformers (torch CPU, fp32)"] / med["frostline int8 (per-token)"]
+    lines = [
+        f"# int8 vs fp32 — all-MiniLM-L6-v2, {args.threads} threads, one run",
+        "",
+        f"## Throughput ({n} texts: Banking77, SST-2, GoEmotions test; median of {args.reps} alternating reps)",
+        "",
+        "| runner | median s | sentences/s | int8 speed-up |",
+        "|---|---:|---:|---:|",
+    ]
+    for k, s in med.items():
+        lines.append(f"| {k} | {s:.2f} | {n / s:.0f} | {s / med['frostline int8 (per-token)']:.2f}× |")
+    lines += [
+        "",
+        f"- int8 (per-token) vs fp32 frostline: **{speed_fp32:.2f}×** (target ≥ 1.8×); "
+        f"vs sentence-transformers: **{speed_st:.2f}×** (target ≥ 4×)",
+        "- per-rep seconds: " + "; ".join(f"{k}: " + ", ".join(f"{r['seconds']:.2f}" for r in v) for k, v in results.items()),
+        "",
+        f"## Agreement with fp32 per text ({n} texts) and every recipe",
+        "",
+        "| recipe | min cosine | mean cosine | seconds (one run) | batch-independent |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, (lo, mean, secs) in agree.items():
+        lines.append(f"| {name} | {lo:.4f} | {mean:.4f} | {secs:.2f} | {'no' if name.startswith('dynamic') else 'yes'} |")
+    names = ["fp32"] + list(folders)
+    lines += [
+        "",
+        "## Downstream: frozen-backbone linear head, test accuracy / macro-F1 (full ../shared sets)",
+        "",
+        "| dataset | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for row in heads:
+        lines.append(f"| {row['dataset']} | " + " | ".join(f"{row[k][0]:.2f} / {row[k][1]:.2f}" for k in names) + " |")
+    lines += ["", "Difference to fp32 (accuracy / macro-F1 points; target: within 0.5):", ""]
+    for row in heads:
+        diffs = ", ".join(f"{k}: {row[k][0] - row['fp32'][0]:+.2f} / {row[k][1] - row['fp32'][1]:+.2f}" for k in folders)
+        lines.append(f"- {row['dataset']}: {diffs}")
+    lines += [
+        "",
+        f"## MTEB replay, Banking77, k = 8 (mean accuracy of 10 experiments)",
+        "",
+        f"fp32 {mteb['fp32']:.2f}, int8 per-token {mteb['int8 per-token']:.2f} "
+        f"(difference {mteb['int8 per-token'] - mteb['fp32']:+.2f}; target: within 1 point)",
+        "",
+        f"## Frost line N = 4, Banking77 ({args.frost_epochs} epochs, batch 32, max length 64)",
+        "",
+        "| frozen part | test acc | test macro-F1 | token-state cache build s | training s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, (acc, f1, emb, tr) in frost.items():
+        lines.append(f"| {name} | {acc:.2f} | {f1:.2f} | {emb:.1f} | {tr:.1f} |")
+    (a32, f32_, e32, _), (a8, f8, e8, _) = frost.values()
+    lines += [
+        "",
+        f"- int8 frozen part vs fp32: {a8 - a32:+.2f} acc points, {f8 - f32_:+.2f} macro-F1 (target: within 0.5); "
+        f"token-state cache built {e32 / e8:.2f}× faster",
+    ]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,422 @@
+//! int8: `frostline quantize`, folders that describe how they were made, vectors that do not
+//! depend on their batch, int8 and fp32 never mixed (cache and checkpoints), and the frozen part
+//! of a frost line run in int8 while the layers above train in fp32.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use frostline::embedder::SentenceEmbedder;
+
+/// `frostline quantize --model MODEL --out OUT EXTRA…` with a private cache.
+fn quantize(cwd: &Path, model: &Path, out: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "quantize",
+        "--json",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    code(&mut fl(cwd, &cwd.join("cache"), &args))
+}
+
+fn quantized(dir: &Path, model: &Path, method: &str) -> PathBuf {
+    let out = dir.join(format!("int8-{method}"));
+    let (rc, _, err) = quantize(dir, model, &out, &["--method", method]);
+    assert_eq!(rc, 0, "{err}");
+    out
+}
+
+/// Texts of very different lengths from the shipped data, so batches mix short and long rows.
+fn mixed_texts(n: usize) -> Vec<String> {
+    let mut texts: Vec<String> = Vec::new();
+    for src in ["data/sst2/test.csv", "data/banking77/test.csv"] {
+        let table = frostline::data::read_table(&repo().join(src)).unwrap();
+        texts.extend(table.texts("text").unwrap().into_iter().take(n / 2));
+    }
+    texts.push("ok".into());
+    texts
+}
+
+/// Vectors of `texts` from `model` embedded together, and the largest difference between those
+/// and each of `alone` embedded by itself (fresh caches, so every vector is computed).
+fn batch_dependence(
+    model: &Path,
+    texts: &[String],
+    alone: &[usize],
+    cache: &Path,
+) -> (ndarray::Array2<f32>, f32) {
+    let mut settings = settings_for(model);
+    settings.cache_root = cache.join("batched");
+    let (all, _) = SentenceEmbedder::open(settings.clone())
+        .unwrap()
+        .embed(texts)
+        .unwrap();
+    let worst = alone
+        .iter()
+        .map(|&i| {
+            settings.cache_root = cache.join(format!("alone-{i}"));
+            let (v, _) = SentenceEmbedder::open(settings.clone())
+                .unwrap()
+                .embed(&texts[i..=i])
+                .unwrap();
+            max_abs_diff(all.row(i).as_slice().unwrap(), v.row(0).as_slice().unwrap())
+        })
+        .fold(0.0, f32::max);
+    (all, worst)
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn quantize_writes_a_self_describing_int8_folder_that_doctor_reads() {
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mq");
+    let (rc, stdout, err) = quantize(dir.path(), &model, &out, &[]);
+    assert_eq!(rc, 0, "{err}");
+    let summary = json_of(&stdout);
+    assert_eq!(summary["numeric"], "int8 per-token, per-channel weights");
+    assert!(
+        summary["model_bytes"].as_u64().unwrap() < summary["source_model_bytes"].as_u64().unwrap()
+    );
+
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("quantization.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["recipe"]["method"], "per-token");
+    assert_eq!(record["source"]["dir"], model.to_str().unwrap());
+    assert_eq!(record["quantizer"]["quantized_matmuls"], 36);
+    // The folder is complete: tokenizer, pooling and the fp32 weights the frost line trains from.
+    for f in [
+        "tokenizer.json",
+        "config.json",
+        "modules.json",
+        "1_Pooling/config.json",
+        "model.safetensors",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    assert!(!out.join("model.cut-5.onnx").exists());
+
+    let (rc, stdout, err) = code(&mut fl(
+        dir.path(),
+        &dir.path().join("cache"),
+        &["doctor", "--json", "--model", out.to_str().unwrap()],
+    ));
+    assert_eq!(rc, 0, "{err}");
+    let doctor = json_of(&stdout);
+    assert_eq!(doctor["numeric"], "int8 per-token, per-channel weights");
+    let report = doctor["report"].as_str().unwrap();
+    assert!(report.contains("quantization.json: made from"), "{report}");
+
+    // Quantizing an int8 folder again is refused (its source is named).
+    let (rc, _, err) = quantize(dir.path(), &out, &dir.path().join("twice"), &[]);
+    assert_eq!(rc, 2, "{err}");
+    assert!(err.contains("already quantized"), "{err}");
+    assert!(!dir.path().join("twice").exists());
+}
+
+#[test]
+fn per_token_vectors_do_not_depend_on_the_batch_and_stay_close_to_fp32() {
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let int8 = quantized(dir.path(), &model, "per-token");
+    let texts = mixed_texts(80);
+    let alone = [0, 7, 40, 41, texts.len() - 1];
+    let (all, worst) = batch_dependence(&int8, &texts, &alone, &dir.path().join("c8"));
+    assert!(worst <= 1e-6, "batched vs alone differ by {worst}");
+    let mut settings = settings_for(&model);
+    settings.cache_root = dir.path().join("c32");
+    let (fp32, _) = SentenceEmbedder::open(settings)
+        .unwrap()
+        .embed(&texts)
+        .unwrap();
+    let cos: Vec<f64> = (0..texts.len())
+        .map(|i| {
+            cosine(
+                fp32.row(i).as_slice().unwrap(),
+                all.row(i).as_slice().unwrap(),
+            )
+        })
+        .collect();
+    let min = cos.iter().cloned().fold(1.0, f64::min);
+    let mean = cos.iter().sum::<f64>() / cos.len() as f64;
+    assert!(
+        min > 0.95 && mean > 0.99,
+        "int8 vs fp32 cosine min {min:.4}, mean {mean:.4}"
+    );
+}
+
+#[test]
+fn dynamic_vectors_change_with_their_batch_mates() {
+    // Why per-token is the default: ONNX Runtime's dynamic quantization takes one range per
+    // batch, so a text's vector depends on what else is in its batch.
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let int8 = quantized(dir.path(), &model, "dynamic");
+    let texts = mixed_texts(80);
+    let alone: Vec<usize> = (0..texts.len()).step_by(9).collect();
+    let (_, worst) = batch_dependence(&int8, &texts, &alone, &dir.path().join("c"));
+    assert!(
+        worst > 1e-3,
+        "dynamic int8 batched vs alone: max |Δ| {worst}"
+    );
+}
+
+#[test]
+fn int8_and_fp32_vectors_never_share_a_cache_entry() {
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let int8 = quantized(dir.path(), &model, "per-token");
+    let fp32_key = SentenceEmbedder::open(settings_for(&model))
+        .unwrap()
+        .key()
+        .clone();
+    let int8_key = SentenceEmbedder::open(settings_for(&int8))
+        .unwrap()
+        .key()
+        .clone();
+    assert_eq!(fp32_key.numeric, "fp32");
+    assert_eq!(int8_key.numeric, "int8 per-token, per-channel weights");
+    assert_ne!(fp32_key.id(), int8_key.id());
+}
+
+#[test]
+fn heads_trained_on_fp32_vectors_are_refused_on_an_int8_folder_unless_allowed() {
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("p");
+    project(&root, &model);
+    let cache = dir.path().join("cache");
+    let (ok, _, err) = run(&mut fl(
+        &root,
+        &cache,
+        &[
+            "train",
+            "--no-progress",
+            "--run",
+            "runs/run.toml",
+            "--out",
+            "ck",
+        ],
+    ));
+    assert!(ok, "{err}");
+    let int8 = quantized(dir.path(), &model, "per-token");
+    let predict = |extra: &[&str]| {
+        let mut args = vec![
+            "predict",
+            "--no-progress",
+            "--checkpoint",
+            "ck",
+            "--input",
+            "data/b-test.csv",
+            "--output",
+            "pred.csv",
+            "--model",
+            int8.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        code(&mut fl(&root, &cache, &args))
+    };
+    let (rc, _, err) = predict(&[]);
+    assert_eq!(rc, 2, "{err}");
+    assert!(
+        err.contains("trained on fp32 vectors") && err.contains("--allow-quantized"),
+        "{err}"
+    );
+    assert!(!root.join("pred.csv").exists());
+    let (rc, _, err) = predict(&["--allow-quantized"]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(
+        err.contains("warning:") && err.contains("int8 per-token"),
+        "{err}"
+    );
+    assert!(root.join("pred.csv").is_file());
+
+    // Heads trained on the int8 folder run on it with no flag, and say what they ran on.
+    let (ok, _, err) = run(&mut fl(
+        &root,
+        &cache,
+        &[
+            "train",
+            "--no-progress",
+            "--run",
+            "runs/run.toml",
+            "--model",
+            int8.to_str().unwrap(),
+            "--out",
+            "ck8",
+        ],
+    ));
+    assert!(ok, "{err}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("ck8/manifest.json")).unwrap())
+            .unwrap();
+    let numeric = manifest["backbone"]["numeric"].as_str().unwrap();
+    assert!(numeric.starts_with("int8 per-token"), "{numeric}");
+    let (rc, _, err) = code(&mut fl(
+        &root,
+        &cache,
+        &["eval", "--no-progress", "--checkpoint", "ck8"],
+    ));
+    assert_eq!(rc, 0, "{err}");
+    assert!(!err.contains("warning:"), "{err}");
+    // …and the reverse mix is refused too.
+    let (rc, _, err) = code(&mut fl(
+        &root,
+        &cache,
+        &[
+            "eval",
+            "--no-progress",
+            "--checkpoint",
+            "ck8",
+            "--model",
+            model.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(rc, 2, "{err}");
+}
+
+#[test]
+fn the_frozen_part_of_a_frost_line_runs_in_int8_and_the_checkpoint_remembers() {
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("m-copy");
+    linked_copy(&model, &copy, false);
+    let root = dir.path().join("p");
+    project(&root, &copy);
+    let cache = dir.path().join("cache");
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--json",
+            "--no-progress",
+            "--run",
+            "runs/run.toml",
+            "--max-length",
+            "32",
+        ];
+        args.extend_from_slice(extra);
+        code(&mut fl(&root, &cache, &args))
+    };
+    // Only a frost line has a frozen part to quantize.
+    let (rc, _, err) = train(&["--quantize-frozen"]);
+    assert_eq!(rc, 2, "{err}");
+    assert!(err.contains("frost-line=N"), "{err}");
+
+    let (rc, out, err) = train(&[
+        "--regime",
+        "frost-line=5",
+        "--quantize-frozen",
+        "--out",
+        "ck",
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    let trained = json_of(&out);
+    assert!(copy.join("model.cut-5.int8-per-token.onnx").is_file());
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("ck/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["train"]["quantize_frozen"], true);
+
+    // eval re-reads the test split through the int8 frozen part with no flag repeated, and
+    // reproduces the training run's test scores.
+    let (rc, out, err) = code(&mut fl(
+        &root,
+        &cache,
+        &["eval", "--json", "--no-progress", "--checkpoint", "ck"],
+    ));
+    assert_eq!(rc, 0, "{err}");
+    let eval = json_of(&out);
+    let find = |v: &serde_json::Value, key: &str, task: &str| {
+        v["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t[key] == task)
+            .cloned()
+            .unwrap()
+    };
+    for task in ["intent", "sentiment"] {
+        let trained_acc = find(&trained, "name", task)["test"]["accuracy"].as_f64();
+        let eval_acc = find(&eval, "task", task)["metrics"]["accuracy"].as_f64();
+        assert!(trained_acc.is_some(), "{trained}");
+        assert_eq!(trained_acc, eval_acc, "{task}: {trained}\n{eval}");
+    }
+}
+
+#[test]
+fn bad_quantize_requests_are_refused_and_leave_nothing_behind() {
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mq");
+    // Static needs texts; per-token does not take them.
+    let (rc, _, err) = quantize(dir.path(), &model, &out, &["--method", "static"]);
+    assert_eq!(rc, 2, "{err}");
+    assert!(err.contains("--calibration"), "{err}");
+    let texts = dir.path().join("cal.csv");
+    std::fs::write(&texts, "sentence\nhello there\n").unwrap();
+    let (rc, _, err) = quantize(
+        dir.path(),
+        &model,
+        &out,
+        &["--calibration", texts.to_str().unwrap()],
+    );
+    assert_eq!(rc, 2, "{err}");
+    // A calibration file without the text column: named, exit 3, nothing written.
+    let (rc, _, err) = quantize(
+        dir.path(),
+        &model,
+        &out,
+        &[
+            "--method",
+            "static",
+            "--calibration",
+            texts.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(rc, 3, "{err}");
+    assert!(err.contains("cal.csv") && err.contains("\"text\""), "{err}");
+    // The quantizer failing midway (here: no Python with onnx where the venv should be) leaves
+    // no half-written folder.
+    let (rc, _, err) = code(
+        fl(
+            dir.path(),
+            &dir.path().join("cache"),
+            &[
+                "quantize",
+                "--model",
+                model.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+        .env("FROSTLINE_VENV", dir.path().join("no-venv"))
+        .env("PATH", "/nonexistent"),
+    );
+    assert_eq!(rc, 4, "{err}");
+    assert!(
+        err.contains("quantizing") && err.contains("setup.sh"),
+        "{err}"
+    );
+    assert!(!out.exists(), "a failed quantize left {}", out.display());
+    assert_only(dir.path(), &["cal.csv", "cache"]);
+    // A folder frostline did not write is never replaced.
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let (rc, _, err) = quantize(dir.path(), &model, &out, &[]);
+    assert_ne!(rc, 0, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "mine"
+    );
+}
