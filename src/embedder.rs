@@ -82,6 +82,29 @@ pub struct EmbedStats {
 }
 
 impl EmbedStats {
+    /// Adds the figures of another pass over more rows (a later window of the same input).
+    pub fn add(&mut self, other: EmbedStats) {
+        self.rows += other.rows;
+        self.unique_texts += other.unique_texts;
+        self.cache_hits += other.cache_hits;
+        self.embedded += other.embedded;
+        self.tokens += other.tokens;
+        self.truncated_rows += other.truncated_rows;
+        self.empty_texts += other.empty_texts;
+        self.padded_tokens += other.padded_tokens;
+        self.fed_tokens += other.fed_tokens;
+        self.batches += other.batches;
+        self.seconds += other.seconds;
+        self.load_seconds += other.load_seconds;
+        self.ort_seconds += other.ort_seconds;
+        self.provider = self.provider.or(other.provider);
+        for n in other.notes {
+            if !self.notes.contains(&n) {
+                self.notes.push(n);
+            }
+        }
+    }
+
     pub fn padding_waste_pct(&self) -> f64 {
         if self.padded_tokens == 0 {
             0.0
@@ -217,6 +240,51 @@ impl SentenceEmbedder {
         let vectors = cache.gather(&keys)?;
         stats.seconds = started.elapsed().as_secs_f64();
         Ok((vectors, stats))
+    }
+}
+
+impl SentenceEmbedder {
+    /// Puts the vectors of a frostline dataset folder into the cache when they were made with
+    /// this model and settings (its `_SUCCESS` names this cache key), each part checked against
+    /// its recorded checksum first: a dataset made on a cluster then trains or predicts without
+    /// being embedded again. Returns the rows taken, or `None` when `dir` is not a complete
+    /// dataset of this key (its texts are then embedded as usual).
+    pub fn import_dataset(&mut self, dir: &std::path::Path) -> Result<Option<usize>> {
+        let Some(rec) = crate::dataset::success_record(dir)? else {
+            return Ok(None);
+        };
+        if rec.cache_key != self.core.key {
+            return Ok(None);
+        }
+        let dim = self.core.key.dim;
+        let mut cache = Cache::open(&self.core.settings.cache_root, self.core.key.clone())?;
+        let mut writer = cache.writer(self.core.settings.rows_per_chunk);
+        let mut seen = std::collections::HashSet::new();
+        let mut taken = 0;
+        for part in &rec.parts {
+            let path = dir.join(&part.file);
+            if crate::dataset::checksum(&path)? != part.checksum {
+                return Err(Error::InputFile {
+                    path,
+                    reason: "changed since the dataset was written (its checksum differs from _SUCCESS's); re-run that shard".into(),
+                });
+            }
+            let (texts, values) = crate::dataset::read_part_vectors(&path, &part.text_column, dim)?;
+            for (t, v) in texts.iter().zip(values.chunks_exact(dim)) {
+                let k = cache::text_key(t);
+                if cache.contains(&k) || !seen.insert(k) {
+                    continue;
+                }
+                if let Some(p) = writer.push(k, v)? {
+                    cache.commit(&p)?;
+                }
+                taken += 1;
+            }
+        }
+        if let Some(p) = writer.flush()? {
+            cache.commit(&p)?;
+        }
+        Ok(Some(taken))
     }
 }
 

@@ -39,6 +39,53 @@ where
     })
 }
 
+/// A file written in steps through a temp file beside `path`: [`AtomicFile::commit`] syncs it
+/// and renames it into place; dropped uncommitted (an error midway), the temp file is removed.
+pub(crate) struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: File,
+    committed: bool,
+}
+
+impl AtomicFile {
+    pub(crate) fn create(path: &Path) -> Result<Self> {
+        let tmp = temp_path(path);
+        let file =
+            File::create(&tmp).map_err(|e| Error::output(path, format!("cannot write: {e}")))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tmp,
+            file,
+            committed: false,
+        })
+    }
+
+    /// Another handle on the temp file (for writers that take ownership of theirs).
+    pub(crate) fn handle(&self) -> Result<File> {
+        self.file
+            .try_clone()
+            .map_err(|e| Error::output(&self.path, format!("cannot write: {e}")))
+    }
+
+    pub(crate) fn commit(mut self) -> Result<()> {
+        self.file
+            .sync_all()
+            .and_then(|()| std::fs::rename(&self.tmp, &self.path))
+            .map_err(|e| Error::output(&self.path, format!("cannot write: {e}")))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 /// Fails early, before any expensive work, when `path`'s folder cannot take a new file.
 pub(crate) fn check_writable(path: &Path) -> Result<()> {
     let parent = match path.parent() {

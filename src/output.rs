@@ -2,13 +2,12 @@
 //! `embedding` column of fixed-size f32 lists), always atomically.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::format::{Format, EMBEDDING_OUTPUTS};
 use crate::fsutil;
 
 /// A string column carried from the input into the output.
@@ -17,21 +16,132 @@ pub(crate) struct CarriedColumn<'a> {
     pub values: Vec<Option<&'a str>>,
 }
 
-pub(crate) fn write_npy(path: &Path, data: &Array2<f32>) -> Result<()> {
-    let (n, h) = data.dim();
-    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {h}), }}");
-    // Magic (6) + version (2) + header length (2) + dict + padding + '\n', a multiple of 64.
-    let unpadded = 10 + dict.len() + 1;
-    let header = format!("{dict}{}\n", " ".repeat((64 - unpadded % 64) % 64));
-    fsutil::write_atomic(path, |w| {
-        w.write_all(b"\x93NUMPY\x01\x00")?;
-        w.write_all(&(header.len() as u16).to_le_bytes())?;
-        w.write_all(header.as_bytes())?;
+/// `.npy` written row block by row block: the header is written with room for any row count
+/// and rewritten with the real one at the end (always 128 bytes, a multiple of 64 as numpy wants).
+pub(crate) struct NpyWriter {
+    path: PathBuf,
+    file: fsutil::AtomicFile,
+    out: std::io::BufWriter<std::fs::File>,
+    dim: usize,
+    rows: usize,
+}
+
+const NPY_HEADER: usize = 128;
+
+fn npy_header(rows: usize, dim: usize) -> Vec<u8> {
+    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
+    // Magic (6) + version (2) + header length (2) + dict + padding + '\n'.
+    let pad = NPY_HEADER - 10 - dict.len() - 1;
+    let mut h = b"\x93NUMPY\x01\x00".to_vec();
+    h.extend_from_slice(&((NPY_HEADER - 10) as u16).to_le_bytes());
+    h.extend_from_slice(dict.as_bytes());
+    h.extend(std::iter::repeat_n(b' ', pad));
+    h.push(b'\n');
+    h
+}
+
+impl NpyWriter {
+    pub(crate) fn create(path: &Path, dim: usize) -> Result<Self> {
+        let file = fsutil::AtomicFile::create(path)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file.handle()?);
+        out.write_all(&npy_header(0, dim))
+            .map_err(|e| Error::output(path, format!("cannot write: {e}")))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            out,
+            dim,
+            rows: 0,
+        })
+    }
+
+    pub(crate) fn write(&mut self, data: &Array2<f32>) -> std::io::Result<()> {
         for v in data.iter() {
-            w.write_all(&v.to_le_bytes())?;
+            self.out.write_all(&v.to_le_bytes())?;
         }
+        self.rows += data.nrows();
         Ok(())
-    })
+    }
+
+    pub(crate) fn finish(self) -> Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let Self {
+            path,
+            file,
+            out,
+            dim,
+            rows,
+        } = self;
+        let done = (|| {
+            let mut f = out.into_inner().map_err(|e| e.into_error())?;
+            f.seek(SeekFrom::Start(0))?;
+            f.write_all(&npy_header(rows, dim))
+        })();
+        done.map_err(|e| Error::output(&path, format!("cannot write: {e}")))?;
+        file.commit()
+    }
+}
+
+/// Embeddings (with the carried id / text columns) written to Parquet one window at a time:
+/// each window is a row group, so memory follows the window.
+pub(crate) struct ParquetEmbeddingWriter {
+    file: fsutil::AtomicFile,
+    writer: Option<polars::io::parquet::write::BatchedWriter<std::fs::File>>,
+    path: PathBuf,
+    rows: usize,
+}
+
+impl ParquetEmbeddingWriter {
+    pub(crate) fn create(path: &Path) -> Result<Self> {
+        Ok(Self {
+            file: fsutil::AtomicFile::create(path)?,
+            writer: None,
+            path: path.to_path_buf(),
+            rows: 0,
+        })
+    }
+
+    pub(crate) fn write(&mut self, carried: &[CarriedColumn], data: &Array2<f32>) -> Result<()> {
+        let df = embedding_frame(&self.path, carried, data)?;
+        let err = |e: PolarsError| Error::output(&self.path, e.to_string());
+        if self.writer.is_none() {
+            let w = ParquetWriter::new(self.file.handle()?)
+                .batched(df.schema())
+                .map_err(err)?;
+            self.writer = Some(w);
+        }
+        let w = self.writer.as_mut().expect("just set");
+        w.write_batch(&df).map_err(err)?;
+        self.rows += df.height();
+        Ok(())
+    }
+
+    /// Closes the file (an empty one when nothing was written: `empty` gives its columns).
+    pub(crate) fn finish(mut self, empty: &[CarriedColumn], dim: usize) -> Result<usize> {
+        if self.writer.is_none() {
+            self.write(empty, &Array2::zeros((0, dim)))?;
+        }
+        let w = self.writer.take().expect("written");
+        w.finish()
+            .map_err(|e| Error::output(&self.path, e.to_string()))?;
+        drop(w);
+        let rows = self.rows;
+        self.file.commit()?;
+        Ok(rows)
+    }
+}
+
+fn embedding_frame(
+    path: &Path,
+    carried: &[CarriedColumn],
+    data: &Array2<f32>,
+) -> Result<DataFrame> {
+    let mut cols: Vec<Column> = carried
+        .iter()
+        .map(|c| Column::new(c.name.into(), c.values.clone()))
+        .collect();
+    cols.push(embedding_column("embedding", data)?);
+    DataFrame::new_infer_height(cols).map_err(|e| Error::output(path, e.to_string()))
 }
 
 /// The embeddings as a polars column of `Array(Float32, H)`.
@@ -54,26 +164,6 @@ pub(crate) fn write_parquet_frame(path: &Path, df: &mut DataFrame) -> Result<()>
             .map(|_| ())
             .map_err(std::io::Error::other)
     })
-}
-
-pub(crate) fn write_embeddings(
-    path: &Path,
-    carried: &[CarriedColumn],
-    data: &Array2<f32>,
-) -> Result<()> {
-    match Format::output(path, EMBEDDING_OUTPUTS)? {
-        Format::Npy => write_npy(path, data),
-        _ => {
-            let mut cols: Vec<Column> = carried
-                .iter()
-                .map(|c| Column::new(c.name.into(), c.values.clone()))
-                .collect();
-            cols.push(embedding_column("embedding", data)?);
-            let mut df = DataFrame::new_infer_height(cols)
-                .map_err(|e| Error::output(path, e.to_string()))?;
-            write_parquet_frame(path, &mut df)
-        }
-    }
 }
 
 /// Writes a frame of string / numeric columns as CSV (header row, RFC 4180), atomically.

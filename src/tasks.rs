@@ -75,7 +75,7 @@ pub fn read_labelled(
     text_column: &str,
     label_column: &str,
 ) -> Result<(Vec<String>, Vec<String>)> {
-    let table = data::read_table(path)?;
+    let table = data::read_input(path)?;
     let texts = table.texts(text_column)?;
     let labels = table.required_strings(label_column)?;
     if let Some(i) = labels.iter().position(|l| l.trim().is_empty()) {

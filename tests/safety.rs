@@ -514,7 +514,7 @@ fn inputs_that_cannot_be_right_are_clear_errors() {
     std::fs::create_dir(d.join("folder.csv")).unwrap();
     let (c, _, err) = embed("folder.csv");
     assert_eq!(c, 3, "{err}");
-    assert!(err.contains("is a folder; give a file"), "{err}");
+    assert!(err.contains("is a folder with no .csv"), "{err}");
     // (16) An empty FROSTLINE_CACHE means unset: nothing is written into the current directory.
     let home = d.join("home");
     std::fs::create_dir(&home).unwrap();

@@ -43,6 +43,15 @@ impl CheckpointEncoder {
         Ok((encoder, warnings))
     }
 
+    /// Takes a dataset folder's vectors into the cache when they match (sentence checkpoints;
+    /// a frost-line checkpoint reads token states, which datasets do not hold).
+    pub fn import_dataset(&mut self, dir: &std::path::Path) -> Result<Option<usize>> {
+        match self {
+            CheckpointEncoder::Sentences(e) => e.import_dataset(dir),
+            CheckpointEncoder::Frost(..) => Ok(None),
+        }
+    }
+
     pub fn vectors(
         &mut self,
         ck: &Checkpoint,

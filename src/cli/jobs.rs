@@ -15,6 +15,7 @@ use crate::checkpoint::{self, Manifest};
 use crate::commands::{
     compare::CompareJob,
     embed::EmbedJob,
+    embed::EmbedOutput,
     eval::EvalJob,
     export::ExportJob,
     mteb::MtebJob,
@@ -25,6 +26,7 @@ use crate::embedder::EmbedSettings;
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::runfile::RunFile;
+use crate::shard::Shard;
 use crate::train::TrainSpec;
 
 /// Where the model folder's path came from, named in `doctor` and in every error about it.
@@ -260,13 +262,43 @@ fn text_column_of(input: &Path, given: String) -> String {
 }
 
 fn embed_job(a: EmbedArgs, ort_lib: Option<PathBuf>) -> Result<EmbedJob> {
-    let (settings, _) = a.backbone.resolve(None, ort_lib)?;
+    let (mut settings, _) = a.backbone.resolve(None, ort_lib)?;
+    if a.window_rows == 0 {
+        return Err(Error::Usage("--window-rows must be at least 1".into()));
+    }
+    let dataset = a.output.as_os_str().to_string_lossy().ends_with('/') || a.output.is_dir();
+    let output = if dataset {
+        let env = |name: &str| std::env::var(name).ok();
+        let shard = Shard::resolve(a.shard.as_deref(), a.shards, env)?.unwrap_or(Shard::WHOLE);
+        if shard.count > 1 {
+            // A shard's own cache entry: shards on one machine (or one shared home) never wait
+            // for each other's lock, and a retried shard resumes from its own.
+            settings.cache_root = settings
+                .cache_root
+                .join(format!("shard-{:05}-of-{:05}", shard.index, shard.count));
+        }
+        EmbedOutput::Dataset {
+            dir: std::path::absolute(&a.output).unwrap_or(a.output),
+            shard,
+        }
+    } else {
+        if a.shard.is_some() || a.shards.is_some() {
+            return Err(Error::Usage(format!(
+                "--shard / --shards write one part of a dataset: give a folder, --output {}/",
+                a.output.display()
+            )));
+        }
+        Format::output(&a.output, crate::format::EMBEDDING_OUTPUTS)?;
+        EmbedOutput::File(a.output)
+    };
     Ok(EmbedJob {
         settings,
         text_column: text_column_of(&a.input, a.text_column),
         input: a.input,
         id_column: a.id_column,
-        output: a.output,
+        carry: a.carry,
+        output,
+        window_rows: a.window_rows,
     })
 }
 
@@ -472,6 +504,7 @@ mod tests {
             "the folder's sentence_bert_config.json"
         );
         assert_eq!(job.text_column, "text");
+        assert_eq!(job.output, EmbedOutput::File("o.npy".into()));
         assert!(job.settings.model_dir.is_absolute());
         // Above the position table: refused up front, naming the limit.
         let err = resolve(parse(&[

@@ -331,7 +331,8 @@ pub struct BackboneArgs {
 pub struct EmbedArgs {
     #[command(flatten)]
     pub backbone: BackboneArgs,
-    /// Input file: .csv, .jsonl/.ndjson, .parquet, or .txt (one text per line).
+    /// Input: a .csv, .jsonl/.ndjson, .parquet or .txt file (one text per line), a folder of
+    /// them, a quoted glob ('data/*.csv') or a frostline dataset folder; read in windows of rows.
     #[arg(long)]
     pub input: PathBuf,
     /// Column holding the text (ignored for .txt).
@@ -340,7 +341,22 @@ pub struct EmbedArgs {
     /// Column carried into Parquet output as the row id (default: `id` if the input has one).
     #[arg(long)]
     pub id_column: Option<String>,
-    /// Output: .parquet (input order, id/text + `embedding`) or .npy (f32 [N, H]).
+    /// Output: .parquet (input order, id/text + `embedding`), .npy (f32 [N, H]), or DIR/ (a
+    /// Parquet dataset: part-I-of-N.parquet per shard, then _SUCCESS once all parts are there).
     #[arg(long)]
     pub output: PathBuf,
+    /// Embed shard I of N (0-based) into DIR/part-I-of-N.parquet [default: from
+    /// $JOB_COMPLETION_INDEX with --shards, or $SLURM_ARRAY_TASK_ID / $SLURM_ARRAY_TASK_COUNT].
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// The shard count when the index comes from the scheduler ($JOB_COMPLETION_INDEX).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// More input columns carried into Parquet output, e.g. --carry label,source (for a dataset
+    /// that trains heads later).
+    #[arg(long, value_delimiter = ',', value_name = "COLS")]
+    pub carry: Vec<String>,
+    /// Rows read, embedded and written at a time (memory follows this, not the input).
+    #[arg(long, default_value_t = 32768)]
+    pub window_rows: usize,
 }

@@ -36,7 +36,8 @@ pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
     let mut ck = checkpoint::load(&job.checkpoint)?;
     let (mut encoder, warnings) =
         CheckpointEncoder::open(&mut ck, job.settings.clone(), job.allow_quantized)?;
-    let table = data::read_table(&job.input)?;
+    encoder.import_dataset(&job.input)?;
+    let table = data::read_input(&job.input)?;
     let texts = table.texts(&job.text_column)?;
     let (x, stats) = encoder.vectors(&ck, &texts)?;
 

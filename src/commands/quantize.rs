@@ -43,7 +43,7 @@ pub(crate) fn run(job: &QuantizeJob) -> Result<Outcome> {
         .calibration
         .as_ref()
         .map(|c| -> Result<Vec<String>> {
-            let mut texts = data::read_table(&c.path)?.texts(&c.text_column)?;
+            let mut texts = data::read_input(&c.path)?.texts(&c.text_column)?;
             texts.truncate(c.rows);
             Ok(texts)
         })

@@ -21,6 +21,8 @@ pub struct Table {
     pub non_text: Vec<Option<(usize, String)>>,
     /// Nested columns (lists, structs: e.g. an earlier run's `embedding`) left out, with their type.
     pub nested: Vec<(String, String)>,
+    /// Data rows of the file before this table's first (a window of a stream), for locations.
+    pub row_offset: usize,
 }
 
 impl Table {
@@ -40,6 +42,7 @@ impl Table {
             names,
             columns,
             nested: Vec::new(),
+            row_offset: 0,
         }
     }
 
@@ -102,37 +105,182 @@ impl Table {
 
     /// The 1-based location of data row `i` as the user sees it in the file (CSV: the header is line 1).
     pub fn location(&self, i: usize) -> usize {
+        let i = self.row_offset + i;
         match Format::of(&self.path) {
             Some(Format::Csv) => i + 2,
             _ => i + 1,
         }
     }
+
+    /// Adds `other`'s rows below this table's, matching columns by name.
+    fn append(&mut self, other: Table) {
+        let rows = self.len();
+        let Table {
+            names,
+            columns,
+            nested,
+            non_text,
+            ..
+        } = other;
+        let added = columns.first().map_or(0, Vec::len);
+        for ((name, column), odd) in names.into_iter().zip(columns).zip(non_text) {
+            let i = match self.names.iter().position(|n| *n == name) {
+                Some(i) => {
+                    self.columns[i].extend(column);
+                    i
+                }
+                None => {
+                    let mut filled = vec![None; rows];
+                    filled.extend(column);
+                    self.names.push(name);
+                    self.columns.push(filled);
+                    self.non_text.push(None);
+                    self.names.len() - 1
+                }
+            };
+            if self.non_text[i].is_none() {
+                self.non_text[i] = odd.map(|(row, ty)| (rows + row, ty));
+            }
+        }
+        for c in &mut self.columns {
+            c.resize(rows + added, None);
+        }
+        for n in nested {
+            if !self.nested.contains(&n) {
+                self.nested.push(n);
+            }
+        }
+    }
+
+    /// Rows `start..end` as a table of their own (locations still name the file's rows).
+    pub fn rows(&self, start: usize, end: usize) -> Table {
+        Table {
+            path: self.path.clone(),
+            names: self.names.clone(),
+            columns: self
+                .columns
+                .iter()
+                .map(|c| c[start..end].to_vec())
+                .collect(),
+            non_text: self
+                .non_text
+                .iter()
+                .map(|n| {
+                    n.clone()
+                        .filter(|(row, _)| (start..end).contains(row))
+                        .map(|(row, ty)| (row - start, ty))
+                })
+                .collect(),
+            nested: self.nested.clone(),
+            row_offset: self.row_offset + start,
+        }
+    }
+}
+
+/// A table file read as windows of at most `window` rows, in file order. CSV, JSONL and text
+/// files are streamed (memory follows the window); a Parquet file is decoded whole (after its
+/// footer and pages are checked) and handed out window by window.
+pub struct TableStream {
+    path: PathBuf,
+    window: usize,
+    source: Source,
+    rows_read: usize,
+}
+
+enum Source {
+    Text(text::TextStream),
+    Whole { table: Table, next: usize },
+}
+
+impl TableStream {
+    pub fn open(path: &Path, window: usize) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::InputMissing {
+                path: path.to_path_buf(),
+            });
+        }
+        if path.is_dir() {
+            return Err(Error::InputFile {
+                path: path.to_path_buf(),
+                reason: "is a folder; give a file".into(),
+            });
+        }
+        let source = match Format::input(path, TABLE_INPUTS)? {
+            Format::Csv => Source::Text(text::TextStream::csv(path)?),
+            Format::Jsonl => Source::Text(text::TextStream::jsonl(path)?),
+            Format::Text => Source::Text(text::TextStream::lines(path)?),
+            Format::Parquet => Source::Whole {
+                table: parquet::read_parquet(path)?,
+                next: 0,
+            },
+            Format::Npy => unreachable!("not a table input"),
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            window: window.max(1),
+            source,
+            rows_read: 0,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next window of rows; `None` once the file is exhausted.
+    pub fn next_window(&mut self) -> Result<Option<Table>> {
+        let mut table = match &mut self.source {
+            Source::Text(stream) => stream.window(&self.path, self.window)?,
+            Source::Whole { table, next } => {
+                let end = next.saturating_add(self.window).min(table.len());
+                if *next == 0 && end == table.len() {
+                    // All of it in one window: handed over, not copied.
+                    let empty = table.rows(0, 0);
+                    std::mem::replace(table, empty)
+                } else {
+                    let t = table.rows(*next, end);
+                    *next = end;
+                    t
+                }
+            }
+        };
+        if table.is_empty() {
+            return Ok(None);
+        }
+        table.row_offset = self.rows_read;
+        self.rows_read += table.len();
+        Ok(Some(table))
+    }
+}
+
+/// A whole input as one table: a file, a folder of table files, a glob, or a frostline dataset
+/// folder (its parts in order). Several files are joined by column name (a column one file lacks
+/// is null there); empty files add nothing; a row is then located by its place in the whole.
+pub fn read_input(spec: &Path) -> Result<Table> {
+    let files = crate::dataset::resolve_inputs(spec)?;
+    if let [one] = files.as_slice() {
+        return read_table(one);
+    }
+    let mut joined = Table::of_strings(spec, Vec::new(), Vec::new());
+    for f in &files {
+        let Some(t) = TableStream::open(f, usize::MAX)?.next_window()? else {
+            continue;
+        };
+        joined.append(t);
+    }
+    if joined.is_empty() {
+        return Err(Error::InputEmpty {
+            path: spec.to_path_buf(),
+        });
+    }
+    Ok(joined)
 }
 
 /// Reads a whole table. `Text` files become one column named `text`.
 pub fn read_table(path: &Path) -> Result<Table> {
-    if !path.exists() {
-        return Err(Error::InputMissing {
+    TableStream::open(path, usize::MAX)?
+        .next_window()?
+        .ok_or_else(|| Error::InputEmpty {
             path: path.to_path_buf(),
-        });
-    }
-    if path.is_dir() {
-        return Err(Error::InputFile {
-            path: path.to_path_buf(),
-            reason: "is a folder; give a file".into(),
-        });
-    }
-    let table = match Format::input(path, TABLE_INPUTS)? {
-        Format::Csv => text::read_csv(path)?,
-        Format::Jsonl => text::read_jsonl(path)?,
-        Format::Text => text::read_lines(path)?,
-        Format::Parquet => parquet::read_parquet(path)?,
-        Format::Npy => unreachable!("not a table input"),
-    };
-    if table.is_empty() {
-        return Err(Error::InputEmpty {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(table)
+        })
 }

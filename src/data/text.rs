@@ -1,5 +1,8 @@
-//! Text-based formats: CSV (RFC 4180, header row), JSONL (one object a line), plain lines.
+//! Text-based formats: CSV (RFC 4180, header row), JSONL (one object a line), plain lines —
+//! each read as a stream of row windows.
 
+use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use serde_json::Value;
@@ -15,58 +18,152 @@ fn bad_row(path: &Path, line: usize, reason: impl Into<String>) -> Error {
     }
 }
 
-fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io(path, e))
+/// A text-based file read a window of rows at a time (the whole file when the window is
+/// unbounded): memory follows the window, not the file.
+pub(super) enum TextStream {
+    Csv {
+        reader: csv::Reader<BufReader<File>>,
+        names: Vec<String>,
+    },
+    Lines {
+        reader: BufReader<File>,
+        line: usize,
+    },
+    Jsonl {
+        reader: BufReader<File>,
+        line: usize,
+    },
 }
 
-/// The 1-based line of byte offset `at`, for UTF-8 errors.
-fn line_of(bytes: &[u8], at: usize) -> usize {
-    bytes[..at.min(bytes.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+fn open_skipping_bom(path: &Path) -> Result<BufReader<File>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let bom = reader
+        .fill_buf()
+        .map_err(|e| Error::io(path, e))?
+        .starts_with(b"\xEF\xBB\xBF");
+    if bom {
+        reader.consume(3);
+    }
+    Ok(reader)
 }
 
-pub(super) fn read_csv(path: &Path) -> Result<Table> {
-    let bytes = read_bytes(path)?;
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(bytes);
-    let headers = reader
-        .byte_headers()
-        .map_err(|e| bad_row(path, 1, format!("header: {e}")))?
-        .clone();
-    let names: Vec<String> = headers
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            String::from_utf8(h.to_vec()).map_err(|_| {
-                bad_row(
+/// The next line without its `\n` / `\r\n`, or `None` at the end. A trailing newline ends the
+/// last line rather than starting an empty one.
+fn next_line(
+    path: &Path,
+    reader: &mut BufReader<File>,
+    line: &mut usize,
+) -> Result<Option<String>> {
+    let mut raw = Vec::new();
+    let n = reader
+        .read_until(b'\n', &mut raw)
+        .map_err(|e| Error::io(path, e))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    *line += 1;
+    if raw.ends_with(b"\n") {
+        raw.pop();
+    }
+    if raw.ends_with(b"\r") {
+        raw.pop();
+    }
+    String::from_utf8(raw).map(Some).map_err(|e| {
+        bad_row(
+            path,
+            *line,
+            format!(
+                "not valid UTF-8 (byte {} of the line); re-save the file as UTF-8",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+impl TextStream {
+    pub(super) fn csv(path: &Path) -> Result<Self> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(open_skipping_bom(path)?);
+        let headers = reader
+            .byte_headers()
+            .map_err(|e| bad_row(path, 1, format!("header: {e}")))?
+            .clone();
+        let names: Vec<String> = headers
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                String::from_utf8(h.to_vec()).map_err(|_| {
+                    bad_row(
+                        path,
+                        1,
+                        format!("header field {} is not valid UTF-8", i + 1),
+                    )
+                })
+            })
+            .collect::<Result<_>>()?;
+        for (i, n) in names.iter().enumerate() {
+            if let Some(j) = names[..i].iter().position(|m| m == n) {
+                return Err(bad_row(
                     path,
                     1,
-                    format!("header field {} is not valid UTF-8", i + 1),
-                )
-            })
+                    format!(
+                        "duplicate column name {n:?} (columns {} and {}); rename one",
+                        j + 1,
+                        i + 1
+                    ),
+                ));
+            }
+        }
+        Ok(TextStream::Csv { reader, names })
+    }
+
+    pub(super) fn lines(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        Ok(TextStream::Lines {
+            reader: BufReader::with_capacity(1 << 16, file),
+            line: 0,
         })
-        .collect::<Result<_>>()?;
-    for (i, n) in names.iter().enumerate() {
-        if let Some(j) = names[..i].iter().position(|m| m == n) {
-            return Err(bad_row(
-                path,
-                1,
-                format!(
-                    "duplicate column name {n:?} (columns {} and {}); rename one",
-                    j + 1,
-                    i + 1
-                ),
-            ));
+    }
+
+    pub(super) fn jsonl(path: &Path) -> Result<Self> {
+        // A UTF-8 byte-order mark is accepted here as in CSV.
+        Ok(TextStream::Jsonl {
+            reader: open_skipping_bom(path)?,
+            line: 0,
+        })
+    }
+
+    /// Up to `max_rows` more rows as a table (possibly empty at the end of the file).
+    pub(super) fn window(&mut self, path: &Path, max_rows: usize) -> Result<Table> {
+        match self {
+            TextStream::Csv { reader, names } => csv_window(path, reader, names, max_rows),
+            TextStream::Lines { reader, line } => {
+                let mut texts = Vec::new();
+                while texts.len() < max_rows {
+                    match next_line(path, reader, line)? {
+                        Some(l) => texts.push(Some(l)),
+                        None => break,
+                    }
+                }
+                Ok(Table::of_strings(path, vec!["text".into()], vec![texts]))
+            }
+            TextStream::Jsonl { reader, line } => jsonl_window(path, reader, line, max_rows),
         }
     }
+}
+
+fn csv_window(
+    path: &Path,
+    reader: &mut csv::Reader<BufReader<File>>,
+    names: &[String],
+    max_rows: usize,
+) -> Result<Table> {
     let mut columns: Vec<Vec<Option<String>>> = vec![Vec::new(); names.len()];
     let mut record = csv::ByteRecord::new();
-    loop {
+    let mut rows = 0;
+    while rows < max_rows {
         let more = reader.read_byte_record(&mut record).map_err(|e| {
             let line = e.position().map_or(0, |p| p.line() as usize);
             let reason = match e.kind() {
@@ -83,70 +180,40 @@ pub(super) fn read_csv(path: &Path) -> Result<Table> {
         let line = record.position().map_or(0, |p| p.line() as usize);
         for (i, field) in record.iter().enumerate() {
             let text = std::str::from_utf8(field).map_err(|e| {
-                let offset = record.position().map_or(0, |p| p.byte() as usize);
                 bad_row(
                     path,
-                    line_of(bytes, offset).max(line),
+                    line,
                     format!("field {:?} is not valid UTF-8 (byte {} of the field); re-save the file as UTF-8", names[i], e.valid_up_to()),
                 )
             })?;
             columns[i].push(Some(text.to_string()));
         }
+        rows += 1;
     }
-    Ok(Table::of_strings(path, names, columns))
+    Ok(Table::of_strings(path, names.to_vec(), columns))
 }
 
-/// Splits into lines, failing on the first line that is not UTF-8. A trailing newline ends the
-/// last line rather than starting an empty one.
-fn utf8_lines<'a>(path: &Path, bytes: &'a [u8]) -> Result<Vec<&'a str>> {
-    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    if body.is_empty() {
-        return Ok(Vec::new());
-    }
-    body.split(|&b| b == b'\n')
-        .enumerate()
-        .map(|(i, raw)| {
-            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-            std::str::from_utf8(raw).map_err(|e| {
-                bad_row(
-                    path,
-                    i + 1,
-                    format!(
-                        "not valid UTF-8 (byte {} of the line); re-save the file as UTF-8",
-                        e.valid_up_to()
-                    ),
-                )
-            })
-        })
-        .collect()
-}
-
-pub(super) fn read_lines(path: &Path) -> Result<Table> {
-    let bytes = read_bytes(path)?;
-    let lines = utf8_lines(path, &bytes)?;
-    Ok(Table::of_strings(
-        path,
-        vec!["text".into()],
-        vec![lines.into_iter().map(|l| Some(l.to_string())).collect()],
-    ))
-}
-
-pub(super) fn read_jsonl(path: &Path) -> Result<Table> {
-    let bytes = read_bytes(path)?;
-    // A UTF-8 byte-order mark is accepted here as in CSV.
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+fn jsonl_window(
+    path: &Path,
+    reader: &mut BufReader<File>,
+    line: &mut usize,
+    max_rows: usize,
+) -> Result<Table> {
     let mut names: Vec<String> = Vec::new();
     let mut columns: Vec<Vec<Option<String>>> = Vec::new();
     let mut non_text: Vec<Option<(usize, String)>> = Vec::new();
     let mut rows = 0usize;
-    for (i, line) in utf8_lines(path, bytes)?.into_iter().enumerate() {
-        if line.trim().is_empty() {
+    while rows < max_rows {
+        let Some(text) = next_line(path, reader, line)? else {
+            break;
+        };
+        if text.trim().is_empty() {
             continue;
         }
-        let value: Value = serde_json::from_str(line)
-            .map_err(|e| bad_row(path, i + 1, format!("invalid JSON: {e}")))?;
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| bad_row(path, *line, format!("invalid JSON: {e}")))?;
         let Value::Object(map) = value else {
-            return Err(bad_row(path, i + 1, "expected a JSON object per line"));
+            return Err(bad_row(path, *line, "expected a JSON object per line"));
         };
         for (key, v) in map {
             let col = match names.iter().position(|n| *n == key) {

@@ -121,7 +121,7 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
         .transpose()?;
     let folder = ModelFolder::open(&settings.model_dir)?;
     let identity = BackboneIdentity::of(&folder, settings.max_length)?;
-    let (from, warnings) = match &run.train.from {
+    let (from, mut warnings) = match &run.train.from {
         Some(dir) => {
             let (ck, w) = load_from(dir, &identity)?;
             (Some(ck), w)
@@ -139,6 +139,19 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
     let (features, mut sentences) = match plan.frost_line {
         None => {
             let mut embedder = SentenceEmbedder::open(settings.clone())?;
+            for t in &run.tasks {
+                for dir in [Some(&t.train), t.dev.as_ref(), t.test.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(n) = embedder.import_dataset(dir)?.filter(|&n| n > 0) {
+                        warnings.push(format!(
+                            "{n} vectors taken from the dataset {} (made with this model and settings), not embedded again",
+                            dir.display()
+                        ));
+                    }
+                }
+            }
             let vectors = cached_vectors(&mut embedder, &tasks, &mut embed_stats)?;
             (Features::Cached(vectors), Some(embedder))
         }
