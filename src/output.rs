@@ -1,4 +1,4 @@
-//! Writing embeddings: `.npy` (f32 [N, H]) or `.parquet` (the input's id/text columns plus an
+//! Writing embeddings, window by window: `.npy` (f32 [N, H]) or `.parquet` (carried columns plus an
 //! `embedding` column of fixed-size f32 lists), always atomically.
 
 use std::io::Write;
