@@ -116,7 +116,7 @@ submit() {  # submit OUTPUT CACHE [sbatch flags...]
   local out=$1 cache=$2
   shift 2
   sbatch --parsable --cpus-per-task=1 --mem=1G --output="$work/slurm-%A_%a.log" \
-    --export=ALL,FROSTLINE="$bin",MODEL="$model",INPUT="$work/corpus-*.csv",OUTPUT="$out",CACHE="$cache" \
+    --export=ALL,FROSTLINE="$bin",MODEL="$model",INPUT="$work/corpus-*.csv",OUTPUT="$out",CACHE="$cache",SHARDS=4 \
     "$@" deploy/slurm/embed.sbatch
 }
 
@@ -142,12 +142,12 @@ for _ in $(seq 600); do
   [ "$state" = RUNNING ] && break
   sleep 0.5
 done
-sleep 12
+sleep "${KILL_AFTER:-25}"
 scancel --signal=KILL "${job}_2"
 while squeue -h -j "$job" 2>/dev/null | grep -q .; do sleep 1; done
 {
   echo
-  echo "## 2. Task 2 killed (SIGKILL) 12 s into its run"
+  echo "## 2. Task 2 killed (SIGKILL) ${KILL_AFTER:-25} s into its run (chunks of 2,048 rows are flushed as they fill)"
   echo
   echo "- after the kill: parts present: $(cd "$work/ds2" && ls part-*.parquet | tr '\n' ' '); _SUCCESS present: $([ -e "$work/ds2/_SUCCESS" ] && echo yes || echo no)"
 } >> "$report"

@@ -51,8 +51,8 @@ impl Shard {
     /// The shard from the flags, else from the scheduler's environment (`env` looks a variable
     /// up; an empty value counts as unset):
     /// - `JOB_COMPLETION_INDEX` (Kubernetes Indexed Job) with `--shards N`;
-    /// - `SLURM_ARRAY_TASK_ID` with `SLURM_ARRAY_TASK_COUNT` (or `--shards N`), counted from
-    ///   `SLURM_ARRAY_TASK_MIN` so `--array=1-4` works like `--array=0-3`.
+    /// - `SLURM_ARRAY_TASK_ID` with `--shards N` (or `SLURM_ARRAY_TASK_COUNT`, which is only
+    ///   right for the whole array: a re-submitted subset counts fewer tasks).
     ///
     /// `None` when nothing asks for sharding.
     pub fn resolve(
@@ -84,19 +84,22 @@ impl Shard {
             })?;
             return Self::new(index, count, "$JOB_COMPLETION_INDEX").map(Some);
         }
-        if let Some(id) = number("SLURM_ARRAY_TASK_ID")? {
-            let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+        if let Some(index) = number("SLURM_ARRAY_TASK_ID")? {
+            // The array task id is the shard index (submit --array=0-(N-1)). The count is best
+            // given with --shards: a re-submitted subset (--array=2, to retry one shard) has
+            // SLURM_ARRAY_TASK_COUNT = 1.
             let count = match shards {
                 Some(n) => n,
                 None => number("SLURM_ARRAY_TASK_COUNT")?.ok_or_else(|| {
                     Error::Usage("$SLURM_ARRAY_TASK_ID is set but not $SLURM_ARRAY_TASK_COUNT: pass --shards N".into())
                 })?,
             };
-            let index = id.checked_sub(min).ok_or_else(|| {
-                Error::Usage(format!(
-                    "$SLURM_ARRAY_TASK_ID {id} is below $SLURM_ARRAY_TASK_MIN {min}"
-                ))
-            })?;
+            if index >= count {
+                return Err(Error::Usage(format!(
+                    "$SLURM_ARRAY_TASK_ID {index} is outside 0..{count}; submit --array=0-{} for {count} shards, and pass --shards N when re-submitting some of them (their $SLURM_ARRAY_TASK_COUNT is smaller)",
+                    count.saturating_sub(1)
+                )));
+            }
             return Self::new(index, count, "$SLURM_ARRAY_TASK_ID").map(Some);
         }
         if let Some(n) = shards {
@@ -208,13 +211,23 @@ mod tests {
             .to_string()
             .contains("--shards N"));
         let slurm = env(&[
-            ("SLURM_ARRAY_TASK_ID", "4"),
-            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_ID", "3"),
             ("SLURM_ARRAY_TASK_COUNT", "4"),
         ]);
         assert_eq!(
             Shard::resolve(None, None, &slurm).unwrap(),
             Some(Shard { index: 3, count: 4 })
+        );
+        // One shard re-submitted (--array=2): the array counts 1 task; --shards says 4.
+        let retry = env(&[
+            ("SLURM_ARRAY_TASK_ID", "2"),
+            ("SLURM_ARRAY_TASK_COUNT", "1"),
+        ]);
+        let err = Shard::resolve(None, None, &retry).unwrap_err().to_string();
+        assert!(err.contains("pass --shards N when re-submitting"), "{err}");
+        assert_eq!(
+            Shard::resolve(None, Some(4), &retry).unwrap(),
+            Some(Shard { index: 2, count: 4 })
         );
         let err = Shard::resolve(None, Some(4), &none)
             .unwrap_err()
