@@ -26,6 +26,12 @@ use crate::fsutil;
 
 pub(super) const EXTENSION: &str = ".flc";
 const MAGIC: &[u8; 8] = b"FLCHUNK2";
+
+/// Chunk files (device, inode, length, modification time) whose checksum this process has
+/// checked; a file changed in place gets another modification time and is checked again.
+type FileIdentity = (u64, u64, u64, i64, i64);
+static VERIFIED: std::sync::Mutex<std::collections::BTreeSet<FileIdentity>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
 const HEADER: usize = 64;
 const KEY_BYTES: usize = 16;
 
@@ -117,9 +123,27 @@ impl Chunk {
                 expected.map_or("more than can be addressed".to_string(), |e| e.to_string())
             ));
         }
-        if xxh3_64(&map[HEADER..]).to_le_bytes() != map[24..32] {
-            return Err("checksum mismatch (corrupt)".into());
+        // A chunk is immutable once renamed into place: one whole check per file per process is
+        // enough (a streaming run re-opens its entry once per window).
+        let identity = file.metadata().ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec())
+        });
+        let verified = || VERIFIED.lock().unwrap_or_else(|e| e.into_inner());
+        let known = identity.is_some_and(|id| verified().contains(&id));
+        if !known {
+            if xxh3_64(&map[HEADER..]).to_le_bytes() != map[24..32] {
+                return Err("checksum mismatch (corrupt)".into());
+            }
+            if let Some(id) = identity {
+                verified().insert(id);
+            }
         }
+        // The check read every page; hand them back so the mapping costs no resident memory
+        // until rows are read (a run over millions of rows stays bounded by what it reads).
+        // SAFETY: DONTNEED on a read-only file mapping only drops pages, which re-read from the
+        // file on the next access; nothing borrowed from the map outlives this call.
+        let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
         Ok(Self {
             map,
             rows,
