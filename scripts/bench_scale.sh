@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Streaming embed, measured: throughput on the 6,000-text benchmark corpus against the
-# in-memory embed of REV (default 51d816d, the last commit before streaming), side by side,
-# alternating, fp32; then peak memory on generated inputs of 200,000 and 2,000,000 very short
-# unique texts (vectors to a dataset folder; the int8 folder, to keep 2 M rows under an hour on
-# 2 cores) — bounded by the window, not the row count. Writes bench-results/scale.md. Needs
-# ../shared/data and ~10 GB of disk; about 50 min on 2 cores.
+# Streaming embed, measured: peak memory on generated inputs of 200,000 and 2,000,000 very short
+# unique texts (vectors to a dataset folder; the int8 folder, to keep 2 M rows near 20 min on
+# 2 cores) — bounded by the window, not the row count — then throughput on the 6,000-text
+# benchmark corpus against the in-memory embed of REV (default 51d816d, the last commit before
+# streaming), side by side, alternating, fp32. Writes bench-results/scale.md. Needs
+# ../shared/data and ~10 GB of disk; about 35 min on 2 cores.
 #   bash scripts/bench_scale.sh [REV]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,13 +54,35 @@ run() {
 }
 
 "$work/frostline-new" quantize --model "$model" --out "$work/int8" >/dev/null
+{
+  echo "# Streaming embed: memory and throughput ($(nproc) threads)"
+} > "$work/report.md"
+{
+  echo
+  echo "## Peak memory (RSS) vs rows — generated texts (two words and a number, ~7 tokens), int8 per-token folder, vectors to a dataset folder"
+  echo
+  echo "| binary | rows | window rows | peak RSS MiB | seconds | rows/s |"
+  echo "|---|---:|---:|---:|---:|---:|"
+} >> "$work/report.md"
+run_model=$work/int8
+line() { # label rows window rss_kib secs
+  python3 -c 'import sys; l,r,w,k,s=sys.argv[1:]; print(f"| {l} | {int(r):,} | {w} | {int(k)/1024:.0f} | {float(s):.1f} | {int(r)/float(s):.0f} |")' "$@" >> "$work/report.md"
+}
+read -r rss secs rows <<< "$(run "$work/frostline-old" "$work/old-small.npy" "$work/small.txt")"
+line "in-memory ($rev), .npy" "$rows" "all" "$rss" "$secs"
+read -r rss secs rows <<< "$(run "$work/frostline-new" "$work/ds-small/" "$work/small.txt")"
+line "streaming (HEAD), dataset" "$rows" 32768 "$rss" "$secs"
+read -r rss secs rows <<< "$(run "$work/frostline-new" "$work/ds-big/" "$work/big.txt")"
+line "streaming (HEAD), dataset" "$rows" 32768 "$rss" "$secs"
+mkdir -p bench-results
+cp "$work/report.md" bench-results/scale.md
+
 run_model=$model
 {
-  echo "# Streaming embed: throughput and memory ($(nproc) threads)"
   echo
   echo "## Throughput on the 6,000-text corpus (Banking77, SST-2, GoEmotions test), fresh cache each run"
   echo
-} > "$work/report.md"
+} >> "$work/report.md"
 for rep in 1 2 3; do
   for which in old new; do
     read -r _ secs _ <<< "$(run "$work/frostline-$which" "$work/$which.npy" "$work/corpus.txt")"
@@ -83,24 +105,6 @@ print(f"- in-memory ({rev}): {6000 / med['old']:.0f} rows/s; streaming (HEAD, on
       f"({100 * (med['old'] / med['new-w1000'] - 1):+.1f} %)  — median of 3 alternating runs, whole process time")
 print("- per-run seconds: " + "; ".join(f"{k}: " + ", ".join(f"{s:.2f}" for s in v) for k, v in times.items()))
 PY
-{
-  echo
-  echo "## Peak memory (RSS) vs rows — generated texts (two words and a number, ~7 tokens), int8 per-token folder, vectors to a dataset folder"
-  echo
-  echo "| binary | rows | window rows | peak RSS MiB | seconds | rows/s |"
-  echo "|---|---:|---:|---:|---:|---:|"
-} >> "$work/report.md"
-run_model=$work/int8
-line() { # label rows window rss_kib secs
-  python3 -c 'import sys; l,r,w,k,s=sys.argv[1:]; print(f"| {l} | {int(r):,} | {w} | {int(k)/1024:.0f} | {float(s):.1f} | {int(r)/float(s):.0f} |")' "$@" >> "$work/report.md"
-}
-read -r rss secs rows <<< "$(run "$work/frostline-old" "$work/old-small.npy" "$work/small.txt")"
-line "in-memory ($rev), .npy" "$rows" "all" "$rss" "$secs"
-read -r rss secs rows <<< "$(run "$work/frostline-new" "$work/ds-small/" "$work/small.txt")"
-line "streaming (HEAD), dataset" "$rows" 32768 "$rss" "$secs"
-read -r rss secs rows <<< "$(run "$work/frostline-new" "$work/ds-big/" "$work/big.txt")"
-line "streaming (HEAD), dataset" "$rows" 32768 "$rss" "$secs"
-
 mkdir -p bench-results
 cp "$work/report.md" bench-results/scale.md
 cat bench-results/scale.md

@@ -55,13 +55,20 @@ pub struct PartEntry {
     pub checksum: String,
 }
 
-/// XXH3-64 of a file's bytes, as recorded for parts.
+/// XXH3-64 of a file's bytes, as recorded for parts (streamed: a part can be gigabytes).
 pub fn checksum(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(format!(
-        "xxh3-64:{:016x}",
-        xxhash_rust::xxh3::xxh3_64(&bytes)
-    ))
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("xxh3-64:{:016x}", hasher.digest()))
 }
 
 /// The texts and vectors of one part (already checked against its recorded checksum).
