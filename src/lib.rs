@@ -19,6 +19,7 @@ pub mod cli;
 pub(crate) mod commands;
 pub mod data;
 pub mod dataset;
+pub mod decision;
 pub mod embedder;
 pub mod error;
 pub(crate) mod format;

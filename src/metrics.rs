@@ -18,7 +18,11 @@ pub struct ClassMetrics {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskMetrics {
+    /// Exact-match accuracy; for a multi-label task, subset accuracy (the whole set right).
     pub accuracy: f64,
+    /// Multi-label tasks only: F1 over every (row, label) decision pooled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub micro_f1: Option<f64>,
     pub macro_f1: f64,
     pub weighted_f1: f64,
     pub support: usize,
@@ -51,26 +55,7 @@ pub fn classification_metrics<S: AsRef<str>, T: AsRef<str>>(
             counts.get_mut(t).expect("just added").0 += 1;
         }
     }
-    let per_class: Vec<ClassMetrics> = counts
-        .into_iter()
-        .map(|(label, (tp, support, predicted))| {
-            let precision = ratio(tp, predicted);
-            let recall = ratio(tp, support);
-            let f1 = if precision + recall > 0.0 {
-                2.0 * precision * recall / (precision + recall)
-            } else {
-                0.0
-            };
-            ClassMetrics {
-                label: label.to_string(),
-                precision,
-                recall,
-                f1,
-                support,
-                predicted,
-            }
-        })
-        .collect();
+    let per_class: Vec<ClassMetrics> = counts.into_iter().map(|(l, c)| class_row(l, c)).collect();
     let n = truth.len();
     let macro_f1 = if per_class.is_empty() {
         0.0
@@ -88,9 +73,88 @@ pub fn classification_metrics<S: AsRef<str>, T: AsRef<str>>(
     };
     TaskMetrics {
         accuracy: ratio(correct, n),
+        micro_f1: None,
         macro_f1,
         weighted_f1,
         support: n,
+        per_class,
+    }
+}
+
+fn class_row(label: &str, (tp, support, predicted): (usize, usize, usize)) -> ClassMetrics {
+    let precision = ratio(tp, predicted);
+    let recall = ratio(tp, support);
+    ClassMetrics {
+        label: label.to_string(),
+        precision,
+        recall,
+        f1: f1(precision, recall),
+        support,
+        predicted,
+    }
+}
+
+fn f1(precision: f64, recall: f64) -> f64 {
+    if precision + recall > 0.0 {
+        2.0 * precision * recall / (precision + recall)
+    } else {
+        0.0
+    }
+}
+
+/// Multi-label metrics over label sets, by name: per label (every label in `labels` plus any
+/// other that occurs in truth or prediction), micro-F1 (pooled counts), macro-F1 (mean over
+/// labels), support-weighted F1, and subset accuracy. Support counts rows carrying the label.
+pub fn multilabel_metrics<S: AsRef<str>, T: AsRef<str>>(
+    labels: &[String],
+    truth: &[Vec<S>],
+    pred: &[Vec<T>],
+) -> TaskMetrics {
+    assert_eq!(truth.len(), pred.len());
+    let mut counts: BTreeMap<&str, (usize, usize, usize)> =
+        labels.iter().map(|l| (l.as_str(), (0, 0, 0))).collect();
+    let mut exact = 0;
+    for (t, p) in truth.iter().zip(pred) {
+        let t: Vec<&str> = t.iter().map(AsRef::as_ref).collect();
+        let p: Vec<&str> = p.iter().map(AsRef::as_ref).collect();
+        for &l in &t {
+            let c = counts.entry(l).or_default();
+            c.1 += 1;
+            if p.contains(&l) {
+                c.0 += 1;
+            }
+        }
+        for &l in &p {
+            counts.entry(l).or_default().2 += 1;
+        }
+        if t.len() == p.len() && t.iter().all(|l| p.contains(l)) {
+            exact += 1;
+        }
+    }
+    let (tp, support, predicted) = counts
+        .values()
+        .fold((0, 0, 0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2));
+    let per_class: Vec<ClassMetrics> = counts.into_iter().map(|(l, c)| class_row(l, c)).collect();
+    let macro_f1 = if per_class.is_empty() {
+        0.0
+    } else {
+        per_class.iter().map(|c| c.f1).sum::<f64>() / per_class.len() as f64
+    };
+    let weighted_f1 = if support == 0 {
+        0.0
+    } else {
+        per_class
+            .iter()
+            .map(|c| c.f1 * c.support as f64)
+            .sum::<f64>()
+            / support as f64
+    };
+    TaskMetrics {
+        accuracy: ratio(exact, truth.len()),
+        micro_f1: Some(f1(ratio(tp, predicted), ratio(tp, support))),
+        macro_f1,
+        weighted_f1,
+        support: truth.len(),
         per_class,
     }
 }
@@ -123,5 +187,25 @@ mod tests {
             .per_class
             .iter()
             .all(|c| c.f1.is_finite() && c.precision.is_finite()));
+    }
+
+    #[test]
+    fn multi_label_hand_computed() {
+        // rows: {a,b}→{a}, {c}→{c,b}, {a}→{} , {b}→{b}
+        let truth = vec![vec!["a", "b"], vec!["c"], vec!["a"], vec!["b"]];
+        let pred: Vec<Vec<&str>> = vec![vec!["a"], vec!["c", "b"], vec![], vec!["b"]];
+        let labels: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let m = multilabel_metrics(&labels, &truth, &pred);
+        // tp: a1 b1 c1 = 3; support 5; predicted 4 → P 3/4, R 3/5, micro F1 = 2/3.
+        assert!((m.micro_f1.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        // a: P 1, R 1/2, F1 2/3; b: P 1/2, R 1/2, F1 1/2; c: 1; d: 0 (never seen, never predicted).
+        let f: Vec<f64> = m.per_class.iter().map(|c| c.f1).collect();
+        assert_eq!(m.per_class.len(), 4);
+        assert!((f[0] - 2.0 / 3.0).abs() < 1e-12 && (f[1] - 0.5).abs() < 1e-12);
+        assert!((f[2] - 1.0).abs() < 1e-12 && f[3] == 0.0);
+        assert!((m.macro_f1 - (2.0 / 3.0 + 0.5 + 1.0) / 4.0).abs() < 1e-12);
+        assert!((m.weighted_f1 - (2.0 * 2.0 / 3.0 + 2.0 * 0.5 + 1.0) / 5.0).abs() < 1e-12);
+        assert!((m.accuracy - 0.25).abs() < 1e-12, "only the last row is exact");
+        assert_eq!(m.support, 4);
     }
 }

@@ -105,7 +105,7 @@ impl ParquetEmbeddingWriter {
         let df = embedding_frame(&self.path, carried, data)?;
         let err = |e: PolarsError| Error::output(&self.path, e.to_string());
         if self.writer.is_none() {
-            let w = ParquetWriter::new(self.file.handle()?)
+            let w = parquet_writer(self.file.handle()?, &df)
                 .batched(df.schema())
                 .map_err(err)?;
             self.writer = Some(w);
@@ -159,11 +159,46 @@ pub(crate) fn embedding_column(name: &str, data: &Array2<f32>) -> Result<Column>
 
 pub(crate) fn write_parquet_frame(path: &Path, df: &mut DataFrame) -> Result<()> {
     fsutil::write_atomic(path, |w| {
-        ParquetWriter::new(w)
+        parquet_writer(w, df)
             .finish(df)
             .map(|_| ())
             .map_err(std::io::Error::other)
     })
+}
+
+/// A Parquet writer whose embedded Arrow schema uses the widest-read types: polars declares its
+/// in-memory `string_view` / large types there, which pyarrow < 15 and pandas 2.1 cannot read
+/// ("Unrecognized type: 24"). The Parquet columns themselves are the same (UTF-8 byte arrays), so
+/// only the declared schema changes: `string`, `binary`, `list`.
+fn parquet_writer<W: Write>(w: W, df: &DataFrame) -> ParquetWriter<W> {
+    let schema: ArrowSchema = df
+        .schema()
+        .iter_fields()
+        .map(|f| {
+            let field = f.to_arrow(CompatLevel::oldest());
+            let field = ArrowField::new(field.name.clone(), widest(&field.dtype), field.is_nullable);
+            (field.name.clone(), field)
+        })
+        .collect();
+    let declared = polars_parquet::write::schema_to_metadata_key(&schema);
+    ParquetWriter::new(w).with_key_value_metadata(Some(
+        polars::io::parquet::write::KeyValueMetadata::Static(vec![declared]),
+    ))
+}
+
+/// `dtype` with every large or view string, binary and list type narrowed to its plain form.
+fn widest(dtype: &ArrowDataType) -> ArrowDataType {
+    let field = |f: &ArrowField| ArrowField::new(f.name.clone(), widest(&f.dtype), f.is_nullable);
+    match dtype {
+        ArrowDataType::LargeUtf8 | ArrowDataType::Utf8View => ArrowDataType::Utf8,
+        ArrowDataType::LargeBinary | ArrowDataType::BinaryView => ArrowDataType::Binary,
+        ArrowDataType::List(f) | ArrowDataType::LargeList(f) => {
+            ArrowDataType::List(Box::new(field(f)))
+        }
+        ArrowDataType::FixedSizeList(f, n) => ArrowDataType::FixedSizeList(Box::new(field(f)), *n),
+        ArrowDataType::Struct(fs) => ArrowDataType::Struct(fs.iter().map(field).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Writes a frame of string / numeric columns as CSV (header row, RFC 4180), atomically.

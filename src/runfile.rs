@@ -28,8 +28,24 @@ pub struct RunFile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum TaskKind {
+    /// One label per text (softmax over the classes).
     #[default]
     Classification,
+    /// Any set of labels per text, the label column holding the names joined by
+    /// `label_separator` (a sigmoid per label, thresholds tuned on dev).
+    MultiLabel,
+}
+
+/// How a multi-label task's decision thresholds are tuned on dev.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThresholdTuning {
+    /// One threshold for every label, the one with the best dev micro-F1.
+    #[default]
+    Global,
+    /// Each label its own threshold, the one with its best dev F1 (the global one for a label
+    /// with no dev positives).
+    PerLabel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -66,6 +82,31 @@ pub struct TaskConfig {
     /// Zero-shot only: a CSV with columns `label,description` (default: the label names).
     #[serde(default)]
     pub label_descriptions: Option<PathBuf>,
+    /// Multi-label only: what joins the label names in the label column.
+    #[serde(default = "defaults::label_separator")]
+    pub label_separator: String,
+    /// Multi-label only: one decision threshold, or one per label.
+    #[serde(default)]
+    pub threshold: ThresholdTuning,
+}
+
+impl TaskConfig {
+    /// The labels of one label-column value: the value itself for a classification task, the
+    /// names between separators (trimmed, empty ones dropped, each once) for a multi-label task.
+    pub fn label_set<'a>(&self, value: &'a str) -> Vec<&'a str> {
+        match self.kind {
+            TaskKind::Classification => vec![value],
+            TaskKind::MultiLabel => {
+                let mut set: Vec<&str> = Vec::new();
+                for l in value.split(self.label_separator.as_str()).map(str::trim) {
+                    if !l.is_empty() && !set.contains(&l) {
+                        set.push(l);
+                    }
+                }
+                set
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +213,9 @@ mod defaults {
     }
     pub(super) fn dev_fraction() -> f64 {
         0.1
+    }
+    pub(super) fn label_separator() -> String {
+        "|".into()
     }
 }
 
@@ -326,6 +370,12 @@ impl RunFile {
             )
             .map_err(bad)?;
             check(&key("loss_weight"), t.loss_weight, 0.0, None, "≥ 0").map_err(bad)?;
+            if t.kind == TaskKind::MultiLabel && t.label_separator.trim().is_empty() {
+                return Err(bad(format!(
+                    "{} is empty or blank; a multi-label task needs the text that joins its labels (default \"|\")",
+                    key("label_separator")
+                )));
+            }
         }
         let c = &self.train;
         for (key, value) in [

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::data;
 use crate::error::{Error, Result};
 use crate::nn::Rng;
-use crate::runfile::TaskConfig;
+use crate::runfile::{TaskConfig, TaskKind};
 
 /// One split: texts and label names, in file order.
 #[derive(Debug, Clone, Default)]
@@ -51,8 +51,10 @@ pub struct TaskData {
     /// Class names, sorted, from the training data.
     pub classes: Vec<String>,
     pub train: Split,
-    /// Train labels as class indices.
-    pub train_y: Vec<usize>,
+    /// Each train row's labels as class indices: one for a classification task, the set for a
+    /// multi-label task.
+    pub train_targets: Vec<Vec<usize>>,
+    /// Empty when the task has no dev file and `dev_fraction = 0` (all of train trains).
     pub dev: Split,
     pub dev_carved: bool,
     pub test: Option<Split>,
@@ -67,22 +69,70 @@ impl TaskData {
             .binary_search_by(|c| c.as_str().cmp(label))
             .ok()
     }
+
+    pub fn is_multi_label(&self) -> bool {
+        self.config.kind == TaskKind::MultiLabel
+    }
+
+    /// Each row's labels as class indices; labels the task does not know are left out.
+    pub fn targets(&self, labels: &[String]) -> Vec<Vec<usize>> {
+        labels
+            .iter()
+            .map(|l| {
+                self.config
+                    .label_set(l)
+                    .into_iter()
+                    .filter_map(|l| self.class_index(l))
+                    .collect()
+            })
+            .collect()
+    }
 }
 
-/// Texts and labels of one file.
+/// Texts and labels of one file, a blank label refused with its row.
 pub fn read_labelled(
     path: &Path,
     text_column: &str,
     label_column: &str,
 ) -> Result<(Vec<String>, Vec<String>)> {
+    read_checked(path, text_column, label_column, |l| !l.trim().is_empty(), |_| {
+        format!("field {label_column:?} is empty")
+    })
+}
+
+/// Texts and labels of one task file: for a multi-label task, a value that names no label (only
+/// separators) is refused with its row as well.
+fn read_task_file(path: &Path, config: &TaskConfig) -> Result<(Vec<String>, Vec<String>)> {
+    read_checked(
+        path,
+        &config.text_column,
+        &config.label_column,
+        |l| !config.label_set(l.trim()).iter().all(|l| l.is_empty()),
+        |l| match config.kind {
+            TaskKind::Classification => format!("field {:?} is empty", config.label_column),
+            TaskKind::MultiLabel => format!(
+                "field {:?} ({l:?}) names no label; join a row's labels with {:?}",
+                config.label_column, config.label_separator
+            ),
+        },
+    )
+}
+
+fn read_checked(
+    path: &Path,
+    text_column: &str,
+    label_column: &str,
+    ok: impl Fn(&str) -> bool,
+    why: impl Fn(&str) -> String,
+) -> Result<(Vec<String>, Vec<String>)> {
     let table = data::read_input(path)?;
     let texts = table.texts(text_column)?;
     let labels = table.required_strings(label_column)?;
-    if let Some(i) = labels.iter().position(|l| l.trim().is_empty()) {
+    if let Some(i) = labels.iter().position(|l| !ok(l)) {
         return Err(Error::BadRow {
             path: path.to_path_buf(),
             row: table.location(i),
-            reason: format!("field {label_column:?} is empty"),
+            reason: why(&labels[i]),
         });
     }
     Ok((texts, labels))
@@ -90,9 +140,14 @@ pub fn read_labelled(
 
 /// Seeded stratified carve: about `fraction` of each class (at least one row of any class with
 /// two or more) goes to dev. Returns (train rows, dev rows), each in original order.
-pub fn stratified_split(labels: &[String], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+pub fn stratified_split<S: AsRef<str>>(
+    labels: &[S],
+    fraction: f64,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
     let mut rng = Rng::new(seed ^ 0xDE5_u64);
-    let classes: BTreeSet<&str> = labels.iter().map(String::as_str).collect();
+    let labels: Vec<&str> = labels.iter().map(AsRef::as_ref).collect();
+    let classes: BTreeSet<&str> = labels.iter().copied().collect();
     let mut dev = Vec::new();
     for class in classes {
         let mut rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
@@ -115,20 +170,28 @@ fn pick<T: Clone>(xs: &[T], rows: &[usize]) -> Vec<T> {
 }
 
 /// The rows of one split of a task as training sees them: the dev file, or a seeded stratified
-/// carve of train (`dev_fraction`) when there is none — train then loses those rows. `None` for
-/// a test split the task has no file for.
+/// carve of train (`dev_fraction`) when there is none — train then loses those rows; with
+/// `dev_fraction = 0` dev is empty and train keeps every row. A multi-label task is stratified
+/// by each row's first label. `None` for a test split the task has no file for.
 pub fn read_split(config: &TaskConfig, split: SplitName, seed: u64) -> Result<Option<Split>> {
     let read = |p: &Path| -> Result<Split> {
-        let (texts, labels) = read_labelled(p, &config.text_column, &config.label_column)?;
+        let (texts, labels) = read_task_file(p, config)?;
         Ok(Split { texts, labels })
     };
     Ok(match (split, &config.dev) {
         (SplitName::Test, _) => config.test.as_deref().map(read).transpose()?,
         (SplitName::Dev, Some(dev)) => Some(read(dev)?),
         (SplitName::Train, Some(_)) => Some(read(&config.train)?),
+        (SplitName::Dev, None) if config.dev_fraction == 0.0 => Some(Split::default()),
+        (SplitName::Train, None) if config.dev_fraction == 0.0 => Some(read(&config.train)?),
         (_, None) => {
             let all = read(&config.train)?;
-            let (train, dev) = stratified_split(&all.labels, config.dev_fraction, seed);
+            let strata: Vec<&str> = all
+                .labels
+                .iter()
+                .map(|l| config.label_set(l)[0])
+                .collect();
+            let (train, dev) = stratified_split(&strata, config.dev_fraction, seed);
             let rows = if split == SplitName::Dev { dev } else { train };
             Some(Split {
                 texts: pick(&all.texts, &rows),
@@ -146,7 +209,8 @@ pub fn load_task(config: &TaskConfig, seed: u64) -> Result<TaskData> {
     let classes: Vec<String> = train
         .labels
         .iter()
-        .cloned()
+        .flat_map(|l| config.label_set(l))
+        .map(str::to_string)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -161,30 +225,33 @@ pub fn load_task(config: &TaskConfig, seed: u64) -> Result<TaskData> {
             ),
         });
     }
-    let unseen = |labels: &[String]| {
-        labels
-            .iter()
-            .filter(|l| classes.binary_search(l).is_err())
-            .count()
-    };
-    let unseen_dev = unseen(&dev.labels);
-    let unseen_test = test.as_ref().map_or(0, |t| unseen(&t.labels));
-    let train_y = train
-        .labels
-        .iter()
-        .map(|l| classes.binary_search(l).expect("train label is a class"))
-        .collect();
-    Ok(TaskData {
+    let mut task = TaskData {
         config: config.clone(),
         classes,
-        train,
-        train_y,
+        train_targets: Vec::new(),
+        dev_carved: config.dev.is_none() && !dev.is_empty(),
         dev,
-        dev_carved: config.dev.is_none(),
         test,
-        unseen_dev,
-        unseen_test,
-    })
+        unseen_dev: 0,
+        unseen_test: 0,
+        train,
+    };
+    // A row counts as unseen when any of its labels is not a class.
+    let unseen = |task: &TaskData, labels: &[String]| {
+        labels
+            .iter()
+            .filter(|l| {
+                config
+                    .label_set(l)
+                    .iter()
+                    .any(|l| task.class_index(l).is_none())
+            })
+            .count()
+    };
+    task.unseen_dev = unseen(&task, &task.dev.labels);
+    task.unseen_test = task.test.as_ref().map_or(0, |t| unseen(&task, &t.labels));
+    task.train_targets = task.targets(&task.train.labels);
+    Ok(task)
 }
 
 #[cfg(test)]

@@ -76,6 +76,7 @@ fn eval_writes_documented_tables_plots_and_markdown() {
             s("task", String),
             s("split", String),
             s("accuracy", Float64),
+            s("micro_f1", Float64),
             s("macro_f1", Float64),
             s("weighted_f1", Float64),
             s("support", UInt64),

@@ -11,6 +11,7 @@ use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::ModelFolder;
+use crate::decision::Decision;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::heads::{Head, HeadSpec, HeadWeights};
@@ -20,7 +21,7 @@ use crate::nn::tensors::{from_safetensors, to_safetensors};
 use crate::nn::{ParamId, ParamStore};
 use crate::outfolder::OutputFolder;
 use crate::regime::Regime;
-use crate::runfile::{TaskConfig, TrainConfig};
+use crate::runfile::{TaskConfig, TaskKind, TrainConfig};
 use crate::train::EpochLog;
 
 pub mod identity;
@@ -45,6 +46,9 @@ pub struct TaskEntry {
     pub input_dim: usize,
     /// Whether this head's weights changed in the run that wrote the checkpoint.
     pub trained: bool,
+    /// Multi-label tasks: each label's decision threshold, tuned on dev.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Vec<f32>>,
     pub dev: Option<TaskMetrics>,
     pub test: Option<TaskMetrics>,
 }
@@ -141,6 +145,8 @@ pub struct Checkpoint {
     pub manifest: Manifest,
     pub store: ParamStore,
     pub heads: Vec<Head>,
+    /// Per task, in manifest order: how its head's outputs become labels.
+    pub decisions: Vec<Decision>,
 }
 
 fn log_csv(log: &[EpochLog]) -> Result<Vec<u8>> {
@@ -225,7 +231,9 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
             .collect();
     let mut store = ParamStore::default();
     let mut heads = Vec::new();
+    let mut decisions = Vec::new();
     for task in &manifest.tasks {
+        decisions.push(task_decision(dir, task)?);
         let head = Head::build(
             &mut store,
             &task.config.name,
@@ -245,7 +253,41 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
         manifest,
         store,
         heads,
+        decisions,
     })
+}
+
+/// How a task's head outputs become labels, as the manifest records it — checked, not trusted:
+/// a multi-label task needs one threshold in [0, 1] per class, a classification task none.
+fn task_decision(dir: &Path, task: &TaskEntry) -> Result<Decision> {
+    let bad = |reason: String| Error::InputFile {
+        path: dir.join(MANIFEST),
+        reason: format!("task {:?}: {reason}", task.config.name),
+    };
+    match (task.config.kind, &task.thresholds) {
+        (TaskKind::Classification, None) => Ok(Decision::Single),
+        (TaskKind::Classification, Some(_)) => {
+            Err(bad("a classification task has no thresholds, but some are recorded".into()))
+        }
+        (TaskKind::MultiLabel, None) => Err(bad(
+            "a multi-label task's thresholds are missing; train it again".into(),
+        )),
+        (TaskKind::MultiLabel, Some(t)) => {
+            if t.len() != task.classes.len() {
+                return Err(bad(format!(
+                    "{} thresholds for {} labels",
+                    t.len(),
+                    task.classes.len()
+                )));
+            }
+            if let Some(v) = t.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+                return Err(bad(format!("threshold {v} is outside [0, 1]")));
+            }
+            Ok(Decision::Multi {
+                thresholds: t.clone(),
+            })
+        }
+    }
 }
 
 /// The training log (one row per task and epoch).

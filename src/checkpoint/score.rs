@@ -5,10 +5,9 @@ use crate::checkpoint::vectors::CheckpointEncoder;
 use crate::checkpoint::Checkpoint;
 use crate::embedder::EmbedStats;
 use crate::error::Result;
-use crate::metrics::classification_metrics;
 use crate::report::TaskEval;
 use crate::tasks::{read_split, SplitName};
-use crate::train;
+use crate::runfile::TaskKind;
 
 /// Scores every head of `ck` on `split` (tasks without that split are skipped with a note).
 pub fn evaluate_checkpoint(
@@ -19,7 +18,7 @@ pub fn evaluate_checkpoint(
     let mut evals = Vec::new();
     let mut notes = Vec::new();
     let mut stats = Vec::new();
-    for (entry, head) in ck.manifest.tasks.iter().zip(&ck.heads) {
+    for (t, (entry, head)) in ck.manifest.tasks.iter().zip(&ck.heads).enumerate() {
         let name = &entry.config.name;
         let Some(rows) = read_split(&entry.config, split, ck.manifest.seed)? else {
             notes.push(format!(
@@ -30,15 +29,48 @@ pub fn evaluate_checkpoint(
         };
         let (x, st) = encoder.vectors(ck, &rows.texts)?;
         stats.push(st);
-        let (pred_idx, prob) = train::predict(&ck.store, head, x.view());
-        let pred: Vec<String> = pred_idx.iter().map(|&i| entry.classes[i].clone()).collect();
+        let config = &entry.config;
+        let decision = &ck.decisions[t];
+        let pred = decision.predict(&ck.store, head, x.view());
+        let metrics = decision.metrics(config, &entry.classes, &rows.labels, &pred);
+        let multi = config.kind == TaskKind::MultiLabel;
+        let sep = config.label_separator.as_str();
+        // Label sets written canonically (sorted, one separator) so equal sets compare equal.
+        let truth: Vec<String> = if multi {
+            rows.labels
+                .iter()
+                .map(|l| {
+                    let mut set = config.label_set(l);
+                    set.sort_unstable();
+                    set.join(sep)
+                })
+                .collect()
+        } else {
+            rows.labels.clone()
+        };
+        let labels: Vec<String> = (0..pred.picks.len())
+            .map(|i| pred.label(i, &entry.classes, sep))
+            .collect();
+        let prob: Vec<f32> = (0..pred.picks.len())
+            .map(|i| pred.confidence(i, decision))
+            .collect();
         let mut unseen: Vec<String> = rows
             .labels
             .iter()
-            .filter(|l| !entry.classes.contains(l))
-            .cloned()
+            .flat_map(|l| config.label_set(l))
+            .filter(|l| !entry.classes.iter().any(|c| c == l))
+            .map(str::to_string)
             .collect();
-        let unseen_rows = unseen.len();
+        let unseen_rows = rows
+            .labels
+            .iter()
+            .filter(|l| {
+                config
+                    .label_set(l)
+                    .iter()
+                    .any(|l| !entry.classes.iter().any(|c| c == l))
+            })
+            .count();
         unseen.sort();
         unseen.dedup();
         if unseen_rows > 0 {
@@ -48,15 +80,15 @@ pub fn evaluate_checkpoint(
                 unseen.join(", ")
             ));
         }
-        let metrics = classification_metrics(&rows.labels, &pred);
         evals.push(TaskEval {
             task: name.clone(),
             split: split.as_str().into(),
             texts: rows.texts,
-            truth: rows.labels,
-            pred,
+            truth,
+            pred: labels,
             prob,
             metrics,
+            separator: multi.then(|| sep.to_string()),
             unseen_labels: unseen,
             unseen_rows,
         });

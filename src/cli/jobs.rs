@@ -319,6 +319,36 @@ fn predict_job(a: PredictArgs, ort_lib: Option<PathBuf>) -> Result<PredictJob> {
         a.text_column
             .unwrap_or_else(|| manifest.tasks[0].config.text_column.clone()),
     );
+    let known: Vec<&str> = manifest
+        .tasks
+        .iter()
+        .map(|t| t.config.name.as_str())
+        .collect();
+    let tasks = match a.tasks {
+        None => known.iter().map(|t| t.to_string()).collect(),
+        Some(asked) => {
+            let asked: Vec<String> = asked.into_iter().filter(|t| !t.is_empty()).collect();
+            if let Some(t) = asked.iter().find(|t| !known.contains(&t.as_str())) {
+                return Err(Error::Usage(format!(
+                    "--tasks names {t:?}, which the checkpoint does not have; its tasks: {}",
+                    known.join(", ")
+                )));
+            }
+            if asked.is_empty() {
+                return Err(Error::Usage(format!(
+                    "--tasks names no task; the checkpoint's tasks: {}",
+                    known.join(", ")
+                )));
+            }
+            asked
+        }
+    };
+    if a.top_k == Some(0) {
+        return Err(Error::Usage("--top-k must be at least 1".into()));
+    }
+    let keep_columns = a
+        .keep_columns
+        .map(|c| c.into_iter().filter(|c| !c.is_empty()).collect());
     Ok(PredictJob {
         settings,
         checkpoint: a.checkpoint,
@@ -326,6 +356,10 @@ fn predict_job(a: PredictArgs, ort_lib: Option<PathBuf>) -> Result<PredictJob> {
         text_column,
         output: a.output,
         allow_quantized: a.allow_quantized,
+        tasks,
+        top_k: a.top_k,
+        all_probs: a.all_probs,
+        keep_columns,
     })
 }
 

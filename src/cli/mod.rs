@@ -221,16 +221,36 @@ pub struct TrainArgs {
 pub struct PredictArgs {
     #[command(flatten)]
     pub backbone: BackboneArgs,
+    /// The checkpoint folder written by `train` (its manifest names the model, the tasks and the
+    /// max length; nothing needs repeating).
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// Texts to label: .csv, .jsonl, .parquet or .txt (one text per line), a folder of them, a
+    /// quoted glob, or a frostline dataset folder.
     #[arg(long)]
     pub input: PathBuf,
     /// Column holding the text (default: the one the checkpoint was trained with).
     #[arg(long)]
     pub text_column: Option<String>,
-    /// Output: .csv or .parquet (input order; `<task>_label`, `<task>_prob` per task).
+    /// Output: .csv or .parquet, input order: the kept input columns, then per task
+    /// `<task>_label` (a multi-label task's labels joined by its separator) and `<task>_prob`
+    /// (the probability of that prediction), plus the columns the flags below add.
     #[arg(long)]
     pub output: PathBuf,
+    /// Only these tasks' heads (comma-separated names; default: every task).
+    #[arg(long, value_delimiter = ',')]
+    pub tasks: Option<Vec<String>>,
+    /// Add `<task>_top_k`: the K most probable labels with their probabilities (a list of
+    /// {label, prob} in Parquet, JSON text in CSV).
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+    /// Add `<task>_probs`: every label's probability (a struct column in Parquet, a JSON object
+    /// in CSV).
+    #[arg(long)]
+    pub all_probs: bool,
+    /// Input columns copied to the output (comma-separated; "" for none). Default: all of them.
+    #[arg(long, value_delimiter = ',')]
+    pub keep_columns: Option<Vec<String>>,
     /// Accept a model folder in another numeric format than the heads were trained on (int8
     /// vectors for fp32-trained heads, or the reverse); warned about.
     #[arg(long)]

@@ -232,9 +232,10 @@ fn run_variants(
             .first()
             .map_or(0, |s| dir_bytes(&s.cache_dir.join("chunks")));
         for t in &res.tasks {
-            let (split, m) = match &t.test {
-                Some(m) => ("test", m),
-                None => ("dev", &t.dev),
+            let (split, m) = match (&t.test, &t.dev) {
+                (Some(m), _) => ("test", m),
+                (None, Some(m)) => ("dev", m),
+                (None, None) => continue,
             };
             rows.push(CompareRow {
                 variant: v.name.clone(),

@@ -73,7 +73,7 @@ pub(crate) fn run(job: &EvalJob) -> Result<Outcome> {
     let overall = report::overall(&evals)?;
     let text = format!(
         "{}report: {}\n",
-        report::markdown_table(&overall, &["accuracy", "macro_f1", "weighted_f1"]),
+        report::markdown_table(&overall, &["accuracy", "micro_f1", "macro_f1", "weighted_f1"]),
         out_dir.join("report.md").display()
     );
     let tasks: Vec<serde_json::Value> = evals
@@ -130,7 +130,7 @@ fn summary_markdown(
         "## Overall (%)\n\n{}",
         report::markdown_table(
             &report::overall(evals)?,
-            &["accuracy", "macro_f1", "weighted_f1"]
+            &["accuracy", "micro_f1", "macro_f1", "weighted_f1"]
         )
     );
     for n in notes {

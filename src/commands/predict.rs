@@ -1,5 +1,7 @@
 //! `frostline predict`: a checkpoint's heads over new texts, embedded through the cache.
-//! Output: one row per input row with each task's label and probability, as CSV or Parquet.
+//! Output: one row per input row — the kept input columns, then per task its label and the
+//! probability of that prediction, and on request the top K labels or every label's probability
+//! — as CSV (lists and maps as JSON text) or Parquet (lists of structs, structs).
 
 use std::path::PathBuf;
 
@@ -8,14 +10,15 @@ use polars::prelude::*;
 use crate::checkpoint::{self, vectors::CheckpointEncoder};
 use crate::commands::embed::stats_json;
 use crate::commands::Outcome;
-use crate::data;
+use crate::data::{self, Table};
+use crate::decision::Predictions;
 use crate::embedder::EmbedSettings;
 use crate::error::{Error, Result};
 use crate::format::{Format, TABLE_OUTPUTS};
 use crate::fsutil;
 use crate::outfolder::check_not_input;
 use crate::output;
-use crate::train;
+use crate::runfile::TaskKind;
 
 /// What `frostline predict` was asked to do, every setting decided (the backbone from the
 /// checkpoint unless `--model` / `$FROSTLINE_MODEL` named another).
@@ -27,6 +30,12 @@ pub(crate) struct PredictJob {
     pub output: PathBuf,
     /// Run heads trained on fp32 vectors on an int8 folder (or the reverse), with a warning.
     pub allow_quantized: bool,
+    /// The tasks whose heads run, in the order given (checked against the checkpoint).
+    pub tasks: Vec<String>,
+    pub top_k: Option<usize>,
+    pub all_probs: bool,
+    /// Input columns carried to the output; `None` = all of them.
+    pub keep_columns: Option<Vec<String>>,
 }
 
 pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
@@ -39,19 +48,42 @@ pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
     encoder.import_dataset(&job.input)?;
     let table = data::read_input(&job.input)?;
     let texts = table.texts(&job.text_column)?;
+    let mut cols = kept_columns(&table, job.keep_columns.as_deref())?;
     let (x, stats) = encoder.vectors(&ck, &texts)?;
 
-    let mut cols: Vec<Column> = Vec::new();
-    if let Some(ids) = table.column("id") {
-        cols.push(Column::new("id".into(), ids.to_vec()));
-    }
-    cols.push(Column::new(job.text_column.as_str().into(), texts));
-    for (entry, head) in ck.manifest.tasks.iter().zip(&ck.heads) {
-        let (pred, prob) = train::predict(&ck.store, head, x.view());
-        let labels: Vec<&str> = pred.iter().map(|&i| entry.classes[i].as_str()).collect();
-        let name = &entry.config.name;
+    let json = format != Format::Parquet;
+    for name in &job.tasks {
+        let t = ck
+            .manifest
+            .tasks
+            .iter()
+            .position(|e| &e.config.name == name)
+            .expect("task names are checked when the job is made");
+        let (entry, head, decision) = (&ck.manifest.tasks[t], &ck.heads[t], &ck.decisions[t]);
+        let classes = &entry.classes;
+        let pred = decision.predict(&ck.store, head, x.view());
+        let n = pred.picks.len();
+        let sep = &entry.config.label_separator;
+        let labels: Vec<String> = (0..n).map(|i| pred.label(i, classes, sep)).collect();
+        let prob: Vec<f32> = (0..n).map(|i| pred.confidence(i, decision)).collect();
         cols.push(Column::new(format!("{name}_label").into(), labels));
         cols.push(Column::new(format!("{name}_prob").into(), prob));
+        if entry.config.kind == TaskKind::MultiLabel {
+            let set = &pred.picks;
+            cols.push(label_probs(&format!("{name}_labels"), classes, &pred, set, json)?);
+        }
+        if let Some(k) = job.top_k {
+            let top: Vec<Vec<usize>> = (0..n).map(|i| top_k(&pred, i, k)).collect();
+            cols.push(label_probs(&format!("{name}_top_k"), classes, &pred, &top, json)?);
+        }
+        if job.all_probs {
+            cols.push(all_probs(&format!("{name}_probs"), classes, &pred, json)?);
+        }
+    }
+    if let Some(dup) = duplicate_name(&cols) {
+        return Err(Error::Usage(format!(
+            "the output would have two columns named {dup:?} (an input column and a prediction); choose the input columns to keep with --keep-columns"
+        )));
     }
     let mut df =
         DataFrame::new_infer_height(cols).map_err(|e| Error::output(&job.output, e.to_string()))?;
@@ -63,4 +95,121 @@ pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
     outcome.log = format!("{}\noutput: {}", stats.summary(), job.output.display());
     outcome.warnings = warnings;
     Ok(outcome)
+}
+
+/// The input columns carried through, as strings, in input order (or in `keep`'s order).
+fn kept_columns(table: &Table, keep: Option<&[String]>) -> Result<Vec<Column>> {
+    let names: Vec<&str> = match keep {
+        None => table.names.iter().map(String::as_str).collect(),
+        Some(keep) => {
+            if let Some(missing) = keep.iter().find(|k| !table.names.contains(k)) {
+                return Err(Error::InputFile {
+                    path: table.path.clone(),
+                    reason: format!(
+                        "--keep-columns names {missing:?}, which the input does not have; its columns: {}",
+                        table.names.join(", ")
+                    ),
+                });
+            }
+            keep.iter().map(String::as_str).collect()
+        }
+    };
+    Ok(names
+        .into_iter()
+        .map(|n| {
+            let values = table.column(n).expect("the column exists");
+            Column::new(n.into(), values.to_vec())
+        })
+        .collect())
+}
+
+fn duplicate_name(cols: &[Column]) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
+    cols.iter()
+        .map(|c| c.name().to_string())
+        .find(|n| !seen.insert(n.clone()))
+}
+
+/// Row `i`'s `k` most probable classes, most probable first.
+fn top_k(pred: &Predictions, i: usize, k: usize) -> Vec<usize> {
+    let row = pred.probs.row(i);
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    order.truncate(k);
+    order
+}
+
+/// Per row, the classes in `chosen[i]` with their probabilities: a list of {label, prob} structs,
+/// or (CSV) the same as JSON text.
+fn label_probs(
+    name: &str,
+    classes: &[String],
+    pred: &Predictions,
+    chosen: &[Vec<usize>],
+    json: bool,
+) -> Result<Column> {
+    let entry = |i: usize, c: usize| (classes[c].as_str(), pred.probs[[i, c]]);
+    if json {
+        let text: Vec<String> = chosen
+            .iter()
+            .enumerate()
+            .map(|(i, cs)| {
+                let items: Vec<serde_json::Value> = cs
+                    .iter()
+                    .map(|&c| {
+                        let (label, prob) = entry(i, c);
+                        serde_json::json!({ "label": label, "prob": prob })
+                    })
+                    .collect();
+                serde_json::Value::Array(items).to_string()
+            })
+            .collect();
+        return Ok(Column::new(name.into(), text));
+    }
+    let err = |e: PolarsError| Error::Internal(format!("building column {name}: {e}"));
+    let rows: Vec<Series> = chosen
+        .iter()
+        .enumerate()
+        .map(|(i, cs)| {
+            let (labels, probs): (Vec<&str>, Vec<f32>) = cs.iter().map(|&c| entry(i, c)).unzip();
+            let fields = [
+                Series::new("label".into(), labels),
+                Series::new("prob".into(), probs),
+            ];
+            StructChunked::from_series("".into(), cs.len(), fields.iter())
+                .map(IntoSeries::into_series)
+        })
+        .collect::<PolarsResult<_>>()
+        .map_err(err)?;
+    let list = Series::new(name.into(), rows);
+    Ok(list.into_column())
+}
+
+/// Every class's probability per row: a struct with one f32 field per class, or (CSV) a JSON
+/// object `{label: prob}`.
+fn all_probs(name: &str, classes: &[String], pred: &Predictions, json: bool) -> Result<Column> {
+    if json {
+        let text: Vec<String> = pred
+            .probs
+            .rows()
+            .into_iter()
+            .map(|row| {
+                let map: serde_json::Map<String, serde_json::Value> = classes
+                    .iter()
+                    .zip(row.iter())
+                    .map(|(c, &p)| (c.clone(), serde_json::json!(p)))
+                    .collect();
+                serde_json::Value::Object(map).to_string()
+            })
+            .collect();
+        return Ok(Column::new(name.into(), text));
+    }
+    let fields: Vec<Series> = classes
+        .iter()
+        .enumerate()
+        .map(|(c, label)| Series::new(label.as_str().into(), pred.probs.column(c).to_vec()))
+        .collect();
+    StructChunked::from_series(name.into(), pred.probs.nrows(), fields.iter())
+        .map(|s| s.into_series().into_column())
+        .map_err(|e| Error::Internal(format!("building column {name}: {e}")))
 }

@@ -87,6 +87,7 @@ fn table(spec: &TrainSpec, r: &TrainOutcome) -> String {
         "train / dev / test rows",
         ">dev macro-F1",
         ">test accuracy",
+        ">test micro-F1",
         ">test macro-F1",
     ]);
     for task in &r.tasks {
@@ -105,8 +106,9 @@ fn table(spec: &TrainSpec, r: &TrainOutcome) -> String {
                     .as_ref()
                     .map_or("–".to_string(), |s| s.len().to_string())
             ),
-            pct(Some(task.dev.macro_f1)),
+            pct(task.dev.as_ref().map(|m| m.macro_f1)),
             pct(task.test.as_ref().map(|m| m.accuracy)),
+            pct(task.test.as_ref().and_then(|m| m.micro_f1)),
             pct(task.test.as_ref().map(|m| m.macro_f1)),
         ]);
     }

@@ -1,9 +1,11 @@
 //! Evaluation reports as polars DataFrames, written as Parquet + CSV with a Markdown summary and
 //! SVG plots. Column names and types are part of the interface (documented in README.md):
 //!
-//! - `overall`:   task, split, accuracy, macro_f1, weighted_f1 (f64), support, unseen_label_rows (u64)
+//! - `overall`:   task, split, accuracy, micro_f1 (null for single-label tasks), macro_f1,
+//!   weighted_f1 (f64), support, unseen_label_rows (u64)
 //! - `per_class`: task, label, precision, recall, f1 (f64), support, predicted (u64)
-//! - `confusion`: task, true, predicted (str), count (u64) — long format, non-zero cells only
+//! - `confusion`: task, true, predicted (str), count (u64) — long format, non-zero cells only;
+//!   for a multi-label task, per label: (l, l) hits, (l, "(missed)"), ("(none)", l) false alarms
 //! - `errors`:    task, rank (u32), text, true, predicted (str), probability (f32) — most confident first
 
 pub mod markdown;
@@ -27,6 +29,9 @@ pub struct TaskEval {
     pub pred: Vec<String>,
     pub prob: Vec<f32>,
     pub metrics: TaskMetrics,
+    /// Multi-label tasks: the separator joining the label sets in `truth` and `pred` (each set
+    /// in sorted order, so equal sets are equal strings).
+    pub separator: Option<String>,
     /// Labels in the file that the checkpoint does not know, and how many rows carry them.
     pub unseen_labels: Vec<String>,
     pub unseen_rows: usize,
@@ -52,6 +57,10 @@ pub fn overall(evals: &[TaskEval]) -> Result<DataFrame> {
             Column::new(
                 "accuracy".into(),
                 evals.iter().map(|e| e.metrics.accuracy).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "micro_f1".into(),
+                evals.iter().map(|e| e.metrics.micro_f1).collect::<Vec<_>>(),
             ),
             Column::new(
                 "macro_f1".into(),
@@ -123,11 +132,35 @@ pub fn per_class(evals: &[TaskEval]) -> Result<DataFrame> {
     )
 }
 
-/// (true, predicted) → count for one task, all cells with a count.
+/// A multi-label task's confusion column for a true label the prediction left out.
+pub const MISSED: &str = "(missed)";
+/// A multi-label task's confusion row for a predicted label the truth does not have.
+pub const NONE: &str = "(none)";
+
+/// (true, predicted) → count for one task, all cells with a count. A multi-label row adds one
+/// count per label: (l, l) when found, (l, MISSED) when left out, (NONE, l) when wrongly added.
 pub fn confusion_counts(e: &TaskEval) -> BTreeMap<(String, String), u64> {
     let mut m = BTreeMap::new();
+    let mut add = |t: &str, p: &str| *m.entry((t.to_string(), p.to_string())).or_insert(0) += 1;
     for (t, p) in e.truth.iter().zip(&e.pred) {
-        *m.entry((t.clone(), p.clone())).or_insert(0) += 1;
+        match &e.separator {
+            None => add(t, p),
+            Some(sep) => {
+                let split = |s: &'_ str| -> Vec<String> {
+                    s.split(sep.as_str())
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                };
+                let (truth, pred) = (split(t), split(p));
+                for l in &truth {
+                    add(l, if pred.contains(l) { l } else { MISSED });
+                }
+                for l in pred.iter().filter(|l| !truth.contains(l)) {
+                    add(NONE, l);
+                }
+            }
+        }
     }
     m
 }

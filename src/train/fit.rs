@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::heads::Head;
-use crate::metrics::{classification_metrics, TaskMetrics};
-use crate::nn::loss::{cross_entropy, softmax};
+use crate::decision::{Decision, Predictions};
+use crate::metrics::TaskMetrics;
+use crate::nn::loss::{bce_with_logits, cross_entropy};
 use crate::nn::optim::{clip_grad_norm, AdamW, AdamWConfig, ParamGroup};
 use crate::nn::schedule::lr_scale;
 use crate::nn::{ParamId, ParamStore, Rng};
@@ -30,8 +31,9 @@ pub struct EpochLog {
     pub task: String,
     pub steps: usize,
     pub train_loss: f64,
-    pub dev_accuracy: f64,
-    pub dev_macro_f1: f64,
+    /// `None` when the task has no dev rows (`dev_fraction = 0`).
+    pub dev_accuracy: Option<f64>,
+    pub dev_macro_f1: Option<f64>,
     pub lr: f64,
     /// The epoch's training steps alone.
     pub train_seconds: f64,
@@ -47,59 +49,55 @@ pub struct TrainReport {
     pub stopped_early: bool,
 }
 
-/// Predicted class indices and their probabilities.
-pub fn predict(store: &ParamStore, head: &Head, x: ArrayView2<f32>) -> (Vec<usize>, Vec<f32>) {
-    let probs = softmax(head.forward(store, x).view());
-    probs
-        .axis_iter(Axis(0))
-        .map(|row| {
-            let (i, p) = row
-                .iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &p)| {
-                    if p > best.1 {
-                        (i, p)
-                    } else {
-                        best
-                    }
-                });
-            (i, p)
-        })
-        .unzip()
-}
-
-/// Scores a head on given sentence vectors and their true labels.
-pub fn evaluate_vectors(
+/// A head scored on one split's vectors: probabilities, then — for a multi-label task — its
+/// thresholds tuned on this same split when `tune` is set (dev), then the metrics. Returns the
+/// decision used, so a tuned one can be applied to test and kept in the checkpoint.
+pub fn score_vectors(
     store: &ParamStore,
     head: &Head,
-    classes: &[String],
+    task: &TaskData,
+    decision: &Decision,
+    tune: bool,
     labels: &[String],
     x: ArrayView2<f32>,
-) -> TaskMetrics {
-    let (pred, _) = predict(store, head, x);
-    let names: Vec<&str> = pred.iter().map(|&i| classes[i].as_str()).collect();
-    classification_metrics(labels, &names)
+) -> (Decision, TaskMetrics) {
+    let logits = head.forward(store, x);
+    let probs = decision.probabilities(logits.view());
+    let decision = if tune {
+        decision.tuned(task.config.threshold, probs.view(), &task.targets(labels))
+    } else {
+        decision.clone()
+    };
+    let picks = decision.pick(probs.view());
+    let metrics = decision.metrics(
+        &task.config,
+        &task.classes,
+        labels,
+        &Predictions { probs, picks },
+    );
+    (decision, metrics)
 }
 
+/// Per-class weights of the loss, or `None`: for a classification task each class's weight
+/// (scikit-learn's "balanced"); for a multi-label task each label's positive weight,
+/// negatives / positives (PyTorch's `pos_weight`).
 fn class_weights(task: &TaskData) -> Option<Vec<f32>> {
     match task.config.class_weights {
         ClassWeights::None => None,
         ClassWeights::Balanced => {
             let k = task.classes.len();
             let mut counts = vec![0usize; k];
-            for &y in &task.train_y {
-                counts[y] += 1;
+            for y in task.train_targets.iter().flatten() {
+                counts[*y] += 1;
             }
-            let n = task.train_y.len() as f32;
+            let n = task.train_targets.len() as f32;
             Some(
                 counts
                     .iter()
-                    .map(|&c| {
-                        if c == 0 {
-                            0.0
-                        } else {
-                            n / (k as f32 * c as f32)
-                        }
+                    .map(|&c| match (c, task.is_multi_label()) {
+                        (0, _) => 0.0,
+                        (c, true) => (n - c as f32) / c as f32,
+                        (c, false) => n / (k as f32 * c as f32),
                     })
                     .collect(),
             )
@@ -244,7 +242,7 @@ pub fn fit(inputs: FitInputs, store: &mut ParamStore) -> Result<TrainReport> {
             let t = active[a];
             let task = &tasks[t];
             let rows = streams[a].next(cfg.batch_size, &mut rng);
-            let y: Vec<usize> = rows.iter().map(|&r| task.train_y[r]).collect();
+            let y: Vec<Vec<usize>> = rows.iter().map(|&r| task.train_targets[r].clone()).collect();
             // Only this task's parameters get a gradient in this step (and only they move).
             let ids = &step_ids[a];
             for &id in ids {
@@ -252,8 +250,12 @@ pub fn fit(inputs: FitInputs, store: &mut ParamStore) -> Result<TrainReport> {
             }
             let (x, feature_trace) = features.batch(store, t, &rows, true)?;
             let (logits, trace) = heads[t].forward_train(store, x, &mut rng);
-            let (loss, mut dlogits) =
-                cross_entropy(logits.view(), &y, cw[t].as_deref(), cfg.label_smoothing);
+            let (loss, mut dlogits) = if task.is_multi_label() {
+                bce_with_logits(logits.view(), &y, cw[t].as_deref())
+            } else {
+                let y: Vec<usize> = y.iter().map(|y| y[0]).collect();
+                cross_entropy(logits.view(), &y, cw[t].as_deref(), cfg.label_smoothing)
+            };
             if !loss.is_finite() {
                 return Err(Error::Training(format!(
                     "diverged: loss is {loss} in epoch {epoch}, task {:?} (lower train.lr, or check the inputs)",
@@ -297,23 +299,28 @@ pub fn fit(inputs: FitInputs, store: &mut ParamStore) -> Result<TrainReport> {
                 task: tasks[t].config.name.clone(),
                 steps: loss_steps[a],
                 train_loss: loss_sum[a] / loss_steps[a].max(1) as f64,
-                dev_accuracy: m.accuracy,
-                dev_macro_f1: m.macro_f1,
+                dev_accuracy: m.as_ref().map(|m| m.accuracy),
+                dev_macro_f1: m.as_ref().map(|m| m.macro_f1),
                 lr,
                 train_seconds,
                 seconds: epoch_start.elapsed().as_secs_f64(),
             };
-            summary.push(format!(
-                "{} loss {:.4} dev F1 {:.3}",
-                row.task, row.train_loss, row.dev_macro_f1
-            ));
-            dev_scores.push(m.macro_f1);
+            summary.push(match row.dev_macro_f1 {
+                Some(f1) => format!("{} loss {:.4} dev F1 {f1:.3}", row.task, row.train_loss),
+                None => format!("{} loss {:.4} (no dev)", row.task, row.train_loss),
+            });
+            dev_scores.extend(row.dev_macro_f1);
             report.log.push(row);
         }
         if progress {
             eprintln!("epoch {epoch}/{}: {}", cfg.epochs, summary.join(" | "));
         }
-        let score = dev_scores.iter().sum::<f64>() / dev_scores.len() as f64;
+        // With no dev rows at all there is nothing to select on: the last epoch is kept.
+        let score = if dev_scores.is_empty() {
+            epoch as f64
+        } else {
+            dev_scores.iter().sum::<f64>() / dev_scores.len() as f64
+        };
         if score > best.0 {
             best = (score, epoch, snapshot(store, trainable));
         } else if cfg.patience > 0 && epoch - best.1 >= cfg.patience {
@@ -329,20 +336,28 @@ pub fn fit(inputs: FitInputs, store: &mut ParamStore) -> Result<TrainReport> {
     Ok(report)
 }
 
-/// Task `t`'s head scored on its dev split with the current weights.
-fn dev_metrics(inputs: FitInputs, store: &ParamStore, t: usize) -> Result<TaskMetrics> {
+/// Task `t`'s head scored on its dev split with the current weights (a multi-label task's
+/// thresholds tuned on it); `None` when the task has no dev rows.
+fn dev_metrics(inputs: FitInputs, store: &ParamStore, t: usize) -> Result<Option<TaskMetrics>> {
     let task = &inputs.tasks[t];
+    if task.dev.is_empty() {
+        return Ok(None);
+    }
     let dev_x = inputs
         .features
         .split_vectors(store, t, SplitName::Dev)?
         .expect("every task has a dev split");
-    Ok(evaluate_vectors(
+    let decision = Decision::untuned(&task.config, task.classes.len());
+    let (_, metrics) = score_vectors(
         store,
         &inputs.heads[t],
-        &task.classes,
+        task,
+        &decision,
+        true,
         &task.dev.labels,
         dev_x.view(),
-    ))
+    );
+    Ok(Some(metrics))
 }
 
 fn epoch_bar(enabled: bool, epoch: usize, epochs: usize, steps: usize) -> ProgressBar {
@@ -359,15 +374,18 @@ fn epoch_bar(enabled: bool, epoch: usize, epochs: usize, steps: usize) -> Progre
     bar
 }
 
-/// Class prototypes for nearest-centroid heads: the mean training vector of each class.
+/// Class prototypes for nearest-centroid heads: the mean training vector of each class (of the
+/// rows carrying each label, for a multi-label task).
 pub fn centroids(task: &TaskData, train_x: ArrayView2<f32>) -> Array2<f32> {
     let d = train_x.ncols();
     let mut sums = Array2::<f32>::zeros((task.classes.len(), d));
     let mut counts = vec![0f32; task.classes.len()];
-    for (row, &y) in train_x.axis_iter(Axis(0)).zip(&task.train_y) {
-        let mut s = sums.row_mut(y);
-        s += &row;
-        counts[y] += 1.0;
+    for (row, ys) in train_x.axis_iter(Axis(0)).zip(&task.train_targets) {
+        for &y in ys {
+            let mut s = sums.row_mut(y);
+            s += &row;
+            counts[y] += 1.0;
+        }
     }
     for (mut s, c) in sums.axis_iter_mut(Axis(0)).zip(counts) {
         s.mapv_inplace(|v| v / c.max(1.0));

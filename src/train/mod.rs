@@ -6,5 +6,5 @@ pub mod fit;
 pub mod heads_init;
 pub mod run;
 
-pub use fit::{centroids, evaluate_vectors, predict, EpochLog, TrainReport};
+pub use fit::{centroids, score_vectors, EpochLog, TrainReport};
 pub use run::{run, TaskOutcome, TrainOutcome, TrainSpec};

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::backbone::ModelFolder;
 use crate::checkpoint::{self, BackboneIdentity, Checkpoint, Manifest, TaskEntry};
+use crate::decision::Decision;
 use crate::embedder::{EmbedSettings, EmbedStats, SentenceEmbedder, TokenStateEmbedder};
 use crate::error::{Error, Result};
 use crate::heads::Head;
@@ -18,7 +19,7 @@ use crate::runfile::RunFile;
 use crate::tasks::{load_task, SplitName, TaskData};
 
 use super::features::{Features, FrostFeatures, TaskStates, TaskVectors};
-use super::fit::{evaluate_vectors, fit, FitInputs, TrainReport};
+use super::fit::{fit, score_vectors, FitInputs, TrainReport};
 use super::heads_init::{build_heads, HeadSources};
 
 /// A training run with every setting decided: the run file's tasks and training settings, how
@@ -67,7 +68,10 @@ impl TrainSpec {
 pub struct TaskOutcome {
     pub data: TaskData,
     pub head: Head,
-    pub dev: TaskMetrics,
+    /// How the head's outputs become labels (a multi-label task's thresholds, tuned on dev).
+    pub decision: Decision,
+    /// `None` when the task has no dev rows.
+    pub dev: Option<TaskMetrics>,
     pub test: Option<TaskMetrics>,
 }
 
@@ -220,22 +224,36 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
         }
     }
 
-    // Scores with the final weights (for a frost line, vectors made by the tuned layers).
+    // Scores with the final weights (for a frost line, vectors made by the tuned layers); a
+    // multi-label task's thresholds are tuned on dev and then applied to test.
     let mut outcomes = Vec::new();
     for (t, (data, head)) in tasks.into_iter().zip(heads).enumerate() {
-        let score = |split: SplitName, labels: &[String]| -> Result<Option<TaskMetrics>> {
-            Ok(features
-                .split_vectors(&store, t, split)?
-                .map(|x| evaluate_vectors(&store, &head, &data.classes, labels, x.view())))
-        };
-        let dev = score(SplitName::Dev, &data.dev.labels)?.expect("every task has a dev split");
+        let mut decision = Decision::untuned(&data.config, data.classes.len());
+        let mut dev = None;
+        if !data.dev.is_empty() {
+            let x = features
+                .split_vectors(&store, t, SplitName::Dev)?
+                .expect("every task has a dev split");
+            let (tuned, m) =
+                score_vectors(&store, &head, &data, &decision, true, &data.dev.labels, x.view());
+            (decision, dev) = (tuned, Some(m));
+        } else if data.is_multi_label() {
+            warnings.push(format!(
+                "task {:?} has no dev rows to tune its thresholds on; every label uses {}",
+                data.config.name,
+                crate::decision::DEFAULT_THRESHOLD
+            ));
+        }
         let test = match &data.test {
-            Some(s) => score(SplitName::Test, &s.labels)?,
+            Some(s) => features
+                .split_vectors(&store, t, SplitName::Test)?
+                .map(|x| score_vectors(&store, &head, &data, &decision, false, &s.labels, x.view()).1),
             None => None,
         };
         outcomes.push(TaskOutcome {
             data,
             head,
+            decision,
             dev,
             test,
         });
@@ -261,7 +279,8 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
                 head: o.head.spec.clone(),
                 input_dim: o.head.input_dim,
                 trained: o.head.param_ids().iter().any(|p| trainable.contains(p)),
-                dev: Some(o.dev.clone()),
+                thresholds: o.decision.thresholds().map(<[f32]>::to_vec),
+                dev: o.dev.clone(),
                 test: o.test.clone(),
             })
             .collect(),

@@ -1,0 +1,261 @@
+//! How a head's outputs become labels — the one place for it, used by training's dev scores,
+//! `eval` and `predict` alike. A classification task: softmax, the most probable class. A
+//! multi-label task: a sigmoid per label, every label whose probability reaches its threshold
+//! (tuned on dev after training and kept in the checkpoint).
+
+use ndarray::{Array2, ArrayView2, Axis};
+
+use crate::heads::Head;
+use crate::metrics::{classification_metrics, multilabel_metrics, TaskMetrics};
+use crate::nn::loss::{sigmoid, softmax};
+use crate::nn::ParamStore;
+use crate::runfile::{TaskConfig, TaskKind, ThresholdTuning};
+
+/// Threshold a multi-label task uses when it has no dev rows to tune one on.
+pub const DEFAULT_THRESHOLD: f32 = 0.5;
+
+/// The candidate thresholds: 0.01, 0.02, …, 0.99.
+fn grid() -> impl Iterator<Item = f32> {
+    (1..100).map(|i| i as f32 / 100.0)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// The most probable class.
+    Single,
+    /// Every label whose probability reaches its threshold (one per label).
+    Multi { thresholds: Vec<f32> },
+}
+
+/// A head's decisions on a batch of vectors.
+pub struct Predictions {
+    /// Per row, each class's probability (softmax or sigmoids).
+    pub probs: Array2<f32>,
+    /// Per row, the chosen classes: one, or the set (possibly empty), in class order.
+    pub picks: Vec<Vec<usize>>,
+}
+
+impl Predictions {
+    /// Row `i`'s labels as the task writes them: the class, or the names joined by `separator`.
+    pub fn label(&self, i: usize, classes: &[String], separator: &str) -> String {
+        let names: Vec<&str> = self.picks[i]
+            .iter()
+            .map(|&c| classes[c].as_str())
+            .collect();
+        names.join(separator)
+    }
+
+    /// How likely the prediction is, by the model: the chosen class's probability, or for a set,
+    /// the probability of exactly that set with the labels taken as independent.
+    pub fn confidence(&self, i: usize, decision: &Decision) -> f32 {
+        let row = self.probs.row(i);
+        match decision {
+            Decision::Single => row[self.picks[i][0]],
+            Decision::Multi { .. } => row
+                .iter()
+                .enumerate()
+                .map(|(c, &p)| if self.picks[i].contains(&c) { p } else { 1.0 - p })
+                .product(),
+        }
+    }
+}
+
+impl Decision {
+    /// The decision of a task with a head just built (thresholds not tuned yet).
+    pub fn untuned(config: &TaskConfig, classes: usize) -> Self {
+        match config.kind {
+            TaskKind::Classification => Decision::Single,
+            TaskKind::MultiLabel => Decision::Multi {
+                thresholds: vec![DEFAULT_THRESHOLD; classes],
+            },
+        }
+    }
+
+    pub fn thresholds(&self) -> Option<&[f32]> {
+        match self {
+            Decision::Single => None,
+            Decision::Multi { thresholds } => Some(thresholds),
+        }
+    }
+
+    /// Probabilities from logits.
+    pub fn probabilities(&self, logits: ArrayView2<f32>) -> Array2<f32> {
+        match self {
+            Decision::Single => softmax(logits),
+            Decision::Multi { .. } => sigmoid(logits),
+        }
+    }
+
+    /// The chosen classes of each row of `probs`.
+    pub fn pick(&self, probs: ArrayView2<f32>) -> Vec<Vec<usize>> {
+        probs
+            .axis_iter(Axis(0))
+            .map(|row| match self {
+                Decision::Single => vec![argmax(row.iter().copied())],
+                Decision::Multi { thresholds } => row
+                    .iter()
+                    .zip(thresholds)
+                    .enumerate()
+                    .filter(|(_, (&p, &t))| p >= t)
+                    .map(|(c, _)| c)
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The head run over `x`, decided.
+    pub fn predict(&self, store: &ParamStore, head: &Head, x: ArrayView2<f32>) -> Predictions {
+        let probs = self.probabilities(head.forward(store, x).view());
+        let picks = self.pick(probs.view());
+        Predictions { probs, picks }
+    }
+
+    /// Metrics of these predictions against the rows' label-column values (labels the task does
+    /// not know count as errors).
+    pub fn metrics(
+        &self,
+        config: &TaskConfig,
+        classes: &[String],
+        labels: &[String],
+        pred: &Predictions,
+    ) -> TaskMetrics {
+        match self {
+            Decision::Single => {
+                let names: Vec<&str> = pred
+                    .picks
+                    .iter()
+                    .map(|p| classes[p[0]].as_str())
+                    .collect();
+                classification_metrics(labels, &names)
+            }
+            Decision::Multi { .. } => {
+                let truth: Vec<Vec<&str>> = labels.iter().map(|l| config.label_set(l)).collect();
+                let picked: Vec<Vec<&str>> = pred
+                    .picks
+                    .iter()
+                    .map(|p| p.iter().map(|&c| classes[c].as_str()).collect())
+                    .collect();
+                multilabel_metrics(classes, &truth, &picked)
+            }
+        }
+    }
+
+    /// This decision with its thresholds tuned on dev probabilities `probs` and the rows' true
+    /// label sets (class indices). A classification decision has nothing to tune; with no dev
+    /// rows the thresholds stay as they are.
+    pub fn tuned(&self, tuning: ThresholdTuning, probs: ArrayView2<f32>, truth: &[Vec<usize>]) -> Self {
+        match self {
+            Decision::Single => Decision::Single,
+            Decision::Multi { .. } if truth.is_empty() => self.clone(),
+            Decision::Multi { .. } => Decision::Multi {
+                thresholds: tune_thresholds(tuning, probs, truth),
+            },
+        }
+    }
+}
+
+fn argmax(values: impl Iterator<Item = f32>) -> usize {
+    values
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, p)| if p > best.1 { (i, p) } else { best })
+        .0
+}
+
+/// (true positives, false positives, false negatives) of label `c` at threshold `t`.
+fn counts(probs: ArrayView2<f32>, truth: &[Vec<usize>], c: usize, t: f32) -> (usize, usize, usize) {
+    let mut n = (0, 0, 0);
+    for (p, y) in probs.column(c).iter().zip(truth) {
+        match (*p >= t, y.contains(&c)) {
+            (true, true) => n.0 += 1,
+            (true, false) => n.1 += 1,
+            (false, true) => n.2 += 1,
+            (false, false) => {}
+        }
+    }
+    n
+}
+
+fn f1_of((tp, fp, fn_): (usize, usize, usize)) -> f64 {
+    if tp == 0 {
+        0.0
+    } else {
+        2.0 * tp as f64 / (2 * tp + fp + fn_) as f64
+    }
+}
+
+/// The grid threshold with the best micro-F1 over all labels (`Global`), or for each label the
+/// one with its best F1 (`PerLabel`; a label without dev positives takes the global one). Ties go
+/// to the threshold nearest 0.5.
+pub fn tune_thresholds(
+    tuning: ThresholdTuning,
+    probs: ArrayView2<f32>,
+    truth: &[Vec<usize>],
+) -> Vec<f32> {
+    let k = probs.ncols();
+    let best = |score: &dyn Fn(f32) -> f64| {
+        grid()
+            .map(|t| (score(t), -(t - 0.5).abs(), t))
+            .fold((f64::NEG_INFINITY, f32::NEG_INFINITY, DEFAULT_THRESHOLD), |a, b| {
+                if (b.0, b.1) > (a.0, a.1) {
+                    b
+                } else {
+                    a
+                }
+            })
+            .2
+    };
+    let global = best(&|t| {
+        let sum = (0..k)
+            .map(|c| counts(probs, truth, c, t))
+            .fold((0, 0, 0), |a, n| (a.0 + n.0, a.1 + n.1, a.2 + n.2));
+        f1_of(sum)
+    });
+    match tuning {
+        ThresholdTuning::Global => vec![global; k],
+        ThresholdTuning::PerLabel => (0..k)
+            .map(|c| {
+                if truth.iter().any(|y| y.contains(&c)) {
+                    best(&|t| f1_of(counts(probs, truth, c, t)))
+                } else {
+                    global
+                }
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn thresholds_are_tuned_for_micro_f1_or_per_label() {
+        // Label 0 is right above 0.3, label 1 above 0.7.
+        let probs = array![[0.35f32, 0.75], [0.32, 0.2], [0.1, 0.72], [0.2, 0.65], [0.05, 0.1]];
+        let truth = vec![vec![0, 1], vec![0], vec![1], vec![], vec![]];
+        let per = tune_thresholds(ThresholdTuning::PerLabel, probs.view(), &truth);
+        assert!(per[0] > 0.2 && per[0] <= 0.32, "{per:?}");
+        assert!(per[1] > 0.65 && per[1] <= 0.72, "{per:?}");
+        let global = tune_thresholds(ThresholdTuning::Global, probs.view(), &truth);
+        assert_eq!(global[0], global[1]);
+        let d = Decision::Multi { thresholds: per };
+        assert_eq!(d.pick(probs.view()), truth, "per-label thresholds separate both labels");
+        // Not every label can be separated with one threshold: the global one misses something.
+        assert_ne!(Decision::Multi { thresholds: global }.pick(probs.view()), truth);
+    }
+
+    #[test]
+    fn a_set_s_confidence_is_the_probability_of_exactly_that_set() {
+        let p = Predictions {
+            probs: array![[0.9f32, 0.2, 0.6]],
+            picks: vec![vec![0, 2]],
+        };
+        let d = Decision::Multi {
+            thresholds: vec![0.5; 3],
+        };
+        assert!((p.confidence(0, &d) - 0.9 * 0.8 * 0.6).abs() < 1e-6);
+        let classes: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(p.label(0, &classes, "|"), "a|c");
+    }
+}
