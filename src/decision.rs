@@ -38,10 +38,7 @@ pub struct Predictions {
 impl Predictions {
     /// Row `i`'s labels as the task writes them: the class, or the names joined by `separator`.
     pub fn label(&self, i: usize, classes: &[String], separator: &str) -> String {
-        let names: Vec<&str> = self.picks[i]
-            .iter()
-            .map(|&c| classes[c].as_str())
-            .collect();
+        let names: Vec<&str> = self.picks[i].iter().map(|&c| classes[c].as_str()).collect();
         names.join(separator)
     }
 
@@ -54,7 +51,13 @@ impl Predictions {
             Decision::Multi { .. } => row
                 .iter()
                 .enumerate()
-                .map(|(c, &p)| if self.picks[i].contains(&c) { p } else { 1.0 - p })
+                .map(|(c, &p)| {
+                    if self.picks[i].contains(&c) {
+                        p
+                    } else {
+                        1.0 - p
+                    }
+                })
                 .product(),
         }
     }
@@ -121,11 +124,7 @@ impl Decision {
     ) -> TaskMetrics {
         match self {
             Decision::Single => {
-                let names: Vec<&str> = pred
-                    .picks
-                    .iter()
-                    .map(|p| classes[p[0]].as_str())
-                    .collect();
+                let names: Vec<&str> = pred.picks.iter().map(|p| classes[p[0]].as_str()).collect();
                 classification_metrics(labels, &names)
             }
             Decision::Multi { .. } => {
@@ -143,7 +142,12 @@ impl Decision {
     /// This decision with its thresholds tuned on dev probabilities `probs` and the rows' true
     /// label sets (class indices). A classification decision has nothing to tune; with no dev
     /// rows the thresholds stay as they are.
-    pub fn tuned(&self, tuning: ThresholdTuning, probs: ArrayView2<f32>, truth: &[Vec<usize>]) -> Self {
+    pub fn tuned(
+        &self,
+        tuning: ThresholdTuning,
+        probs: ArrayView2<f32>,
+        truth: &[Vec<usize>],
+    ) -> Self {
         match self {
             Decision::Single => Decision::Single,
             Decision::Multi { .. } if truth.is_empty() => self.clone(),
@@ -157,7 +161,13 @@ impl Decision {
 fn argmax(values: impl Iterator<Item = f32>) -> usize {
     values
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, p)| if p > best.1 { (i, p) } else { best })
+        .fold((0, f32::NEG_INFINITY), |best, (i, p)| {
+            if p > best.1 {
+                (i, p)
+            } else {
+                best
+            }
+        })
         .0
 }
 
@@ -195,13 +205,16 @@ pub fn tune_thresholds(
     let best = |score: &dyn Fn(f32) -> f64| {
         grid()
             .map(|t| (score(t), -(t - 0.5).abs(), t))
-            .fold((f64::NEG_INFINITY, f32::NEG_INFINITY, DEFAULT_THRESHOLD), |a, b| {
-                if (b.0, b.1) > (a.0, a.1) {
-                    b
-                } else {
-                    a
-                }
-            })
+            .fold(
+                (f64::NEG_INFINITY, f32::NEG_INFINITY, DEFAULT_THRESHOLD),
+                |a, b| {
+                    if (b.0, b.1) > (a.0, a.1) {
+                        b
+                    } else {
+                        a
+                    }
+                },
+            )
             .2
     };
     let global = best(&|t| {
@@ -232,7 +245,13 @@ mod tests {
     #[test]
     fn thresholds_are_tuned_for_micro_f1_or_per_label() {
         // Label 0 is right above 0.3, label 1 above 0.7.
-        let probs = array![[0.35f32, 0.75], [0.32, 0.2], [0.1, 0.72], [0.2, 0.65], [0.05, 0.1]];
+        let probs = array![
+            [0.35f32, 0.75],
+            [0.32, 0.2],
+            [0.1, 0.72],
+            [0.2, 0.65],
+            [0.05, 0.1]
+        ];
         let truth = vec![vec![0, 1], vec![0], vec![1], vec![], vec![]];
         let per = tune_thresholds(ThresholdTuning::PerLabel, probs.view(), &truth);
         assert!(per[0] > 0.2 && per[0] <= 0.32, "{per:?}");
@@ -240,9 +259,16 @@ mod tests {
         let global = tune_thresholds(ThresholdTuning::Global, probs.view(), &truth);
         assert_eq!(global[0], global[1]);
         let d = Decision::Multi { thresholds: per };
-        assert_eq!(d.pick(probs.view()), truth, "per-label thresholds separate both labels");
+        assert_eq!(
+            d.pick(probs.view()),
+            truth,
+            "per-label thresholds separate both labels"
+        );
         // Not every label can be separated with one threshold: the global one misses something.
-        assert_ne!(Decision::Multi { thresholds: global }.pick(probs.view()), truth);
+        assert_ne!(
+            Decision::Multi { thresholds: global }.pick(probs.view()),
+            truth
+        );
     }
 
     #[test]

@@ -57,20 +57,7 @@ pub fn classification_metrics<S: AsRef<str>, T: AsRef<str>>(
     }
     let per_class: Vec<ClassMetrics> = counts.into_iter().map(|(l, c)| class_row(l, c)).collect();
     let n = truth.len();
-    let macro_f1 = if per_class.is_empty() {
-        0.0
-    } else {
-        per_class.iter().map(|c| c.f1).sum::<f64>() / per_class.len() as f64
-    };
-    let weighted_f1 = if n == 0 {
-        0.0
-    } else {
-        per_class
-            .iter()
-            .map(|c| c.f1 * c.support as f64)
-            .sum::<f64>()
-            / n as f64
-    };
+    let (macro_f1, weighted_f1) = averages(&per_class, n);
     TaskMetrics {
         accuracy: ratio(correct, n),
         micro_f1: None,
@@ -92,6 +79,19 @@ fn class_row(label: &str, (tp, support, predicted): (usize, usize, usize)) -> Cl
         support,
         predicted,
     }
+}
+
+/// Macro F1 (mean over classes) and F1 weighted by support (`total` = the supports' sum).
+fn averages(per_class: &[ClassMetrics], total: usize) -> (f64, f64) {
+    if per_class.is_empty() || total == 0 {
+        return (0.0, 0.0);
+    }
+    let macro_f1 = per_class.iter().map(|c| c.f1).sum::<f64>() / per_class.len() as f64;
+    let weighted = per_class
+        .iter()
+        .map(|c| c.f1 * c.support as f64)
+        .sum::<f64>();
+    (macro_f1, weighted / total as f64)
 }
 
 fn f1(precision: f64, recall: f64) -> f64 {
@@ -135,20 +135,7 @@ pub fn multilabel_metrics<S: AsRef<str>, T: AsRef<str>>(
         .values()
         .fold((0, 0, 0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2));
     let per_class: Vec<ClassMetrics> = counts.into_iter().map(|(l, c)| class_row(l, c)).collect();
-    let macro_f1 = if per_class.is_empty() {
-        0.0
-    } else {
-        per_class.iter().map(|c| c.f1).sum::<f64>() / per_class.len() as f64
-    };
-    let weighted_f1 = if support == 0 {
-        0.0
-    } else {
-        per_class
-            .iter()
-            .map(|c| c.f1 * c.support as f64)
-            .sum::<f64>()
-            / support as f64
-    };
+    let (macro_f1, weighted_f1) = averages(&per_class, support);
     TaskMetrics {
         accuracy: ratio(exact, truth.len()),
         micro_f1: Some(f1(ratio(tp, predicted), ratio(tp, support))),
@@ -205,7 +192,10 @@ mod tests {
         assert!((f[2] - 1.0).abs() < 1e-12 && f[3] == 0.0);
         assert!((m.macro_f1 - (2.0 / 3.0 + 0.5 + 1.0) / 4.0).abs() < 1e-12);
         assert!((m.weighted_f1 - (2.0 * 2.0 / 3.0 + 2.0 * 0.5 + 1.0) / 5.0).abs() < 1e-12);
-        assert!((m.accuracy - 0.25).abs() < 1e-12, "only the last row is exact");
+        assert!(
+            (m.accuracy - 0.25).abs() < 1e-12,
+            "only the last row is exact"
+        );
         assert_eq!(m.support, 4);
     }
 }

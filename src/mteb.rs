@@ -97,8 +97,11 @@ pub fn undersample(labels: &[usize], k: usize, idxs: &mut [usize], seed: u32) ->
         .collect()
 }
 
-/// Multinomial logistic regression, scikit-learn's objective: mean cross-entropy +
-/// ‖W‖² / (2·C·n), intercept unpenalised; minimised by L-BFGS from zeros.
+/// Logistic regression with scikit-learn's objectives: for three or more classes multinomial
+/// (mean cross-entropy + ‖W‖² / (2·C·n)); for two classes the binary one scikit-learn fits —
+/// one weight vector, mean log-loss of the positive class + ‖w‖² / (2·C·n) (a penalised two-row
+/// softmax is another model: its penalty acts like C = 2). Intercepts unpenalised; minimised by
+/// L-BFGS from zeros.
 pub struct LogisticRegression {
     pub weights: Array2<f64>,
     pub bias: Array1<f64>,
@@ -123,8 +126,63 @@ impl Default for LbfgsOptions {
     }
 }
 
-/// Loss and gradient of the packed parameters `[W (k×d) | b (k)]`.
+/// Rows of W a model of `k` classes has: one for two classes (binary), else one per class.
+fn weight_rows(k: usize) -> usize {
+    if k == 2 {
+        1
+    } else {
+        k
+    }
+}
+
+/// Binary loss and gradient of the packed parameters `[w (d) | b]`; class 1 is the positive one.
+fn objective_binary(
+    theta: &Array1<f64>,
+    x: ArrayView2<f64>,
+    y: &[usize],
+    c: f64,
+) -> (f64, Array1<f64>) {
+    let (n, d) = x.dim();
+    let w = theta.slice(s![..d]);
+    let b = theta[d];
+    let z = x.dot(&w) + b;
+    let mut loss = 0.0;
+    // r = σ(z) − y, the gradient of the log-loss w.r.t. z.
+    let mut r = Array1::<f64>::zeros(n);
+    for i in 0..n {
+        let t = if y[i] == 1 { 1.0 } else { 0.0 };
+        // log(1 + e^z) − t·z, computed stably.
+        loss += z[i].max(0.0) + (-z[i].abs()).exp().ln_1p() - t * z[i];
+        r[i] = 1.0 / (1.0 + (-z[i]).exp()) - t;
+    }
+    let nf = n as f64;
+    let reg = 1.0 / (c * nf);
+    loss = loss / nf + 0.5 * reg * w.dot(&w);
+    let mut gw = x.t().dot(&r) / nf;
+    gw.scaled_add(reg, &w);
+    let mut grad = Array1::zeros(theta.len());
+    grad.slice_mut(s![..d]).assign(&gw);
+    grad[d] = r.sum() / nf;
+    (loss, grad)
+}
+
+/// Loss and gradient for `k` classes (binary for two).
 fn objective(
+    theta: &Array1<f64>,
+    x: ArrayView2<f64>,
+    y: &[usize],
+    k: usize,
+    c: f64,
+) -> (f64, Array1<f64>) {
+    if k == 2 {
+        objective_binary(theta, x, y, c)
+    } else {
+        objective_multinomial(theta, x, y, k, c)
+    }
+}
+
+/// Multinomial loss and gradient of the packed parameters `[W (k×d) | b (k)]`.
+fn objective_multinomial(
     theta: &Array1<f64>,
     x: ArrayView2<f64>,
     y: &[usize],
@@ -164,7 +222,7 @@ fn objective(
 impl LogisticRegression {
     pub fn fit(x: ArrayView2<f64>, y: &[usize], k: usize, opts: &LbfgsOptions) -> Self {
         let d = x.ncols();
-        let dim = k * (d + 1);
+        let dim = weight_rows(k) * (d + 1);
         let mut theta = Array1::<f64>::zeros(dim);
         let (mut f, mut g) = objective(&theta, x, y, k, opts.c);
         let mut s_hist: Vec<Array1<f64>> = Vec::new();
@@ -226,12 +284,13 @@ impl LogisticRegression {
                 break;
             }
         }
+        let rows = weight_rows(k);
         let weights = theta
-            .slice(s![..k * d])
+            .slice(s![..rows * d])
             .to_owned()
-            .into_shape_with_order((k, d))
+            .into_shape_with_order((rows, d))
             .expect("packed W");
-        let bias = theta.slice(s![k * d..]).to_owned();
+        let bias = theta.slice(s![rows * d..]).to_owned();
         Self {
             weights,
             bias,
@@ -242,6 +301,10 @@ impl LogisticRegression {
     pub fn predict(&self, x: ArrayView2<f64>) -> Vec<usize> {
         let mut z = x.dot(&self.weights.t());
         z += &self.bias;
+        if self.weights.nrows() == 1 {
+            // Binary: class 1 where the decision function is positive (scikit-learn's rule).
+            return z.column(0).iter().map(|&v| usize::from(v > 0.0)).collect();
+        }
         z.axis_iter(Axis(0))
             .map(|r| {
                 r.iter()
@@ -324,5 +387,37 @@ mod tests {
         let m = LogisticRegression::fit(x.view(), &y, 2, &LbfgsOptions::default());
         assert_eq!(m.predict(x.view()), y);
         assert!(m.weights.iter().all(|w| w.is_finite() && w.abs() < 10.0));
+    }
+
+    /// Expected values printed by scikit-learn 1.x: `LogisticRegression(C=1).fit(x, y)` on these
+    /// rows gives `coef_ = [1.36462, -0.36124, 0.52603]`, `intercept_ = -0.22026`.
+    #[test]
+    fn two_classes_fit_scikit_learn_s_binary_model() {
+        let x = ndarray::array![
+            [1.764, 0.4, 0.979],
+            [2.241, 1.868, -0.977],
+            [0.95, -0.151, -0.103],
+            [0.411, 0.144, 1.454],
+            [0.761, 0.122, 0.444],
+            [0.334, 1.494, -0.205],
+            [0.313, -0.854, -2.553],
+            [0.654, 0.864, -0.742],
+            [2.27, -1.454, 0.046],
+            [-0.187, 1.533, 1.469],
+            [0.155, 0.378, -0.888],
+            [-1.981, -0.348, 0.156]
+        ];
+        let y = [1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0];
+        let m = LogisticRegression::fit(x.view(), &y, 2, &LbfgsOptions::default());
+        assert_eq!(m.weights.dim(), (1, 3), "one weight vector");
+        let want = [1.364618093382288, -0.3612412832233632, 0.5260296717876152];
+        for (w, e) in m.weights.iter().zip(want) {
+            assert!((w - e).abs() < 1e-3, "{:?} vs {want:?}", m.weights);
+        }
+        assert!(
+            (m.bias[0] + 0.22026317015759564).abs() < 1e-3,
+            "{}",
+            m.bias[0]
+        );
     }
 }

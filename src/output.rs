@@ -176,7 +176,8 @@ fn parquet_writer<W: Write>(w: W, df: &DataFrame) -> ParquetWriter<W> {
         .iter_fields()
         .map(|f| {
             let field = f.to_arrow(CompatLevel::oldest());
-            let field = ArrowField::new(field.name.clone(), widest(&field.dtype), field.is_nullable);
+            let field =
+                ArrowField::new(field.name.clone(), widest(&field.dtype), field.is_nullable);
             (field.name.clone(), field)
         })
         .collect();

@@ -95,9 +95,13 @@ pub fn read_labelled(
     text_column: &str,
     label_column: &str,
 ) -> Result<(Vec<String>, Vec<String>)> {
-    read_checked(path, text_column, label_column, |l| !l.trim().is_empty(), |_| {
-        format!("field {label_column:?} is empty")
-    })
+    read_checked(
+        path,
+        text_column,
+        label_column,
+        |l| !l.trim().is_empty(),
+        |_| format!("field {label_column:?} is empty"),
+    )
 }
 
 /// Texts and labels of one task file: for a multi-label task, a value that names no label (only
@@ -186,11 +190,7 @@ pub fn read_split(config: &TaskConfig, split: SplitName, seed: u64) -> Result<Op
         (SplitName::Train, None) if config.dev_fraction == 0.0 => Some(read(&config.train)?),
         (_, None) => {
             let all = read(&config.train)?;
-            let strata: Vec<&str> = all
-                .labels
-                .iter()
-                .map(|l| config.label_set(l)[0])
-                .collect();
+            let strata: Vec<&str> = all.labels.iter().map(|l| config.label_set(l)[0]).collect();
             let (train, dev) = stratified_split(&strata, config.dev_fraction, seed);
             let rows = if split == SplitName::Dev { dev } else { train };
             Some(Split {
@@ -311,5 +311,48 @@ mod tests {
         assert_eq!(dev.len(), 10);
         assert!(task.dev_carved);
         assert!(read_split(&config, SplitName::Test, 3).unwrap().is_none());
+    }
+
+    #[test]
+    fn dev_fraction_zero_keeps_every_train_row_and_no_dev() {
+        let dir = tempfile::tempdir().unwrap();
+        let train = dir.path().join("train.csv");
+        std::fs::write(&train, "text,label\na,x\nb,y\nc,x\nd,y\n").unwrap();
+        let config: TaskConfig = toml::from_str(&format!(
+            "name = \"t\"\ntrain = {:?}\ndev_fraction = 0",
+            train.display().to_string()
+        ))
+        .unwrap();
+        let task = load_task(&config, 3).unwrap();
+        assert_eq!(task.train.len(), 4);
+        assert!(task.dev.is_empty() && !task.dev_carved);
+    }
+
+    #[test]
+    fn multi_label_rows_split_into_sets_and_blank_sets_are_refused_by_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let train = dir.path().join("train.csv");
+        std::fs::write(
+            &train,
+            "text,labels\na,joy|love\nb, love \nc,anger||joy\nd,anger\n",
+        )
+        .unwrap();
+        let config: TaskConfig = toml::from_str(&format!(
+            "name = \"t\"\nkind = \"multi-label\"\nlabel_column = \"labels\"\ntrain = {:?}\ndev_fraction = 0",
+            train.display().to_string()
+        ))
+        .unwrap();
+        let task = load_task(&config, 3).unwrap();
+        assert_eq!(task.classes, ["anger", "joy", "love"]);
+        assert_eq!(
+            task.train_targets,
+            [vec![1, 2], vec![2], vec![0, 1], vec![0]]
+        );
+        std::fs::write(&train, "text,labels\na,joy\nb,|\n").unwrap();
+        let err = load_task(&config, 3).unwrap_err().to_string();
+        assert!(
+            err.contains("row 3") && err.contains("names no label"),
+            "{err}"
+        );
     }
 }

@@ -289,6 +289,7 @@ fn compare_runs_every_regime_and_states_tradeoffs() {
             s("regime", String),
             s("head", String),
             s("task", String),
+            s("head_training", String),
             s("split", String),
             s("accuracy", Float64),
             s("macro_f1", Float64),
@@ -300,8 +301,8 @@ fn compare_runs_every_regime_and_states_tradeoffs() {
             s("cache_bytes", UInt64),
         ]
     );
-    // 6 variants × 2 tasks.
-    assert_eq!(df.height(), 12);
+    // 6 variants on the cache + 3 at the default frost line (the top layer, N = 5), × 2 tasks.
+    assert_eq!(df.height(), 18);
     let variants: Vec<&str> = df
         .column("variant")
         .unwrap()
@@ -317,9 +318,44 @@ fn compare_runs_every_regime_and_states_tradeoffs() {
         "fully-frozen/zero-shot",
         "freeze-head=intent/linear",
         "freeze-head=sentiment/linear",
+        "frost-line=5/linear",
+        "freeze-head=intent,frost-line=5/linear",
+        "freeze-head=sentiment,frost-line=5/linear",
     ] {
         assert!(variants.contains(&v), "{v} missing");
     }
+    // Each row says what its head did: in freeze-head=intent, intent's head is frozen and
+    // sentiment's continued from the linear run.
+    let tasks: Vec<&str> = df
+        .column("task")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap())
+        .collect();
+    let states: Vec<&str> = df
+        .column("head_training")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap())
+        .collect();
+    let state = |variant: &str, task: &str| {
+        (0..variants.len())
+            .find(|&i| variants[i] == variant && tasks[i] == task)
+            .map(|i| states[i])
+            .unwrap()
+    };
+    assert_eq!(state("freeze-head=intent/linear", "intent"), "frozen");
+    assert_eq!(state("freeze-head=intent/linear", "sentiment"), "continued");
+    assert_eq!(
+        state("freeze-head=sentiment,frost-line=5/linear", "sentiment"),
+        "frozen"
+    );
+    assert_eq!(state("frozen-backbone/linear", "intent"), "trained");
+    assert_eq!(state("fully-frozen/centroid", "intent"), "training-free");
     let params: Vec<u64> = df
         .column("trainable_params")
         .unwrap()

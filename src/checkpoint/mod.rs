@@ -266,9 +266,9 @@ fn task_decision(dir: &Path, task: &TaskEntry) -> Result<Decision> {
     };
     match (task.config.kind, &task.thresholds) {
         (TaskKind::Classification, None) => Ok(Decision::Single),
-        (TaskKind::Classification, Some(_)) => {
-            Err(bad("a classification task has no thresholds, but some are recorded".into()))
-        }
+        (TaskKind::Classification, Some(_)) => Err(bad(
+            "a classification task has no thresholds, but some are recorded".into(),
+        )),
         (TaskKind::MultiLabel, None) => Err(bad(
             "a multi-label task's thresholds are missing; train it again".into(),
         )),

@@ -6,8 +6,8 @@ use crate::checkpoint::Checkpoint;
 use crate::embedder::EmbedStats;
 use crate::error::Result;
 use crate::report::TaskEval;
-use crate::tasks::{read_split, SplitName};
 use crate::runfile::TaskKind;
+use crate::tasks::{read_split, SplitName};
 
 /// Scores every head of `ck` on `split` (tasks without that split are skipped with a note).
 pub fn evaluate_checkpoint(

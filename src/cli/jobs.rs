@@ -391,10 +391,15 @@ fn compare_job(a: CompareArgs, ort_lib: Option<PathBuf>) -> Result<CompareJob> {
             "--frost-lines {n} is outside 0..={layers} (the model has {layers} layers)"
         )));
     }
+    let frost_lines = match (a.no_frost_line, a.frost_lines.is_empty()) {
+        (true, _) => Vec::new(),
+        (false, true) => vec![layers.saturating_sub(1)],
+        (false, false) => a.frost_lines,
+    };
     Ok(CompareJob {
         run,
         settings,
-        frost_lines: a.frost_lines,
+        frost_lines,
         out: a.out,
         force: a.force,
     })

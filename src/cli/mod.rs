@@ -161,10 +161,14 @@ pub struct CompareArgs {
     /// Report folder (compare.{parquet,csv,md}, plots/, checkpoints/).
     #[arg(long, default_value = "compare-report")]
     pub out: PathBuf,
-    /// Also train layers ≥ N natively for each N given (e.g. --frost-lines 4,5): frost-line=N and
-    /// freeze-head=<task>,frost-line=N rows.
-    #[arg(long, value_delimiter = ',')]
+    /// Frost lines to measure (e.g. --frost-lines 4,5): for each N, frost-line=N and
+    /// freeze-head=<task>,frost-line=N rows (layers ≥ N train with the heads). Default: the top
+    /// layer alone (N = layers − 1).
+    #[arg(long, value_delimiter = ',', conflicts_with = "no_frost_line")]
     pub frost_lines: Vec<usize>,
+    /// Measure no frost line (only the regimes that run on the sentence cache).
+    #[arg(long)]
+    pub no_frost_line: bool,
     /// Replace the output folder even if frostline did not write it (its contents are lost).
     #[arg(long)]
     pub force: bool,

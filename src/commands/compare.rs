@@ -1,9 +1,12 @@
 //! `frostline compare`: every available regime on the same tasks and data, one table.
 //!
-//! Variants: fully-frozen (nearest centroid, zero-shot), frozen-backbone (linear, MLP), and
-//! freeze-head for each task (the frozen head from the frozen-backbone linear run). Each row:
-//! regime, head, task, test accuracy and macro-F1, training seconds, embedding seconds (and
-//! whether the cache already held everything), trainable parameters, peak memory, cache bytes.
+//! Variants: fully-frozen (nearest centroid, zero-shot), frozen-backbone (linear, MLP),
+//! freeze-head for each task (the frozen head from the frozen-backbone linear run), and for each
+//! frost line N (default: the top layer) frost-line=N and freeze-head=<task>,frost-line=N — one
+//! head frozen while the layers above N and the other head train. Each row: regime, head, task,
+//! what the head did (trained, training-free, frozen, continued), test accuracy and macro-F1,
+//! training seconds, embedding seconds (and whether the cache already held everything),
+//! trainable parameters, peak memory, cache bytes.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -36,6 +39,10 @@ pub(crate) struct CompareRow {
     pub regime: String,
     pub head: String,
     pub task: String,
+    /// What this task's head did in the variant: `trained`, `training-free`, `frozen` (the
+    /// frozen-backbone/linear head, unchanged) or `continued` (started from that head and
+    /// trained further while the other head stayed frozen).
+    pub head_training: String,
     pub split: String,
     pub accuracy: f64,
     pub macro_f1: f64,
@@ -237,11 +244,19 @@ fn run_variants(
                 (None, Some(m)) => ("dev", m),
                 (None, None) => continue,
             };
+            let task = &t.data.config.name;
+            let head_training = match &v.regime {
+                _ if t.head.spec.is_training_free() => "training-free",
+                Regime::FreezeHead { head, .. } if head == task => "frozen",
+                _ if v.from_linear => "continued",
+                _ => "trained",
+            };
             rows.push(CompareRow {
                 variant: v.name.clone(),
                 regime: v.regime.to_string(),
                 head: t.head.spec.name(),
-                task: t.data.config.name.clone(),
+                task: task.clone(),
+                head_training: head_training.into(),
                 split: split.into(),
                 accuracy: m.accuracy,
                 macro_f1: m.macro_f1,
@@ -267,6 +282,7 @@ pub(crate) fn frame(rows: &[CompareRow]) -> Result<DataFrame> {
         col("regime", &|r| r.regime.clone()),
         col("head", &|r| r.head.clone()),
         col("task", &|r| r.task.clone()),
+        col("head_training", &|r| r.head_training.clone()),
         col("split", &|r| r.split.clone()),
         Column::new(
             "accuracy".into(),
@@ -316,23 +332,29 @@ pub(crate) fn tradeoffs(rows: &[CompareRow]) -> Vec<String> {
         .iter()
         .map(|task| {
             let of: Vec<&CompareRow> = rows.iter().filter(|r| r.task == *task).collect();
-            // A head frozen by freeze-head=<task> was not trained in that variant (its score is the
-            // checkpoint's), so it does not compete for "best"; ties go to the earlier variant.
-            let frozen_here = format!("freeze-head={task}/");
+            // A head frozen in a variant was not trained there (its score is the checkpoint's),
+            // so it does not compete for "best"; ties go to the earlier variant.
             let best = of
                 .iter()
-                .filter(|r| !r.variant.starts_with(&frozen_here))
+                .filter(|r| r.head_training != "frozen")
                 .fold(None::<&&CompareRow>, |b, r| match b {
                     Some(b) if b.accuracy >= r.accuracy => Some(b),
                     _ => Some(r),
                 })
                 .expect("rows for the task");
             let mut line = format!(
-                "`{task}`: best is {} at {:.1} % ({:.2} s training, {} trainable parameters)",
+                "`{task}`: best is {} at {:.1} % ({:.2} s training, {} trainable parameters{})",
                 best.variant,
                 100.0 * best.accuracy,
                 best.train_seconds,
-                best.trainable_params
+                best.trainable_params,
+                if best.head_training == "continued" {
+                    format!(
+                        "; there the other head was frozen and `{task}`'s head continued training from frozen-backbone/linear, so the gain is more training, not the freezing"
+                    )
+                } else {
+                    String::new()
+                }
             );
             if let Some(free) = of.iter().filter(|r| r.trainable_params == 0).max_by(|a, b| a.accuracy.total_cmp(&b.accuracy)) {
                 if free.variant != best.variant {

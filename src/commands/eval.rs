@@ -73,7 +73,10 @@ pub(crate) fn run(job: &EvalJob) -> Result<Outcome> {
     let overall = report::overall(&evals)?;
     let text = format!(
         "{}report: {}\n",
-        report::markdown_table(&overall, &["accuracy", "micro_f1", "macro_f1", "weighted_f1"]),
+        report::markdown_table(
+            &overall,
+            &["accuracy", "micro_f1", "macro_f1", "weighted_f1"]
+        ),
         out_dir.join("report.md").display()
     );
     let tasks: Vec<serde_json::Value> = evals

@@ -70,11 +70,23 @@ pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
         cols.push(Column::new(format!("{name}_prob").into(), prob));
         if entry.config.kind == TaskKind::MultiLabel {
             let set = &pred.picks;
-            cols.push(label_probs(&format!("{name}_labels"), classes, &pred, set, json)?);
+            cols.push(label_probs(
+                &format!("{name}_labels"),
+                classes,
+                &pred,
+                set,
+                json,
+            )?);
         }
         if let Some(k) = job.top_k {
             let top: Vec<Vec<usize>> = (0..n).map(|i| top_k(&pred, i, k)).collect();
-            cols.push(label_probs(&format!("{name}_top_k"), classes, &pred, &top, json)?);
+            cols.push(label_probs(
+                &format!("{name}_top_k"),
+                classes,
+                &pred,
+                &top,
+                json,
+            )?);
         }
         if job.all_probs {
             cols.push(all_probs(&format!("{name}_probs"), classes, &pred, json)?);

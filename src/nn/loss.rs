@@ -36,7 +36,11 @@ pub fn bce_with_logits(
     for (i, (row, mut g)) in logits.rows().into_iter().zip(grad.rows_mut()).enumerate() {
         for (c, (&z, d)) in row.iter().zip(g.iter_mut()).enumerate() {
             let y = targets[i].contains(&c);
-            let w = if y { pos_weight.map_or(1.0, |p| p[c]) } else { 1.0 };
+            let w = if y {
+                pos_weight.map_or(1.0, |p| p[c])
+            } else {
+                1.0
+            };
             // softplus(−z) = −ln σ(z); softplus(z) = −ln(1 − σ(z)).
             let softplus = |x: f32| x.max(0.0) + (-x.abs()).exp().ln_1p();
             let p = 1.0 / (1.0 + (-z).exp());
@@ -108,7 +112,11 @@ mod tests {
                 };
             }
         }
-        assert!((loss as f64 - want / 6.0).abs() < 1e-5, "{loss} vs {}", want / 6.0);
+        assert!(
+            (loss as f64 - want / 6.0).abs() < 1e-5,
+            "{loss} vs {}",
+            want / 6.0
+        );
         let eps = 1e-2f32;
         for i in 0..2 {
             for c in 0..3 {
@@ -118,7 +126,11 @@ mod tests {
                 let fd = (bce_with_logits(up.view(), &targets, Some(&pw)).0
                     - bce_with_logits(down.view(), &targets, Some(&pw)).0)
                     / (2.0 * eps);
-                assert!((fd - grad[[i, c]]).abs() < 2e-3, "({i},{c}): {fd} vs {}", grad[[i, c]]);
+                assert!(
+                    (fd - grad[[i, c]]).abs() < 2e-3,
+                    "({i},{c}): {fd} vs {}",
+                    grad[[i, c]]
+                );
             }
         }
         let huge = array![[1e4f32, -1e4]];

@@ -76,14 +76,16 @@ pub fn learning_curves(log: &[EpochLog], task: &str, path: &Path) -> Result<()> 
             .draw()
             .map_err(plot_err)?;
         c.draw_series(LineSeries::new(
-            rows.iter().filter_map(|r| Some((r.epoch as f64, r.dev_accuracy?))),
+            rows.iter()
+                .filter_map(|r| Some((r.epoch as f64, r.dev_accuracy?))),
             ORANGE.stroke_width(2),
         ))
         .map_err(plot_err)?
         .label("accuracy")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], ORANGE.stroke_width(2)));
         c.draw_series(LineSeries::new(
-            rows.iter().filter_map(|r| Some((r.epoch as f64, r.dev_macro_f1?))),
+            rows.iter()
+                .filter_map(|r| Some((r.epoch as f64, r.dev_macro_f1?))),
             GREEN.stroke_width(2),
         ))
         .map_err(plot_err)?

@@ -11,9 +11,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, ArrayD, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
+use crate::decision::{Decision, Predictions};
 use crate::error::{Error, Result};
 use crate::heads::Head;
-use crate::decision::{Decision, Predictions};
 use crate::metrics::TaskMetrics;
 use crate::nn::loss::{bce_with_logits, cross_entropy};
 use crate::nn::optim::{clip_grad_norm, AdamW, AdamWConfig, ParamGroup};
@@ -242,7 +242,10 @@ pub fn fit(inputs: FitInputs, store: &mut ParamStore) -> Result<TrainReport> {
             let t = active[a];
             let task = &tasks[t];
             let rows = streams[a].next(cfg.batch_size, &mut rng);
-            let y: Vec<Vec<usize>> = rows.iter().map(|&r| task.train_targets[r].clone()).collect();
+            let y: Vec<Vec<usize>> = rows
+                .iter()
+                .map(|&r| task.train_targets[r].clone())
+                .collect();
             // Only this task's parameters get a gradient in this step (and only they move).
             let ids = &step_ids[a];
             for &id in ids {

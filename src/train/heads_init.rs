@@ -24,6 +24,8 @@ pub struct HeadSources<'a> {
     pub train_vectors: Vec<Option<ArrayView2<'a, f32>>>,
     /// The sentence embedder for zero-shot label prompts.
     pub embedder: Option<&'a mut SentenceEmbedder>,
+    /// Where to say what the user should know (label names a zero-shot head cannot read).
+    pub warnings: &'a mut Vec<String>,
 }
 
 /// Builds every task's head into `store`, in task order.
@@ -60,7 +62,24 @@ pub fn build_heads(
                             "zero-shot heads need the sentence embedder (no frost line)".into(),
                         )
                     })?;
-                    let (protos, _) = embedder.embed(&label_prompts(task)?)?;
+                    let prompts = label_prompts(task)?;
+                    if task.config.label_descriptions.is_none() {
+                        let codes: Vec<&str> = task
+                            .classes
+                            .iter()
+                            .map(String::as_str)
+                            .filter(|l| looks_like_code(l))
+                            .collect();
+                        if !codes.is_empty() {
+                            src.warnings.push(format!(
+                                "task {name:?}: zero-shot embeds the label names as prompts, but {} of {} look like numbers or codes ({}), which carry no meaning to the model; give each label a description with tasks.{name}.label_descriptions (a CSV label,description)",
+                                codes.len(),
+                                task.classes.len(),
+                                codes.iter().take(5).copied().collect::<Vec<_>>().join(", ")
+                            ));
+                        }
+                    }
+                    let (protos, _) = embedder.embed(&prompts)?;
                     Head::from_prototypes(store, name, src.spec.clone(), protos.view())
                 }
                 spec => Head::new(
@@ -113,6 +132,12 @@ fn copy_head(ck: &Checkpoint, task: &TaskData, store: &mut ParamStore) -> Result
         HeadWeights::Named(&mut tensors),
     )
     .map_err(Error::Internal)
+}
+
+/// A label name that is a number or a code (any digit, or no letter at all: "3", "LABEL_2",
+/// "c17"), not words a sentence encoder can match texts against.
+fn looks_like_code(label: &str) -> bool {
+    label.chars().any(|c| c.is_ascii_digit()) || !label.chars().any(char::is_alphabetic)
 }
 
 /// Label descriptions for zero-shot heads: the task's `label_descriptions` CSV (`label,description`)

@@ -138,6 +138,19 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
         .map(|t| load_task(t, run.seed))
         .collect::<Result<_>>()?;
 
+    for t in tasks.iter().filter(|t| t.dev.is_empty()) {
+        warnings.push(format!(
+            "task {:?} has no dev file and dev_fraction = 0: all {} train rows train, it has no dev scores{}",
+            t.config.name,
+            t.train.len(),
+            if tasks.iter().all(|t| t.dev.is_empty()) {
+                ", and early stopping is off (the last epoch is kept)"
+            } else {
+                " and does not take part in early stopping"
+            }
+        ));
+    }
+
     let mut store = ParamStore::default();
     let mut embed_stats = Vec::new();
     let (features, mut sentences) = match plan.frost_line {
@@ -187,6 +200,7 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
             from: from.as_ref(),
             train_vectors,
             embedder: sentences.as_mut(),
+            warnings: &mut warnings,
         },
         &mut store,
     )?;
@@ -234,8 +248,15 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
             let x = features
                 .split_vectors(&store, t, SplitName::Dev)?
                 .expect("every task has a dev split");
-            let (tuned, m) =
-                score_vectors(&store, &head, &data, &decision, true, &data.dev.labels, x.view());
+            let (tuned, m) = score_vectors(
+                &store,
+                &head,
+                &data,
+                &decision,
+                true,
+                &data.dev.labels,
+                x.view(),
+            );
             (decision, dev) = (tuned, Some(m));
         } else if data.is_multi_label() {
             warnings.push(format!(
@@ -247,7 +268,9 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
         let test = match &data.test {
             Some(s) => features
                 .split_vectors(&store, t, SplitName::Test)?
-                .map(|x| score_vectors(&store, &head, &data, &decision, false, &s.labels, x.view()).1),
+                .map(|x| {
+                    score_vectors(&store, &head, &data, &decision, false, &s.labels, x.view()).1
+                }),
             None => None,
         };
         outcomes.push(TaskOutcome {
