@@ -61,29 +61,68 @@ pub struct Cli {
     pub command: Command,
 }
 
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag of every subcommand says what it does, and every subcommand ends its --help
+    /// with an example.
+    #[test]
+    fn every_flag_has_help_and_every_subcommand_an_example() {
+        let cli = super::Cli::command();
+        for sub in cli.get_subcommands() {
+            let name = sub.get_name();
+            if name == "help" {
+                continue;
+            }
+            let after = sub.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(after.contains("frostline "), "{name} has no example");
+            for arg in sub.get_arguments() {
+                if arg.is_hide_set() || ["help", "version"].contains(&arg.get_id().as_str()) {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some_and(|h| !h.to_string().trim().is_empty()),
+                    "{name} --{} has no help text",
+                    arg.get_id()
+                );
+            }
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show where ONNX Runtime was found, its execution providers and the model folder's check.
+    #[command(after_help = "Example:\n  frostline doctor --model models/all-MiniLM-L6-v2")]
     Doctor {
         /// Model folder [default: $FROSTLINE_MODEL, then models/all-MiniLM-L6-v2].
         #[arg(long)]
         model: Option<PathBuf>,
     },
     /// Embed texts from a CSV, JSONL, Parquet or text file into .parquet or .npy (through the cache).
+    #[command(after_help = "Examples:\n  frostline embed --input data/banking77/test.csv --output banking_test.parquet\n  frostline embed --input 'corpus/*.csv' --output vectors/ --shard 0/4 --carry label")]
     Embed(EmbedArgs),
     /// Train (or build training-free) task heads as a run file describes, evaluate, checkpoint.
+    #[command(after_help = "Examples:\n  frostline train --run runs/demo.toml --out ckpt\n  frostline train --run runs/demo.toml --regime frost-line=4 --set train.epochs=3 --out ckpt-frost")]
     Train(TrainArgs),
     /// Predict every task's label and probability for new texts with a checkpoint.
+    #[command(after_help = "Examples:\n  frostline predict --checkpoint ckpt --input new.csv --output predictions.parquet\n  frostline predict --checkpoint ckpt --input new.csv --output p.csv --tasks intent --top-k 3 --keep-columns id")]
     Predict(PredictArgs),
     /// Replay MTEB's classification protocol (k per label, 10 experiments, logistic regression).
+    #[command(after_help = "Example:\n  frostline mteb --train ../shared/data/sst2/train.csv --test ../shared/data/sst2/test.csv --k 8 --out mteb-sst2")]
     Mteb(MtebArgs),
     /// Evaluate a checkpoint on a split: Parquet/CSV tables, Markdown summary, SVG plots.
+    #[command(after_help = "Examples:\n  frostline eval --checkpoint ckpt\n  frostline eval --checkpoint ckpt --split dev --out ckpt-dev-report")]
     Eval(EvalArgs),
     /// Train and evaluate every regime on the run file's tasks; one comparison table.
+    #[command(after_help = "Examples:\n  frostline compare --run runs/demo.toml --out compare-report\n  frostline compare --run runs/demo.toml --frost-lines 3,5")]
     Compare(CompareArgs),
     /// Export a frost-line checkpoint's tuned backbone as one ONNX model folder.
+    #[command(after_help = "Example:\n  frostline export --checkpoint ckpt-frost --out models/minilm-tuned")]
     Export(ExportArgs),
     /// Write an int8 copy of a model folder (per-token by default; static or dynamic on request).
+    #[command(after_help = "Examples:\n  frostline quantize --model models/all-MiniLM-L6-v2 --out models/all-MiniLM-L6-v2-int8\n  frostline quantize --out models/minilm-static --method static --calibration data/banking77/train.csv")]
     Quantize(QuantizeArgs),
 }
 
@@ -122,8 +161,11 @@ pub struct QuantizeArgs {
 pub struct EvalArgs {
     #[command(flatten)]
     pub backbone: BackboneArgs,
+    /// The checkpoint folder written by `train`; its manifest names the model, the tasks' files
+    /// and the dev carve, so the split is re-read exactly as training read it.
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// Which split of each task to score.
     #[arg(long, value_enum, default_value_t = SplitName::Test)]
     pub split: SplitName,
     /// Report folder [default: CHECKPOINT/eval-SPLIT].
@@ -265,17 +307,22 @@ pub struct PredictArgs {
 pub struct MtebArgs {
     #[command(flatten)]
     pub backbone: BackboneArgs,
+    /// Training file the k examples per label are drawn from (.csv, .jsonl, .parquet).
     #[arg(long)]
     pub train: PathBuf,
+    /// Test file every experiment is scored on (same columns as --train).
     #[arg(long)]
     pub test: PathBuf,
+    /// Column holding the text.
     #[arg(long, default_value = "text")]
     pub text_column: String,
+    /// Column holding the label.
     #[arg(long, default_value = "label")]
     pub label_column: String,
     /// Examples per label in each experiment.
     #[arg(long, default_value_t = 8)]
     pub k: usize,
+    /// Experiments, each a fresh draw of k per label and a fresh fit (MTEB runs 10).
     #[arg(long, default_value_t = 10)]
     pub experiments: usize,
     /// numpy RandomState seed (MTEB uses 42).
