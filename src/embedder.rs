@@ -9,7 +9,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, ArrayView3};
 
 use crate::backbone::{Backbone, ModelFolder, Provider, SessionOptions};
@@ -17,6 +16,7 @@ use crate::batch;
 use crate::cache::{self, Cache, CacheKey, TextKey};
 use crate::error::{Error, Result};
 use crate::pool::Pooling;
+use crate::progress::Progress;
 use crate::tokenize::{Encoded, TextTokenizer};
 
 /// How the backbone runs: everything `embed`, `predict` and training share. Every field is
@@ -166,6 +166,8 @@ struct FillCore {
     key: CacheKey,
     graph: PathBuf,
     backbone: Option<Backbone>,
+    /// What the progress display calls the work (phase, then task and split when known).
+    label: String,
 }
 
 /// Sentence vectors of the full graph, pooled as the model folder says.
@@ -209,6 +211,11 @@ impl SentenceEmbedder {
 
     pub fn key(&self) -> &CacheKey {
         &self.core.key
+    }
+
+    /// Names the next texts in the progress display (e.g. "intent train").
+    pub fn set_progress_label(&mut self, what: &str) {
+        self.core.label = format!("embedding {what}");
     }
 
     pub fn tokenizer(&self) -> &TextTokenizer {
@@ -271,7 +278,7 @@ impl SentenceEmbedder {
             }
             let (texts, values) = crate::dataset::read_part_vectors(&path, &part.text_column, dim)?;
             for (t, v) in texts.iter().zip(values.chunks_exact(dim)) {
-                let k = cache::text_key(t);
+                let k = cache::text_key(&self.core.folder.model_text(t));
                 if cache.contains(&k) || !seen.insert(k) {
                     continue;
                 }
@@ -296,9 +303,14 @@ impl TokenStateEmbedder {
         let (graph, numeric) =
             crate::backbone::quantize::frozen_graph(&folder, layer, quantize_frozen)?;
         let key = CacheKey::tokens(&folder, settings.max_length, layer, &graph, numeric)?;
-        Ok(Self {
-            core: FillCore::open(settings, folder, graph, key)?,
-        })
+        let mut core = FillCore::open(settings, folder, graph, key)?;
+        core.label = format!("token states below layer {layer}");
+        Ok(Self { core })
+    }
+
+    /// Names the next texts in the progress display (e.g. "intent train").
+    pub fn set_progress_label(&mut self, what: &str) {
+        self.core.label = format!("token states {what}");
     }
 
     pub fn folder(&self) -> &ModelFolder {
@@ -345,6 +357,7 @@ impl FillCore {
             key,
             graph,
             backbone: None,
+            label: "embedding".into(),
         })
     }
 
@@ -388,7 +401,11 @@ impl FillCore {
                 ));
             }
         }
-        let keys: Vec<TextKey> = texts.iter().map(|t| cache::text_key(t)).collect();
+        // What the model reads: the folder's prefix (if any) before each text; keys and tokens
+        // are of that, so another prefix never shares a cache row.
+        let model_texts: Vec<std::borrow::Cow<str>> =
+            texts.iter().map(|t| self.folder.model_text(t)).collect();
+        let keys: Vec<TextKey> = model_texts.iter().map(|t| cache::text_key(t)).collect();
         // Unique texts, first occurrence wins; split into cached and to-embed.
         let mut seen = std::collections::HashSet::new();
         let mut missing: Vec<usize> = Vec::new();
@@ -404,7 +421,7 @@ impl FillCore {
         }
 
         // Token counts for the summary cover every row; tokenisation is < 2 % of the cost.
-        let all: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let all: Vec<&str> = model_texts.iter().map(|t| t.as_ref()).collect();
         let encoded = self.tokenizer.encode_all(&all)?;
         for (text, enc) in texts.iter().zip(&encoded) {
             stats.tokens += enc.ids.len();
@@ -444,7 +461,15 @@ impl FillCore {
             self.settings.token_budget,
             self.settings.max_batch_rows,
         );
-        let bar = progress_bar(self.settings.progress, missing.len());
+        // Progress counts padded tokens — the work — since batches run longest first.
+        let total: usize = plan.iter().map(|b| b.padded_tokens()).sum();
+        let bar = Progress::new(
+            self.settings.progress,
+            self.label.clone(),
+            total as u64,
+            "tokens",
+        )
+        .with_items("texts", missing.len() as u64);
         let mut writer = cache.writer(self.settings.rows_per_chunk);
         let t_load = Instant::now();
         let backbone = self.backbone()?;
@@ -478,12 +503,12 @@ impl FillCore {
             stats.batches += 1;
             stats.padded_tokens += b.padded_tokens();
             stats.fed_tokens += lens.iter().sum::<usize>();
-            bar.inc(rows.len() as u64);
+            bar.inc(b.padded_tokens() as u64, rows.len() as u64);
         }
         if let Some(path) = writer.flush()? {
             cache.commit(&path)?;
         }
-        bar.finish_and_clear();
+        bar.finish();
         stats.embedded = missing.len();
         stats.ort_seconds = ort_time.as_secs_f64();
         Ok(())
@@ -519,19 +544,4 @@ fn pad_batch(
         lens.push(toks.len());
     }
     (ids, mask, lens)
-}
-
-fn progress_bar(enabled: bool, total: usize) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} embedding [{bar:30}] {pos}/{len} sentences  {per_sec}  ETA {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar
 }

@@ -31,6 +31,7 @@ pub mod nn;
 pub(crate) mod outfolder;
 pub(crate) mod output;
 pub mod pool;
+pub mod progress;
 pub mod regime;
 pub mod report;
 pub mod runfile;

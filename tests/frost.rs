@@ -252,10 +252,16 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
         .unwrap();
     let text = std::fs::read_to_string(&pred).unwrap();
     let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let col = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "sentiment_label")
+        .expect("a sentiment_label column");
     let correct = reader
         .records()
         .zip(&truth)
-        .filter(|(r, t)| &r.as_ref().unwrap()[3] == t.as_str())
+        .filter(|(r, t)| &r.as_ref().unwrap()[col] == t.as_str())
         .count();
     assert!(
         (correct as f64 / truth.len() as f64

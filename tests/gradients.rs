@@ -308,7 +308,7 @@ fn whole_bert_layer_backward_matches_finite_differences_on_packed_sequences() {
 }
 
 #[test]
-fn cls_pooling_backward_matches_finite_differences() {
+fn every_pooling_s_backward_matches_finite_differences() {
     let seg = Segments::from_lens(&[3, 2]);
     let hidden = 4;
     let mut rng = Rng::new(13);
@@ -321,6 +321,14 @@ fn cls_pooling_backward_matches_finite_differences() {
         },
         Pooling {
             mode: PoolingMode::Mean,
+            normalize: false,
+        },
+        Pooling {
+            mode: PoolingMode::Max,
+            normalize: true,
+        },
+        Pooling {
+            mode: PoolingMode::MeanSqrtLen,
             normalize: false,
         },
     ] {

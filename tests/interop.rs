@@ -12,18 +12,11 @@ use common::*;
 use polars::prelude::*;
 
 fn compat_python() -> PathBuf {
-    let venv = std::env::var_os("FROSTLINE_COMPAT_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/frostline/compat-venv")
-        });
-    let py = venv.join("bin/python");
-    assert!(
-        py.is_file(),
-        "{} is missing: run scripts/setup_compat.sh (scripts/test.sh does)",
-        py.display()
-    );
-    py
+    venv_python(
+        "FROSTLINE_COMPAT_VENV",
+        "compat-venv",
+        "scripts/setup_compat.sh (scripts/test.sh does)",
+    )
 }
 
 /// Reads each file with pyarrow 14 and pandas 2.1; returns "rows cols" per file.

@@ -221,11 +221,13 @@ fn predict_writes_labels_and_probabilities() {
         headers,
         [
             "text",
+            "label",
             "intent_label",
             "intent_prob",
             "sentiment_label",
             "sentiment_prob"
-        ]
+        ],
+        "every input column is carried, then each task's label and probability"
     );
     let truth = frostline::data::read_table(&repo().join("data/sst2/test.csv"))
         .unwrap()
@@ -235,13 +237,13 @@ fn predict_writes_labels_and_probabilities() {
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 500);
     for (row, t) in rows.iter().zip(&truth) {
-        let p: f64 = row[4].parse().unwrap();
+        let p: f64 = row[5].parse().unwrap();
         assert!(
             (0.5..=1.0).contains(&p),
             "top probability of 2 classes is ≥ 0.5: {p}"
         );
-        assert!(["negative", "positive"].contains(&&row[3]));
-        correct += (&row[3] == t) as usize;
+        assert!(["negative", "positive"].contains(&&row[4]));
+        correct += (&row[4] == t) as usize;
     }
     let acc = manifest(&ck)["tasks"][1]["test"]["accuracy"]
         .as_f64()
@@ -459,4 +461,36 @@ fn mteb_replay_is_deterministic_and_reports_mean_and_sd() {
     );
     let (_, second, _) = run(&mut cmd);
     assert_eq!(first, second);
+}
+
+#[test]
+fn progress_off_a_terminal_is_plain_and_early_stopping_names_the_kept_epoch() {
+    let Some(_) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // A high learning rate overfits quickly, so patience 1 stops long before epoch 60.
+    let runf = run_file(dir.path(), "epochs = 60\npatience = 1\nlr = 0.5");
+    let mut cmd = frostline(&["train", "--run"]);
+    cmd.arg(&runf).arg("--cache-dir").arg(cache());
+    let (ok, out, err) = run(&mut cmd);
+    assert!(ok, "{out}{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("early stopping after epoch"))
+        .unwrap_or_else(|| panic!("no early-stopping line in {err}"));
+    let kept: usize = line
+        .split("keeping epoch ")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    let stopped: usize = line["early stopping after epoch ".len()..]
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(stopped, kept + 1, "patience 1: {line}");
+    assert!(out.contains(&format!("best epoch {kept}")), "{out}");
+    // stderr is a pipe here: no bar drawing (carriage returns / escape codes) in it.
+    assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
 }

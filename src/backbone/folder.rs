@@ -31,6 +31,9 @@ pub struct ModelFolder {
     pub max_length: usize,
     /// How the graph was quantized (`quantization.json`); `None` for an fp32 folder.
     pub quantization: Option<Quantization>,
+    /// Text put before every input (e5's `query: `), from `frostline.json` (`--prefix` of the
+    /// exporter); empty for none. Texts are keyed in the cache with it.
+    pub prefix: String,
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -109,7 +112,33 @@ impl ModelFolder {
             pooling_source,
             max_length,
             quantization: Quantization::read(dir)?,
+            prefix: Self::read_prefix(dir)?,
         })
+    }
+
+    /// The input prefix recorded by the exporter in `frostline.json` (none when absent).
+    fn read_prefix(dir: &Path) -> Result<String> {
+        let path = dir.join("frostline.json");
+        if !path.is_file() {
+            return Ok(String::new());
+        }
+        match read_json(&path)?.get("prefix") {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(p)) => Ok(p.clone()),
+            Some(other) => Err(Error::model(
+                &path,
+                format!("field \"prefix\" must be a string, found {other}"),
+            )),
+        }
+    }
+
+    /// `text` as the model sees it: with the folder's prefix.
+    pub fn model_text<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.prefix.is_empty() {
+            std::borrow::Cow::Borrowed(text)
+        } else {
+            std::borrow::Cow::Owned(format!("{}{text}", self.prefix))
+        }
     }
 
     /// The graph's numeric format: `fp32`, or how it was quantized.
@@ -206,9 +235,19 @@ impl ModelFolder {
                 ));
             }
         }
-        Ok((
-            Pooling { mode, normalize },
-            modules_path.display().to_string(),
-        ))
+        // A folder whose pooling the exporter wrote from --pooling says so in frostline.json.
+        let by_flag = read_json(&dir.join("frostline.json"))
+            .ok()
+            .and_then(|info| info.get("pooling").cloned())
+            .is_some();
+        let source = if by_flag {
+            format!(
+                "{}, written by the exporter from --pooling",
+                modules_path.display()
+            )
+        } else {
+            modules_path.display().to_string()
+        };
+        Ok((Pooling { mode, normalize }, source))
     }
 }

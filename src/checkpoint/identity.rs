@@ -29,6 +29,10 @@ pub struct BackboneIdentity {
     #[serde(default = "fp32")]
     pub numeric: String,
     pub pooling: String,
+    /// The text the folder puts before every input (`frostline.json`'s `prefix`); older
+    /// checkpoints had none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
     pub num_layers: usize,
     pub hidden_size: usize,
     /// The truncation length the heads were trained with.
@@ -84,6 +88,7 @@ impl BackboneIdentity {
             content_hash,
             numeric,
             pooling: folder.pooling.describe(),
+            prefix: folder.prefix.clone(),
             num_layers: folder.num_layers,
             hidden_size: folder.hidden_size,
             max_length,
@@ -118,6 +123,11 @@ impl BackboneIdentity {
             actual.content_hash.clone(),
         );
         differ("pooling", self.pooling.clone(), actual.pooling.clone());
+        differ(
+            "input prefix",
+            format!("{:?}", self.prefix),
+            format!("{:?}", actual.prefix),
+        );
         differ(
             "layers",
             self.num_layers.to_string(),
@@ -181,6 +191,7 @@ mod tests {
             content_hash: "xxh3-128:00".into(),
             numeric: "fp32".into(),
             pooling: "mean+l2".into(),
+            prefix: String::new(),
             num_layers: 6,
             hidden_size: 384,
             max_length: 256,

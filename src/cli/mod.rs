@@ -65,6 +65,43 @@ pub struct Cli {
 mod tests {
     use clap::CommandFactory;
 
+    /// Where README.md states a flag's default ("`--flag` … default N" before the line or the
+    /// parenthesis ends), it is the binary's.
+    #[test]
+    fn readme_states_the_binary_s_defaults() {
+        let readme = include_str!("../../README.md");
+        let cli = super::Cli::command();
+        let mut checked = 0;
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                let (Some(long), [default]) = (arg.get_long(), arg.get_default_values()) else {
+                    continue;
+                };
+                let default = default.to_string_lossy();
+                let flag = format!("`--{long}`");
+                for (at, _) in readme.match_indices(&flag) {
+                    let rest = &readme[at + flag.len()..];
+                    let window = &rest[..rest.find(['\n', ')']).unwrap_or(rest.len())];
+                    let Some(d) = window.find("default ") else {
+                        continue;
+                    };
+                    let stated: String = window[d + 8..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == ',' || *c == '.')
+                        .filter(|c| *c != ',')
+                        .collect();
+                    assert_eq!(
+                        stated.trim_end_matches('.'),
+                        default,
+                        "README says --{long} defaults to {stated}, the binary to {default}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 3, "only {checked} stated defaults found");
+    }
+
     /// Every flag of every subcommand says what it does, and every subcommand ends its --help
     /// with an example.
     #[test]
@@ -75,14 +112,18 @@ mod tests {
             if name == "help" {
                 continue;
             }
-            let after = sub.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+            let after = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
             assert!(after.contains("frostline "), "{name} has no example");
             for arg in sub.get_arguments() {
                 if arg.is_hide_set() || ["help", "version"].contains(&arg.get_id().as_str()) {
                     continue;
                 }
                 assert!(
-                    arg.get_help().is_some_and(|h| !h.to_string().trim().is_empty()),
+                    arg.get_help()
+                        .is_some_and(|h| !h.to_string().trim().is_empty()),
                     "{name} --{} has no help text",
                     arg.get_id()
                 );
@@ -101,28 +142,44 @@ pub enum Command {
         model: Option<PathBuf>,
     },
     /// Embed texts from a CSV, JSONL, Parquet or text file into .parquet or .npy (through the cache).
-    #[command(after_help = "Examples:\n  frostline embed --input data/banking77/test.csv --output banking_test.parquet\n  frostline embed --input 'corpus/*.csv' --output vectors/ --shard 0/4 --carry label")]
+    #[command(
+        after_help = "Examples:\n  frostline embed --input data/banking77/test.csv --output banking_test.parquet\n  frostline embed --input 'corpus/*.csv' --output vectors/ --shard 0/4 --carry label"
+    )]
     Embed(EmbedArgs),
     /// Train (or build training-free) task heads as a run file describes, evaluate, checkpoint.
-    #[command(after_help = "Examples:\n  frostline train --run runs/demo.toml --out ckpt\n  frostline train --run runs/demo.toml --regime frost-line=4 --set train.epochs=3 --out ckpt-frost")]
+    #[command(
+        after_help = "Examples:\n  frostline train --run runs/demo.toml --out ckpt\n  frostline train --run runs/demo.toml --regime frost-line=4 --set train.epochs=3 --out ckpt-frost"
+    )]
     Train(TrainArgs),
     /// Predict every task's label and probability for new texts with a checkpoint.
-    #[command(after_help = "Examples:\n  frostline predict --checkpoint ckpt --input new.csv --output predictions.parquet\n  frostline predict --checkpoint ckpt --input new.csv --output p.csv --tasks intent --top-k 3 --keep-columns id")]
+    #[command(
+        after_help = "Examples:\n  frostline predict --checkpoint ckpt --input new.csv --output predictions.parquet\n  frostline predict --checkpoint ckpt --input new.csv --output p.csv --tasks intent --top-k 3 --keep-columns id"
+    )]
     Predict(PredictArgs),
     /// Replay MTEB's classification protocol (k per label, 10 experiments, logistic regression).
-    #[command(after_help = "Example:\n  frostline mteb --train ../shared/data/sst2/train.csv --test ../shared/data/sst2/test.csv --k 8 --out mteb-sst2")]
+    #[command(
+        after_help = "Example:\n  frostline mteb --train ../shared/data/sst2/train.csv --test ../shared/data/sst2/test.csv --k 8 --out mteb-sst2"
+    )]
     Mteb(MtebArgs),
     /// Evaluate a checkpoint on a split: Parquet/CSV tables, Markdown summary, SVG plots.
-    #[command(after_help = "Examples:\n  frostline eval --checkpoint ckpt\n  frostline eval --checkpoint ckpt --split dev --out ckpt-dev-report")]
+    #[command(
+        after_help = "Examples:\n  frostline eval --checkpoint ckpt\n  frostline eval --checkpoint ckpt --split dev --out ckpt-dev-report"
+    )]
     Eval(EvalArgs),
     /// Train and evaluate every regime on the run file's tasks; one comparison table.
-    #[command(after_help = "Examples:\n  frostline compare --run runs/demo.toml --out compare-report\n  frostline compare --run runs/demo.toml --frost-lines 3,5")]
+    #[command(
+        after_help = "Examples:\n  frostline compare --run runs/demo.toml --out compare-report\n  frostline compare --run runs/demo.toml --frost-lines 3,5"
+    )]
     Compare(CompareArgs),
     /// Export a frost-line checkpoint's tuned backbone as one ONNX model folder.
-    #[command(after_help = "Example:\n  frostline export --checkpoint ckpt-frost --out models/minilm-tuned")]
+    #[command(
+        after_help = "Example:\n  frostline export --checkpoint ckpt-frost --out models/minilm-tuned"
+    )]
     Export(ExportArgs),
     /// Write an int8 copy of a model folder (per-token by default; static or dynamic on request).
-    #[command(after_help = "Examples:\n  frostline quantize --model models/all-MiniLM-L6-v2 --out models/all-MiniLM-L6-v2-int8\n  frostline quantize --out models/minilm-static --method static --calibration data/banking77/train.csv")]
+    #[command(
+        after_help = "Examples:\n  frostline quantize --model models/all-MiniLM-L6-v2 --out models/all-MiniLM-L6-v2-int8\n  frostline quantize --out models/minilm-static --method static --calibration data/banking77/train.csv"
+    )]
     Quantize(QuantizeArgs),
 }
 

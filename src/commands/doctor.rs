@@ -60,7 +60,15 @@ pub(crate) fn run(ort_lib: Option<&Path>, model: &ModelChoice) -> Outcome {
             pooling = serde_json::json!({
                 "pooling": folder.pooling.describe(),
                 "source": folder.pooling_source,
+                "prefix": folder.prefix,
             });
+            if !folder.prefix.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  input prefix: {:?} (from frostline.json; put before every text)",
+                    folder.prefix
+                );
+            }
             let _ = writeln!(
                 out,
                 "  pooling: {} (from {})",

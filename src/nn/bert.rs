@@ -341,6 +341,9 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, ArrayD<f32>)>> {
 pub struct PoolTrace {
     pre_norm: Array2<f32>,
     seg: Segments,
+    /// Max pooling: for each (sequence, dimension), the packed row that held the maximum (the
+    /// first of equals) — where its gradient goes.
+    argmax: Option<Array2<usize>>,
 }
 
 pub fn pool_forward(
@@ -348,16 +351,23 @@ pub fn pool_forward(
     y: ArrayView2<f32>,
     seg: &Segments,
 ) -> Result<(Array2<f32>, PoolTrace)> {
-    if !matches!(pooling.mode, PoolingMode::Mean | PoolingMode::Cls) {
-        return Err(Error::Usage(format!(
-            "pooling {:?} has no backward pass: the frost line supports mean and CLS pooling",
-            pooling.mode
-        )));
-    }
     let mut u = Array2::<f32>::zeros((seg.count(), y.ncols()));
     for b in 0..seg.count() {
         pooling.pool_tokens(y.slice(s![seg.range(b), ..]), u.row_mut(b));
     }
+    let argmax = (pooling.mode == PoolingMode::Max).then(|| {
+        let mut idx = Array2::<usize>::zeros(u.dim());
+        for b in 0..seg.count() {
+            let rows = seg.range(b);
+            for (d, best) in idx.row_mut(b).iter_mut().enumerate() {
+                *best = rows
+                    .clone()
+                    .find(|&r| y[[r, d]] == u[[b, d]])
+                    .unwrap_or(rows.start);
+            }
+        }
+        idx
+    });
     let mut out = u.clone();
     if pooling.normalize {
         for row in out.rows_mut() {
@@ -369,6 +379,7 @@ pub fn pool_forward(
         PoolTrace {
             pre_norm: u,
             seg: seg.clone(),
+            argmax,
         },
     ))
 }
@@ -390,8 +401,20 @@ pub fn pool_backward(pooling: Pooling, t: &PoolTrace, dv: ArrayView2<f32>) -> Ar
         let rows = t.seg.range(b);
         match pooling.mode {
             PoolingMode::Cls => dy.row_mut(rows.start).assign(&du.row(b)),
-            _ => {
-                let g = du.row(b).mapv(|v| v / rows.len() as f32);
+            PoolingMode::Max => {
+                let argmax = t.argmax.as_ref().expect("max pooling keeps its argmax");
+                for (d, &r) in argmax.row(b).iter().enumerate() {
+                    dy[[r, d]] += du[[b, d]];
+                }
+            }
+            PoolingMode::Mean | PoolingMode::MeanSqrtLen => {
+                let n = rows.len() as f32;
+                let div = if pooling.mode == PoolingMode::Mean {
+                    n
+                } else {
+                    n.sqrt()
+                };
+                let g = du.row(b).mapv(|v| v / div);
                 for r in rows {
                     dy.row_mut(r).assign(&g);
                 }

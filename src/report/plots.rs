@@ -7,7 +7,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::{confusion_counts, TaskEval};
+use super::{confusion_counts, TaskEval, MISSED, NONE};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::train::EpochLog;
@@ -24,7 +24,30 @@ const BLUE: RGBColor = RGBColor(31, 119, 180);
 const ORANGE: RGBColor = RGBColor(255, 127, 14);
 const GREEN: RGBColor = RGBColor(44, 160, 44);
 
-/// Train loss (left) and dev accuracy / macro-F1 (right) per epoch for one task.
+/// The epoch whose weights training kept: the best mean dev macro-F1 over the tasks that have
+/// one (the first of equals, as training decides); the last epoch when no task has dev scores.
+pub fn kept_epoch(log: &[EpochLog]) -> Option<usize> {
+    let last = log.iter().map(|r| r.epoch).max()?;
+    let mut best: Option<(f64, usize)> = None;
+    for epoch in 1..=last {
+        let f1: Vec<f64> = log
+            .iter()
+            .filter(|r| r.epoch == epoch)
+            .filter_map(|r| r.dev_macro_f1)
+            .collect();
+        if f1.is_empty() {
+            continue;
+        }
+        let mean = f1.iter().sum::<f64>() / f1.len() as f64;
+        if best.is_none_or(|(b, _)| mean > b) {
+            best = Some((mean, epoch));
+        }
+    }
+    Some(best.map_or(last, |(_, e)| e))
+}
+
+/// Train loss (left) and dev accuracy / macro-F1 (right) per epoch for one task, with the epoch
+/// training kept marked.
 pub fn learning_curves(log: &[EpochLog], task: &str, path: &Path) -> Result<()> {
     let rows: Vec<&EpochLog> = log.iter().filter(|r| r.task == task).collect();
     let mut svg = String::new();
@@ -62,12 +85,26 @@ pub fn learning_curves(log: &[EpochLog], task: &str, path: &Path) -> Result<()> 
         ))
         .map_err(plot_err)?;
 
+        // The scores' own range (padded), so a curve that moves by a point is visible.
+        let scores: Vec<f64> = rows
+            .iter()
+            .flat_map(|r| [r.dev_accuracy, r.dev_macro_f1])
+            .flatten()
+            .collect();
+        let lo = scores.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let (lo, hi) = if lo.is_finite() {
+            let pad = ((hi - lo) * 0.15).max(0.01);
+            ((lo - pad).max(0.0), (hi + pad).min(1.0))
+        } else {
+            (0.0, 1.0)
+        };
         let mut c = ChartBuilder::on(&right)
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(52)
             .caption("dev score", ("sans-serif", 16))
-            .build_cartesian_2d(1.0..max_epoch, 0.0..1.0)
+            .build_cartesian_2d(1.0..max_epoch, lo..hi)
             .map_err(plot_err)?;
         c.configure_mesh()
             .x_desc("epoch")
@@ -91,6 +128,18 @@ pub fn learning_curves(log: &[EpochLog], task: &str, path: &Path) -> Result<()> 
         .map_err(plot_err)?
         .label("macro-F1")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], GREEN.stroke_width(2)));
+        if let Some(kept) = kept_epoch(log) {
+            let x = kept as f64;
+            c.draw_series(DashedLineSeries::new(
+                [(x, lo), (x, hi)],
+                6,
+                4,
+                BLACK.stroke_width(1),
+            ))
+            .map_err(plot_err)?
+            .label(format!("kept: epoch {kept}"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.stroke_width(1)));
+        }
         c.configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
@@ -151,7 +200,11 @@ fn shown_classes(e: &TaskEval, max: usize) -> (Vec<String>, bool) {
 /// Row-normalised confusion heat map; classes sorted by name, at most 25 (the most confused).
 pub fn confusion_heatmap(e: &TaskEval, path: &Path) -> Result<()> {
     const MAX: usize = 25;
-    let (classes, truncated) = shown_classes(e, MAX);
+    let (mut classes, truncated) = shown_classes(e, MAX);
+    if e.separator.is_some() {
+        // Multi-label: labels left out (a column) and labels wrongly added (a row).
+        classes.extend([MISSED.to_string(), NONE.to_string()]);
+    }
     let k = classes.len();
     let counts = confusion_counts(e);
     let label_w = 12
@@ -172,16 +225,76 @@ pub fn confusion_heatmap(e: &TaskEval, path: &Path) -> Result<()> {
     } else {
         format!("{}: confusion (rows = true, columns = predicted)", e.task)
     };
-    let w = (label_w + cell * k as i32 + 40).max(20 + 8 * title.chars().count() as i32);
-    let h = label_w + cell * k as i32 + 50;
+    // Left: axis title + row labels; right: the colour scale; bottom: column labels + title.
+    const AXIS: i32 = 22;
+    const SCALE_W: i32 = 90;
+    let grid = cell * k as i32;
+    let w = (AXIS + label_w + grid + SCALE_W).max(20 + 8 * title.chars().count() as i32);
+    let h = 40 + grid + label_w + AXIS + 10;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (w as u32, h as u32)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         root.draw(&Text::new(title, (10, 8), ("sans-serif", 16)))
             .map_err(plot_err)?;
-        let (x0, y0) = (label_w, 40);
+        let (x0, y0) = (AXIS + label_w, 40);
         let font = ("sans-serif", 12).into_font();
+        let shade_of = |frac: f64| {
+            let shade = (255.0 * (1.0 - frac.clamp(0.0, 1.0))) as u8;
+            RGBColor(
+                shade,
+                shade.saturating_add(((255 - shade) as f64 * 0.35) as u8),
+                255,
+            )
+        };
+        // Axis titles.
+        root.draw(&Text::new(
+            "true class",
+            (4, y0 + grid / 2 + 30),
+            font.clone().transform(FontTransform::Rotate270),
+        ))
+        .map_err(plot_err)?;
+        root.draw(&Text::new(
+            "predicted class",
+            (x0 + grid / 2 - 45, y0 + grid + label_w + 4),
+            font.clone(),
+        ))
+        .map_err(plot_err)?;
+        // The colour scale: share of the true class's rows, 0 at the bottom to 1 at the top.
+        let (sx, steps) = (x0 + grid + 20, 20);
+        let step_h = (grid.max(100) / steps).max(1);
+        for i in 0..steps {
+            let frac = 1.0 - i as f64 / (steps - 1) as f64;
+            let y = y0 + i * step_h;
+            root.draw(&Rectangle::new(
+                [(sx, y), (sx + 16, y + step_h)],
+                shade_of(frac).filled(),
+            ))
+            .map_err(plot_err)?;
+        }
+        root.draw(&Rectangle::new(
+            [(sx, y0), (sx + 16, y0 + steps * step_h)],
+            BLACK.stroke_width(1),
+        ))
+        .map_err(plot_err)?;
+        for (frac, y) in [
+            (1.0, y0),
+            (0.5, y0 + steps * step_h / 2),
+            (0.0, y0 + steps * step_h),
+        ] {
+            root.draw(&Text::new(
+                format!("{frac:.1}"),
+                (sx + 20, y - 6),
+                font.clone(),
+            ))
+            .map_err(plot_err)?;
+        }
+        root.draw(&Text::new(
+            "share of row",
+            (sx - 4, y0 + steps * step_h + 10),
+            ("sans-serif", 11).into_font(),
+        ))
+        .map_err(plot_err)?;
         for (i, t) in classes.iter().enumerate() {
             let row_total: u64 = counts
                 .iter()
@@ -195,12 +308,7 @@ pub fn confusion_heatmap(e: &TaskEval, path: &Path) -> Result<()> {
                 } else {
                     c as f64 / row_total as f64
                 };
-                let shade = (255.0 * (1.0 - frac)) as u8;
-                let color = RGBColor(
-                    shade,
-                    shade.saturating_add(((255 - shade) as f64 * 0.35) as u8),
-                    255,
-                );
+                let color = shade_of(frac);
                 let (x, y) = (x0 + j as i32 * cell, y0 + i as i32 * cell);
                 root.draw(&Rectangle::new(
                     [(x, y), (x + cell, y + cell)],
@@ -219,7 +327,7 @@ pub fn confusion_heatmap(e: &TaskEval, path: &Path) -> Result<()> {
             }
             root.draw(&Text::new(
                 t.clone(),
-                (4, y0 + i as i32 * cell + cell / 2 - 6),
+                (AXIS + 4, y0 + i as i32 * cell + cell / 2 - 6),
                 font.clone(),
             ))
             .map_err(plot_err)?;
@@ -256,17 +364,38 @@ pub fn accuracy_vs_time(points: &[ComparePoint], path: &Path) -> Result<()> {
             }
             v
         });
+    // Points carry a number; the key below names them (variant names are too long to print
+    // beside points that often sit on top of each other).
+    let mut variants: Vec<&str> = Vec::new();
+    for p in points {
+        if !variants.contains(&p.label.as_str()) {
+            variants.push(&p.label);
+        }
+    }
+    let number = |label: &str| variants.iter().position(|v| *v == label).unwrap_or(0) + 1;
+    let key_h = 18 * variants.len() as u32 + 16;
+    let width = 520 * tasks.len().max(1) as u32;
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (520 * tasks.len().max(1) as u32, 440))
-            .into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (width, 440 + key_h)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        let panels = root.split_evenly((1, tasks.len().max(1)));
+        let (charts, key) = root.split_vertically(440);
+        for (i, v) in variants.iter().enumerate() {
+            key.draw(&Text::new(
+                format!("{}  {v}", i + 1),
+                (20, 8 + 18 * i as i32),
+                ("sans-serif", 12),
+            ))
+            .map_err(plot_err)?;
+        }
+        let panels = charts.split_evenly((1, tasks.len().max(1)));
         for (panel, task) in panels.iter().zip(&tasks) {
             let pts: Vec<&ComparePoint> = points.iter().filter(|p| &p.task == task).collect();
             let tmax = pts.iter().map(|p| p.train_seconds).fold(1.0f64, f64::max) * 3.0;
             let amin = pts.iter().map(|p| p.accuracy).fold(1.0f64, f64::min);
+            let amax = pts.iter().map(|p| p.accuracy).fold(0.0f64, f64::max);
             let lo = (amin - 0.05).max(0.0);
+            let hi = (amax + 0.03).min(1.0).max(lo + 0.01);
             let mut c = ChartBuilder::on(panel)
                 .margin(14)
                 .x_label_area_size(36)
@@ -275,7 +404,7 @@ pub fn accuracy_vs_time(points: &[ComparePoint], path: &Path) -> Result<()> {
                     format!("{task}: test accuracy vs training time"),
                     ("sans-serif", 16),
                 )
-                .build_cartesian_2d((1e-3..tmax).log_scale(), lo..1.0)
+                .build_cartesian_2d((1e-3..tmax).log_scale(), lo..hi)
                 .map_err(plot_err)?;
             c.configure_mesh()
                 .x_desc("training seconds (log; 0 s at 0.001)")
@@ -291,9 +420,9 @@ pub fn accuracy_vs_time(points: &[ComparePoint], path: &Path) -> Result<()> {
                 )))
                 .map_err(plot_err)?;
                 c.draw_series(std::iter::once(Text::new(
-                    p.label.clone(),
+                    number(&p.label).to_string(),
                     (x, p.accuracy),
-                    ("sans-serif", 11),
+                    ("sans-serif", 12).into_font().color(&BLACK),
                 )))
                 .map_err(plot_err)?;
             }
@@ -301,4 +430,41 @@ pub fn accuracy_vs_time(points: &[ComparePoint], path: &Path) -> Result<()> {
         root.present().map_err(plot_err)?;
     }
     save(path, svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(epoch: usize, task: &str, f1: Option<f64>) -> EpochLog {
+        EpochLog {
+            epoch,
+            task: task.into(),
+            steps: 1,
+            train_loss: 1.0,
+            dev_accuracy: f1,
+            dev_macro_f1: f1,
+            lr: 0.1,
+            train_seconds: 0.0,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_kept_epoch_is_the_best_mean_dev_f1_first_of_equals_or_the_last_without_dev() {
+        let log = vec![
+            row(1, "a", Some(0.5)),
+            row(1, "b", Some(0.5)),
+            row(2, "a", Some(0.7)),
+            row(2, "b", Some(0.5)),
+            row(3, "a", Some(0.5)),
+            row(3, "b", Some(0.7)),
+            row(4, "a", Some(0.4)),
+            row(4, "b", None),
+        ];
+        assert_eq!(kept_epoch(&log), Some(2));
+        let no_dev = vec![row(1, "a", None), row(2, "a", None)];
+        assert_eq!(kept_epoch(&no_dev), Some(2));
+        assert_eq!(kept_epoch(&[]), None);
+    }
 }

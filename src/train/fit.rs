@@ -7,7 +7,6 @@
 
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, ArrayD, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +18,7 @@ use crate::nn::loss::{bce_with_logits, cross_entropy};
 use crate::nn::optim::{clip_grad_norm, AdamW, AdamWConfig, ParamGroup};
 use crate::nn::schedule::lr_scale;
 use crate::nn::{ParamId, ParamStore, Rng};
+use crate::progress::Progress;
 use crate::runfile::{ClassWeights, Sampling, TrainConfig};
 use crate::tasks::{SplitName, TaskData};
 
@@ -234,7 +234,12 @@ pub fn fit(inputs: FitInputs, store: &mut ParamStore) -> Result<TrainReport> {
     let mut step = 0usize;
     for epoch in 1..=cfg.epochs {
         let epoch_start = Instant::now();
-        let bar = epoch_bar(progress, epoch, cfg.epochs, steps_per_epoch);
+        let bar = Progress::new(
+            progress,
+            format!("training epoch {epoch}/{}", cfg.epochs),
+            steps_per_epoch as u64,
+            "steps",
+        );
         let mut loss_sum = vec![0.0f64; active.len()];
         let mut loss_steps = vec![0usize; active.len()];
         for _ in 0..steps_per_epoch {
@@ -273,7 +278,7 @@ pub fn fit(inputs: FitInputs, store: &mut ParamStore) -> Result<TrainReport> {
             step += 1;
             loss_sum[a] += loss as f64;
             loss_steps[a] += 1;
-            bar.inc(1);
+            bar.inc(1, rows.len() as u64);
             if progress && step.is_multiple_of(16) {
                 let losses: Vec<String> = active
                     .iter()
@@ -286,10 +291,10 @@ pub fn fit(inputs: FitInputs, store: &mut ParamStore) -> Result<TrainReport> {
                         )
                     })
                     .collect();
-                bar.set_message(format!("{epoch}/{} loss {}", cfg.epochs, losses.join(", ")));
+                bar.set_message(format!("loss {}", losses.join(", ")));
             }
         }
-        bar.finish_and_clear();
+        bar.finish();
         let train_seconds = epoch_start.elapsed().as_secs_f64();
 
         let lr = (cfg.lr * lr_scale(step.saturating_sub(1), total_steps, warmup, cfg.decay)) as f64;
@@ -328,6 +333,12 @@ pub fn fit(inputs: FitInputs, store: &mut ParamStore) -> Result<TrainReport> {
             best = (score, epoch, snapshot(store, trainable));
         } else if cfg.patience > 0 && epoch - best.1 >= cfg.patience {
             report.stopped_early = true;
+            if progress {
+                eprintln!(
+                    "early stopping after epoch {epoch}: no better mean dev macro-F1 for {} epochs; keeping epoch {}'s weights (dev {:.3})",
+                    cfg.patience, best.1, best.0
+                );
+            }
             break;
         }
     }
@@ -361,20 +372,6 @@ fn dev_metrics(inputs: FitInputs, store: &ParamStore, t: usize) -> Result<Option
         dev_x.view(),
     );
     Ok(Some(metrics))
-}
-
-fn epoch_bar(enabled: bool, epoch: usize, epochs: usize, steps: usize) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template("epoch [{bar:30}] {pos}/{len} steps {per_sec}  {msg}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(format!("{epoch}/{epochs}"));
-    bar
 }
 
 /// Class prototypes for nearest-centroid heads: the mean training vector of each class (of the

@@ -328,18 +328,23 @@ fn cached_vectors(
     tasks: &[TaskData],
     stats: &mut Vec<EmbedStats>,
 ) -> Result<Vec<TaskVectors>> {
-    let mut embed = |texts: &[String]| -> Result<ndarray::Array2<f32>> {
+    let mut embed = |task: &TaskData, split: &str, texts: &[String]| {
+        embedder.set_progress_label(&format!("{} {split}", task.config.name));
         let (x, s) = embedder.embed(texts)?;
         stats.push(s);
-        Ok(x)
+        Ok::<_, Error>(x)
     };
     tasks
         .iter()
         .map(|t| {
             Ok(TaskVectors {
-                train: embed(&t.train.texts)?,
-                dev: embed(&t.dev.texts)?,
-                test: t.test.as_ref().map(|s| embed(&s.texts)).transpose()?,
+                train: embed(t, "train", &t.train.texts)?,
+                dev: embed(t, "dev", &t.dev.texts)?,
+                test: t
+                    .test
+                    .as_ref()
+                    .map(|s| embed(t, "test", &s.texts))
+                    .transpose()?,
             })
         })
         .collect()
@@ -358,7 +363,8 @@ fn frost_features(
     // The layers load first: a folder without usable weights fails before any embedding.
     let encoder = NativeEncoder::load(store, folder, n)?;
     let mut tok = TokenStateEmbedder::open(settings.clone(), n, quantize_frozen)?;
-    let mut states = |texts: &[String]| {
+    let mut states = |task: &TaskData, split: &str, texts: &[String]| {
+        tok.set_progress_label(&format!("{} {split} (below layer {n})", task.config.name));
         let (s, st) = tok.token_states(texts)?;
         stats.push(st);
         Ok::<_, Error>(s)
@@ -366,9 +372,13 @@ fn frost_features(
     let mut task_states = Vec::new();
     for t in tasks {
         task_states.push(TaskStates {
-            train: states(&t.train.texts)?,
-            dev: states(&t.dev.texts)?,
-            test: t.test.as_ref().map(|s| states(&s.texts)).transpose()?,
+            train: states(t, "train", &t.train.texts)?,
+            dev: states(t, "dev", &t.dev.texts)?,
+            test: t
+                .test
+                .as_ref()
+                .map(|s| states(t, "test", &s.texts))
+                .transpose()?,
         });
     }
     Ok(Features::Frost(FrostFeatures {

@@ -213,3 +213,16 @@ pub fn linked_copy(model: &Path, dest: &Path, change_tokenizer: bool) {
         }
     }
 }
+
+/// `bin/python` of the venv named by `$var`, else `~/.cache/frostline/<default>`; a test that
+/// needs it fails (naming the set-up script) when it is missing.
+pub fn venv_python(var: &str, default: &str, setup: &str) -> PathBuf {
+    let venv = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap())
+            .join(".cache/frostline")
+            .join(default)
+    });
+    let py = venv.join("bin/python");
+    assert!(py.is_file(), "{} is missing: run {setup}", py.display());
+    py
+}

