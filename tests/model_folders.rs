@@ -149,8 +149,8 @@ fn bert_family_folders_as_people_have_them_embed_train_and_export() {
         assert_eq!(real(&a), real(&b), "{t:?}");
     }
 
-    // A 768-d folder trains heads on the cache and through a frost line, and exports.
-    let model = d.join("models/wide-random");
+    // Each folder trains heads on the cache and through a frost line (its top layer), and the
+    // frost line's tuned model exports and embeds.
     let data = d.join("data.csv");
     let mut csv = String::from("text,label\n");
     for i in 0..60 {
@@ -162,39 +162,52 @@ fn bert_family_folders_as_people_have_them_embed_train_and_export() {
         csv.push_str(&format!("{t},{l}\n"));
     }
     std::fs::write(&data, csv).unwrap();
-    let run_toml = d.join("run.toml");
-    std::fs::write(
-        &run_toml,
-        format!(
-            "model = \"{}\"\n[train]\nepochs = 2\n[[tasks]]\nname = \"s\"\ntrain = \"{}\"\ndev_fraction = 0.2\n",
-            model.display(),
-            data.display()
-        ),
-    )
-    .unwrap();
-    for (regime, ck) in [
-        ("frozen-backbone", "ck-frozen"),
-        ("frost-line=1", "ck-frost"),
+    for (variant, top, hidden) in [
+        ("deep-cls", 11, 384),
+        ("wide-random", 1, 768),
+        ("bin-only", 5, 384),
     ] {
-        let mut cmd = frostline(&["train", "--json", "--no-progress", "--regime", regime]);
-        cmd.arg("--run")
-            .arg(&run_toml)
+        let model = d.join("models").join(variant);
+        let run_toml = d.join(format!("{variant}.toml"));
+        std::fs::write(
+            &run_toml,
+            format!(
+                "model = \"{}\"\n[train]\nepochs = 2\n[[tasks]]\nname = \"s\"\ntrain = \"{}\"\ndev_fraction = 0.2\n",
+                model.display(),
+                data.display()
+            ),
+        )
+        .unwrap();
+        let frost = format!("frost-line={top}");
+        for regime in ["frozen-backbone", frost.as_str()] {
+            let ck = d.join(format!("ck-{variant}-{regime}"));
+            let mut cmd = frostline(&["train", "--json", "--no-progress", "--regime", regime]);
+            cmd.arg("--run")
+                .arg(&run_toml)
+                .arg("--out")
+                .arg(&ck)
+                .env("FROSTLINE_CACHE", &cache);
+            let (ok, out, err) = run(&mut cmd);
+            assert!(ok, "{variant} {regime}: {out}{err}");
+            let j = json_of(&out);
+            assert!(j["trainable_params"].as_u64().unwrap() > 0, "{j}");
+        }
+        let exported = d.join("models").join(format!("{variant}-tuned"));
+        let mut cmd = frostline(&["export", "--checkpoint"]);
+        cmd.arg(d.join(format!("ck-{variant}-{frost}")))
             .arg("--out")
-            .arg(d.join(ck))
-            .env("FROSTLINE_CACHE", &cache);
+            .arg(&exported);
         let (ok, out, err) = run(&mut cmd);
-        assert!(ok, "{regime}: {out}{err}");
-        let j = json_of(&out);
-        assert!(j["trainable_params"].as_u64().unwrap() > 0, "{j}");
+        assert!(ok, "{variant}: {out}{err}");
+        let tuned = embed(
+            &exported,
+            &texts,
+            &d.join(format!("{variant}-tuned.npy")),
+            &cache,
+        );
+        assert_eq!(tuned[0].len(), hidden);
+        assert!(tuned.iter().flatten().all(|v| v.is_finite()));
     }
-    let exported = d.join("models/wide-tuned");
-    let mut cmd = frostline(&["export", "--checkpoint"]);
-    cmd.arg(d.join("ck-frost")).arg("--out").arg(&exported);
-    let (ok, out, err) = run(&mut cmd);
-    assert!(ok, "{out}{err}");
-    let tuned = embed(&exported, &texts, &d.join("tuned.npy"), &cache);
-    assert_eq!(tuned[0].len(), 768);
-    assert!(tuned.iter().flatten().all(|v| v.is_finite()));
 }
 
 #[test]
