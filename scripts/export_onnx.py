@@ -515,8 +515,13 @@ def build_folder(src: Path, out: Path, cfg: dict, args) -> dict:
     }
     if args.pooling is not None:
         info["pooling"] = {"mode": args.pooling, "normalize": args.normalize, "from": "--pooling"}
-    if args.prefix:
-        info["prefix"] = args.prefix
+    # A prefix the source folder already records (a frostline folder re-exported, e.g. with
+    # tuned layers) carries over unless --prefix says otherwise.
+    prefix = args.prefix
+    if prefix is None and (src / "frostline.json").exists():
+        prefix = json.loads((src / "frostline.json").read_text()).get("prefix")
+    if prefix:
+        info["prefix"] = prefix
     (out / "frostline.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 

@@ -291,4 +291,34 @@ fn the_input_prefix_is_part_of_the_cache_and_of_the_checkpoint_s_backbone() {
     let (c, _, err) = code(&mut cmd);
     assert_eq!(c, 3, "{err}");
     assert!(err.contains("input prefix"), "{err}");
+
+    // A tuned model exported from a prefixed folder keeps the prefix.
+    let mut cmd = fl(
+        d,
+        &cache,
+        &[
+            "train",
+            "--no-progress",
+            "--regime",
+            "frost-line=5",
+            "--run",
+        ],
+    );
+    cmd.arg(&run_toml)
+        .arg("--set")
+        .arg("train.epochs=1")
+        .arg("--out")
+        .arg(d.join("ck-frost"));
+    let (ok, out, err) = run(&mut cmd);
+    assert!(ok, "{out}{err}");
+    let mut cmd = fl(d, &cache, &["export", "--checkpoint"]);
+    cmd.arg(d.join("ck-frost"))
+        .arg("--out")
+        .arg(d.join("tuned"));
+    let (ok, out, err) = run(&mut cmd);
+    assert!(ok, "{out}{err}");
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("tuned/frostline.json")).unwrap())
+            .unwrap();
+    assert_eq!(info["prefix"], "query: ");
 }
