@@ -386,6 +386,15 @@ def export_with_torch(src: Path, dst: Path, cut_at: int | None) -> str:
     return "last_hidden_state"
 
 
+def written_here(name: str) -> bool:
+    """Whether a top-level name in a model folder is one the exporter (or frostline, for the
+    graphs it makes on demand) writes — what a re-export may replace."""
+    import fnmatch
+
+    own = {rel.split("/")[0] for rel in COPIED_FILES} | {"model.onnx", "frostline.json", "2_Normalize"}
+    return name in own or fnmatch.fnmatch(name, "model.cut-*.onnx") or fnmatch.fnmatch(name, ".model.cut-*")
+
+
 def replace_folder(built: Path, dst: Path) -> None:
     """Moves the finished folder `built` to `dst`: into its place when `dst` is absent or empty,
     over it when it is a folder this exporter wrote (it has frostline.json); anything else is
@@ -394,6 +403,11 @@ def replace_folder(built: Path, dst: Path) -> None:
         if not dst.is_dir() or (any(dst.iterdir()) and not (dst / "frostline.json").exists()):
             shutil.rmtree(built, ignore_errors=True)
             die(f"{dst} exists and was not written by this exporter (no frostline.json); choose another --output")
+        foreign = sorted(p.name for p in dst.iterdir() if not written_here(p.name))
+        if foreign:
+            shutil.rmtree(built, ignore_errors=True)
+            die(f"{dst} also holds {', '.join(foreign)}, which the exporter did not write; move "
+                f"{'it' if len(foreign) == 1 else 'them'} out or choose another --output")
         old = dst.parent / f".{dst.name}.old-{os.getpid()}"
         os.rename(dst, old)
         os.rename(built, dst)

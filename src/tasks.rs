@@ -201,6 +201,27 @@ pub fn read_split(config: &TaskConfig, split: SplitName, seed: u64) -> Result<Op
     })
 }
 
+/// The labels in `labels` (label-column values) that are not among `classes` (sorted), sorted
+/// and each once, and how many rows carry at least one of them (they count as errors).
+pub fn unseen_labels(
+    config: &TaskConfig,
+    classes: &[String],
+    labels: &[String],
+) -> (Vec<String>, usize) {
+    let known = |l: &str| classes.binary_search_by(|c| c.as_str().cmp(l)).is_ok();
+    let mut names = std::collections::BTreeSet::new();
+    let mut rows = 0;
+    for value in labels {
+        let mut any = false;
+        for l in config.label_set(value).into_iter().filter(|l| !known(l)) {
+            names.insert(l.to_string());
+            any = true;
+        }
+        rows += usize::from(any);
+    }
+    (names.into_iter().collect(), rows)
+}
+
 /// Reads a task's splits and takes its classes from the training labels.
 pub fn load_task(config: &TaskConfig, seed: u64) -> Result<TaskData> {
     let train = read_split(config, SplitName::Train, seed)?.expect("train is always there");
@@ -236,20 +257,11 @@ pub fn load_task(config: &TaskConfig, seed: u64) -> Result<TaskData> {
         unseen_test: 0,
         train,
     };
-    // A row counts as unseen when any of its labels is not a class.
-    let unseen = |task: &TaskData, labels: &[String]| {
-        labels
-            .iter()
-            .filter(|l| {
-                config
-                    .label_set(l)
-                    .iter()
-                    .any(|l| task.class_index(l).is_none())
-            })
-            .count()
-    };
-    task.unseen_dev = unseen(&task, &task.dev.labels);
-    task.unseen_test = task.test.as_ref().map_or(0, |t| unseen(&task, &t.labels));
+    task.unseen_dev = unseen_labels(config, &task.classes, &task.dev.labels).1;
+    task.unseen_test = task
+        .test
+        .as_ref()
+        .map_or(0, |t| unseen_labels(config, &task.classes, &t.labels).1);
     task.train_targets = task.targets(&task.train.labels);
     Ok(task)
 }

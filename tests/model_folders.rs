@@ -240,6 +240,23 @@ fn a_pickle_that_would_run_code_is_refused_and_a_failed_export_leaves_nothing() 
         std::fs::read_to_string(mine.join("notes.txt")).unwrap(),
         "keep me"
     );
+    // A folder the exporter wrote is replaced by a re-export, unless it holds something else.
+    let ours = d.join("ours");
+    let (c, out) = export(&src.join("bin-only"), &ours, &[]);
+    assert_eq!(c, 0, "{out}");
+    std::fs::write(ours.join("my-notes.md"), "keep me").unwrap();
+    let (c, out) = export(&src.join("bin-only"), &ours, &[]);
+    assert_eq!(c, 2, "{out}");
+    assert!(out.contains("my-notes.md"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(ours.join("my-notes.md")).unwrap(),
+        "keep me"
+    );
+    std::fs::remove_file(ours.join("my-notes.md")).unwrap();
+    std::fs::write(ours.join("model.cut-3.onnx"), "made on demand").unwrap();
+    let (c, out) = export(&src.join("bin-only"), &ours, &[]);
+    assert_eq!(c, 0, "{out}");
+    assert!(ours.join("model.onnx").is_file() && !ours.join("model.cut-3.onnx").exists());
     // --pooling where modules.json decides is refused.
     let (c, out) = export(&src.join("bin-only"), &d.join("x"), &["--pooling", "cls"]);
     assert_eq!(c, 2, "{out}");

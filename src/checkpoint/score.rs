@@ -7,7 +7,7 @@ use crate::embedder::EmbedStats;
 use crate::error::Result;
 use crate::report::TaskEval;
 use crate::runfile::TaskKind;
-use crate::tasks::{read_split, SplitName};
+use crate::tasks::{read_split, unseen_labels, SplitName};
 
 /// Scores every head of `ck` on `split` (tasks without that split are skipped with a note).
 pub fn evaluate_checkpoint(
@@ -54,25 +54,7 @@ pub fn evaluate_checkpoint(
         let prob: Vec<f32> = (0..pred.picks.len())
             .map(|i| pred.confidence(i, decision))
             .collect();
-        let mut unseen: Vec<String> = rows
-            .labels
-            .iter()
-            .flat_map(|l| config.label_set(l))
-            .filter(|l| !entry.classes.iter().any(|c| c == l))
-            .map(str::to_string)
-            .collect();
-        let unseen_rows = rows
-            .labels
-            .iter()
-            .filter(|l| {
-                config
-                    .label_set(l)
-                    .iter()
-                    .any(|l| !entry.classes.iter().any(|c| c == l))
-            })
-            .count();
-        unseen.sort();
-        unseen.dedup();
+        let (unseen, unseen_rows) = unseen_labels(config, &entry.classes, &rows.labels);
         if unseen_rows > 0 {
             notes.push(format!(
                 "task {name:?}: {unseen_rows} {} rows carry labels the checkpoint does not know ({}); they count as errors",
