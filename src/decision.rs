@@ -1,15 +1,18 @@
 //! How a head's outputs become labels — the one place for it, used by training's dev scores,
 //! `eval` and `predict` alike. A classification task: softmax, the most probable class. A
 //! multi-label task: a sigmoid per label, every label whose probability reaches its threshold
-//! (tuned on dev after training and kept in the checkpoint).
+//! (tuned on dev after training and kept in the checkpoint). A token task: softmax per word,
+//! then each sentence's tags — the most probable sequence that is valid BIO (no `I-X` after `O`
+//! or `B-Y`), or each word's most probable tag.
 
 use ndarray::{Array2, ArrayView2, Axis};
 
+use crate::data::conll::Bio;
 use crate::heads::Head;
-use crate::metrics::{classification_metrics, multilabel_metrics, TaskMetrics};
+use crate::metrics::{classification_metrics, entity_metrics, multilabel_metrics, TaskMetrics};
 use crate::nn::loss::{sigmoid, softmax};
 use crate::nn::ParamStore;
-use crate::runfile::{TaskConfig, TaskKind, ThresholdTuning};
+use crate::runfile::{TagDecoding, TaskConfig, TaskKind, ThresholdTuning};
 
 /// Threshold a multi-label task uses when it has no dev rows to tune one on.
 pub const DEFAULT_THRESHOLD: f32 = 0.5;
@@ -25,6 +28,8 @@ pub enum Decision {
     Single,
     /// Every label whose probability reaches its threshold (one per label).
     Multi { thresholds: Vec<f32> },
+    /// A tag per word, decided per sentence.
+    Tags(TagDecoding),
 }
 
 /// A head's decisions on a batch of vectors.
@@ -36,6 +41,28 @@ pub struct Predictions {
 }
 
 impl Predictions {
+    /// A token task's decided tags and their probabilities, sentence by sentence (`lens`: each
+    /// sentence's word count, in order).
+    pub fn sentence_tags<'a>(
+        &self,
+        classes: &'a [String],
+        lens: impl IntoIterator<Item = usize>,
+    ) -> Vec<(Vec<&'a str>, Vec<f32>)> {
+        let mut at = 0;
+        lens.into_iter()
+            .map(|n| {
+                let words = at..at + n;
+                at += n;
+                words
+                    .map(|w| {
+                        let c = self.picks[w][0];
+                        (classes[c].as_str(), self.probs[[w, c]])
+                    })
+                    .unzip()
+            })
+            .collect()
+    }
+
     /// Row `i`'s labels as the task writes them: the class, or the names joined by `separator`.
     pub fn label(&self, i: usize, classes: &[String], separator: &str) -> String {
         let names: Vec<&str> = self.picks[i].iter().map(|&c| classes[c].as_str()).collect();
@@ -47,7 +74,7 @@ impl Predictions {
     pub fn confidence(&self, i: usize, decision: &Decision) -> f32 {
         let row = self.probs.row(i);
         match decision {
-            Decision::Single => row[self.picks[i][0]],
+            Decision::Single | Decision::Tags(_) => row[self.picks[i][0]],
             Decision::Multi { .. } => row
                 .iter()
                 .enumerate()
@@ -71,12 +98,13 @@ impl Decision {
             TaskKind::MultiLabel => Decision::Multi {
                 thresholds: vec![DEFAULT_THRESHOLD; classes],
             },
+            TaskKind::TokenClassification => Decision::Tags(config.decoding),
         }
     }
 
     pub fn thresholds(&self) -> Option<&[f32]> {
         match self {
-            Decision::Single => None,
+            Decision::Single | Decision::Tags(_) => None,
             Decision::Multi { thresholds } => Some(thresholds),
         }
     }
@@ -84,7 +112,7 @@ impl Decision {
     /// Probabilities from logits.
     pub fn probabilities(&self, logits: ArrayView2<f32>) -> Array2<f32> {
         match self {
-            Decision::Single => softmax(logits),
+            Decision::Single | Decision::Tags(_) => softmax(logits),
             Decision::Multi { .. } => sigmoid(logits),
         }
     }
@@ -94,7 +122,7 @@ impl Decision {
         probs
             .axis_iter(Axis(0))
             .map(|row| match self {
-                Decision::Single => vec![argmax(row.iter().copied())],
+                Decision::Single | Decision::Tags(_) => vec![argmax(row.iter().copied())],
                 Decision::Multi { thresholds } => row
                     .iter()
                     .zip(thresholds)
@@ -106,11 +134,41 @@ impl Decision {
             .collect()
     }
 
-    /// The head run over `x`, decided.
-    pub fn predict(&self, store: &ParamStore, head: &Head, x: ArrayView2<f32>) -> Predictions {
+    /// The head run over `x`, decided. For a token task `x` holds the words of sentences of
+    /// `words` words each, in order, and each sentence is decoded whole.
+    pub fn predict(
+        &self,
+        store: &ParamStore,
+        head: &Head,
+        x: ArrayView2<f32>,
+        words: Option<&[usize]>,
+        classes: &[String],
+    ) -> Predictions {
         let probs = self.probabilities(head.forward(store, x).view());
-        let picks = self.pick(probs.view());
+        let picks = self.decide(probs.view(), words, classes);
         Predictions { probs, picks }
+    }
+
+    /// [`Decision::pick`], with a token task's sentences (`words` words each) decoded whole.
+    pub fn decide(
+        &self,
+        probs: ArrayView2<f32>,
+        words: Option<&[usize]>,
+        classes: &[String],
+    ) -> Vec<Vec<usize>> {
+        match (self, words) {
+            (Decision::Tags(TagDecoding::Constrained), Some(lens)) => {
+                let mut picks = Vec::with_capacity(probs.nrows());
+                let mut at = 0;
+                for &n in lens {
+                    let tags = viterbi_bio(probs.slice(ndarray::s![at..at + n, ..]), classes);
+                    picks.extend(tags.into_iter().map(|t| vec![t]));
+                    at += n;
+                }
+                picks
+            }
+            _ => self.pick(probs),
+        }
     }
 
     /// Metrics of these predictions against the rows' label-column values (labels the task does
@@ -126,6 +184,15 @@ impl Decision {
             Decision::Single => {
                 let names: Vec<&str> = pred.picks.iter().map(|p| classes[p[0]].as_str()).collect();
                 classification_metrics(labels, &names)
+            }
+            Decision::Tags(_) => {
+                let truth: Vec<Vec<&str>> = labels.iter().map(|l| l.split(' ').collect()).collect();
+                let mut words = pred.picks.iter().map(|p| classes[p[0]].as_str());
+                let tagged: Vec<Vec<&str>> = truth
+                    .iter()
+                    .map(|t| words.by_ref().take(t.len()).collect())
+                    .collect();
+                entity_metrics(&truth, &tagged)
             }
             Decision::Multi { .. } => {
                 let truth: Vec<Vec<&str>> = labels.iter().map(|l| config.label_set(l)).collect();
@@ -149,13 +216,79 @@ impl Decision {
         truth: &[Vec<usize>],
     ) -> Self {
         match self {
-            Decision::Single => Decision::Single,
+            Decision::Single | Decision::Tags(_) => self.clone(),
             Decision::Multi { .. } if truth.is_empty() => self.clone(),
             Decision::Multi { .. } => Decision::Multi {
                 thresholds: tune_thresholds(tuning, probs, truth),
             },
         }
     }
+}
+
+/// One entity a token task found: its type, its words (a range of the sentence's words) and its
+/// score (the mean probability of the span's decided tags).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entity {
+    pub kind: String,
+    pub words: std::ops::Range<usize>,
+    pub score: f32,
+}
+
+/// The entities of one sentence's decided tags (`tag_probs`: each tag's probability).
+pub fn entities<S: AsRef<str>>(tags: &[S], tag_probs: &[f32]) -> Vec<Entity> {
+    crate::data::conll::spans(tags)
+        .into_iter()
+        .map(|(kind, s, e)| Entity {
+            kind,
+            score: tag_probs[s..e].iter().sum::<f32>() / (e - s) as f32,
+            words: s..e,
+        })
+        .collect()
+}
+
+/// The most probable tag sequence of one sentence (`probs`: words × classes) in which every
+/// `I-X` continues an `X` entity (Viterbi over log-probabilities).
+pub fn viterbi_bio(probs: ArrayView2<f32>, classes: &[String]) -> Vec<usize> {
+    let (n, k) = probs.dim();
+    if n == 0 {
+        return Vec::new();
+    }
+    let bio: Vec<Option<Bio>> = classes.iter().map(|c| Bio::parse(c)).collect();
+    let allowed = |prev: Option<usize>, cur: usize| match bio[cur] {
+        Some(b) => b.may_follow(prev.and_then(|p| bio[p])),
+        None => true,
+    };
+    let lp = |i: usize, c: usize| probs[[i, c]].max(1e-12).ln();
+    let mut score: Vec<f32> = (0..k)
+        .map(|c| {
+            if allowed(None, c) {
+                lp(0, c)
+            } else {
+                f32::NEG_INFINITY
+            }
+        })
+        .collect();
+    let mut back = vec![vec![0usize; k]; n];
+    for (i, from) in back.iter_mut().enumerate().skip(1) {
+        let mut next = vec![f32::NEG_INFINITY; k];
+        for (c, (best, prev)) in next.iter_mut().zip(from.iter_mut()).enumerate() {
+            for (p, &s) in score.iter().enumerate() {
+                if s > f32::NEG_INFINITY && allowed(Some(p), c) && s > *best {
+                    *best = s;
+                    *prev = p;
+                }
+            }
+            *best += lp(i, c);
+        }
+        score = next;
+    }
+    let mut c = argmax(score.iter().copied());
+    let mut path = vec![c; n];
+    for i in (1..n).rev() {
+        c = back[i][c];
+        path[i - 1] = c;
+    }
+    path
 }
 
 fn argmax(values: impl Iterator<Item = f32>) -> usize {
@@ -241,6 +374,50 @@ pub fn tune_thresholds(
 mod tests {
     use super::*;
     use ndarray::array;
+
+    #[test]
+    fn constrained_decoding_never_starts_an_entity_with_i() {
+        let classes: Vec<String> = ["B-loc", "B-per", "I-loc", "I-per", "O"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        // Per word argmax: O, I-per, I-per, B-loc, I-per — two invalid I- tags.
+        let probs = array![
+            [0.1, 0.1, 0.1, 0.1, 0.6],
+            [0.1, 0.3, 0.1, 0.45, 0.05],
+            [0.1, 0.1, 0.1, 0.6, 0.1],
+            [0.6, 0.1, 0.1, 0.1, 0.1],
+            [0.1, 0.1, 0.35, 0.4, 0.05],
+        ];
+        let argmax = Decision::Tags(TagDecoding::Argmax).decide(probs.view(), Some(&[5]), &classes);
+        assert_eq!(argmax, [[4], [3], [3], [0], [3]]);
+        let path = viterbi_bio(probs.view(), &classes);
+        // Best valid: O B-per I-per B-loc I-loc.
+        assert_eq!(path, [4, 1, 3, 0, 2]);
+        let tags: Vec<&str> = path.iter().map(|&c| classes[c].as_str()).collect();
+        let mut prev = None;
+        for t in &tags {
+            let b = crate::data::conll::Bio::parse(t).unwrap();
+            assert!(b.may_follow(prev), "{tags:?}");
+            prev = Some(b);
+        }
+        // Sentences are decoded one by one: an I- at a sentence start is not allowed.
+        let two =
+            Decision::Tags(TagDecoding::Constrained).decide(probs.view(), Some(&[2, 3]), &classes);
+        assert_eq!(two[..2], [[4], [1]], "sentence 1: O B-per");
+        assert!(
+            !classes[two[2][0]].starts_with("I-"),
+            "sentence 2 starts with {}",
+            classes[two[2][0]]
+        );
+        let spans = entities(&["O", "B-per", "I-per", "B-loc"], &[0.9, 0.8, 0.6, 0.5]);
+        assert_eq!(spans.len(), 2);
+        assert_eq!(
+            (spans[0].kind.as_str(), spans[0].words.clone()),
+            ("per", 1..3)
+        );
+        assert!((spans[0].score - 0.7).abs() < 1e-6);
+    }
 
     #[test]
     fn thresholds_are_tuned_for_micro_f1_or_per_label() {

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 
 use ndarray::{Array2, ArrayView3};
 
+use crate::align::{plan_windows, WordWindows};
 use crate::backbone::{Backbone, ModelFolder, Provider, SessionOptions};
 use crate::batch;
 use crate::cache::{self, Cache, CacheKey, TextKey};
 use crate::error::{Error, Result};
 use crate::pool::Pooling;
 use crate::progress::Progress;
+use crate::runfile::WordFeature;
 use crate::tokenize::{Encoded, TextTokenizer};
 
 /// How the backbone runs: everything `embed`, `predict` and training share. Every field is
@@ -98,6 +100,9 @@ impl EmbedStats {
         self.load_seconds += other.load_seconds;
         self.ort_seconds += other.ort_seconds;
         self.provider = self.provider.or(other.provider);
+        if self.cache_dir.as_os_str().is_empty() {
+            self.cache_dir = other.cache_dir;
+        }
         for n in other.notes {
             if !self.notes.contains(&n) {
                 self.notes.push(n);
@@ -315,6 +320,33 @@ impl TokenStateEmbedder {
 
     pub fn folder(&self) -> &ModelFolder {
         &self.core.folder
+    }
+
+    /// A token task's sentences as the model reads them: windows of whole words (see
+    /// [`crate::align`]), each window's token states through the cache.
+    pub fn word_states(
+        &mut self,
+        sentences: &[Vec<String>],
+        feature: WordFeature,
+    ) -> Result<(TokenStates, WordWindows, EmbedStats)> {
+        let windows = plan_windows(
+            &self.core.tokenizer,
+            &self.core.folder.prefix,
+            sentences,
+            self.core.settings.max_length,
+            feature,
+        )?;
+        let (states, stats) = self.token_states(&windows.texts)?;
+        if let Some(w) = (0..windows.texts.len())
+            .find(|&w| windows.owned[w].iter().any(|r| r.end > states.lens[w]))
+        {
+            return Err(Error::Internal(format!(
+                "word alignment of window {:?} points past its {} cached token states",
+                windows.texts[w].chars().take(80).collect::<String>(),
+                states.lens[w]
+            )));
+        }
+        Ok((states, windows, stats))
     }
 
     /// Every text's token states at the frost line, through the cache.

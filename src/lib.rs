@@ -11,6 +11,7 @@
 //! [`regime`] (a regime and its plan), [`checkpoint`] (reading, writing and using checkpoints),
 //! [`runfile`] (run files), [`tasks`] (task data and splits), [`metrics`] and [`report`].
 
+pub mod align;
 pub mod backbone;
 pub(crate) mod batch;
 pub mod cache;

@@ -16,13 +16,17 @@ pub struct ClassMetrics {
     pub predicted: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskMetrics {
     /// Exact-match accuracy; for a multi-label task, subset accuracy (the whole set right).
     pub accuracy: f64,
     /// Multi-label tasks only: F1 over every (row, label) decision pooled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub micro_f1: Option<f64>,
+    /// Token tasks only: entity-level micro F1 (exact span and type, seqeval's default mode);
+    /// `accuracy` is then token accuracy, and the per-class rows are entity types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity_f1: Option<f64>,
     pub macro_f1: f64,
     pub weighted_f1: f64,
     pub support: usize,
@@ -61,6 +65,7 @@ pub fn classification_metrics<S: AsRef<str>, T: AsRef<str>>(
     TaskMetrics {
         accuracy: ratio(correct, n),
         micro_f1: None,
+        entity_f1: None,
         macro_f1,
         weighted_f1,
         support: n,
@@ -139,6 +144,7 @@ pub fn multilabel_metrics<S: AsRef<str>, T: AsRef<str>>(
     TaskMetrics {
         accuracy: ratio(exact, truth.len()),
         micro_f1: Some(f1(ratio(tp, predicted), ratio(tp, support))),
+        entity_f1: None,
         macro_f1,
         weighted_f1,
         support: truth.len(),
@@ -146,9 +152,115 @@ pub fn multilabel_metrics<S: AsRef<str>, T: AsRef<str>>(
     }
 }
 
+impl TaskMetrics {
+    /// The score training selects epochs by: entity F1 for a token task, macro-F1 otherwise.
+    pub fn selection_score(&self) -> f64 {
+        self.entity_f1.unwrap_or(self.macro_f1)
+    }
+}
+
+/// Entity-level metrics of a token task as seqeval's default mode computes them: spans read
+/// from each sentence's BIO tags ([`crate::data::conll::spans`]), a predicted span right when
+/// its start, end and type equal a true one's. Per type P/R/F1 over the types in truth or
+/// prediction, micro F1 (`entity_f1`), macro and support-weighted F1; support = true entities;
+/// `accuracy` = token accuracy.
+pub fn entity_metrics<S: AsRef<str>, T: AsRef<str>>(
+    truth: &[Vec<S>],
+    pred: &[Vec<T>],
+) -> TaskMetrics {
+    assert_eq!(truth.len(), pred.len());
+    let mut counts: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+    let (mut tokens, mut right) = (0, 0);
+    for (t, p) in truth.iter().zip(pred) {
+        assert_eq!(t.len(), p.len(), "one predicted tag per word");
+        tokens += t.len();
+        right += t
+            .iter()
+            .zip(p)
+            .filter(|(a, b)| a.as_ref() == b.as_ref())
+            .count();
+        let gold = crate::data::conll::spans(t);
+        let found = crate::data::conll::spans(p);
+        for g in &gold {
+            let c = counts.entry(g.0.clone()).or_default();
+            c.1 += 1;
+            c.0 += usize::from(found.contains(g));
+        }
+        for f in &found {
+            counts.entry(f.0.clone()).or_default().2 += 1;
+        }
+    }
+    let (tp, support, predicted) = counts
+        .values()
+        .fold((0, 0, 0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2));
+    let per_class: Vec<ClassMetrics> = counts.into_iter().map(|(l, c)| class_row(&l, c)).collect();
+    let (macro_f1, weighted_f1) = averages(&per_class, support);
+    TaskMetrics {
+        accuracy: ratio(right, tokens),
+        micro_f1: None,
+        entity_f1: Some(f1(ratio(tp, predicted), ratio(tp, support))),
+        macro_f1,
+        weighted_f1,
+        support,
+        per_class,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tags(s: &str) -> Vec<&str> {
+        if s.is_empty() {
+            Vec::new()
+        } else {
+            s.split(' ').collect()
+        }
+    }
+
+    #[test]
+    fn entity_metrics_hand_computed() {
+        // 1: adjacent spans, both found; 2: an I- start in the prediction (an entity of its
+        // own, seqeval's default mode) with the wrong extent; 3: a type mismatch; 4: nothing
+        // predicted; 5: an entity at the end of the sentence, found.
+        let truth = [
+            tags("B-per I-per B-per O"),
+            tags("O B-loc I-loc O"),
+            tags("B-org O"),
+            tags("B-per O B-loc"),
+            tags("O O B-loc I-loc"),
+        ];
+        let pred = [
+            tags("B-per I-per B-per O"),
+            tags("O I-loc I-loc I-loc"),
+            tags("B-per O"),
+            tags("O O O"),
+            tags("O O B-loc I-loc"),
+        ];
+        let m = entity_metrics(&truth, &pred);
+        // gold: per 3, loc 3, org 1 = 7; predicted: per 3, loc 2 = 5; right: per 2, loc 1 = 3.
+        assert_eq!(m.support, 7);
+        let by = |l: &str| m.per_class.iter().find(|c| c.label == l).unwrap().clone();
+        let (per, loc, org) = (by("per"), by("loc"), by("org"));
+        assert_eq!((per.support, per.predicted), (3, 3));
+        assert!(
+            (per.precision - 2.0 / 3.0).abs() < 1e-12 && (per.recall - 2.0 / 3.0).abs() < 1e-12
+        );
+        assert_eq!((loc.support, loc.predicted), (3, 2));
+        assert!((loc.precision - 0.5).abs() < 1e-12 && (loc.recall - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!((org.support, org.predicted, org.f1), (1, 0, 0.0));
+        // micro: P 3/5, R 3/7 → F1 = 2·3/(5+7) = 0.5.
+        assert!((m.entity_f1.unwrap() - 0.5).abs() < 1e-12);
+        let f_loc = 2.0 * 0.5 * (1.0 / 3.0) / (0.5 + 1.0 / 3.0);
+        assert!((m.macro_f1 - (2.0 / 3.0 + f_loc + 0.0) / 3.0).abs() < 1e-12);
+        // tokens: 4 + 2 + 1 + 1 + 4 right of 4 + 4 + 2 + 3 + 4 = 12 / 17.
+        assert!((m.accuracy - 12.0 / 17.0).abs() < 1e-12);
+        // Empty predictions everywhere: no entity found, F1 0, never NaN.
+        let none: Vec<Vec<&str>> = truth.iter().map(|t| vec!["O"; t.len()]).collect();
+        let m = entity_metrics(&truth, &none);
+        assert_eq!(m.entity_f1, Some(0.0));
+        assert!(m.per_class.iter().all(|c| c.predicted == 0 && c.f1 == 0.0));
+    }
 
     #[test]
     fn hand_computed_with_a_class_never_predicted() {

@@ -34,6 +34,31 @@ pub enum TaskKind {
     /// Any set of labels per text, the label column holding the names joined by
     /// `label_separator` (a sigmoid per label, thresholds tuned on dev).
     MultiLabel,
+    /// One tag per word (BIO / IOB2 tags, entities as spans): the files are CoNLL
+    /// (`word<TAB>tag`, a blank line between sentences).
+    TokenClassification,
+}
+
+/// Which sub-token states make a word's feature (token tasks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum WordFeature {
+    /// The word's first sub-token (as BERT's NER recipe).
+    #[default]
+    First,
+    /// The mean of the word's sub-tokens.
+    Mean,
+}
+
+/// How a token task's per-word tag probabilities become tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TagDecoding {
+    /// The most probable tag sequence with no `I-X` after `O` or `B-Y` (Viterbi).
+    #[default]
+    Constrained,
+    /// Each word's most probable tag on its own.
+    Argmax,
 }
 
 /// How a multi-label task's decision thresholds are tuned on dev.
@@ -88,17 +113,48 @@ pub struct TaskConfig {
     /// Multi-label only: one decision threshold, or one per label.
     #[serde(default)]
     pub threshold: ThresholdTuning,
+    /// Token tasks: the layer whose states make the word features (0 = the embeddings, the
+    /// model's layer count = its last layer). Default: the `from` checkpoint's; else the top
+    /// layer with a frost line (every trained layer is read), [`DEFAULT_TOKEN_LAYER`] without.
+    /// Training records the layer used in the checkpoint.
+    #[serde(default)]
+    pub token_layer: Option<usize>,
+    /// Token tasks: which sub-token states make a word's feature.
+    #[serde(default)]
+    pub word_feature: WordFeature,
+    /// Token tasks: constrained BIO decoding or per-word argmax.
+    #[serde(default)]
+    pub decoding: TagDecoding,
 }
 
+/// Token tasks on a frozen backbone read layer 3's states unless told otherwise: on WNUT-17 with
+/// all-MiniLM-L6-v2 they beat the last layer's by far (bench-results/ner.md measures every layer).
+pub const DEFAULT_TOKEN_LAYER: usize = 3;
+
 impl TaskConfig {
+    pub fn is_token_task(&self) -> bool {
+        self.kind == TaskKind::TokenClassification
+    }
+
+    /// The layer a token task's word features come from (training resolves an unset one and
+    /// records it, so a checkpoint's tasks always have it set).
+    pub fn token_layer(&self) -> usize {
+        self.token_layer.unwrap_or(DEFAULT_TOKEN_LAYER)
+    }
+
     /// The labels of one label-column value: the value itself for a classification task, the
     /// names between separators (trimmed, empty ones dropped, each once) for a multi-label task.
     pub fn label_set<'a>(&self, value: &'a str) -> Vec<&'a str> {
         match self.kind {
             TaskKind::Classification => vec![value],
-            TaskKind::MultiLabel => {
+            TaskKind::MultiLabel | TaskKind::TokenClassification => {
                 let mut set: Vec<&str> = Vec::new();
-                for l in value.split(self.label_separator.as_str()).map(str::trim) {
+                let parts: Box<dyn Iterator<Item = &str>> = match self.kind {
+                    // A token task's label value is its sentence's tags joined by spaces.
+                    TaskKind::TokenClassification => Box::new(value.split(' ')),
+                    _ => Box::new(value.split(self.label_separator.as_str())),
+                };
+                for l in parts.map(str::trim) {
                     if !l.is_empty() && !set.contains(&l) {
                         set.push(l);
                     }

@@ -10,11 +10,15 @@ use crate::error::{Error, Result};
 use crate::nn::Rng;
 use crate::runfile::{TaskConfig, TaskKind};
 
-/// One split: texts and label names, in file order.
+/// One split: texts and label names, in file order. For a token task a row is a sentence: its
+/// text is the words joined by spaces, its label the tags joined by spaces, and `words` holds
+/// the words themselves.
 #[derive(Debug, Clone, Default)]
 pub struct Split {
     pub texts: Vec<String>,
     pub labels: Vec<String>,
+    /// Token tasks only: each sentence's words (empty otherwise).
+    pub words: Vec<Vec<String>>,
 }
 
 /// Which split of a task.
@@ -42,6 +46,24 @@ impl Split {
 
     pub fn is_empty(&self) -> bool {
         self.texts.is_empty()
+    }
+
+    /// Token tasks: sentence `i`'s tags.
+    pub fn tags(&self, i: usize) -> impl Iterator<Item = &str> {
+        self.labels[i].split(' ')
+    }
+
+    /// The rows `rows`, in that order.
+    fn pick(&self, rows: &[usize]) -> Split {
+        Split {
+            texts: pick(&self.texts, rows),
+            labels: pick(&self.labels, rows),
+            words: if self.words.is_empty() {
+                Vec::new()
+            } else {
+                pick(&self.words, rows)
+            },
+        }
     }
 }
 
@@ -74,8 +96,25 @@ impl TaskData {
         self.config.kind == TaskKind::MultiLabel
     }
 
-    /// Each row's labels as class indices; labels the task does not know are left out.
+    pub fn is_token_task(&self) -> bool {
+        self.config.is_token_task()
+    }
+
+    /// Each row's labels as class indices; labels the task does not know are left out. For a
+    /// token task, each word's tag in order (a tag the task does not know becomes `O`'s index,
+    /// so every word keeps a target; such rows are counted as unseen).
     pub fn targets(&self, labels: &[String]) -> Vec<Vec<usize>> {
+        if self.is_token_task() {
+            let outside = self.class_index("O").unwrap_or(0);
+            return labels
+                .iter()
+                .map(|l| {
+                    l.split(' ')
+                        .map(|t| self.class_index(t).unwrap_or(outside))
+                        .collect()
+                })
+                .collect();
+        }
         labels
             .iter()
             .map(|l| {
@@ -104,10 +143,18 @@ pub fn read_labelled(
     )
 }
 
-/// Texts and labels of one task file: for a multi-label task, a value that names no label (only
-/// separators) is refused with its row as well.
-fn read_task_file(path: &Path, config: &TaskConfig) -> Result<(Vec<String>, Vec<String>)> {
-    read_checked(
+/// One task file as a split: for a multi-label task, a value that names no label (only
+/// separators) is refused with its row as well; a token task reads CoNLL.
+fn read_task_file(path: &Path, config: &TaskConfig) -> Result<Split> {
+    if config.is_token_task() {
+        let sentences = data::conll::read_conll(path)?;
+        return Ok(Split {
+            texts: sentences.iter().map(|s| s.words.join(" ")).collect(),
+            labels: sentences.iter().map(|s| s.tags.join(" ")).collect(),
+            words: sentences.into_iter().map(|s| s.words).collect(),
+        });
+    }
+    let (texts, labels) = read_checked(
         path,
         &config.text_column,
         &config.label_column,
@@ -118,8 +165,14 @@ fn read_task_file(path: &Path, config: &TaskConfig) -> Result<(Vec<String>, Vec<
                 "field {:?} ({l:?}) names no label; join a row's labels with {:?}",
                 config.label_column, config.label_separator
             ),
+            TaskKind::TokenClassification => unreachable!("read above"),
         },
-    )
+    )?;
+    Ok(Split {
+        texts,
+        labels,
+        words: Vec::new(),
+    })
 }
 
 fn read_checked(
@@ -178,10 +231,7 @@ fn pick<T: Clone>(xs: &[T], rows: &[usize]) -> Vec<T> {
 /// `dev_fraction = 0` dev is empty and train keeps every row. A multi-label task is stratified
 /// by each row's first label. `None` for a test split the task has no file for.
 pub fn read_split(config: &TaskConfig, split: SplitName, seed: u64) -> Result<Option<Split>> {
-    let read = |p: &Path| -> Result<Split> {
-        let (texts, labels) = read_task_file(p, config)?;
-        Ok(Split { texts, labels })
-    };
+    let read = |p: &Path| read_task_file(p, config);
     Ok(match (split, &config.dev) {
         (SplitName::Test, _) => config.test.as_deref().map(read).transpose()?,
         (SplitName::Dev, Some(dev)) => Some(read(dev)?),
@@ -190,13 +240,19 @@ pub fn read_split(config: &TaskConfig, split: SplitName, seed: u64) -> Result<Op
         (SplitName::Train, None) if config.dev_fraction == 0.0 => Some(read(&config.train)?),
         (_, None) => {
             let all = read(&config.train)?;
-            let strata: Vec<&str> = all.labels.iter().map(|l| config.label_set(l)[0]).collect();
+            // Strata: the (first) label; for a token task, whether the sentence has an entity.
+            let strata: Vec<&str> = all
+                .labels
+                .iter()
+                .map(|l| match config.is_token_task() {
+                    true if l.split(' ').any(|t| t != "O") => "entity",
+                    true => "none",
+                    false => config.label_set(l)[0],
+                })
+                .collect();
             let (train, dev) = stratified_split(&strata, config.dev_fraction, seed);
             let rows = if split == SplitName::Dev { dev } else { train };
-            Some(Split {
-                texts: pick(&all.texts, &rows),
-                labels: pick(&all.labels, &rows),
-            })
+            Some(all.pick(&rows))
         }
     })
 }

@@ -50,3 +50,42 @@ impl TextTokenizer {
             .collect())
     }
 }
+
+/// One text's tokens as byte spans of the text (`None` for special tokens), with `max_length`
+/// truncation applied as for embedding.
+#[derive(Debug, Clone)]
+pub struct TokenSpans {
+    pub spans: Vec<Option<(usize, usize)>>,
+    pub truncated: bool,
+}
+
+impl TextTokenizer {
+    /// Sub-tokens per word, special tokens left out (each word encoded on its own).
+    pub fn word_token_counts(&self, words: &[&str]) -> Result<Vec<usize>> {
+        let encodings = self
+            .inner
+            .encode_batch_fast(words.to_vec(), false)
+            .map_err(|e| Error::Usage(format!("tokenization failed: {e}")))?;
+        Ok(encodings.iter().map(|e| e.get_ids().len()).collect())
+    }
+
+    /// Each text's tokens with their byte spans, as the embedder tokenizes them.
+    pub fn token_spans(&self, texts: &[&str]) -> Result<Vec<TokenSpans>> {
+        let encodings = self
+            .inner
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| Error::Usage(format!("tokenization failed: {e}")))?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| TokenSpans {
+                truncated: !e.get_overflowing().is_empty(),
+                spans: e
+                    .get_offsets()
+                    .iter()
+                    .zip(e.get_special_tokens_mask())
+                    .map(|(&o, &special)| (special == 0).then_some(o))
+                    .collect(),
+            })
+            .collect())
+    }
+}

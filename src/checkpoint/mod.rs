@@ -269,6 +269,10 @@ fn task_decision(dir: &Path, task: &TaskEntry) -> Result<Decision> {
         (TaskKind::Classification, Some(_)) => Err(bad(
             "a classification task has no thresholds, but some are recorded".into(),
         )),
+        (TaskKind::TokenClassification, None) => Ok(Decision::Tags(task.config.decoding)),
+        (TaskKind::TokenClassification, Some(_)) => Err(bad(
+            "a token task has no thresholds, but some are recorded".into(),
+        )),
         (TaskKind::MultiLabel, None) => Err(bad(
             "a multi-label task's thresholds are missing; train it again".into(),
         )),

@@ -3,9 +3,11 @@
 
 use crate::checkpoint::vectors::CheckpointEncoder;
 use crate::checkpoint::Checkpoint;
+use crate::decision::{entities, Predictions};
 use crate::embedder::EmbedStats;
 use crate::error::Result;
-use crate::report::TaskEval;
+use crate::metrics::TaskMetrics;
+use crate::report::{TaskEval, MISSED, NONE};
 use crate::runfile::TaskKind;
 use crate::tasks::{read_split, unseen_labels, SplitName};
 
@@ -27,11 +29,34 @@ pub fn evaluate_checkpoint(
             ));
             continue;
         };
-        let (x, st) = encoder.vectors(ck, &rows.texts)?;
-        stats.push(st);
         let config = &entry.config;
         let decision = &ck.decisions[t];
-        let pred = decision.predict(&ck.store, head, x.view());
+        if config.is_token_task() {
+            let (x, st) = encoder.word_vectors(ck, config, &rows.words)?;
+            stats.push(st);
+            let lens: Vec<usize> = rows.words.iter().map(Vec::len).collect();
+            let pred = decision.predict(&ck.store, head, x.view(), Some(&lens), &entry.classes);
+            let metrics = decision.metrics(config, &entry.classes, &rows.labels, &pred);
+            let (unseen, unseen_rows) = unseen_labels(config, &entry.classes, &rows.labels);
+            if unseen_rows > 0 {
+                notes.push(format!(
+                    "task {name:?}: {unseen_rows} {} sentences carry tags the checkpoint does not know ({}); their entities count as missed",
+                    split.as_str(),
+                    unseen.join(", ")
+                ));
+            }
+            let mut e = span_comparisons(&rows.words, &rows.labels, &pred, &entry.classes);
+            e.task = name.clone();
+            e.split = split.as_str().into();
+            e.metrics = metrics;
+            e.unseen_labels = unseen;
+            e.unseen_rows = unseen_rows;
+            evals.push(e);
+            continue;
+        }
+        let (x, st) = encoder.vectors(ck, &rows.texts)?;
+        stats.push(st);
+        let pred = decision.predict(&ck.store, head, x.view(), None, &entry.classes);
         let metrics = decision.metrics(config, &entry.classes, &rows.labels, &pred);
         let multi = config.kind == TaskKind::MultiLabel;
         let sep = config.label_separator.as_str();
@@ -76,4 +101,74 @@ pub fn evaluate_checkpoint(
         });
     }
     Ok((evals, notes, stats))
+}
+
+/// A token task's predictions as span comparisons, one row per entity in truth or prediction:
+/// (type, type) for a predicted span with a true span's extent, (type, MISSED) for a true span
+/// no prediction has, (NONE, type) for a predicted span no true span has. The text marks the
+/// span in its sentence; the probability is the predicted span's score (for a missed span, the
+/// mean probability of the tags predicted over its words).
+fn span_comparisons(
+    words: &[Vec<String>],
+    labels: &[String],
+    pred: &Predictions,
+    classes: &[String],
+) -> TaskEval {
+    let (mut texts, mut truth, mut predicted, mut prob) = (vec![], vec![], vec![], vec![]);
+    let decided = pred.sentence_tags(classes, words.iter().map(Vec::len));
+    for ((sentence, label), (tags, tag_probs)) in words.iter().zip(labels).zip(decided) {
+        let gold = crate::data::conll::spans(&label.split(' ').collect::<Vec<_>>());
+        let found = entities(&tags, &tag_probs);
+        let marked = |r: std::ops::Range<usize>| {
+            let mut s = String::new();
+            for (i, w) in sentence.iter().enumerate() {
+                if i > 0 {
+                    s.push(' ');
+                }
+                if i == r.start {
+                    s.push_str("[[");
+                }
+                s.push_str(w);
+                if i + 1 == r.end {
+                    s.push_str("]]");
+                }
+            }
+            s
+        };
+        for (ty, s, e) in &gold {
+            texts.push(marked(*s..*e));
+            truth.push(ty.clone());
+            match found.iter().find(|f| f.words == (*s..*e)) {
+                Some(f) => {
+                    predicted.push(f.kind.clone());
+                    prob.push(f.score);
+                }
+                None => {
+                    predicted.push(MISSED.to_string());
+                    prob.push(tag_probs[*s..*e].iter().sum::<f32>() / (e - s) as f32);
+                }
+            }
+        }
+        for f in found
+            .iter()
+            .filter(|f| !gold.iter().any(|(_, s, e)| f.words == (*s..*e)))
+        {
+            texts.push(marked(f.words.clone()));
+            truth.push(NONE.to_string());
+            predicted.push(f.kind.clone());
+            prob.push(f.score);
+        }
+    }
+    TaskEval {
+        task: String::new(),
+        split: String::new(),
+        texts,
+        truth,
+        pred: predicted,
+        prob,
+        metrics: TaskMetrics::default(),
+        separator: None,
+        unseen_labels: Vec::new(),
+        unseen_rows: 0,
+    }
 }

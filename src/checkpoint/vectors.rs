@@ -1,7 +1,10 @@
-//! Sentence vectors as a checkpoint's heads expect them: the cached backbone vectors, or — for a
-//! frost-line checkpoint — the graph below N plus the tuned native layers above it. Shared by
+//! Vectors as a checkpoint's heads expect them: the cached backbone vectors, or — for a
+//! frost-line checkpoint — the graph below N plus the tuned native layers above it; for a token
+//! task, word features (cached states of its layer, or the tuned top layer's). Shared by
 //! `predict` and `eval`; refuses a backbone other than the one the heads were trained on before
 //! any text is embedded.
+
+use std::collections::BTreeMap;
 
 use ndarray::Array2;
 
@@ -10,11 +13,20 @@ use crate::checkpoint::{BackboneIdentity, Checkpoint, MANIFEST};
 use crate::embedder::{EmbedSettings, EmbedStats, SentenceEmbedder, TokenStateEmbedder};
 use crate::error::Result;
 use crate::nn::bert::NativeEncoder;
-use crate::train::features::infer_states;
+use crate::runfile::TaskConfig;
+use crate::train::features::{infer_states, infer_words, word_vectors};
 
-pub enum CheckpointEncoder {
-    Sentences(SentenceEmbedder),
-    Frost(TokenStateEmbedder, NativeEncoder),
+/// Rows per inference batch of the native layers.
+const NATIVE_BATCH: usize = 64;
+
+pub struct CheckpointEncoder {
+    settings: EmbedSettings,
+    /// The frost line's embedder and tuned layers (frost-line checkpoints).
+    frost: Option<(TokenStateEmbedder, NativeEncoder)>,
+    /// Opened on first use: the full graph (sentence tasks) and graphs cut at a token task's
+    /// layer (frozen-backbone token tasks).
+    sentences: Option<SentenceEmbedder>,
+    layers: BTreeMap<usize, TokenStateEmbedder>,
 }
 
 impl CheckpointEncoder {
@@ -33,38 +45,80 @@ impl CheckpointEncoder {
                 .backbone
                 .check(&identity, &ck.dir.join(MANIFEST), allow_quantized)?;
         let quantize_frozen = ck.manifest.train.quantize_frozen;
-        let encoder = match ck.encoder(&folder)? {
-            Some(encoder) => CheckpointEncoder::Frost(
-                TokenStateEmbedder::open(settings, encoder.from, quantize_frozen)?,
+        let frost = match ck.encoder(&folder)? {
+            Some(encoder) => Some((
+                TokenStateEmbedder::open(settings.clone(), encoder.from, quantize_frozen)?,
                 encoder,
-            ),
-            None => CheckpointEncoder::Sentences(SentenceEmbedder::open(settings)?),
+            )),
+            None => None,
         };
-        Ok((encoder, warnings))
+        let sentences = match frost {
+            None => Some(SentenceEmbedder::open(settings.clone())?),
+            Some(_) => None,
+        };
+        Ok((
+            Self {
+                settings,
+                frost,
+                sentences,
+                layers: BTreeMap::new(),
+            },
+            warnings,
+        ))
     }
 
     /// Takes a dataset folder's vectors into the cache when they match (sentence checkpoints;
     /// a frost-line checkpoint reads token states, which datasets do not hold).
     pub fn import_dataset(&mut self, dir: &std::path::Path) -> Result<Option<usize>> {
-        match self {
-            CheckpointEncoder::Sentences(e) => e.import_dataset(dir),
-            CheckpointEncoder::Frost(..) => Ok(None),
+        match &mut self.sentences {
+            Some(e) => e.import_dataset(dir),
+            None => Ok(None),
         }
     }
 
+    /// Sentence vectors of `texts` for the sentence tasks' heads.
     pub fn vectors(
         &mut self,
         ck: &Checkpoint,
         texts: &[String],
     ) -> Result<(Array2<f32>, EmbedStats)> {
-        match self {
-            CheckpointEncoder::Sentences(embedder) => embedder.embed(texts),
-            CheckpointEncoder::Frost(tokens, encoder) => {
+        match (&mut self.frost, &mut self.sentences) {
+            (Some((tokens, encoder)), _) => {
                 let (states, stats) = tokens.token_states(texts)?;
                 let pooling = tokens.folder().pooling;
-                let x = infer_states(encoder, pooling, &ck.store, &states, 64)?;
+                let x = infer_states(encoder, pooling, &ck.store, &states, NATIVE_BATCH)?;
                 Ok((x, stats))
             }
+            (None, Some(embedder)) => embedder.embed(texts),
+            (None, None) => {
+                unreachable!("a checkpoint without a frost line opens the sentence embedder")
+            }
         }
+    }
+
+    /// Word features of `sentences` (every word, in order) for token task `config`'s head.
+    pub fn word_vectors(
+        &mut self,
+        ck: &Checkpoint,
+        config: &TaskConfig,
+        sentences: &[Vec<String>],
+    ) -> Result<(Array2<f32>, EmbedStats)> {
+        if let Some((tokens, encoder)) = &mut self.frost {
+            let depth = encoder.depth_for(&config.name, config.token_layer())?;
+            let (states, ww, stats) = tokens.word_states(sentences, config.word_feature)?;
+            let x = infer_words(encoder, depth, &ck.store, &states, &ww, NATIVE_BATCH)?;
+            return Ok((x, stats));
+        }
+        let layer = config.token_layer();
+        let tokens =
+            match self.layers.entry(layer) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(
+                    TokenStateEmbedder::open(self.settings.clone(), layer, false)?,
+                ),
+            };
+        let (states, ww, stats) = tokens.word_states(sentences, config.word_feature)?;
+        let hidden = tokens.folder().hidden_size;
+        Ok((word_vectors(&states, &ww, hidden), stats))
     }
 }

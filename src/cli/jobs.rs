@@ -293,6 +293,8 @@ fn embed_job(a: EmbedArgs, ort_lib: Option<PathBuf>) -> Result<EmbedJob> {
     };
     Ok(EmbedJob {
         settings,
+        token_layer: a.token_layer,
+        word_feature: a.word_feature.into(),
         text_column: text_column_of(&a.input, a.text_column),
         input: a.input,
         id_column: a.id_column,
@@ -391,14 +393,24 @@ fn compare_job(a: CompareArgs, ort_lib: Option<PathBuf>) -> Result<CompareJob> {
             "--frost-lines {n} is outside 0..={layers} (the model has {layers} layers)"
         )));
     }
+    // The default frost line trains the top layer — or, with a token task, the layer just below
+    // the one its word features are read at (nothing above that layer reaches its head).
+    let top = run
+        .tasks
+        .iter()
+        .filter(|t| t.is_token_task())
+        .map(|t| t.token_layer())
+        .min()
+        .map_or(layers, |l| l.min(layers));
     let frost_lines = match (a.no_frost_line, a.frost_lines.is_empty()) {
         (true, _) => Vec::new(),
-        (false, true) => vec![layers.saturating_sub(1)],
+        (false, true) => vec![top.saturating_sub(1)],
         (false, false) => a.frost_lines,
     };
     Ok(CompareJob {
         run,
         settings,
+        layers,
         frost_lines,
         out: a.out,
         force: a.force,

@@ -487,4 +487,27 @@ pub struct EmbedArgs {
     /// Rows read, embedded and written at a time (memory follows this, not the input).
     #[arg(long, default_value_t = 32768)]
     pub window_rows: usize,
+    /// CoNLL input (.conll): the layer whose states make the word features, one row per word
+    /// (0 = the embeddings; the model's layer count = its last layer).
+    #[arg(long, default_value_t = crate::runfile::DEFAULT_TOKEN_LAYER)]
+    pub token_layer: usize,
+    /// CoNLL input: a word's feature is its first sub-token's state, or their mean.
+    #[arg(long, value_enum, default_value = "first")]
+    pub word_feature: WordFeatureArg,
+}
+
+/// `--word-feature` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WordFeatureArg {
+    First,
+    Mean,
+}
+
+impl From<WordFeatureArg> for crate::runfile::WordFeature {
+    fn from(a: WordFeatureArg) -> Self {
+        match a {
+            WordFeatureArg::First => Self::First,
+            WordFeatureArg::Mean => Self::Mean,
+        }
+    }
 }

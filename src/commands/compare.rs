@@ -29,6 +29,8 @@ pub(crate) struct CompareJob {
     pub settings: EmbedSettings,
     /// Also train layers ≥ N natively for each N.
     pub frost_lines: Vec<usize>,
+    /// The model's layer count: a token task's frozen head is also measured at every layer.
+    pub layers: usize,
     pub out: PathBuf,
     pub force: bool,
 }
@@ -45,6 +47,8 @@ pub(crate) struct CompareRow {
     pub head_training: String,
     pub split: String,
     pub accuracy: f64,
+    /// Token tasks: entity-level micro F1 (`accuracy` is then token accuracy).
+    pub entity_f1: Option<f64>,
     pub macro_f1: f64,
     pub train_seconds: f64,
     pub embed_seconds: f64,
@@ -88,12 +92,23 @@ struct Variant {
     head: HeadChoice,
     /// Starts from the frozen-backbone linear run's checkpoint.
     from_linear: bool,
+    /// A layer sweep variant: token tasks read their word features at this layer (only their
+    /// rows are reported).
+    token_layer: Option<usize>,
+}
+
+impl CompareRow {
+    /// The headline score: entity F1 for a token task, accuracy otherwise.
+    pub(crate) fn score(&self) -> f64 {
+        self.entity_f1.unwrap_or(self.accuracy)
+    }
 }
 
 /// The variants, in order: each a typed regime with a head; the ones that freeze a head start
 /// from the first variant's (frozen-backbone linear) checkpoint.
-fn variants(run: &RunFile, frost_lines: &[usize]) -> Vec<Variant> {
+fn variants(run: &RunFile, frost_lines: &[usize], layers: usize) -> Vec<Variant> {
     let v = |regime: Regime, head: HeadChoice, from_linear: bool| Variant {
+        token_layer: None,
         name: format!(
             "{regime}/{}",
             match head {
@@ -122,13 +137,26 @@ fn variants(run: &RunFile, frost_lines: &[usize]) -> Vec<Variant> {
             })
             .collect()
     };
+    let has_token_task = run.tasks.iter().any(|t| t.is_token_task());
     let mut out = vec![
         v(Regime::FrozenBackbone, HeadChoice::Linear, false),
         v(Regime::FrozenBackbone, HeadChoice::Mlp, false),
         v(Regime::FullyFrozen, HeadChoice::Centroid, false),
-        v(Regime::FullyFrozen, HeadChoice::ZeroShot, false),
     ];
+    // Zero-shot label prompts are for sentences; a run with a token task leaves them out.
+    if !has_token_task {
+        out.push(v(Regime::FullyFrozen, HeadChoice::ZeroShot, false));
+    }
     out.extend(freeze_each(None));
+    // The frozen word features at every layer (the run's own layer is the first variant).
+    if has_token_task {
+        for layer in 0..=layers {
+            let mut sweep = v(Regime::FrozenBackbone, HeadChoice::Linear, false);
+            sweep.name = format!("frozen-backbone/linear, token layer {layer}");
+            sweep.token_layer = Some(layer);
+            out.push(sweep);
+        }
+    }
     for &n in frost_lines {
         out.push(v(Regime::FrostLine(n), HeadChoice::Linear, false));
         out.extend(freeze_each(Some(n)));
@@ -162,6 +190,7 @@ fn compare(job: &CompareJob) -> Result<CompareOutcome> {
         run,
         settings,
         frost_lines,
+        layers,
         out,
         force,
     } = job;
@@ -176,7 +205,7 @@ fn compare(job: &CompareJob) -> Result<CompareOutcome> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)
         .map_err(|e| Error::output(out_dir, format!("cannot create a work folder: {e}")))?;
-    let result = run_variants(run, settings, frost_lines, &work, progress);
+    let result = run_variants(run, settings, frost_lines, *layers, &work, progress);
     let rows = match result {
         Ok(rows) => rows,
         Err(e) => {
@@ -196,7 +225,7 @@ fn compare(job: &CompareJob) -> Result<CompareOutcome> {
             .map(|r| plots::ComparePoint {
                 label: r.variant.clone(),
                 task: r.task.clone(),
-                accuracy: r.accuracy,
+                accuracy: r.score(),
                 train_seconds: r.train_seconds,
             })
             .collect();
@@ -216,17 +245,23 @@ fn run_variants(
     run: &RunFile,
     settings: &EmbedSettings,
     frost_lines: &[usize],
+    layers: usize,
     work: &Path,
     progress: bool,
 ) -> Result<Vec<CompareRow>> {
     let mut rows = Vec::new();
     let linear_ck = work.join("frozen-backbone-linear");
-    for v in variants(run, frost_lines) {
+    for v in variants(run, frost_lines, layers) {
         let mut r = run.clone();
         r.train.regime = v.regime.clone();
         r.train.head = v.head;
         r.train.from = v.from_linear.then(|| linear_ck.clone());
-        let ck_dir = work.join(v.name.replace(['/', '=', ','], "-"));
+        if let Some(layer) = v.token_layer {
+            for t in r.tasks.iter_mut().filter(|t| t.is_token_task()) {
+                t.token_layer = Some(layer);
+            }
+        }
+        let ck_dir = work.join(v.name.replace(['/', '=', ',', ' '], "-"));
         let spec = TrainSpec::new(r, settings.clone(), Some(ck_dir), false)?;
         let peak_ok = reset_peak_rss();
         if progress {
@@ -239,6 +274,9 @@ fn run_variants(
             .first()
             .map_or(0, |s| dir_bytes(&s.cache_dir.join("chunks")));
         for t in &res.tasks {
+            if v.token_layer.is_some() && !t.data.is_token_task() {
+                continue;
+            }
             let (split, m) = match (&t.test, &t.dev) {
                 (Some(m), _) => ("test", m),
                 (None, Some(m)) => ("dev", m),
@@ -259,6 +297,7 @@ fn run_variants(
                 head_training: head_training.into(),
                 split: split.into(),
                 accuracy: m.accuracy,
+                entity_f1: m.entity_f1,
                 macro_f1: m.macro_f1,
                 train_seconds: res.report.seconds,
                 embed_seconds: res.embed_seconds(),
@@ -287,6 +326,10 @@ pub(crate) fn frame(rows: &[CompareRow]) -> Result<DataFrame> {
         Column::new(
             "accuracy".into(),
             rows.iter().map(|r| r.accuracy).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "entity_f1".into(),
+            rows.iter().map(|r| r.entity_f1).collect::<Vec<_>>(),
         ),
         Column::new(
             "macro_f1".into(),
@@ -338,14 +381,15 @@ pub(crate) fn tradeoffs(rows: &[CompareRow]) -> Vec<String> {
                 .iter()
                 .filter(|r| r.head_training != "frozen")
                 .fold(None::<&&CompareRow>, |b, r| match b {
-                    Some(b) if b.accuracy >= r.accuracy => Some(b),
+                    Some(b) if b.score() >= r.score() => Some(b),
                     _ => Some(r),
                 })
                 .expect("rows for the task");
+            let what = if best.entity_f1.is_some() { "entity F1 " } else { "" };
             let mut line = format!(
-                "`{task}`: best is {} at {:.1} % ({:.2} s training, {} trainable parameters{})",
+                "`{task}`: best is {} at {what}{:.1} % ({:.2} s training, {} trainable parameters{})",
                 best.variant,
-                100.0 * best.accuracy,
+                100.0 * best.score(),
                 best.train_seconds,
                 best.trainable_params,
                 if best.head_training == "continued" {
@@ -356,21 +400,21 @@ pub(crate) fn tradeoffs(rows: &[CompareRow]) -> Vec<String> {
                     String::new()
                 }
             );
-            if let Some(free) = of.iter().filter(|r| r.trainable_params == 0).max_by(|a, b| a.accuracy.total_cmp(&b.accuracy)) {
+            if let Some(free) = of.iter().filter(|r| r.trainable_params == 0).max_by(|a, b| a.score().total_cmp(&b.score())) {
                 if free.variant != best.variant {
-                    let _ = write!(line, "; without any training, {} reaches {:.1} % ({:+.1} points)", free.variant, 100.0 * free.accuracy, 100.0 * (free.accuracy - best.accuracy));
+                    let _ = write!(line, "; without any training, {} reaches {:.1} % ({:+.1} points)", free.variant, 100.0 * free.score(), 100.0 * (free.score() - best.score()));
                 }
             }
             let find = |v: &str| of.iter().find(|r| r.variant == v);
             if let (Some(lin), Some(mlp)) = (find("frozen-backbone/linear"), find("frozen-backbone/mlp")) {
                 let ratio = if lin.train_seconds > 0.0 { mlp.train_seconds / lin.train_seconds } else { f64::NAN };
-                let _ = write!(line, "; the MLP head moves accuracy {:+.1} points for {:.1}× the linear head's training time", 100.0 * (mlp.accuracy - lin.accuracy), ratio);
+                let _ = write!(line, "; the MLP head moves accuracy {:+.1} points for {:.1}× the linear head's training time", 100.0 * (mlp.score() - lin.score()), ratio);
                 if let Some(fz) = find(&format!("freeze-head={task}/linear")) {
                     let _ = write!(
                         line,
                         "; with its head frozen (freeze-head={task}) it stays at {:.1} % ({:+.1}) while the other head trains on the fixed cache",
-                        100.0 * fz.accuracy,
-                        100.0 * (fz.accuracy - lin.accuracy)
+                        100.0 * fz.score(),
+                        100.0 * (fz.score() - lin.score())
                     );
                 }
             }
@@ -383,8 +427,11 @@ pub(crate) fn tradeoffs(rows: &[CompareRow]) -> Vec<String> {
 fn markdown(rows: &[CompareRow]) -> Result<String> {
     let mut s = String::from("# frostline compare\n\n");
     let df = frame(rows)?;
-    s.push_str(&report::markdown_table(&df, &["accuracy", "macro_f1"]));
-    s.push_str("\nAccuracy and macro-F1 in %; seconds are wall time on this machine; peak_rss_mib is the process's peak resident memory while the variant ran; cache_bytes is the embedding cache entry on disk.\n\n## Trade-offs\n\n");
+    s.push_str(&report::markdown_table(
+        &df,
+        &["accuracy", "entity_f1", "macro_f1"],
+    ));
+    s.push_str("\nAccuracy, entity F1 and macro-F1 in % (a token task's accuracy is token accuracy, its F1s over entity types, and its trade-off line speaks of entity F1); seconds are wall time on this machine; peak_rss_mib is the process's peak resident memory while the variant ran; cache_bytes is the embedding cache entry on disk.\n\n## Trade-offs\n\n");
     for l in tradeoffs(rows) {
         let _ = writeln!(s, "- {l}");
     }

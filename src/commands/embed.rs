@@ -11,12 +11,13 @@ use ndarray::Array2;
 use crate::commands::Outcome;
 use crate::data::{Table, TableStream};
 use crate::dataset::{self, DatasetDir, PartRecord};
-use crate::embedder::{EmbedSettings, EmbedStats, SentenceEmbedder};
+use crate::embedder::{EmbedSettings, EmbedStats, SentenceEmbedder, TokenStateEmbedder};
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::fsutil;
 use crate::outfolder::{check_not_input, sweep_stale};
 use crate::output::{CarriedColumn, NpyWriter, ParquetEmbeddingWriter};
+use crate::runfile::WordFeature;
 use crate::shard::{self, FileShare, Shard};
 
 /// Where the vectors go.
@@ -42,6 +43,9 @@ pub(crate) struct EmbedJob {
     pub output: EmbedOutput,
     /// Rows read, embedded and written at a time.
     pub window_rows: usize,
+    /// CoNLL input: the layer and the sub-token rule of the word features.
+    pub token_layer: usize,
+    pub word_feature: WordFeature,
 }
 
 /// The writer for the chosen output.
@@ -51,6 +55,9 @@ enum Sink {
 }
 
 pub(crate) fn run(job: &EmbedJob) -> Result<Outcome> {
+    if crate::data::conll::is_conll(&job.input) {
+        return run_words(job);
+    }
     let inputs = dataset::resolve_inputs(&job.input)?;
     let reads: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     let mut embedder = SentenceEmbedder::open(job.settings.clone())?;
@@ -293,4 +300,76 @@ pub(crate) fn stats_json(stats: &EmbedStats, output: &Path) -> serde_json::Value
     v["padding_waste_pct"] = stats.padding_waste_pct().into();
     v["output"] = output.display().to_string().into();
     v
+}
+
+/// A CoNLL file's word features (one row per word, in file order) at the job's layer, as the
+/// token heads read them: `.npy` `[words, hidden]`, or Parquet with `sentence`, `word`, `tag` and
+/// `embedding` columns.
+fn run_words(job: &EmbedJob) -> Result<Outcome> {
+    let EmbedOutput::File(path) = &job.output else {
+        return Err(Error::Usage(
+            "word features of a CoNLL file go to one .npy or .parquet file, not a dataset folder"
+                .into(),
+        ));
+    };
+    check_not_input(path, &[&job.input])?;
+    fsutil::check_writable(path)?;
+    let sentences = crate::data::conll::read_conll(&job.input)?;
+    let folder = crate::backbone::ModelFolder::open(&job.settings.model_dir)?;
+    if job.token_layer > folder.num_layers {
+        return Err(Error::Usage(format!(
+            "--token-layer {} is outside 0..={} (the model has {} layers)",
+            job.token_layer, folder.num_layers, folder.num_layers
+        )));
+    }
+    let words: Vec<Vec<String>> = sentences.iter().map(|s| s.words.clone()).collect();
+    let mut tok = TokenStateEmbedder::open(job.settings.clone(), job.token_layer, false)?;
+    let (states, ww, stats) = tok.word_states(&words, job.word_feature)?;
+    let x = crate::train::features::word_vectors(&states, &ww, folder.hidden_size);
+    match Format::of(path) {
+        Some(Format::Npy) => {
+            let mut w = NpyWriter::create(path, x.ncols())?;
+            w.write(&x)
+                .map_err(|e| Error::output(path, format!("cannot write: {e}")))?;
+            w.finish()?;
+        }
+        _ => {
+            let index: Vec<String> = sentences
+                .iter()
+                .enumerate()
+                .flat_map(|(i, s)| std::iter::repeat_n(i.to_string(), s.words.len()))
+                .collect();
+            fn column<'a>(name: &'a str, values: Vec<&'a str>) -> CarriedColumn<'a> {
+                CarriedColumn {
+                    name,
+                    values: values.into_iter().map(Some).collect(),
+                }
+            }
+            let flat = |f: fn(&crate::data::conll::Sentence) -> &Vec<String>| -> Vec<&str> {
+                sentences
+                    .iter()
+                    .flat_map(|s| f(s).iter().map(String::as_str))
+                    .collect()
+            };
+            let carried = [
+                column("sentence", index.iter().map(String::as_str).collect()),
+                column("word", flat(|s| &s.words)),
+                column("tag", flat(|s| &s.tags)),
+            ];
+            let mut w = ParquetEmbeddingWriter::create(path)?;
+            w.write(&carried, &x)?;
+            w.finish(&carried, x.ncols())?;
+        }
+    }
+    let mut outcome = Outcome::new(String::new(), stats_json(&stats, path));
+    outcome.log = format!(
+        "{}\n{} words of {} sentences, layer {} ({:?} sub-token)\noutput: {}",
+        stats.summary(),
+        x.nrows(),
+        sentences.len(),
+        job.token_layer,
+        job.word_feature,
+        path.display()
+    );
+    Ok(outcome)
 }

@@ -75,7 +75,13 @@ pub(crate) fn run(job: &EvalJob) -> Result<Outcome> {
         "{}report: {}\n",
         report::markdown_table(
             &overall,
-            &["accuracy", "micro_f1", "macro_f1", "weighted_f1"]
+            &[
+                "accuracy",
+                "micro_f1",
+                "entity_f1",
+                "macro_f1",
+                "weighted_f1"
+            ]
         ),
         out_dir.join("report.md").display()
     );
@@ -133,7 +139,13 @@ fn summary_markdown(
         "## Overall (%)\n\n{}",
         report::markdown_table(
             &report::overall(evals)?,
-            &["accuracy", "micro_f1", "macro_f1", "weighted_f1"]
+            &[
+                "accuracy",
+                "micro_f1",
+                "entity_f1",
+                "macro_f1",
+                "weighted_f1"
+            ]
         )
     );
     for n in notes {

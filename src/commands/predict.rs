@@ -7,12 +7,13 @@ use std::path::PathBuf;
 
 use polars::prelude::*;
 
+use crate::align::split_words;
 use crate::checkpoint::{self, vectors::CheckpointEncoder};
 use crate::commands::embed::stats_json;
 use crate::commands::Outcome;
 use crate::data::{self, Table};
-use crate::decision::Predictions;
-use crate::embedder::EmbedSettings;
+use crate::decision::{entities, Predictions};
+use crate::embedder::{EmbedSettings, EmbedStats};
 use crate::error::{Error, Result};
 use crate::format::{Format, TABLE_OUTPUTS};
 use crate::fsutil;
@@ -49,19 +50,68 @@ pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
     let table = data::read_input(&job.input)?;
     let texts = table.texts(&job.text_column)?;
     let mut cols = kept_columns(&table, job.keep_columns.as_deref())?;
-    let (x, stats) = encoder.vectors(&ck, &texts)?;
-
-    let json = format != Format::Parquet;
-    for name in &job.tasks {
-        let t = ck
-            .manifest
+    let task_index = |name: &String| {
+        ck.manifest
             .tasks
             .iter()
             .position(|e| &e.config.name == name)
-            .expect("task names are checked when the job is made");
+            .expect("task names are checked when the job is made")
+    };
+    let any_sentence_task = job
+        .tasks
+        .iter()
+        .any(|n| !ck.manifest.tasks[task_index(n)].config.is_token_task());
+    let mut stats = EmbedStats::default();
+    let x = if any_sentence_task {
+        let (x, s) = encoder.vectors(&ck, &texts)?;
+        stats.add(s);
+        Some(x)
+    } else {
+        None
+    };
+    // Token tasks read the texts as words (split as their CoNLL data was), each word's place
+    // in its text kept for the entities' offsets.
+    let token_tasks: Vec<usize> = job
+        .tasks
+        .iter()
+        .map(task_index)
+        .filter(|&t| ck.manifest.tasks[t].config.is_token_task())
+        .collect();
+    let places: Vec<Vec<std::ops::Range<usize>>> = if token_tasks.is_empty() {
+        Vec::new()
+    } else {
+        texts.iter().map(|t| split_words(t)).collect()
+    };
+    let words: Vec<Vec<String>> = texts
+        .iter()
+        .zip(&places)
+        .map(|(t, ps)| ps.iter().map(|r| t[r.clone()].to_string()).collect())
+        .collect();
+
+    let json = format != Format::Parquet;
+    for name in &job.tasks {
+        let t = task_index(name);
         let (entry, head, decision) = (&ck.manifest.tasks[t], &ck.heads[t], &ck.decisions[t]);
         let classes = &entry.classes;
-        let pred = decision.predict(&ck.store, head, x.view());
+        if entry.config.is_token_task() {
+            let (wx, s) = encoder.word_vectors(&ck, &entry.config, &words)?;
+            stats.add(s);
+            let lens: Vec<usize> = words.iter().map(Vec::len).collect();
+            let pred = decision.predict(&ck.store, head, wx.view(), Some(&lens), classes);
+            cols.push(entity_column(
+                &format!("{name}_entities"),
+                &texts,
+                &places,
+                classes,
+                &pred,
+                json,
+            )?);
+            continue;
+        }
+        let x = x
+            .as_ref()
+            .expect("sentence vectors are made when a sentence task runs");
+        let pred = decision.predict(&ck.store, head, x.view(), None, classes);
         let n = pred.picks.len();
         let sep = &entry.config.label_separator;
         let labels: Vec<String> = (0..n).map(|i| pred.label(i, classes, sep)).collect();
@@ -224,4 +274,73 @@ fn all_probs(name: &str, classes: &[String], pred: &Predictions, json: bool) -> 
     StructChunked::from_series(name.into(), pred.probs.nrows(), fields.iter())
         .map(|s| s.into_series().into_column())
         .map_err(|e| Error::Internal(format!("building column {name}: {e}")))
+}
+
+/// A token task's entities per text: a list of {start, end, type, text, score} structs (start
+/// and end in characters of the text, end exclusive), or (CSV) the same as JSON text.
+fn entity_column(
+    name: &str,
+    texts: &[String],
+    places: &[Vec<std::ops::Range<usize>>],
+    classes: &[String],
+    pred: &Predictions,
+    json: bool,
+) -> Result<Column> {
+    let mut per_text = Vec::with_capacity(texts.len());
+    let decided = pred.sentence_tags(classes, places.iter().map(Vec::len));
+    for ((text, ps), (tags, probs)) in texts.iter().zip(places).zip(decided) {
+        let char_at = |byte: usize| text[..byte].chars().count() as u32;
+        let found: Vec<(u32, u32, String, String, f32)> = entities(&tags, &probs)
+            .into_iter()
+            .map(|e| {
+                let (s, end) = (ps[e.words.start].start, ps[e.words.end - 1].end);
+                (
+                    char_at(s),
+                    char_at(end),
+                    e.kind,
+                    text[s..end].to_string(),
+                    e.score,
+                )
+            })
+            .collect();
+        per_text.push(found);
+    }
+    if json {
+        let cells: Vec<String> = per_text
+            .iter()
+            .map(|es| {
+                let items: Vec<serde_json::Value> = es
+                    .iter()
+                    .map(|(s, e, ty, t, p)| {
+                        serde_json::json!({"start": s, "end": e, "type": ty, "text": t, "score": p})
+                    })
+                    .collect();
+                serde_json::Value::Array(items).to_string()
+            })
+            .collect();
+        return Ok(Column::new(name.into(), cells));
+    }
+    let err = |e: PolarsError| Error::Internal(format!("building column {name}: {e}"));
+    let rows: Vec<Series> = per_text
+        .iter()
+        .map(|es| {
+            let fields = [
+                Series::new("start".into(), es.iter().map(|e| e.0).collect::<Vec<_>>()),
+                Series::new("end".into(), es.iter().map(|e| e.1).collect::<Vec<_>>()),
+                Series::new(
+                    "type".into(),
+                    es.iter().map(|e| e.2.as_str()).collect::<Vec<_>>(),
+                ),
+                Series::new(
+                    "text".into(),
+                    es.iter().map(|e| e.3.as_str()).collect::<Vec<_>>(),
+                ),
+                Series::new("score".into(), es.iter().map(|e| e.4).collect::<Vec<_>>()),
+            ];
+            StructChunked::from_series("".into(), es.len(), fields.iter())
+                .map(IntoSeries::into_series)
+        })
+        .collect::<PolarsResult<_>>()
+        .map_err(err)?;
+    Ok(Series::new(name.into(), rows).into_column())
 }

@@ -19,20 +19,24 @@ pub(crate) fn run(spec: &TrainSpec, source: &ModelSource) -> Result<Outcome> {
     outcome.warnings = result.warnings.clone();
     for t in &result.tasks {
         let d = &t.data;
-        for (split, unseen, rows) in [
-            ("dev", d.unseen_dev, d.dev.len()),
-            (
-                "test",
-                d.unseen_test,
-                d.test.as_ref().map_or(0, |s| s.len()),
-            ),
+        for (split, unseen, s) in [
+            ("dev", d.unseen_dev, Some(&d.dev)),
+            ("test", d.unseen_test, d.test.as_ref()),
         ] {
-            if unseen > 0 {
-                outcome.warnings.push(format!(
-                    "task {:?}: {unseen} of {rows} {split} rows have labels that never occur in train; they count as errors",
-                    d.config.name
-                ));
-            }
+            let Some(s) = s.filter(|_| unseen > 0) else {
+                continue;
+            };
+            let (names, _) = crate::tasks::unseen_labels(&d.config, &d.classes, &s.labels);
+            let (rows, what) = match d.is_token_task() {
+                true => ("sentences", "tags"),
+                false => ("rows", "labels"),
+            };
+            outcome.warnings.push(format!(
+                "task {:?}: {unseen} of {} {split} {rows} have {what} that never occur in train ({}); they count as errors",
+                d.config.name,
+                s.len(),
+                names.join(", ")
+            ));
         }
     }
     Ok(outcome)
@@ -88,6 +92,7 @@ fn table(spec: &TrainSpec, r: &TrainOutcome) -> String {
         ">dev macro-F1",
         ">test accuracy",
         ">test micro-F1",
+        ">test entity F1",
         ">test macro-F1",
     ]);
     for task in &r.tasks {
@@ -109,6 +114,7 @@ fn table(spec: &TrainSpec, r: &TrainOutcome) -> String {
             pct(task.dev.as_ref().map(|m| m.macro_f1)),
             pct(task.test.as_ref().map(|m| m.accuracy)),
             pct(task.test.as_ref().and_then(|m| m.micro_f1)),
+            pct(task.test.as_ref().and_then(|m| m.entity_f1)),
             pct(task.test.as_ref().map(|m| m.macro_f1)),
         ]);
     }

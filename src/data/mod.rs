@@ -2,6 +2,7 @@
 //! Every reader yields the same [`Table`] of string columns, so the rest of the code never cares
 //! which format a file was; errors name the file, the row and the field.
 
+pub mod conll;
 mod parquet;
 mod text;
 

@@ -298,14 +298,27 @@ impl NativeEncoder {
         self.layers.iter().flat_map(BertLayer::param_ids).collect()
     }
 
+    /// The output after every native layer.
     pub fn forward(
+        &self,
+        store: &ParamStore,
+        x: Array2<f32>,
+        seg: &Segments,
+    ) -> (Array2<f32>, Vec<LayerTrace>) {
+        self.forward_to(store, x, seg, self.layers.len())
+    }
+
+    /// The output after the first `depth` native layers (a token task reading a lower layer
+    /// runs only the layers up to it).
+    pub fn forward_to(
         &self,
         store: &ParamStore,
         mut x: Array2<f32>,
         seg: &Segments,
+        depth: usize,
     ) -> (Array2<f32>, Vec<LayerTrace>) {
-        let mut traces = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
+        let mut traces = Vec::with_capacity(depth);
+        for layer in &self.layers[..depth] {
             let (y, t) = layer.forward(store, x, seg);
             traces.push(t);
             x = y;
@@ -315,15 +328,41 @@ impl NativeEncoder {
 
     /// Inference only: no traces kept.
     pub fn infer(&self, store: &ParamStore, x: Array2<f32>, seg: &Segments) -> Array2<f32> {
-        self.layers
+        self.infer_to(store, x, seg, self.layers.len())
+    }
+
+    /// Inference through the first `depth` native layers.
+    pub fn infer_to(
+        &self,
+        store: &ParamStore,
+        x: Array2<f32>,
+        seg: &Segments,
+        depth: usize,
+    ) -> Array2<f32> {
+        self.layers[..depth]
             .iter()
             .fold(x, |x, layer| layer.forward(store, x, seg).0)
     }
 
+    /// Back through the layers `traces` came from (the first `traces.len()`).
     pub fn backward(&self, store: &mut ParamStore, traces: &[LayerTrace], mut dy: Array2<f32>) {
-        for (layer, t) in self.layers.iter().zip(traces).rev() {
+        for (layer, t) in self.layers[..traces.len()].iter().zip(traces).rev() {
             dy = layer.backward(store, t, dy.view());
         }
+    }
+
+    /// How many native layers a token task reading layer `token_layer` runs; an error when that
+    /// layer is below the frost line (nothing there could train).
+    pub fn depth_for(&self, task: &str, token_layer: usize) -> Result<usize> {
+        if token_layer < self.from {
+            return Err(Error::Usage(format!(
+                "task {task:?} reads word features at layer {token_layer}, below frost line {}: nothing under it trains; set tasks.{task}.token_layer to at least {} (up to {}), or lower the frost line",
+                self.from,
+                self.from,
+                self.from + self.layers.len()
+            )));
+        }
+        Ok((token_layer - self.from).min(self.layers.len()))
     }
 }
 

@@ -1,12 +1,18 @@
 //! Evaluation reports as polars DataFrames, written as Parquet + CSV with a Markdown summary and
 //! SVG plots. Column names and types are part of the interface (documented in README.md):
 //!
-//! - `overall`:   task, split, accuracy, micro_f1 (null for single-label tasks), macro_f1,
-//!   weighted_f1 (f64), support, unseen_label_rows (u64)
-//! - `per_class`: task, label, precision, recall, f1 (f64), support, predicted (u64)
+//! - `overall`:   task, split, accuracy, micro_f1 (null unless multi-label), entity_f1 (null
+//!   unless a token task), macro_f1, weighted_f1 (f64), support, unseen_label_rows (u64). For a
+//!   token task accuracy is token accuracy, the F1s are over entity types, support counts true
+//!   entities and unseen_label_rows sentences with an unknown tag.
+//! - `per_class`: task, label, precision, recall, f1 (f64), support, predicted (u64) — for a token
+//!   task one row per entity type (exact span and type)
 //! - `confusion`: task, true, predicted (str), count (u64) — long format, non-zero cells only;
-//!   for a multi-label task, per label: (l, l) hits, (l, "(missed)"), ("(none)", l) false alarms
-//! - `errors`:    task, rank (u32), text, true, predicted (str), probability (f32) — most confident first
+//!   for a multi-label task, per label: (l, l) hits, (l, "(missed)"), ("(none)", l) false alarms;
+//!   for a token task, per entity: (type, type) same span, (type, "(missed)") a true span not
+//!   predicted, ("(none)", type) a predicted span that is not true
+//! - `errors`:    task, rank (u32), text, true, predicted (str), probability (f32) — most confident
+//!   first; for a token task one row per wrong span, the span marked `[[…]]` in its sentence
 
 pub mod markdown;
 pub mod plots;
@@ -61,6 +67,13 @@ pub fn overall(evals: &[TaskEval]) -> Result<DataFrame> {
             Column::new(
                 "micro_f1".into(),
                 evals.iter().map(|e| e.metrics.micro_f1).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "entity_f1".into(),
+                evals
+                    .iter()
+                    .map(|e| e.metrics.entity_f1)
+                    .collect::<Vec<_>>(),
             ),
             Column::new(
                 "macro_f1".into(),

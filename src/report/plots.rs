@@ -33,7 +33,7 @@ pub fn kept_epoch(log: &[EpochLog]) -> Option<usize> {
         let f1: Vec<f64> = log
             .iter()
             .filter(|r| r.epoch == epoch)
-            .filter_map(|r| r.dev_macro_f1)
+            .filter_map(EpochLog::dev_score)
             .collect();
         if f1.is_empty() {
             continue;
@@ -88,7 +88,7 @@ pub fn learning_curves(log: &[EpochLog], task: &str, path: &Path) -> Result<()> 
         // The scores' own range (padded), so a curve that moves by a point is visible.
         let scores: Vec<f64> = rows
             .iter()
-            .flat_map(|r| [r.dev_accuracy, r.dev_macro_f1])
+            .flat_map(|r| [r.dev_accuracy, r.dev_score()])
             .flatten()
             .collect();
         let lo = scores.iter().copied().fold(f64::INFINITY, f64::min);
@@ -122,11 +122,15 @@ pub fn learning_curves(log: &[EpochLog], task: &str, path: &Path) -> Result<()> 
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], ORANGE.stroke_width(2)));
         c.draw_series(LineSeries::new(
             rows.iter()
-                .filter_map(|r| Some((r.epoch as f64, r.dev_macro_f1?))),
+                .filter_map(|r| Some((r.epoch as f64, r.dev_score()?))),
             GREEN.stroke_width(2),
         ))
         .map_err(plot_err)?
-        .label("macro-F1")
+        .label(if rows.iter().any(|r| r.dev_entity_f1.is_some()) {
+            "entity F1"
+        } else {
+            "macro-F1"
+        })
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], GREEN.stroke_width(2)));
         if let Some(kept) = kept_epoch(log) {
             let x = kept as f64;
@@ -444,6 +448,7 @@ mod tests {
             train_loss: 1.0,
             dev_accuracy: f1,
             dev_macro_f1: f1,
+            dev_entity_f1: None,
             lr: 0.1,
             train_seconds: 0.0,
             seconds: 0.0,

@@ -1,9 +1,14 @@
-//! Where a training step's sentence vectors come from: the sentence cache (frozen backbone), or
-//! the native encoder layers above the frost line run over cached token states — in which case
-//! the step also sends the heads' input gradient back through pooling and those layers.
+//! Where a training step's vectors come from: the sentence cache (frozen backbone), or the native
+//! encoder layers above the frost line run over cached token states — in which case the step also
+//! sends the heads' input gradient back through pooling and those layers. A token task's rows are
+//! sentences and its vectors are words: the words of the batch's sentences, in order (cached
+//! states of its layer when frozen; the top native layer's states above a frost line).
+
+use std::ops::Range;
 
 use ndarray::{s, Array2, ArrayView2, Axis};
 
+use crate::align::{gather_words, WordWindows};
 use crate::embedder::TokenStates;
 use crate::error::Result;
 use crate::nn::attention::Segments;
@@ -12,11 +17,20 @@ use crate::nn::{ParamId, ParamStore};
 use crate::pool::Pooling;
 use crate::tasks::SplitName;
 
-/// The token states of one task's splits at the frost line.
+/// One split's token states at the frost line: one per text, or for a token task one per window
+/// of words (`windows` says which words each window owns).
+pub struct SplitStates {
+    pub states: TokenStates,
+    pub windows: Option<WordWindows>,
+}
+
+/// One task's token states at the frost line, and how many native layers its vectors pass
+/// (all of them for a sentence task; up to its layer for a token task).
 pub struct TaskStates {
-    pub train: TokenStates,
-    pub dev: TokenStates,
-    pub test: Option<TokenStates>,
+    pub train: SplitStates,
+    pub dev: SplitStates,
+    pub test: Option<SplitStates>,
+    pub depth: usize,
 }
 
 pub struct FrostFeatures {
@@ -27,11 +41,14 @@ pub struct FrostFeatures {
     pub eval_batch: usize,
 }
 
-/// One task's cached sentence vectors, row for row with its splits.
+/// One task's cached vectors, row for row with its splits (a token task: word for word).
 pub struct TaskVectors {
     pub train: Array2<f32>,
     pub dev: Array2<f32>,
     pub test: Option<Array2<f32>>,
+    /// Token tasks: where each train sentence's words start in `train` (one more entry than
+    /// sentences).
+    pub train_words: Option<Vec<usize>>,
 }
 
 pub enum Features {
@@ -44,7 +61,59 @@ pub enum Features {
 /// What the backward pass of a frost-line batch needs.
 pub struct FeatureTrace {
     layers: Vec<LayerTrace>,
-    pool: PoolTrace,
+    readout: Readout,
+}
+
+/// How the top layer's token states became the batch's vectors.
+enum Readout {
+    Pool(PoolTrace),
+    /// Each word's packed token rows (averaged), out of `tokens` rows.
+    Words {
+        tokens: usize,
+        ranges: Vec<Range<usize>>,
+    },
+}
+
+/// The packed rows of each word owned by `windows` (stacked in that order as `seg`).
+fn word_rows(ww: &WordWindows, windows: &[usize], seg: &Segments) -> Vec<Range<usize>> {
+    windows
+        .iter()
+        .enumerate()
+        .flat_map(|(b, &w)| {
+            let at = seg.range(b).start;
+            ww.owned[w].iter().map(move |r| at + r.start..at + r.end)
+        })
+        .collect()
+}
+
+fn mean_rows(y: ArrayView2<f32>, ranges: &[Range<usize>]) -> Array2<f32> {
+    let mut out = Array2::<f32>::zeros((ranges.len(), y.ncols()));
+    for (mut o, r) in out.rows_mut().into_iter().zip(ranges) {
+        for t in r.clone() {
+            o += &y.row(t);
+        }
+        o /= r.len() as f32;
+    }
+    out
+}
+
+/// The word vectors of every sentence of a split from cached (frozen) token states.
+pub fn word_vectors(states: &TokenStates, ww: &WordWindows, hidden: usize) -> Array2<f32> {
+    let all: Vec<usize> = (0..ww.texts.len()).collect();
+    gather_words(ww, &all, hidden, |w| {
+        ArrayView2::from_shape((states.lens[w], hidden), states.get(w))
+            .expect("cached states are [len, hidden]")
+    })
+}
+
+/// Where each sentence's words start in a split's word rows (one more entry than sentences).
+pub fn sentence_offsets(ww: &WordWindows) -> Vec<usize> {
+    let mut offsets = vec![0];
+    for windows in &ww.sentence_windows {
+        let n: usize = windows.clone().map(|w| ww.owned[w].len()).sum();
+        offsets.push(offsets.last().expect("non-empty") + n);
+    }
+    offsets
 }
 
 /// Stacks the token states of `rows` into one packed `[Σ tokens, hidden]` batch: no padding, so
@@ -62,11 +131,37 @@ fn packed(states: &TokenStates, rows: &[usize], hidden: usize) -> (Array2<f32>, 
 }
 
 impl Features {
-    /// The native encoder's parameters (none for cached vectors).
-    pub fn param_ids(&self) -> Vec<ParamId> {
+    /// Every native layer's parameters (none for cached vectors): what a checkpoint saves.
+    pub fn encoder_ids(&self) -> Vec<ParamId> {
         match self {
             Features::Cached(_) => Vec::new(),
             Features::Frost(f) => f.encoder.param_ids(),
+        }
+    }
+
+    /// The native parameters some task's vectors pass through (a layer above every task's
+    /// depth gets no gradient, so it is left out of training).
+    pub fn param_ids(&self) -> Vec<ParamId> {
+        match self {
+            Features::Cached(_) => Vec::new(),
+            Features::Frost(f) => {
+                let depth = f.tasks.iter().map(|t| t.depth).max().unwrap_or(0);
+                f.encoder.layers[..depth]
+                    .iter()
+                    .flat_map(|l| l.param_ids())
+                    .collect()
+            }
+        }
+    }
+
+    /// The native parameters task `t`'s vectors pass through.
+    pub fn task_param_ids(&self, t: usize) -> Vec<ParamId> {
+        match self {
+            Features::Cached(_) => Vec::new(),
+            Features::Frost(f) => f.encoder.layers[..f.tasks[t].depth]
+                .iter()
+                .flat_map(|l| l.param_ids())
+                .collect(),
         }
     }
 
@@ -83,17 +178,41 @@ impl Features {
         train: bool,
     ) -> Result<(Array2<f32>, Option<FeatureTrace>)> {
         match self {
-            Features::Cached(v) => Ok((v[t].train.select(Axis(0), rows), None)),
-            Features::Frost(f) => {
-                let (x, seg) = packed(&f.tasks[t].train, rows, f.encoder.hidden);
-                if train {
-                    let (y, layers) = f.encoder.forward(store, x, &seg);
-                    let (pooled, pool) = pool_forward(f.pooling, y.view(), &seg)?;
-                    Ok((pooled, Some(FeatureTrace { layers, pool })))
-                } else {
-                    let y = f.encoder.infer(store, x, &seg);
-                    Ok((pool_forward(f.pooling, y.view(), &seg)?.0, None))
+            Features::Cached(v) => match &v[t].train_words {
+                None => Ok((v[t].train.select(Axis(0), rows), None)),
+                Some(offsets) => {
+                    let words: Vec<usize> = rows
+                        .iter()
+                        .flat_map(|&r| offsets[r]..offsets[r + 1])
+                        .collect();
+                    Ok((v[t].train.select(Axis(0), &words), None))
                 }
+            },
+            Features::Frost(f) => {
+                let split = &f.tasks[t].train;
+                let depth = f.tasks[t].depth;
+                let windows = split.windows.as_ref().map(|ww| ww.windows_of(rows));
+                let seqs = windows.as_deref().unwrap_or(rows);
+                let (x, seg) = packed(&split.states, seqs, f.encoder.hidden);
+                let (y, layers) = if train {
+                    let (y, layers) = f.encoder.forward_to(store, x, &seg, depth);
+                    (y, Some(layers))
+                } else {
+                    (f.encoder.infer_to(store, x, &seg, depth), None)
+                };
+                let (out, readout) = match &split.windows {
+                    Some(ww) => {
+                        let ranges = word_rows(ww, seqs, &seg);
+                        let words = mean_rows(y.view(), &ranges);
+                        let tokens = seg.total();
+                        (words, Readout::Words { tokens, ranges })
+                    }
+                    None => {
+                        let (pooled, pool) = pool_forward(f.pooling, y.view(), &seg)?;
+                        (pooled, Readout::Pool(pool))
+                    }
+                };
+                Ok((out, layers.map(|layers| FeatureTrace { layers, readout })))
             }
         }
     }
@@ -106,7 +225,20 @@ impl Features {
         dx: Option<Array2<f32>>,
     ) {
         if let (Features::Frost(f), Some(t), Some(dx)) = (self, trace, dx) {
-            let dy = pool_backward(f.pooling, &t.pool, dx.view());
+            let dy = match &t.readout {
+                Readout::Pool(pool) => pool_backward(f.pooling, pool, dx.view()),
+                Readout::Words { tokens, ranges } => {
+                    let mut dy = Array2::<f32>::zeros((*tokens, dx.ncols()));
+                    for (d, r) in dx.rows().into_iter().zip(ranges) {
+                        let share = &d / r.len() as f32;
+                        for t in r.clone() {
+                            let mut row = dy.row_mut(t);
+                            row += &share;
+                        }
+                    }
+                    dy
+                }
+            };
             f.encoder.backward(store, &t.layers, dy);
         }
     }
@@ -131,8 +263,14 @@ impl Features {
                     SplitName::Dev => Some(&f.tasks[t].dev),
                     SplitName::Test => f.tasks[t].test.as_ref(),
                 };
+                let depth = f.tasks[t].depth;
                 states
-                    .map(|s| infer_states(&f.encoder, f.pooling, store, s, f.eval_batch))
+                    .map(|s| match &s.windows {
+                        Some(ww) => {
+                            infer_words(&f.encoder, depth, store, &s.states, ww, f.eval_batch)
+                        }
+                        None => infer_states(&f.encoder, f.pooling, store, &s.states, f.eval_batch),
+                    })
                     .transpose()
             }
         }
@@ -158,6 +296,41 @@ pub fn infer_states(
         let (pooled, _) = pool_forward(pooling, y.view(), &seg)?;
         for (b, &r) in rows.iter().enumerate() {
             out.row_mut(r).assign(&pooled.row(b));
+        }
+    }
+    Ok(out)
+}
+
+/// Word vectors of every sentence in `ww` (in order): the native layers over each window's token
+/// states in length-sorted batches of `batch` windows, each owned word read from its window.
+pub fn infer_words(
+    encoder: &NativeEncoder,
+    depth: usize,
+    store: &ParamStore,
+    states: &TokenStates,
+    ww: &WordWindows,
+    batch: usize,
+) -> Result<Array2<f32>> {
+    let n = ww.texts.len();
+    let mut first_word = Vec::with_capacity(n);
+    let mut at = 0;
+    for owned in &ww.owned {
+        first_word.push(at);
+        at += owned.len();
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| states.lens[i]);
+    let mut out = Array2::<f32>::zeros((at, encoder.hidden));
+    for windows in order.chunks(batch.max(1)) {
+        let (x, seg) = packed(states, windows, encoder.hidden);
+        let y = encoder.infer_to(store, x, &seg, depth);
+        let words = mean_rows(y.view(), &word_rows(ww, windows, &seg));
+        let mut row = 0;
+        for &w in windows {
+            let k = ww.owned[w].len();
+            out.slice_mut(s![first_word[w]..first_word[w] + k, ..])
+                .assign(&words.slice(s![row..row + k, ..]));
+            row += k;
         }
     }
     Ok(out)

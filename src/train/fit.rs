@@ -34,11 +34,21 @@ pub struct EpochLog {
     /// `None` when the task has no dev rows (`dev_fraction = 0`).
     pub dev_accuracy: Option<f64>,
     pub dev_macro_f1: Option<f64>,
+    /// Token tasks: dev entity-level micro F1 (what epochs are selected by).
+    #[serde(default)]
+    pub dev_entity_f1: Option<f64>,
     pub lr: f64,
     /// The epoch's training steps alone.
     pub train_seconds: f64,
     /// Steps plus scoring the dev split.
     pub seconds: f64,
+}
+
+impl EpochLog {
+    /// The dev score epochs are selected by: entity F1 for a token task, macro-F1 otherwise.
+    pub fn dev_score(&self) -> Option<f64> {
+        self.dev_entity_f1.or(self.dev_macro_f1)
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -68,7 +78,10 @@ pub fn score_vectors(
     } else {
         decision.clone()
     };
-    let picks = decision.pick(probs.view());
+    let words: Option<Vec<usize>> = task
+        .is_token_task()
+        .then(|| labels.iter().map(|l| l.split(' ').count()).collect());
+    let picks = decision.decide(probs.view(), words.as_deref(), &task.classes);
     let metrics = decision.metrics(
         &task.config,
         &task.classes,
@@ -90,7 +103,12 @@ fn class_weights(task: &TaskData) -> Option<Vec<f32>> {
             for y in task.train_targets.iter().flatten() {
                 counts[*y] += 1;
             }
-            let n = task.train_targets.len() as f32;
+            // Rows — or for a token task, words.
+            let n = if task.is_token_task() {
+                counts.iter().sum::<usize>()
+            } else {
+                task.train_targets.len()
+            } as f32;
             Some(
                 counts
                     .iter()
@@ -197,9 +215,10 @@ pub fn fit(inputs: FitInputs, store: &mut ParamStore) -> Result<TrainReport> {
     let step_ids: Vec<Vec<ParamId>> = active
         .iter()
         .map(|&t| {
-            encoder
-                .iter()
-                .copied()
+            features
+                .task_param_ids(t)
+                .into_iter()
+                .filter(|p| encoder.contains(p))
                 .chain(
                     heads[t]
                         .param_ids()
@@ -260,6 +279,10 @@ pub fn fit(inputs: FitInputs, store: &mut ParamStore) -> Result<TrainReport> {
             let (logits, trace) = heads[t].forward_train(store, x, &mut rng);
             let (loss, mut dlogits) = if task.is_multi_label() {
                 bce_with_logits(logits.view(), &y, cw[t].as_deref())
+            } else if task.is_token_task() {
+                // A row is a sentence; the head saw its words, in order.
+                let y: Vec<usize> = y.into_iter().flatten().collect();
+                cross_entropy(logits.view(), &y, cw[t].as_deref(), cfg.label_smoothing)
             } else {
                 let y: Vec<usize> = y.iter().map(|y| y[0]).collect();
                 cross_entropy(logits.view(), &y, cw[t].as_deref(), cfg.label_smoothing)
@@ -309,15 +332,22 @@ pub fn fit(inputs: FitInputs, store: &mut ParamStore) -> Result<TrainReport> {
                 train_loss: loss_sum[a] / loss_steps[a].max(1) as f64,
                 dev_accuracy: m.as_ref().map(|m| m.accuracy),
                 dev_macro_f1: m.as_ref().map(|m| m.macro_f1),
+                dev_entity_f1: m.as_ref().and_then(|m| m.entity_f1),
                 lr,
                 train_seconds,
                 seconds: epoch_start.elapsed().as_secs_f64(),
             };
-            summary.push(match row.dev_macro_f1 {
-                Some(f1) => format!("{} loss {:.4} dev F1 {f1:.3}", row.task, row.train_loss),
-                None => format!("{} loss {:.4} (no dev)", row.task, row.train_loss),
+            summary.push(match (row.dev_entity_f1, row.dev_macro_f1) {
+                (Some(f1), _) => format!(
+                    "{} loss {:.4} dev entity F1 {f1:.3}",
+                    row.task, row.train_loss
+                ),
+                (None, Some(f1)) => {
+                    format!("{} loss {:.4} dev F1 {f1:.3}", row.task, row.train_loss)
+                }
+                (None, None) => format!("{} loss {:.4} (no dev)", row.task, row.train_loss),
             });
-            dev_scores.extend(row.dev_macro_f1);
+            dev_scores.extend(m.as_ref().map(TaskMetrics::selection_score));
             report.log.push(row);
         }
         if progress {
@@ -335,7 +365,7 @@ pub fn fit(inputs: FitInputs, store: &mut ParamStore) -> Result<TrainReport> {
             report.stopped_early = true;
             if progress {
                 eprintln!(
-                    "early stopping after epoch {epoch}: no better mean dev macro-F1 for {} epochs; keeping epoch {}'s weights (dev {:.3})",
+                    "early stopping after epoch {epoch}: no better mean dev score (macro-F1; entity F1 for token tasks) for {} epochs; keeping epoch {}'s weights (dev {:.3})",
                     cfg.patience, best.1, best.0
                 );
             }
@@ -375,12 +405,22 @@ fn dev_metrics(inputs: FitInputs, store: &ParamStore, t: usize) -> Result<Option
 }
 
 /// Class prototypes for nearest-centroid heads: the mean training vector of each class (of the
-/// rows carrying each label, for a multi-label task).
+/// rows carrying each label, for a multi-label task; of the words tagged with it, for a token
+/// task).
 pub fn centroids(task: &TaskData, train_x: ArrayView2<f32>) -> Array2<f32> {
     let d = train_x.ncols();
     let mut sums = Array2::<f32>::zeros((task.classes.len(), d));
     let mut counts = vec![0f32; task.classes.len()];
-    for (row, ys) in train_x.axis_iter(Axis(0)).zip(&task.train_targets) {
+    let targets: Vec<Vec<usize>> = if task.is_token_task() {
+        task.train_targets
+            .iter()
+            .flatten()
+            .map(|&y| vec![y])
+            .collect()
+    } else {
+        task.train_targets.clone()
+    };
+    for (row, ys) in train_x.axis_iter(Axis(0)).zip(&targets) {
         for &y in ys {
             let mut s = sums.row_mut(y);
             s += &row;

@@ -15,10 +15,12 @@ use crate::nn::bert::NativeEncoder;
 use crate::nn::ParamStore;
 use crate::outfolder::{FolderKind, OutputFolder};
 use crate::regime::Plan;
-use crate::runfile::RunFile;
-use crate::tasks::{load_task, SplitName, TaskData};
+use crate::runfile::{RunFile, TaskConfig, DEFAULT_TOKEN_LAYER};
+use crate::tasks::{load_task, Split, SplitName, TaskData};
 
-use super::features::{Features, FrostFeatures, TaskStates, TaskVectors};
+use super::features::{
+    sentence_offsets, word_vectors, Features, FrostFeatures, SplitStates, TaskStates, TaskVectors,
+};
 use super::fit::{fit, score_vectors, FitInputs, TrainReport};
 use super::heads_init::{build_heads, HeadSources};
 
@@ -43,6 +45,20 @@ impl TrainSpec {
         out: Option<PathBuf>,
         force: bool,
     ) -> Result<Self> {
+        for t in &run.tasks {
+            if t.is_token_task() && run.train.head == crate::runfile::HeadChoice::ZeroShot {
+                return Err(Error::Usage(format!(
+                    "task {:?} is a token task: zero-shot label prompts are for sentence tasks; use head = \"centroid\" for a training-free token head",
+                    t.name
+                )));
+            }
+            if !t.is_token_task() && t.token_layer.is_some() {
+                return Err(Error::Usage(format!(
+                    "task {:?}: token_layer is for token-classification tasks (sentence tasks read the pooled vector)",
+                    t.name
+                )));
+            }
+        }
         let names: Vec<String> = run.tasks.iter().map(|t| t.name.clone()).collect();
         let plan =
             run.train
@@ -132,8 +148,20 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
         }
         None => (None, Vec::new()),
     };
-    let tasks: Vec<TaskData> = run
-        .tasks
+    let configs = resolve_token_layers(&run.tasks, from.as_ref(), plan, folder.num_layers);
+    if let Some(t) = configs
+        .iter()
+        .find(|t| t.is_token_task() && t.token_layer() > folder.num_layers)
+    {
+        return Err(Error::Usage(format!(
+            "task {:?}: token_layer {} is outside 0..={} (the model has {} layers)",
+            t.name,
+            t.token_layer(),
+            folder.num_layers,
+            folder.num_layers
+        )));
+    }
+    let tasks: Vec<TaskData> = configs
         .iter()
         .map(|t| load_task(t, run.seed))
         .collect::<Result<_>>()?;
@@ -156,7 +184,7 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
     let (features, mut sentences) = match plan.frost_line {
         None => {
             let mut embedder = SentenceEmbedder::open(settings.clone())?;
-            for t in &run.tasks {
+            for t in run.tasks.iter().filter(|t| !t.is_token_task()) {
                 for dir in [Some(&t.train), t.dev.as_ref(), t.test.as_ref()]
                     .into_iter()
                     .flatten()
@@ -169,7 +197,7 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
                     }
                 }
             }
-            let vectors = cached_vectors(&mut embedder, &tasks, &mut embed_stats)?;
+            let vectors = cached_vectors(settings, &mut embedder, &tasks, &mut embed_stats)?;
             (Features::Cached(vectors), Some(embedder))
         }
         Some(n) => (
@@ -281,7 +309,7 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
             test,
         });
     }
-    let encoder_ids = features.param_ids();
+    let encoder_ids = features.encoder_ids();
     let trainable_params = store.count(&trainable);
     let manifest = Manifest {
         format_version: checkpoint::MANIFEST_VERSION,
@@ -322,32 +350,89 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
     })
 }
 
-/// Every split of every task through the sentence cache.
+/// Each token task's layer, decided once and recorded in the checkpoint: the run file's, else
+/// the `from` checkpoint's (its head was trained there), else the top layer above a frost line
+/// (the layers trained there are all read) and [`DEFAULT_TOKEN_LAYER`] on a frozen backbone.
+fn resolve_token_layers(
+    tasks: &[TaskConfig],
+    from: Option<&Checkpoint>,
+    plan: &Plan,
+    num_layers: usize,
+) -> Vec<TaskConfig> {
+    tasks
+        .iter()
+        .cloned()
+        .map(|mut t| {
+            if t.is_token_task() && t.token_layer.is_none() {
+                let recorded = from.and_then(|ck| {
+                    ck.manifest
+                        .tasks
+                        .iter()
+                        .find(|e| e.config.name == t.name)
+                        .and_then(|e| e.config.token_layer)
+                });
+                t.token_layer = Some(recorded.unwrap_or(match plan.frost_line {
+                    Some(_) => num_layers,
+                    None => DEFAULT_TOKEN_LAYER,
+                }));
+            }
+            t
+        })
+        .collect()
+}
+
+/// Every split of every task through the cache: sentence vectors, or for a token task the word
+/// features at its layer (token states of the graph cut there).
 fn cached_vectors(
+    settings: &EmbedSettings,
     embedder: &mut SentenceEmbedder,
     tasks: &[TaskData],
     stats: &mut Vec<EmbedStats>,
 ) -> Result<Vec<TaskVectors>> {
-    let mut embed = |task: &TaskData, split: &str, texts: &[String]| {
-        embedder.set_progress_label(&format!("{} {split}", task.config.name));
-        let (x, s) = embedder.embed(texts)?;
-        stats.push(s);
-        Ok::<_, Error>(x)
-    };
-    tasks
-        .iter()
-        .map(|t| {
-            Ok(TaskVectors {
-                train: embed(t, "train", &t.train.texts)?,
-                dev: embed(t, "dev", &t.dev.texts)?,
+    let hidden = embedder.folder().hidden_size;
+    let mut out = Vec::new();
+    for t in tasks {
+        let name = &t.config.name;
+        if t.is_token_task() {
+            let layer = t.config.token_layer();
+            let mut tok = TokenStateEmbedder::open(settings.clone(), layer, false)?;
+            let mut words = |split: &str, s: &Split| {
+                tok.set_progress_label(&format!("{name} {split} (layer {layer})"));
+                let (states, ww, st) = tok.word_states(&s.words, t.config.word_feature)?;
+                stats.push(st);
+                Ok::<_, Error>((word_vectors(&states, &ww, hidden), ww))
+            };
+            let (train, ww) = words("train", &t.train)?;
+            out.push(TaskVectors {
+                train,
+                train_words: Some(sentence_offsets(&ww)),
+                dev: words("dev", &t.dev)?.0,
                 test: t
                     .test
                     .as_ref()
-                    .map(|s| embed(t, "test", &s.texts))
+                    .map(|s| words("test", s).map(|w| w.0))
                     .transpose()?,
-            })
-        })
-        .collect()
+            });
+            continue;
+        }
+        let mut embed = |split: &str, texts: &[String]| {
+            embedder.set_progress_label(&format!("{name} {split}"));
+            let (x, s) = embedder.embed(texts)?;
+            stats.push(s);
+            Ok::<_, Error>(x)
+        };
+        out.push(TaskVectors {
+            train: embed("train", &t.train.texts)?,
+            dev: embed("dev", &t.dev.texts)?,
+            test: t
+                .test
+                .as_ref()
+                .map(|s| embed("test", &s.texts))
+                .transpose()?,
+            train_words: None,
+        });
+    }
+    Ok(out)
 }
 
 /// Token states of every split at frost line `n` (cached), and the native layers above it.
@@ -363,22 +448,33 @@ fn frost_features(
     // The layers load first: a folder without usable weights fails before any embedding.
     let encoder = NativeEncoder::load(store, folder, n)?;
     let mut tok = TokenStateEmbedder::open(settings.clone(), n, quantize_frozen)?;
-    let mut states = |task: &TaskData, split: &str, texts: &[String]| {
+    let mut states = |task: &TaskData, split: &str, s: &Split| {
         tok.set_progress_label(&format!("{} {split} (below layer {n})", task.config.name));
-        let (s, st) = tok.token_states(texts)?;
+        let (states, windows, st) = if task.is_token_task() {
+            let (states, ww, st) = tok.word_states(&s.words, task.config.word_feature)?;
+            (states, Some(ww), st)
+        } else {
+            let (states, st) = tok.token_states(&s.texts)?;
+            (states, None, st)
+        };
         stats.push(st);
-        Ok::<_, Error>(s)
+        Ok::<_, Error>(SplitStates { states, windows })
     };
+    // Each task's depth is checked before anything is embedded.
+    let depths: Vec<usize> = tasks
+        .iter()
+        .map(|t| match t.is_token_task() {
+            true => encoder.depth_for(&t.config.name, t.config.token_layer()),
+            false => Ok(encoder.layers.len()),
+        })
+        .collect::<Result<_>>()?;
     let mut task_states = Vec::new();
-    for t in tasks {
+    for (t, depth) in tasks.iter().zip(depths) {
         task_states.push(TaskStates {
-            train: states(t, "train", &t.train.texts)?,
-            dev: states(t, "dev", &t.dev.texts)?,
-            test: t
-                .test
-                .as_ref()
-                .map(|s| states(t, "test", &s.texts))
-                .transpose()?,
+            depth,
+            train: states(t, "train", &t.train)?,
+            dev: states(t, "dev", &t.dev)?,
+            test: t.test.as_ref().map(|s| states(t, "test", s)).transpose()?,
         });
     }
     Ok(Features::Frost(FrostFeatures {
