@@ -3,10 +3,11 @@
 1. Layer sweep: frostline's frozen-backbone linear token head on the word features of every
    layer of all-MiniLM-L6-v2, next to scikit-learn LogisticRegression on the very same cached
    word features (`frostline embed` of the CoNLL files, one row per word).
-2. The frost line: layers >= N trained natively with the token head (word features from the top
-   layer), next to a PyTorch fine-tune of the same layers (layers < N frozen, same head, same
-   epochs, batch, learning rates, schedule and clipping, best dev epoch kept), with the training
-   time per epoch of each.
+2. The frost line: layers N..L-1 trained natively with the token head on layer L's word features
+   (the top half of the model; and one layer under the default layer), next to a PyTorch
+   fine-tune of the same layers (layers < N frozen, same head, epochs, batch, learning rates,
+   schedule and clipping, best dev epoch kept), with the training time per epoch of each.
+3. Joint training: Banking77 intents + WNUT-17 entities in one run file, and each head frozen.
 Writes a Markdown report."""
 
 import argparse
@@ -103,9 +104,10 @@ def frostline_train(fl, run, out, cache, sets):
     return ner, j, wall, epoch_train
 
 
-def torch_finetune(model_dir, data, n, epochs, batch, enc_lr, head_lr, wd, warmup, clip, seed):
-    """Layers >= n of the model and a linear head on each word's first sub-token of the top
-    layer, trained with frostline's recipe (AdamW, linear warm-up then cosine, global clip)."""
+def torch_finetune(model_dir, data, n, top, epochs, batch, enc_lr, head_lr, wd, warmup, clip, seed):
+    """Layers n..top-1 of the model (the model cut after `top` layers) and a linear head on each
+    word's first sub-token there, trained with frostline's recipe (AdamW, linear warm-up then
+    cosine, global clip)."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -114,6 +116,7 @@ def torch_finetune(model_dir, data, n, epochs, batch, enc_lr, head_lr, wd, warmu
     tok = AutoTokenizer.from_pretrained(model_dir)
     # frostline's native layers have no dropout; the same here.
     model = AutoModel.from_pretrained(model_dir, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model.encoder.layer = model.encoder.layer[:top]
     model.train()
     for p in model.embeddings.parameters():
         p.requires_grad = False
@@ -258,27 +261,58 @@ def main():
                 fl, run, work / f"ck-L{layer}-{decoding}", cache,
                 [f"tasks.ner.token_layer={layer}", f"tasks.ner.decoding={decoding}"])
             row[f"fl_{decoding}"] = 100 * ner["test"]["entity_f1"]
+            row[f"fl_{decoding}_dev"] = 100 * ner["dev"]["entity_f1"]
             row["fl_seconds"] = wall
         sweep.append(row)
         print(json.dumps(row), file=sys.stderr)
 
-    # 2. The frost line vs PyTorch, same layers and budget.
+    # 2. The frost line vs PyTorch, same layers and budget: (frost line N, layer read) pairs —
+    # the top half of the model read at the top, and one layer under the default layer.
     recipe = dict(epochs=a.frost_epochs, batch=16, enc_lr=1e-4, head_lr=1e-3, wd=0.01, warmup=0.05, clip=1.0)
-    sets = [f"train.regime=frost-line={a.frost_line}", f"tasks.ner.token_layer={layers}",
-            f"train.epochs={recipe['epochs']}", f"train.batch_size={recipe['batch']}",
-            f"train.encoder_lr={recipe['enc_lr']}", f"train.lr={recipe['head_lr']}", "train.patience=0"]
-    ner, j, wall, fl_epochs = frostline_train(fl, run, work / "ck-frost", cache, sets)
-    frost = {"f1": 100 * ner["test"]["entity_f1"], "dev": 100 * ner["dev"]["entity_f1"],
-             "epoch_s": float(np.median(fl_epochs)), "train_s": j["training_seconds"],
-             "best": j["best_epoch"], "params": j["trainable_params"], "embed_s": j["embed_seconds"]}
-    torch_row = None
-    if not a.skip_torch:
-        (dev_f1, best_epoch, test_f1), per_epoch = torch_finetune(
-            model, data, a.frost_line, recipe["epochs"], recipe["batch"], recipe["enc_lr"],
-            recipe["head_lr"], recipe["wd"], recipe["warmup"], recipe["clip"], 13)
-        torch_row = {"f1": test_f1, "dev": dev_f1, "best": best_epoch, "epoch_s": float(np.median(per_epoch))}
+    default_layer = max(sweep, key=lambda r: r["fl_constrained_dev"])["layer"]
+    frost_rows = []
+    for n, top in [(a.frost_line, layers), (default_layer - 1, default_layer)]:
+        sets = [f"train.regime=frost-line={n}", f"tasks.ner.token_layer={top}",
+                f"train.epochs={recipe['epochs']}", f"train.batch_size={recipe['batch']}",
+                f"train.encoder_lr={recipe['enc_lr']}", f"train.lr={recipe['head_lr']}", "train.patience=0"]
+        ner, j, wall, fl_epochs = frostline_train(fl, run, work / f"ck-frost-{n}-{top}", cache, sets)
+        frost = {"n": n, "top": top, "f1": 100 * ner["test"]["entity_f1"], "dev": 100 * ner["dev"]["entity_f1"],
+                 "epoch_s": float(np.median(fl_epochs)), "train_s": j["training_seconds"],
+                 "best": j["best_epoch"], "params": j["trainable_params"], "embed_s": j["embed_seconds"]}
+        torch_row = None
+        if not a.skip_torch:
+            (dev_f1, best_epoch, test_f1), per_epoch = torch_finetune(
+                model, data, n, top, recipe["epochs"], recipe["batch"], recipe["enc_lr"],
+                recipe["head_lr"], recipe["wd"], recipe["warmup"], recipe["clip"], 13)
+            torch_row = {"f1": test_f1, "dev": dev_f1, "best": best_epoch,
+                         "epoch_s": float(np.median(per_epoch)), "epochs_s": per_epoch}
+        frost_rows.append((frost, torch_row))
 
-    best_layer = max(sweep, key=lambda r: r["fl_constrained"])
+    # 3. Joint training: Banking77 intents + WNUT-17 entities in one run file, then each head frozen.
+    b77 = Path(a.shared) / "data" / "banking77"
+    joint_run = work / "joint.toml"
+    joint_run.write_text(
+        f'model = "{model}"\nseed = 13\n[train]\nregime = "frozen-backbone"\nhead = "linear"\nepochs = 20\n'
+        f'[[tasks]]\nname = "intent"\ntrain = "{b77 / "train.csv"}"\ntest = "{b77 / "test.csv"}"\n'
+        f'[[tasks]]\nname = "ner"\nkind = "token-classification"\n'
+        f'train = "{data / "train.conll"}"\ndev = "{data / "dev.conll"}"\ntest = "{data / "test.conll"}"\n'
+    )
+    joint = []
+    base = work / "ck-joint"
+    for name, sets in [("frozen-backbone (both heads train)", []),
+                       ("freeze-head=intent (entities head continues)", ["train.regime=freeze-head=intent", f"train.from={base}"]),
+                       ("freeze-head=ner (intent head continues)", ["train.regime=freeze-head=ner", f"train.from={base}"])]:
+        out = work / ("ck-joint" if not sets else f"ck-joint-{sets[0].split('=')[-1]}")
+        _, j, wall, _ = frostline_train(fl, joint_run, out, cache, sets)
+        by = {t["name"]: t for t in j["tasks"]}
+        joint.append({"run": name, "intent_acc": 100 * by["intent"]["test"]["accuracy"],
+                      "intent_f1": 100 * by["intent"]["test"]["macro_f1"],
+                      "ner_f1": 100 * by["ner"]["test"]["entity_f1"], "ner_acc": 100 * by["ner"]["test"]["accuracy"],
+                      "train_s": j["training_seconds"], "params": j["trainable_params"]})
+
+    # The layer is chosen on dev, as a user would; test only reports.
+    best_layer = max(sweep, key=lambda r: r["fl_constrained_dev"])
+    json.dump({"sweep": sweep, "frost": frost_rows, "joint": joint}, open(work / "results.json", "w"), indent=1)
     L = [f"# NER on WNUT-17 — frostline vs scikit-learn and PyTorch\n",
          f"Written by `scripts/bench_ner.sh`. Model all-MiniLM-L6-v2; WNUT-17 train {len(splits['train'])} / "
          f"dev {len(splits['dev'])} / test {len(splits['test'])} sentences; entity-level micro-F1 on test "
@@ -289,35 +323,62 @@ def main():
          "frostline: frozen-backbone linear token head (20 epochs, best dev epoch, AdamW lr 2e-2). "
          "scikit-learn: `LogisticRegression(C=1, max_iter=1000)` on the same train words, "
          "each word's argmax tag, and the same probabilities decoded as valid BIO.\n",
-         "| layer | frostline (BIO decoding) | frostline (argmax) | scikit-learn LR (argmax) | scikit-learn LR (BIO decoding) | LR fit s | frostline run s |",
-         "|---:|---:|---:|---:|---:|---:|---:|"]
+         "Layer L = the states after L layers (0 = the embeddings, 6 = the last layer).\n",
+         "| layer | frostline dev (BIO) | frostline test (BIO decoding) | frostline test (argmax) | scikit-learn LR test (argmax) | scikit-learn LR test (BIO decoding) | LR fit s | frostline run s |",
+         "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sweep:
-        L.append(f"| {r['layer']} | {r['fl_constrained']:.2f} | {r['fl_argmax']:.2f} | {r['sk']:.2f} | "
-                 f"{r['sk_bio']:.2f} | {r['sk_seconds']:.1f} | {r['fl_seconds']:.1f} |")
-    L.append(f"\nBest frozen layer for frostline: **{best_layer['layer']}** "
-             f"({best_layer['fl_constrained']:.2f}; scikit-learn on the same features "
-             f"{best_layer['sk']:.2f} argmax / {best_layer['sk_bio']:.2f} BIO-decoded).\n")
+        L.append(f"| {r['layer']} | {r['fl_constrained_dev']:.2f} | {r['fl_constrained']:.2f} | {r['fl_argmax']:.2f} | "
+                 f"{r['sk']:.2f} | {r['sk_bio']:.2f} | {r['sk_seconds']:.1f} | {r['fl_seconds']:.1f} |")
+    L.append(f"\nBest layer on dev: **{best_layer['layer']}** (dev {best_layer['fl_constrained_dev']:.2f}) — "
+             f"frostline's default `token_layer`. There, on test: frostline {best_layer['fl_constrained']:.2f} "
+             f"(argmax {best_layer['fl_argmax']:.2f}); scikit-learn on the same features "
+             f"{best_layer['sk']:.2f} argmax / {best_layer['sk_bio']:.2f} BIO-decoded. frostline − scikit-learn "
+             f"with the same decoding: {best_layer['fl_argmax'] - best_layer['sk']:+.2f} (argmax), "
+             f"{best_layer['fl_constrained'] - best_layer['sk_bio']:+.2f} (BIO).\n")
     L.append("## 2. Frost line vs a PyTorch fine-tune of the same layers\n")
-    L.append(f"Layers {a.frost_line}..{layers - 1} train with a linear token head on the top layer's first "
-             f"sub-token state; layers below {a.frost_line} frozen. Same recipe for both: {recipe['epochs']} epochs, "
-             f"batch {recipe['batch']} sentences, AdamW (encoder lr {recipe['enc_lr']}, head lr {recipe['head_lr']}, "
-             f"weight decay {recipe['wd']}), 5 % linear warm-up then cosine, gradient clip {recipe['clip']}, "
-             "the best dev epoch kept, BIO-constrained decoding. frostline reads the cached layer-"
-             f"{a.frost_line} states and runs only the trained layers; PyTorch (torch.set_num_threads(2)) "
-             "runs the whole model forward every step; no dropout in either. Time per epoch = the training steps alone (median).\n")
+    L.append("Layers N..L−1 train with a linear token head on each word's first sub-token state after layer L; "
+             "layers below N frozen. Same recipe for both: "
+             f"{recipe['epochs']} epochs, batch {recipe['batch']} sentences, AdamW (encoder lr {recipe['enc_lr']}, "
+             f"head lr {recipe['head_lr']}, weight decay {recipe['wd']}), 5 % linear warm-up then cosine, gradient clip "
+             f"{recipe['clip']}, the best dev epoch kept, BIO-constrained decoding, no dropout. frostline reads the cached "
+             "layer-N token states and runs only the trained layers natively; PyTorch (transformers, "
+             "`torch.set_num_threads(2)`) runs the model cut after layer L, forward from the embeddings every step. "
+             "Time per epoch = the training steps alone (median over epochs).\n")
     L.append("| run | test entity F1 | dev entity F1 | best epoch | s / epoch | trainable params |")
     L.append("|---|---:|---:|---:|---:|---:|")
-    L.append(f"| frostline frozen backbone, layer {best_layer['layer']} | {best_layer['fl_constrained']:.2f} | | | | |")
-    L.append(f"| frostline frost line N={a.frost_line} | {frost['f1']:.2f} | {frost['dev']:.2f} | {frost['best']} | "
-             f"{frost['epoch_s']:.1f} | {frost['params']} |")
-    if torch_row:
-        L.append(f"| PyTorch fine-tune, layers ≥ {a.frost_line} | {torch_row['f1']:.2f} | {torch_row['dev']:.2f} | "
-                 f"{torch_row['best']} | {torch_row['epoch_s']:.1f} | |")
-        ratio = frost["epoch_s"] / torch_row["epoch_s"]
-        L.append(f"\nfrostline − PyTorch: {frost['f1'] - torch_row['f1']:+.2f} points; time per epoch "
-                 f"{ratio:.2f}× PyTorch's. Frost line − best frozen layer: "
-                 f"{frost['f1'] - best_layer['fl_constrained']:+.2f} points. Token states at layer {a.frost_line} "
-                 f"were cached once ({frost['embed_s']:.1f} s, not part of the epochs).\n")
+    L.append(f"| frostline frozen backbone, layer {best_layer['layer']} | {best_layer['fl_constrained']:.2f} | "
+             f"{best_layer['fl_constrained_dev']:.2f} | | | |")
+    for frost, torch_row in frost_rows:
+        n, top = frost["n"], frost["top"]
+        L.append(f"| frostline frost line N={n}, layer {top} | {frost['f1']:.2f} | {frost['dev']:.2f} | {frost['best']} | "
+                 f"{frost['epoch_s']:.1f} | {frost['params']} |")
+        if torch_row:
+            L.append(f"| PyTorch fine-tune, layers {n}..{top - 1}, layer {top} | {torch_row['f1']:.2f} | {torch_row['dev']:.2f} | "
+                     f"{torch_row['best']} | {torch_row['epoch_s']:.1f} | |")
+    L.append("")
+    for frost, torch_row in frost_rows:
+        line = (f"- N={frost['n']}, layer {frost['top']}: frost line − best frozen layer "
+                f"{frost['f1'] - best_layer['fl_constrained']:+.2f} points")
+        if torch_row:
+            line += (f"; frostline − PyTorch {frost['f1'] - torch_row['f1']:+.2f} points (within 1: "
+                     f"{'yes' if abs(frost['f1'] - torch_row['f1']) <= 1 else 'no'}); time per epoch "
+                     f"{frost['epoch_s'] / torch_row['epoch_s']:.2f}× PyTorch's (target ≤ 0.5×: "
+                     f"{'met' if frost['epoch_s'] <= 0.5 * torch_row['epoch_s'] else 'not met'})")
+        L.append(line + ".")
+    L.append("")
+    L.append("## 3. Joint training: Banking77 intents + WNUT-17 entities in one run\n")
+    L.append("One run file, the full Banking77 (10 % of train carved as dev) beside WNUT-17, frozen backbone, "
+             f"linear heads, 20 epochs; then from that checkpoint each head frozen (`freeze-head=`) while the other "
+             f"continues on the cache. Entities read layer {best_layer['layer']} (the default).\n")
+    L.append("| run | intent test accuracy | intent macro-F1 | entities test entity F1 | entities token accuracy | training s | trainable params |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|")
+    for r in joint:
+        L.append(f"| {r['run']} | {r['intent_acc']:.2f} | {r['intent_f1']:.2f} | {r['ner_f1']:.2f} | {r['ner_acc']:.2f} | "
+                 f"{r['train_s']:.1f} | {r['params']} |")
+    same_intent = joint[1]["intent_acc"] == joint[0]["intent_acc"] and joint[1]["intent_f1"] == joint[0]["intent_f1"]
+    same_ner = joint[2]["ner_f1"] == joint[0]["ner_f1"]
+    L.append(f"\nThe frozen head's scores equal the checkpoint's it came from: intent {'yes' if same_intent else 'NO'}, "
+             f"entities {'yes' if same_ner else 'NO'} (same cache, weights checked bit for bit by training).\n")
     Path(a.out).write_text("\n".join(L) + "\n")
     print("\n".join(L))
 

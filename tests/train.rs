@@ -79,7 +79,7 @@ fn same_seed_same_weights_and_metrics_other_seed_differs() {
     let log = std::fs::read_to_string(a.join("training_log.csv")).unwrap();
     assert!(
         log.starts_with(
-            "epoch,task,steps,train_loss,dev_accuracy,dev_macro_f1,lr,train_seconds,seconds"
+            "epoch,task,steps,train_loss,dev_accuracy,dev_macro_f1,dev_entity_f1,lr,train_seconds,seconds"
         ),
         "{log}"
     );

@@ -408,7 +408,7 @@ pub(crate) fn tradeoffs(rows: &[CompareRow]) -> Vec<String> {
             let find = |v: &str| of.iter().find(|r| r.variant == v);
             if let (Some(lin), Some(mlp)) = (find("frozen-backbone/linear"), find("frozen-backbone/mlp")) {
                 let ratio = if lin.train_seconds > 0.0 { mlp.train_seconds / lin.train_seconds } else { f64::NAN };
-                let _ = write!(line, "; the MLP head moves accuracy {:+.1} points for {:.1}× the linear head's training time", 100.0 * (mlp.score() - lin.score()), ratio);
+                let _ = write!(line, "; the MLP head moves {} {:+.1} points for {:.1}× the linear head's training time", if lin.entity_f1.is_some() { "entity F1" } else { "accuracy" }, 100.0 * (mlp.score() - lin.score()), ratio);
                 if let Some(fz) = find(&format!("freeze-head={task}/linear")) {
                     let _ = write!(
                         line,
