@@ -24,17 +24,32 @@ With --cut-at N it writes only OUTPUT/model.cut-N.onnx, whose output `hidden_sta
 hidden states after the first N encoder layers (N = 0: the embedding output) — the frozen part
 below the frost line. --weights replaces tensors of model.safetensors by those of another file
 (e.g. the encoder layers a frost-line run tuned), for both the graph and the copied weights.
+
+Input is not trusted: every file read must be a regular file inside the model folder (a link may
+lead within it, to the same file of another model folder, or into the Hugging Face cache's
+blobs/), JSON and vocab files are checked before any work, pytorch_model.bin's tensor views and
+sizes are checked before anything is read or allocated, and --cut-at writes only into a folder
+this exporter wrote (or the model folder itself). Every failure is one line
+`export_onnx: error: ...` naming the file: exit 2 for refused input, 3 for anything unexpected.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
+import functools
+import io
 import json
 import math
 import os
+import pickle
 import shutil
+import stat
 import sys
+import zipfile
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -49,24 +64,194 @@ COPIED_FILES = [
     "tokenizer_config.json",
     "special_tokens_map.json",
 ]
+# Every file of the model folder the exporter reads or copies.
+SOURCE_FILES = COPIED_FILES + ["pytorch_model.bin", "frostline.json"]
+# What each JSON file of the model folder must hold (a value of this type).
+JSON_SHAPES = {
+    "config.json": dict,
+    "tokenizer.json": dict,
+    "tokenizer_config.json": dict,
+    "special_tokens_map.json": dict,
+    "sentence_bert_config.json": dict,
+    "1_Pooling/config.json": dict,
+    "modules.json": list,
+    "frostline.json": dict,
+}
 BERT_FAMILY = {"bert"}
+MAX_TEXT_BYTES = 256 << 20  # a JSON or vocab file; real ones are a few MB
 
 
-def die(msg: str) -> None:
-    print(f"export_onnx: error: {msg}", file=sys.stderr)
-    sys.exit(2)
+class ExportError(Exception):
+    """An input the exporter refuses; the message names the file and what is wrong. The command
+    line prints it as one line and exits 2; a caller importing this module catches it."""
+
+
+class ReaderBug(RuntimeError):
+    """An exception from the pickle reader's own code: a bug, never reported as bad input."""
+
+
+def die(msg: str) -> NoReturn:
+    raise ExportError(msg)
+
+
+def brief(value, limit: int = 160) -> str:
+    """A short one-line text for an untrusted value or an exception (never a full repr: a
+    pickle's values may be huge or nested too deeply to print)."""
+    try:
+        text = str(value) if isinstance(value, BaseException) else repr(value)
+    except Exception:  # RecursionError, or a repr that fails
+        text = f"<{type(value).__name__}>"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def clip(text: str, limit: int = 60) -> str:
+    """An untrusted name, on one line and cut short."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def regular_file(path: Path) -> os.stat_result:
+    """stat() of `path` (links followed), refusing anything but a regular file: a device such as
+    /dev/zero never ends, a FIFO blocks the reader."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        die(f"{path}: {e.strerror}")
+    if not stat.S_ISREG(st.st_mode):
+        die(f"{path} is not a regular file (a device, FIFO, socket or folder); only files are read")
+    return st
+
+
+def model_folder_of(target: Path, rel: str) -> Path | None:
+    """The folder that holds `target` as its file `rel`, when that folder is a model folder
+    (config.json plus weights or a graph)."""
+    depth = len(Path(rel).parts)
+    if target.parts[-depth:] != Path(rel).parts:
+        return None
+    folder = target.parents[depth - 1]
+    weights = ("model.safetensors", "pytorch_model.bin", "model.onnx")
+    if (folder / "config.json").is_file() and any((folder / w).is_file() for w in weights):
+        return folder
+    return None
+
+
+def link_allowed(root: Path, rel: str, target: Path) -> bool:
+    """Where a file of the model folder `root` (resolved) may lead: inside the folder; to the
+    same file of another model folder (a folder of links to a model); or, for a snapshot of the
+    Hugging Face cache (`<repo>/snapshots/<rev>/`), into that repo's `blobs/`. Anything else
+    (`vocab.txt -> ~/.ssh/id_rsa`) would copy a file from outside into the output."""
+    if target.is_relative_to(root):
+        return True
+    if root.parent.name == "snapshots" and target.parent == root.parent.parent / "blobs":
+        return True
+    return model_folder_of(target, rel) is not None
+
+
+def source_file(src: Path, rel: str) -> Path | None:
+    """`src/rel` when the model folder has it, else None. It must be a regular file, and a link
+    (or a linked folder on its path) must stay where `link_allowed` says."""
+    path = src / rel
+    if not os.path.lexists(path):
+        return None
+    root = Path(os.path.realpath(src))
+    target = Path(os.path.realpath(path))
+    if not link_allowed(root, rel, target):
+        die(f"{path} links to {target}, outside the model folder {root}: copy the file into the "
+            f"folder (a link may lead only within it, or to the same file of another model folder)")
+    if not target.exists():
+        die(f"{path} is a broken link (to {target})")
+    regular_file(path)
+    return path
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file of the model folder, size-capped."""
+    if regular_file(path).st_size > MAX_TEXT_BYTES:
+        die(f"{path} is larger than {MAX_TEXT_BYTES >> 20} MiB: not a model folder's text file")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        die(f"{path} is not UTF-8 text ({brief(e)})")
+
+
+def read_json(path: Path, shape: type = dict):
+    """A JSON file holding a value of type `shape` (an object unless said otherwise)."""
+    try:
+        value = json.loads(read_text(path))
+    except ValueError as e:  # JSONDecodeError, or an integer too long to convert
+        die(f"{path} is not valid JSON ({brief(e)})")
+    except RecursionError:
+        die(f"{path} is nested too deeply to be a model folder's JSON file")
+    if not isinstance(value, shape):
+        want = "an object" if shape is dict else "a list"
+        die(f"{path} holds a JSON {type(value).__name__}, not {want}")
+    return value
+
+
+def int_field(cfg: dict, key: str, path: Path, least: int = 1) -> int:
+    v = cfg.get(key)
+    if type(v) is not int or v < least:
+        die(f"{path}: {key} is {brief(v)}; an integer >= {least} is needed")
+    return v
+
+
+def read_config(src: Path) -> dict:
+    """config.json, with the fields the graph builder uses checked (as integers, not strings)."""
+    path = source_file(src, "config.json")
+    if path is None:
+        die(f"{src / 'config.json'} not found: --model must be a Hugging Face model folder")
+    cfg = read_json(path)
+    if "model_type" in cfg and not isinstance(cfg["model_type"], str):
+        die(f"{path}: model_type is {brief(cfg['model_type'])}, not a name")
+    if "num_hidden_layers" in cfg or cfg.get("model_type") in BERT_FAMILY:
+        int_field(cfg, "num_hidden_layers", path, least=0)
+    if cfg.get("model_type") in BERT_FAMILY:
+        hidden, heads = int_field(cfg, "hidden_size", path), int_field(cfg, "num_attention_heads", path)
+        if hidden % heads:
+            die(f"{path}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+        eps = cfg.get("layer_norm_eps", 1e-12)
+        if type(eps) not in (int, float) or not 0 < eps < 1:
+            die(f"{path}: layer_norm_eps is {brief(eps)}; a small positive number is needed")
+    return cfg
+
+
+def check_source(src: Path) -> dict:
+    """Checks the model folder before any work: every file the exporter reads or copies is a
+    regular file that stays in its lane (`source_file`), each JSON file parses to what it must
+    hold, tokenizer.json is a tokenizer, vocab.txt is UTF-8. Returns config.json."""
+    if not src.is_dir():
+        die(f"{src} is not a folder: --model must be a Hugging Face model folder")
+    for rel in SOURCE_FILES:
+        source_file(src, rel)
+    cfg = read_config(src)
+    for rel, shape in JSON_SHAPES.items():
+        path = source_file(src, rel)
+        if path is not None and rel != "config.json":
+            value = read_json(path, shape)
+            if rel == "tokenizer.json" and not isinstance(value.get("model"), dict):
+                die(f"{path} is not a tokenizer: its \"model\" object is missing")
+    vocab = source_file(src, "vocab.txt")
+    if vocab is not None:
+        read_text(vocab)
+    return cfg
 
 
 class TorchArchive:
     """Reads the tensors of a PyTorch `torch.save` zip file without torch: the pickle is replayed
     by an unpickler that knows only how to rebuild tensors from the archive's storages and plain
-    containers; any other global in the file (code a malicious pickle would run) is refused."""
+    containers; any other global in the file (code a malicious pickle would run) is refused.
+
+    Nothing in the file is trusted: every tensor's offset, sizes and strides are checked against
+    its storage before a single element is read, and what the archive may make the reader
+    allocate is capped (declared member sizes, the pickle, the tensors built). Any malformed
+    file ends in one ExportError naming the file."""
 
     DTYPES = {
         "FloatStorage": np.float32,
         "HalfStorage": np.float16,
         "DoubleStorage": np.float64,
-        "BFloat16Storage": None,  # widened to float32 below
+        "BFloat16Storage": np.uint16,  # widened to float32 when read
         "LongStorage": np.int64,
         "IntStorage": np.int32,
         "ShortStorage": np.int16,
@@ -74,80 +259,338 @@ class TorchArchive:
         "ByteStorage": np.uint8,
         "BoolStorage": np.bool_,
     }
+    MAX_DIMS = 8
+    MAX_INT = 1 << 48  # an offset, size or stride beyond any real tensor
+    MAX_PICKLE = 16 << 20  # data.pkl of a state dict is a few MB at most
+    MAX_BYTES = 8 << 30  # all members read, and all tensors built
+    EXPANSION = 16  # torch.save stores members uncompressed: more than this is a zip bomb
 
     def __init__(self, path: Path):
-        import zipfile
-
         self.path = path
+        self.on_disk = regular_file(path).st_size
+        # Bytes the archive may still make us read (its members' declared sizes).
+        self.read_left = min(self.MAX_BYTES, self.EXPANSION * self.on_disk + (64 << 20))
+        self.read_total = 0
+        self.built = 0
+        self.raw: dict[str, bytes] = {}
+        self.storages: dict[tuple[str, str], np.ndarray] = {}
+        # (storage key, storage numel, offset, sizes, strides) of every tensor built: checked again
+        # by the fuzzer (scripts/fuzz_torch_bin.py).
+        self.views: list[tuple] = []
         try:
             self.zip = zipfile.ZipFile(path)
         except zipfile.BadZipFile:
             die(f"{path} is not a zip archive: only the torch.save format of PyTorch >= 1.6 is read "
                 f"without torch (convert it once with: python -c \"import torch, safetensors.torch as s; "
                 f"s.save_file(torch.load('{path}'), 'model.safetensors')\")")
+        except (ExportError, MemoryError):
+            raise
+        except Exception as e:
+            die(f"{path}: not a readable zip archive ({type(e).__name__}: {brief(e)})")
         pkls = [n for n in self.zip.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
         if len(pkls) != 1:
             die(f"{path}: expected one data.pkl in the archive, found {len(pkls)}")
         self.root = pkls[0][: -len("data.pkl")]
+        order = f"{self.root}byteorder"
+        if order in self.zip.namelist() and self.member(order, "the byte order", 64).strip() != b"little":
+            die(f"{path}: a big-endian archive; only little-endian ones are read")
 
-    def storage(self, kind: str, key: str) -> np.ndarray:
-        raw = self.zip.read(f"{self.root}data/{key}")
-        if kind == "BFloat16Storage":
-            u16 = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
-            return u16.view(np.float32)
-        return np.frombuffer(raw, dtype=np.dtype(self.DTYPES[kind]).newbyteorder("<"))
+    @contextlib.contextmanager
+    def reading(self, what: str):
+        """Turns whatever a malformed archive makes zipfile or the unpickler raise into one
+        ExportError; the reader's own bugs (ReaderBug) and MemoryError go through."""
+        try:
+            yield
+        except (ExportError, ReaderBug, MemoryError):
+            raise
+        except Exception as e:
+            die(f"{self.path}: {what} ({type(e).__name__}: {brief(e)})")
+
+    def member(self, name: str, what: str, cap: int | None = None) -> bytes:
+        """The bytes of one archive member, its declared size checked before anything is read."""
+        try:
+            info = self.zip.getinfo(name)
+        except KeyError:
+            die(f"{self.path}: {what} is {name!r}, which is not in the archive")
+        size = info.file_size
+        if cap is not None and size > cap:
+            die(f"{self.path}: {name} declares {size} bytes; {what} is at most {cap}")
+        if size > self.read_left:
+            die(f"{self.path}: {name} declares {size} bytes, which with the {self.read_total} "
+                f"read before is more than this {self.on_disk}-byte archive may "
+                f"expand to (torch.save stores its members uncompressed; a zip bomb?)")
+        self.read_left -= size
+        self.read_total += size
+        with self.reading(f"cannot read {name}"):
+            return self.zip.read(info)
+
+    def storage(self, kind: str, key) -> "_Storage":
+        """The storage `key` as a flat array of `kind` (its bytes read once, whatever views of
+        whichever dtype share them, as torch allows)."""
+        if type(key) is not str or not key.isalnum() or len(key) > 64:
+            die(f"{self.path}: a storage key is {brief(key)}, not a name like '0'")
+        if (key, kind) not in self.storages:
+            if key not in self.raw:
+                self.raw[key] = self.member(f"{self.root}data/{key}", f"storage {key}")
+            raw = self.raw[key]
+            dtype = np.dtype(self.DTYPES[kind]).newbyteorder("<")
+            if len(raw) % dtype.itemsize:
+                die(f"{self.path}: storage {key} holds {len(raw)} bytes, not a whole number of "
+                    f"{kind} elements ({dtype.itemsize} bytes each)")
+            flat = np.frombuffer(raw, dtype=dtype)
+            if kind == "BFloat16Storage":
+                flat = (flat.astype(np.uint32) << 16).view(np.float32)
+            self.storages[key, kind] = flat
+        return _Storage(key, self.storages[key, kind])
+
+    # -- what the pickle may call -----------------------------------------------------------
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in (("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor")):
+            return _own_code(self.rebuild)
+        if (module, name) == ("collections", "OrderedDict"):
+            return _own_code(self.ordered_dict)
+        if module == "torch" and name in self.DTYPES:
+            return _StorageType(name)
+        die(f"{self.path}: the pickle asks for {clip(module)}.{clip(name)}; only tensors "
+            f"are read (nothing in the file is executed)")
+
+    def persistent_load(self, pid):
+        # ('storage', storage type, key, location, numel)
+        if not (type(pid) is tuple and len(pid) >= 3 and pid[0] == "storage"):
+            die(f"{self.path}: unexpected persistent id {brief(pid)}")
+        kind = pid[1].name if isinstance(pid[1], _StorageType) else pid[1]
+        if type(kind) is not str or kind not in self.DTYPES:
+            die(f"{self.path}: unsupported storage type {brief(kind)}")
+        return self.storage(kind, pid[2])
+
+    def ordered_dict(self, *args):
+        # torch.save writes an OrderedDict empty and fills it item by item (SETITEMS).
+        if args:
+            die(f"{self.path}: an OrderedDict is built from arguments; torch.save never does that")
+        return collections.OrderedDict()
+
+    def rebuild(self, *args):
+        # _rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata]);
+        # _rebuild_tensor(storage, offset, size, stride).
+        if len(args) < 4:
+            die(f"{self.path}: a tensor is rebuilt from {len(args)} arguments, not 4 or more")
+        storage, offset, size, stride = args[:4]
+        if not isinstance(storage, _Storage):
+            die(f"{self.path}: a tensor is rebuilt from a {type(storage).__name__}, not a storage")
+        offset, size, stride = self.geometry(storage, offset, size, stride)
+        return self.gather(storage, offset, size, stride)
+
+    # -- tensors from storages -----------------------------------------------------------------
+
+    def number(self, value, what: str) -> int:
+        if type(value) is not int or not 0 <= value <= self.MAX_INT:
+            die(f"{self.path}: a tensor's {what} is {brief(value)}; an integer in 0..2^48 is needed")
+        return value
+
+    def geometry(self, storage: "_Storage", offset, size, stride) -> tuple[int, tuple, tuple]:
+        """The view's offset, sizes and strides, checked: non-negative integers, at most MAX_DIMS
+        dimensions, and every element it reaches inside the storage."""
+        numel = storage.flat.size
+        offset = self.number(offset, "storage offset")
+        for v, what in ((size, "size"), (stride, "stride")):
+            if type(v) not in (tuple, list) or len(v) > self.MAX_DIMS:
+                die(f"{self.path}: a tensor's {what} is {brief(v)}; a tuple of at most "
+                    f"{self.MAX_DIMS} integers is needed")
+        if len(size) != len(stride):
+            die(f"{self.path}: a tensor has {len(size)} sizes but {len(stride)} strides")
+        size = tuple(self.number(n, "size") for n in size)
+        stride = tuple(self.number(s, "stride") for s in stride)
+        if math.prod(n for n in size if n) > self.MAX_INT:  # numpy could not even shape it
+            die(f"{self.path}: a tensor's sizes {list(size)} multiply to more than 2^48")
+        if 0 in size:  # no element is read; the offset may be the storage's end
+            if offset > numel:
+                die(f"{self.path}: an empty tensor starts at {offset}, past storage {storage.key}'s "
+                    f"{numel} elements")
+            return offset, size, stride
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if last >= numel:
+            die(f"{self.path}: a tensor {list(size)} with strides {list(stride)} at offset {offset} "
+                f"reaches element {last}, outside storage {storage.key}'s {numel} elements")
+        return offset, size, stride
+
+    def gather(self, storage: "_Storage", offset: int, size: tuple, stride: tuple) -> np.ndarray:
+        """A C-contiguous copy of the checked view (no as_strided: indices are computed, and
+        numpy checks them again when indexing)."""
+        flat, count = storage.flat, math.prod(size)
+        contiguous = all(s == math.prod(size[i + 1:]) for i, (n, s) in enumerate(zip(size, stride)) if n != 1)
+        cost = count * flat.itemsize + (0 if contiguous else count * 8)  # + the index array
+        if self.built + cost > min(self.MAX_BYTES, 4 * self.read_total + (64 << 20)):
+            die(f"{self.path}: the tensors would take more than "
+                f"{min(self.MAX_BYTES, 4 * self.read_total + (64 << 20))} bytes, over four times the "
+                f"storages they view (stride-0 views blown up?)")
+        self.built += cost
+        if count == 0:
+            out = np.zeros(size, dtype=flat.dtype)
+        elif contiguous:
+            out = flat[offset:offset + count].reshape(size).copy()
+        else:
+            index = np.full((1,) * len(size), offset, dtype=np.int64)
+            for axis, (n, s) in enumerate(zip(size, stride)):
+                shape = [1] * len(size)
+                shape[axis] = n
+                index = index + (np.arange(n, dtype=np.int64) * s).reshape(shape)
+            out = flat[index]
+        self.views.append((storage.key, flat.size, offset, size, stride))
+        return out
 
     def tensors(self) -> dict[str, np.ndarray]:
-        import collections
-        import pickle
-
-        archive = self
-
-        class Storage:
-            def __init__(self, kind: str):
-                self.kind = kind
-
-        def rebuild(storage, offset, size, stride, *_):
-            flat = storage
-            if not size:
-                return flat[offset:offset + 1].reshape(()).copy()
-            item = flat.itemsize
-            view = np.lib.stride_tricks.as_strided(
-                flat[offset:], shape=tuple(size), strides=tuple(st * item for st in stride))
-            return np.ascontiguousarray(view)
-
-        allowed = {
-            ("torch._utils", "_rebuild_tensor_v2"): rebuild,
-            ("torch._utils", "_rebuild_tensor"): rebuild,
-            ("collections", "OrderedDict"): collections.OrderedDict,
-        }
-
-        class Restricted(pickle.Unpickler):
-            def find_class(self, module, name):
-                if (module, name) in allowed:
-                    return allowed[(module, name)]
-                if module == "torch" and name in TorchArchive.DTYPES:
-                    return Storage(name)
-                die(f"{archive.path}: the pickle asks for {module}.{name}; only tensors are read "
-                    f"(nothing in the file is executed)")
-
-            def persistent_load(self, pid):
-                # ('storage', storage type, key, location, numel)
-                if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage"):
-                    die(f"{archive.path}: unexpected persistent id {pid!r}")
-                kind = pid[1].kind if isinstance(pid[1], Storage) else str(pid[1])
-                if kind not in TorchArchive.DTYPES:
-                    die(f"{archive.path}: unsupported storage type {kind}")
-                return archive.storage(kind, str(pid[2]))
-
-        with self.zip.open(f"{self.root}data.pkl") as f:
-            state = Restricted(f).load()
+        """The state dict's tensors by name (each a contiguous copy owning its data)."""
+        try:
+            pkl = self.member(f"{self.root}data.pkl", "data.pkl", self.MAX_PICKLE)
+            with self.reading("malformed pickle in data.pkl"):
+                state = _StrictUnpickler(io.BytesIO(pkl), self).load()
+        finally:
+            self.zip.close()
         if not isinstance(state, dict):
             die(f"{self.path}: the archive holds a {type(state).__name__}, not a state dict")
-        return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+        out = {}
+        for k, v in state.items():
+            if type(k) is not str:
+                die(f"{self.path}: a state dict key is {brief(k)}, not a name")
+            if type(v) is not np.ndarray:
+                die(f"{self.path}: {brief(k, 80)} is a {type(v).__name__}, not a tensor")
+            if not (v.flags.c_contiguous and v.flags.owndata):
+                raise ReaderBug(f"{k}: a tensor that is not a contiguous copy")
+            out[k] = v
+        return out
 
 
-def canonical(weights: dict[str, np.ndarray], whole: bool = True) -> dict[str, np.ndarray]:
+class _StorageType:
+    """What the pickle gets for `torch.FloatStorage` & co.: the storage type's name, nothing
+    callable."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+class _Storage:
+    """A storage read from the archive: the only thing a tensor may be rebuilt from."""
+
+    def __init__(self, key: str, flat: np.ndarray):
+        self.key, self.flat = key, flat
+
+
+def _own_code(fn):
+    """An exception other than ExportError in one of the reader's own callbacks is a bug: it is
+    raised as ReaderBug, not reported as a malformed pickle."""
+
+    @functools.wraps(fn)
+    def wrapped(*args):
+        try:
+            return fn(*args)
+        except (ExportError, MemoryError):
+            raise
+        except Exception as e:
+            raise ReaderBug(f"{fn.__name__}: {type(e).__name__}: {brief(e)}") from e
+
+    return wrapped
+
+
+def _scalar(value) -> bool:
+    return type(value) in (str, int, float, bool, bytes, type(None))
+
+
+class _Opcodes(dict):
+    """The unpickler's dispatch table: an unknown opcode is named, not a bare KeyError."""
+
+    def __missing__(self, code: int):
+        raise pickle.UnpicklingError(f"unknown opcode {code:#04x}")
+
+
+class _StrictUnpickler(pickle._Unpickler):
+    """Python's own pure-Python unpickler (memo in a dict, reads bounded by the in-memory
+    pickle) with every global and persistent id sent to the archive, and the opcodes that would
+    hash or call into unchecked objects narrowed: dict and set keys must be plain scalars (hashing
+    a deeply nested tuple overflows the C stack), SETITEM(S) fill dicts, APPEND(S) lists,
+    ADDITEMS sets, BUILD applies only to an OrderedDict (torch's `_metadata`, dropped), and
+    protocol 5's out-of-band buffers are refused."""
+
+    dispatch = _Opcodes(pickle._Unpickler.dispatch)
+
+    def __init__(self, file, archive: TorchArchive):
+        super().__init__(file)
+        self.find_class = _own_code(archive.find_class)
+        self.persistent_load = _own_code(archive.persistent_load)
+        self.archive = archive
+
+    def refuse(self, what: str) -> NoReturn:
+        die(f"{self.archive.path}: the pickle {what}; a state dict never does")
+
+    def below_mark(self):
+        """The object under the last MARK (what SETITEMS/APPENDS/ADDITEMS fill)."""
+        if not self.metastack or not self.metastack[-1]:
+            self.refuse("fills a container that is not there")
+        return self.metastack[-1][-1]
+
+    def keys_ok(self, keys) -> None:
+        if not all(_scalar(k) for k in keys):
+            self.refuse("uses a container as a dict key or set item")
+
+    def load_setitem(self):
+        if len(self.stack) < 3 or not isinstance(self.stack[-3], dict):
+            self.refuse("sets an item of something that is not a dict")
+        self.keys_ok([self.stack[-2]])
+        pickle._Unpickler.load_setitem(self)
+
+    def load_setitems(self):
+        if not isinstance(self.below_mark(), dict):
+            self.refuse("sets items of something that is not a dict")
+        self.keys_ok(self.stack[0::2])
+        pickle._Unpickler.load_setitems(self)
+
+    def load_dict(self):
+        self.keys_ok(self.stack[0::2])
+        pickle._Unpickler.load_dict(self)
+
+    def load_additems(self):
+        if type(self.below_mark()) is not set:
+            self.refuse("adds items to something that is not a set")
+        self.keys_ok(self.stack)
+        pickle._Unpickler.load_additems(self)
+
+    def load_frozenset(self):
+        self.keys_ok(self.stack)
+        pickle._Unpickler.load_frozenset(self)
+
+    def load_append(self):
+        if len(self.stack) < 2 or type(self.stack[-2]) is not list:
+            self.refuse("appends to something that is not a list")
+        pickle._Unpickler.load_append(self)
+
+    def load_appends(self):
+        if type(self.below_mark()) is not list:
+            self.refuse("appends to something that is not a list")
+        pickle._Unpickler.load_appends(self)
+
+    def load_out_of_band(self):
+        # Protocol 5's bytearrays and buffers: never in a state dict, and BYTEARRAY8 allocates
+        # its declared length before reading a byte.
+        self.refuse("uses protocol 5 buffers")
+
+    def load_build(self):
+        state = self.stack.pop()
+        if not self.stack or type(self.stack[-1]) is not collections.OrderedDict:
+            self.refuse("sets the state of something other than an OrderedDict")
+        if not (type(state) is dict and all(type(k) is str for k in state)):
+            self.refuse("sets an OrderedDict's attributes from something other than names")
+
+    for _op, _fn in ((pickle.SETITEM, load_setitem), (pickle.SETITEMS, load_setitems),
+                     (pickle.DICT, load_dict), (pickle.ADDITEMS, load_additems),
+                     (pickle.FROZENSET, load_frozenset), (pickle.APPEND, load_append),
+                     (pickle.APPENDS, load_appends), (pickle.BUILD, load_build),
+                     (pickle.BYTEARRAY8, load_out_of_band), (pickle.NEXT_BUFFER, load_out_of_band),
+                     (pickle.READONLY_BUFFER, load_out_of_band)):
+        dispatch[_op[0]] = _fn
+    del _op, _fn
+
+
+def canonical(weights: dict[str, np.ndarray], source: Path, whole: bool = True) -> dict[str, np.ndarray]:
     """The encoder's tensors under the names the graph builder and frostline read: an
     architecture prefix (`bert.`) stripped, task heads and the pooler (`cls.*`, `pooler.*`)
     dropped. `whole`: a full model (an override may hold only some layers)."""
@@ -157,29 +600,51 @@ def canonical(weights: dict[str, np.ndarray], whole: bool = True) -> dict[str, n
         if name.startswith(("embeddings.", "encoder.")):
             out[name] = v
     if whole and not any(k.startswith("embeddings.") for k in out):
-        die("no embeddings.* tensors found (with or without a bert. prefix): is this a BERT model?")
+        die(f"{source}: no embeddings.* tensors found (with or without a bert. prefix): is this a BERT model?")
     return out
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file, a malformed one reported as such."""
+    from safetensors.numpy import load_file
+
+    regular_file(path)
+    try:
+        return load_file(str(path))
+    except MemoryError:
+        raise
+    except Exception as e:
+        die(f"{path} is not a readable safetensors file ({type(e).__name__}: {brief(e)})")
 
 
 def load_weights(src: Path, override: Path | None = None) -> tuple[dict[str, np.ndarray], str]:
     """The encoder's weights (canonical names) and the file they came from."""
-    from safetensors.numpy import load_file
-
-    path = src / "model.safetensors"
-    if path.exists():
-        weights = load_file(str(path))
-    elif (src / "pytorch_model.bin").exists():
-        path = src / "pytorch_model.bin"
+    if (path := source_file(src, "model.safetensors")) is not None:
+        weights = read_safetensors(path)
+    elif (path := source_file(src, "pytorch_model.bin")) is not None:
         weights = TorchArchive(path).tensors()
     else:
         die(f"{src} has neither model.safetensors nor pytorch_model.bin: the graph builder needs the weights")
-    weights = canonical(weights)
+    weights = canonical(weights, path)
     if override is not None:
-        for k, v in canonical(load_file(str(override)), whole=False).items():
+        for k, v in canonical(read_safetensors(override), override, whole=False).items():
             if k not in weights or weights[k].shape != v.shape:
                 die(f"{override}: tensor {k!r} does not match a tensor of {path} in name and shape")
             weights[k] = v
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}, path.name
+
+
+def special_tokens(conf: dict, conf_path: Path) -> dict[str, str]:
+    """The special tokens tokenizer_config.json names (HF's defaults otherwise), as strings."""
+    special = {}
+    for k, default in [("unk_token", "[UNK]"), ("cls_token", "[CLS]"), ("sep_token", "[SEP]"), ("pad_token", "[PAD]")]:
+        t = conf.get(k, default)
+        if isinstance(t, dict):
+            t = t.get("content")
+        if not isinstance(t, str) or not t:
+            die(f"{conf_path}: {k} is {brief(t)}, not a token")
+        special[k] = t
+    return special
 
 
 def wordpiece_tokenizer(src: Path, dst: Path) -> None:
@@ -189,30 +654,33 @@ def wordpiece_tokenizer(src: Path, dst: Path) -> None:
 
     vocab_path = src / "vocab.txt"
     vocab = {}
-    for i, line in enumerate(vocab_path.read_text(encoding="utf-8").splitlines()):
+    for i, line in enumerate(read_text(vocab_path).splitlines()):
         vocab.setdefault(line.rstrip("\r"), i)
-    conf_path = src / "tokenizer_config.json"
-    conf = json.loads(conf_path.read_text()) if conf_path.exists() else {}
-    lower = bool(conf.get("do_lower_case", True))
-    special = {k: conf.get(k, d) for k, d in
-               [("unk_token", "[UNK]"), ("cls_token", "[CLS]"), ("sep_token", "[SEP]"), ("pad_token", "[PAD]")]}
+    conf_path = source_file(src, "tokenizer_config.json")
+    conf = read_json(conf_path) if conf_path is not None else {}
+    conf_path = conf_path or src / "tokenizer_config.json"
+    special = special_tokens(conf, conf_path)
     for k, t in special.items():
-        if isinstance(t, dict):
-            special[k] = t.get("content")
-        if special[k] not in vocab:
-            die(f"{vocab_path}: the {k} {special[k]!r} is not in the vocabulary")
-    tok = Tokenizer(models.WordPiece(vocab, unk_token=special["unk_token"], max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=bool(conf.get("tokenize_chinese_chars", True)),
-        strip_accents=conf.get("strip_accents"), lowercase=lower)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    cls, sep = special["cls_token"], special["sep_token"]
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
-        special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])])
-    tok.decoder = decoders.WordPiece(prefix="##")
-    for t in special.values():
-        tok.add_special_tokens([t])
+        if t not in vocab:
+            die(f"{vocab_path}: the {k} {t!r} is not in the vocabulary")
+    strip_accents = conf.get("strip_accents")
+    if strip_accents not in (None, True, False):
+        die(f"{conf_path}: strip_accents is {brief(strip_accents)}, not true, false or null")
+    try:
+        tok = Tokenizer(models.WordPiece(vocab, unk_token=special["unk_token"], max_input_chars_per_word=100))
+        tok.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=bool(conf.get("tokenize_chinese_chars", True)),
+            strip_accents=strip_accents, lowercase=bool(conf.get("do_lower_case", True)))
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        cls, sep = special["cls_token"], special["sep_token"]
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+            special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])])
+        tok.decoder = decoders.WordPiece(prefix="##")
+        for t in special.values():
+            tok.add_special_tokens([t])
+    except Exception as e:  # the tokenizers library refuses what it cannot build
+        die(f"{vocab_path}: no WordPiece tokenizer can be built from it and {conf_path.name} ({brief(e)})")
     tok.save(str(dst / "tokenizer.json"))
 
 
@@ -416,41 +884,28 @@ def replace_folder(built: Path, dst: Path) -> None:
         os.rename(built, dst)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, type=Path, help="local HF / sentence-transformers folder")
-    ap.add_argument("--output", required=True, type=Path, help="folder to write (built beside it, then renamed)")
-    ap.add_argument("--cut-at", type=int, default=None, help="write model.cut-N.onnx: embeddings + first N layers")
-    ap.add_argument("--weights", type=Path, default=None, help="safetensors whose tensors replace the model's")
-    ap.add_argument("--pooling", choices=["mean", "cls", "max"], default=None,
-                    help="for a folder without modules.json: the pooling, written into the output folder")
-    ap.add_argument("--normalize", action="store_true", help="with --pooling: L2-normalise the pooled vectors")
-    ap.add_argument("--prefix", default=None,
-                    help="text put before every input (e5's 'query: '); recorded in frostline.json")
-    args = ap.parse_args()
+def cut_output(src: Path, dst: Path) -> None:
+    """--cut-at adds model.cut-N.onnx only to a folder that is frostline's: one this exporter
+    wrote (it has frostline.json), or the model folder itself (frostline makes the graph there
+    on demand, in any model folder it opens: model.cut-N.onnx is the name it reads it by)."""
+    if not dst.exists():
+        die(f"{dst} does not exist: export the model folder first with --output {dst} (without --cut-at)")
+    if not dst.is_dir():
+        die(f"{dst} is not a folder: --cut-at writes model.cut-N.onnx into an exported model folder")
+    ours = (dst / "frostline.json").is_file()
+    same = os.path.samefile(src, dst) and (dst / "model.onnx").is_file()
+    if not (ours or same):
+        die(f"{dst} was not written by this exporter (no frostline.json): --cut-at adds a graph only "
+            f"to a folder it exported; export one with --output DIR (without --cut-at) first")
 
-    src: Path = args.model
-    cfg_path = src / "config.json"
-    if not cfg_path.exists():
-        die(f"{cfg_path} not found: --model must be a Hugging Face model folder")
-    cfg = json.loads(cfg_path.read_text())
-    layers = int(cfg.get("num_hidden_layers", 0))
-    if args.cut_at is not None and not 0 <= args.cut_at <= layers:
-        die(f"--cut-at {args.cut_at} is outside 0..{layers} (the model has {layers} layers)")
-    if args.normalize and args.pooling is None:
-        die("--normalize goes with --pooling (the folder's modules.json decides otherwise)")
-    if args.pooling is not None and (src / "modules.json").exists():
-        die(f"{src / 'modules.json'} already decides the pooling; drop --pooling/--normalize")
-    bert = cfg.get("model_type") in BERT_FAMILY
-    if not bert and args.weights is not None:
-        die("--weights is supported by the torch-free BERT builder only")
 
-    dst: Path = args.output
-    if args.cut_at is not None:
-        # One more graph into an existing model folder: a temp file renamed into place.
-        graph_name = f"model.cut-{args.cut_at}.onnx"
-        tmp = dst / f".{graph_name}.tmp-{os.getpid()}"
-        if bert:
+def export_cut(src: Path, dst: Path, cfg: dict, args) -> None:
+    """One more graph into an existing model folder: a temp file renamed into place."""
+    cut_output(src, dst)
+    graph_name = f"model.cut-{args.cut_at}.onnx"
+    tmp = dst / f".{graph_name}.tmp-{os.getpid()}"
+    try:
+        if cfg.get("model_type") in BERT_FAMILY:
             import onnx
 
             weights, _ = load_weights(src, args.weights)
@@ -462,7 +917,43 @@ def main() -> None:
             out_name = export_with_torch(src, tmp, args.cut_at)
             route = "torch.onnx.export"
         os.replace(tmp, dst / graph_name)
-        print(f"export_onnx: wrote {dst / graph_name} ({route}, output {out_name!r})")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    print(f"export_onnx: wrote {dst / graph_name} ({route}, output {out_name!r})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, type=Path, help="local HF / sentence-transformers folder")
+    ap.add_argument("--output", required=True, type=Path, help="folder to write (built beside it, then renamed)")
+    ap.add_argument("--cut-at", type=int, default=None, help="write model.cut-N.onnx: embeddings + first N layers")
+    ap.add_argument("--weights", type=Path, default=None, help="safetensors whose tensors replace the model's")
+    ap.add_argument("--pooling", choices=["mean", "cls", "max"], default=None,
+                    help="for a folder without modules.json: the pooling, written into the output folder")
+    ap.add_argument("--normalize", action="store_true", help="with --pooling: L2-normalise the pooled vectors")
+    ap.add_argument("--prefix", default=None,
+                    help="text put before every input (e5's 'query: '); recorded in frostline.json")
+    args = ap.parse_args(argv)
+
+    src: Path = args.model
+    cfg = check_source(src)
+    layers = cfg.get("num_hidden_layers", 0)
+    if args.cut_at is not None and not 0 <= args.cut_at <= layers:
+        die(f"--cut-at {args.cut_at} is outside 0..{layers} (the model has {layers} layers)")
+    if args.normalize and args.pooling is None:
+        die("--normalize goes with --pooling (the folder's modules.json decides otherwise)")
+    if args.pooling is not None and source_file(src, "modules.json") is not None:
+        die(f"{src / 'modules.json'} already decides the pooling; drop --pooling/--normalize")
+    if args.pooling is not None:
+        int_field(cfg, "hidden_size", src / "config.json")
+    bert = cfg.get("model_type") in BERT_FAMILY
+    if not bert and args.weights is not None:
+        die("--weights is supported by the torch-free BERT builder only")
+
+    dst: Path = args.output
+    if args.cut_at is not None:
+        export_cut(src, dst, cfg, args)
         return
 
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -500,27 +991,25 @@ def build_folder(src: Path, out: Path, cfg: dict, args) -> dict:
         out_name = export_with_torch(src, out / "model.onnx", None)
         route = "torch.onnx.export"
     for rel in COPIED_FILES:
-        s = src / rel
-        if rel == "model.safetensors":
-            if not (out / rel).exists() and s.exists():
-                shutil.copy2(s, out / rel)
-        elif rel in ("modules.json", "1_Pooling/config.json") and args.pooling is not None:
+        s = source_file(src, rel)
+        if s is None or (rel == "model.safetensors" and (out / rel).exists()):
             continue
-        elif s.exists():
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(s, out / rel)
-    if not (src / "tokenizer.json").exists():
-        if not (src / "vocab.txt").exists():
+        if rel in ("modules.json", "1_Pooling/config.json") and args.pooling is not None:
+            continue
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(s, out / rel)
+    if source_file(src, "tokenizer.json") is None:
+        if source_file(src, "vocab.txt") is None:
             die(f"{src} has neither tokenizer.json nor vocab.txt")
         wordpiece_tokenizer(src, out)
         tokenizer_from = "vocab.txt"
     if args.pooling is not None:
-        pooling_files(out, int(cfg["hidden_size"]), args.pooling, args.normalize)
+        pooling_files(out, cfg["hidden_size"], args.pooling, args.normalize)
     info = {
         "source": str(src),
         "route": route,
         "model_type": cfg.get("model_type"),
-        "num_hidden_layers": int(cfg.get("num_hidden_layers", 0)),
+        "num_hidden_layers": cfg.get("num_hidden_layers", 0),
         "hidden_size": cfg.get("hidden_size"),
         "weights_override": str(args.weights) if args.weights else None,
         "weights_from": weights_from,
@@ -529,15 +1018,21 @@ def build_folder(src: Path, out: Path, cfg: dict, args) -> dict:
     }
     if args.pooling is not None:
         info["pooling"] = {"mode": args.pooling, "normalize": args.normalize, "from": "--pooling"}
-    # A prefix the source folder already records (a frostline folder re-exported, e.g. with
-    # tuned layers) carries over unless --prefix says otherwise.
-    prefix = args.prefix
-    if prefix is None and (src / "frostline.json").exists():
-        prefix = json.loads((src / "frostline.json").read_text()).get("prefix")
+    prefix = args.prefix if args.prefix is not None else source_prefix(src)
     if prefix:
         info["prefix"] = prefix
     (out / "frostline.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
+
+
+def source_prefix(src: Path) -> str | None:
+    """The input prefix the source folder records (a frostline folder re-exported, e.g. with
+    tuned layers, keeps it unless --prefix says otherwise)."""
+    path = source_file(src, "frostline.json")
+    prefix = read_json(path).get("prefix") if path is not None else None
+    if prefix is not None and not isinstance(prefix, str):
+        die(f"{path}: prefix is {brief(prefix)}, not a text")
+    return prefix
 
 
 def same_names(src: Path, weights: dict) -> bool:
@@ -549,5 +1044,36 @@ def same_names(src: Path, weights: dict) -> bool:
         return set(weights) <= set(f.keys())
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """main() with every failure as one line on stderr: a refused input exits 2; anything
+    unexpected exits 3 with the exception's type and message (FROSTLINE_EXPORT_TRACEBACK=1
+    prints the traceback as well, to debug the exporter itself)."""
+    try:
+        main(argv)
+        return 0
+    except ExportError as e:
+        print(f"export_onnx: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("export_onnx: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("export_onnx: error: out of memory (is the model too large for this machine?)", file=sys.stderr)
+        return 2
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"export_onnx: error: {where}{e.strerror or brief(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if os.environ.get("FROSTLINE_EXPORT_TRACEBACK") == "1":
+            import traceback
+
+            traceback.print_exc()
+        print(f"export_onnx: error: unexpected {type(e).__name__}: {brief(e, 400)} (a bug in the "
+              f"exporter or an input it does not check; FROSTLINE_EXPORT_TRACEBACK=1 shows where)",
+              file=sys.stderr)
+        return 3
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())
