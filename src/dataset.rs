@@ -77,15 +77,12 @@ pub fn read_part_vectors(
     text_column: &str,
     dim: usize,
 ) -> Result<(Vec<String>, Vec<f32>)> {
-    use polars::prelude::*;
     let bad = |reason: String| Error::InputFile {
         path: path.to_path_buf(),
         reason,
     };
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let df = ParquetReader::new(file)
-        .finish()
-        .map_err(|e| bad(format!("unreadable part: {e}")))?;
+    // Guarded like every Parquet input: a forged part must not abort the process.
+    let df = crate::data::read_parquet_frame(path)?;
     let texts = df
         .column(text_column)
         .and_then(|c| c.str().cloned())
@@ -118,6 +115,62 @@ pub fn read_part_vectors(
         return Err(bad("embedding column does not match the text column".into()));
     }
     Ok((texts, values))
+}
+
+/// The checks every imported vector passes before it may enter the shared cache (the part's
+/// checksum only proves it was not damaged): `dim` floats per text, each finite, the vector
+/// non-zero, and of length 1 when the model normalises (`normalized`). The first failure is
+/// named by part and row.
+pub fn check_vectors(
+    path: &Path,
+    texts: &[String],
+    values: &[f32],
+    dim: usize,
+    normalized: bool,
+) -> Result<()> {
+    let refuse = |row: usize, what: String| {
+        Error::InputFile {
+        path: path.to_path_buf(),
+        reason: format!(
+            "row {row} ({:?}): {what}; the part was changed after frostline wrote it — embed its texts again instead of importing it",
+            texts.get(row).map_or(String::new(), |t| t.chars().take(60).collect())
+        ),
+    }
+    };
+    if dim == 0 || values.len() != texts.len() * dim {
+        return Err(refuse(
+            0,
+            format!(
+                "{} floats for {} texts of {dim} each",
+                values.len(),
+                texts.len()
+            ),
+        ));
+    }
+    for (row, v) in values.chunks_exact(dim).enumerate() {
+        if let Some(x) = v.iter().find(|x| !x.is_finite()) {
+            return Err(refuse(row, format!("its vector holds {x}")));
+        }
+        let norm = v
+            .iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            .sqrt();
+        if !norm.is_finite() || norm == 0.0 || (normalized && (norm - 1.0).abs() > 1e-3) {
+            return Err(refuse(
+                row,
+                format!(
+                    "its vector has length {norm:.4e}, and this model's vectors {}",
+                    if normalized {
+                        "have length 1"
+                    } else {
+                        "are finite and non-zero"
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The `_SUCCESS` record of a complete dataset folder, if `dir` is one.

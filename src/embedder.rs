@@ -198,6 +198,11 @@ impl TokenStates {
     pub fn get(&self, i: usize) -> &[f32] {
         self.cache.get(&self.keys[i]).expect("filled before use")
     }
+
+    /// Text `i`'s states were read and are not needed again soon: their pages go back.
+    pub fn release(&self, i: usize) {
+        self.cache.release(&self.keys[i]);
+    }
 }
 
 impl SentenceEmbedder {
@@ -269,8 +274,6 @@ impl SentenceEmbedder {
             return Ok(None);
         }
         let dim = self.core.key.dim;
-        let mut cache = Cache::open(&self.core.settings.cache_root, self.core.key.clone())?;
-        let mut writer = cache.writer(self.core.settings.rows_per_chunk);
         let mut seen = std::collections::HashSet::new();
         let mut taken = 0;
         for part in &rec.parts {
@@ -282,6 +285,11 @@ impl SentenceEmbedder {
                 });
             }
             let (texts, values) = crate::dataset::read_part_vectors(&path, &part.text_column, dim)?;
+            // Vetted before the cache is opened for writing: the spot check embeds through it.
+            // Rows the spot check embedded afresh matched: they count as taken.
+            taken += self.vet_imported(&path, &texts, &values)?;
+            let mut cache = Cache::open(&self.core.settings.cache_root, self.core.key.clone())?;
+            let mut writer = cache.writer(self.core.settings.rows_per_chunk);
             for (t, v) in texts.iter().zip(values.chunks_exact(dim)) {
                 let k = cache::text_key(&self.core.folder.model_text(t));
                 if cache.contains(&k) || !seen.insert(k) {
@@ -292,12 +300,101 @@ impl SentenceEmbedder {
                 }
                 taken += 1;
             }
-        }
-        if let Some(p) = writer.flush()? {
-            cache.commit(&p)?;
+            if let Some(p) = writer.flush()? {
+                cache.commit(&p)?;
+            }
         }
         Ok(Some(taken))
     }
+
+    /// A dataset's vectors are checked before they may enter the shared cache, because a
+    /// checksum only proves the part was not damaged, not that its vectors are this model's:
+    /// every vector must be finite, non-zero and of unit length where the model normalises, and
+    /// a random sample of rows ([`SPOT_CHECK_ROWS`] per part, drawn anew each run) is embedded
+    /// here and must match. The first failure refuses the whole dataset, naming part and row.
+    /// Returns how many sample rows were embedded afresh (the rest were cached).
+    fn vet_imported(
+        &mut self,
+        path: &std::path::Path,
+        texts: &[String],
+        values: &[f32],
+    ) -> Result<usize> {
+        let dim = self.core.key.dim;
+        crate::dataset::check_vectors(
+            path,
+            texts,
+            values,
+            dim,
+            self.core.folder.pooling.normalize,
+        )?;
+        let refuse = |row: usize, what: String| {
+            Error::InputFile {
+            path: path.to_path_buf(),
+            reason: format!(
+                "row {row} ({:?}): {what}; the part was changed after frostline wrote it — embed its texts again instead of importing it",
+                texts[row].chars().take(60).collect::<String>()
+            ),
+        }
+        };
+        let rows = spot_check_rows(texts.len());
+        let sample: Vec<String> = rows.iter().map(|&r| texts[r].clone()).collect();
+        let (fresh, stats) = self.embed(&sample)?;
+        // Dynamically quantized graphs make batch-dependent vectors: allow for that.
+        let min_cosine = match &self.core.folder.quantization {
+            Some(q) if !q.recipe.method.batch_independent() => 0.98,
+            _ => 0.999,
+        };
+        for (i, &row) in rows.iter().enumerate() {
+            let imported = &values[row * dim..(row + 1) * dim];
+            let made = fresh.row(i);
+            let dot: f64 = imported
+                .iter()
+                .zip(made.iter())
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
+            let na: f64 = imported
+                .iter()
+                .map(|&a| f64::from(a).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let nb: f64 = made
+                .iter()
+                .map(|&b| f64::from(b).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let cosine = dot / (na * nb).max(f64::MIN_POSITIVE);
+            if cosine < min_cosine || (na / nb - 1.0).abs() > 0.01 {
+                return Err(refuse(
+                    row,
+                    format!(
+                        "its vector is not what this model makes of its text (spot check: cosine {cosine:.4}, length {na:.4} vs {nb:.4})"
+                    ),
+                ));
+            }
+        }
+        Ok(stats.embedded)
+    }
+}
+
+/// How many rows of each imported part are embedded again to check its vectors.
+pub const SPOT_CHECK_ROWS: usize = 8;
+
+/// Up to [`SPOT_CHECK_ROWS`] distinct row indices below `n`, different on every run (seeded
+/// from the process's random hasher keys), so a forger cannot know which rows are checked.
+fn spot_check_rows(n: usize) -> Vec<usize> {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_usize(n);
+    let mut state = hasher.finish() | 1;
+    let mut rows = std::collections::BTreeSet::new();
+    while rows.len() < SPOT_CHECK_ROWS.min(n) {
+        // xorshift64
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        rows.insert((state % n as u64) as usize);
+    }
+    rows.into_iter().collect()
 }
 
 impl TokenStateEmbedder {

@@ -110,6 +110,9 @@ pub(crate) fn sweep_stale(path: &Path) -> Vec<String> {
             }
         }
     }
+    if let Some(note) = sweep_stale_lock(path) {
+        done.push(note);
+    }
     for (p, _) in stale {
         if !p.exists() {
             continue;
@@ -153,6 +156,20 @@ pub(crate) fn check_not_input(output: &Path, inputs: &[&Path]) -> Result<()> {
                 input.display()
             )));
         }
+    }
+    Ok(())
+}
+
+/// Refuses an output inside the embedding cache: the cache holds only what frostline's cache
+/// writer puts there (a file of ours among its chunks would be read as one, or swept away).
+pub(crate) fn check_not_in_cache(output: &Path, cache_root: &Path) -> Result<()> {
+    let (out, root) = (resolved(output), resolved(cache_root));
+    if out.starts_with(&root) {
+        return Err(Error::Usage(format!(
+            "--output {} is inside the embedding cache {}: the cache holds only its own entries; write the output elsewhere",
+            output.display(),
+            cache_root.display()
+        )));
     }
     Ok(())
 }
@@ -208,10 +225,7 @@ impl OutputFolder {
             }
         }
         fsutil::check_folder_writable(&dir)?;
-        let lock_path = dir.with_file_name(format!(
-            ".{}.lock",
-            dir.file_name().unwrap_or_default().to_string_lossy()
-        ));
+        let lock_path = lock_path_of(&dir);
         let lock = take_lock(&lock_path, &dir)?;
         let claimed = Self {
             dir,
@@ -299,8 +313,69 @@ impl Drop for OutputFolder {
     }
 }
 
+/// The lock file `.NAME.lock` of a claimed output `path`.
+fn lock_path_of(path: &Path) -> PathBuf {
+    path.with_file_name(format!(
+        ".{}.lock",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ))
+}
+
+/// Removes `path`'s lock file when the run that wrote it is gone and nobody holds it. Taken
+/// before removal, so a live holder is never robbed; a run that opened the file just before it
+/// went away notices in [`take_lock`] (the path no longer names its file) and takes it again.
+fn sweep_stale_lock(path: &Path) -> Option<String> {
+    let lock_path = lock_path_of(path);
+    let pid: u32 = std::fs::read_to_string(&lock_path)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    if pid == std::process::id() || pid_alive(pid) {
+        return None;
+    }
+    let file = File::options().read(true).open(&lock_path).ok()?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid, owned descriptor; released when the file is closed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return None;
+    }
+    std::fs::remove_file(&lock_path).ok()?;
+    Some(format!(
+        "removed {} (left by a killed run, PID {pid})",
+        lock_path.display()
+    ))
+}
+
+/// Whether `file` is still the file at `path` (not removed or replaced since it was opened).
+fn still_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Takes the destination's lock without waiting; a held lock names its holder.
 fn take_lock(lock_path: &Path, dir: &Path) -> Result<File> {
+    // A stale lock swept away between our open and our flock leaves us holding a removed file:
+    // open again until the lock we hold is the one at the path.
+    for _ in 0..8 {
+        let file = take_lock_once(lock_path, dir)?;
+        if still_at(&file, lock_path) {
+            return Ok(file);
+        }
+    }
+    Err(Error::output(
+        dir,
+        format!(
+            "its lock {} keeps being replaced; is another program removing it?",
+            lock_path.display()
+        ),
+    ))
+}
+
+fn take_lock_once(lock_path: &Path, dir: &Path) -> Result<File> {
     let mut file = File::options()
         .create(true)
         .truncate(false)

@@ -143,8 +143,9 @@ pub fn read_labelled(
     )
 }
 
-/// One task file as a split: for a multi-label task, a value that names no label (only
-/// separators) is refused with its row as well; a token task reads CoNLL.
+/// One task file as a split; a token task reads CoNLL. A multi-label row may name no label (an
+/// empty set is a real answer: none applies); a label ending in a backslash is refused, since
+/// the separator has no escape and `a\|b` would make the label `a\`.
 fn read_task_file(path: &Path, config: &TaskConfig) -> Result<Split> {
     if config.is_token_task() {
         let sentences = data::conll::read_conll(path)?;
@@ -158,14 +159,19 @@ fn read_task_file(path: &Path, config: &TaskConfig) -> Result<Split> {
         path,
         &config.text_column,
         &config.label_column,
-        |l| !config.label_set(l.trim()).iter().all(|l| l.is_empty()),
         |l| match config.kind {
+            TaskKind::MultiLabel => !config.label_set(l.trim()).iter().any(|l| l.ends_with('\\')),
+            _ => !l.trim().is_empty(),
+        },
+        |l| {
+            match config.kind {
             TaskKind::Classification => format!("field {:?} is empty", config.label_column),
             TaskKind::MultiLabel => format!(
-                "field {:?} ({l:?}) names no label; join a row's labels with {:?}",
+                "field {:?} ({l:?}) has a label ending in a backslash: labels are split at every {:?}, with no escaping; use a label_separator that no label contains",
                 config.label_column, config.label_separator
             ),
             TaskKind::TokenClassification => unreachable!("read above"),
+        }
         },
     )?;
     Ok(Split {
@@ -247,7 +253,8 @@ pub fn read_split(config: &TaskConfig, split: SplitName, seed: u64) -> Result<Op
                 .map(|l| match config.is_token_task() {
                     true if l.split(' ').any(|t| t != "O") => "entity",
                     true => "none",
-                    false => config.label_set(l)[0],
+                    // A multi-label row with no label is a stratum of its own.
+                    false => config.label_set(l).first().copied().unwrap_or(""),
                 })
                 .collect();
             let (train, dev) = stratified_split(&strata, config.dev_fraction, seed);
@@ -397,7 +404,7 @@ mod tests {
     }
 
     #[test]
-    fn multi_label_rows_split_into_sets_and_blank_sets_are_refused_by_row() {
+    fn multi_label_rows_split_into_sets_and_blank_sets_are_empty() {
         let dir = tempfile::tempdir().unwrap();
         let train = dir.path().join("train.csv");
         std::fs::write(
@@ -416,11 +423,13 @@ mod tests {
             task.train_targets,
             [vec![1, 2], vec![2], vec![0, 1], vec![0]]
         );
-        std::fs::write(&train, "text,labels\na,joy\nb,|\n").unwrap();
+        // A row naming no label is an empty set (none applies), not an error.
+        std::fs::write(&train, "text,labels\na,joy\nb,|\nc,\nd,love\n").unwrap();
+        let task = load_task(&config, 3).unwrap();
+        assert_eq!(task.train_targets, [vec![0], vec![], vec![], vec![1]]);
+        // No escaping: a label ending in a backslash is refused with its row.
+        std::fs::write(&train, "text,labels\na,joy\nb,joy\\|love\n").unwrap();
         let err = load_task(&config, 3).unwrap_err().to_string();
-        assert!(
-            err.contains("row 3") && err.contains("names no label"),
-            "{err}"
-        );
+        assert!(err.contains("row 3") && err.contains("backslash"), "{err}");
     }
 }

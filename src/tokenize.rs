@@ -11,6 +11,11 @@ pub struct TextTokenizer {
     inner: Tokenizer,
 }
 
+/// Texts handed to the tokenizer at once: its encodings carry strings and offsets per token
+/// (~100 bytes each), so a million words or windows encoded in one call would hold gigabytes;
+/// in slices the transient memory stays small and the results are the same.
+const ENCODE_SLICE: usize = 4096;
+
 /// One text's token ids (special tokens included) and whether it was cut at `max_length`.
 #[derive(Debug, Clone)]
 pub struct Encoded {
@@ -37,17 +42,18 @@ impl TextTokenizer {
     }
 
     pub fn encode_all(&self, texts: &[&str]) -> Result<Vec<Encoded>> {
-        let encodings = self
-            .inner
-            .encode_batch_fast(texts.to_vec(), true)
-            .map_err(|e| Error::Usage(format!("tokenization failed: {e}")))?;
-        Ok(encodings
-            .into_iter()
-            .map(|e| Encoded {
+        let mut out = Vec::with_capacity(texts.len());
+        for slice in texts.chunks(ENCODE_SLICE) {
+            let encodings = self
+                .inner
+                .encode_batch_fast(slice.to_vec(), true)
+                .map_err(|e| Error::Usage(format!("tokenization failed: {e}")))?;
+            out.extend(encodings.into_iter().map(|e| Encoded {
                 truncated: !e.get_overflowing().is_empty(),
                 ids: e.get_ids().to_vec(),
-            })
-            .collect())
+            }));
+        }
+        Ok(out)
     }
 }
 
@@ -62,30 +68,37 @@ pub struct TokenSpans {
 impl TextTokenizer {
     /// Sub-tokens per word, special tokens left out (each word encoded on its own).
     pub fn word_token_counts(&self, words: &[&str]) -> Result<Vec<usize>> {
-        let encodings = self
-            .inner
-            .encode_batch_fast(words.to_vec(), false)
-            .map_err(|e| Error::Usage(format!("tokenization failed: {e}")))?;
-        Ok(encodings.iter().map(|e| e.get_ids().len()).collect())
+        let mut out = Vec::with_capacity(words.len());
+        for slice in words.chunks(ENCODE_SLICE) {
+            let encodings = self
+                .inner
+                .encode_batch_fast(slice.to_vec(), false)
+                .map_err(|e| Error::Usage(format!("tokenization failed: {e}")))?;
+            out.extend(encodings.iter().map(|e| e.get_ids().len()));
+        }
+        Ok(out)
     }
 
     /// Each text's tokens with their byte spans, as the embedder tokenizes them.
     pub fn token_spans(&self, texts: &[&str]) -> Result<Vec<TokenSpans>> {
-        let encodings = self
-            .inner
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| Error::Usage(format!("tokenization failed: {e}")))?;
-        Ok(encodings
-            .into_iter()
-            .map(|e| TokenSpans {
-                truncated: !e.get_overflowing().is_empty(),
-                spans: e
-                    .get_offsets()
-                    .iter()
-                    .zip(e.get_special_tokens_mask())
-                    .map(|(&o, &special)| (special == 0).then_some(o))
-                    .collect(),
-            })
-            .collect())
+        let mut out = Vec::with_capacity(texts.len());
+        for slice in texts.chunks(ENCODE_SLICE) {
+            let encodings = self
+                .inner
+                .encode_batch(slice.to_vec(), true)
+                .map_err(|e| Error::Usage(format!("tokenization failed: {e}")))?;
+            out.extend(encodings.into_iter().map(|e| {
+                TokenSpans {
+                    truncated: !e.get_overflowing().is_empty(),
+                    spans: e
+                        .get_offsets()
+                        .iter()
+                        .zip(e.get_special_tokens_mask())
+                        .map(|(&o, &special)| (special == 0).then_some(o))
+                        .collect(),
+                }
+            }));
+        }
+        Ok(out)
     }
 }

@@ -100,7 +100,7 @@ fn bad_frost_line_input_is_named() {
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("frost line 7 is outside 0..=6"), "{err}");
+    assert!(err.contains("layer 7 is outside 0..=6"), "{err}");
     let err = NativeEncoder::load(&mut ParamStore::default(), &folder, 9)
         .unwrap_err()
         .to_string();

@@ -1,5 +1,6 @@
 //! Fuzzing every reader of files frostline does not trust: CSV, JSONL, Parquet, plain text, cache
-//! chunks, checkpoint manifests and safetensors. Each target mutates valid seed files with a
+//! chunks, checkpoint manifests (sealed and resealed), safetensors and dataset imports (`_SUCCESS`
+//! and parts; the exporter's torch-free `.bin` reader is fuzzed by scripts/fuzz_torch_bin.py). Each target mutates valid seed files with a
 //! fixed-seed generator (bit flips, random bytes, truncation, insertion, duplicated runs, huge
 //! integers) and feeds them to the reader. Every case must end in a value or a clear error that
 //! names the file — never a panic.
@@ -301,7 +302,7 @@ fn checkpoint_seed(dir: &Path) -> (Vec<u8>, Vec<u8>) {
     let head = Head::new(&mut store, "t", HeadSpec::Linear, 8, 3, &mut Rng::new(1));
     let heads = frostline::nn::tensors::to_safetensors(&store, &head.param_ids()).unwrap();
     let manifest = serde_json::json!({
-        "format_version": 2,
+        "format_version": 3,
         "frostline_version": "0.1.0",
         "backbone": {"version": 1, "model_dir": "/m", "content_hash": "xxh3-128:00", "pooling": "mean+l2",
                      "num_layers": 6, "hidden_size": 8, "max_length": 32},
@@ -313,7 +314,8 @@ fn checkpoint_seed(dir: &Path) -> (Vec<u8>, Vec<u8>) {
         "training_seconds": 0.1,
         "tasks": [{"config": {"name": "t", "train": dir.join("t.csv")}, "classes": ["a", "b", "c"],
                    "head": {"type": "linear"}, "input_dim": 8, "trained": true, "dev": null, "test": null}],
-        "files": {"heads.safetensors": format!("xxh3-64:{:016x}", xxhash_rust::xxh3::xxh3_64(&heads))},
+        "files": {"heads.safetensors": format!("xxh3-64:{:016x}", xxhash_rust::xxh3::xxh3_64(&heads)),
+                  "training_log.csv": format!("xxh3-64:{:016x}", xxhash_rust::xxh3::xxh3_64(b""))},
     });
     (serde_json::to_vec_pretty(&manifest).unwrap(), heads)
 }
@@ -325,11 +327,21 @@ fn fuzz_checkpoint_manifest() {
     std::fs::create_dir(&ck).unwrap();
     let (manifest, heads) = checkpoint_seed(dir.path());
     frostline::checkpoint::Manifest::read(&ck).unwrap_err();
-    std::fs::write(ck.join("manifest.json"), &manifest).unwrap();
+    use frostline::checkpoint::seal::seal;
+    std::fs::write(ck.join("manifest.json"), seal(&manifest)).unwrap();
     std::fs::write(ck.join("heads.safetensors"), &heads).unwrap();
     frostline::checkpoint::load(&ck).expect("the seed checkpoint is valid");
+    // Half the cases are sealed after mutation (what a forger would do), so the parser and the
+    // checks of meaning behind the seal are fuzzed too, not only the seal.
+    let mut resealed = 0usize;
     let c = fuzz("manifest", &[manifest], 17, |bytes| {
-        std::fs::write(ck.join("manifest.json"), bytes).unwrap();
+        resealed += 1;
+        let written = if resealed.is_multiple_of(2) && bytes.starts_with(b"{\n") {
+            seal(bytes)
+        } else {
+            bytes.to_vec()
+        };
+        std::fs::write(ck.join("manifest.json"), written).unwrap();
         match frostline::checkpoint::load(&ck) {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -360,6 +372,88 @@ fn fuzz_safetensors() {
             (Err(e), _) => Err(e),
             (_, Err(e)) => Err(e.to_string()),
         }
+    });
+    check(c);
+}
+
+/// A dataset folder frostline would import: `_SUCCESS` and each part's sidecar (JSON), and the
+/// part itself (Parquet with texts and vectors), each mutated in turn. Every case ends in the
+/// vectors (checked: finite, non-zero, unit length) or a clear error naming the file.
+#[test]
+fn fuzz_dataset_import() {
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    std::fs::create_dir(&ds).unwrap();
+    let rows = seed_rows();
+    let dim = 4;
+    let values: Vec<f32> = (0..rows.len() * dim)
+        .map(|i| if i % dim == 0 { 1.0 } else { 0.0 })
+        .collect();
+    let emb = Series::new("embedding".into(), values)
+        .reshape_array(&[
+            ReshapeDimension::new(rows.len() as i64),
+            ReshapeDimension::new(dim as i64),
+        ])
+        .unwrap();
+    let mut df = DataFrame::new_infer_height(vec![
+        Column::new(
+            "text".into(),
+            rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+        ),
+        emb.into(),
+    ])
+    .unwrap();
+    let mut part = Vec::new();
+    ParquetWriter::new(&mut part).finish(&mut df).unwrap();
+    let part_name = "part-00000-of-00001.parquet";
+    std::fs::write(ds.join(part_name), &part).unwrap();
+    let sum = frostline::dataset::checksum(&ds.join(part_name)).unwrap();
+    let success = serde_json::to_vec_pretty(&serde_json::json!({
+        "parts": [{"file": part_name, "rows": rows.len(), "text_column": "text", "checksum": sum}],
+        "rows": rows.len(),
+        "cache_key_id": "k",
+        "cache_key": {"format_version": 4, "onnx_sha256": "00", "tokenizer_sha256": "00",
+                      "max_length": 32, "pooling": "mean", "normalize": true, "split_layer": null,
+                      "content": "sentence", "dtype": "f32", "numeric": "fp32", "dim": dim},
+        "frostline_version": "0.1.0",
+    }))
+    .unwrap();
+    // What an import reads of a part: its checksum, texts and vectors, and their checks.
+    let read_part = |path: &Path| -> Result<(), String> {
+        frostline::dataset::checksum(path).map_err(|e| e.to_string())?;
+        let (texts, values) =
+            frostline::dataset::read_part_vectors(path, "text", dim).map_err(|e| e.to_string())?;
+        frostline::dataset::check_vectors(path, &texts, &values, dim, true)
+            .map_err(|e| e.to_string())
+    };
+    read_part(&ds.join(part_name)).expect("the seed part is valid");
+    std::fs::write(ds.join("_SUCCESS"), &success).unwrap();
+    frostline::dataset::success_record(&ds)
+        .unwrap()
+        .expect("the seed _SUCCESS is valid");
+    let names_file = |path: &Path, r: Result<(), String>| -> Result<(), String> {
+        r.map_err(|msg| {
+            assert!(
+                msg.contains(&path.display().to_string()),
+                "error without the file: {msg}"
+            );
+            msg
+        })
+    };
+    let c = fuzz("dataset-part", &[part], 19, |bytes| {
+        let path = ds.join(part_name);
+        std::fs::write(&path, bytes).unwrap();
+        names_file(&path, read_part(&path))
+    });
+    check(c);
+    let c = fuzz("dataset-success", &[success], 20, |bytes| {
+        let path = ds.join("_SUCCESS");
+        std::fs::write(&path, bytes).unwrap();
+        let r = frostline::dataset::success_record(&ds)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        names_file(&path, r)
     });
     check(c);
 }

@@ -225,9 +225,9 @@ fn multi_label_in_every_regime_and_per_label_thresholds() {
 
     // A manifest whose thresholds do not fit the labels is refused by name.
     let path = ck.join("manifest.json");
-    let mut bad = m.clone();
-    bad["tasks"][0]["thresholds"] = serde_json::json!([0.5, 0.5]);
-    std::fs::write(&path, serde_json::to_string_pretty(&bad).unwrap()).unwrap();
+    edit_manifest(&path, |m| {
+        m["tasks"][0]["thresholds"] = serde_json::json!([0.5, 0.5])
+    });
     let mut cmd = frostline(&["eval", "--no-progress", "--checkpoint"]);
     cmd.arg(&ck).arg("--cache-dir").arg(cache());
     let (c, _, err) = code(&mut cmd);

@@ -208,6 +208,7 @@ fn eval_counts_labels_the_checkpoint_lacks() {
     );
     assert_ne!(manifest, fixed);
     std::fs::write(ck.join("manifest.json"), fixed).unwrap();
+    reseal(&ck.join("manifest.json"));
     let mut cmd = frostline(&["eval", "--no-progress", "--checkpoint"]);
     cmd.arg(&ck).arg("--cache-dir").arg(cache());
     let (ok, _, err) = run(&mut cmd);

@@ -375,10 +375,10 @@ fn damaged_checkpoints_and_cache_chunks_are_caught_never_trusted() {
     let empty = d.join("empty");
     linked_copy(&ck, &empty, false);
     std::fs::remove_file(empty.join("manifest.json")).unwrap();
-    let mut m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(ck.join("manifest.json")).unwrap()).unwrap();
-    m["tasks"] = serde_json::json!([]);
-    std::fs::write(empty.join("manifest.json"), m.to_string()).unwrap();
+    std::fs::copy(ck.join("manifest.json"), empty.join("manifest.json")).unwrap();
+    edit_manifest(&empty.join("manifest.json"), |m| {
+        m["tasks"] = serde_json::json!([])
+    });
     let (c, _, err) = code(&mut fl(
         d,
         &cache,

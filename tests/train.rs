@@ -299,16 +299,25 @@ fn checkpoint_of_another_backbone_or_corrupt_is_refused() {
     assert!(ok && !err.contains("warning"), "{err}");
     std::fs::remove_file(dir.path().join("out.csv")).unwrap();
 
-    // A checkpoint whose backbone dimension differs: refused, naming the field and both values.
+    // A checkpoint of a deeper backbone (consistent in itself, resealed): refused, naming the
+    // field and both values. (A wider one is refused sooner: its heads' shapes do not match.)
     let other = dir.path().join("dim");
     copy_dir(&ck, &other);
-    let text = std::fs::read_to_string(other.join("manifest.json"))
-        .unwrap()
-        .replace("\"hidden_size\": 384", "\"hidden_size\": 768");
-    std::fs::write(other.join("manifest.json"), text).unwrap();
+    edit_manifest(&other.join("manifest.json"), |m| {
+        m["backbone"]["num_layers"] = 12.into()
+    });
     let (ok, _, err) = predict(&other, &[]);
     assert!(
-        !ok && err.contains("hidden size: checkpoint 768, model folder 384"),
+        !ok && err.contains("layers: checkpoint 12, model folder 6"),
+        "{err}"
+    );
+    edit_manifest(&other.join("manifest.json"), |m| {
+        m["backbone"]["num_layers"] = 6.into();
+        m["backbone"]["hidden_size"] = 768.into();
+    });
+    let (ok, _, err) = predict(&other, &[]);
+    assert!(
+        !ok && err.contains("head input 384 differs from the backbone's hidden size 768"),
         "{err}"
     );
 
@@ -333,14 +342,6 @@ fn checkpoint_of_another_backbone_or_corrupt_is_refused() {
         "{err}"
     );
     assert!(!dir.path().join("out.csv").exists());
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
 }
 
 #[test]

@@ -61,7 +61,7 @@ pub(crate) fn run_script(
 pub fn ensure_cut(folder: &ModelFolder, n: usize) -> Result<PathBuf> {
     if n > folder.num_layers {
         return Err(Error::Usage(format!(
-            "frost line {n} is outside 0..={} (the model has {} layers)",
+            "layer {n} is outside 0..={}: the model has {} layers, so no graph below it can be cut (a frost line or token_layer names a layer in that range)",
             folder.num_layers, folder.num_layers
         )));
     }

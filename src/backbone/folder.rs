@@ -41,6 +41,41 @@ fn read_json(path: &Path) -> Result<Value> {
     serde_json::from_str(&text).map_err(|e| Error::model(path, format!("invalid JSON: {e}")))
 }
 
+/// A `config.json` whose shape cannot make a working transformer is refused here, before any
+/// graph or native layer is built from it: heads must split the hidden size evenly, and every
+/// size must be positive.
+fn check_architecture(
+    path: &Path,
+    hidden: usize,
+    layers: usize,
+    heads: usize,
+    eps: f32,
+    positions: usize,
+) -> Result<()> {
+    let bad = |what: String| Err(Error::model(path, what));
+    if hidden == 0 || layers == 0 || heads == 0 {
+        return bad(format!(
+            "hidden_size {hidden}, num_hidden_layers {layers} and num_attention_heads {heads} must all be at least 1"
+        ));
+    }
+    if !hidden.is_multiple_of(heads) {
+        return bad(format!(
+            "hidden_size {hidden} is not divisible by num_attention_heads {heads}: attention cannot split it into heads; fix config.json or re-export the model"
+        ));
+    }
+    if !(eps.is_finite() && eps > 0.0 && eps < 1.0) {
+        return bad(format!(
+            "layer_norm_eps {eps} must be a small positive number (e.g. 1e-12)"
+        ));
+    }
+    if positions < 2 {
+        return bad(format!(
+            "max_position_embeddings {positions} leaves no room for [CLS] and [SEP]"
+        ));
+    }
+    Ok(())
+}
+
 fn required_usize(cfg: &Value, key: &str, path: &Path) -> Result<usize> {
     cfg.get(key)
         .and_then(Value::as_u64)
@@ -89,6 +124,14 @@ impl ModelFolder {
             .and_then(Value::as_str)
             .unwrap_or("unknown")
             .to_string();
+        check_architecture(
+            &config_path,
+            hidden_size,
+            num_layers,
+            num_attention_heads,
+            layer_norm_eps,
+            max_position_embeddings,
+        )?;
 
         let (pooling, pooling_source) = Self::read_pooling(dir, hidden_size)?;
         let sbert = dir.join("sentence_bert_config.json");
@@ -153,18 +196,25 @@ impl ModelFolder {
         self.dir.join(format!("model.cut-{n}.onnx"))
     }
 
-    /// The truncation length to use: `requested`, or the folder's own when `None`; refused
+    /// The truncation length to use: `requested` (with the name of what set it, for the
+    /// message: a flag, or a checkpoint's manifest), or the folder's own when `None`; refused
     /// when it leaves no room for a token or passes the position table.
-    pub fn checked_max_length(&self, requested: Option<usize>) -> Result<usize> {
-        let n = requested.unwrap_or(self.max_length);
+    pub fn checked_max_length(&self, requested: Option<(usize, &str)>) -> Result<usize> {
+        let (n, source) = match requested {
+            Some((n, source)) => (n, source.to_string()),
+            None => (
+                self.max_length,
+                format!("the model folder's max length ({})", self.dir.display()),
+            ),
+        };
         if n < 2 {
             return Err(Error::Usage(format!(
-                "--max-length {n} leaves no room for a token ([CLS] and [SEP] take 2)"
+                "{source}: max length {n} leaves no room for a token ([CLS] and [SEP] take 2)"
             )));
         }
         if n > self.max_position_embeddings {
             return Err(Error::Usage(format!(
-                "--max-length {n} is above the model's position limit {} (max_position_embeddings in {})",
+                "{source}: max length {n} is above the model's position limit {} (max_position_embeddings in {})",
                 self.max_position_embeddings,
                 self.dir.join("config.json").display()
             )));

@@ -169,6 +169,20 @@ impl Chunk {
         unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), n) }
     }
 
+    /// Hands row `r`'s pages back to the kernel once it has been read (they re-read from the
+    /// file if asked for again): a pass over a long run of token states then keeps only what it
+    /// is reading resident, not every page it has touched.
+    pub fn release_row(&self, r: usize) {
+        let start = self.values_at + self.starts[r] * self.dim * 4;
+        let len = (self.starts[r + 1] - self.starts[r]) * self.dim * 4;
+        // SAFETY: DONTNEED on a read-only file mapping only drops pages, which re-read from the
+        // file on the next access, so a slice still borrowed from the map reads the same bytes.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
+        };
+    }
+
     pub fn bytes(&self) -> usize {
         self.map.len()
     }
@@ -182,7 +196,13 @@ fn kind_name(sequences: bool) -> &'static str {
     }
 }
 
-/// Buffers rows and writes them out as chunks of `rows_per_chunk`, each atomically.
+/// The most floats a chunk buffers before it is written, whatever its row count: token-state
+/// rows are up to `max_length × hidden` floats each, so a row count alone would let one chunk
+/// of long windows hold gigabytes in memory (64 MiB).
+const MAX_CHUNK_FLOATS: usize = 16 << 20;
+
+/// Buffers rows and writes them out as chunks of `rows_per_chunk` (or [`MAX_CHUNK_FLOATS`]),
+/// each atomically.
 pub struct ChunkWriter {
     dir: PathBuf,
     entry: [u8; 10],
@@ -225,7 +245,7 @@ impl ChunkWriter {
         self.keys.push(key);
         self.counts.push((values.len() / self.dim) as u32);
         self.values.extend_from_slice(values);
-        if self.keys.len() >= self.rows_per_chunk {
+        if self.keys.len() >= self.rows_per_chunk || self.values.len() >= MAX_CHUNK_FLOATS {
             return self.flush();
         }
         Ok(None)

@@ -193,6 +193,14 @@ impl Cache {
         Some(self.chunks[c as usize].row(r as usize))
     }
 
+    /// Hands the pages of `key`'s row back to the kernel after it was read (see
+    /// [`Chunk::release_row`]).
+    pub fn release(&self, key: &TextKey) {
+        if let Some(&(c, r)) = self.index.get(key) {
+            self.chunks[c as usize].release_row(r as usize);
+        }
+    }
+
     /// Gathers the rows for `keys` (in that order) into one array: the single copy a reader makes.
     pub fn gather(&self, keys: &[TextKey]) -> Result<Array2<f32>> {
         let dim = self.key.dim;

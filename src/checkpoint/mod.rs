@@ -26,6 +26,7 @@ use crate::train::EpochLog;
 
 pub mod identity;
 pub mod score;
+pub mod seal;
 pub mod vectors;
 
 pub use identity::BackboneIdentity;
@@ -53,8 +54,9 @@ pub struct TaskEntry {
     pub test: Option<TaskMetrics>,
 }
 
-/// Bumped when the manifest's layout changes; older checkpoints are refused by name.
-pub const MANIFEST_VERSION: u32 = 2;
+/// Bumped when the manifest's layout changes; older checkpoints are refused by name. Format 3
+/// added the seal ([`seal`]).
+pub const MANIFEST_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,13 +100,19 @@ impl Manifest {
             path: path.clone(),
             reason,
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
                 bad("missing from the checkpoint folder (was it copied whole?)".into())
             }
             _ => Error::io(&path, e),
         })?;
-        let value: serde_json::Value =
+        let text = String::from_utf8(bytes).map_err(|e| {
+            bad(format!(
+                "not UTF-8 (byte {}): the manifest is damaged; restore it or train again",
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
+        let mut value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| bad(format!("unreadable manifest: {e}")))?;
         let version = value
             .get("format_version")
@@ -115,12 +123,120 @@ impl Manifest {
                 version.map_or("1 (unversioned)".to_string(), |v| v.to_string())
             )));
         }
+        seal::verify(&text).map_err(bad)?;
+        if let Some(fields) = value.as_object_mut() {
+            fields.remove("seal");
+        }
         let manifest: Manifest =
             serde_json::from_value(value).map_err(|e| bad(format!("unreadable manifest: {e}")))?;
-        if manifest.tasks.is_empty() {
-            return Err(bad("the manifest lists no task".into()));
-        }
+        manifest.validate().map_err(bad)?;
         Ok(manifest)
+    }
+
+    /// What the manifest says must make sense on its own, seal or not: every field a later
+    /// command acts on is checked against the others and the backbone it names.
+    fn validate(&self) -> std::result::Result<(), String> {
+        let b = &self.backbone;
+        if b.num_layers == 0 || b.hidden_size == 0 || b.max_length < 2 {
+            return Err(format!(
+                "backbone with {} layers, hidden size {} and max length {} cannot be",
+                b.num_layers, b.hidden_size, b.max_length
+            ));
+        }
+        if self.frost_line != self.regime.frost_line() {
+            return Err(format!(
+                "frost_line {:?} disagrees with regime {}",
+                self.frost_line, self.regime
+            ));
+        }
+        if let Some(n) = self.frost_line {
+            if n >= b.num_layers {
+                return Err(format!(
+                    "frost_line {n} leaves no layer to tune in a {}-layer backbone",
+                    b.num_layers
+                ));
+            }
+        }
+        let want_files: Vec<&str> = match self.frost_line {
+            Some(_) => vec![ENCODER, WEIGHTS, LOG],
+            None => vec![WEIGHTS, LOG],
+        };
+        let files: Vec<&str> = self.files.keys().map(String::as_str).collect();
+        let mut want_sorted = want_files.clone();
+        want_sorted.sort_unstable();
+        if files != want_sorted {
+            return Err(format!(
+                "lists the files {files:?}, but a checkpoint {} holds {want_sorted:?}",
+                match self.frost_line {
+                    Some(n) => format!("with frost line {n}"),
+                    None => "without a frost line".into(),
+                }
+            ));
+        }
+        if self.tasks.is_empty() {
+            return Err("the manifest lists no task".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for task in &self.tasks {
+            let name = &task.config.name;
+            if !names.insert(name.as_str()) {
+                return Err(format!("task {name:?} is listed twice"));
+            }
+            task.validate(b, self.frost_line)
+                .map_err(|e| format!("task {name:?}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl TaskEntry {
+    fn validate(
+        &self,
+        backbone: &BackboneIdentity,
+        frost_line: Option<usize>,
+    ) -> std::result::Result<(), String> {
+        if self.classes.is_empty() {
+            return Err("no classes".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = self.classes.iter().find(|c| !seen.insert(c.as_str())) {
+            return Err(format!(
+                "class {dup:?} is listed twice: labels would be ambiguous"
+            ));
+        }
+        if self.input_dim != backbone.hidden_size {
+            return Err(format!(
+                "head input {} differs from the backbone's hidden size {}",
+                self.input_dim, backbone.hidden_size
+            ));
+        }
+        let token_task = self.config.kind == TaskKind::TokenClassification;
+        match (token_task, self.config.token_layer) {
+            (false, Some(l)) => Err(format!(
+                "token_layer {l} is recorded for a {:?} task, which reads pooled vectors",
+                self.config.kind
+            )),
+            (true, None) => Err("a token task without its token_layer".into()),
+            (true, Some(l)) if l > backbone.num_layers => Err(format!(
+                "token_layer {l} is outside 0..={} (the backbone has {} layers)",
+                backbone.num_layers, backbone.num_layers
+            )),
+            (true, Some(l)) if frost_line.is_some_and(|n| l < n) => Err(format!(
+                "token_layer {l} is below the frost line {}",
+                frost_line.unwrap_or_default()
+            )),
+            (true, Some(_)) => match self
+                .classes
+                .iter()
+                .find(|c| crate::data::conll::Bio::parse(c).is_none())
+            {
+                Some(c) => Err(format!(
+                    "class {c:?} is not an IOB2 tag (O, B-TYPE, I-TYPE), as a token task's classes are"
+                )),
+                None => Ok(()),
+            },
+            (false, None) => Ok(()),
+        }
     }
 }
 
@@ -188,7 +304,7 @@ pub fn save(
         }
         let json =
             serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
-        fsutil::write_bytes_atomic(&tmp.join(MANIFEST), &json)
+        fsutil::write_bytes_atomic(&tmp.join(MANIFEST), &seal::seal(&json))
     })
 }
 
@@ -322,6 +438,21 @@ impl Checkpoint {
         let encoder = NativeEncoder::load(&mut self.store, folder, n)?;
         let path = self.dir.join(ENCODER);
         let tuned = parse_tensors(&path, &read_verified(&self.dir, &self.manifest, ENCODER)?)?;
+        // Every tuned tensor must be one of the layers above the frost line: a tensor of
+        // another layer means the manifest and the weights disagree about where the line is.
+        let wanted: std::collections::HashSet<String> = encoder
+            .param_ids()
+            .into_iter()
+            .map(|id| self.store.get(id).name.clone())
+            .collect();
+        if let Some((name, _)) = tuned.iter().find(|(name, _)| !wanted.contains(name)) {
+            return Err(Error::InputFile {
+                path: path.clone(),
+                reason: format!(
+                    "tensor {name} is not one of the layers at or above frost line {n}; the checkpoint's parts disagree, train again"
+                ),
+            });
+        }
         for id in encoder.param_ids() {
             let name = self.store.get(id).name.clone();
             let (_, value) =

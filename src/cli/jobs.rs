@@ -174,7 +174,7 @@ impl BackboneArgs {
     ) -> Result<(EmbedSettings, ModelSource)> {
         let choice = choose_model(self.model.as_deref(), recorded);
         let folder = open_model(&choice)?;
-        let max_length = folder.checked_max_length(self.max_length)?;
+        let max_length = folder.checked_max_length(self.max_length.map(|n| (n, "--max-length")))?;
         Ok((self.settings(&folder, max_length, ort_lib)?, choice.source))
     }
 
@@ -193,9 +193,19 @@ impl BackboneArgs {
         );
         let choice = choose_model(self.model.as_deref(), Some(recorded));
         let folder = open_model(&choice)?;
-        let max_length = folder.checked_max_length(Some(
-            self.max_length.unwrap_or(manifest.backbone.max_length),
-        ))?;
+        let max_length = match self.max_length {
+            Some(n) => folder.checked_max_length(Some((n, "--max-length")))?,
+            // The checkpoint's own value: a bad one is the checkpoint's fault, not a flag's.
+            None => folder
+                .checked_max_length(Some((
+                    manifest.backbone.max_length,
+                    "the checkpoint's backbone.max_length",
+                )))
+                .map_err(|e| Error::InputFile {
+                    path: ckpt.join(checkpoint::MANIFEST),
+                    reason: e.to_string(),
+                })?,
+        };
         self.settings(&folder, max_length, ort_lib)
     }
 }

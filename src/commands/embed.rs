@@ -15,10 +15,11 @@ use crate::embedder::{EmbedSettings, EmbedStats, SentenceEmbedder, TokenStateEmb
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::fsutil;
-use crate::outfolder::{check_not_input, sweep_stale};
+use crate::outfolder::{check_not_in_cache, check_not_input, sweep_stale};
 use crate::output::{CarriedColumn, NpyWriter, ParquetEmbeddingWriter};
 use crate::runfile::WordFeature;
 use crate::shard::{self, FileShare, Shard};
+use crate::train::features::for_word_vectors;
 
 /// Where the vectors go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +71,7 @@ pub(crate) fn run(job: &EmbedJob) -> Result<Outcome> {
     let (share, dataset, path) = match &job.output {
         EmbedOutput::File(path) => {
             check_not_input(path, &reads)?;
+            check_not_in_cache(path, &job.settings.cache_root)?;
             fsutil::check_writable(path)?;
             let whole = inputs
                 .iter()
@@ -82,6 +84,7 @@ pub(crate) fn run(job: &EmbedJob) -> Result<Outcome> {
         }
         EmbedOutput::Dataset { dir, shard } => {
             check_not_input(dir, &reads)?;
+            check_not_in_cache(dir, &job.settings.cache_root)?;
             let ds = DatasetDir::prepare(dir, shard.count, embedder.key())?;
             let share = shard::share(&inputs, *shard)?;
             let path = ds.part_path(shard.index);
@@ -313,6 +316,7 @@ fn run_words(job: &EmbedJob) -> Result<Outcome> {
         ));
     };
     check_not_input(path, &[&job.input])?;
+    check_not_in_cache(path, &job.settings.cache_root)?;
     fsutil::check_writable(path)?;
     let sentences = crate::data::conll::read_conll(&job.input)?;
     let folder = crate::backbone::ModelFolder::open(&job.settings.model_dir)?;
@@ -325,47 +329,57 @@ fn run_words(job: &EmbedJob) -> Result<Outcome> {
     let words: Vec<Vec<String>> = sentences.iter().map(|s| s.words.clone()).collect();
     let mut tok = TokenStateEmbedder::open(job.settings.clone(), job.token_layer, false)?;
     let (states, ww, stats) = tok.word_states(&words, job.word_feature)?;
-    let x = crate::train::features::word_vectors(&states, &ww, folder.hidden_size);
+    drop(words);
+    let hidden = folder.hidden_size;
+    // Streamed a group of windows at a time: a huge sentence never sits in memory whole.
+    let mut written = 0usize;
     match Format::of(path) {
         Some(Format::Npy) => {
-            let mut w = NpyWriter::create(path, x.ncols())?;
-            w.write(&x)
-                .map_err(|e| Error::output(path, format!("cannot write: {e}")))?;
+            let mut w = NpyWriter::create(path, hidden)?;
+            for_word_vectors(&states, &ww, hidden, |x| {
+                written += x.nrows();
+                w.write(&x)
+                    .map_err(|e| Error::output(path, format!("cannot write: {e}")))
+            })?;
             w.finish()?;
         }
         _ => {
-            let index: Vec<String> = sentences
+            // Word i of the file: (sentence, word, tag), in the order the vectors come.
+            let located: Vec<(String, &str, &str)> = sentences
                 .iter()
                 .enumerate()
-                .flat_map(|(i, s)| std::iter::repeat_n(i.to_string(), s.words.len()))
+                .flat_map(|(i, s)| {
+                    s.words
+                        .iter()
+                        .zip(&s.tags)
+                        .map(move |(w, t)| (i.to_string(), w.as_str(), t.as_str()))
+                })
                 .collect();
-            fn column<'a>(name: &'a str, values: Vec<&'a str>) -> CarriedColumn<'a> {
-                CarriedColumn {
+            fn columns<'a>(rows: &'a [(String, &'a str, &'a str)]) -> [CarriedColumn<'a>; 3] {
+                let column = |name, values: Vec<&'a str>| CarriedColumn {
                     name,
                     values: values.into_iter().map(Some).collect(),
-                }
+                };
+                [
+                    column("sentence", rows.iter().map(|r| r.0.as_str()).collect()),
+                    column("word", rows.iter().map(|r| r.1).collect()),
+                    column("tag", rows.iter().map(|r| r.2).collect()),
+                ]
             }
-            let flat = |f: fn(&crate::data::conll::Sentence) -> &Vec<String>| -> Vec<&str> {
-                sentences
-                    .iter()
-                    .flat_map(|s| f(s).iter().map(String::as_str))
-                    .collect()
-            };
-            let carried = [
-                column("sentence", index.iter().map(String::as_str).collect()),
-                column("word", flat(|s| &s.words)),
-                column("tag", flat(|s| &s.tags)),
-            ];
             let mut w = ParquetEmbeddingWriter::create(path)?;
-            w.write(&carried, &x)?;
-            w.finish(&carried, x.ncols())?;
+            for_word_vectors(&states, &ww, hidden, |x| {
+                let rows = &located[written..written + x.nrows()];
+                written += x.nrows();
+                w.write(&columns(rows), &x)
+            })?;
+            w.finish(&columns(&[]), hidden)?;
         }
     }
     let mut outcome = Outcome::new(String::new(), stats_json(&stats, path));
     outcome.log = format!(
         "{}\n{} words of {} sentences, layer {} ({:?} sub-token)\noutput: {}",
         stats.summary(),
-        x.nrows(),
+        written,
         sentences.len(),
         job.token_layer,
         job.word_feature,

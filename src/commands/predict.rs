@@ -17,7 +17,7 @@ use crate::embedder::{EmbedSettings, EmbedStats};
 use crate::error::{Error, Result};
 use crate::format::{Format, TABLE_OUTPUTS};
 use crate::fsutil;
-use crate::outfolder::check_not_input;
+use crate::outfolder::{check_not_in_cache, check_not_input};
 use crate::output;
 use crate::runfile::TaskKind;
 
@@ -42,6 +42,7 @@ pub(crate) struct PredictJob {
 pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
     let format = Format::output(&job.output, TABLE_OUTPUTS)?;
     check_not_input(&job.output, &[&job.input])?;
+    check_not_in_cache(&job.output, &job.settings.cache_root)?;
     fsutil::check_writable(&job.output)?;
     let mut ck = checkpoint::load(&job.checkpoint)?;
     let (mut encoder, warnings) =

@@ -145,7 +145,12 @@ fn copy_folder_files(src: &Path, dst: &Path) -> Result<()> {
             std::fs::create_dir(&to).map_err(|e| Error::io(&to, e))?;
             copy_folder_files(&from, &to)?;
         } else if from.is_file() {
-            std::fs::copy(&from, &to).map_err(|e| Error::io(&from, e))?;
+            // A failed copy is nearly always the destination's (disk full, permissions): name
+            // it, and the source only when the source cannot be read.
+            std::fs::copy(&from, &to).map_err(|e| match std::fs::File::open(&from) {
+                Err(read) => Error::io(&from, read),
+                Ok(_) => Error::io(&to, e),
+            })?;
         }
     }
     Ok(())

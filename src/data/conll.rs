@@ -68,7 +68,8 @@ pub fn read_conll(path: &Path) -> Result<Vec<Sentence>> {
             e.utf8_error().valid_up_to()
         ),
     })?;
-    parse_conll(path, &text)
+    // A byte-order mark (as editors on Windows write) is not part of the first word.
+    parse_conll(path, text.strip_prefix('\u{feff}').unwrap_or(&text))
 }
 
 fn parse_conll(path: &Path, text: &str) -> Result<Vec<Sentence>> {
@@ -124,6 +125,15 @@ fn parse_conll(path: &Path, text: &str) -> Result<Vec<Sentence>> {
         let tag = tag.trim();
         if word.is_empty() {
             return Err(bad(n, "the word before the tab is empty".into()));
+        }
+        if word.contains('\0') {
+            return Err(bad(
+                n,
+                format!(
+                    "a NUL byte in the word {:?}: the file is binary or damaged",
+                    clip(line)
+                ),
+            ));
         }
         if tag.contains('\t') {
             return Err(bad(
@@ -216,6 +226,17 @@ mod tests {
         assert_eq!(s[0].tags, ["B-person", "O"]);
         assert_eq!(s[0].line, 3);
         assert_eq!((s[1].words[0].as_str(), s[1].line), ("Paris", 8));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_word_and_nul_bytes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bom.conll");
+        std::fs::write(&path, "\u{feff}Stabilized\tO\nwords\tO\n").unwrap();
+        let s = read_conll(&path).unwrap();
+        assert_eq!(s[0].words[0], "Stabilized");
+        let err = parse("a\tO\nb\0c\tO\n").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("NUL"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod conll;
 mod parquet;
+pub(crate) use parquet::read_frame as read_parquet_frame;
 mod text;
 
 use std::path::{Path, PathBuf};

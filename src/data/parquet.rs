@@ -8,40 +8,7 @@ use super::Table;
 use crate::error::{Error, Result};
 
 pub(super) fn read_parquet(path: &Path) -> Result<Table> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let bad = |reason: String| Error::InputFile {
-        path: path.to_path_buf(),
-        reason,
-    };
-    // The Parquet decoder can panic on malformed metadata or pages; a damaged input file must be
-    // a clear error naming the file, never a crash, so a panic inside it is contained here.
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    check_footer(&bytes)
-        .map_err(|e| bad(format!("not a readable Parquet file (damaged footer: {e})")))?;
-    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut reader = ParquetReader::new(file);
-        check_metadata(reader.get_metadata()?, file_len)?;
-        check_pages(reader.get_metadata()?, path, file_len)?;
-        reader.finish()
-    }));
-    std::panic::set_hook(hook);
-    let df = match read {
-        Ok(Ok(df)) => df,
-        Ok(Err(e)) => return Err(bad(format!("not a readable Parquet file: {e}"))),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown");
-            return Err(bad(format!(
-                "not a readable Parquet file (the decoder failed: {what})"
-            )));
-        }
-    };
+    let df = read_frame(path)?;
     let mut names = Vec::new();
     let mut columns = Vec::new();
     let mut non_text = Vec::new();
@@ -73,6 +40,44 @@ pub(super) fn read_parquet(path: &Path) -> Result<Table> {
     table.non_text = non_text;
     table.nested = nested;
     Ok(table)
+}
+
+/// A Parquet file frostline did not write itself (an input table, a dataset part), decoded
+/// whole — its footer and page headers checked before the decoder would allocate what they
+/// claim, and a decoder panic contained: a damaged file is a clear error naming it, never a crash.
+pub(crate) fn read_frame(path: &Path) -> Result<DataFrame> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let bad = |reason: String| Error::InputFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    check_footer(&bytes)
+        .map_err(|e| bad(format!("not a readable Parquet file (damaged footer: {e})")))?;
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut reader = ParquetReader::new(file);
+        check_metadata(reader.get_metadata()?, file_len)?;
+        check_pages(reader.get_metadata()?, path, file_len)?;
+        reader.finish()
+    }));
+    std::panic::set_hook(hook);
+    match read {
+        Ok(Ok(df)) => Ok(df),
+        Ok(Err(e)) => Err(bad(format!("not a readable Parquet file: {e}"))),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown");
+            Err(bad(format!(
+                "not a readable Parquet file (the decoder failed: {what})"
+            )))
+        }
+    }
 }
 
 /// Sizes a damaged footer may claim that no real file has: the decoder would try to allocate

@@ -99,11 +99,44 @@ fn mean_rows(y: ArrayView2<f32>, ranges: &[Range<usize>]) -> Array2<f32> {
 
 /// The word vectors of every sentence of a split from cached (frozen) token states.
 pub fn word_vectors(states: &TokenStates, ww: &WordWindows, hidden: usize) -> Array2<f32> {
-    let all: Vec<usize> = (0..ww.texts.len()).collect();
-    gather_words(ww, &all, hidden, |w| {
-        ArrayView2::from_shape((states.lens[w], hidden), states.get(w))
-            .expect("cached states are [len, hidden]")
+    let mut out = Array2::<f32>::zeros((
+        ww.words_in(&(0..ww.texts.len()).collect::<Vec<_>>()),
+        hidden,
+    ));
+    let mut at = 0;
+    for_word_vectors(states, ww, hidden, |x| {
+        out.slice_mut(s![at..at + x.nrows(), ..]).assign(&x);
+        at += x.nrows();
+        Ok(())
     })
+    .expect("filling an array cannot fail");
+    out
+}
+
+/// Windows per group when word vectors are gathered group by group.
+const WINDOW_GROUP: usize = 256;
+
+/// The word vectors of every sentence of a split, handed to `sink` a group of windows at a time
+/// (in order), each group's token-state pages given back once read: memory follows a group, not
+/// the split (a sentence of a million words is thousands of windows).
+pub fn for_word_vectors(
+    states: &TokenStates,
+    ww: &WordWindows,
+    hidden: usize,
+    mut sink: impl FnMut(Array2<f32>) -> Result<()>,
+) -> Result<()> {
+    let all: Vec<usize> = (0..ww.texts.len()).collect();
+    for group in all.chunks(WINDOW_GROUP) {
+        let x = gather_words(ww, group, hidden, |w| {
+            ArrayView2::from_shape((states.lens[w], hidden), states.get(w))
+                .expect("cached states are [len, hidden]")
+        });
+        for &w in group {
+            states.release(w);
+        }
+        sink(x)?;
+    }
+    Ok(())
 }
 
 /// Where each sentence's words start in a split's word rows (one more entry than sentences).

@@ -166,9 +166,32 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
         .map(|t| load_task(t, run.seed))
         .collect::<Result<_>>()?;
 
+    for t in tasks.iter().filter(|t| t.is_multi_label()) {
+        let empty = t
+            .train
+            .labels
+            .iter()
+            .filter(|l| t.config.label_set(l.trim()).is_empty())
+            .count();
+        if empty > 0 {
+            warnings.push(format!(
+                "task {:?}: {empty} of {} train rows name no label (an empty set: every label's target is 0)",
+                t.config.name,
+                t.train.len()
+            ));
+        }
+    }
     for t in tasks.iter().filter(|t| t.dev.is_empty()) {
+        let why = if t.config.dev_fraction == 0.0 {
+            "no dev file and dev_fraction = 0".to_string()
+        } else {
+            format!(
+                "no dev file, and dev_fraction = {} carved no rows (no class has two train rows to spare one)",
+                t.config.dev_fraction
+            )
+        };
         warnings.push(format!(
-            "task {:?} has no dev file and dev_fraction = 0: all {} train rows train, it has no dev scores{}",
+            "task {:?} has {why}: all {} train rows train, it has no dev scores{}",
             t.config.name,
             t.train.len(),
             if tasks.iter().all(|t| t.dev.is_empty()) {

@@ -226,3 +226,33 @@ pub fn venv_python(var: &str, default: &str, setup: &str) -> PathBuf {
     assert!(py.is_file(), "{} is missing: run {setup}", py.display());
     py
 }
+
+/// Seals an edited checkpoint manifest again, as a forger who knows the format would: the tests
+/// that check a manifest's meaning get past the seal this way.
+pub fn reseal(manifest: &Path) {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let body = match frostline::checkpoint::seal::split(&text) {
+        Some((_, body)) => body,
+        None => text,
+    };
+    std::fs::write(manifest, frostline::checkpoint::seal::seal(body.as_bytes())).unwrap();
+}
+
+/// Edits a checkpoint's manifest as JSON, keeping the seal as the first field, and seals it again.
+pub fn edit_manifest(manifest: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v.as_object_mut().unwrap().remove("seal");
+    edit(&mut v);
+    let body = serde_json::to_vec_pretty(&v).unwrap();
+    std::fs::write(manifest, frostline::checkpoint::seal::seal(&body)).unwrap();
+}
+
+/// A flat copy of a folder's files (a checkpoint, say), to edit without touching the original.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
