@@ -128,15 +128,7 @@ pub fn check_vectors(
     dim: usize,
     normalized: bool,
 ) -> Result<()> {
-    let refuse = |row: usize, what: String| {
-        Error::InputFile {
-        path: path.to_path_buf(),
-        reason: format!(
-            "row {row} ({:?}): {what}; the part was changed after frostline wrote it — embed its texts again instead of importing it",
-            texts.get(row).map_or(String::new(), |t| t.chars().take(60).collect())
-        ),
-    }
-    };
+    let refuse = |row, what| forged(path, texts, row, what);
     if dim == 0 || values.len() != texts.len() * dim {
         return Err(refuse(
             0,
@@ -171,6 +163,54 @@ pub fn check_vectors(
         }
     }
     Ok(())
+}
+
+/// The spot check of an import: the part's vectors of sample `rows` against `fresh`, the same
+/// texts embedded here (row `i` of `fresh` is text `rows[i]`). Each pair must agree in direction
+/// (cosine ≥ `min_cosine`) and length (within 1 %).
+pub fn check_spot(
+    path: &Path,
+    texts: &[String],
+    values: &[f32],
+    rows: &[usize],
+    fresh: ndarray::ArrayView2<f32>,
+    min_cosine: f64,
+) -> Result<()> {
+    let dim = fresh.ncols();
+    let norm = |v: &[f32]| v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+    for (made, &row) in fresh.rows().into_iter().zip(rows) {
+        let imported = &values[row * dim..(row + 1) * dim];
+        let made = made.to_vec();
+        let dot: f64 = imported
+            .iter()
+            .zip(&made)
+            .map(|(&a, &b)| f64::from(a) * f64::from(b))
+            .sum();
+        let (na, nb) = (norm(imported), norm(&made));
+        let cosine = dot / (na * nb).max(f64::MIN_POSITIVE);
+        if cosine < min_cosine || (na / nb - 1.0).abs() > 0.01 {
+            return Err(forged(
+                path,
+                texts,
+                row,
+                format!(
+                    "its vector is not what this model makes of its text (spot check: cosine {cosine:.4}, length {na:.4} vs {nb:.4})"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The refusal of an imported part whose row `row` fails a check.
+fn forged(path: &Path, texts: &[String], row: usize, what: String) -> Error {
+    Error::InputFile {
+        path: path.to_path_buf(),
+        reason: format!(
+            "row {row} ({:?}): {what}; the part was changed after frostline wrote it — embed its texts again instead of importing it",
+            texts.get(row).map_or(String::new(), |t| t.chars().take(60).collect())
+        ),
+    }
 }
 
 /// The `_SUCCESS` record of a complete dataset folder, if `dir` is one.

@@ -327,15 +327,6 @@ impl SentenceEmbedder {
             dim,
             self.core.folder.pooling.normalize,
         )?;
-        let refuse = |row: usize, what: String| {
-            Error::InputFile {
-            path: path.to_path_buf(),
-            reason: format!(
-                "row {row} ({:?}): {what}; the part was changed after frostline wrote it — embed its texts again instead of importing it",
-                texts[row].chars().take(60).collect::<String>()
-            ),
-        }
-        };
         let rows = spot_check_rows(texts.len());
         let sample: Vec<String> = rows.iter().map(|&r| texts[r].clone()).collect();
         let (fresh, stats) = self.embed(&sample)?;
@@ -344,34 +335,7 @@ impl SentenceEmbedder {
             Some(q) if !q.recipe.method.batch_independent() => 0.98,
             _ => 0.999,
         };
-        for (i, &row) in rows.iter().enumerate() {
-            let imported = &values[row * dim..(row + 1) * dim];
-            let made = fresh.row(i);
-            let dot: f64 = imported
-                .iter()
-                .zip(made.iter())
-                .map(|(&a, &b)| f64::from(a) * f64::from(b))
-                .sum();
-            let na: f64 = imported
-                .iter()
-                .map(|&a| f64::from(a).powi(2))
-                .sum::<f64>()
-                .sqrt();
-            let nb: f64 = made
-                .iter()
-                .map(|&b| f64::from(b).powi(2))
-                .sum::<f64>()
-                .sqrt();
-            let cosine = dot / (na * nb).max(f64::MIN_POSITIVE);
-            if cosine < min_cosine || (na / nb - 1.0).abs() > 0.01 {
-                return Err(refuse(
-                    row,
-                    format!(
-                        "its vector is not what this model makes of its text (spot check: cosine {cosine:.4}, length {na:.4} vs {nb:.4})"
-                    ),
-                ));
-            }
-        }
+        crate::dataset::check_spot(path, texts, values, &rows, fresh.view(), min_cosine)?;
         Ok(stats.embedded)
     }
 }
