@@ -71,52 +71,6 @@ pub fn checksum(path: &Path) -> Result<String> {
     Ok(format!("xxh3-64:{:016x}", hasher.digest()))
 }
 
-/// The texts and vectors of one part (already checked against its recorded checksum).
-pub fn read_part_vectors(
-    path: &Path,
-    text_column: &str,
-    dim: usize,
-) -> Result<(Vec<String>, Vec<f32>)> {
-    let bad = |reason: String| Error::InputFile {
-        path: path.to_path_buf(),
-        reason,
-    };
-    // Guarded like every Parquet input: a forged part must not abort the process.
-    let df = crate::data::read_parquet_frame(path)?;
-    let texts = df
-        .column(text_column)
-        .and_then(|c| c.str().cloned())
-        .map_err(|e| bad(format!("column {text_column:?}: {e}")))?;
-    let texts: Vec<String> = texts
-        .iter()
-        .map(|t| {
-            t.map(str::to_string)
-                .ok_or_else(|| bad("a null text".into()))
-        })
-        .collect::<Result<_>>()?;
-    let emb = df
-        .column("embedding")
-        .and_then(|c| c.array().cloned())
-        .map_err(|e| bad(format!("column \"embedding\": {e}")))?;
-    if emb.width() != dim || emb.null_count() > 0 {
-        return Err(bad(format!(
-            "embedding column of width {} with {} nulls, expected width {dim} and none",
-            emb.width(),
-            emb.null_count()
-        )));
-    }
-    let values: Vec<f32> = emb
-        .get_inner()
-        .f32()
-        .map_err(|e| bad(format!("column \"embedding\": {e}")))?
-        .into_no_null_iter()
-        .collect();
-    if values.len() != texts.len() * dim {
-        return Err(bad("embedding column does not match the text column".into()));
-    }
-    Ok((texts, values))
-}
-
 /// The checks every imported vector passes before it may enter the shared cache (the part's
 /// checksum only proves it was not damaged): `dim` floats per text, each finite, the vector
 /// non-zero, and of length 1 when the model normalises (`normalized`). The first failure is

@@ -284,7 +284,7 @@ impl SentenceEmbedder {
                     reason: "changed since the dataset was written (its checksum differs from _SUCCESS's); re-run that shard".into(),
                 });
             }
-            let (texts, values) = crate::dataset::read_part_vectors(&path, &part.text_column, dim)?;
+            let (texts, values) = crate::data::read_part_vectors(&path, &part.text_column, dim)?;
             // Vetted before the cache is opened for writing: the spot check embeds through it.
             // Rows the spot check embedded afresh matched: they count as taken.
             taken += self.vet_imported(&path, &texts, &values)?;

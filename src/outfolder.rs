@@ -335,9 +335,7 @@ fn sweep_stale_lock(path: &Path) -> Option<String> {
         return None;
     }
     let file = File::options().read(true).open(&lock_path).ok()?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a valid, owned descriptor; released when the file is closed.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    if !lock_now(&file) {
         return None;
     }
     std::fs::remove_file(&lock_path).ok()?;
@@ -345,6 +343,13 @@ fn sweep_stale_lock(path: &Path) -> Option<String> {
         "removed {} (left by a killed run, PID {pid})",
         lock_path.display()
     ))
+}
+
+/// Takes an exclusive lock on `file` without waiting; false when another process holds one.
+fn lock_now(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid, owned descriptor; released when the file is closed.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
 /// Whether `file` is still the file at `path` (not removed or replaced since it was opened).
@@ -388,10 +393,7 @@ fn take_lock_once(lock_path: &Path, dir: &Path) -> Result<File> {
                 format!("cannot create the lock {}: {e}", lock_path.display()),
             )
         })?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a valid, owned descriptor; released when the file is closed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    if !lock_now(&file) {
         let holder = std::fs::read_to_string(lock_path).unwrap_or_default();
         return Err(Error::Usage(format!(
             "{} is being written by another frostline run ({}); wait for it to finish or choose another --out",

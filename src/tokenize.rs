@@ -42,16 +42,32 @@ impl TextTokenizer {
     }
 
     pub fn encode_all(&self, texts: &[&str]) -> Result<Vec<Encoded>> {
+        self.encode_sliced(texts, true, false, |e| Encoded {
+            truncated: !e.get_overflowing().is_empty(),
+            ids: e.get_ids().to_vec(),
+        })
+    }
+
+    /// `texts` encoded [`ENCODE_SLICE`] at a time, each encoding mapped by `keep` to what the
+    /// caller needs before the next slice is encoded. `offsets`: the slower encoder that keeps
+    /// byte offsets.
+    fn encode_sliced<T>(
+        &self,
+        texts: &[&str],
+        special_tokens: bool,
+        offsets: bool,
+        keep: impl Fn(tokenizers::Encoding) -> T,
+    ) -> Result<Vec<T>> {
         let mut out = Vec::with_capacity(texts.len());
         for slice in texts.chunks(ENCODE_SLICE) {
-            let encodings = self
-                .inner
-                .encode_batch_fast(slice.to_vec(), true)
-                .map_err(|e| Error::Usage(format!("tokenization failed: {e}")))?;
-            out.extend(encodings.into_iter().map(|e| Encoded {
-                truncated: !e.get_overflowing().is_empty(),
-                ids: e.get_ids().to_vec(),
-            }));
+            let slice = slice.to_vec();
+            let encodings = if offsets {
+                self.inner.encode_batch(slice, special_tokens)
+            } else {
+                self.inner.encode_batch_fast(slice, special_tokens)
+            }
+            .map_err(|e| Error::Usage(format!("tokenization failed: {e}")))?;
+            out.extend(encodings.into_iter().map(&keep));
         }
         Ok(out)
     }
@@ -68,37 +84,19 @@ pub struct TokenSpans {
 impl TextTokenizer {
     /// Sub-tokens per word, special tokens left out (each word encoded on its own).
     pub fn word_token_counts(&self, words: &[&str]) -> Result<Vec<usize>> {
-        let mut out = Vec::with_capacity(words.len());
-        for slice in words.chunks(ENCODE_SLICE) {
-            let encodings = self
-                .inner
-                .encode_batch_fast(slice.to_vec(), false)
-                .map_err(|e| Error::Usage(format!("tokenization failed: {e}")))?;
-            out.extend(encodings.iter().map(|e| e.get_ids().len()));
-        }
-        Ok(out)
+        self.encode_sliced(words, false, false, |e| e.get_ids().len())
     }
 
     /// Each text's tokens with their byte spans, as the embedder tokenizes them.
     pub fn token_spans(&self, texts: &[&str]) -> Result<Vec<TokenSpans>> {
-        let mut out = Vec::with_capacity(texts.len());
-        for slice in texts.chunks(ENCODE_SLICE) {
-            let encodings = self
-                .inner
-                .encode_batch(slice.to_vec(), true)
-                .map_err(|e| Error::Usage(format!("tokenization failed: {e}")))?;
-            out.extend(encodings.into_iter().map(|e| {
-                TokenSpans {
-                    truncated: !e.get_overflowing().is_empty(),
-                    spans: e
-                        .get_offsets()
-                        .iter()
-                        .zip(e.get_special_tokens_mask())
-                        .map(|(&o, &special)| (special == 0).then_some(o))
-                        .collect(),
-                }
-            }));
-        }
-        Ok(out)
+        self.encode_sliced(texts, true, true, |e| TokenSpans {
+            truncated: !e.get_overflowing().is_empty(),
+            spans: e
+                .get_offsets()
+                .iter()
+                .zip(e.get_special_tokens_mask())
+                .map(|(&o, &special)| (special == 0).then_some(o))
+                .collect(),
+        })
     }
 }

@@ -423,7 +423,7 @@ fn fuzz_dataset_import() {
     let read_part = |path: &Path| -> Result<(), String> {
         frostline::dataset::checksum(path).map_err(|e| e.to_string())?;
         let (texts, values) =
-            frostline::dataset::read_part_vectors(path, "text", dim).map_err(|e| e.to_string())?;
+            frostline::data::read_part_vectors(path, "text", dim).map_err(|e| e.to_string())?;
         frostline::dataset::check_vectors(path, &texts, &values, dim, true)
             .map_err(|e| e.to_string())
     };

@@ -4,7 +4,7 @@
 
 pub mod conll;
 mod parquet;
-pub(crate) use parquet::read_frame as read_parquet_frame;
+pub use parquet::read_part_vectors;
 mod text;
 
 use std::path::{Path, PathBuf};

@@ -80,6 +80,53 @@ pub(crate) fn read_frame(path: &Path) -> Result<DataFrame> {
     }
 }
 
+/// The texts and vectors of a Parquet file of embeddings (a dataset part: `text_column` and
+/// `embedding` as `Array(Float32, dim)`), decoded through the same guards as every input: a
+/// forged part must not abort the process.
+pub fn read_part_vectors(
+    path: &Path,
+    text_column: &str,
+    dim: usize,
+) -> Result<(Vec<String>, Vec<f32>)> {
+    let bad = |reason: String| Error::InputFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let df = read_frame(path)?;
+    let texts = df
+        .column(text_column)
+        .and_then(|c| c.str().cloned())
+        .map_err(|e| bad(format!("column {text_column:?}: {e}")))?;
+    let texts: Vec<String> = texts
+        .iter()
+        .map(|t| {
+            t.map(str::to_string)
+                .ok_or_else(|| bad("a null text".into()))
+        })
+        .collect::<Result<_>>()?;
+    let emb = df
+        .column("embedding")
+        .and_then(|c| c.array().cloned())
+        .map_err(|e| bad(format!("column \"embedding\": {e}")))?;
+    if emb.width() != dim || emb.null_count() > 0 {
+        return Err(bad(format!(
+            "embedding column of width {} with {} nulls, expected width {dim} and none",
+            emb.width(),
+            emb.null_count()
+        )));
+    }
+    let values: Vec<f32> = emb
+        .get_inner()
+        .f32()
+        .map_err(|e| bad(format!("column \"embedding\": {e}")))?
+        .into_no_null_iter()
+        .collect();
+    if values.len() != texts.len() * dim {
+        return Err(bad("embedding column does not match the text column".into()));
+    }
+    Ok((texts, values))
+}
+
 /// Sizes a damaged footer may claim that no real file has: the decoder would try to allocate
 /// them (an abort, not a panic), so they are refused first. A row takes at least a bit or so even
 /// when dictionary- and run-length-encoded; a column chunk lies inside the file and inflates at

@@ -166,7 +166,8 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
         .map(|t| load_task(t, run.seed))
         .collect::<Result<_>>()?;
 
-    for t in tasks.iter().filter(|t| t.is_multi_label()) {
+    // Only a multi-label row can name no label (other kinds refuse an empty one on reading).
+    for t in &tasks {
         let empty = t
             .train
             .labels
