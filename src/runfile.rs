@@ -183,6 +183,16 @@ pub enum Sampling {
     Temperature,
 }
 
+/// `train.precision`: the precision of the training products. `auto` takes bf16 where the CPU
+/// has bf16 dot products and says so; a checkpoint records the one that ran, never `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionChoice {
+    Fp32,
+    Bf16,
+    Auto,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
@@ -214,6 +224,8 @@ pub struct TrainConfig {
     /// Run the graph below the frost line in int8 (per-token activations, per-channel weights)
     /// while the layers above train in fp32: the frozen part is frozen anyway.
     pub quantize_frozen: bool,
+    /// Products in fp32 or bf16 (fp32 accumulation, fp32 master weights and optimizer state).
+    pub precision: PrecisionChoice,
 }
 
 impl Default for TrainConfig {
@@ -237,6 +249,7 @@ impl Default for TrainConfig {
             temperature: 2.0,
             from: None,
             quantize_frozen: false,
+            precision: PrecisionChoice::Fp32,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use frostline::heads::{Head, HeadSpec};
 use frostline::nn::act::{gelu, gelu_backward};
+use frostline::nn::gemm::Kernel;
 use frostline::nn::loss::cross_entropy;
 use frostline::nn::optim::clip_grad_norm;
 use frostline::nn::{Linear, ParamStore, Rng};
@@ -29,10 +30,25 @@ fn assert_close(analytic: f64, numeric: f64, what: &str) {
 
 const EPS: f32 = 1e-2;
 
+/// Every fp32 kernel this CPU runs (the gradient checks cover each product path).
+fn fp32_kernels() -> Vec<Kernel> {
+    let mut k = vec![Kernel::Portable];
+    if Kernel::best_fp32() != Kernel::Portable {
+        k.push(Kernel::best_fp32());
+    }
+    k
+}
+
 #[test]
 fn linear_backward_matches_finite_differences() {
+    for kernel in fp32_kernels() {
+        linear_backward_check(kernel);
+    }
+}
+
+fn linear_backward_check(kernel: Kernel) {
     let mut rng = Rng::new(1);
-    let mut store = ParamStore::default();
+    let mut store = ParamStore::with_kernel(kernel);
     let lin = Linear::new(&mut store, "l", 4, 5, &mut rng);
     let x = random(3, 4, &mut rng);
     let r = random(3, 5, &mut rng);
@@ -272,11 +288,17 @@ fn layer_norm_backward_matches_finite_differences() {
 
 #[test]
 fn whole_bert_layer_backward_matches_finite_differences_on_packed_sequences() {
+    for kernel in fp32_kernels() {
+        bert_layer_check(kernel);
+    }
+}
+
+fn bert_layer_check(kernel: Kernel) {
     // Three sequences of 5, 3 and 1 tokens packed into 9 rows: each attends only over its own.
     let (hidden, heads) = (8, 2);
     let seg = Segments::from_lens(&[5, 3, 1]);
     let mut rng = Rng::new(12);
-    let mut store = ParamStore::default();
+    let mut store = ParamStore::with_kernel(kernel);
     let layer = BertLayer::random(&mut store, 0, hidden, heads, 16, &mut rng);
     let x = random(seg.total(), hidden, &mut rng);
     let r = random(seg.count(), hidden, &mut rng);
@@ -338,5 +360,59 @@ fn every_pooling_s_backward_matches_finite_differences() {
         check_all(&store, &[], &y, &dy, &|_, yy| {
             probe(pool_forward(pooling, yy.view(), &seg).unwrap().0.view(), &r)
         });
+    }
+}
+
+/// A BERT-sized layer (hidden 384, 12 heads, 1536 inner) forward and backward with bf16
+/// products against fp32: outputs and every gradient within a few percent in relative
+/// (Frobenius) terms — bf16 keeps 8 mantissa bits, accumulation stays fp32.
+#[test]
+fn bf16_layer_forward_and_backward_stay_close_to_fp32() {
+    let Some(bf16) = Kernel::bf16() else {
+        eprintln!("this CPU has no AVX512-BF16: nothing to compare");
+        return;
+    };
+    let seg = Segments::from_lens(&[40, 17, 64, 3]);
+    let mut rng = Rng::new(21);
+    let mut fp32 = ParamStore::with_kernel(Kernel::best_fp32());
+    let layer = BertLayer::random(&mut fp32, 0, 384, 12, 1536, &mut rng);
+    let mut half = fp32.clone();
+    half.set_kernel(bf16);
+    let x = random(seg.total(), 384, &mut rng);
+    let dy = random(seg.total(), 384, &mut rng);
+    let rel = |a: ArrayView2<f32>, b: ArrayView2<f32>| {
+        let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+        let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+        (num / den).sqrt()
+    };
+    let mut outs = Vec::new();
+    for store in [&mut fp32, &mut half] {
+        let (y, trace) = layer.forward(store, x.clone(), &seg);
+        store.zero_grads();
+        let dx = layer.backward(store, &trace, dy.view());
+        outs.push((y, dx));
+    }
+    let y_err = rel(outs[1].0.view(), outs[0].0.view());
+    let dx_err = rel(outs[1].1.view(), outs[0].1.view());
+    assert!(
+        y_err > 0.0 && y_err < 0.02,
+        "forward relative error {y_err}"
+    );
+    assert!(dx_err < 0.05, "dx relative error {dx_err}");
+    for id in layer.param_ids() {
+        if fp32.get(id).name.ends_with("key.bias") {
+            // Softmax ignores a shift shared by every key: this gradient is zero up to
+            // rounding in both precisions, so a ratio of the two is noise.
+            continue;
+        }
+        let (a, b) = (&half.get(id).grad, &fp32.get(id).grad);
+        let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+        let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+        let err = (num / den.max(1e-30)).sqrt();
+        assert!(
+            err < 0.05,
+            "{}: gradient relative error {err}",
+            fp32.get(id).name
+        );
     }
 }

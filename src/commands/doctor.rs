@@ -8,6 +8,7 @@ use crate::cache;
 use crate::cli::jobs::{open_model, ModelChoice};
 use crate::commands::Outcome;
 use crate::error::{ErrorKind, Result};
+use crate::nn::gemm::{self, Cpu, Kernel};
 use crate::tokenize::TextTokenizer;
 
 /// Checks the ORT library, its execution providers, the model folder (graph inputs/outputs,
@@ -147,6 +148,7 @@ pub(crate) fn run(ort_lib: Option<&Path>, model: &ModelChoice) -> Outcome {
         Err(e) => problem(&mut out, e.to_string()),
     }
     let _ = writeln!(out, "cache root: {}", cache::default_root().display());
+    let engine = native_engine(&mut out);
     let _ = writeln!(
         out,
         "{}",
@@ -162,6 +164,7 @@ pub(crate) fn run(ort_lib: Option<&Path>, model: &ModelChoice) -> Outcome {
         "model_source": model.source.to_string(),
         "pooling": pooling,
         "numeric": numeric,
+        "engine": engine,
         "report": out,
     });
     let mut outcome = Outcome::new(out, json);
@@ -169,6 +172,39 @@ pub(crate) fn run(ort_lib: Option<&Path>, model: &ModelChoice) -> Outcome {
         outcome.exit = ErrorKind::ModelRuntime.exit_code();
     }
     outcome
+}
+
+/// The CPU and the kernels the native layers (frost line, heads) will run on.
+fn native_engine(out: &mut String) -> serde_json::Value {
+    let cpu = Cpu::get();
+    let fp32 = Kernel::best_fp32();
+    let bf16 = Kernel::bf16();
+    let _ = writeln!(out, "native engine (layers above a frost line, heads)");
+    let _ = writeln!(out, "  cpu: {} ({})", cpu.model, cpu.flags());
+    let _ = writeln!(out, "  fp32 products: {}", fp32.describe());
+    let _ = writeln!(
+        out,
+        "  bf16 products (train.precision = \"bf16\"): {}",
+        match bf16 {
+            Some(k) => k.describe(),
+            None => "unavailable: the CPU has no AVX512-BF16 (precision \"auto\" runs fp32)".into(),
+        }
+    );
+    if cpu.amx_bf16 {
+        let _ = writeln!(
+            out,
+            "  AMX: present, unused (frostline has no AMX kernel yet; bf16 runs on AVX512-BF16)"
+        );
+    }
+    let _ = writeln!(out, "  threads: {} (MATMUL_NUM_THREADS)", gemm::threads());
+    serde_json::json!({
+        "cpu": cpu.model,
+        "flags": cpu.flags(),
+        "fp32": fp32.describe(),
+        "bf16": bf16.map(Kernel::describe),
+        "amx": cpu.amx_bf16,
+        "threads": gemm::threads(),
+    })
 }
 
 fn describe_graph(out: &mut String, folder: &ModelFolder) -> Result<()> {

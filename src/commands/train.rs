@@ -10,11 +10,20 @@ use crate::train::{self, TrainOutcome, TrainSpec};
 pub(crate) fn run(spec: &TrainSpec, source: &ModelSource) -> Result<Outcome> {
     let result = train::run(spec, spec.settings.progress)?;
     let mut text = table(spec, &result);
+    text.push_str(&format!(
+        "products: {}{}\n",
+        spec.kernel.describe(),
+        spec.precision_note
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default()
+    ));
     if let Some(out) = &spec.out {
         text.push_str(&format!("checkpoint: {}\n", out.display()));
     }
     let mut json = summary_json(spec, &result);
     json["model_source"] = source.to_string().into();
+    json["precision"] = spec.kernel.precision().as_str().into();
     let mut outcome = Outcome::new(text, json);
     outcome.warnings = result.warnings.clone();
     for t in &result.tasks {

@@ -1,26 +1,32 @@
 //! Activations and dropout with their backward passes.
 
-use ndarray::{Array2, ArrayView2, Zip};
+use ndarray::{Array2, ArrayView2};
 
 use super::rng::Rng;
-
-const INV_SQRT2: f32 = std::f32::consts::FRAC_1_SQRT_2;
-const INV_SQRT_2PI: f32 = 0.398_942_3;
+use super::vecmath;
 
 /// GELU in the exact erf form BERT uses: x · Φ(x).
 pub fn gelu(x: ArrayView2<f32>) -> Array2<f32> {
-    x.mapv(|v| 0.5 * v * (1.0 + libm::erff(v * INV_SQRT2)))
+    let x = x.as_standard_layout();
+    let mut y = Array2::zeros(x.raw_dim());
+    vecmath::gelu(contiguous(&x), y.as_slice_mut().expect("new array"));
+    y
 }
 
 /// dGELU/dx = Φ(x) + x · φ(x), times the upstream gradient.
 pub fn gelu_backward(x: ArrayView2<f32>, dy: ArrayView2<f32>) -> Array2<f32> {
+    let (x, dy) = (x.as_standard_layout(), dy.as_standard_layout());
     let mut dx = Array2::zeros(x.raw_dim());
-    Zip::from(&mut dx).and(&x).and(&dy).for_each(|d, &v, &g| {
-        let cdf = 0.5 * (1.0 + libm::erff(v * INV_SQRT2));
-        let pdf = INV_SQRT_2PI * (-0.5 * v * v).exp();
-        *d = g * (cdf + v * pdf);
-    });
+    vecmath::gelu_backward(
+        contiguous(&x),
+        contiguous(&dy),
+        dx.as_slice_mut().expect("new array"),
+    );
     dx
+}
+
+fn contiguous<'a>(a: &'a ndarray::CowArray<'_, f32, ndarray::Ix2>) -> &'a [f32] {
+    a.as_slice().expect("standard layout")
 }
 
 /// Inverted dropout: returns the scaled keep-mask (0 or 1/(1−p)) to multiply by, forward and back.

@@ -4,10 +4,11 @@
 
 use std::ops::Range;
 
-use ndarray::{s, Array2, ArrayView2, Axis};
+use ndarray::{s, Array2, ArrayView2};
 
 use super::linear::Linear;
 use super::params::ParamStore;
+use super::vecmath;
 
 /// Where each sequence's rows lie in a packed `[Σ tokens, hidden]` matrix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +83,7 @@ impl SelfAttention {
         let v = self.value.forward(store, x.view());
         let d = self.head_dim();
         let scale = 1.0 / (d as f32).sqrt();
+        let kernel = store.kernel();
         let mut ctx = Array2::<f32>::zeros(x.raw_dim());
         let mut probs = Vec::with_capacity(seg.count() * self.heads);
         for b in 0..seg.count() {
@@ -91,14 +93,16 @@ impl SelfAttention {
                 let qh = q.slice(s![rows.clone(), cols.clone()]);
                 let kh = k.slice(s![rows.clone(), cols.clone()]);
                 let vh = v.slice(s![rows.clone(), cols.clone()]);
-                let mut p = qh.dot(&kh.t());
-                for mut row in p.rows_mut() {
-                    let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-                    row.mapv_inplace(|v| (v * scale - max).exp());
-                    let sum = row.sum();
-                    row.mapv_inplace(|v| v / sum);
-                }
-                ctx.slice_mut(s![rows.clone(), cols]).assign(&p.dot(&vh));
+                let mut p = kernel.dot(&qh, &kh.t());
+                let len = p.ncols();
+                vecmath::softmax_rows(p.as_slice_mut().expect("new array"), len, scale);
+                kernel.gemm(
+                    1.0,
+                    &p.view(),
+                    &vh,
+                    0.0,
+                    &mut ctx.slice_mut(s![rows.clone(), cols]),
+                );
                 probs.push(p);
             }
         }
@@ -125,6 +129,7 @@ impl SelfAttention {
         let seg = &t.seg;
         let d = self.head_dim();
         let scale = 1.0 / (d as f32).sqrt();
+        let kernel = store.kernel();
         let mut dq = Array2::<f32>::zeros(t.q.raw_dim());
         let mut dk = Array2::<f32>::zeros(t.k.raw_dim());
         let mut dv = Array2::<f32>::zeros(t.v.raw_dim());
@@ -137,20 +142,37 @@ impl SelfAttention {
                 let vh = t.v.slice(s![rows.clone(), cols.clone()]);
                 let kh = t.k.slice(s![rows.clone(), cols.clone()]);
                 let qh = t.q.slice(s![rows.clone(), cols.clone()]);
-                let dp = dc.dot(&vh.t());
-                dv.slice_mut(s![rows.clone(), cols.clone()])
-                    .assign(&p.t().dot(&dc));
+                let dp = kernel.dot(&dc, &vh.t());
+                kernel.gemm(
+                    1.0,
+                    &p.t(),
+                    &dc,
+                    0.0,
+                    &mut dv.slice_mut(s![rows.clone(), cols.clone()]),
+                );
                 // Softmax backward: dS = P ⊙ (dP − Σ_j dP·P), times the score scale.
-                let mut ds = &dp * p;
-                let row_sums = ds.sum_axis(Axis(1));
-                for ((mut r, pr), s) in ds.rows_mut().into_iter().zip(p.rows()).zip(row_sums.iter())
-                {
-                    r.zip_mut_with(&pr, |x, &pv| *x = scale * (*x - pv * s));
-                }
-                dq.slice_mut(s![rows.clone(), cols.clone()])
-                    .assign(&ds.dot(&kh));
-                dk.slice_mut(s![rows.clone(), cols])
-                    .assign(&ds.t().dot(&qh));
+                let mut ds = dp;
+                let len = ds.ncols();
+                vecmath::softmax_backward_rows(
+                    p.as_slice().expect("owned"),
+                    ds.as_slice_mut().expect("new array"),
+                    len,
+                    scale,
+                );
+                kernel.gemm(
+                    1.0,
+                    &ds.view(),
+                    &kh,
+                    0.0,
+                    &mut dq.slice_mut(s![rows.clone(), cols.clone()]),
+                );
+                kernel.gemm(
+                    1.0,
+                    &ds.t(),
+                    &qh,
+                    0.0,
+                    &mut dk.slice_mut(s![rows.clone(), cols]),
+                );
             }
         }
         let mut dx = self

@@ -1,8 +1,9 @@
 //! Layer normalisation over the last axis, with its backward pass.
 
-use ndarray::{Array1, Array2, ArrayView2, Axis, Ix1};
+use ndarray::{Array1, Array2, ArrayD, ArrayView2, Ix1};
 
 use super::params::{ParamId, ParamStore};
+use super::vecmath;
 
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
@@ -39,18 +40,20 @@ impl LayerNorm {
 
     pub fn forward(&self, store: &ParamStore, x: ArrayView2<f32>) -> (Array2<f32>, LayerNormTrace) {
         let (gamma, beta) = self.gamma_beta(store);
-        let h = x.ncols() as f32;
-        let mut xhat = x.to_owned();
+        let x = x.as_standard_layout();
+        let mut xhat = Array2::zeros(x.raw_dim());
+        let mut y = Array2::zeros(x.raw_dim());
         let mut inv_std = Array1::zeros(x.nrows());
-        for (mut row, s) in xhat.rows_mut().into_iter().zip(inv_std.iter_mut()) {
-            let mean = row.sum() / h;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h;
-            *s = 1.0 / (var + self.eps).sqrt();
-            let inv = *s;
-            row.mapv_inplace(|v| (v - mean) * inv);
-        }
-        let mut y = &xhat * &gamma;
-        y += &beta;
+        vecmath::layernorm_rows(
+            x.as_slice().expect("standard layout"),
+            x.ncols(),
+            gamma.as_slice().expect("contiguous"),
+            beta.as_slice().expect("contiguous"),
+            self.eps,
+            xhat.as_slice_mut().expect("new array"),
+            y.as_slice_mut().expect("new array"),
+            inv_std.as_slice_mut().expect("new array"),
+        );
         (y, LayerNormTrace { xhat, inv_std })
     }
 
@@ -62,22 +65,26 @@ impl LayerNorm {
         dy: ArrayView2<f32>,
     ) -> Array2<f32> {
         let gamma = self.gamma_beta(store).0.to_owned();
-        let dgamma = (&dy * &trace.xhat).sum_axis(Axis(0));
-        let dbeta = dy.sum_axis(Axis(0));
-        store.get_mut(self.weight).grad += &dgamma.into_dyn();
-        store.get_mut(self.bias).grad += &dbeta.into_dyn();
-        let h = dy.ncols() as f32;
-        let mut dx = &dy * &gamma; // dx̂
-        for ((mut row, xh), &s) in dx
-            .rows_mut()
-            .into_iter()
-            .zip(trace.xhat.rows())
-            .zip(trace.inv_std.iter())
-        {
-            let mean_d = row.sum() / h;
-            let mean_dx = row.iter().zip(xh.iter()).map(|(d, x)| d * x).sum::<f32>() / h;
-            row.zip_mut_with(&xh, |d, &x| *d = s * (*d - mean_d - x * mean_dx));
-        }
+        let dy = dy.as_standard_layout();
+        let cols = dy.ncols();
+        let mut dgamma = vec![0f32; cols];
+        let mut dbeta = vec![0f32; cols];
+        let mut dx = Array2::zeros(dy.raw_dim());
+        vecmath::layernorm_backward_rows(
+            dy.as_slice().expect("standard layout"),
+            trace.xhat.as_slice().expect("owned"),
+            trace.inv_std.as_slice().expect("owned"),
+            cols,
+            gamma.as_slice().expect("owned"),
+            &mut dgamma,
+            &mut dbeta,
+            dx.as_slice_mut().expect("new array"),
+        );
+        let add = |g: &mut ArrayD<f32>, d: Vec<f32>| {
+            g.iter_mut().zip(d).for_each(|(g, d)| *g += d);
+        };
+        add(&mut store.get_mut(self.weight).grad, dgamma);
+        add(&mut store.get_mut(self.bias).grad, dbeta);
         dx
     }
 }

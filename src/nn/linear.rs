@@ -62,8 +62,14 @@ impl Linear {
             .view()
             .into_dimensionality::<Ix1>()
             .expect("1-D bias");
-        let mut y = x.dot(&self.w(store).t());
-        y += &b;
+        // The bias is C's starting value, so the product adds onto it in the same pass.
+        let mut y = b
+            .broadcast((x.nrows(), self.out_dim))
+            .expect("bias")
+            .to_owned();
+        store
+            .kernel()
+            .gemm(1.0, &x, &self.w(store).t(), 1.0, &mut y.view_mut());
         y
     }
 
@@ -76,11 +82,12 @@ impl Linear {
         dy: ArrayView2<f32>,
         input_grad: bool,
     ) -> Option<Array2<f32>> {
-        let dx = input_grad.then(|| dy.dot(&self.w(store)));
+        let kernel = store.kernel();
+        let dx = input_grad.then(|| kernel.dot(&dy, &self.w(store)));
         {
             let gw = &mut store.get_mut(self.weight).grad;
             let mut gw = gw.view_mut().into_dimensionality::<Ix2>().expect("2-D");
-            ndarray::linalg::general_mat_mul(1.0, &dy.t(), &x, 1.0, &mut gw);
+            kernel.gemm(1.0, &dy.t(), &x, 1.0, &mut gw);
         }
         let gb = &mut store.get_mut(self.bias).grad;
         *gb += &dy.sum_axis(Axis(0)).into_dyn();

@@ -6,6 +6,7 @@
 pub mod act;
 pub mod attention;
 pub mod bert;
+pub mod gemm;
 pub mod layernorm;
 pub mod linear;
 pub mod loss;
@@ -14,6 +15,7 @@ pub mod params;
 pub mod rng;
 pub mod schedule;
 pub mod tensors;
+pub mod vecmath;
 
 pub use linear::Linear;
 pub use params::{Param, ParamId, ParamStore};

@@ -3,6 +3,8 @@
 
 use ndarray::{ArrayD, IxDyn};
 
+use super::gemm::Kernel;
+
 pub type ParamId = usize;
 
 #[derive(Debug, Clone)]
@@ -12,12 +14,39 @@ pub struct Param {
     pub grad: ArrayD<f32>,
 }
 
-#[derive(Debug, Clone, Default)]
+/// The parameters, and the kernel every product on them runs with (the job's precision on
+/// this CPU, chosen once where the job is built).
+#[derive(Debug, Clone)]
 pub struct ParamStore {
     params: Vec<Param>,
+    kernel: Kernel,
+}
+
+impl Default for ParamStore {
+    /// An empty store whose products run in fp32 on the fastest kernel this CPU has.
+    fn default() -> Self {
+        Self::with_kernel(Kernel::best_fp32())
+    }
 }
 
 impl ParamStore {
+    pub fn with_kernel(kernel: Kernel) -> Self {
+        Self {
+            params: Vec::new(),
+            kernel,
+        }
+    }
+
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// Runs later products with `kernel` (e.g. a store loaded from a checkpoint, then trained
+    /// or served at the job's precision).
+    pub fn set_kernel(&mut self, kernel: Kernel) {
+        self.kernel = kernel;
+    }
+
     pub fn add(&mut self, name: impl Into<String>, value: ArrayD<f32>) -> ParamId {
         let grad = ArrayD::zeros(value.raw_dim());
         self.params.push(Param {

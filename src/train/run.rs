@@ -2,6 +2,8 @@
 //! or token states at the frost line + native layers) → heads as the regime's plan says → the
 //! loop → dev/test scores → checkpoint. Shared by `train` and `compare`.
 
+use crate::nn::gemm::{Cpu, Kernel, Precision};
+use crate::runfile::PrecisionChoice;
 use std::path::{Path, PathBuf};
 
 use crate::backbone::ModelFolder;
@@ -34,13 +36,18 @@ pub struct TrainSpec {
     pub out: Option<PathBuf>,
     /// Replace `out` even if frostline did not write it.
     pub force: bool,
+    /// The kernel the training products run on (`run.train.precision` on this CPU; the run
+    /// file then holds the precision it resolved to, never `auto`).
+    pub kernel: Kernel,
+    /// What `precision = "auto"` chose and why, for the run's output.
+    pub precision_note: Option<String>,
 }
 
 impl TrainSpec {
     /// Computes the regime's plan for `run`'s tasks; refuses what cannot work before any data
     /// is read.
     pub fn new(
-        run: RunFile,
+        mut run: RunFile,
         settings: EmbedSettings,
         out: Option<PathBuf>,
         force: bool,
@@ -70,14 +77,51 @@ impl TrainSpec {
                 run.train.regime
             )));
         }
+        let (kernel, precision_note) = resolve_precision(run.train.precision)?;
+        run.train.precision = match kernel.precision() {
+            Precision::Fp32 => PrecisionChoice::Fp32,
+            Precision::Bf16 => PrecisionChoice::Bf16,
+        };
         Ok(Self {
             run,
             settings,
             plan,
             out,
             force,
+            kernel,
+            precision_note,
         })
     }
+}
+
+/// The kernel for a precision choice on this CPU: bf16 where asked for and missing is refused
+/// naming the missing feature; `auto` says what it took.
+fn resolve_precision(choice: PrecisionChoice) -> Result<(Kernel, Option<String>)> {
+    let cpu = Cpu::get();
+    Ok(match choice {
+        PrecisionChoice::Fp32 => (Kernel::best_fp32(), None),
+        PrecisionChoice::Bf16 => (
+            Kernel::for_precision(Precision::Bf16)
+                .map_err(|e| Error::Usage(format!("train.precision: {e}")))?,
+            None,
+        ),
+        PrecisionChoice::Auto => match Kernel::bf16() {
+            Some(k) => (
+                k,
+                Some(format!(
+                    "precision auto: bf16 products (fp32 accumulation and master weights), as this CPU ({}) has AVX512-BF16",
+                    cpu.model
+                )),
+            ),
+            None => (
+                Kernel::best_fp32(),
+                Some(format!(
+                    "precision auto: fp32, as this CPU ({}) has no AVX512-BF16",
+                    cpu.model
+                )),
+            ),
+        },
+    })
 }
 
 /// One task's result.
@@ -131,6 +175,8 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
         plan,
         out,
         force,
+        kernel,
+        precision_note: _,
     } = spec;
     // Claimed before any work: a folder frostline may not replace, or one another run is
     // writing, fails now, not after training.
@@ -203,7 +249,7 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
         ));
     }
 
-    let mut store = ParamStore::default();
+    let mut store = ParamStore::with_kernel(*kernel);
     let mut embed_stats = Vec::new();
     let (features, mut sentences) = match plan.frost_line {
         None => {
@@ -291,7 +337,10 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
     }
 
     // Scores with the final weights (for a frost line, vectors made by the tuned layers); a
-    // multi-label task's thresholds are tuned on dev and then applied to test.
+    // multi-label task's thresholds are tuned on dev and then applied to test. They run in
+    // fp32, as every later command (predict, eval, export) runs the checkpoint: bf16 only
+    // speeds the training steps.
+    store.set_kernel(Kernel::best_fp32());
     let mut outcomes = Vec::new();
     for (t, (data, head)) in tasks.into_iter().zip(heads).enumerate() {
         let mut decision = Decision::untuned(&data.config, data.classes.len());

@@ -1,0 +1,102 @@
+//! What the CPU can do, read once from CPUID: the model name `doctor` and the benchmarks print,
+//! and the features the kernels are chosen from.
+
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cpu {
+    pub model: String,
+    pub avx2_fma: bool,
+    pub avx512f: bool,
+    pub avx512_bf16: bool,
+    /// AMX tiles with bf16 (no kernel uses them yet: reported so a user knows what is left).
+    pub amx_bf16: bool,
+}
+
+impl Cpu {
+    /// The CPU this process runs on (detected once).
+    pub fn get() -> &'static Cpu {
+        static CPU: OnceLock<Cpu> = OnceLock::new();
+        CPU.get_or_init(detect)
+    }
+
+    /// The features that matter here, as `/proc/cpuinfo` spells them.
+    pub fn flags(&self) -> String {
+        let mut f = Vec::new();
+        if self.avx2_fma {
+            f.push("avx2 fma");
+        }
+        if self.avx512f {
+            f.push("avx512f");
+        }
+        if self.avx512_bf16 {
+            f.push("avx512_bf16");
+        }
+        if self.amx_bf16 {
+            f.push("amx_bf16");
+        }
+        if f.is_empty() {
+            "none of avx2/avx512".into()
+        } else {
+            f.join(" ")
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> Cpu {
+    use std::arch::x86_64::__cpuid_count;
+    // CPUID exists on every x86_64 CPU; leaves above the maximum return zeros, which read as
+    // "feature absent".
+    let (max_ext, leaf7) = (__cpuid_count(0x8000_0000, 0).eax, __cpuid_count(7, 0));
+    let model = if max_ext >= 0x8000_0004 {
+        let bytes: Vec<u8> = (0x8000_0002u32..=0x8000_0004)
+            .flat_map(|leaf| {
+                let r = __cpuid_count(leaf, 0);
+                [r.eax, r.ebx, r.ecx, r.edx]
+                    .into_iter()
+                    .flat_map(u32::to_le_bytes)
+            })
+            .collect();
+        String::from_utf8_lossy(&bytes)
+            .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+            .to_string()
+    } else {
+        "unknown x86_64".into()
+    };
+    // Family and model tell generations apart when the brand string does not (a VM's
+    // "AMD EPYC" is Zen 4 at family 25, Zen 5 at 26).
+    let sig = __cpuid_count(1, 0).eax;
+    let base_family = (sig >> 8) & 0xf;
+    let family = base_family
+        + if base_family == 0xf {
+            (sig >> 20) & 0xff
+        } else {
+            0
+        };
+    let model_id = (sig >> 4) & 0xf
+        | if base_family >= 6 {
+            ((sig >> 16) & 0xf) << 4
+        } else {
+            0
+        };
+    Cpu {
+        model: format!("{model} (family {family}, model {model_id})"),
+        avx2_fma: is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+        avx512f: is_x86_feature_detected!("avx512f"),
+        avx512_bf16: is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16"),
+        // CPUID.(EAX=7,ECX=0):EDX bit 22 (std's detection of AMX is not stable yet).
+        amx_bf16: leaf7.edx & (1 << 22) != 0,
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect() -> Cpu {
+    Cpu {
+        model: std::env::consts::ARCH.into(),
+        avx2_fma: false,
+        avx512f: false,
+        avx512_bf16: false,
+        amx_bf16: false,
+    }
+}
