@@ -65,7 +65,9 @@ def frostline(fl: str, run: Path, out: Path, cache: Path, *args: str) -> dict:
 
 
 def torch_finetune(st_model: str, data: dict, n: int, epochs: int, batch: int, max_len: int,
-                   enc_lr: float, head_lr: float, threads: int, seed: int, init_head: Path | None = None) -> dict:
+                   enc_lr: float, head_lr: float, threads: int, seed: int, init_head: Path | None = None,
+                   bf16: bool = False) -> dict:
+    """`bf16`: the training steps under `torch.autocast("cpu", dtype=torch.bfloat16)`."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -121,8 +123,9 @@ def torch_finetune(st_model: str, data: dict, n: int, epochs: int, batch: int, m
         t0 = time.perf_counter()
         for i in range(0, len(order), batch):
             idx = order[i:i + batch]
-            logits = head(embed([x_train[j] for j in idx]))
-            loss = torch.nn.functional.cross_entropy(logits, torch.tensor([y_train[j] for j in idx]))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = head(embed([x_train[j] for j in idx]))
+                loss = torch.nn.functional.cross_entropy(logits.float(), torch.tensor([y_train[j] for j in idx]))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(top + list(head.parameters()), 1.0)

@@ -104,10 +104,10 @@ def frostline_train(fl, run, out, cache, sets):
     return ner, j, wall, epoch_train
 
 
-def torch_finetune(model_dir, data, n, top, epochs, batch, enc_lr, head_lr, wd, warmup, clip, seed):
+def torch_finetune(model_dir, data, n, top, epochs, batch, enc_lr, head_lr, wd, warmup, clip, seed, bf16=False):
     """Layers n..top-1 of the model (the model cut after `top` layers) and a linear head on each
     word's first sub-token there, trained with frostline's recipe (AdamW, linear warm-up then
-    cosine, global clip)."""
+    cosine, global clip). `bf16`: the training steps under torch.autocast("cpu", bfloat16)."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -190,9 +190,10 @@ def torch_finetune(model_dir, data, n, top, epochs, batch, enc_lr, head_lr, wd, 
         t0 = time.perf_counter()
         for s in range(steps_per_epoch):
             part = [train[i] for i in order[s * batch : (s + 1) * batch]]
-            logits, lens = word_logits(part)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits, lens = word_logits(part)
             y = torch.tensor([idx[t] for (_, ts), n_words in zip(part, lens) for t in ts[:n_words]])
-            loss = torch.nn.functional.cross_entropy(logits, y)
+            loss = torch.nn.functional.cross_entropy(logits.float(), y)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(enc_params + list(head.parameters()), clip)

@@ -79,8 +79,8 @@ impl Src {
     /// # Safety
     /// `(i, j)` lies inside the view.
     #[inline(always)]
-    unsafe fn at(self, i: usize, j: usize) -> f32 {
-        *self.ptr.offset(i as isize * self.rs + j as isize * self.cs)
+    unsafe fn at_ptr(self, i: usize, j: usize) -> *const f32 {
+        self.ptr.offset(i as isize * self.rs + j as isize * self.cs)
     }
 }
 
@@ -94,78 +94,48 @@ struct Dst {
 unsafe impl Send for Dst {}
 unsafe impl Sync for Dst {}
 
-/// Packs rows `r0..r0+MR` (zeros past `rows`) × k values `k0..k0+kc` of `a` into `out`
-/// (`[step][MR]`). `a` is read along whichever axis is contiguous.
-fn pack_rows<K: MicroKernel>(
-    a: Src,
-    rows: usize,
-    r0: usize,
-    k0: usize,
+/// Packs `live` lanes (zeros up to `width`) × k values `0..kc` into `out` as `[step][width]`;
+/// lane `l`, k value `k` lies at `base + l·ls + k·ks`. A panel of A has rows for lanes, a
+/// panel of B columns. The inner loop walks whichever axis is contiguous.
+///
+/// # Safety
+/// Every `(l < live, k < kc)` offset lies inside the source matrix.
+unsafe fn pack_panel<K: MicroKernel>(
+    base: *const f32,
+    (ls, ks): (isize, isize),
+    live: usize,
+    width: usize,
     kc: usize,
     out: &mut [K::P],
 ) {
+    let full = kc / K::KSTEP; // steps whose every k value exists
     let steps = kc.div_ceil(K::KSTEP);
-    let live = rows.saturating_sub(r0).min(MR);
-    let get = |i: usize, k: usize| -> f32 {
-        if k < k0 + kc {
-            // SAFETY: i < rows, k < k0 + kc ≤ the view's columns.
-            unsafe { a.at(r0 + i, k) }
-        } else {
-            0.0
-        }
-    };
-    for s in 0..steps {
-        let k = k0 + s * K::KSTEP;
-        for i in 0..MR {
-            out[s * MR + i] = if i < live {
-                K::pack(get(i, k), if K::KSTEP == 2 { get(i, k + 1) } else { 0.0 })
-            } else {
-                K::P::default()
-            };
-        }
-    }
-}
-
-/// Packs k values `k0..k0+kc` × columns `c0..c0+NR` (zeros past `cols`) of `b` into `out`
-/// (`[step][NR]`).
-fn pack_cols<K: MicroKernel>(
-    b: Src,
-    cols: usize,
-    c0: usize,
-    k0: usize,
-    kc: usize,
-    out: &mut [K::P],
-) {
-    let steps = kc.div_ceil(K::KSTEP);
-    let live = cols.saturating_sub(c0).min(NR);
-    let get = |k: usize, j: usize| -> f32 {
-        if k < k0 + kc {
-            // SAFETY: j < cols, k < k0 + kc ≤ the view's rows.
-            unsafe { b.at(k, c0 + j) }
-        } else {
-            0.0
-        }
-    };
-    if b.cs != 1 && b.rs == 1 {
-        // k is the contiguous axis (a transposed weight): walk it innermost.
-        out[..steps * NR].fill(K::P::default());
-        for j in 0..live {
-            for s in 0..steps {
-                let k = k0 + s * K::KSTEP;
-                out[s * NR + j] =
-                    K::pack(get(k, j), if K::KSTEP == 2 { get(k + 1, j) } else { 0.0 });
+    let at = |l: usize, k: usize| base.offset(l as isize * ls + k as isize * ks);
+    let pair = |q: *const f32| K::pack(*q, if K::KSTEP == 2 { *q.offset(ks) } else { 0.0 });
+    if ks == 1 && ls != 1 {
+        for l in 0..live {
+            let p = at(l, 0);
+            for st in 0..full {
+                out[st * width + l] = pair(p.add(st * K::KSTEP));
             }
         }
-        return;
+    } else {
+        for st in 0..full {
+            let p = at(0, st * K::KSTEP);
+            for (l, o) in out[st * width..st * width + live].iter_mut().enumerate() {
+                *o = pair(p.offset(l as isize * ls));
+            }
+        }
     }
-    for s in 0..steps {
-        let k = k0 + s * K::KSTEP;
-        for j in 0..NR {
-            out[s * NR + j] = if j < live {
-                K::pack(get(k, j), if K::KSTEP == 2 { get(k + 1, j) } else { 0.0 })
-            } else {
-                K::P::default()
-            };
+    if steps > full {
+        // An odd kc with two k values per step: the last step holds one.
+        for l in 0..live {
+            out[full * width + l] = K::pack(*at(l, full * K::KSTEP), 0.0);
+        }
+    }
+    if live < width {
+        for st in 0..steps {
+            out[st * width + live..(st + 1) * width].fill(K::P::default());
         }
     }
 }
@@ -203,12 +173,25 @@ pub(super) fn gemm<K: MicroKernel>(
         MC
     };
     let col_panels = n.div_ceil(NR);
-    let max_steps = K::KC / K::KSTEP;
+    let max_steps = K::KC.min(k).div_ceil(K::KSTEP);
     let mut bp = vec![K::P::default(); col_panels * max_steps * NR];
     for (block, k0) in (0..k).step_by(K::KC).enumerate() {
         let kc = K::KC.min(k - k0);
         let steps = kc.div_ceil(K::KSTEP);
-        let pack = |(p, out): (usize, &mut [K::P])| pack_cols::<K>(sb, n, p * NR, k0, kc, out);
+        let pack = |(p, out): (usize, &mut [K::P])| {
+            let c0 = p * NR;
+            // SAFETY: columns c0..c0+live and k values k0..k0+kc lie inside B.
+            unsafe {
+                pack_panel::<K>(
+                    sb.at_ptr(k0, c0),
+                    (sb.cs, sb.rs),
+                    NR.min(n - c0),
+                    NR,
+                    kc,
+                    out,
+                )
+            }
+        };
         if parallel {
             pool().install(|| bp.par_chunks_mut(max_steps * NR).enumerate().for_each(pack));
         } else {
@@ -220,7 +203,18 @@ pub(super) fn gemm<K: MicroKernel>(
             let rows = mc.min(m - r0);
             let row_panels = rows.div_ceil(MR);
             for (p, out) in ap.chunks_mut(steps * MR).take(row_panels).enumerate() {
-                pack_rows::<K>(sa, m, r0 + p * MR, k0, kc, out);
+                let i0 = r0 + p * MR;
+                // SAFETY: rows i0..i0+live and k values k0..k0+kc lie inside A.
+                unsafe {
+                    pack_panel::<K>(
+                        sa.at_ptr(i0, k0),
+                        (sa.rs, sa.cs),
+                        MR.min(m - i0),
+                        MR,
+                        kc,
+                        out,
+                    )
+                }
             }
             let mut tile = [0f32; MR * NR];
             for jp in 0..col_panels {
@@ -253,7 +247,7 @@ pub(super) fn gemm<K: MicroKernel>(
             }
         };
         let starts: Vec<usize> = (0..m).step_by(mc).collect();
-        let ap_len = mc.div_ceil(MR) * steps * MR;
+        let ap_len = mc.min(m).div_ceil(MR) * steps * MR;
         if parallel {
             pool().install(|| {
                 starts

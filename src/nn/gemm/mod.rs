@@ -38,6 +38,9 @@ impl std::fmt::Display for Precision {
     }
 }
 
+/// Products under this many multiply-adds skip the packed kernels (see [`Kernel::gemm`]).
+pub const SMALL_PRODUCT: usize = 1 << 15;
+
 /// Which code runs the products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
@@ -99,14 +102,34 @@ impl Kernel {
                 }
             ),
             Kernel::Avx512 => "fp32, AVX-512 12x32 micro-kernel".into(),
-            Kernel::Avx512Bf16 => {
-                "bf16 products, fp32 accumulation, AVX512-BF16 vdpbf16ps 12x32 micro-kernel".into()
-            }
+            Kernel::Avx512Bf16 => format!(
+                "bf16 products, fp32 accumulation, AVX512-BF16 vdpbf16ps 12x32 micro-kernel (products under {SMALL_PRODUCT} multiply-adds: fp32)"
+            ),
         }
     }
 
     /// `c = alpha · a · b + beta · c`; `beta = 0` overwrites C whatever it held.
     pub fn gemm(
+        self,
+        alpha: f32,
+        a: &ArrayView2<f32>,
+        b: &ArrayView2<f32>,
+        beta: f32,
+        c: &mut ArrayViewMut2<f32>,
+    ) {
+        let small = a.nrows() * a.ncols() * b.ncols() < SMALL_PRODUCT;
+        match self {
+            // Packing a tiny product (one head's attention scores over a short sequence) costs
+            // more than multiplying it: those run unpacked, in fp32 whatever the precision.
+            Kernel::Avx512 | Kernel::Avx512Bf16 if small => {
+                Kernel::Portable.packed_gemm(alpha, a, b, beta, c)
+            }
+            _ => self.packed_gemm(alpha, a, b, beta, c),
+        }
+    }
+
+    /// [`Kernel::gemm`] on this kernel whatever the size.
+    fn packed_gemm(
         self,
         alpha: f32,
         a: &ArrayView2<f32>,
@@ -148,11 +171,10 @@ pub fn round_to_bf16(x: f32) -> f32 {
 #[inline(always)]
 fn to_bf16(x: f32) -> u16 {
     let bits = x.to_bits();
-    if x.is_nan() {
-        return ((bits >> 16) | 0x40) as u16;
-    }
-    let round = 0x7fff + ((bits >> 16) & 1);
-    (bits.wrapping_add(round) >> 16) as u16
+    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16;
+    // A select, not a branch, so packing loops vectorise.
+    let quiet_nan = (bits >> 16) | 0x40;
+    (if x.is_nan() { quiet_nan } else { rounded }) as u16
 }
 
 #[cfg(test)]
@@ -214,7 +236,7 @@ mod tests {
                 let c0 = random(m, n, seed + 20);
                 for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (-2.0, 0.25)] {
                     let mut c = c0.clone();
-                    kernel.gemm(alpha, &a.view(), &b, beta, &mut c.view_mut());
+                    kernel.packed_gemm(alpha, &a.view(), &b, beta, &mut c.view_mut());
                     let want = reference(alpha, &a.view(), &b, beta, &c0, round);
                     for ((ix, &got), &w) in c.indexed_iter().zip(want.iter()) {
                         let tol = 1e-5 * (k as f64).sqrt() * (1.0 + w.abs());
@@ -228,6 +250,27 @@ mod tests {
         }
     }
 
+    /// Under the bf16 kernel, a product too small to pack runs in fp32, exactly as the fp32
+    /// path; a larger one does not.
+    #[test]
+    fn small_products_run_fp32_under_bf16() {
+        let Some(bf16) = Kernel::bf16() else {
+            return;
+        };
+        let a = random(20, 32, 3);
+        let b = random(32, 20, 4);
+        assert_eq!(
+            bf16.dot(&a.view(), &b.view()),
+            Kernel::Portable.dot(&a.view(), &b.view())
+        );
+        let a = random(64, 64, 3);
+        let b = random(64, 64, 4);
+        assert_ne!(
+            bf16.dot(&a.view(), &b.view()),
+            Kernel::Portable.dot(&a.view(), &b.view())
+        );
+    }
+
     /// `beta = 0` overwrites what C held, NaN included (BLAS semantics).
     #[test]
     fn beta_zero_ignores_nan_in_c() {
@@ -235,7 +278,7 @@ mod tests {
             let a = random(5, 4, 1);
             let b = random(4, 6, 2);
             let mut c = Array2::from_elem((5, 6), f32::NAN);
-            kernel.gemm(1.0, &a.view(), &b.view(), 0.0, &mut c.view_mut());
+            kernel.packed_gemm(1.0, &a.view(), &b.view(), 0.0, &mut c.view_mut());
             assert!(c.iter().all(|v| v.is_finite()), "{kernel:?}");
         }
     }
