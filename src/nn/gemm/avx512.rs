@@ -4,20 +4,27 @@
 
 use std::arch::x86_64::*;
 
-use super::driver::{MicroKernel, MR, NR};
+use super::driver::{MicroKernel, MAX_STEPS, MR, NR};
 use super::to_bf16;
 
 pub(super) struct Fp32;
 pub(super) struct Bf16;
 
+// The packers' stack buffers hold one k block.
+const _: () = assert!(Fp32::KC <= MAX_STEPS && Bf16::KC / 2 <= MAX_STEPS);
+
 impl MicroKernel for Fp32 {
     type P = f32;
     const KSTEP: usize = 1;
-    const KC: usize = 256;
+    const KC: usize = 128;
 
     #[inline(always)]
     fn pack(lo: f32, _: f32) -> f32 {
         lo
+    }
+
+    fn pack_run(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
     }
 
     unsafe fn run(steps: usize, a: *const f32, b: *const f32, tile: &mut [f32; MR * NR]) {
@@ -28,15 +35,27 @@ impl MicroKernel for Fp32 {
 impl MicroKernel for Bf16 {
     type P = u32;
     const KSTEP: usize = 2;
-    const KC: usize = 512;
+    const KC: usize = 256;
 
     #[inline(always)]
     fn pack(lo: f32, hi: f32) -> u32 {
         (to_bf16(hi) as u32) << 16 | to_bf16(lo) as u32
     }
 
+    fn pack_run(src: &[f32], dst: &mut [u32]) {
+        // SAFETY: packing runs only where the bf16 kernel was chosen, i.e. on AVX-512.
+        unsafe { bf16_pack_run(src, dst) }
+    }
+
     unsafe fn run(steps: usize, a: *const u32, b: *const u32, tile: &mut [f32; MR * NR]) {
         bf16_kernel(steps, a, b, tile)
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn bf16_pack_run(src: &[f32], dst: &mut [u32]) {
+    for (o, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
+        *o = Bf16::pack(c[0], c[1]);
     }
 }
 

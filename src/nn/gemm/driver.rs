@@ -22,12 +22,17 @@ pub(super) trait MicroKernel: Sync {
     const KC: usize;
     /// Packs `x` (two k values when `KSTEP = 2`; `hi` is 0 past the end of k).
     fn pack(lo: f32, hi: f32) -> Self::P;
+    /// Packs a contiguous run of `KSTEP · dst.len()` values (a loop the compiler vectorises).
+    fn pack_run(src: &[f32], dst: &mut [Self::P]);
     /// `tile[i * NR + j] = Σ_s a[s][i] · b[s][j]` over `steps` packed k steps.
     ///
     /// # Safety
     /// `a` holds `steps * MR` elements, `b` `steps * NR`; the CPU has the kernel's features.
     unsafe fn run(steps: usize, a: *const Self::P, b: *const Self::P, tile: &mut [f32; MR * NR]);
 }
+
+/// Packed steps in one k block, at most (the largest `KC / KSTEP`).
+pub(super) const MAX_STEPS: usize = 128;
 
 /// Products below this many multiply-adds run on the calling thread (a fork costs more).
 const PARALLEL_MIN: usize = 1 << 21;
@@ -113,10 +118,22 @@ unsafe fn pack_panel<K: MicroKernel>(
     let at = |l: usize, k: usize| base.offset(l as isize * ls + k as isize * ks);
     let pair = |q: *const f32| K::pack(*q, if K::KSTEP == 2 { *q.offset(ks) } else { 0.0 });
     if ks == 1 && ls != 1 {
-        for l in 0..live {
-            let p = at(l, 0);
+        // k is contiguous: a transpose. Each lane's run of k values is converted in one
+        // vectorised pass, eight lanes at a time, then written out step by step so each
+        // step's writes are contiguous.
+        const GROUP: usize = 8;
+        let mut runs = [[K::P::default(); MAX_STEPS]; GROUP];
+        for l0 in (0..live).step_by(GROUP) {
+            let lanes = GROUP.min(live - l0);
+            for (g, run) in runs.iter_mut().enumerate().take(lanes) {
+                let src = std::slice::from_raw_parts(at(l0 + g, 0), full * K::KSTEP);
+                K::pack_run(src, &mut run[..full]);
+            }
             for st in 0..full {
-                out[st * width + l] = pair(p.add(st * K::KSTEP));
+                let o = &mut out[st * width + l0..st * width + l0 + lanes];
+                for (o, run) in o.iter_mut().zip(&runs) {
+                    *o = run[st];
+                }
             }
         }
     } else {
