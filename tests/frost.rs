@@ -13,25 +13,6 @@ use frostline::nn::bert::{pool_forward, NativeEncoder};
 use frostline::nn::ParamStore;
 use ndarray::Array2;
 
-/// A private copy of the model folder (big files linked) so that cut graphs made by the tests
-/// land in a temp folder.
-fn model_copy(dir: &Path, model: &Path) -> PathBuf {
-    let m = dir.join("model");
-    std::fs::create_dir_all(m.join("1_Pooling")).unwrap();
-    for f in [
-        "model.onnx",
-        "model.safetensors",
-        "tokenizer.json",
-        "config.json",
-        "modules.json",
-        "sentence_bert_config.json",
-        "1_Pooling/config.json",
-    ] {
-        std::os::unix::fs::symlink(model.join(f), m.join(f)).unwrap();
-    }
-    m
-}
-
 fn reference() -> (Vec<String>, Vec<Vec<f32>>) {
     std::fs::read_to_string(fixture("reference.jsonl"))
         .unwrap()

@@ -256,3 +256,22 @@ pub fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+/// A private copy of the model folder (big files linked) so that cut graphs made by the tests
+/// land in a temp folder.
+pub fn model_copy(dir: &Path, model: &Path) -> PathBuf {
+    let m = dir.join("model");
+    std::fs::create_dir_all(m.join("1_Pooling")).unwrap();
+    for f in [
+        "model.onnx",
+        "model.safetensors",
+        "tokenizer.json",
+        "config.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+    ] {
+        std::os::unix::fs::symlink(model.join(f), m.join(f)).unwrap();
+    }
+    m
+}
