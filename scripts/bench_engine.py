@@ -16,6 +16,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -39,7 +40,7 @@ def cpu_info() -> tuple[str, str]:
 
 def rust_gflops(tokens: int, threads: int) -> list[dict]:
     out = subprocess.run(["cargo", "bench", "--quiet", "--bench", "engine", "--", str(tokens)],
-                         env={**__import__("os").environ, "MATMUL_NUM_THREADS": str(threads)},
+                         env={**os.environ, "MATMUL_NUM_THREADS": str(threads)},
                          capture_output=True, text=True, check=True)
     print(out.stderr.strip(), file=sys.stderr)
     return list(csv.DictReader(io.StringIO(out.stdout)))
