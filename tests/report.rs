@@ -279,9 +279,12 @@ fn compare_runs_every_regime_and_states_tradeoffs() {
         .arg("--out")
         .arg(&out)
         .arg("--cache-dir")
-        .arg(cache());
+        .arg(cache())
+        .args(["--set", "train.precision=auto"]);
     let (ok, stdout, err) = run(&mut cmd);
     assert!(ok, "{stdout}{err}");
+    // `auto` says what it took, once for the whole comparison.
+    assert_eq!(stdout.matches("precision auto:").count(), 1, "{stdout}");
     let df = read_parquet(&out.join("compare.parquet"));
     use DataType::*;
     assert_eq!(

@@ -166,6 +166,8 @@ fn variants(run: &RunFile, frost_lines: &[usize], layers: usize) -> Vec<Variant>
 
 pub(crate) struct CompareOutcome {
     pub rows: Vec<CompareRow>,
+    /// The kernel and precision the variants trained with, in words.
+    pub products: String,
     pub markdown: String,
     pub out_dir: PathBuf,
 }
@@ -174,12 +176,14 @@ pub(crate) struct CompareOutcome {
 pub(crate) fn run(job: &CompareJob) -> Result<Outcome> {
     let outcome = compare(job)?;
     let text = format!(
-        "{}\nreport: {}\n",
+        "{}\nproducts: {}\nreport: {}\n",
         outcome.markdown,
+        outcome.products,
         outcome.out_dir.join("compare.md").display()
     );
     let json = serde_json::json!({
         "rows": outcome.rows,
+        "products": outcome.products,
         "report_dir": outcome.out_dir,
     });
     Ok(Outcome::new(text, json))
@@ -206,8 +210,8 @@ fn compare(job: &CompareJob) -> Result<CompareOutcome> {
     std::fs::create_dir_all(&work)
         .map_err(|e| Error::output(out_dir, format!("cannot create a work folder: {e}")))?;
     let result = run_variants(run, settings, frost_lines, *layers, &work, progress);
-    let rows = match result {
-        Ok(rows) => rows,
+    let (rows, products) = match result {
+        Ok(done) => done,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&work);
             return Err(e);
@@ -236,6 +240,7 @@ fn compare(job: &CompareJob) -> Result<CompareOutcome> {
     written?;
     Ok(CompareOutcome {
         rows,
+        products,
         markdown,
         out_dir: out_dir.to_path_buf(),
     })
@@ -248,8 +253,10 @@ fn run_variants(
     layers: usize,
     work: &Path,
     progress: bool,
-) -> Result<Vec<CompareRow>> {
+) -> Result<(Vec<CompareRow>, String)> {
     let mut rows = Vec::new();
+    // Every variant resolves the same train.precision; the first one's words are reported.
+    let mut products = String::new();
     let linear_ck = work.join("frozen-backbone-linear");
     for v in variants(run, frost_lines, layers) {
         let mut r = run.clone();
@@ -263,6 +270,9 @@ fn run_variants(
         }
         let ck_dir = work.join(v.name.replace(['/', '=', ',', ' '], "-"));
         let spec = TrainSpec::new(r, settings.clone(), Some(ck_dir), false)?;
+        if products.is_empty() {
+            products = spec.products();
+        }
         let peak_ok = reset_peak_rss();
         if progress {
             eprintln!("compare: {}", v.name);
@@ -308,7 +318,7 @@ fn run_variants(
             });
         }
     }
-    Ok(rows)
+    Ok((rows, products))
 }
 
 /// The comparison as a DataFrame (schema documented in README.md).

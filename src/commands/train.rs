@@ -10,14 +10,7 @@ use crate::train::{self, TrainOutcome, TrainSpec};
 pub(crate) fn run(spec: &TrainSpec, source: &ModelSource) -> Result<Outcome> {
     let result = train::run(spec, spec.settings.progress)?;
     let mut text = table(spec, &result);
-    text.push_str(&format!(
-        "products: {}{}\n",
-        spec.kernel.describe(),
-        spec.precision_note
-            .as_deref()
-            .map(|n| format!(" ({n})"))
-            .unwrap_or_default()
-    ));
+    text.push_str(&format!("products: {}\n", spec.products()));
     if let Some(out) = &spec.out {
         text.push_str(&format!("checkpoint: {}\n", out.display()));
     }

@@ -94,6 +94,16 @@ impl TrainSpec {
     }
 }
 
+impl TrainSpec {
+    /// The kernel the products run on, in words, with what `auto` chose where it chose.
+    pub fn products(&self) -> String {
+        match &self.precision_note {
+            Some(note) => format!("{} ({note})", self.kernel.describe()),
+            None => self.kernel.describe(),
+        }
+    }
+}
+
 /// The kernel for a precision choice on this CPU: bf16 where asked for and missing is refused
 /// naming the missing feature; `auto` says what it took.
 fn resolve_precision(choice: PrecisionChoice) -> Result<(Kernel, Option<String>)> {
