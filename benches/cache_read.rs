@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use frostline::cache::{text_key, Cache, CacheKey};
+use frostline::embedder::{text_key, Cache, CacheKey};
 
 fn main() {
     let out = std::env::args().skip(1).find(|a| a.ends_with(".md"));

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
 
 
 def corpus(shared: Path, n: int) -> list[str]:
@@ -35,18 +35,11 @@ def corpus(shared: Path, n: int) -> list[str]:
     return texts[:n]
 
 
-def run_frostline(binary: str, model: str, corpus_file: Path, threads: int, workdir: Path, budget: int = 1024) -> dict:
+def frostline_embed(binary: str, model: str, corpus_file: Path, threads: int, workdir: Path, budget: int = 1024) -> dict:
     cache = Path(tempfile.mkdtemp(dir=workdir))  # fresh cache: every rep really embeds
     out = workdir / "frostline.npy"
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [binary, "embed", "--json", "--no-progress", "--model", model, "--input", str(corpus_file), "--output", str(out),
-         "--cache-dir", str(cache), "--threads", str(threads), "--batch-tokens", str(budget)],
-        capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"frostline failed:\n{proc.stderr}")
-    s = json.loads(proc.stdout)
+    s, wall = benchlib.run_frostline(binary, "embed", "--no-progress", "--model", model, "--input", corpus_file, "--output", out,
+                                     "--cache-dir", cache, "--threads", threads, "--batch-tokens", budget)
     seconds = s["seconds"] - s["load_seconds"]
     ort = s["ort_seconds"]
     waste = s["padding_waste_pct"]
@@ -101,14 +94,10 @@ def run_python_ort(model: str, texts: list[str], threads: int, state: dict) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--frostline", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--st-model", required=True, help="the sentence-transformers folder (for torch)")
-    ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
-    ap.add_argument("--texts", type=int, default=6000)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="bench-results/embed.md")
+    benchlib.common_args(ap, "frostline", "model", "st-model", "shared", "texts", "reps", "threads", "out",
+                         st_model={"required": True, "help": "the sentence-transformers folder (for torch)"},
+                         shared={"default": str(Path(__file__).resolve().parents[2] / "shared")},
+                         out={"default": "bench-results/embed.md"})
     args = ap.parse_args()
 
     texts = corpus(Path(args.shared), args.texts)
@@ -117,7 +106,7 @@ def main() -> None:
     corpus_file.write_text("\n".join(texts) + "\n", encoding="utf-8")
 
     runners = {
-        "frostline": lambda st: run_frostline(args.frostline, args.model, corpus_file, args.threads, work),
+        "frostline": lambda st: frostline_embed(args.frostline, args.model, corpus_file, args.threads, work),
         "sentence-transformers": lambda st: run_sentence_transformers(args.st_model, texts, args.threads, st),
         "python-ort-naive": lambda st: run_python_ort(args.model, texts, args.threads, st),
     }
@@ -138,7 +127,7 @@ def main() -> None:
     sweep = {b: [] for b in (256, 512, 1024, 2048, 4096)}
     for rep in range(args.reps):
         for b in sweep:
-            sweep[b].append(run_frostline(args.frostline, args.model, corpus_file, args.threads, work, b)["seconds"])
+            sweep[b].append(frostline_embed(args.frostline, args.model, corpus_file, args.threads, work, b)["seconds"])
 
     med = {k: statistics.median(r["seconds"] for r in v) for k, v in results.items()}
     fl = results["frostline"]
@@ -182,9 +171,7 @@ def main() -> None:
         "",
         "Per-rep seconds: " + "; ".join(f"{k}: " + ", ".join(f"{r['seconds']:.2f}" for r in v) for k, v in results.items()),
     ]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    benchlib.write_report(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Writes bench-results/engine.md.
 import argparse
 import csv
 import io
-import json
 import os
 import random
 import statistics
@@ -26,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_frost  # noqa: E402
+import benchlib  # noqa: E402
 import bench_ner  # noqa: E402
 
 
@@ -69,13 +69,10 @@ def torch_gflops(tokens: int, shapes, threads: int) -> dict:
 
 
 def frostline_run(fl: str, run: Path, out: Path, cache: Path, sets: list[str], *extra: str) -> dict:
-    cmd = [fl, "train", "--json", "--no-progress", "--run", str(run), "--out", str(out), "--force", "--cache-dir", str(cache), *extra]
+    args = ["--no-progress", "--run", run, "--out", out, "--force", "--cache-dir", cache, *extra]
     for s in sets:
-        cmd += ["--set", s]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{p.stderr}")
-    j = json.loads(p.stdout)
+        args += ["--set", s]
+    j, _ = benchlib.run_frostline(fl, "train", *args)
     log = list(csv.DictReader(open(out / "training_log.csv")))
     j["epoch_s"] = statistics.median(float(r["train_seconds"]) for r in log)
     j["weights"] = (out / "heads.safetensors").read_bytes() if (out / "heads.safetensors").exists() else b""
@@ -84,15 +81,10 @@ def frostline_run(fl: str, run: Path, out: Path, cache: Path, sets: list[str], *
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--frostline", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--st-model", required=True)
-    ap.add_argument("--shared", required=True)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--threads", type=int, default=2)
+    benchlib.common_args(ap, "frostline", "model", "st-model", "shared", "work", "threads")
     ap.add_argument("--tokens", type=int, default=512, help="rows of the GFLOP/s products (a batch's tokens)")
     ap.add_argument("--torch-epochs", type=int, default=1, help="PyTorch epochs timed per configuration")
-    ap.add_argument("--out", default="bench-results/engine.md")
+    benchlib.common_args(ap, "out", out={"default": "bench-results/engine.md"})
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -184,9 +176,7 @@ def main() -> None:
                      f"bf16 rerun {'identical weights and metrics' if again['weights'] == b16['weights'] and metric(again) == metric(b16) else 'DIFFERS'}"
                      + (f"; fp32 − bench-results/ner.md's {before} (old engine, another machine): {metric(f32) - before:+.2f}" if before else ""))
     lines += ["", *notes, ""]
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    benchlib.write_report(a.out, lines)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import json
 import math
 import os
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
 
 
 def read(path: Path) -> tuple[list[str], list[str]]:
@@ -41,8 +43,9 @@ def write(path: Path, texts, labels) -> None:
         w.writerows(zip(texts, labels))
 
 
-def sh(cmd: list[str]) -> tuple[str, float]:
-    """Runs a command; returns its output and its own peak resident memory (MiB)."""
+def sh_peak(cmd: list[str]) -> tuple[str, float]:
+    """Runs a command; returns its output and its own peak resident memory (MiB), which
+    benchlib.sh cannot tell apart from this process's."""
     with tempfile.TemporaryFile("w+") as out:
         p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
         _, status, usage = os.wait4(p.pid, 0)
@@ -55,7 +58,7 @@ def sh(cmd: list[str]) -> tuple[str, float]:
 
 def frostline(fl: str, run: Path, out: Path, cache: Path, *args: str) -> dict:
     t0 = time.perf_counter()
-    _, peak = sh([fl, "train", "--no-progress", "--run", str(run), "--out", str(out), "--cache-dir", str(cache), *args])
+    _, peak = sh_peak([fl, "train", "--no-progress", "--run", str(run), "--out", str(out), "--cache-dir", str(cache), *args])
     m = json.loads((out / "manifest.json").read_text())
     m["wall"] = time.perf_counter() - t0
     m["peak_mib"] = peak
@@ -140,10 +143,7 @@ def torch_finetune(st_model: str, data: dict, n: int, epochs: int, batch: int, m
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--frostline", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--st-model", required=True)
-    ap.add_argument("--shared", required=True)
+    benchlib.common_args(ap, "frostline", "model", "st-model", "shared")
     ap.add_argument("--frost-line", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=32)
@@ -151,10 +151,10 @@ def main() -> None:
     ap.add_argument("--encoder-lr", type=float, default=5e-5)
     ap.add_argument("--head-lr", type=float, default=2e-2)
     ap.add_argument("--goemotions-train", type=int, default=8000)
-    ap.add_argument("--threads", type=int, default=2)
+    benchlib.common_args(ap, "threads")
     ap.add_argument("--warm-start", action="store_true",
                     help="both fine-tuning runs start their head from the frozen-backbone head (linear probe, then fine-tune)")
-    ap.add_argument("--out", default="bench-results/frost.md")
+    benchlib.common_args(ap, "out", out={"default": "bench-results/frost.md"})
     args = ap.parse_args()
     fl, shared = args.frostline, Path(args.shared) / "data"
     work = Path(tempfile.mkdtemp(prefix="frostline-frost-"))
@@ -222,9 +222,7 @@ def main() -> None:
     summary.append(f"- PyTorch process peak memory (both datasets, model + tokenizer + autograd): {torch_peak:.0f} MiB")
     lines += ["", *summary, "", "Per-epoch times are the training steps alone for both (dev scoring excluded); the token-state "
               "cache is built once before training (embedding time, counted in neither).", ""]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    benchlib.write_report(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -23,13 +23,15 @@ import csv
 import json
 import math
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
 
 TASKS = {
     "banking77": ("banking77", "train.csv", None, "test.csv"),
@@ -43,20 +45,13 @@ def labels(path: Path) -> list[str]:
         return [r["label"] for r in csv.DictReader(f)]
 
 
-def sh(cmd: list[str]) -> subprocess.CompletedProcess:
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{p.stdout}\n{p.stderr}")
-    return p
-
-
 def embed(fl: str, model: str, csv_path: Path, out: Path) -> np.ndarray:
-    sh([fl, "embed", "--no-progress", "--model", model, "--input", str(csv_path), "--output", str(out)])
+    benchlib.sh([fl, "embed", "--no-progress", "--model", model, "--input", str(csv_path), "--output", str(out)])
     return np.load(out)
 
 
 def frostline_train(fl: str, run: Path, out: Path, *args: str) -> dict:
-    sh([fl, "train", "--no-progress", "--run", str(run), "--out", str(out), *args])
+    benchlib.sh([fl, "train", "--no-progress", "--run", str(run), "--out", str(out), *args])
     return json.loads((out / "manifest.json").read_text())
 
 
@@ -131,12 +126,8 @@ def torch_heads_loop(data: dict, epochs: int, batch: int, lr: float, threads: in
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--frostline", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--shared", required=True)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="bench-results/heads.md")
+    benchlib.common_args(ap, "frostline", "model", "shared", "reps", "threads", "out",
+                         out={"default": "bench-results/heads.md"})
     args = ap.parse_args()
     fl, model, shared = args.frostline, args.model, Path(args.shared) / "data"
     work = Path(tempfile.mkdtemp(prefix="frostline-heads-"))
@@ -200,9 +191,8 @@ def main() -> None:
               "other 90 %; scikit-learn fits on all of train. SST-2 and GoEmotions use their own dev splits.", ""]
 
     # ---- MTEB replay ----
-    p = sh([fl, "mteb", "--json", "--no-progress", "--model", model, "--train", str(shared / "banking77/train.csv"),
-            "--test", str(shared / "banking77/test.csv"), "--k", "8"])
-    replay = json.loads(p.stdout)
+    replay, _ = benchlib.run_frostline(fl, "mteb", "--no-progress", "--model", model, "--train", shared / "banking77/train.csv",
+                                       "--test", shared / "banking77/test.csv", "--k", "8")
     mteb_mean, mteb_sd = f"{100 * replay['mean']:.2f}", f"{100 * replay['std']:.2f}"
     trx, try_, tex, tey = embeds["banking77"]
     py_mean, py_sd = mteb_python(trx, try_, tex, tey)
@@ -247,9 +237,7 @@ def main() -> None:
               "", f"frostline is {t_med / f_med:.1f}× faster (target ≥ 10× and < 2 s). Whole `frostline train` process "
               f"with a warm cache (read cache, train, evaluate, checkpoint): median {statistics.median(fl_wall):.2f} s.", ""]
 
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    benchlib.write_report(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -16,32 +16,23 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_embed import corpus, run_frostline, run_sentence_transformers  # noqa: E402
+import benchlib  # noqa: E402
+from bench_embed import corpus, frostline_embed, run_sentence_transformers  # noqa: E402
 
 DATASETS = ["banking77", "sst2", "goemotions_ekman"]
 
 
-def sh(cmd: list[str]) -> dict:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr}")
-    return json.loads(proc.stdout)
-
-
 def quantize(fl: str, model: str, out: Path, *args: str) -> dict:
-    return sh([fl, "quantize", "--json", "--force", "--model", model, "--out", str(out), *args])
+    return benchlib.run_frostline(fl, "quantize", "--force", "--model", model, "--out", out, *args)[0]
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -60,24 +51,15 @@ def run_file(path: Path, model: str, dataset: Path, extra: str = "") -> None:
 
 
 def train(fl: str, run: Path, out: Path, cache: Path, *args: str) -> dict:
-    t0 = time.perf_counter()
-    r = sh([fl, "train", "--json", "--no-progress", "--force", "--run", str(run), "--out", str(out),
-            "--cache-dir", str(cache), *args])
-    r["wall"] = time.perf_counter() - t0
-    return r
+    return benchlib.run_frostline(fl, "train", "--no-progress", "--force", "--run", run, "--out", out,
+                                  "--cache-dir", cache, *args)[0]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--frostline", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--st-model", required=True)
-    ap.add_argument("--shared", required=True)
-    ap.add_argument("--texts", type=int, default=6000)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    benchlib.common_args(ap, "frostline", "model", "st-model", "shared", "texts", "reps", "threads")
     ap.add_argument("--frost-epochs", type=int, default=3)
-    ap.add_argument("--out", default="bench-results/int8.md")
+    benchlib.common_args(ap, "out", out={"default": "bench-results/int8.md"})
     args = ap.parse_args()
     fl, model, shared = args.frostline, str(Path(args.model).resolve()), Path(args.shared) / "data"
     work = Path(tempfile.mkdtemp(prefix="frostline-int8-"))
@@ -111,8 +93,8 @@ def main() -> None:
     corpus_file = work / "corpus.txt"
     corpus_file.write_text("\n".join(texts) + "\n", encoding="utf-8")
     runners = {
-        "frostline fp32": lambda st: run_frostline(fl, model, corpus_file, args.threads, work),
-        "frostline int8 (per-token)": lambda st: run_frostline(fl, int8, corpus_file, args.threads, work),
+        "frostline fp32": lambda st: frostline_embed(fl, model, corpus_file, args.threads, work),
+        "frostline int8 (per-token)": lambda st: frostline_embed(fl, int8, corpus_file, args.threads, work),
         "sentence-transformers (torch CPU, fp32)": lambda st: run_sentence_transformers(args.st_model, texts, args.threads, st),
     }
     state: dict = {}
@@ -131,7 +113,7 @@ def main() -> None:
     fp32_vecs = results["frostline fp32"][-1]["vectors"]
     agree = {}
     for name, folder in folders.items():
-        vecs = run_frostline(fl, folder, corpus_file, args.threads, work)
+        vecs = frostline_embed(fl, folder, corpus_file, args.threads, work)
         c = cosines(fp32_vecs, vecs["vectors"])
         agree[name] = (float(c.min()), float(c.mean()), vecs["seconds"])
 
@@ -150,9 +132,9 @@ def main() -> None:
         heads.append(row)
     mteb = {}
     for name, folder in [("fp32", model), ("int8 per-token", int8)]:
-        r = sh([fl, "mteb", "--json", "--no-progress", "--force", "--model", folder, "--cache-dir", str(cache),
-                "--train", str(shared / "banking77/train.csv"), "--test", str(shared / "banking77/test.csv"),
-                "--k", "8", "--out", str(work / "mteb")])
+        r, _ = benchlib.run_frostline(fl, "mteb", "--no-progress", "--force", "--model", folder, "--cache-dir", cache,
+                                      "--train", shared / "banking77/train.csv", "--test", shared / "banking77/test.csv",
+                                      "--k", "8", "--out", work / "mteb")
         mteb[name] = 100 * r["mean"]
 
     # 4. Frost line N = 4 on Banking77, frozen part fp32 vs int8.
@@ -227,9 +209,7 @@ def main() -> None:
         f"- int8 frozen part vs fp32: {a8 - a32:+.2f} acc points, {f8 - f32_:+.2f} macro-F1 (target: within 0.5); "
         f"token-state cache built {e32 / e8:.2f}× faster",
     ]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    benchlib.write_report(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -4,20 +4,14 @@ its binary objective on two labels) on the very same embeddings, experiment by e
 
 import argparse
 import csv
-import json
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-
-def sh(cmd):
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{p.stdout}\n{p.stderr}")
-    return p
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
 
 
 def labels(path):
@@ -27,22 +21,17 @@ def labels(path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--frostline", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--shared", required=True)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--out", required=True)
+    benchlib.common_args(ap, "frostline", "model", "shared", "work", "out")
     a = ap.parse_args()
     data, work = Path(a.shared) / "data" / "sst2", Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    p = sh([a.frostline, "mteb", "--json", "--no-progress", "--model", a.model, "--train", str(data / "train.csv"),
-            "--test", str(data / "test.csv"), "--k", "8"])
-    rust = json.loads(p.stdout)["experiments"]
+    rust = benchlib.run_frostline(a.frostline, "mteb", "--no-progress", "--model", a.model, "--train", data / "train.csv",
+                                  "--test", data / "test.csv", "--k", "8")[0]["experiments"]
     x = {}
     for split in ["train", "test"]:
         npy = work / f"sst2-{split}.npy"
-        sh([a.frostline, "embed", "--no-progress", "--model", a.model, "--input", str(data / f"{split}.csv"),
-            "--output", str(npy)])
+        benchlib.sh([a.frostline, "embed", "--no-progress", "--model", a.model, "--input", str(data / f"{split}.csv"),
+                     "--output", str(npy)])
         x[split] = np.load(npy)
     names = sorted(set(labels(data / "train.csv")))
     ty = np.array([names.index(l) for l in labels(data / "train.csv")])
@@ -71,8 +60,7 @@ def main():
     lines += [f"| mean | {100 * np.mean(rust):.2f} | {100 * np.mean(py):.2f} | {100 * (np.mean(rust) - np.mean(py)):+.2f} |",
               "", f"Largest per-experiment difference: {100 * worst:.2f} points "
               f"({sum(abs(r - q) < 1e-9 for r, q in zip(rust, py))} of 10 identical)."]
-    Path(a.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    benchlib.write_report(a.out, lines)
 
 
 if __name__ == "__main__":

@@ -6,19 +6,14 @@ Writes a Markdown table (test micro-F1 / macro-F1 / subset accuracy, training se
 import argparse
 import csv
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-def sh(cmd):
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{p.stdout}\n{p.stderr}")
-    return p
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
 
 
 def label_sets(path: Path):
@@ -48,11 +43,7 @@ def scores(y, pred):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--frostline", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--shared", required=True)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--out", required=True)
+    benchlib.common_args(ap, "frostline", "model", "shared", "work", "out")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--frost-epochs", type=int, default=2)
     ap.add_argument("--frost-line", type=int, default=4)
@@ -69,10 +60,7 @@ def main():
 
     def frostline(name, *sets):
         out = work / name
-        t0 = time.time()
-        p = sh([fl, "train", "--json", "--no-progress", "--force", "--run", str(run), "--out", str(out), *sets])
-        wall = time.time() - t0
-        j = json.loads(p.stdout)
+        j, wall = benchlib.run_frostline(fl, "train", "--no-progress", "--force", "--run", run, "--out", out, *sets)
         test = j["tasks"][0]["test"]
         m = json.loads((out / "manifest.json").read_text())
         th = m["tasks"][0]["thresholds"]
@@ -88,7 +76,7 @@ def main():
     x = {}
     for split in ["train", "dev", "test"]:
         npy = work / f"{split}.npy"
-        sh([fl, "embed", "--no-progress", "--model", a.model, "--input", str(data / f"{split}.csv"), "--output", str(npy)])
+        benchlib.sh([fl, "embed", "--no-progress", "--model", a.model, "--input", str(data / f"{split}.csv"), "--output", str(npy)])
         x[split] = np.load(npy)
     names = sorted({l for s in label_sets(data / "train.csv") for l in s})
     y = {s: indicator(label_sets(data / f"{s}.csv"), names) for s in ["train", "dev", "test"]}
@@ -126,8 +114,7 @@ def main():
     ]
     for r in rows:
         lines.append(f"| {r[0]} | {r[1]:.2f} | {r[2]:.2f} | {r[3]:.2f} | {r[4]} | {r[5]:.1f} | {r[6]:.1f} |")
-    Path(a.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    benchlib.write_report(a.out, lines)
 
 
 if __name__ == "__main__":

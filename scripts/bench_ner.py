@@ -14,19 +14,14 @@ import argparse
 import csv
 import json
 import math
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-def sh(cmd):
-    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{p.stdout}\n{p.stderr}")
-    return p
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
 
 
 def read_conll(path):
@@ -91,13 +86,10 @@ def viterbi(probs, classes):
 
 
 def frostline_train(fl, run, out, cache, sets):
-    cmd = [fl, "train", "--json", "--no-progress", "--run", run, "--out", out, "--force", "--cache-dir", cache]
+    args = ["--no-progress", "--run", run, "--out", out, "--force", "--cache-dir", cache]
     for s in sets:
-        cmd += ["--set", s]
-    t0 = time.perf_counter()
-    p = sh(cmd)
-    wall = time.perf_counter() - t0
-    j = json.loads(p.stdout)
+        args += ["--set", s]
+    j, wall = benchlib.run_frostline(fl, "train", *args)
     ner = next(t for t in j["tasks"] if t["name"] == "ner")
     log = list(csv.DictReader(open(Path(out) / "training_log.csv")))
     epoch_train = [float(r["train_seconds"]) for r in log if r["task"] == "ner"]
@@ -209,11 +201,7 @@ def torch_finetune(model_dir, data, n, top, epochs, batch, enc_lr, head_lr, wd, 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--frostline", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--shared", required=True)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--out", required=True)
+    benchlib.common_args(ap, "frostline", "model", "shared", "work", "out")
     ap.add_argument("--frost-line", type=int, default=3)
     ap.add_argument("--frost-epochs", type=int, default=4)
     ap.add_argument("--skip-torch", action="store_true")
@@ -240,8 +228,8 @@ def main():
         feats = {}
         for s in ("train", "test"):
             out = work / f"{s}-L{layer}.npy"
-            sh([fl, "embed", "--no-progress", "--model", model, "--input", data / f"{s}.conll",
-                "--output", out, "--token-layer", layer, "--cache-dir", cache])
+            benchlib.sh([fl, "embed", "--no-progress", "--model", model, "--input", data / f"{s}.conll",
+                         "--output", out, "--token-layer", layer, "--cache-dir", cache])
             feats[s] = np.load(out)
         y = np.array([t for _, ts in splits["train"] for t in ts])
         t0 = time.perf_counter()
@@ -380,8 +368,7 @@ def main():
     same_ner = joint[2]["ner_f1"] == joint[0]["ner_f1"]
     L.append(f"\nThe frozen head's scores equal the checkpoint's it came from: intent {'yes' if same_intent else 'NO'}, "
              f"entities {'yes' if same_ner else 'NO'} (same cache, weights checked bit for bit by training).\n")
-    Path(a.out).write_text("\n".join(L) + "\n")
-    print("\n".join(L))
+    benchlib.write_report(a.out, L)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,19 @@ use std::ops::Range;
 use ndarray::{Array2, ArrayView2};
 
 use crate::error::{Error, Result};
-use crate::runfile::WordFeature;
 use crate::tokenize::TextTokenizer;
+use serde::{Deserialize, Serialize};
+
+/// Which sub-token states make a word's feature (token tasks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum WordFeature {
+    /// The word's first sub-token (as BERT's NER recipe).
+    #[default]
+    First,
+    /// The mean of the word's sub-tokens.
+    Mean,
+}
 
 /// The windows the model reads for a set of sentences, and which token states make each word.
 #[derive(Debug, Clone, Default)]
@@ -41,7 +52,7 @@ impl WordWindows {
 
 /// Plans the windows of `sentences` for a model reading at most `max_length` tokens, `prefix`
 /// put before every text (the model folder's input prefix).
-pub fn plan_windows(
+pub(crate) fn plan_windows(
     tokenizer: &TextTokenizer,
     prefix: &str,
     sentences: &[Vec<String>],
@@ -87,7 +98,11 @@ pub fn plan_windows(
             start += w.len() + 1;
         }
         let ranges = word_token_ranges(&word_spans, &tokens.spans, feature);
-        if tokens.truncated {
+        // A word longer than a whole window (a long URL) is a window of its own and is cut by
+        // the tokenizer: its feature comes from the sub-tokens that fit (the first is always
+        // there), and the embedding stats count the window as a truncated row. A cut window of
+        // several words would be a planning error.
+        if tokens.truncated && words.len() > 1 {
             return Err(Error::Internal(format!(
                 "a window of {} words planned within {max_length} tokens was truncated; please report this sentence: {:?}",
                 words.len(),
@@ -175,7 +190,7 @@ fn word_token_ranges(
 
 /// The word features of `windows` (in order): each owned word's token range of the window's
 /// states `state(w)` (`[tokens, hidden]`), averaged.
-pub fn gather_words<'a>(
+pub(crate) fn gather_words<'a>(
     ww: &WordWindows,
     windows: &[usize],
     hidden: usize,
@@ -200,7 +215,7 @@ pub fn gather_words<'a>(
 /// Raw text split into words as the token tasks' data is (whitespace, and punctuation at a
 /// word's edges split off one character at a time; `@` and `#` stay on a handle or tag):
 /// each word's byte range in `text`.
-pub fn split_words(text: &str) -> Vec<Range<usize>> {
+pub(crate) fn split_words(text: &str) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let mut pos = 0;
     for piece in text.split(char::is_whitespace) {

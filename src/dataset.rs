@@ -1,6 +1,6 @@
 //! Embedding datasets: a folder of Parquet parts written by shards that never touch each other's
 //! files, `part-00003-of-00016.parquet` each written whole (temp + rename) with a sidecar
-//! `part-00003-of-00016.json` saying what it holds, and — once every part is present — a
+//! `_part-00003-of-00016.json` saying what it holds (named so Arrow-family readers skip it), and — once every part is present — a
 //! `_SUCCESS` manifest listing parts, row counts and the model's cache key. A dataset folder is
 //! also an input: every command reads its parts, in order, as one table.
 
@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::CacheKey;
 use crate::error::{Error, Result};
-use crate::format::{Format, TABLE_INPUTS};
-use crate::fsutil;
-use crate::outfolder::MARKER;
+use crate::io::format::{Format, TABLE_INPUTS};
+use crate::io::fsutil;
+use crate::io::outfolder::MARKER;
 
-pub const SUCCESS: &str = "_SUCCESS";
+pub(crate) const SUCCESS: &str = "_SUCCESS";
 const MARKER_KIND: &str = "dataset";
 
 /// What one part holds (the sidecar `part-…json`).
@@ -122,7 +122,7 @@ pub fn check_vectors(
 /// The spot check of an import: the part's vectors of sample `rows` against `fresh`, the same
 /// texts embedded here (row `i` of `fresh` is text `rows[i]`). Each pair must agree in direction
 /// (cosine ≥ `min_cosine`) and length (within 1 %).
-pub fn check_spot(
+pub(crate) fn check_spot(
     path: &Path,
     texts: &[String],
     values: &[f32],
@@ -176,13 +176,25 @@ pub fn success_record(dir: &Path) -> Result<Option<SuccessRecord>> {
     read_json(&path).map(Some)
 }
 
-pub fn part_name(part: usize, of: usize) -> String {
+pub(crate) fn part_name(part: usize, of: usize) -> String {
     format!("part-{part:05}-of-{of:05}.parquet")
 }
 
-/// `(part, of)` from a part's file name (`.parquet` or its `.json` sidecar).
+/// A part's sidecar, `_part-…json`: the leading `_` makes Arrow-family readers (pyarrow.dataset,
+/// pandas, polars, Spark) skip it, so the folder reads as one table.
+fn sidecar_name(part: usize, of: usize) -> String {
+    format!("_part-{part:05}-of-{of:05}.json")
+}
+
+/// `(part, of, is a sidecar)` from a part's file name: its `.parquet`, or its sidecar (also as
+/// earlier versions named it, `part-…json`, so their datasets still read).
 fn parse_part(name: &str) -> Option<(usize, usize, bool)> {
-    let rest = name.strip_prefix("part-")?;
+    let rest = name
+        .strip_prefix("_part-")
+        .or_else(|| name.strip_prefix("part-"))?;
+    if name.starts_with('_') && !name.ends_with(".json") {
+        return None;
+    }
     let (stem, sidecar) = match rest.strip_suffix(".parquet") {
         Some(s) => (s, false),
         None => (rest.strip_suffix(".json")?, true),
@@ -279,15 +291,26 @@ impl DatasetDir {
         self.dir.join(part_name(part, self.of))
     }
 
+    /// Part `part`'s sidecar: `_part-…json`, or the `part-…json` an older frostline wrote.
+    fn sidecar_path(&self, part: usize) -> PathBuf {
+        let new = self.dir.join(sidecar_name(part, self.of));
+        let old = self.part_path(part).with_extension("json");
+        if !new.exists() && old.is_file() {
+            old
+        } else {
+            new
+        }
+    }
+
     /// Records part `rec.part` (its Parquet file is already in place), then writes `_SUCCESS`
     /// if every part is now present. Returns whether the dataset is complete.
     pub fn finish_part(&self, rec: &PartRecord) -> Result<bool> {
-        let sidecar = self.part_path(rec.part).with_extension("json");
+        let sidecar = self.sidecar_path(rec.part);
         let json = serde_json::to_string_pretty(rec).expect("record serialises");
         fsutil::write_bytes_atomic(&sidecar, json.as_bytes())?;
         let mut parts = Vec::new();
         for p in 0..self.of {
-            let side = self.part_path(p).with_extension("json");
+            let side = self.sidecar_path(p);
             if !side.is_file() || !self.part_path(p).is_file() {
                 return Ok(false);
             }
@@ -317,7 +340,7 @@ impl DatasetDir {
 
 /// The files an `--input` names, sorted: a file; a frostline dataset folder (its parts, once
 /// complete); a folder of table files; or a glob (`data/*.csv`, `shards/part-*.parquet`).
-pub fn resolve_inputs(spec: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn resolve_inputs(spec: &Path) -> Result<Vec<PathBuf>> {
     let text = spec.to_string_lossy();
     if !spec.exists() && text.contains(['*', '?', '[']) {
         let paths = glob::glob(&text).map_err(|e| Error::Usage(format!("--input {text}: {e}")))?;
@@ -420,7 +443,11 @@ mod tests {
             parse_part("part-00003-of-00016.parquet"),
             Some((3, 16, false))
         );
+        assert_eq!(sidecar_name(3, 16), "_part-00003-of-00016.json");
+        assert_eq!(parse_part("_part-00003-of-00016.json"), Some((3, 16, true)));
+        // As earlier versions named the sidecar.
         assert_eq!(parse_part("part-00003-of-00016.json"), Some((3, 16, true)));
+        assert_eq!(parse_part("_part-00003-of-00016.parquet"), None);
         assert_eq!(parse_part("part-3.parquet"), None);
     }
 

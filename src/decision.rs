@@ -9,13 +9,35 @@ use ndarray::{Array2, ArrayView2, Axis};
 
 use crate::data::conll::Bio;
 use crate::heads::Head;
-use crate::metrics::{classification_metrics, entity_metrics, multilabel_metrics, TaskMetrics};
 use crate::nn::loss::{sigmoid, softmax};
 use crate::nn::ParamStore;
-use crate::runfile::{TagDecoding, TaskConfig, TaskKind, ThresholdTuning};
+use serde::{Deserialize, Serialize};
+
+/// How a token task's per-word tag probabilities become tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TagDecoding {
+    /// The most probable tag sequence with no `I-X` after `O` or `B-Y` (Viterbi).
+    #[default]
+    Constrained,
+    /// Each word's most probable tag on its own.
+    Argmax,
+}
+
+/// How a multi-label task's decision thresholds are tuned on dev.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThresholdTuning {
+    /// One threshold for every label, the one with the best dev micro-F1.
+    #[default]
+    Global,
+    /// Each label its own threshold, the one with its best dev F1 (the global one for a label
+    /// with no dev positives).
+    PerLabel,
+}
 
 /// Threshold a multi-label task uses when it has no dev rows to tune one on.
-pub const DEFAULT_THRESHOLD: f32 = 0.5;
+pub(crate) const DEFAULT_THRESHOLD: f32 = 0.5;
 
 /// The candidate thresholds: 0.01, 0.02, …, 0.99.
 fn grid() -> impl Iterator<Item = f32> {
@@ -91,15 +113,10 @@ impl Predictions {
 }
 
 impl Decision {
-    /// The decision of a task with a head just built (thresholds not tuned yet).
-    pub fn untuned(config: &TaskConfig, classes: usize) -> Self {
-        match config.kind {
-            TaskKind::Classification => Decision::Single,
-            TaskKind::MultiLabel => Decision::Multi {
-                thresholds: vec![DEFAULT_THRESHOLD; classes],
-            },
-            TaskKind::TokenClassification => Decision::Tags(config.decoding),
-        }
+    /// A multi-label decision's thresholds in words: one for every label, or the per-label
+    /// range and median; `None` for the other decisions.
+    pub(crate) fn describe_thresholds(&self) -> Option<String> {
+        self.thresholds().and_then(thresholds_in_words)
     }
 
     pub fn thresholds(&self) -> Option<&[f32]> {
@@ -171,41 +188,6 @@ impl Decision {
         }
     }
 
-    /// Metrics of these predictions against the rows' label-column values (labels the task does
-    /// not know count as errors).
-    pub fn metrics(
-        &self,
-        config: &TaskConfig,
-        classes: &[String],
-        labels: &[String],
-        pred: &Predictions,
-    ) -> TaskMetrics {
-        match self {
-            Decision::Single => {
-                let names: Vec<&str> = pred.picks.iter().map(|p| classes[p[0]].as_str()).collect();
-                classification_metrics(labels, &names)
-            }
-            Decision::Tags(_) => {
-                let truth: Vec<Vec<&str>> = labels.iter().map(|l| l.split(' ').collect()).collect();
-                let mut words = pred.picks.iter().map(|p| classes[p[0]].as_str());
-                let tagged: Vec<Vec<&str>> = truth
-                    .iter()
-                    .map(|t| words.by_ref().take(t.len()).collect())
-                    .collect();
-                entity_metrics(&truth, &tagged)
-            }
-            Decision::Multi { .. } => {
-                let truth: Vec<Vec<&str>> = labels.iter().map(|l| config.label_set(l)).collect();
-                let picked: Vec<Vec<&str>> = pred
-                    .picks
-                    .iter()
-                    .map(|p| p.iter().map(|&c| classes[c].as_str()).collect())
-                    .collect();
-                multilabel_metrics(classes, &truth, &picked)
-            }
-        }
-    }
-
     /// This decision with its thresholds tuned on dev probabilities `probs` and the rows' true
     /// label sets (class indices). A classification decision has nothing to tune; with no dev
     /// rows the thresholds stay as they are.
@@ -225,17 +207,32 @@ impl Decision {
     }
 }
 
+/// Thresholds in words: one for every label, or the per-label range and median.
+pub(crate) fn thresholds_in_words(t: &[f32]) -> Option<String> {
+    let mut sorted = t.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    let (lo, hi) = (*sorted.first()?, *sorted.last()?);
+    Some(if lo == hi {
+        format!("threshold {lo:.2} for every label")
+    } else {
+        format!(
+            "per-label thresholds {lo:.2}–{hi:.2} (median {:.2}; each in manifest.json)",
+            sorted[sorted.len() / 2]
+        )
+    })
+}
+
 /// One entity a token task found: its type, its words (a range of the sentence's words) and its
 /// score (the mean probability of the span's decided tags).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Entity {
+pub(crate) struct Entity {
     pub kind: String,
     pub words: std::ops::Range<usize>,
     pub score: f32,
 }
 
 /// The entities of one sentence's decided tags (`tag_probs`: each tag's probability).
-pub fn entities<S: AsRef<str>>(tags: &[S], tag_probs: &[f32]) -> Vec<Entity> {
+pub(crate) fn entities<S: AsRef<str>>(tags: &[S], tag_probs: &[f32]) -> Vec<Entity> {
     crate::data::conll::spans(tags)
         .into_iter()
         .map(|(kind, s, e)| Entity {
@@ -248,7 +245,7 @@ pub fn entities<S: AsRef<str>>(tags: &[S], tag_probs: &[f32]) -> Vec<Entity> {
 
 /// The most probable tag sequence of one sentence (`probs`: words × classes) in which every
 /// `I-X` continues an `X` entity (Viterbi over log-probabilities).
-pub fn viterbi_bio(probs: ArrayView2<f32>, classes: &[String]) -> Vec<usize> {
+pub(crate) fn viterbi_bio(probs: ArrayView2<f32>, classes: &[String]) -> Vec<usize> {
     let (n, k) = probs.dim();
     if n == 0 {
         return Vec::new();
@@ -329,7 +326,7 @@ fn f1_of((tp, fp, fn_): (usize, usize, usize)) -> f64 {
 /// The grid threshold with the best micro-F1 over all labels (`Global`), or for each label the
 /// one with its best F1 (`PerLabel`; a label without dev positives takes the global one). Ties go
 /// to the threshold nearest 0.5.
-pub fn tune_thresholds(
+pub(crate) fn tune_thresholds(
     tuning: ThresholdTuning,
     probs: ArrayView2<f32>,
     truth: &[Vec<usize>],

@@ -6,19 +6,21 @@
 //! and makes no ORT call; a run that was killed finds the chunks it had flushed and embeds only
 //! the rest.
 
+pub use crate::cache::{text_key, Cache, CacheKey, Chunk, ChunkWriter};
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ndarray::{Array2, ArrayView3};
 
+use crate::align::WordFeature;
 use crate::align::{plan_windows, WordWindows};
 use crate::backbone::{Backbone, ModelFolder, Provider, SessionOptions};
 use crate::batch;
-use crate::cache::{self, Cache, CacheKey, TextKey};
+use crate::cache::{self, TextKey};
 use crate::error::{Error, Result};
 use crate::pool::Pooling;
 use crate::progress::Progress;
-use crate::runfile::WordFeature;
 use crate::tokenize::{Encoded, TextTokenizer};
 
 /// How the backbone runs: everything `embed`, `predict` and training share. Every field is
@@ -38,8 +40,16 @@ pub struct EmbedSettings {
     pub progress: bool,
 }
 
+/// Padded tokens per batch unless `--batch-tokens` says otherwise.
+pub const DEFAULT_TOKEN_BUDGET: usize = 1024;
+/// Rows per batch at most, unless `--max-batch` says otherwise.
+pub const DEFAULT_MAX_BATCH_ROWS: usize = 256;
+/// Rows per cache chunk, unless `--chunk-rows` says otherwise.
+pub const DEFAULT_ROWS_PER_CHUNK: usize = 2048;
+
 impl EmbedSettings {
-    /// Library defaults for the model folder `folder` (its own max length).
+    /// Library defaults for the model folder `folder` (its own max length) — the command
+    /// line's defaults too.
     pub fn new(folder: &ModelFolder) -> Self {
         Self {
             model_dir: folder.dir.clone(),
@@ -48,11 +58,11 @@ impl EmbedSettings {
                 threads: 0,
             },
             max_length: folder.max_length,
-            token_budget: 1024,
-            max_batch_rows: 256,
+            token_budget: DEFAULT_TOKEN_BUDGET,
+            max_batch_rows: DEFAULT_MAX_BATCH_ROWS,
             cache_root: cache::default_root(),
             ort_lib: None,
-            rows_per_chunk: 2048,
+            rows_per_chunk: DEFAULT_ROWS_PER_CHUNK,
             progress: false,
         }
     }

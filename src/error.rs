@@ -12,11 +12,15 @@ pub enum Error {
     InputMissing { path: PathBuf },
     #[error("input file {path} has no rows")]
     InputEmpty { path: PathBuf },
-    #[error("{path}: no column {column:?} (columns: {available}); pick one with --text-column")]
+    #[error("{path}: no column {column:?} (columns: {available}){suggestion}; {setter}")]
     UnknownColumn {
         path: PathBuf,
         column: String,
         available: String,
+        /// `; did you mean "Name"?` for the closest column, or empty.
+        suggestion: String,
+        /// What names the column: a flag, or a run-file key (see [`Error::column_set_by`]).
+        setter: String,
     },
     #[error("{path}: row {row}: {reason}")]
     BadRow {
@@ -105,6 +109,28 @@ impl ErrorKind {
 }
 
 impl Error {
+    /// An unknown-column error that names what set the column (`--text-column`, or
+    /// `tasks.intent.label_column` of the run file), so the user knows what to change; any other
+    /// error as it is.
+    pub fn column_set_by(self, setter: impl Into<String>) -> Self {
+        match self {
+            Error::UnknownColumn {
+                path,
+                column,
+                available,
+                suggestion,
+                ..
+            } => Error::UnknownColumn {
+                path,
+                column,
+                available,
+                suggestion,
+                setter: format!("set it with {}", setter.into()),
+            },
+            other => other,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InputMissing { .. }

@@ -9,41 +9,97 @@ use serde::{Deserialize, Serialize};
 
 use crate::nn::{act, Linear, ParamId, ParamStore, Rng};
 
-/// How a head is built.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
-pub enum HeadSpec {
+/// The heads a task can have — the one head enum. Its name is the one spelling of a head
+/// everywhere: run files, flags, tables and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadKind {
     Linear,
-    Mlp {
-        hidden: usize,
-        dropout: f32,
-    },
+    /// Linear → GELU → dropout → Linear.
+    Mlp,
     /// Cosine to each class's mean training vector (training-free).
     Centroid,
     /// Cosine to the embedding of each label's description (training-free).
     ZeroShot,
 }
 
-impl HeadSpec {
-    pub fn is_training_free(&self) -> bool {
-        matches!(self, HeadSpec::Centroid | HeadSpec::ZeroShot)
+impl HeadKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            HeadKind::Linear => "linear",
+            HeadKind::Mlp => "mlp",
+            HeadKind::Centroid => "centroid",
+            HeadKind::ZeroShot => "zero-shot",
+        }
     }
 
-    /// The name shown in tables and reports.
-    pub fn name(&self) -> String {
-        match self {
-            HeadSpec::Linear => "linear".into(),
-            HeadSpec::Mlp { hidden, dropout } => format!("mlp({hidden}, dropout {dropout})"),
-            HeadSpec::Centroid => "nearest-centroid".into(),
-            HeadSpec::ZeroShot => "zero-shot".into(),
+    pub fn is_training_free(self) -> bool {
+        matches!(self, HeadKind::Centroid | HeadKind::ZeroShot)
+    }
+}
+
+/// An MLP head's hidden width and dropout.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MlpShape {
+    pub hidden: usize,
+    pub dropout: f32,
+}
+
+/// How a head is built: its kind, and an MLP head's shape (only an MLP head has one). A manifest
+/// writes it `{"type": "mlp", "hidden": 256, "dropout": 0.1}`, or `{"type": "linear"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadSpec {
+    #[serde(rename = "type")]
+    pub kind: HeadKind,
+    #[serde(flatten)]
+    pub mlp: Option<MlpShape>,
+}
+
+impl HeadSpec {
+    pub const LINEAR: HeadSpec = HeadSpec {
+        kind: HeadKind::Linear,
+        mlp: None,
+    };
+
+    /// A head of `kind`; `mlp` is its shape when the kind is an MLP (ignored otherwise).
+    pub fn new(kind: HeadKind, mlp: MlpShape) -> Self {
+        Self {
+            kind,
+            mlp: (kind == HeadKind::Mlp).then_some(mlp),
+        }
+    }
+
+    pub fn is_training_free(&self) -> bool {
+        self.kind.is_training_free()
+    }
+
+    /// The name shown in tables and reports (the kind's one spelling).
+    pub fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    /// Why this spec cannot build a head, if it cannot (a manifest's is checked, not trusted).
+    pub fn refusal(&self) -> Option<String> {
+        match (self.kind, &self.mlp) {
+            (HeadKind::Mlp, None) => {
+                Some("an mlp head without its hidden width and dropout".into())
+            }
+            (HeadKind::Mlp, Some(m)) if m.hidden == 0 || !(0.0..1.0).contains(&m.dropout) => {
+                Some(format!(
+                    "an mlp head with hidden {} and dropout {}",
+                    m.hidden, m.dropout
+                ))
+            }
+            (HeadKind::Mlp, Some(_)) | (_, None) => None,
+            (k, Some(_)) => Some(format!("a {} head with an MLP shape", k.name())),
         }
     }
 
     /// (in, out) of each linear layer, in order.
     fn layer_dims(&self, input_dim: usize, num_classes: usize) -> Vec<(usize, usize)> {
-        match self {
-            HeadSpec::Mlp { hidden, .. } => vec![(input_dim, *hidden), (*hidden, num_classes)],
-            _ => vec![(input_dim, num_classes)],
+        match self.mlp {
+            Some(m) => vec![(input_dim, m.hidden), (m.hidden, num_classes)],
+            None => vec![(input_dim, num_classes)],
         }
     }
 }
@@ -59,7 +115,7 @@ pub enum HeadWeights<'a> {
 }
 
 /// Logit scale of the training-free heads: softmax(20 · cosine) gives usable probabilities.
-pub const COSINE_SCALE: f32 = 20.0;
+pub(crate) const COSINE_SCALE: f32 = 20.0;
 
 #[derive(Debug, Clone)]
 pub struct Head {
@@ -205,8 +261,8 @@ impl Head {
         x: Array2<f32>,
         rng: &mut Rng,
     ) -> (Array2<f32>, HeadTrace) {
-        match (self.layers.as_slice(), &self.spec) {
-            ([l0, l1], HeadSpec::Mlp { dropout, .. }) => {
+        match (self.layers.as_slice(), &self.spec.mlp) {
+            ([l0, l1], Some(MlpShape { dropout, .. })) => {
                 let pre = l0.forward(store, x.view());
                 let mut h = act::gelu(pre.view());
                 let mask = (*dropout > 0.0).then(|| act::dropout_mask(h.dim(), *dropout, rng));
@@ -261,5 +317,31 @@ impl Head {
             }
             _ => unreachable!(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_is_written_as_manifests_always_wrote_it() {
+        let mlp = HeadSpec::new(
+            HeadKind::Mlp,
+            MlpShape {
+                hidden: 256,
+                dropout: 0.1,
+            },
+        );
+        let text = serde_json::to_string(&mlp).unwrap();
+        assert_eq!(text, r#"{"type":"mlp","hidden":256,"dropout":0.1}"#);
+        assert_eq!(serde_json::from_str::<HeadSpec>(&text).unwrap(), mlp);
+        let linear = serde_json::to_string(&HeadSpec::LINEAR).unwrap();
+        assert_eq!(linear, r#"{"type":"linear"}"#);
+        let centroid: HeadSpec = serde_json::from_str(r#"{"type":"centroid"}"#).unwrap();
+        assert_eq!((centroid.kind, centroid.mlp), (HeadKind::Centroid, None));
+        assert_eq!(centroid.refusal(), None);
+        let bare: HeadSpec = serde_json::from_str(r#"{"type":"mlp"}"#).unwrap();
+        assert!(bare.refusal().unwrap().contains("hidden width"));
     }
 }

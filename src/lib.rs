@@ -1,44 +1,52 @@
 #![warn(unreachable_pub)]
 //! frostline: multi-task sentence transformers where freezing is the point.
 //!
-//! Data flows one way: `data` → `tokenize` → `backbone` (ONNX Runtime) → `pool` → `cache`
-//! (through `embedder`) → `tasks` + `train` (heads, regimes, the frost line's native layers in
-//! `nn`) → `checkpoint` → predictions and `report`s. The command line is `cli` (flags → one
-//! resolved job each) and `commands` (one file per subcommand). See README.md.
+//! The library surface is eight modules; each names what a program built on frostline uses:
 //!
-//! The library surface: [`embedder`] (sentence vectors and token states through the cache),
-//! [`train`] (a resolved [`train::TrainSpec`] → a trained, scored, checkpointed run),
-//! [`regime`] (a regime and its plan), [`checkpoint`] (reading, writing and using checkpoints),
-//! [`runfile`] (run files), [`tasks`] (task data and splits), [`metrics`] and [`report`].
+//! - [`cli`]: the command line ([`cli::Cli`], [`cli::run`]); the binary is this and nothing else.
+//! - [`backbone`]: model folders, the ONNX Runtime session, int8 records, pooling.
+//! - [`embedder`]: texts → sentence vectors and token states through the content-keyed cache.
+//! - [`data`]: input readers (CSV, JSONL, Parquet, plain text, CoNLL) and embedding datasets.
+//! - [`train`]: run files, task kinds, heads and regimes → a trained, scored, checkpointed run.
+//! - [`checkpoint`]: saving, loading and checking checkpoints.
+//! - [`inference`]: a checkpoint's heads on new inputs, and scored on a split.
+//! - [`nn`]: the native engine (layers, losses, AdamW; AVX-512 and bf16 products).
+//!
+//! Everything else is the crate's own. docs/architecture.md draws the layers and the data flow.
 
-pub mod align;
 pub mod backbone;
-pub(crate) mod batch;
-pub mod cache;
 pub mod checkpoint;
 pub mod cli;
-pub(crate) mod commands;
 pub mod data;
-pub mod dataset;
-pub mod decision;
 pub mod embedder;
-pub mod error;
-pub(crate) mod format;
-pub(crate) mod fsutil;
-pub mod heads;
-pub mod metrics;
-pub mod mteb;
+pub mod inference;
 pub mod nn;
-pub(crate) mod outfolder;
-pub(crate) mod output;
-pub mod pool;
-pub mod progress;
-pub mod regime;
-pub mod report;
-pub mod runfile;
-pub mod shard;
-pub mod tasks;
-pub mod tokenize;
 pub mod train;
+
+pub(crate) mod align;
+pub(crate) mod batch;
+pub(crate) mod cache;
+pub(crate) mod commands;
+pub(crate) mod dataset;
+pub(crate) mod decision;
+pub(crate) mod epoch_log;
+pub(crate) mod error;
+pub(crate) mod features;
+pub(crate) mod heads;
+pub(crate) mod io;
+pub(crate) mod kind;
+pub(crate) mod metrics;
+pub(crate) mod mteb;
+pub(crate) mod pool;
+pub(crate) mod progress;
+pub(crate) mod regime;
+pub(crate) mod report;
+pub(crate) mod resources;
+pub(crate) mod runfile;
+pub(crate) mod sampling;
+pub(crate) mod shard;
+pub(crate) mod streaming;
+pub(crate) mod tasks;
+pub(crate) mod tokenize;
 
 pub use error::{Error, ErrorKind, Result};

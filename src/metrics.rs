@@ -42,7 +42,7 @@ fn ratio(a: usize, b: usize) -> f64 {
 }
 
 /// Metrics over the union of true and predicted labels (scikit-learn's default label set).
-pub fn classification_metrics<S: AsRef<str>, T: AsRef<str>>(
+pub(crate) fn classification_metrics<S: AsRef<str>, T: AsRef<str>>(
     truth: &[S],
     pred: &[T],
 ) -> TaskMetrics {
@@ -110,7 +110,7 @@ fn f1(precision: f64, recall: f64) -> f64 {
 /// Multi-label metrics over label sets, by name: per label (every label in `labels` plus any
 /// other that occurs in truth or prediction), micro-F1 (pooled counts), macro-F1 (mean over
 /// labels), support-weighted F1, and subset accuracy. Support counts rows carrying the label.
-pub fn multilabel_metrics<S: AsRef<str>, T: AsRef<str>>(
+pub(crate) fn multilabel_metrics<S: AsRef<str>, T: AsRef<str>>(
     labels: &[String],
     truth: &[Vec<S>],
     pred: &[Vec<T>],
@@ -164,7 +164,7 @@ impl TaskMetrics {
 /// its start, end and type equal a true one's. Per type P/R/F1 over the types in truth or
 /// prediction, micro F1 (`entity_f1`), macro and support-weighted F1; support = true entities;
 /// `accuracy` = token accuracy.
-pub fn entity_metrics<S: AsRef<str>, T: AsRef<str>>(
+pub(crate) fn entity_metrics<S: AsRef<str>, T: AsRef<str>>(
     truth: &[Vec<S>],
     pred: &[Vec<T>],
 ) -> TaskMetrics {

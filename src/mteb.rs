@@ -12,14 +12,14 @@ use std::collections::HashMap;
 use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 
 /// numpy's legacy Mersenne Twister (`np.random.RandomState`).
-pub struct Mt19937 {
+pub(crate) struct Mt19937 {
     state: [u32; 624],
     pos: usize,
 }
 
 impl Mt19937 {
     /// `RandomState(seed)` for an integer seed (numpy's `mt19937_seed`).
-    pub fn new(seed: u32) -> Self {
+    pub(crate) fn new(seed: u32) -> Self {
         let mut state = [0u32; 624];
         let mut s = seed;
         for (i, slot) in state.iter_mut().enumerate() {
@@ -45,7 +45,7 @@ impl Mt19937 {
         self.pos = 0;
     }
 
-    pub fn next_u32(&mut self) -> u32 {
+    pub(crate) fn next_u32(&mut self) -> u32 {
         if self.pos >= 624 {
             self.twist();
         }
@@ -75,7 +75,7 @@ impl Mt19937 {
     }
 
     /// `RandomState.shuffle` on a 1-D array (Fisher–Yates from the end).
-    pub fn shuffle<T>(&mut self, xs: &mut [T]) {
+    pub(crate) fn shuffle<T>(&mut self, xs: &mut [T]) {
         for i in (1..xs.len()).rev() {
             let j = self.interval(i as u32) as usize;
             xs.swap(i, j);
@@ -84,7 +84,7 @@ impl Mt19937 {
 }
 
 /// MTEB's `_undersample_data`: shuffle `idxs` in place, then keep the first `k` of each label.
-pub fn undersample(labels: &[usize], k: usize, idxs: &mut [usize], seed: u32) -> Vec<usize> {
+pub(crate) fn undersample(labels: &[usize], k: usize, idxs: &mut [usize], seed: u32) -> Vec<usize> {
     Mt19937::new(seed).shuffle(idxs);
     let mut taken: HashMap<usize, usize> = HashMap::new();
     idxs.iter()
@@ -102,13 +102,12 @@ pub fn undersample(labels: &[usize], k: usize, idxs: &mut [usize], seed: u32) ->
 /// one weight vector, mean log-loss of the positive class + ‖w‖² / (2·C·n) (a penalised two-row
 /// softmax is another model: its penalty acts like C = 2). Intercepts unpenalised; minimised by
 /// L-BFGS from zeros.
-pub struct LogisticRegression {
+pub(crate) struct LogisticRegression {
     pub weights: Array2<f64>,
     pub bias: Array1<f64>,
-    pub iterations: usize,
 }
 
-pub struct LbfgsOptions {
+pub(crate) struct LbfgsOptions {
     pub c: f64,
     pub max_iter: usize,
     pub gtol: f64,
@@ -220,7 +219,7 @@ fn objective_multinomial(
 }
 
 impl LogisticRegression {
-    pub fn fit(x: ArrayView2<f64>, y: &[usize], k: usize, opts: &LbfgsOptions) -> Self {
+    pub(crate) fn fit(x: ArrayView2<f64>, y: &[usize], k: usize, opts: &LbfgsOptions) -> Self {
         let d = x.ncols();
         let dim = weight_rows(k) * (d + 1);
         let mut theta = Array1::<f64>::zeros(dim);
@@ -291,14 +290,10 @@ impl LogisticRegression {
             .into_shape_with_order((rows, d))
             .expect("packed W");
         let bias = theta.slice(s![rows * d..]).to_owned();
-        Self {
-            weights,
-            bias,
-            iterations,
-        }
+        Self { weights, bias }
     }
 
-    pub fn predict(&self, x: ArrayView2<f64>) -> Vec<usize> {
+    pub(crate) fn predict(&self, x: ArrayView2<f64>) -> Vec<usize> {
         let mut z = x.dot(&self.weights.t());
         z += &self.bias;
         if self.weights.nrows() == 1 {
@@ -321,7 +316,7 @@ impl LogisticRegression {
 
 /// The replay's result: test accuracy of each experiment, with mean and standard deviation.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct ReplayResult {
+pub(crate) struct ReplayResult {
     pub k: usize,
     pub experiments: Vec<f64>,
     pub mean: f64,
@@ -329,7 +324,7 @@ pub struct ReplayResult {
 }
 
 /// Runs the protocol. `std` is the population standard deviation (numpy's default), as MTEB reports.
-pub fn replay(
+pub(crate) fn replay(
     train_x: ArrayView2<f32>,
     train_y: &[usize],
     test_x: ArrayView2<f32>,

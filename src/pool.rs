@@ -82,7 +82,7 @@ impl Pooling {
 }
 
 /// Scales `v` to unit L2 norm (a zero vector stays zero).
-pub fn l2_normalize(mut v: ArrayViewMut1<f32>) {
+pub(crate) fn l2_normalize(mut v: ArrayViewMut1<f32>) {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
     v.mapv_inplace(|x| x / norm);
 }

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Seconds between two plain progress lines.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
-pub struct Progress {
+pub(crate) struct Progress {
     name: String,
     /// What `total` counts ("tokens", "steps").
     unit: &'static str,
@@ -39,7 +39,12 @@ enum Display {
 
 impl Progress {
     /// A progress display named `name` over `total` units; hidden when not `enabled`.
-    pub fn new(enabled: bool, name: impl Into<String>, total: u64, unit: &'static str) -> Self {
+    pub(crate) fn new(
+        enabled: bool,
+        name: impl Into<String>,
+        total: u64,
+        unit: &'static str,
+    ) -> Self {
         let name = name.into();
         let display = match (enabled, std::io::stderr().is_terminal()) {
             (false, _) => Display::Hidden,
@@ -72,13 +77,13 @@ impl Progress {
     }
 
     /// Also count `total` items of another kind (shown as done / total and a rate).
-    pub fn with_items(mut self, name: &'static str, total: u64) -> Self {
+    pub(crate) fn with_items(mut self, name: &'static str, total: u64) -> Self {
         self.items = Some((name, total));
         self
     }
 
     /// `units` more of the work done, and `items` more of the second count.
-    pub fn inc(&self, units: u64, items: u64) {
+    pub(crate) fn inc(&self, units: u64, items: u64) {
         let mut s = self.state.lock().expect("progress state");
         s.done += units;
         s.items_done += items;
@@ -99,11 +104,11 @@ impl Progress {
     }
 
     /// A short note shown after the counts (e.g. the running loss).
-    pub fn set_message(&self, message: String) {
+    pub(crate) fn set_message(&self, message: String) {
         self.state.lock().expect("progress state").message = message;
     }
 
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Display::Bar(bar) = &self.display {
             bar.finish_and_clear();
         }
@@ -139,7 +144,7 @@ impl Progress {
 }
 
 /// 1234567 → "1,234,567".
-pub fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -152,7 +157,7 @@ pub fn thousands(n: u64) -> String {
 }
 
 /// A rate rounded to what a person reads: "12,345 tokens/s", "48 texts/s", "3.2 steps/s".
-pub fn rate(per_second: f64, unit: &str) -> String {
+pub(crate) fn rate(per_second: f64, unit: &str) -> String {
     if per_second >= 100.0 {
         format!("{} {unit}/s", thousands(per_second.round() as u64))
     } else if per_second >= 10.0 {
@@ -163,7 +168,7 @@ pub fn rate(per_second: f64, unit: &str) -> String {
 }
 
 /// Seconds as "47 s", "3 min 05 s", "1 h 02 min".
-pub fn duration(seconds: f64) -> String {
+pub(crate) fn duration(seconds: f64) -> String {
     let s = seconds.round().max(0.0) as u64;
     match s {
         0..=59 => format!("{s} s"),

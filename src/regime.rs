@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::heads::{Head, HeadSpec};
+#[cfg(test)]
+use crate::heads::{HeadKind, MlpShape};
 use crate::nn::ParamId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +46,12 @@ impl FromStr for Regime {
             ))
         };
         match s.split_once('=') {
+            None if s == "frost-line" => Err(Error::Usage(
+                "regime \"frost-line\" needs =N, the first layer that trains (0 = every layer, the model's layer count − 1 = its top layer alone): frost-line=N".into(),
+            )),
+            None if s == "freeze-head" => Err(Error::Usage(
+                "regime \"freeze-head\" needs =TASK, the task whose head stays frozen: freeze-head=TASK (or freeze-head=TASK,frost-line=N)".into(),
+            )),
             None if s == "fully-frozen" => Ok(Regime::FullyFrozen),
             None if s == "frozen-backbone" => Ok(Regime::FrozenBackbone),
             Some(("freeze-head", rest)) => {
@@ -233,14 +241,17 @@ mod tests {
         let mut store = ParamStore::default();
         let mut rng = Rng::new(1);
         let heads = vec![
-            Head::new(&mut store, "intent", HeadSpec::Linear, 4, 3, &mut rng),
+            Head::new(&mut store, "intent", HeadSpec::LINEAR, 4, 3, &mut rng),
             Head::new(
                 &mut store,
                 "sentiment",
-                HeadSpec::Mlp {
-                    hidden: 5,
-                    dropout: 0.1,
-                },
+                HeadSpec::new(
+                    HeadKind::Mlp,
+                    MlpShape {
+                        hidden: 5,
+                        dropout: 0.1,
+                    },
+                ),
                 4,
                 2,
                 &mut rng,
@@ -251,7 +262,7 @@ mod tests {
         let plan = |s: &str, from: bool| {
             s.parse::<Regime>()
                 .unwrap()
-                .plan(&names(), &HeadSpec::Linear, from)
+                .plan(&names(), &HeadSpec::LINEAR, from)
                 .unwrap()
         };
         // Without a frost line the features have no encoder parameters to offer.
@@ -289,14 +300,14 @@ mod tests {
         let n = names();
         assert_eq!(
             r("frozen-backbone")
-                .plan(&n, &HeadSpec::Linear, false)
+                .plan(&n, &HeadSpec::LINEAR, false)
                 .unwrap()
                 .head_starts,
             vec![Fresh, Fresh]
         );
         assert_eq!(
             r("frost-line=4")
-                .plan(&n, &HeadSpec::Linear, true)
+                .plan(&n, &HeadSpec::LINEAR, true)
                 .unwrap()
                 .head_starts,
             vec![Checkpoint, Checkpoint]
@@ -304,7 +315,14 @@ mod tests {
         // A training-free head under fully-frozen is built afresh even with a checkpoint.
         assert_eq!(
             r("fully-frozen")
-                .plan(&n, &HeadSpec::Centroid, true)
+                .plan(
+                    &n,
+                    &HeadSpec {
+                        kind: HeadKind::Centroid,
+                        mlp: None
+                    },
+                    true
+                )
                 .unwrap()
                 .head_starts,
             vec![Fresh, Fresh]
@@ -312,10 +330,18 @@ mod tests {
         let err = |s: &str, head: HeadSpec, from: bool| {
             r(s).plan(&n, &head, from).unwrap_err().to_string()
         };
-        assert!(err("fully-frozen", HeadSpec::Linear, false).contains("--from"));
-        assert!(err("freeze-head=a", HeadSpec::Linear, false).contains("--from"));
-        assert!(err("frozen-backbone", HeadSpec::Centroid, false).contains("training-free"));
-        assert!(err("freeze-head=c", HeadSpec::Linear, true).contains("no such task"));
+        assert!(err("fully-frozen", HeadSpec::LINEAR, false).contains("--from"));
+        assert!(err("freeze-head=a", HeadSpec::LINEAR, false).contains("--from"));
+        assert!(err(
+            "frozen-backbone",
+            HeadSpec {
+                kind: HeadKind::Centroid,
+                mlp: None
+            },
+            false
+        )
+        .contains("training-free"));
+        assert!(err("freeze-head=c", HeadSpec::LINEAR, true).contains("no such task"));
     }
 
     #[test]

@@ -7,10 +7,15 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::align::WordFeature;
+use crate::decision::{TagDecoding, ThresholdTuning};
 use crate::error::{Error, Result};
-use crate::heads::HeadSpec;
+use crate::heads::{HeadKind, HeadSpec, MlpShape};
+use crate::kind::{ClassWeights, TaskKind};
+use crate::nn::gemm::PrecisionChoice;
 use crate::nn::schedule::Decay;
 use crate::regime::Regime;
+use crate::sampling::Sampling;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,63 +28,6 @@ pub struct RunFile {
     #[serde(default)]
     pub train: TrainConfig,
     pub tasks: Vec<TaskConfig>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum TaskKind {
-    /// One label per text (softmax over the classes).
-    #[default]
-    Classification,
-    /// Any set of labels per text, the label column holding the names joined by
-    /// `label_separator` (a sigmoid per label, thresholds tuned on dev).
-    MultiLabel,
-    /// One tag per word (BIO / IOB2 tags, entities as spans): the files are CoNLL
-    /// (`word<TAB>tag`, a blank line between sentences).
-    TokenClassification,
-}
-
-/// Which sub-token states make a word's feature (token tasks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum WordFeature {
-    /// The word's first sub-token (as BERT's NER recipe).
-    #[default]
-    First,
-    /// The mean of the word's sub-tokens.
-    Mean,
-}
-
-/// How a token task's per-word tag probabilities become tags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum TagDecoding {
-    /// The most probable tag sequence with no `I-X` after `O` or `B-Y` (Viterbi).
-    #[default]
-    Constrained,
-    /// Each word's most probable tag on its own.
-    Argmax,
-}
-
-/// How a multi-label task's decision thresholds are tuned on dev.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum ThresholdTuning {
-    /// One threshold for every label, the one with the best dev micro-F1.
-    #[default]
-    Global,
-    /// Each label its own threshold, the one with its best dev F1 (the global one for a label
-    /// with no dev positives).
-    PerLabel,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClassWeights {
-    #[default]
-    None,
-    /// n_samples / (n_classes · count(class)), as scikit-learn's `class_weight="balanced"`.
-    Balanced,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,7 +63,8 @@ pub struct TaskConfig {
     pub threshold: ThresholdTuning,
     /// Token tasks: the layer whose states make the word features (0 = the embeddings, the
     /// model's layer count = its last layer). Default: the `from` checkpoint's; else the top
-    /// layer with a frost line (every trained layer is read), [`DEFAULT_TOKEN_LAYER`] without.
+    /// layer with a frost line (every trained layer is read), [`crate::kind::DEFAULT_TOKEN_LAYER`]
+    /// without (the rule: [`TaskKind::token_layer`]).
     /// Training records the layer used in the checkpoint.
     #[serde(default)]
     pub token_layer: Option<usize>,
@@ -125,79 +74,133 @@ pub struct TaskConfig {
     /// Token tasks: constrained BIO decoding or per-word argmax.
     #[serde(default)]
     pub decoding: TagDecoding,
+    /// Whether a file or flags described this task: errors name what sets a value.
+    #[serde(skip)]
+    pub described_by: DescribedBy,
 }
 
-/// Token tasks on a frozen backbone read the states after 4 layers unless told otherwise: of
-/// all-MiniLM-L6-v2's seven, the best dev entity F1 on WNUT-17, 13 points above the last layer
-/// (bench-results/ner.md measures every layer).
-pub const DEFAULT_TOKEN_LAYER: usize = 4;
+/// What described a run: a run file, or `train`'s / `compare`'s data flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DescribedBy {
+    #[default]
+    RunFile,
+    Flags,
+}
 
-impl TaskConfig {
-    pub fn is_token_task(&self) -> bool {
-        self.kind == TaskKind::TokenClassification
-    }
+/// A run described by flags instead of a file (`frostline train --train t.csv …`): one task
+/// per label column, named after it. Paths are relative to the current directory.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFlags {
+    pub train: PathBuf,
+    pub dev: Option<PathBuf>,
+    pub test: Option<PathBuf>,
+    pub text_column: Option<String>,
+    /// Empty: the default `label` (one task).
+    pub label_columns: Vec<String>,
+    pub kind: Option<TaskKind>,
+}
 
-    /// The layer a token task's word features come from (training resolves an unset one and
-    /// records it, so a checkpoint's tasks always have it set).
-    pub fn token_layer(&self) -> usize {
-        self.token_layer.unwrap_or(DEFAULT_TOKEN_LAYER)
-    }
-
-    /// The labels of one label-column value: the value itself for a classification task, the
-    /// names between separators (trimmed, empty ones dropped, each once) for a multi-label task.
-    pub fn label_set<'a>(&self, value: &'a str) -> Vec<&'a str> {
-        match self.kind {
-            TaskKind::Classification => vec![value],
-            TaskKind::MultiLabel | TaskKind::TokenClassification => {
-                let mut set: Vec<&str> = Vec::new();
-                let parts: Box<dyn Iterator<Item = &str>> = match self.kind {
-                    // A token task's label value is its sentence's tags joined by spaces.
-                    TaskKind::TokenClassification => Box::new(value.split(' ')),
-                    _ => Box::new(value.split(self.label_separator.as_str())),
-                };
-                for l in parts.map(str::trim) {
-                    if !l.is_empty() && !set.contains(&l) {
-                        set.push(l);
+impl TaskFlags {
+    /// The run-file tree these flags amount to; the same deserializing and checks as a file's.
+    fn to_value(&self) -> toml::Value {
+        let path = |p: &Path| {
+            toml::Value::String(
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| p.to_path_buf())
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        };
+        let kind = self.kind.unwrap_or_default();
+        let columns = match (self.label_columns.is_empty(), kind.input()) {
+            // A task of words reads CoNLL: no label column, one task.
+            (_, crate::kind::Input::Words) => vec![None],
+            (true, _) => vec![Some(defaults::label_column())],
+            (false, _) => self.label_columns.iter().cloned().map(Some).collect(),
+        };
+        let tasks = columns
+            .into_iter()
+            .map(|column| {
+                let mut t = toml::Table::new();
+                let name = column.as_deref().map_or("tags".into(), task_name_of_column);
+                t.insert("name".into(), name.into());
+                if kind != TaskKind::default() {
+                    let kind = toml::Value::try_from(kind).expect("a kind is a string");
+                    t.insert("kind".into(), kind);
+                }
+                t.insert("train".into(), path(&self.train));
+                for (key, file) in [("dev", &self.dev), ("test", &self.test)] {
+                    if let Some(f) = file {
+                        t.insert(key.into(), path(f));
                     }
                 }
-                set
+                if let Some(c) = &self.text_column {
+                    t.insert("text_column".into(), c.clone().into());
+                }
+                if let Some(c) = column {
+                    t.insert("label_column".into(), c.into());
+                }
+                toml::Value::Table(t)
+            })
+            .collect();
+        let mut root = toml::Table::new();
+        root.insert("tasks".into(), toml::Value::Array(tasks));
+        toml::Value::Table(root)
+    }
+}
+
+/// A task's name from its label column: the characters a task name may hold, others as `_`.
+fn task_name_of_column(column: &str) -> String {
+    let name: String = column
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if name.trim_matches('_').is_empty() {
+        "task".into()
+    } else {
+        name
+    }
+}
+
+impl TaskConfig {
+    /// What sets one of this task's keys, for an error about its value: the flag where flags
+    /// described the task, else the run-file key (and its `--set`).
+    pub fn setter(&self, field: &str) -> String {
+        match (self.described_by, field) {
+            (DescribedBy::Flags, "text_column") => "--text-column".into(),
+            (DescribedBy::Flags, "label_column") => "--label-column".into(),
+            _ => {
+                let key = format!("tasks.{}.{field}", self.name);
+                format!("{key} (in the run file, or --set {key}=NAME)")
             }
         }
     }
-}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HeadChoice {
-    Linear,
-    Mlp,
-    Centroid,
-    ZeroShot,
-}
+    /// A token task's layer once resolved: training decides it before reading any data
+    /// ([`TaskKind::token_layer`]) and a loaded checkpoint's is checked present.
+    pub fn resolved_token_layer(&self) -> usize {
+        self.token_layer
+            .expect("a token task's layer is resolved before its features are made")
+    }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Sampling {
-    Proportional,
-    Uniform,
-    Temperature,
-}
-
-/// `train.precision`: the precision of the training products. `auto` takes bf16 where the CPU
-/// has bf16 dot products and says so; a checkpoint records the one that ran, never `auto`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PrecisionChoice {
-    Fp32,
-    Bf16,
-    Auto,
+    /// The labels of one label-column value, as this task's kind reads it.
+    pub fn label_set<'a>(&self, value: &'a str) -> Vec<&'a str> {
+        self.kind.label_set(value, &self.label_separator)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     pub regime: Regime,
-    pub head: HeadChoice,
+    pub head: HeadKind,
     pub mlp_hidden: usize,
     pub dropout: f32,
     pub epochs: usize,
@@ -232,7 +235,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             regime: Regime::FrozenBackbone,
-            head: HeadChoice::Linear,
+            head: HeadKind::Linear,
             mlp_hidden: 256,
             dropout: 0.1,
             epochs: 20,
@@ -256,15 +259,11 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     pub fn head_spec(&self) -> HeadSpec {
-        match self.head {
-            HeadChoice::Linear => HeadSpec::Linear,
-            HeadChoice::Mlp => HeadSpec::Mlp {
-                hidden: self.mlp_hidden,
-                dropout: self.dropout,
-            },
-            HeadChoice::Centroid => HeadSpec::Centroid,
-            HeadChoice::ZeroShot => HeadSpec::ZeroShot,
-        }
+        let mlp = MlpShape {
+            hidden: self.mlp_hidden,
+            dropout: self.dropout,
+        };
+        HeadSpec::new(self.head, mlp)
     }
 }
 
@@ -374,8 +373,36 @@ fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
     )))
 }
 
+/// Where errors in a flag-described run point.
+const FLAGS_ORIGIN: &str = "the command line";
+
 impl RunFile {
+    /// The run `flags` describe, then `overrides` applied: checked as a run file is.
+    pub fn from_flags(flags: &TaskFlags, overrides: &[String]) -> Result<Self> {
+        let mut run = Self::from_value(flags.to_value(), Path::new(FLAGS_ORIGIN), overrides)?;
+        for t in &mut run.tasks {
+            t.described_by = DescribedBy::Flags;
+        }
+        Ok(run)
+    }
+
+    /// This run as a run file: every setting spelled out, paths absolute (so the file works
+    /// from any folder); [`RunFile::load`] reads it back to the same run.
+    pub fn to_toml(&self) -> Result<String> {
+        let body = toml::to_string(self)
+            .map_err(|e| Error::Internal(format!("a run does not print as TOML: {e}")))?;
+        Ok(format!(
+            "# A frostline run file (`frostline train --run FILE`); paths are absolute.\n{body}"
+        ))
+    }
+
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::InputFile {
+                path: path.to_path_buf(),
+                reason: "run file not found (--run is relative to the current directory; the paths inside a run file are relative to the file)".into(),
+            });
+        }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let mut value: toml::Value = toml::from_str(&text).map_err(|e| Error::RunFile {
             path: path.to_path_buf(),
@@ -386,6 +413,12 @@ impl RunFile {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         resolve_paths(&mut value, base);
+        Self::from_value(value, path, overrides)
+    }
+
+    /// A run from its TOML tree (paths already absolute), `overrides` applied, then checked;
+    /// errors point at `path`.
+    fn from_value(mut value: toml::Value, path: &Path, overrides: &[String]) -> Result<Self> {
         for o in overrides {
             apply_override(&mut value, o)?;
         }
@@ -440,11 +473,8 @@ impl RunFile {
             )
             .map_err(bad)?;
             check(&key("loss_weight"), t.loss_weight, 0.0, None, "≥ 0").map_err(bad)?;
-            if t.kind == TaskKind::MultiLabel && t.label_separator.trim().is_empty() {
-                return Err(bad(format!(
-                    "{} is empty or blank; a multi-label task needs the text that joins its labels (default \"|\")",
-                    key("label_separator")
-                )));
+            if let Some(why) = t.kind.refuse_separator(&t.label_separator) {
+                return Err(bad(format!("{} {why}", key("label_separator"))));
             }
         }
         let c = &self.train;
@@ -607,5 +637,50 @@ mod tests {
             assert!(e.contains(want), "{o}: {e}");
         }
         assert!(load(RUN, &["train.clip_norm=0", "train.warmup=0"]).is_ok());
+    }
+
+    /// Flags make one task per label column; the printed run file reads back to the same run.
+    #[test]
+    fn flags_make_a_run_that_prints_and_reads_back_the_same() {
+        let flags = TaskFlags {
+            train: "t.csv".into(),
+            test: Some("s.csv".into()),
+            text_column: Some("body".into()),
+            label_columns: vec!["category".into(), "priority level".into()],
+            ..TaskFlags::default()
+        };
+        let run = RunFile::from_flags(&flags, &["train.epochs=4".into()]).unwrap();
+        let names: Vec<&str> = run.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["category", "priority_level"]);
+        assert_eq!(run.tasks[1].label_column, "priority level");
+        assert_eq!(run.tasks[0].text_column, "body");
+        assert!(run.tasks[0].train.is_absolute() && run.tasks[0].dev.is_none());
+        assert_eq!(run.train.epochs, 4);
+        assert_eq!(run.tasks[0].setter("label_column"), "--label-column");
+
+        let printed = run.to_toml().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("run.toml");
+        std::fs::write(&p, &printed).unwrap();
+        let back = RunFile::load(&p, &[]).unwrap();
+        assert_eq!(back.to_toml().unwrap(), printed);
+        assert!(back.tasks[0]
+            .setter("label_column")
+            .contains("tasks.category.label_column"));
+
+        // A token task reads CoNLL: one task, no label column.
+        let ner = TaskFlags {
+            train: "t.conll".into(),
+            kind: Some(TaskKind::TokenClassification),
+            ..TaskFlags::default()
+        };
+        let run = RunFile::from_flags(&ner, &[]).unwrap();
+        assert_eq!(run.tasks.len(), 1);
+        assert_eq!(run.tasks[0].kind, TaskKind::TokenClassification);
+        // Bad values are the command line's, named by key.
+        let err = RunFile::from_flags(&flags, &["train.lr=-1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("the command line: train.lr = -1"), "{err}");
     }
 }

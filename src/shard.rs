@@ -11,16 +11,16 @@ use crate::error::{Error, Result};
 
 /// Shard `index` of `count` (0-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
+pub(crate) struct Shard {
     pub index: usize,
     pub count: usize,
 }
 
 impl Shard {
-    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+    pub(crate) const WHOLE: Shard = Shard { index: 0, count: 1 };
 
     /// `I/N` as typed after `--shard`.
-    pub fn parse(text: &str) -> Result<Self> {
+    pub(crate) fn parse(text: &str) -> Result<Self> {
         let usage = |why: &str| {
             Error::Usage(format!(
                 "--shard {text:?}: {why}; write it as I/N with 0 ≤ I < N (e.g. --shard 3/16)"
@@ -55,7 +55,7 @@ impl Shard {
     ///   right for the whole array: a re-submitted subset counts fewer tasks).
     ///
     /// `None` when nothing asks for sharding.
-    pub fn resolve(
+    pub(crate) fn resolve(
         flag: Option<&str>,
         shards: Option<usize>,
         env: impl Fn(&str) -> Option<String>,
@@ -113,7 +113,7 @@ impl Shard {
 
 /// One file's part of a shard: all of it, or a range of its data rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileShare {
+pub(crate) struct FileShare {
     pub path: PathBuf,
     pub rows: Option<Range<usize>>,
 }
@@ -122,7 +122,7 @@ pub struct FileShare {
 /// order. With at least as many files as shards, each shard takes a contiguous block of whole
 /// files (nothing is read to decide); otherwise the rows are counted and each shard takes a
 /// contiguous range of them. Either way the shards' outputs, in index order, are the input order.
-pub fn share(inputs: &[PathBuf], shard: Shard) -> Result<Vec<FileShare>> {
+pub(crate) fn share(inputs: &[PathBuf], shard: Shard) -> Result<Vec<FileShare>> {
     let (i, n) = (shard.index, shard.count);
     if inputs.len() >= n {
         let files = inputs.len();
@@ -158,7 +158,7 @@ pub fn share(inputs: &[PathBuf], shard: Shard) -> Result<Vec<FileShare>> {
 }
 
 /// Data rows in a table file (streamed: memory follows the window).
-pub fn count_rows(path: &std::path::Path) -> Result<usize> {
+pub(crate) fn count_rows(path: &std::path::Path) -> Result<usize> {
     let mut stream = TableStream::open(path, 1 << 16)?;
     let mut rows = 0;
     while let Some(t) = stream.next_window()? {

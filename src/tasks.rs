@@ -3,12 +3,13 @@
 //! `eval` alike. Vectors are not made here (see `train::features`).
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::data;
 use crate::error::{Error, Result};
+use crate::kind::Input;
 use crate::nn::Rng;
-use crate::runfile::{TaskConfig, TaskKind};
+use crate::runfile::TaskConfig;
 
 /// One split: texts and label names, in file order. For a token task a row is a sentence: its
 /// text is the words joined by spaces, its label the tags joined by spaces, and `words` holds
@@ -19,6 +20,10 @@ pub struct Split {
     pub labels: Vec<String>,
     /// Token tasks only: each sentence's words (empty otherwise).
     pub words: Vec<Vec<String>>,
+    /// The file the rows were read from, and each row's 0-based position among its data rows
+    /// (sentences for CoNLL): what ties a report row back to the user's file.
+    pub source: PathBuf,
+    pub rows: Vec<usize>,
 }
 
 /// Which split of a task.
@@ -63,6 +68,8 @@ impl Split {
             } else {
                 pick(&self.words, rows)
             },
+            source: self.source.clone(),
+            rows: pick(&self.rows, rows),
         }
     }
 }
@@ -92,105 +99,79 @@ impl TaskData {
             .ok()
     }
 
-    pub fn is_multi_label(&self) -> bool {
-        self.config.kind == TaskKind::MultiLabel
-    }
-
-    pub fn is_token_task(&self) -> bool {
-        self.config.is_token_task()
-    }
-
-    /// Each row's labels as class indices; labels the task does not know are left out. For a
-    /// token task, each word's tag in order (a tag the task does not know becomes `O`'s index,
-    /// so every word keeps a target; such rows are counted as unseen).
+    /// Each row's labels as class indices, as the task's kind reads them
+    /// ([`crate::kind::TaskKind::targets`]).
     pub fn targets(&self, labels: &[String]) -> Vec<Vec<usize>> {
-        if self.is_token_task() {
-            let outside = self.class_index("O").unwrap_or(0);
-            return labels
-                .iter()
-                .map(|l| {
-                    l.split(' ')
-                        .map(|t| self.class_index(t).unwrap_or(outside))
-                        .collect()
-                })
-                .collect();
-        }
-        labels
-            .iter()
-            .map(|l| {
-                self.config
-                    .label_set(l)
-                    .into_iter()
-                    .filter_map(|l| self.class_index(l))
-                    .collect()
-            })
-            .collect()
+        let c = &self.config;
+        c.kind.targets(&self.classes, labels, &c.label_separator)
     }
 }
 
 /// Texts and labels of one file, a blank label refused with its row.
-pub fn read_labelled(
+pub(crate) fn read_labelled(
     path: &Path,
     text_column: &str,
     label_column: &str,
 ) -> Result<(Vec<String>, Vec<String>)> {
     read_checked(
         path,
-        text_column,
-        label_column,
+        (text_column, "--text-column"),
+        (label_column, "--label-column"),
         |l| !l.trim().is_empty(),
         |_| format!("field {label_column:?} is empty"),
     )
 }
 
-/// One task file as a split; a token task reads CoNLL. A multi-label row may name no label (an
-/// empty set is a real answer: none applies); a label ending in a backslash is refused, since
-/// the separator has no escape and `a\|b` would make the label `a\`.
+/// One task file as a split: CoNLL for a task of words, else a table whose label column the
+/// task's kind checks row by row ([`crate::kind::TaskKind::refuse_label`]).
 fn read_task_file(path: &Path, config: &TaskConfig) -> Result<Split> {
-    if config.is_token_task() {
+    if config.kind.input() == Input::Words {
         let sentences = data::conll::read_conll(path)?;
         return Ok(Split {
             texts: sentences.iter().map(|s| s.words.join(" ")).collect(),
             labels: sentences.iter().map(|s| s.tags.join(" ")).collect(),
+            rows: (0..sentences.len()).collect(),
             words: sentences.into_iter().map(|s| s.words).collect(),
+            source: path.to_path_buf(),
         });
     }
+    let refuse = |l: &str| {
+        config
+            .kind
+            .refuse_label(l, &config.label_column, &config.label_separator)
+    };
     let (texts, labels) = read_checked(
         path,
-        &config.text_column,
-        &config.label_column,
-        |l| match config.kind {
-            TaskKind::MultiLabel => !config.label_set(l.trim()).iter().any(|l| l.ends_with('\\')),
-            _ => !l.trim().is_empty(),
-        },
-        |l| {
-            match config.kind {
-            TaskKind::Classification => format!("field {:?} is empty", config.label_column),
-            TaskKind::MultiLabel => format!(
-                "field {:?} ({l:?}) has a label ending in a backslash: labels are split at every {:?}, with no escaping; use a label_separator that no label contains",
-                config.label_column, config.label_separator
-            ),
-            TaskKind::TokenClassification => unreachable!("read above"),
-        }
-        },
+        (&config.text_column, &config.setter("text_column")),
+        (&config.label_column, &config.setter("label_column")),
+        |l| refuse(l).is_none(),
+        |l| refuse(l).unwrap_or_default(),
     )?;
     Ok(Split {
+        rows: (0..texts.len()).collect(),
         texts,
         labels,
         words: Vec::new(),
+        source: path.to_path_buf(),
     })
 }
 
+/// The text and label columns of one file — each given with what sets it, for the error when
+/// the file has no such column — every label checked by `ok`.
 fn read_checked(
     path: &Path,
-    text_column: &str,
-    label_column: &str,
+    (text_column, text_setter): (&str, &str),
+    (label_column, label_setter): (&str, &str),
     ok: impl Fn(&str) -> bool,
     why: impl Fn(&str) -> String,
 ) -> Result<(Vec<String>, Vec<String>)> {
     let table = data::read_input(path)?;
-    let texts = table.texts(text_column)?;
-    let labels = table.required_strings(label_column)?;
+    let texts = table
+        .texts(text_column)
+        .map_err(|e| e.column_set_by(text_setter))?;
+    let labels = table
+        .required_strings(label_column)
+        .map_err(|e| e.column_set_by(label_setter))?;
     if let Some(i) = labels.iter().position(|l| !ok(l)) {
         return Err(Error::BadRow {
             path: path.to_path_buf(),
@@ -203,7 +184,7 @@ fn read_checked(
 
 /// Seeded stratified carve: about `fraction` of each class (at least one row of any class with
 /// two or more) goes to dev. Returns (train rows, dev rows), each in original order.
-pub fn stratified_split<S: AsRef<str>>(
+pub(crate) fn stratified_split<S: AsRef<str>>(
     labels: &[S],
     fraction: f64,
     seed: u64,
@@ -236,7 +217,11 @@ fn pick<T: Clone>(xs: &[T], rows: &[usize]) -> Vec<T> {
 /// carve of train (`dev_fraction`) when there is none — train then loses those rows; with
 /// `dev_fraction = 0` dev is empty and train keeps every row. A multi-label task is stratified
 /// by each row's first label. `None` for a test split the task has no file for.
-pub fn read_split(config: &TaskConfig, split: SplitName, seed: u64) -> Result<Option<Split>> {
+pub(crate) fn read_split(
+    config: &TaskConfig,
+    split: SplitName,
+    seed: u64,
+) -> Result<Option<Split>> {
     let read = |p: &Path| read_task_file(p, config);
     Ok(match (split, &config.dev) {
         (SplitName::Test, _) => config.test.as_deref().map(read).transpose()?,
@@ -246,16 +231,10 @@ pub fn read_split(config: &TaskConfig, split: SplitName, seed: u64) -> Result<Op
         (SplitName::Train, None) if config.dev_fraction == 0.0 => Some(read(&config.train)?),
         (_, None) => {
             let all = read(&config.train)?;
-            // Strata: the (first) label; for a token task, whether the sentence has an entity.
             let strata: Vec<&str> = all
                 .labels
                 .iter()
-                .map(|l| match config.is_token_task() {
-                    true if l.split(' ').any(|t| t != "O") => "entity",
-                    true => "none",
-                    // A multi-label row with no label is a stratum of its own.
-                    false => config.label_set(l).first().copied().unwrap_or(""),
-                })
+                .map(|l| config.kind.stratum(l, &config.label_separator))
                 .collect();
             let (train, dev) = stratified_split(&strata, config.dev_fraction, seed);
             let rows = if split == SplitName::Dev { dev } else { train };
@@ -266,7 +245,7 @@ pub fn read_split(config: &TaskConfig, split: SplitName, seed: u64) -> Result<Op
 
 /// The labels in `labels` (label-column values) that are not among `classes` (sorted), sorted
 /// and each once, and how many rows carry at least one of them (they count as errors).
-pub fn unseen_labels(
+pub(crate) fn unseen_labels(
     config: &TaskConfig,
     classes: &[String],
     labels: &[String],
@@ -285,8 +264,74 @@ pub fn unseen_labels(
     (names.into_iter().collect(), rows)
 }
 
+/// The dev and test labels checked against train's classes, before any training: a label that
+/// is the same number as a class written another way (`1` in test, `1.0` in train) is a warning
+/// naming both spellings; a dev or test file none of whose labels occurs in train is refused
+/// (every row would count as an error).
+pub(crate) fn check_split_labels(task: &TaskData) -> Result<Vec<String>> {
+    let config = &task.config;
+    let mut warnings = Vec::new();
+    let splits = [
+        ("dev", config.dev.as_deref(), Some(&task.dev)),
+        ("test", config.test.as_deref(), task.test.as_ref()),
+    ];
+    for (split, file, rows) in splits {
+        let Some(rows) = rows.filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        let (unseen, unseen_rows) = unseen_labels(config, &task.classes, &rows.labels);
+        let number = |l: &str| l.trim().parse::<f64>().ok();
+        let twins: Vec<String> = unseen
+            .iter()
+            .filter_map(|u| {
+                let v = number(u)?;
+                let c = task.classes.iter().find(|c| number(c) == Some(v))?;
+                Some(format!("{u:?} in {split}, {c:?} in train"))
+            })
+            .collect();
+        if !twins.is_empty() {
+            warnings.push(format!(
+                "task {:?}: labels that are one number written two ways ({}) are different labels; write them the same way in every file",
+                config.name,
+                twins.join("; ")
+            ));
+        }
+        // Refused only when no row holds a single label train knows.
+        let known = |l: &&str| task.classes.binary_search_by(|c| c.as_str().cmp(l)).is_ok();
+        let none_known = unseen_rows == rows.len()
+            && rows
+                .labels
+                .iter()
+                .all(|v| !config.label_set(v).iter().any(known));
+        if let Some(file) = file.filter(|_| none_known) {
+            let quoted = |ls: &[String]| {
+                let shown: Vec<String> = ls.iter().take(5).map(|l| format!("{l:?}")).collect();
+                let more = if ls.len() > 5 { ", …" } else { "" };
+                format!("{}{more}", shown.join(", "))
+            };
+            let (what, noun) = config.kind.row_nouns();
+            return Err(Error::InputFile {
+                path: file.to_path_buf(),
+                reason: format!(
+                    "task {:?}: none of the {} {split} {what} has {noun} that occur in train ({} here; train has {}), so every one would count as an error; {}",
+                    config.name,
+                    rows.len(),
+                    quoted(&unseen),
+                    quoted(&task.classes),
+                    if twins.is_empty() {
+                        "check the label column"
+                    } else {
+                        "write the labels the same way as in train"
+                    }
+                ),
+            });
+        }
+    }
+    Ok(warnings)
+}
+
 /// Reads a task's splits and takes its classes from the training labels.
-pub fn load_task(config: &TaskConfig, seed: u64) -> Result<TaskData> {
+pub(crate) fn load_task(config: &TaskConfig, seed: u64) -> Result<TaskData> {
     let train = read_split(config, SplitName::Train, seed)?.expect("train is always there");
     let dev = read_split(config, SplitName::Dev, seed)?.expect("dev is read or carved");
     let test = read_split(config, SplitName::Test, seed)?;

@@ -8,11 +8,14 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
+/// `embed` of `input` into `dir/out.npy` with the cache `dir/cache`.
+fn embed_into(dir: &Path, model: &Path, input: &Path) -> std::process::Command {
+    embed_cmd(model, input, &dir.join("out.npy"), &dir.join("cache"))
+}
+
 /// Runs `embed` on `input` into `dir/out.npy`; returns (success, stderr).
 fn embed_in(dir: &Path, model: &Path, input: &Path, extra: &[&str]) -> (bool, String) {
-    let mut cmd = embed_cmd(model, input, &dir.join("out.npy"), &dir.join("cache"));
-    cmd.args(extra);
-    let (ok, _, err) = run(&mut cmd);
+    let (ok, _, err) = run(embed_into(dir, model, input).args(extra));
     (ok, err)
 }
 
@@ -32,6 +35,15 @@ fn assert_failed_cleanly(dir: &Path, ok: bool, err: &str, must_mention: &[&str],
     let mut allowed: Vec<&str> = inputs.to_vec();
     allowed.push("cache");
     assert_only(dir, &allowed);
+}
+
+/// `embed` of a file `name` holding `bytes`, alone in a fresh folder: fails cleanly, naming
+/// each of `must_mention`.
+fn refused_input(name: &str, bytes: &[u8], must_mention: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), name, bytes);
+    let (ok, err) = embed_in(dir.path(), &any_model(), &input, &[]);
+    assert_failed_cleanly(dir.path(), ok, &err, must_mention, &[name]);
 }
 
 /// A model-independent path that never reaches ORT (used where the model is not needed).
@@ -56,19 +68,7 @@ fn missing_model_folder() {
 /// A copy of the model folder (big files linked) with some files removed or replaced.
 fn doctored_model(dir: &Path, model: &Path, drop: &[&str], replace: &[(&str, &str)]) -> PathBuf {
     let m = dir.join("model");
-    std::fs::create_dir_all(m.join("1_Pooling")).unwrap();
-    for f in [
-        "model.onnx",
-        "tokenizer.json",
-        "config.json",
-        "modules.json",
-        "sentence_bert_config.json",
-        "1_Pooling/config.json",
-    ] {
-        if !drop.contains(&f) {
-            std::os::unix::fs::symlink(model.join(f), m.join(f)).unwrap();
-        }
-    }
+    link_model(model, &m, &[&["model.safetensors"][..], drop].concat());
     for (f, content) in replace {
         let _ = std::fs::remove_file(m.join(f));
         std::fs::write(m.join(f), content).unwrap();
@@ -76,52 +76,38 @@ fn doctored_model(dir: &Path, model: &Path, drop: &[&str], replace: &[(&str, &st
     m
 }
 
+/// `embed` of one text with a doctored copy of `model`, in a fresh folder: fails cleanly,
+/// naming each of `must_mention`.
+fn refused_model(model: &Path, drop: &[&str], replace: &[(&str, &str)], must_mention: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = doctored_model(dir.path(), model, drop, replace);
+    let input = write(dir.path(), "in.txt", b"hello\n");
+    let (ok, err) = embed_in(dir.path(), &m, &input, &[]);
+    assert_failed_cleanly(dir.path(), ok, &err, must_mention, &["in.txt", "model"]);
+}
+
 #[test]
 fn model_folder_without_tokenizer() {
     let Some(model) = model_dir() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let m = doctored_model(dir.path(), &model, &["tokenizer.json"], &[]);
-    let input = write(dir.path(), "in.txt", b"hello\n");
-    let (ok, err) = embed_in(dir.path(), &m, &input, &[]);
-    assert_failed_cleanly(
-        dir.path(),
-        ok,
-        &err,
+    refused_model(
+        &model,
+        &["tokenizer.json"],
+        &[],
         &["tokenizer.json missing"],
-        &["in.txt", "model"],
     );
 }
 
 #[test]
 fn model_folder_with_invalid_config_and_graph() {
     let Some(model) = model_dir() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let m = doctored_model(dir.path(), &model, &[], &[("config.json", "{not json")]);
-    let input = write(dir.path(), "in.txt", b"hello\n");
-    let (ok, err) = embed_in(dir.path(), &m, &input, &[]);
-    assert_failed_cleanly(
-        dir.path(),
-        ok,
-        &err,
-        &["config.json", "invalid JSON"],
-        &["in.txt", "model"],
-    );
-
-    let dir = tempfile::tempdir().unwrap();
-    let m = doctored_model(
-        dir.path(),
+    let bad_config = [("config.json", "{not json")];
+    refused_model(&model, &[], &bad_config, &["config.json", "invalid JSON"]);
+    let bad_graph = [("model.onnx", "this is not an onnx graph")];
+    refused_model(
         &model,
         &[],
-        &[("model.onnx", "this is not an onnx graph")],
-    );
-    let input = write(dir.path(), "in.txt", b"hello\n");
-    let (ok, err) = embed_in(dir.path(), &m, &input, &[]);
-    assert_failed_cleanly(
-        dir.path(),
-        ok,
-        &err,
+        &bad_graph,
         &["model.onnx", "could not load the graph"],
-        &["in.txt", "model"],
     );
 }
 
@@ -130,14 +116,8 @@ fn ort_library_not_found_or_not_a_library() {
     let Some(model) = model_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
     let input = write(dir.path(), "in.txt", b"hello\n");
-    let mut cmd = embed_cmd(
-        &model,
-        &input,
-        &dir.path().join("out.npy"),
-        &dir.path().join("cache"),
-    );
-    cmd.args(["--ort-lib", "/nonexistent/libonnxruntime.so"]);
-    let (ok, _, err) = run(&mut cmd);
+    let no_lib = ["--ort-lib", "/nonexistent/libonnxruntime.so"];
+    let (ok, err) = embed_in(dir.path(), &model, &input, &no_lib);
     assert_failed_cleanly(
         dir.path(),
         ok,
@@ -151,14 +131,7 @@ fn ort_library_not_found_or_not_a_library() {
     );
 
     let fake = write(dir.path(), "libfake.so", b"not a shared library");
-    let mut cmd = embed_cmd(
-        &model,
-        &input,
-        &dir.path().join("out.npy"),
-        &dir.path().join("cache"),
-    );
-    cmd.env("ORT_DYLIB_PATH", &fake);
-    let (ok, _, err) = run(&mut cmd);
+    let (ok, _, err) = run(embed_into(dir.path(), &model, &input).env("ORT_DYLIB_PATH", &fake));
     assert_failed_cleanly(
         dir.path(),
         ok,
@@ -179,76 +152,44 @@ fn input_missing_or_empty() {
         ("empty.txt", &b""[..]),
         ("empty.jsonl", &b"\n"[..]),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let input = write(dir.path(), name, bytes);
-        let (ok, err) = embed_in(dir.path(), &any_model(), &input, &[]);
-        assert_failed_cleanly(dir.path(), ok, &err, &[name, "has no rows"], &[name]);
+        refused_input(name, bytes, &[name, "has no rows"]);
     }
 }
 
 #[test]
 fn unknown_column() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = write(dir.path(), "in.csv", b"sentence,label\nhello,x\n");
-    let (ok, err) = embed_in(dir.path(), &any_model(), &input, &[]);
-    assert_failed_cleanly(
-        dir.path(),
-        ok,
-        &err,
+    refused_input(
+        "in.csv",
+        b"sentence,label\nhello,x\n",
         &[
             "in.csv",
             "no column \"text\"",
             "sentence, label",
             "--text-column",
         ],
-        &["in.csv"],
     );
 }
 
 #[test]
 fn malformed_csv_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = write(
-        dir.path(),
+    refused_input(
         "in.csv",
         b"text,label\nfine,positive\nbroken, with a comma,negative\n",
-    );
-    let (ok, err) = embed_in(dir.path(), &any_model(), &input, &[]);
-    assert_failed_cleanly(
-        dir.path(),
-        ok,
-        &err,
         &["in.csv", "row 3", "3 fields where the header has 2"],
-        &["in.csv"],
     );
 }
 
 #[test]
 fn invalid_utf8() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = write(
-        dir.path(),
+    refused_input(
         "in.csv",
         b"text,label\nfine,positive\nbad \xff\xfe bytes,negative\n",
-    );
-    let (ok, err) = embed_in(dir.path(), &any_model(), &input, &[]);
-    assert_failed_cleanly(
-        dir.path(),
-        ok,
-        &err,
         &["in.csv", "row 3", "\"text\"", "not valid UTF-8"],
-        &["in.csv"],
     );
-
-    let dir = tempfile::tempdir().unwrap();
-    let input = write(dir.path(), "in.txt", b"one\ntwo\n\xc3\x28 three\n");
-    let (ok, err) = embed_in(dir.path(), &any_model(), &input, &[]);
-    assert_failed_cleanly(
-        dir.path(),
-        ok,
-        &err,
+    refused_input(
+        "in.txt",
+        b"one\ntwo\n\xc3\x28 three\n",
         &["in.txt", "row 3", "not valid UTF-8"],
-        &["in.txt"],
     );
 }
 
@@ -349,7 +290,7 @@ fn cuda_without_gpu_library_fails_clearly_and_auto_says_cpu() {
 #[test]
 fn doctor_reports_library_and_model_or_what_is_missing() {
     let Some(model) = model_dir() else { return };
-    let (ok, out, err) = run(frostline(&["doctor", "--model"]).arg(&model));
+    let (ok, out, err) = run(&mut frostline(&[&"doctor --model", &model]));
     assert!(ok, "{out}{err}");
     for want in [
         "version: 1.",
@@ -360,14 +301,54 @@ fn doctor_reports_library_and_model_or_what_is_missing() {
     ] {
         assert!(out.contains(want), "doctor output lacks {want:?}:\n{out}");
     }
-    let (ok, out, _) = run(&mut frostline(&[
-        "doctor",
-        "--model",
-        "/nonexistent",
-        "--ort-lib",
-        "/nonexistent/lib.so",
-    ]));
+    let doctor = "doctor --model /nonexistent --ort-lib /nonexistent/lib.so";
+    let (ok, out, _) = run(&mut frostline(&[&doctor]));
     assert!(!ok);
     assert!(out.contains("2 problem(s)"), "{out}");
     assert!(out.contains("pip install onnxruntime"), "{out}");
+}
+
+#[test]
+fn a_csv_separated_by_something_else_says_how_to_read_it() {
+    refused_input(
+        "semi.csv",
+        b"text;label\nfine;positive\n",
+        &[
+            "semi.csv",
+            "row 1",
+            "\"text;label\"",
+            "';'-separated",
+            ".tsv",
+        ],
+    );
+    refused_input(
+        "tabs.csv",
+        b"text\tlabel\nfine\tpositive\n",
+        &["tabs.csv", "tab-separated", "name it .tsv"],
+    );
+}
+
+#[test]
+fn a_tsv_file_is_read_tab_separated() {
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let tsv = write(
+        dir.path(),
+        "in.tsv",
+        b"label\ttext\npositive\ta fine, sunny day\nnegative\t\"quoted\ttab\"\n",
+    );
+    let csv = write(
+        dir.path(),
+        "in.csv",
+        b"label,text\npositive,\"a fine, sunny day\"\nnegative,\"quoted\ttab\"\n",
+    );
+    let out = |name: &str| dir.path().join(name);
+    let (ok, _, err) = run(&mut embed_cmd(&model, &tsv, &out("t.npy"), &out("cache")));
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&mut embed_cmd(&model, &csv, &out("c.npy"), &out("cache")));
+    assert!(ok, "{err}");
+    // The same two texts either way, so the same vectors.
+    let (t, c) = (read_npy(&out("t.npy")), read_npy(&out("c.npy")));
+    assert_eq!((t.0, t.1), (2, 384));
+    assert_eq!(t.2, c.2);
 }

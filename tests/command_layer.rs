@@ -21,25 +21,9 @@ fn a_frost_line_checkpoint_is_used_from_any_directory_with_no_flag_repeated() {
     let run_toml = project(&a, &model);
 
     // Trained the README's way (a short max length), from the project folder, with relative paths.
-    let (ok, out, err) = run(&mut fl(
-        &a,
-        &cache,
-        &[
-            "train",
-            "--json",
-            "--no-progress",
-            "--run",
-            "runs/run.toml",
-            "--regime",
-            "frost-line=5",
-            "--max-length",
-            "32",
-            "--set",
-            "train.lr=1e-2",
-            "--out",
-            "ck",
-        ],
-    ));
+    let train = "train --json --no-progress --run runs/run.toml --regime frost-line=5 \
+                 --max-length 32 --set train.lr=1e-2 --out ck";
+    let (ok, out, err) = run(&mut fl(&a, &cache, &[&train]));
     assert!(ok, "{err}");
     let trained = json_of(&out);
     assert_eq!(trained["max_length"], 32);
@@ -48,8 +32,7 @@ fn a_frost_line_checkpoint_is_used_from_any_directory_with_no_flag_repeated() {
         format!("the run file {}", "runs/run.toml")
     );
     let ck = a.join("ck");
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(ck.join("manifest.json")).unwrap()).unwrap();
+    let manifest = manifest(&ck);
     let backbone = &manifest["backbone"];
     assert_eq!(backbone["max_length"], 32);
     assert!(
@@ -66,11 +49,10 @@ fn a_frost_line_checkpoint_is_used_from_any_directory_with_no_flag_repeated() {
 
     // From another directory, naming only the checkpoint: eval re-reads the same test rows at the
     // same max length and reproduces the scores training reported.
-    let ck_arg = ck.to_str().unwrap();
     let (ok, out, err) = run(&mut fl(
         &b,
         &cache,
-        &["eval", "--json", "--no-progress", "--checkpoint", ck_arg],
+        &[&"eval --json --no-progress --checkpoint", &ck],
     ));
     assert!(ok, "{err}");
     assert!(
@@ -96,15 +78,9 @@ fn a_frost_line_checkpoint_is_used_from_any_directory_with_no_flag_repeated() {
         &b,
         &cache,
         &[
-            "predict",
-            "--json",
-            "--no-progress",
-            "--checkpoint",
-            ck_arg,
-            "--input",
-            "new.csv",
-            "--output",
-            "p.csv",
+            &"predict --json --no-progress --checkpoint",
+            &ck,
+            &"--input new.csv --output p.csv",
         ],
     ));
     assert!(ok, "{err}");
@@ -120,14 +96,9 @@ fn a_frost_line_checkpoint_is_used_from_any_directory_with_no_flag_repeated() {
         &b,
         &cache,
         &[
-            "eval",
-            "--no-progress",
-            "--checkpoint",
-            ck_arg,
-            "--max-length",
-            "48",
-            "--out",
-            "e48",
+            &"eval --no-progress --checkpoint",
+            &ck,
+            &"--max-length 48 --out e48",
         ],
     ));
     assert!(ok, "{err}");
@@ -145,20 +116,11 @@ fn warm_starts_check_the_backbone_before_embedding_and_a_moved_folder_is_found_b
     let d = dir.path();
     let cache = d.join("cache");
     let run_toml = project(&d.join("p"), &model);
-    let run_arg = run_toml.to_str().unwrap();
+    let train = args(&[&"train --no-progress --run", &run_toml]);
     let (ok, _, err) = run(&mut fl(
         d,
         &cache,
-        &[
-            "train",
-            "--no-progress",
-            "--run",
-            run_arg,
-            "--max-length",
-            "48",
-            "--out",
-            "linear",
-        ],
+        &[&train, &"--max-length 48 --out linear"],
     ));
     assert!(ok, "{err}");
 
@@ -167,18 +129,8 @@ fn warm_starts_check_the_backbone_before_embedding_and_a_moved_folder_is_found_b
         d,
         &cache,
         &[
-            "train",
-            "--no-progress",
-            "--run",
-            run_arg,
-            "--regime",
-            "frost-line=5",
-            "--from",
-            "linear",
-            "--max-length",
-            "32",
-            "--out",
-            "warm",
+            &train,
+            &"--regime frost-line=5 --from linear --max-length 32 --out warm",
         ],
     ));
     assert!(ok, "{err}");
@@ -196,18 +148,10 @@ fn warm_starts_check_the_backbone_before_embedding_and_a_moved_folder_is_found_b
         d,
         &fresh,
         &[
-            "train",
-            "--no-progress",
-            "--run",
-            run_arg,
-            "--model",
-            other.to_str().unwrap(),
-            "--regime",
-            "frost-line=5",
-            "--from",
-            "linear",
-            "--out",
-            "bad",
+            &train,
+            &"--model",
+            &other,
+            &"--regime frost-line=5 --from linear --out bad",
         ],
     ));
     assert_eq!(c, 3, "{err}");
@@ -221,20 +165,15 @@ fn warm_starts_check_the_backbone_before_embedding_and_a_moved_folder_is_found_b
     );
     assert!(!d.join("bad").exists());
     std::fs::write(d.join("new.txt"), "hello there\n").unwrap();
+    let predict = "predict --no-progress --checkpoint linear";
     let (c, _, err) = code(&mut fl(
         d,
         &cache,
         &[
-            "predict",
-            "--no-progress",
-            "--checkpoint",
-            "linear",
-            "--model",
-            other.to_str().unwrap(),
-            "--input",
-            "new.txt",
-            "--output",
-            "x.csv",
+            &predict,
+            &"--model",
+            &other,
+            &"--input new.txt --output x.csv",
         ],
     ));
     assert_eq!(c, 3, "{err}");
@@ -250,34 +189,17 @@ fn warm_starts_check_the_backbone_before_embedding_and_a_moved_folder_is_found_b
         d,
         &cache,
         &[
-            "predict",
-            "--no-progress",
-            "--checkpoint",
-            "linear",
-            "--model",
-            moved.to_str().unwrap(),
-            "--input",
-            "new.txt",
-            "--output",
-            "y.csv",
+            &predict,
+            &"--model",
+            &moved,
+            &"--input new.txt --output y.csv",
         ],
     ));
     assert!(ok, "{err}");
-    let (ok, _, err) = run(fl(
-        d,
-        &cache,
-        &[
-            "predict",
-            "--no-progress",
-            "--checkpoint",
-            "linear",
-            "--input",
-            "new.txt",
-            "--output",
-            "z.csv",
-        ],
-    )
-    .env("FROSTLINE_MODEL", &moved));
+    let (ok, _, err) = run(
+        fl(d, &cache, &[&predict, &"--input new.txt --output z.csv"])
+            .env("FROSTLINE_MODEL", &moved),
+    );
     assert!(ok, "{err}");
 }
 
@@ -295,12 +217,9 @@ fn the_model_folder_comes_from_flag_env_run_file_or_default_and_errors_name_the_
         d,
         &cache,
         &[
-            "compare",
-            "--no-progress",
-            "--run",
-            run_toml.to_str().unwrap(),
-            "--model",
-            "/nonexistent/model",
+            &"compare --no-progress --run",
+            &run_toml,
+            &"--model /nonexistent/model",
         ],
     ));
     assert_eq!(c, 4, "{err}");
@@ -310,11 +229,8 @@ fn the_model_folder_comes_from_flag_env_run_file_or_default_and_errors_name_the_
     );
 
     // Outside the repository with nothing set: the default under the current directory, said so.
-    let (c, _, err) = code(&mut fl(
-        d,
-        &cache,
-        &["embed", "--input", "in.txt", "--output", "o.npy"],
-    ));
+    let embed = "embed --input in.txt --output o.npy";
+    let (c, _, err) = code(&mut fl(d, &cache, &[&embed]));
     assert_eq!(c, 4, "{err}");
     assert!(
         err.contains("named by the default models/all-MiniLM-L6-v2 under the current directory"),
@@ -322,31 +238,12 @@ fn the_model_folder_comes_from_flag_env_run_file_or_default_and_errors_name_the_
     );
     assert!(err.contains("FROSTLINE_MODEL"), "{err}");
     // An empty variable means unset.
-    let (c, _, _) = code(
-        fl(
-            d,
-            &cache,
-            &["embed", "--input", "in.txt", "--output", "o.npy"],
-        )
-        .env("FROSTLINE_MODEL", ""),
-    );
+    let (c, _, _) = code(fl(d, &cache, &[&embed]).env("FROSTLINE_MODEL", ""));
     assert_eq!(c, 4);
 
     // $FROSTLINE_MODEL serves embed, mteb and doctor alike; --json gives the figures.
-    let (ok, out, err) = run(fl(
-        d,
-        &cache,
-        &[
-            "embed",
-            "--json",
-            "--no-progress",
-            "--input",
-            "in.txt",
-            "--output",
-            "o.npy",
-        ],
-    )
-    .env("FROSTLINE_MODEL", &model));
+    let embed = "embed --json --no-progress --input in.txt --output o.npy";
+    let (ok, out, err) = run(fl(d, &cache, &[&embed]).env("FROSTLINE_MODEL", &model));
     assert!(ok, "{err}");
     let stats = json_of(&out);
     assert_eq!(
@@ -354,7 +251,7 @@ fn the_model_folder_comes_from_flag_env_run_file_or_default_and_errors_name_the_
         (Some(3), Some(3))
     );
     assert_eq!(stats["provider"], "CPUExecutionProvider");
-    let (ok, out, err) = run(fl(d, &cache, &["doctor"]).env("FROSTLINE_MODEL", &model));
+    let (ok, out, err) = run(fl(d, &cache, &[&"doctor"]).env("FROSTLINE_MODEL", &model));
     assert!(ok, "{err}");
     assert!(out.contains("(from $FROSTLINE_MODEL)"), "{out}");
     assert!(out.contains("pooling: mean+l2 (from"), "{out}");
@@ -366,42 +263,24 @@ fn exit_codes_follow_the_kind_of_error() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cache = d.join("cache");
-    let m = model.to_str().unwrap();
     let run_toml = project(&d.join("p"), &model);
-    let r = run_toml.to_str().unwrap();
-    let exit = |args: &[&str]| code(&mut fl(d, &cache, args));
+    let exit = |parts: &[&dyn AsArgs]| code(&mut fl(d, &cache, parts));
+    let train = args(&[&"train --run", &run_toml]);
+    let embed = args(&[&"embed --model", &model]);
 
     // 2: usage — a clap error, an unknown regime, a regime that needs --from.
-    assert_eq!(exit(&["embed", "--bogus"]).0, 2);
-    let (c, _, err) = exit(&["train", "--run", r, "--regime", "thawed"]);
+    assert_eq!(exit(&[&"embed --bogus"]).0, 2);
+    let (c, _, err) = exit(&[&train, &"--regime thawed"]);
     assert_eq!(c, 2, "{err}");
-    let (c, _, err) = exit(&["train", "--run", r, "--regime", "freeze-head=a"]);
+    let (c, _, err) = exit(&[&train, &"--regime freeze-head=a"]);
     assert_eq!(c, 2, "{err}");
     assert!(err.contains("--from"), "{err}");
     // 2: a max length past the model's position table, refused up front.
-    let (c, _, err) = exit(&[
-        "embed",
-        "--model",
-        m,
-        "--input",
-        "x.csv",
-        "--output",
-        "o.npy",
-        "--max-length",
-        "513",
-    ]);
+    let (c, _, err) = exit(&[&embed, &"--input x.csv --output o.npy --max-length 513"]);
     assert_eq!(c, 2, "{err}");
     assert!(err.contains("position limit 512"), "{err}");
     // 3: input data — a missing input file, a checkpoint from an older manifest format.
-    let (c, _, err) = exit(&[
-        "embed",
-        "--model",
-        m,
-        "--input",
-        "missing.csv",
-        "--output",
-        "o.npy",
-    ]);
+    let (c, _, err) = exit(&[&embed, &"--input missing.csv --output o.npy"]);
     assert_eq!(c, 3, "{err}");
     std::fs::create_dir(d.join("old")).unwrap();
     std::fs::write(
@@ -409,34 +288,201 @@ fn exit_codes_follow_the_kind_of_error() {
         r#"{"frostline_version": "0.1.0", "tasks": []}"#,
     )
     .unwrap();
-    let (c, _, err) = exit(&["eval", "--checkpoint", "old"]);
+    let (c, _, err) = exit(&[&"eval --checkpoint old"]);
     assert_eq!(c, 3, "{err}");
     assert!(err.contains("manifest format 1 (unversioned)"), "{err}");
     // 4: model or runtime.
-    assert_eq!(
-        exit(&[
-            "embed",
-            "--model",
-            "/nonexistent",
-            "--input",
-            "x.csv",
-            "--output",
-            "o.npy"
-        ])
-        .0,
-        4
-    );
+    let nowhere = "embed --model /nonexistent --input x.csv --output o.npy";
+    assert_eq!(exit(&[&nowhere]).0, 4);
     let (c, _, err) = exit(&[
-        "embed",
-        "--model",
-        m,
-        "--ort-lib",
-        "/nonexistent/libonnxruntime.so",
-        "--input",
-        "p/data/s-test.csv",
-        "--output",
-        "o.npy",
-        "--no-progress",
+        &embed,
+        &"--ort-lib /nonexistent/libonnxruntime.so --input p/data/s-test.csv --output o.npy",
+        &"--no-progress",
     ]);
     assert_eq!(c, 4, "{err}");
+}
+
+#[test]
+fn every_help_example_names_files_that_exist() {
+    let commands = [
+        "doctor", "embed", "train", "predict", "mteb", "eval", "compare", "export", "quantize",
+    ];
+    let mut checked = 0;
+    for command in commands {
+        let (ok, help, err) = run(&mut frostline(&[&command, &"--help"]));
+        assert!(ok, "{err}");
+        let examples = help
+            .split_once("Example")
+            .unwrap_or_else(|| panic!("`{command} --help` has no examples"))
+            .1;
+        for line in examples
+            .lines()
+            .filter(|l| l.trim_start().starts_with("frostline "))
+        {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            for pair in words.windows(2) {
+                // What an example reads from the repository; placeholders (new.csv,
+                // 'corpus/*.csv') and outputs are the user's to name.
+                let reads_repo = matches!(pair[0], "--run" | "--calibration" | "--model")
+                    || (matches!(pair[0], "--input" | "--train" | "--test")
+                        && pair[1].starts_with("data/"));
+                if reads_repo {
+                    assert!(
+                        repo().join(pair[1]).exists(),
+                        "`{command} --help` example names {} {}, which does not exist: {line}",
+                        pair[0],
+                        pair[1]
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 6, "only {checked} example paths checked");
+}
+
+#[test]
+fn a_missing_run_file_is_missing_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = frostline(&[&"train --run nope.toml --out ck"]);
+    let out = cmd.current_dir(dir.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("nope.toml") && err.contains("run file not found"),
+        "{err}"
+    );
+}
+
+/// Support tickets with two targets, in the user's own column names: `data/banking77` rows as
+/// `body,category,priority` (priority derived from the intent).
+fn tickets(path: &Path, src: &str, rows: usize) {
+    let text = std::fs::read_to_string(repo().join(src)).unwrap();
+    let mut out = String::from("body,category,priority\n");
+    for line in text.lines().skip(1).take(rows) {
+        let (body, label) = line.rsplit_once(',').unwrap();
+        let body = body.trim_matches('"').replace('"', "\"\"");
+        let priority = if label.contains("card") {
+            "high"
+        } else {
+            "low"
+        };
+        out += &format!("\"{body}\",{label},{priority}\n");
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// README's opening: your own data, no run file. The flags resolve to the same job as the run
+/// file `--print-run` prints for them (same seed → the same test scores), and a wrong column
+/// is blamed on the flag that names it, with the closest column.
+#[test]
+fn train_from_flags_alone_equals_the_run_file_it_prints() {
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cache = d.join("cache");
+    tickets(&d.join("t.csv"), "data/banking77/train.csv", 300);
+    tickets(&d.join("s.csv"), "data/banking77/test.csv", 80);
+    let flags = args(&[
+        &"train --no-progress --model",
+        &model,
+        &"--train t.csv --test s.csv --text-column body --label-column category,priority",
+        &"--set train.epochs=3",
+    ]);
+
+    let (ok, printed, err) = run(&mut fl(d, &cache, &[&flags, &"--print-run"]));
+    assert!(ok, "{err}");
+    assert!(
+        printed.contains("name = \"category\"")
+            && printed.contains("name = \"priority\"")
+            && printed.contains("text_column = \"body\"")
+            && printed.contains("epochs = 3"),
+        "{printed}"
+    );
+    assert!(!d.join("ck").exists(), "--print-run trains nothing");
+    std::fs::create_dir(d.join("elsewhere")).unwrap();
+    std::fs::write(d.join("elsewhere/run.toml"), &printed).unwrap();
+
+    let (ok, out, err) = run(&mut fl(d, &cache, &[&flags, &"--out ck --json"]));
+    assert!(ok, "{err}");
+    let from_flags = json_of(&out);
+    // The printed file, run from another folder (its paths are absolute).
+    let (ok, out, err) = run(&mut fl(
+        &d.join("elsewhere"),
+        &cache,
+        &[&"train --no-progress --run run.toml --out ../ck2 --json"],
+    ));
+    assert!(ok, "{err}");
+    let from_file = json_of(&out);
+    for (i, task) in ["category", "priority"].into_iter().enumerate() {
+        assert_eq!(from_flags["tasks"][i]["name"], task, "{from_flags}");
+        let score = |j: &serde_json::Value| j["tasks"][i]["test"].clone();
+        assert!(score(&from_flags)["accuracy"].is_f64(), "{from_flags}");
+        assert_eq!(score(&from_flags), score(&from_file), "{task}");
+    }
+
+    // A wrong label column names the flag and the closest column, case-insensitively.
+    let (c, _, err) = code(&mut fl(
+        d,
+        &cache,
+        &[
+            &"train --model",
+            &model,
+            &"--train t.csv --text-column body --label-column Category",
+        ],
+    ));
+    assert_eq!(c, 3, "{err}");
+    assert!(
+        err.contains("--label-column") && err.contains("\"category\""),
+        "{err}"
+    );
+    // Data flags beside a run file are refused: one source of tasks.
+    let (c, _, err) = code(&mut fl(
+        d,
+        &cache,
+        &[&"train --run elsewhere/run.toml --train t.csv"],
+    ));
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("--train") && err.contains("--run"), "{err}");
+}
+
+/// The README's opening flow ("Your own data in three commands"), its `frostline` lines run as
+/// written from a folder that holds the repository's data and model.
+#[test]
+fn the_readme_opening_flow_runs_as_written() {
+    let Some(model) = model_dir() else { return };
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = readme
+        .split("## Your own data in three commands")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README opens with 'Your own data in three commands'");
+    let commands: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("target/release/frostline "))
+        .collect();
+    assert_eq!(commands.len(), 2, "{section}");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::os::unix::fs::symlink(repo().join("data"), d.join("data")).unwrap();
+    std::fs::create_dir(d.join("models")).unwrap();
+    std::os::unix::fs::symlink(&model, d.join("models/all-MiniLM-L6-v2")).unwrap();
+    let cache = d.join("cache");
+    for c in &commands {
+        let (ok, _, err) = run(&mut fl(d, &cache, &[c, &"--no-progress"]));
+        assert!(ok, "`frostline {c}`: {err}");
+    }
+    let out = std::fs::read_to_string(d.join("tickets-predictions.csv")).unwrap();
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "id,category_label,category_prob,priority_label,priority_prob"
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    // The first new ticket is a card used by someone else: an urgent one.
+    assert!(
+        rows[0].starts_with("new-0,") && rows[0].contains(",urgent,"),
+        "{out}"
+    );
 }

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use common::*;
 use polars::prelude::*;
 
-fn fl_json(cwd: &Path, args: &[&str]) -> (i32, String, String) {
-    code(&mut fl(cwd, &cwd.join("cache"), args))
+fn fl_json(cwd: &Path, parts: &[&dyn AsArgs]) -> (i32, String, String) {
+    code(&mut fl(cwd, &cwd.join("cache"), parts))
 }
 
 /// `embed --json` of `input` into `output` with the cache folder `cache` (under `cwd`).
@@ -25,17 +25,14 @@ fn embed_with(
     fl_json(
         cwd,
         &[
-            "embed",
-            "--json",
-            "--no-progress",
-            "--model",
-            model,
-            "--input",
-            input,
-            "--output",
-            output,
-            "--cache-dir",
-            cache,
+            &"embed --json --no-progress --model",
+            &whole(model),
+            &"--input",
+            &whole(input),
+            &"--output",
+            &whole(output),
+            &"--cache-dir",
+            &whole(cache),
         ],
     )
 }
@@ -88,11 +85,10 @@ fn forge(ds: &Path, poison: impl Fn(usize, &mut Vec<f32>)) {
     ParquetWriter::new(std::fs::File::create(&part).unwrap())
         .finish(&mut df)
         .unwrap();
-    let sum = frostline::dataset::checksum(&part).unwrap();
-    for name in ["part-00000-of-00001.json", "_SUCCESS"] {
+    let sum = frostline::data::checksum(&part).unwrap();
+    for name in ["_part-00000-of-00001.json", "_SUCCESS"] {
         let path = ds.join(name);
-        let mut v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut v = read_json(&path);
         if name == "_SUCCESS" {
             v["parts"][0]["checksum"] = sum.clone().into();
         } else {
@@ -166,21 +162,8 @@ fn a_forged_dataset_is_refused_and_never_poisons_the_cache() {
 /// project's folder.
 fn frost_checkpoint(root: &Path, model: &Path) -> PathBuf {
     project(root, model);
-    let (rc, _, err) = fl_json(
-        root,
-        &[
-            "train",
-            "--no-progress",
-            "--run",
-            "runs/run.toml",
-            "--regime",
-            "frost-line=5",
-            "--max-length",
-            "32",
-            "--out",
-            "ck",
-        ],
-    );
+    let train = "train --no-progress --run runs/run.toml --regime frost-line=5 --max-length 32";
+    let (rc, _, err) = fl_json(root, &[&train, &"--out ck"]);
     assert_eq!(rc, 0, "{err}");
     root.join("ck")
 }
@@ -194,14 +177,9 @@ fn predict(root: &Path, ck: &Path) -> (i32, String, String) {
     fl_json(
         root,
         &[
-            "predict",
-            "--no-progress",
-            "--checkpoint",
-            ck.to_str().unwrap(),
-            "--input",
-            "new.txt",
-            "--output",
-            "p.csv",
+            &"predict --no-progress --checkpoint",
+            &ck,
+            &"--input new.txt --output p.csv",
         ],
     )
 }
@@ -333,19 +311,8 @@ fn a_token_task_manifest_keeps_its_layer_in_range() {
         ),
     )
     .unwrap();
-    let (rc, _, err) = fl_json(
-        root,
-        &[
-            "train",
-            "--no-progress",
-            "--run",
-            "run.toml",
-            "--max-length",
-            "32",
-            "--out",
-            "ck",
-        ],
-    );
+    let train = "train --no-progress --run run.toml --max-length 32 --out ck";
+    let (rc, _, err) = fl_json(root, &[&train]);
     assert_eq!(rc, 0, "{err}");
     let ck = root.join("ck");
     for (layer, says) in [
@@ -380,44 +347,21 @@ fn a_config_whose_heads_do_not_divide_the_hidden_size_is_refused() {
     let bad = root.join("m7");
     linked_copy(&model, &bad, false);
     let config = bad.join("config.json");
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let mut v = read_json(&config);
     v["num_attention_heads"] = 7.into();
     std::fs::remove_file(&config).unwrap();
     std::fs::write(&config, v.to_string()).unwrap();
     std::fs::write(root.join("t.txt"), "hello\n").unwrap();
-    let (rc, _, err) = fl_json(
-        root,
-        &[
-            "embed",
-            "--no-progress",
-            "--model",
-            "m7",
-            "--input",
-            "t.txt",
-            "--output",
-            "o.npy",
-        ],
-    );
+    let embed = "embed --no-progress --model m7 --input t.txt --output o.npy";
+    let (rc, _, err) = fl_json(root, &[&embed]);
     assert_eq!(rc, 4, "{err}");
     assert!(
         err.contains("config.json") && err.contains("not divisible by num_attention_heads 7"),
         "{err}"
     );
     project(root, &bad);
-    let (rc, _, err) = fl_json(
-        root,
-        &[
-            "train",
-            "--no-progress",
-            "--run",
-            "runs/run.toml",
-            "--regime",
-            "frost-line=5",
-            "--out",
-            "ck",
-        ],
-    );
+    let train = "train --no-progress --run runs/run.toml --regime frost-line=5 --out ck";
+    let (rc, _, err) = fl_json(root, &[&train]);
     assert_eq!(rc, 4, "{err}");
     assert!(!root.join("ck").exists());
 }
@@ -429,19 +373,12 @@ fn messages_name_the_right_thing() {
     let root = d.path();
     let m = model.to_str().unwrap();
     std::fs::write(root.join("t.txt"), "hello\nworld\n").unwrap();
-    let (rc, _, err) = fl_json(
-        root,
-        &[
-            "embed",
-            "--no-progress",
-            "--model",
-            m,
-            "--input",
-            "t.txt",
-            "--output",
-            "o.npy",
-        ],
-    );
+    let embed = args(&[
+        &"embed --no-progress --model",
+        &model,
+        &"--input t.txt --output",
+    ]);
+    let (rc, _, err) = fl_json(root, &[&embed, &"o.npy"]);
     assert_eq!(rc, 0, "{err}");
     // An output inside the cache is refused by name (the folder exists).
     let entry = std::fs::read_dir(root.join("cache"))
@@ -451,19 +388,7 @@ fn messages_name_the_right_thing() {
         .unwrap()
         .path();
     let evil = entry.join("chunks/evil.npy");
-    let (rc, _, err) = fl_json(
-        root,
-        &[
-            "embed",
-            "--no-progress",
-            "--model",
-            m,
-            "--input",
-            "t.txt",
-            "--output",
-            evil.to_str().unwrap(),
-        ],
-    );
+    let (rc, _, err) = fl_json(root, &[&embed, &evil]);
     assert_eq!(rc, 2, "{err}");
     assert!(err.contains("inside the embedding cache"), "{err}");
     assert!(!evil.exists());
@@ -473,19 +398,7 @@ fn messages_name_the_right_thing() {
     let dead = child.id();
     child.wait().unwrap();
     std::fs::write(root.join(".o2.npy.lock"), dead.to_string()).unwrap();
-    let (rc, _, err) = fl_json(
-        root,
-        &[
-            "embed",
-            "--no-progress",
-            "--model",
-            m,
-            "--input",
-            "t.txt",
-            "--output",
-            "o2.npy",
-        ],
-    );
+    let (rc, _, err) = fl_json(root, &[&embed, &"o2.npy"]);
     assert_eq!(rc, 0, "{err}");
     assert!(!root.join(".o2.npy.lock").exists(), "{err}");
 
@@ -503,7 +416,7 @@ fn messages_name_the_right_thing() {
         format!("model = \"{m}\"\n[train]\nepochs = 1\n[[tasks]]\nname = \"t\"\ntrain = \"one-each.csv\"\n"),
     )
     .unwrap();
-    let (rc, _, err) = fl_json(root, &["train", "--no-progress", "--run", "run.toml"]);
+    let (rc, _, err) = fl_json(root, &[&"train --no-progress --run run.toml"]);
     assert_eq!(rc, 0, "{err}");
     assert!(
         err.contains("dev_fraction = 0.1 carved no rows") && !err.contains("dev_fraction = 0:"),
@@ -544,7 +457,7 @@ fn multi_label_rows_may_name_no_label_and_a_trailing_backslash_is_refused() {
             ),
         )
         .unwrap();
-        fl_json(root, &["train", "--no-progress", "--run", "run.toml"])
+        fl_json(root, &[&"train --no-progress --run run.toml"])
     };
     let (rc, _, err) = run("train.csv");
     assert_eq!(rc, 0, "{err}");
@@ -586,14 +499,9 @@ fn token_state_chunks_of_a_long_sentence_stay_bounded() {
     let (rc, _, err) = fl_json(
         root,
         &[
-            "embed",
-            "--no-progress",
-            "--model",
-            model.to_str().unwrap(),
-            "--input",
-            "long.conll",
-            "--output",
-            "words.npy",
+            &"embed --no-progress --model",
+            &model,
+            &"--input long.conll --output words.npy",
         ],
     );
     assert_eq!(rc, 0, "{err}");

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use frostline::embedder::{EmbedSettings, SentenceEmbedder};
-use polars::prelude::SerReader;
 
 struct Reference {
     text: String,
@@ -121,9 +120,7 @@ fn all_input_formats_give_the_same_vectors_and_parquet_keeps_order() {
     let pq = dir.path().join("out.parquet");
     let (ok, _, err) = run(&mut embed_cmd(&model, &csv_path, &pq, &cache));
     assert!(ok, "{err}");
-    let df = polars::prelude::ParquetReader::new(std::fs::File::open(&pq).unwrap())
-        .finish()
-        .unwrap();
+    let df = read_parquet(&pq);
     let names: Vec<String> = df
         .get_column_names()
         .iter()

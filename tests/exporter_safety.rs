@@ -48,21 +48,12 @@ fn run_for(cmd: &mut Command, limit: Duration) -> (i32, String, String) {
     (code, read(&o), read(&e))
 }
 
-fn export(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
-    let mut cmd = Command::new(py());
-    cmd.arg(repo().join("scripts/export_onnx.py")).args(args);
-    run_for(&mut cmd, Duration::from_secs(120))
-}
-
 fn export_to(src: &Path, out: &Path, extra: &[&str]) -> (i32, String, String) {
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        "--model".as_ref(),
-        src.as_os_str(),
-        "--output".as_ref(),
-        out.as_os_str(),
-    ];
-    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
-    export(&args)
+    let mut cmd = Command::new(py());
+    cmd.arg(repo().join("scripts/export_onnx.py"))
+        .args(args(&[&"--model", &src, &"--output", &out]))
+        .args(extra);
+    run_for(&mut cmd, Duration::from_secs(120))
 }
 
 /// A refusal as it must look: exit 2, one line on stderr naming what is wrong, no traceback.
@@ -372,16 +363,7 @@ fn links_within_the_folder_of_another_model_or_into_the_hub_cache_are_followed()
 
     // A folder of links to another model's files (as tests and people make them).
     let links = d.join("links");
-    std::fs::create_dir_all(links.join("1_Pooling")).unwrap();
-    for f in [
-        "model.safetensors",
-        "tokenizer.json",
-        "config.json",
-        "modules.json",
-        "1_Pooling/config.json",
-    ] {
-        std::os::unix::fs::symlink(model.join(f), links.join(f)).unwrap();
-    }
+    link_model(&model, &links, &["model.onnx", "sentence_bert_config.json"]);
     let got = export_to(&links, &d.join("out2"), &[]);
     assert_eq!(got.0, 0, "{}{}", got.1, got.2);
 
@@ -505,17 +487,7 @@ fn cut_at_writes_only_into_folders_the_exporter_made() {
     assert_eq!(got.0, 0, "{}{}", got.1, got.2);
     assert!(ours.join("model.cut-1.onnx").is_file());
     let links = d.join("links");
-    std::fs::create_dir_all(links.join("1_Pooling")).unwrap();
-    for f in [
-        "model.onnx",
-        "model.safetensors",
-        "tokenizer.json",
-        "config.json",
-        "modules.json",
-        "1_Pooling/config.json",
-    ] {
-        std::os::unix::fs::symlink(model.join(f), links.join(f)).unwrap();
-    }
+    link_model(&model, &links, &["sentence_bert_config.json"]);
     let got = export_to(&links, &links, &["--cut-at", "0"]);
     assert_eq!(got.0, 0, "{}{}", got.1, got.2);
     assert!(links.join("model.cut-0.onnx").is_file());

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use frostline::backbone::ModelFolder;
@@ -134,19 +134,14 @@ fn bad_frost_line_input_is_named() {
     );
 }
 
-/// `n` rows of a shipped subset as a new CSV.
-fn head_rows(dir: &Path, src: &str, n: usize, name: &str) -> PathBuf {
-    let text = std::fs::read_to_string(repo().join(src)).unwrap();
-    let lines: Vec<&str> = text.lines().take(n + 1).collect();
-    let p = dir.join(name);
-    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
-    p
-}
-
-fn train_cmd(run_toml: &Path, cache: &Path, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = frostline(&["train", "--no-progress", "--max-length", "32", "--run"]);
-    cmd.arg(run_toml).arg("--cache-dir").arg(cache).args(args);
-    run(&mut cmd)
+fn train_cmd(run_toml: &Path, cache: &Path, parts: &[&dyn AsArgs]) -> (bool, String, String) {
+    run(&mut frostline(&[
+        &"train --no-progress --max-length 32 --run",
+        &run_toml,
+        &"--cache-dir",
+        &cache,
+        &parts,
+    ]))
 }
 
 #[test]
@@ -162,25 +157,20 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
         format!(
             "model = \"{}\"\nseed = 5\n[train]\nepochs = 1\nbatch_size = 16\nlr = 1e-3\nencoder_lr = 1e-4\n[[tasks]]\nname = \"intent\"\ntrain = \"{}\"\ntest = \"{}\"\n[[tasks]]\nname = \"sentiment\"\ntrain = \"{}\"\ndev = \"{}\"\ntest = \"{}\"\n",
             m.display(),
-            head_rows(d, "data/banking77/train.csv", 200, "b-train.csv").display(),
-            head_rows(d, "data/banking77/test.csv", 60, "b-test.csv").display(),
-            head_rows(d, "data/sst2/train.csv", 200, "s-train.csv").display(),
-            head_rows(d, "data/sst2/dev.csv", 60, "s-dev.csv").display(),
-            head_rows(d, "data/sst2/test.csv", 60, "s-test.csv").display(),
+            head_rows("data/banking77/train.csv", 200, &d.join("b-train.csv")).display(),
+            head_rows("data/banking77/test.csv", 60, &d.join("b-test.csv")).display(),
+            head_rows("data/sst2/train.csv", 200, &d.join("s-train.csv")).display(),
+            head_rows("data/sst2/dev.csv", 60, &d.join("s-dev.csv")).display(),
+            head_rows("data/sst2/test.csv", 60, &d.join("s-test.csv")).display(),
         ),
     )
     .unwrap();
 
     // frost-line=4: layers 4 and 5 train with both heads; the checkpoint keeps them.
     let ck = d.join("ck");
-    let (ok, out, err) = train_cmd(
-        &run_toml,
-        &cache,
-        &["--regime", "frost-line=4", "--out", ck.to_str().unwrap()],
-    );
+    let (ok, out, err) = train_cmd(&run_toml, &cache, &[&"--regime frost-line=4 --out", &ck]);
     assert!(ok, "{out}{err}");
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(ck.join("manifest.json")).unwrap()).unwrap();
+    let manifest = manifest(&ck);
     assert_eq!(manifest["frost_line"], 4);
     let layer_params = 2 * (4 * (384 * 384 + 384) + 2 * 384 * 1536 + 1536 + 384 + 4 * 384);
     let classes = |i: usize| manifest["tasks"][i]["classes"].as_array().unwrap().len();
@@ -211,21 +201,16 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
 
     // predict runs ONNX-below-4 + the tuned layers, and agrees with the checkpoint's own test score.
     let pred = d.join("pred.csv");
-    let mut cmd = frostline(&[
-        "predict",
-        "--no-progress",
-        "--max-length",
-        "32",
-        "--checkpoint",
-    ]);
-    cmd.arg(&ck)
-        .arg("--input")
-        .arg(d.join("s-test.csv"))
-        .arg("--output")
-        .arg(&pred)
-        .arg("--cache-dir")
-        .arg(&cache);
-    let (ok, _, err) = run(&mut cmd);
+    let (ok, _, err) = run(&mut frostline(&[
+        &"predict --no-progress --max-length 32 --checkpoint",
+        &ck,
+        &"--input",
+        &d.join("s-test.csv"),
+        &"--output",
+        &pred,
+        &"--cache-dir",
+        &cache,
+    ]));
     assert!(ok, "{err}");
     let truth = frostline::data::read_table(&d.join("s-test.csv"))
         .unwrap()
@@ -253,10 +238,12 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
 
     // The tuned backbone exported as one ONNX model reproduces the native pipeline's vectors.
     let exported = d.join("exported");
-    let (ok, _, err) = run(frostline(&["export", "--checkpoint"])
-        .arg(&ck)
-        .arg("--out")
-        .arg(&exported));
+    let (ok, _, err) = run(&mut frostline(&[
+        &"export --checkpoint",
+        &ck,
+        &"--out",
+        &exported,
+    ]));
     assert!(ok, "{err}");
     let texts = frostline::data::read_table(&d.join("s-test.csv"))
         .unwrap()
@@ -267,7 +254,7 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
     settings.max_length = 32;
     let mut ckpt = frostline::checkpoint::load(&ck).unwrap();
     let mut native =
-        frostline::checkpoint::vectors::CheckpointEncoder::open(&mut ckpt, settings.clone(), false)
+        frostline::inference::CheckpointEncoder::open(&mut ckpt, settings.clone(), false)
             .unwrap()
             .0;
     let (a, _) = native.vectors(&ckpt, &texts).unwrap();
@@ -285,18 +272,16 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
     // freeze-head=a with trainable layers: the intent head is kept bit for bit, the layers and
     // the sentiment head train, and the frozen head is still scored on the new features.
     let base_ck = d.join("base");
-    assert!(train_cmd(&run_toml, &cache, &["--out", base_ck.to_str().unwrap()]).0);
+    assert!(train_cmd(&run_toml, &cache, &[&"--out", &base_ck]).0);
     let frozen = d.join("frozen");
     let (ok, out, err) = train_cmd(
         &run_toml,
         &cache,
         &[
-            "--regime",
-            "freeze-head=a,frost-line=4",
-            "--from",
-            base_ck.to_str().unwrap(),
-            "--out",
-            frozen.to_str().unwrap(),
+            &"--regime freeze-head=a,frost-line=4 --from",
+            &base_ck,
+            &"--out",
+            &frozen,
         ],
     );
     assert!(ok, "{out}{err}");
@@ -309,9 +294,7 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
         hb["heads.sentiment.0.weight"],
         hf["heads.sentiment.0.weight"]
     );
-    let mf: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(frozen.join("manifest.json")).unwrap())
-            .unwrap();
+    let mf = common::manifest(&frozen);
     assert_eq!(
         (
             mf["tasks"][0]["trained"].as_bool(),
@@ -326,7 +309,7 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
     );
 
     // N outside 0..=L from the command line.
-    let (ok, _, err) = train_cmd(&run_toml, &cache, &["--regime", "frost-line=7"]);
+    let (ok, _, err) = train_cmd(&run_toml, &cache, &[&"--regime frost-line=7"]);
     assert!(
         !ok && err.contains("frost line 7 is outside 0..=6"),
         "{err}"

@@ -259,7 +259,7 @@ fn fuzz_parquet() {
 
 #[test]
 fn fuzz_cache_chunk() {
-    use frostline::cache::{text_key, Chunk, ChunkWriter};
+    use frostline::embedder::{text_key, Chunk, ChunkWriter};
     let dir = tempfile::tempdir().unwrap();
     let entry = [7u8; 10];
     let mut seeds = Vec::new();
@@ -296,10 +296,10 @@ fn fuzz_cache_chunk() {
 
 /// A real checkpoint manifest and heads file, made with the library (no model needed).
 fn checkpoint_seed(dir: &Path) -> (Vec<u8>, Vec<u8>) {
-    use frostline::heads::{Head, HeadSpec};
     use frostline::nn::{ParamStore, Rng};
+    use frostline::train::{Head, HeadSpec};
     let mut store = ParamStore::default();
-    let head = Head::new(&mut store, "t", HeadSpec::Linear, 8, 3, &mut Rng::new(1));
+    let head = Head::new(&mut store, "t", HeadSpec::LINEAR, 8, 3, &mut Rng::new(1));
     let heads = frostline::nn::tensors::to_safetensors(&store, &head.param_ids()).unwrap();
     let manifest = serde_json::json!({
         "format_version": 3,
@@ -408,7 +408,7 @@ fn fuzz_dataset_import() {
     ParquetWriter::new(&mut part).finish(&mut df).unwrap();
     let part_name = "part-00000-of-00001.parquet";
     std::fs::write(ds.join(part_name), &part).unwrap();
-    let sum = frostline::dataset::checksum(&ds.join(part_name)).unwrap();
+    let sum = frostline::data::checksum(&ds.join(part_name)).unwrap();
     let success = serde_json::to_vec_pretty(&serde_json::json!({
         "parts": [{"file": part_name, "rows": rows.len(), "text_column": "text", "checksum": sum}],
         "rows": rows.len(),
@@ -421,15 +421,14 @@ fn fuzz_dataset_import() {
     .unwrap();
     // What an import reads of a part: its checksum, texts and vectors, and their checks.
     let read_part = |path: &Path| -> Result<(), String> {
-        frostline::dataset::checksum(path).map_err(|e| e.to_string())?;
+        frostline::data::checksum(path).map_err(|e| e.to_string())?;
         let (texts, values) =
             frostline::data::read_part_vectors(path, "text", dim).map_err(|e| e.to_string())?;
-        frostline::dataset::check_vectors(path, &texts, &values, dim, true)
-            .map_err(|e| e.to_string())
+        frostline::data::check_vectors(path, &texts, &values, dim, true).map_err(|e| e.to_string())
     };
     read_part(&ds.join(part_name)).expect("the seed part is valid");
     std::fs::write(ds.join("_SUCCESS"), &success).unwrap();
-    frostline::dataset::success_record(&ds)
+    frostline::data::success_record(&ds)
         .unwrap()
         .expect("the seed _SUCCESS is valid");
     let names_file = |path: &Path, r: Result<(), String>| -> Result<(), String> {
@@ -450,7 +449,7 @@ fn fuzz_dataset_import() {
     let c = fuzz("dataset-success", &[success], 20, |bytes| {
         let path = ds.join("_SUCCESS");
         std::fs::write(&path, bytes).unwrap();
-        let r = frostline::dataset::success_record(&ds)
+        let r = frostline::data::success_record(&ds)
             .map(|_| ())
             .map_err(|e| e.to_string());
         names_file(&path, r)

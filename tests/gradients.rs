@@ -1,11 +1,11 @@
 //! Finite-difference checks of every backward pass the heads use (no model needed).
 
-use frostline::heads::{Head, HeadSpec};
 use frostline::nn::act::{gelu, gelu_backward};
 use frostline::nn::gemm::Kernel;
 use frostline::nn::loss::cross_entropy;
 use frostline::nn::optim::clip_grad_norm;
 use frostline::nn::{Linear, ParamStore, Rng};
+use frostline::train::{Head, HeadKind, HeadSpec, MlpShape};
 use ndarray::{Array2, ArrayView2};
 
 fn random(rows: usize, cols: usize, rng: &mut Rng) -> Array2<f32> {
@@ -142,10 +142,13 @@ fn whole_mlp_head_backward_matches_finite_differences_with_dropout() {
     let head = Head::new(
         &mut store,
         "t",
-        HeadSpec::Mlp {
-            hidden: 6,
-            dropout: 0.3,
-        },
+        HeadSpec::new(
+            HeadKind::Mlp,
+            MlpShape {
+                hidden: 6,
+                dropout: 0.3,
+            },
+        ),
         5,
         3,
         &mut rng,
@@ -207,10 +210,10 @@ fn clipping_bounds_the_global_norm() {
 
 // ---- the native encoder (frost line) ----
 
+use frostline::backbone::{Pooling, PoolingMode};
 use frostline::nn::attention::Segments;
 use frostline::nn::bert::{pool_backward, pool_forward, BertLayer};
 use frostline::nn::layernorm::LayerNorm;
-use frostline::pool::{Pooling, PoolingMode};
 
 /// Checks every listed parameter entry and every input entry of `f` by central differences.
 fn check_all(

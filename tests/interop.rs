@@ -33,14 +33,19 @@ for path in sys.argv[1:]:
     print(t.num_rows, t.num_columns)
 "#;
 
-fn cmd(args: &[&str], cache: &Path) -> Command {
-    let mut c = frostline(args);
-    c.env("FROSTLINE_CACHE", cache);
-    c
-}
+/// Reads a dataset folder as one table with pyarrow.dataset 14 and pandas 2.1 (the folder
+/// itself) and polars (its `*.parquet`: polars refuses any folder that holds a file other than
+/// Parquet, even Spark's `_SUCCESS`); prints the three row counts.
+const READ_FOLDER: &str = r#"
+import sys, pandas, polars, pyarrow.dataset as ds
+d = sys.argv[1]
+print(ds.dataset(d, format="parquet").to_table().num_rows, len(pandas.read_parquet(d)),
+      polars.read_parquet(d + "/*.parquet").height)
+"#;
 
-fn ok(c: &mut Command) {
-    let (ok, out, err) = run(c);
+/// Runs the binary with the arguments `parts` make and the cache `cache`; it must succeed.
+fn ok(parts: &[&dyn AsArgs], cache: &Path) {
+    let (ok, out, err) = run(frostline(parts).env("FROSTLINE_CACHE", cache));
     assert!(ok, "{out}{err}");
 }
 
@@ -53,36 +58,14 @@ fn every_parquet_output_reads_in_pyarrow_14_pandas_2_1_and_current_polars() {
     let cache = d.join("cache");
     let m = model.to_str().unwrap();
     let goemotions = repo().join("data/goemotions");
-    head_rows("data/goemotions/test.csv", 40, &d.join("in.csv"));
-    let input = d.join("in.csv");
-    let input = input.to_str().unwrap();
+    let input = head_rows("data/goemotions/test.csv", 40, &d.join("in.csv"));
 
-    ok(cmd(
-        &[
-            "embed",
-            "--no-progress",
-            "--model",
-            m,
-            "--input",
-            input,
-            "--output",
-        ],
+    let embed = args(&[&"embed --no-progress --model", &model, &"--input", &input]);
+    ok(&[&embed, &"--output", &d.join("e.parquet")], &cache);
+    ok(
+        &[&embed, &"--output", &format!("{}/ds/", d.display())],
         &cache,
-    )
-    .arg(d.join("e.parquet")));
-    ok(cmd(
-        &[
-            "embed",
-            "--no-progress",
-            "--model",
-            m,
-            "--input",
-            input,
-            "--output",
-        ],
-        &cache,
-    )
-    .arg(format!("{}/ds/", d.display())));
+    );
 
     let run_toml = d.join("run.toml");
     std::fs::write(
@@ -95,45 +78,38 @@ fn every_parquet_output_reads_in_pyarrow_14_pandas_2_1_and_current_polars() {
     )
     .unwrap();
     let ck = d.join("ck");
-    ok(cmd(&["train", "--no-progress", "--run"], &cache)
-        .arg(&run_toml)
-        .arg("--out")
-        .arg(&ck));
-    ok(cmd(
+    ok(
+        &[&"train --no-progress --run", &run_toml, &"--out", &ck],
+        &cache,
+    );
+    ok(
         &[
-            "predict",
-            "--no-progress",
-            "--all-probs",
-            "--top-k",
-            "2",
-            "--input",
-            input,
+            &"predict --no-progress --all-probs --top-k 2 --input",
+            &input,
+            &"--checkpoint",
+            &ck,
+            &"--output",
+            &d.join("p.parquet"),
         ],
         &cache,
-    )
-    .arg("--checkpoint")
-    .arg(&ck)
-    .arg("--output")
-    .arg(d.join("p.parquet")));
-    ok(cmd(&["eval", "--no-progress", "--checkpoint"], &cache).arg(&ck));
-    ok(cmd(
-        &["compare", "--no-progress", "--no-frost-line", "--run"],
-        &cache,
-    )
-    .arg(&run_toml)
-    .arg("--out")
-    .arg(d.join("cmp")));
+    );
+    ok(&[&"eval --no-progress --checkpoint", &ck], &cache);
+    let compare = "compare --no-progress --no-frost-line --run";
+    ok(&[&compare, &run_toml, &"--out", &d.join("cmp")], &cache);
     let sst = repo().join("data/sst2");
-    ok(cmd(
-        &["mteb", "--no-progress", "--model", m, "--experiments", "2"],
+    ok(
+        &[
+            &"mteb --no-progress --model",
+            &model,
+            &"--experiments 2 --train",
+            &sst.join("train.csv"),
+            &"--test",
+            &sst.join("test.csv"),
+            &"--out",
+            &d.join("mteb"),
+        ],
         &cache,
-    )
-    .arg("--train")
-    .arg(sst.join("train.csv"))
-    .arg("--test")
-    .arg(sst.join("test.csv"))
-    .arg("--out")
-    .arg(d.join("mteb")));
+    );
 
     let mut files: Vec<PathBuf> = vec![
         d.join("e.parquet"),
@@ -158,9 +134,7 @@ fn every_parquet_output_reads_in_pyarrow_14_pandas_2_1_and_current_polars() {
         String::from_utf8_lossy(&out.stderr)
     );
     for (f, line) in files.iter().zip(stdout.lines()) {
-        let df = ParquetReader::new(std::fs::File::open(f).unwrap())
-            .finish()
-            .unwrap();
+        let df = read_parquet(f);
         assert_eq!(
             line,
             format!("{} {}", df.height(), df.width()),
@@ -170,10 +144,21 @@ fn every_parquet_output_reads_in_pyarrow_14_pandas_2_1_and_current_polars() {
         assert!(df.height() > 0, "{}", f.display());
     }
     assert_eq!(stdout.lines().count(), files.len());
-    // The list and struct columns come back as such in polars.
-    let p = ParquetReader::new(std::fs::File::open(d.join("p.parquet")).unwrap())
-        .finish()
+    // The dataset folder reads as one table: its sidecars and records are named to be skipped.
+    let out = Command::new(&py)
+        .arg("-c")
+        .arg(READ_FOLDER)
+        .arg(d.join("ds"))
+        .output()
         .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "40 40 40");
+    // The list and struct columns come back as such in polars.
+    let p = read_parquet(&d.join("p.parquet"));
     assert!(matches!(
         p.column("emotion_labels").unwrap().dtype(),
         DataType::List(_)
@@ -182,9 +167,7 @@ fn every_parquet_output_reads_in_pyarrow_14_pandas_2_1_and_current_polars() {
         p.column("sentiment_probs").unwrap().dtype(),
         DataType::Struct(_)
     ));
-    let e = ParquetReader::new(std::fs::File::open(d.join("e.parquet")).unwrap())
-        .finish()
-        .unwrap();
+    let e = read_parquet(&d.join("e.parquet"));
     assert!(matches!(
         e.column("embedding").unwrap().dtype(),
         DataType::Array(_, 384)

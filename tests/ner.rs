@@ -11,9 +11,7 @@ use common::*;
 use polars::prelude::*;
 
 fn cache() -> PathBuf {
-    let p = std::env::temp_dir().join("frostline-test-cache-ner");
-    std::fs::create_dir_all(&p).unwrap();
-    p
+    shared_cache("ner")
 }
 
 /// Intents + entities on the shipped subsets; `entities` overrides the entity task's files.
@@ -38,15 +36,16 @@ fn run_file(dir: &Path, train_extra: &str, entities: Option<(&Path, &Path)>) -> 
     p
 }
 
-fn train(run_file: &Path, out: &Path, args: &[&str]) -> (bool, serde_json::Value, String) {
-    let mut cmd = frostline(&["train", "--json", "--no-progress", "--run"]);
-    cmd.arg(run_file)
-        .arg("--out")
-        .arg(out)
-        .arg("--cache-dir")
-        .arg(cache())
-        .args(args);
-    let (ok, stdout, stderr) = run(&mut cmd);
+fn train(run_file: &Path, out: &Path, parts: &[&dyn AsArgs]) -> (bool, serde_json::Value, String) {
+    let (ok, stdout, stderr) = run(&mut frostline(&[
+        &"train --json --no-progress --run",
+        &run_file,
+        &"--out",
+        &out,
+        &"--cache-dir",
+        &cache(),
+        &parts,
+    ]));
     let json = if ok {
         serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null)
     } else {
@@ -56,16 +55,7 @@ fn train(run_file: &Path, out: &Path, args: &[&str]) -> (bool, serde_json::Value
 }
 
 fn predict(ck: &Path, input: &Path, out: &Path, args: &[&str]) {
-    let mut cmd = frostline(&["predict", "--no-progress", "--checkpoint"]);
-    cmd.arg(ck)
-        .arg("--input")
-        .arg(input)
-        .arg("--output")
-        .arg(out)
-        .arg("--cache-dir")
-        .arg(cache())
-        .args(args);
-    let (ok, o, e) = run(&mut cmd);
+    let (ok, o, e) = run(predict_cmd(ck, input, out, &cache()).args(args));
     assert!(ok, "{o}{e}");
 }
 
@@ -79,10 +69,6 @@ fn entities_summary(json: &serde_json::Value) -> &serde_json::Value {
         .unwrap()
 }
 
-fn manifest(ck: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(ck.join("manifest.json")).unwrap()).unwrap()
-}
-
 fn task<'a>(m: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     m["tasks"]
         .as_array()
@@ -93,21 +79,16 @@ fn task<'a>(m: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 }
 
 fn eval(ck: &Path, out: &Path) -> DataFrame {
-    let mut cmd = frostline(&["eval", "--no-progress", "--checkpoint"]);
-    cmd.arg(ck)
-        .arg("--out")
-        .arg(out)
-        .arg("--cache-dir")
-        .arg(cache());
-    let (ok, o, e) = run(&mut cmd);
+    let (ok, o, e) = run(&mut frostline(&[
+        &"eval --no-progress --checkpoint",
+        &ck,
+        &"--out",
+        &out,
+        &"--cache-dir",
+        &cache(),
+    ]));
     assert!(ok, "{o}{e}");
     read_parquet(&out.join("overall.parquet"))
-}
-
-fn read_parquet(path: &Path) -> DataFrame {
-    ParquetReader::new(std::fs::File::open(path).unwrap())
-        .finish()
-        .unwrap()
 }
 
 fn f64_of(df: &DataFrame, col: &str, task: &str) -> Option<f64> {
@@ -163,12 +144,35 @@ fn joint_training_eval_predict_and_every_regime() {
     let confusion = std::fs::read_to_string(rep.join("confusion.csv")).unwrap();
     assert!(confusion.contains("entities,person,(missed),"));
     assert!(confusion.contains("entities,(none),"));
+    // The heat map shows the dominant span errors: missed (a column) and spurious (a row).
+    let svg = std::fs::read_to_string(rep.join("plots/confusion_entities.svg")).unwrap();
+    assert!(svg.contains("(missed)") && svg.contains("(none)"), "{svg}");
     let errors = read_parquet(&rep.join("errors.parquet"));
     let texts = errors.column("text").unwrap().str().unwrap().clone();
     let tasks = errors.column("task").unwrap().str().unwrap().clone();
     assert!((0..errors.height())
         .filter(|&i| tasks.get(i) == Some("entities"))
         .all(|i| texts.get(i).unwrap().contains("[[")));
+    // A missed span has no probability (nothing was predicted there); the others have one.
+    let predicted = errors.column("predicted").unwrap().str().unwrap().clone();
+    let probability = errors.column("probability").unwrap().f32().unwrap().clone();
+    let missed: Vec<usize> = (0..errors.height())
+        .filter(|&i| predicted.get(i) == Some("(missed)"))
+        .collect();
+    assert!(!missed.is_empty());
+    assert!(missed.iter().all(|&i| probability.get(i).is_none()));
+    assert!((0..errors.height())
+        .filter(|i| !missed.contains(i))
+        .all(|i| probability.get(i).is_some()));
+    // The Markdown summary cuts a long sentence around its span, never before it.
+    let md = std::fs::read_to_string(rep.join("report.md")).unwrap();
+    let ner = md.split("## Task `entities`").nth(1).unwrap();
+    let shown: Vec<&str> = ner
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.contains("[["))
+        .collect();
+    assert!(!shown.is_empty(), "{ner}");
+    assert!(shown.iter().all(|l| l.contains("]]")), "{ner}");
 
     // predict: entity spans with character offsets into the raw text.
     let input = d.join("new.csv");
@@ -203,6 +207,44 @@ fn joint_training_eval_predict_and_every_regime() {
         }
     }
     assert!(found >= 2, "the people in the first text are found");
+    // --min-score keeps the entities scoring at least S, and only those.
+    let scores = |out: &Path| -> Vec<f64> {
+        let mut rdr = csv::Reader::from_path(out).unwrap();
+        rdr.records()
+            .flat_map(|row| {
+                let spans: serde_json::Value = serde_json::from_str(&row.unwrap()[3]).unwrap();
+                spans
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s["score"].as_f64().unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let all = scores(&out);
+    let cut = all.iter().cloned().fold(0.0, f64::max) - 1e-4;
+    let high = d.join("pred-high.csv");
+    predict(&ck, &input, &high, &["--min-score", &cut.to_string()]);
+    let kept = scores(&high);
+    assert!(
+        !kept.is_empty() && kept.iter().all(|&s| s >= cut - 1e-6),
+        "{kept:?}"
+    );
+    assert_eq!(kept.len(), all.iter().filter(|&&s| s >= cut - 1e-6).count());
+    let (c, _, err) = code(predict_cmd(&ck, &input, &high, &cache()).args(["--min-score", "1.5"]));
+    assert_eq!(c, 2, "{err}");
+    let (c, _, err) = code(predict_cmd(&ck, &input, &high, &cache()).args([
+        "--min-score",
+        "0.5",
+        "--tasks",
+        "intent",
+    ]));
+    assert_eq!(c, 2, "{err}");
+    assert!(
+        err.contains("none of the tasks predicted (intent)"),
+        "{err}"
+    );
     let pq = d.join("pred.parquet");
     predict(&ck, &input, &pq, &["--tasks", "entities"]);
     let df = read_parquet(&pq);
@@ -217,7 +259,6 @@ fn joint_training_eval_predict_and_every_regime() {
     assert_eq!(names, ["start", "end", "type", "text", "score"]);
 
     // Every regime, from this checkpoint where one is needed.
-    let from = ck.to_str().unwrap();
     let before = task(&m, "entities")["test"].clone();
     for (regime, frozen) in [
         ("freeze-head=entities", Some("entities")),
@@ -230,12 +271,10 @@ fn joint_training_eval_predict_and_every_regime() {
             &run_file(d, "", None),
             &out,
             &[
-                "--set",
+                &"--set",
                 &format!("train.regime={regime}"),
-                "--set",
-                "train.epochs=1",
-                "--from",
-                from,
+                &"--set train.epochs=1 --from",
+                &ck,
             ],
         );
         assert!(ok, "{regime}: {err}");
@@ -279,15 +318,16 @@ fn long_sentences_are_windowed_and_every_word_labelled() {
     let path = dir.path().join("long.conll");
     std::fs::write(&path, conll).unwrap();
     let out = dir.path().join("words.parquet");
-    let mut cmd = frostline(&["embed", "--no-progress", "--json", "--model"]);
-    cmd.arg(&model)
-        .arg("--input")
-        .arg(&path)
-        .arg("--output")
-        .arg(&out)
-        .arg("--cache-dir")
-        .arg(cache());
-    let (ok, o, e) = run(&mut cmd);
+    let (ok, o, e) = run(&mut frostline(&[
+        &"embed --no-progress --json --model",
+        &model,
+        &"--input",
+        &path,
+        &"--output",
+        &out,
+        &"--cache-dir",
+        &cache(),
+    ]));
     assert!(ok, "{o}{e}");
     let stats: serde_json::Value = serde_json::from_str(&o).unwrap();
     assert!(
@@ -314,7 +354,7 @@ fn long_sentences_are_windowed_and_every_word_labelled() {
             Some((&repo().join("data/wnut17/train.conll"), &path)),
         ),
         &d.join("ck"),
-        &["--set", "train.epochs=1"],
+        &[&"--set train.epochs=1"],
     );
     assert!(ok, "{err}");
     let m = manifest(&d.join("ck"));
@@ -335,7 +375,7 @@ fn bad_conll_input_is_named_with_its_file_and_line() {
         let r = train(
             &run_file(d, "", Some((&train_file, &p))),
             &out,
-            &["--set", "train.epochs=1"],
+            &[&"--set train.epochs=1"],
         );
         if !r.0 {
             assert!(!out.exists(), "nothing written for {name}");
@@ -383,5 +423,37 @@ fn bad_conll_input_is_named_with_its_file_and_line() {
     assert_eq!(
         ent["test"]["support"], 2,
         "the unknown entity is a true entity, missed"
+    );
+}
+
+#[test]
+fn the_train_summary_shows_a_token_task_s_dev_entity_f1() {
+    let Some(_) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, out, err) = run(&mut frostline(&[
+        &"train --no-progress --run",
+        &run_file(d, "", None),
+        &"--set train.epochs=1 --out",
+        &d.join("ck"),
+        &"--cache-dir",
+        &cache(),
+    ]));
+    assert!(ok, "{out}{err}");
+    let header = out.lines().next().unwrap();
+    let columns: Vec<&str> = header.split('|').map(str::trim).collect();
+    let at = columns.iter().position(|c| *c == "dev entity F1");
+    let at = at.unwrap_or_else(|| panic!("no dev entity F1 column: {header}"));
+    let row = out.lines().find(|l| l.starts_with("| entities ")).unwrap();
+    let cell = row.split('|').map(str::trim).nth(at).unwrap();
+    assert!(
+        cell.parse::<f64>().is_ok(),
+        "dev entity F1 of the token task: {row}"
+    );
+    let intent = out.lines().find(|l| l.starts_with("| intent ")).unwrap();
+    assert_eq!(
+        intent.split('|').map(str::trim).nth(at),
+        Some("–"),
+        "{intent}"
     );
 }

@@ -3,16 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use frostline::nn::gemm::Kernel;
-
-fn rows(dir: &Path, src: &str, n: usize, name: &str) -> PathBuf {
-    let p = dir.join(name);
-    head_rows(src, n, &p);
-    p
-}
 
 struct Trained {
     stdout: String,
@@ -24,13 +18,16 @@ struct Trained {
 
 fn train(d: &Path, run: &Path, name: &str, precision: &str) -> Result<Trained, (i32, String)> {
     let ck = d.join(name);
-    let mut cmd = frostline(&["train", "--no-progress", "--max-length", "32", "--run"]);
-    cmd.arg(run)
-        .arg("--cache-dir")
-        .arg(d.join("cache"))
-        .args(["--set", &format!("train.precision={precision}"), "--out"])
-        .arg(&ck);
-    let (code, out, err) = code(&mut cmd);
+    let (code, out, err) = code(&mut frostline(&[
+        &"train --no-progress --max-length 32 --run",
+        &run,
+        &"--cache-dir",
+        &d.join("cache"),
+        &"--set",
+        &format!("train.precision={precision}"),
+        &"--out",
+        &ck,
+    ]));
     if code != 0 {
         return Err((code, err));
     }
@@ -42,8 +39,7 @@ fn train(d: &Path, run: &Path, name: &str, precision: &str) -> Result<Trained, (
         .collect();
     Ok(Trained {
         stdout: out,
-        manifest: serde_json::from_str(&std::fs::read_to_string(ck.join("manifest.json")).unwrap())
-            .unwrap(),
+        manifest: manifest(&ck),
         encoder: std::fs::read(ck.join("encoder.safetensors")).unwrap(),
         heads: std::fs::read(ck.join("heads.safetensors")).unwrap(),
         losses,
@@ -62,8 +58,8 @@ fn precision_is_decided_once_recorded_and_reproducible() {
         format!(
             "model = \"{}\"\nseed = 5\n[train]\nregime = \"frost-line=4\"\nepochs = 3\nbatch_size = 16\nlr = 1e-3\nencoder_lr = 1e-4\npatience = 0\n[[tasks]]\nname = \"intent\"\ntrain = \"{}\"\ntest = \"{}\"\n",
             m.display(),
-            rows(d, "data/banking77/train.csv", 240, "b-train.csv").display(),
-            rows(d, "data/banking77/test.csv", 60, "b-test.csv").display(),
+            head_rows("data/banking77/train.csv", 240, &d.join("b-train.csv")).display(),
+            head_rows("data/banking77/test.csv", 60, &d.join("b-test.csv")).display(),
         ),
     )
     .unwrap();

@@ -11,16 +11,8 @@ use frostline::embedder::SentenceEmbedder;
 
 /// `frostline quantize --model MODEL --out OUT EXTRA…` with a private cache.
 fn quantize(cwd: &Path, model: &Path, out: &Path, extra: &[&str]) -> (i32, String, String) {
-    let mut args = vec![
-        "quantize",
-        "--json",
-        "--model",
-        model.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    code(&mut fl(cwd, &cwd.join("cache"), &args))
+    let quantize = args(&[&"quantize --json --model", &model, &"--out", &out]);
+    code(fl(cwd, &cwd.join("cache"), &[&quantize]).args(extra))
 }
 
 fn quantized(dir: &Path, model: &Path, method: &str) -> PathBuf {
@@ -89,28 +81,26 @@ fn quantize_writes_a_self_describing_int8_folder_that_doctor_reads() {
         summary["model_bytes"].as_u64().unwrap() < summary["source_model_bytes"].as_u64().unwrap()
     );
 
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("quantization.json")).unwrap())
-            .unwrap();
+    let record = read_json(&out.join("quantization.json"));
     assert_eq!(record["recipe"]["method"], "per-token");
     assert_eq!(record["source"]["dir"], model.to_str().unwrap());
     assert_eq!(record["quantizer"]["quantized_matmuls"], 36);
-    // The folder is complete: tokenizer, pooling and the fp32 weights the frost line trains from.
+    // The folder is complete (tokenizer, pooling) and holds no copy of the fp32 weights.
     for f in [
         "tokenizer.json",
         "config.json",
         "modules.json",
         "1_Pooling/config.json",
-        "model.safetensors",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     assert!(!out.join("model.cut-5.onnx").exists());
+    assert!(!out.join("model.safetensors").exists());
 
     let (rc, stdout, err) = code(&mut fl(
         dir.path(),
         &dir.path().join("cache"),
-        &["doctor", "--json", "--model", out.to_str().unwrap()],
+        &[&"doctor --json --model", &out],
     ));
     assert_eq!(rc, 0, "{err}");
     let doctor = json_of(&stdout);
@@ -197,35 +187,17 @@ fn heads_trained_on_fp32_vectors_are_refused_on_an_int8_folder_unless_allowed() 
     let root = dir.path().join("p");
     project(&root, &model);
     let cache = dir.path().join("cache");
-    let (ok, _, err) = run(&mut fl(
-        &root,
-        &cache,
-        &[
-            "train",
-            "--no-progress",
-            "--run",
-            "runs/run.toml",
-            "--out",
-            "ck",
-        ],
-    ));
+    let train = "train --no-progress --run runs/run.toml";
+    let (ok, _, err) = run(&mut fl(&root, &cache, &[&train, &"--out ck"]));
     assert!(ok, "{err}");
     let int8 = quantized(dir.path(), &model, "per-token");
     let predict = |extra: &[&str]| {
-        let mut args = vec![
-            "predict",
-            "--no-progress",
-            "--checkpoint",
-            "ck",
-            "--input",
-            "data/b-test.csv",
-            "--output",
-            "pred.csv",
-            "--model",
-            int8.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        code(&mut fl(&root, &cache, &args))
+        let predict = args(&[
+            &"predict --no-progress --checkpoint ck --input data/b-test.csv --output pred.csv",
+            &"--model",
+            &int8,
+        ]);
+        code(fl(&root, &cache, &[&predict]).args(extra))
     };
     let (rc, _, err) = predict(&[]);
     assert_eq!(rc, 2, "{err}");
@@ -246,27 +218,16 @@ fn heads_trained_on_fp32_vectors_are_refused_on_an_int8_folder_unless_allowed() 
     let (ok, _, err) = run(&mut fl(
         &root,
         &cache,
-        &[
-            "train",
-            "--no-progress",
-            "--run",
-            "runs/run.toml",
-            "--model",
-            int8.to_str().unwrap(),
-            "--out",
-            "ck8",
-        ],
+        &[&train, &"--model", &int8, &"--out ck8"],
     ));
     assert!(ok, "{err}");
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("ck8/manifest.json")).unwrap())
-            .unwrap();
+    let manifest = manifest(&root.join("ck8"));
     let numeric = manifest["backbone"]["numeric"].as_str().unwrap();
     assert!(numeric.starts_with("int8 per-token"), "{numeric}");
     let (rc, _, err) = code(&mut fl(
         &root,
         &cache,
-        &["eval", "--no-progress", "--checkpoint", "ck8"],
+        &[&"eval --no-progress --checkpoint ck8"],
     ));
     assert_eq!(rc, 0, "{err}");
     assert!(!err.contains("warning:"), "{err}");
@@ -274,14 +235,7 @@ fn heads_trained_on_fp32_vectors_are_refused_on_an_int8_folder_unless_allowed() 
     let (rc, _, err) = code(&mut fl(
         &root,
         &cache,
-        &[
-            "eval",
-            "--no-progress",
-            "--checkpoint",
-            "ck8",
-            "--model",
-            model.to_str().unwrap(),
-        ],
+        &[&"eval --no-progress --checkpoint ck8 --model", &model],
     ));
     assert_eq!(rc, 2, "{err}");
 }
@@ -296,17 +250,8 @@ fn the_frozen_part_of_a_frost_line_runs_in_int8_and_the_checkpoint_remembers() {
     project(&root, &copy);
     let cache = dir.path().join("cache");
     let train = |extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--json",
-            "--no-progress",
-            "--run",
-            "runs/run.toml",
-            "--max-length",
-            "32",
-        ];
-        args.extend_from_slice(extra);
-        code(&mut fl(&root, &cache, &args))
+        let train = "train --json --no-progress --run runs/run.toml --max-length 32";
+        code(fl(&root, &cache, &[&train]).args(extra))
     };
     // Only a frost line has a frozen part to quantize.
     let (rc, _, err) = train(&["--quantize-frozen"]);
@@ -323,17 +268,14 @@ fn the_frozen_part_of_a_frost_line_runs_in_int8_and_the_checkpoint_remembers() {
     assert_eq!(rc, 0, "{err}");
     let trained = json_of(&out);
     assert!(copy.join("model.cut-5.int8-per-token.onnx").is_file());
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("ck/manifest.json")).unwrap())
-            .unwrap();
-    assert_eq!(manifest["train"]["quantize_frozen"], true);
+    assert_eq!(manifest(&root.join("ck"))["train"]["quantize_frozen"], true);
 
     // eval re-reads the test split through the int8 frozen part with no flag repeated, and
     // reproduces the training run's test scores.
     let (rc, out, err) = code(&mut fl(
         &root,
         &cache,
-        &["eval", "--json", "--no-progress", "--checkpoint", "ck"],
+        &[&"eval --json --no-progress --checkpoint ck"],
     ));
     assert_eq!(rc, 0, "{err}");
     let eval = json_of(&out);
@@ -365,25 +307,12 @@ fn bad_quantize_requests_are_refused_and_leave_nothing_behind() {
     assert!(err.contains("--calibration"), "{err}");
     let texts = dir.path().join("cal.csv");
     std::fs::write(&texts, "sentence\nhello there\n").unwrap();
-    let (rc, _, err) = quantize(
-        dir.path(),
-        &model,
-        &out,
-        &["--calibration", texts.to_str().unwrap()],
-    );
+    let calibration = ["--calibration", texts.to_str().unwrap()];
+    let (rc, _, err) = quantize(dir.path(), &model, &out, &calibration);
     assert_eq!(rc, 2, "{err}");
     // A calibration file without the text column: named, exit 3, nothing written.
-    let (rc, _, err) = quantize(
-        dir.path(),
-        &model,
-        &out,
-        &[
-            "--method",
-            "static",
-            "--calibration",
-            texts.to_str().unwrap(),
-        ],
-    );
+    let static_calibration = [&["--method", "static"][..], &calibration].concat();
+    let (rc, _, err) = quantize(dir.path(), &model, &out, &static_calibration);
     assert_eq!(rc, 3, "{err}");
     assert!(err.contains("cal.csv") && err.contains("\"text\""), "{err}");
     // The quantizer failing midway (here: no Python with onnx where the venv should be) leaves
@@ -392,13 +321,7 @@ fn bad_quantize_requests_are_refused_and_leave_nothing_behind() {
         fl(
             dir.path(),
             &dir.path().join("cache"),
-            &[
-                "quantize",
-                "--model",
-                model.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ],
+            &[&"quantize --model", &model, &"--out", &out],
         )
         .env("FROSTLINE_VENV", dir.path().join("no-venv"))
         .env("PATH", "/nonexistent"),
@@ -418,5 +341,52 @@ fn bad_quantize_requests_are_refused_and_leave_nothing_behind() {
     assert_eq!(
         std::fs::read_to_string(out.join("notes.txt")).unwrap(),
         "mine"
+    );
+}
+
+/// An int8 folder keeps no copy of the fp32 weights (bytes: the int8 graph and the tokenizer);
+/// the layers above a frost line load its source folder's, checked by content hash, and a
+/// changed or missing source is refused by name.
+#[test]
+fn an_int8_folder_borrows_its_source_s_weights_checked_by_hash() {
+    use frostline::backbone::ModelFolder;
+    use frostline::nn::{bert::NativeEncoder, ParamStore};
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("src");
+    linked_copy(&model, &source, false);
+    let int8 = quantized(dir.path(), &source, "per-token");
+    let bytes: u64 = std::fs::read_dir(&int8)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let graph = std::fs::metadata(int8.join("model.onnx")).unwrap().len();
+    assert!(
+        bytes < graph + 2_000_000,
+        "{bytes} bytes beside a {graph}-byte graph"
+    );
+
+    let folder = ModelFolder::open(&int8).unwrap();
+    assert_eq!(
+        folder.native_weights().unwrap(),
+        source.join("model.safetensors")
+    );
+    NativeEncoder::load(&mut ParamStore::default(), &folder, 5).unwrap();
+
+    // The source's weights replaced (the hard link dropped, the original untouched).
+    std::fs::remove_file(source.join("model.safetensors")).unwrap();
+    std::fs::write(source.join("model.safetensors"), b"other weights").unwrap();
+    let err = NativeEncoder::load(&mut ParamStore::default(), &folder, 5)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("keeps no fp32 weights") && err.contains("has changed since"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&source).unwrap();
+    let err = folder.native_weights().unwrap_err().to_string();
+    assert!(
+        err.contains("cannot be read") && err.contains("--quantize-frozen"),
+        "{err}"
     );
 }

@@ -10,9 +10,7 @@ use common::*;
 use polars::prelude::*;
 
 fn cache() -> PathBuf {
-    let p = std::env::temp_dir().join("frostline-test-cache-report");
-    std::fs::create_dir_all(&p).unwrap();
-    p
+    shared_cache("report")
 }
 
 fn run_file(dir: &Path) -> PathBuf {
@@ -29,21 +27,28 @@ fn run_file(dir: &Path) -> PathBuf {
 
 fn trained_checkpoint(dir: &Path) -> PathBuf {
     let ck = dir.join("ck");
-    let mut cmd = frostline(&["train", "--no-progress", "--run"]);
-    cmd.arg(run_file(dir))
-        .arg("--out")
-        .arg(&ck)
-        .arg("--cache-dir")
-        .arg(cache());
-    let (ok, out, err) = run(&mut cmd);
+    let (ok, out, err) = run(&mut frostline(&[
+        &"train --no-progress --run",
+        &run_file(dir),
+        &"--out",
+        &ck,
+        &"--cache-dir",
+        &cache(),
+    ]));
     assert!(ok, "{out}{err}");
     ck
 }
 
-fn read_parquet(path: &Path) -> DataFrame {
-    ParquetReader::new(std::fs::File::open(path).unwrap())
-        .finish()
-        .unwrap()
+/// `eval --no-progress` and `flags`, of the checkpoint `ck` with this file's cache.
+fn eval(flags: &str, ck: &Path) -> (bool, String, String) {
+    run(&mut frostline(&[
+        &"eval --no-progress",
+        &flags,
+        &"--checkpoint",
+        &ck,
+        &"--cache-dir",
+        &cache(),
+    ]))
 }
 
 fn schema(df: &DataFrame) -> Vec<(String, DataType)> {
@@ -51,6 +56,27 @@ fn schema(df: &DataFrame) -> Vec<(String, DataType)> {
         .iter()
         .map(|c| (c.name().to_string(), c.dtype().clone()))
         .collect()
+}
+
+/// The values of a string column without nulls.
+fn strs<'a>(df: &'a DataFrame, col: &str) -> Vec<&'a str> {
+    df.column(col)
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap())
+        .collect()
+}
+
+/// The off-diagonal count of a long-format confusion table.
+fn total_wrong(confusion: &DataFrame) -> u64 {
+    let (t, p) = (strs(confusion, "true"), strs(confusion, "predicted"));
+    let counts = confusion.column("count").unwrap().u64().unwrap();
+    (0..confusion.height())
+        .filter(|&i| t[i] != p[i])
+        .map(|i| counts.get(i).unwrap())
+        .sum()
 }
 
 fn s(name: &str, dt: DataType) -> (String, DataType) {
@@ -62,9 +88,7 @@ fn eval_writes_documented_tables_plots_and_markdown() {
     let Some(_) = model_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
     let ck = trained_checkpoint(dir.path());
-    let mut cmd = frostline(&["eval", "--no-progress", "--checkpoint"]);
-    cmd.arg(&ck).arg("--cache-dir").arg(cache());
-    let (ok, out, err) = run(&mut cmd);
+    let (ok, out, err) = eval("", &ck);
     assert!(ok, "{out}{err}");
     let rep = ck.join("eval-test");
 
@@ -127,12 +151,29 @@ fn eval_writes_documented_tables_plots_and_markdown() {
         [
             s("task", String),
             s("rank", UInt32),
+            s("row", UInt64),
             s("text", String),
             s("true", String),
             s("predicted", String),
             s("probability", Float32)
         ]
     );
+    let predictions = read_parquet(&rep.join("predictions.parquet"));
+    assert_eq!(
+        schema(&predictions),
+        [
+            s("task", String),
+            s("row", UInt64),
+            s("text", String),
+            s("true", String),
+            s("predicted", String),
+            s("probability", Float32),
+            s("correct", Boolean)
+        ]
+    );
+    assert_eq!(predictions.height(), 616 + 500, "every test row");
+    let right = predictions.column("correct").unwrap().bool().unwrap().sum();
+    assert_eq!(right, Some(616 + 500 - total_wrong(&confusion) as u32));
     // Errors are sorted most confident first within each task.
     let probs: Vec<f32> = errors
         .column("probability")
@@ -141,22 +182,14 @@ fn eval_writes_documented_tables_plots_and_markdown() {
         .unwrap()
         .into_no_null_iter()
         .collect();
-    let tasks: Vec<&str> = errors
-        .column("task")
-        .unwrap()
-        .str()
-        .unwrap()
-        .iter()
-        .map(|v| v.unwrap())
-        .collect();
+    let tasks = strs(&errors, "task");
     for i in 1..probs.len() {
         if tasks[i] == tasks[i - 1] {
             assert!(probs[i] <= probs[i - 1]);
         }
     }
     // Accuracy in the table agrees with the checkpoint's own test score.
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(ck.join("manifest.json")).unwrap()).unwrap();
+    let manifest = manifest(&ck);
     let acc = overall
         .column("accuracy")
         .unwrap()
@@ -171,6 +204,7 @@ fn eval_writes_documented_tables_plots_and_markdown() {
         "per_class.csv",
         "confusion.csv",
         "errors.csv",
+        "predictions.csv",
         "plots/learning_intent.svg",
         "plots/confusion_intent.svg",
         "plots/confusion_sentiment.svg",
@@ -209,9 +243,7 @@ fn eval_counts_labels_the_checkpoint_lacks() {
     assert_ne!(manifest, fixed);
     std::fs::write(ck.join("manifest.json"), fixed).unwrap();
     reseal(&ck.join("manifest.json"));
-    let mut cmd = frostline(&["eval", "--no-progress", "--checkpoint"]);
-    cmd.arg(&ck).arg("--cache-dir").arg(cache());
-    let (ok, _, err) = run(&mut cmd);
+    let (ok, _, err) = eval("", &ck);
     assert!(ok, "{err}");
     assert!(
         err.contains(
@@ -237,21 +269,11 @@ fn eval_bad_input_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let ck = trained_checkpoint(dir.path());
     // Unwritable report folder.
-    let mut cmd = frostline(&[
-        "eval",
-        "--no-progress",
-        "--out",
-        "/proc/frostline-report",
-        "--checkpoint",
-    ]);
-    cmd.arg(&ck).arg("--cache-dir").arg(cache());
-    let (ok, _, err) = run(&mut cmd);
+    let (ok, _, err) = eval("--out /proc/frostline-report", &ck);
     assert!(!ok && err.contains("/proc/frostline-report"), "{err}");
     // Checkpoint without its weights.
     std::fs::remove_file(ck.join("heads.safetensors")).unwrap();
-    let mut cmd = frostline(&["eval", "--no-progress", "--checkpoint"]);
-    cmd.arg(&ck).arg("--cache-dir").arg(cache());
-    let (ok, _, err) = run(&mut cmd);
+    let (ok, _, err) = eval("", &ck);
     assert!(
         !ok && err.contains("heads.safetensors")
             && err.contains("missing from the checkpoint folder"),
@@ -274,14 +296,15 @@ fn compare_runs_every_regime_and_states_tradeoffs() {
     let Some(_) = model_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cmp");
-    let mut cmd = frostline(&["compare", "--no-progress", "--run"]);
-    cmd.arg(run_file(dir.path()))
-        .arg("--out")
-        .arg(&out)
-        .arg("--cache-dir")
-        .arg(cache())
-        .args(["--set", "train.precision=auto"]);
-    let (ok, stdout, err) = run(&mut cmd);
+    let (ok, stdout, err) = run(&mut frostline(&[
+        &"compare --no-progress --run",
+        &run_file(dir.path()),
+        &"--out",
+        &out,
+        &"--cache-dir",
+        &cache(),
+        &"--set train.precision=auto",
+    ]));
     assert!(ok, "{stdout}{err}");
     // `auto` says what it took, once for the whole comparison.
     assert_eq!(stdout.matches("precision auto:").count(), 1, "{stdout}");
@@ -290,11 +313,15 @@ fn compare_runs_every_regime_and_states_tradeoffs() {
     assert_eq!(
         schema(&df),
         [
+            s("seed", UInt64),
             s("variant", String),
             s("regime", String),
             s("head", String),
             s("task", String),
             s("head_training", String),
+            s("dev_score", Float64),
+            s("dev_macro_f1", Float64),
+            s("dev_rows", UInt64),
             s("split", String),
             s("accuracy", Float64),
             s("entity_f1", Float64),
@@ -309,14 +336,7 @@ fn compare_runs_every_regime_and_states_tradeoffs() {
     );
     // 6 variants on the cache + 3 at the default frost line (the top layer, N = 5), × 2 tasks.
     assert_eq!(df.height(), 18);
-    let variants: Vec<&str> = df
-        .column("variant")
-        .unwrap()
-        .str()
-        .unwrap()
-        .iter()
-        .map(|v| v.unwrap())
-        .collect();
+    let variants = strs(&df, "variant");
     for v in [
         "frozen-backbone/linear",
         "frozen-backbone/mlp",
@@ -332,22 +352,8 @@ fn compare_runs_every_regime_and_states_tradeoffs() {
     }
     // Each row says what its head did: in freeze-head=intent, intent's head is frozen and
     // sentiment's continued from the linear run.
-    let tasks: Vec<&str> = df
-        .column("task")
-        .unwrap()
-        .str()
-        .unwrap()
-        .iter()
-        .map(|v| v.unwrap())
-        .collect();
-    let states: Vec<&str> = df
-        .column("head_training")
-        .unwrap()
-        .str()
-        .unwrap()
-        .iter()
-        .map(|v| v.unwrap())
-        .collect();
+    let tasks = strs(&df, "task");
+    let states = strs(&df, "head_training");
     let state = |variant: &str, task: &str| {
         (0..variants.len())
             .find(|&i| variants[i] == variant && tasks[i] == task)
@@ -384,15 +390,146 @@ fn compare_runs_every_regime_and_states_tradeoffs() {
         }
     }
     let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    // One recommendation per task, chosen on dev (one seed: weighed against the dev score's
+    // standard error); the trade-offs; the resources in a table of their own.
+    let recommendation = md
+        .split("## Recommendation")
+        .nth(1)
+        .and_then(|r| r.split("## Trade-offs").next())
+        .unwrap_or_else(|| panic!("{md}"));
+    for task in ["intent", "sentiment"] {
+        assert!(
+            recommendation.contains(&format!("- `{task}`: use ")),
+            "{md}"
+        );
+    }
+    assert!(recommendation.contains("standard error on dev"), "{md}");
     assert!(
-        md.contains("## Trade-offs")
-            && md.contains("`intent`: best is")
-            && md.contains("`sentiment`: best is"),
+        md.contains("`intent` (against frozen-backbone/linear"),
         "{md}"
     );
+    let resources = md
+        .split("## Resources")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{md}"));
+    assert!(
+        resources.contains("peak RSS MiB")
+            && !md
+                .split("## Resources")
+                .next()
+                .unwrap()
+                .contains("peak RSS"),
+        "{md}"
+    );
+    // Every row has a dev score: the sentiment task's dev file, intent's carved dev split.
+    assert_eq!(df.column("dev_score").unwrap().null_count(), 0);
     assert!(out.join("plots/accuracy_vs_time.svg").is_file());
     assert!(out
-        .join("checkpoints/frozen-backbone-linear/manifest.json")
+        .join("checkpoints/seed-3/frozen-backbone-linear/manifest.json")
         .is_file());
     assert_only(dir.path(), &["cmp", "run.toml"]);
+}
+
+/// `eval --keep-columns id`: every error and every prediction carries the input's id, the one
+/// at its `row` of the test file; a column the file lacks is named with the file's columns.
+#[test]
+fn eval_keeps_the_input_s_id_column() {
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let r = repo();
+    let ck = d.join("ck");
+    let (ok, out, err) = run(&mut frostline(&[
+        &"train --no-progress --model",
+        &model,
+        &"--train",
+        &r.join("data/tickets/train.csv"),
+        &"--test",
+        &r.join("data/tickets/test.csv"),
+        &"--text-column body --label-column category --set train.epochs=3 --out",
+        &ck,
+        &"--cache-dir",
+        &cache(),
+    ]));
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = eval("--keep-columns id", &ck);
+    assert!(ok, "{out}{err}");
+    let rep = ck.join("eval-test");
+    let ids: Vec<String> = std::fs::read_to_string(r.join("data/tickets/test.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    for table in ["predictions", "errors"] {
+        let df = read_parquet(&rep.join(format!("{table}.parquet")));
+        let names: Vec<String> = df
+            .get_column_names()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(
+            names[names.iter().position(|n| n == "row").unwrap() + 1],
+            "id",
+            "{table}"
+        );
+        let rows = df.column("row").unwrap().u64().unwrap();
+        let got = strs(&df, "id");
+        assert!(df.height() > 0, "{table}");
+        for (i, id) in got.iter().enumerate() {
+            assert_eq!(*id, ids[rows.get(i).unwrap() as usize], "{table} row {i}");
+        }
+    }
+    let md = std::fs::read_to_string(rep.join("report.md")).unwrap();
+    assert!(md.contains("| row | text |"), "{md}");
+
+    let (ok, _, err) = eval("--keep-columns ticket_id --force --out again", &ck);
+    assert!(!ok);
+    assert!(
+        err.contains("test.csv") && err.contains("\"ticket_id\"") && err.contains("id, body"),
+        "{err}"
+    );
+}
+
+/// `compare --seeds 2`: every variant twice (seeds 3 and 4), scores as mean ± std, and the
+/// recommendation weighed against the spread over seeds.
+#[test]
+fn compare_with_seeds_reports_mean_and_std() {
+    let Some(_) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cmp");
+    let (ok, stdout, err) = run(&mut frostline(&[
+        &"compare --no-progress --no-frost-line --seeds 2 --run",
+        &run_file(dir.path()),
+        &"--out",
+        &out,
+        &"--cache-dir",
+        &cache(),
+    ]));
+    assert!(ok, "{stdout}{err}");
+    let df = read_parquet(&out.join("compare.parquet"));
+    // 6 variants on the cache × 2 tasks × 2 seeds.
+    assert_eq!(df.height(), 24);
+    let seeds: Vec<u64> = df
+        .column("seed")
+        .unwrap()
+        .u64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    assert_eq!(seeds.iter().filter(|&&s| s == 3).count(), 12);
+    assert_eq!(seeds.iter().filter(|&&s| s == 4).count(), 12);
+    let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    assert!(
+        md.contains("mean ± std over 2 seeds") && md.contains(" ± "),
+        "{md}"
+    );
+    assert!(md.contains("std over seeds"), "{md}");
+    for seed in [3, 4] {
+        assert!(out
+            .join(format!(
+                "checkpoints/seed-{seed}/frozen-backbone-linear/manifest.json"
+            ))
+            .is_file());
+    }
 }

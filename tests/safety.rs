@@ -12,24 +12,20 @@ use std::time::Duration;
 
 use common::*;
 
-/// A trained frozen-backbone checkpoint of the small two-task project, in `d/ck`.
-fn trained(d: &Path, model: &Path, cache: &Path) -> (PathBuf, PathBuf) {
-    let run_toml = project(&d.join("p"), model);
+/// A fresh folder `d` with the cache `d/cache` and a trained frozen-backbone checkpoint of the
+/// small two-task project in `d/ck`: (the folder, the model, the cache, the run file, the
+/// checkpoint); `None` where the model tests are skipped.
+fn trained() -> Option<(tempfile::TempDir, PathBuf, PathBuf, PathBuf, PathBuf)> {
+    let model = model_dir()?;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cache = d.join("cache");
+    let run_toml = project(&d.join("p"), &model);
     let ck = d.join("ck");
-    let (ok, _, err) = run(&mut fl(
-        d,
-        cache,
-        &[
-            "train",
-            "--no-progress",
-            "--run",
-            run_toml.to_str().unwrap(),
-            "--out",
-            "ck",
-        ],
-    ));
+    let train = args(&[&"train --no-progress --run", &run_toml, &"--out ck"]);
+    let (ok, _, err) = run(&mut fl(d, &cache, &[&train]));
     assert!(ok, "{err}");
-    (run_toml, ck)
+    Some((dir, model, cache, run_toml, ck))
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
@@ -46,21 +42,16 @@ const DEAD: u32 = 4_194_304 + 99;
 
 #[test]
 fn outputs_replace_only_folders_frostline_wrote_and_never_an_input() {
-    let Some(model) = model_dir() else { return };
-    let dir = tempfile::tempdir().unwrap();
+    let Some((dir, model, cache, run_toml, ck)) = trained() else {
+        return;
+    };
     let d = dir.path();
-    let cache = d.join("cache");
-    let (run_toml, ck) = trained(d, &model, &cache);
-    let r = run_toml.to_str().unwrap();
+    let train = |more: &str| fl(d, &cache, &[&"train --no-progress --run", &run_toml, &more]);
 
     // (1) A folder the user made is never replaced without --force.
     std::fs::create_dir(d.join("x")).unwrap();
     std::fs::write(d.join("x/keep.txt"), "keep").unwrap();
-    let (c, _, err) = code(&mut fl(
-        d,
-        &cache,
-        &["train", "--no-progress", "--run", r, "--out", "x"],
-    ));
+    let (c, _, err) = code(&mut train("--out x"));
     assert_eq!(c, 2, "{err}");
     assert!(
         err.contains("was not written by frostline (it holds keep.txt)") && err.contains("--force"),
@@ -70,47 +61,20 @@ fn outputs_replace_only_folders_frostline_wrote_and_never_an_input() {
     let (c, _, err) = code(&mut fl(
         d,
         &cache,
-        &["eval", "--no-progress", "--checkpoint", "ck", "--out", "x"],
+        &[&"eval --no-progress --checkpoint ck --out x"],
     ));
     assert_eq!(c, 2, "{err}");
     assert_eq!(files_in(&d.join("x")), ["keep.txt"]);
     // … nor the checkpoint being read, nor a folder holding it.
-    let (c, _, err) = code(&mut fl(
-        d,
-        &cache,
-        &[
-            "eval",
-            "--no-progress",
-            "--checkpoint",
-            "ck",
-            "--out",
-            "ck",
-            "--force",
-        ],
-    ));
+    let eval_over_ck = "eval --no-progress --checkpoint ck --out ck --force";
+    let (c, _, err) = code(&mut fl(d, &cache, &[&eval_over_ck]));
     assert_eq!(c, 2, "{err}");
     assert!(err.contains("which this command reads"), "{err}");
     assert!(ck.join("heads.safetensors").is_file());
     // A checkpoint over a checkpoint is fine; --force replaces the user's folder when asked.
-    let (ok, _, err) = run(&mut fl(
-        d,
-        &cache,
-        &["train", "--no-progress", "--run", r, "--out", "ck"],
-    ));
+    let (ok, _, err) = run(&mut train("--out ck"));
     assert!(ok, "{err}");
-    let (ok, _, err) = run(&mut fl(
-        d,
-        &cache,
-        &[
-            "train",
-            "--no-progress",
-            "--run",
-            r,
-            "--out",
-            "x",
-            "--force",
-        ],
-    ));
+    let (ok, _, err) = run(&mut train("--out x --force"));
     assert!(ok, "{err}");
     assert!(!d.join("x/keep.txt").exists() && d.join("x/manifest.json").is_file());
 
@@ -119,20 +83,8 @@ fn outputs_replace_only_folders_frostline_wrote_and_never_an_input() {
     let before = std::fs::read(&input).unwrap();
     std::os::unix::fs::symlink(&input, d.join("link.csv")).unwrap();
     for out in ["p/data/s-test.csv", "link.csv", "p/runs/../data/s-test.csv"] {
-        let (c, _, err) = code(&mut fl(
-            d,
-            &cache,
-            &[
-                "predict",
-                "--no-progress",
-                "--checkpoint",
-                "ck",
-                "--input",
-                "p/data/s-test.csv",
-                "--output",
-                out,
-            ],
-        ));
+        let predict = "predict --no-progress --checkpoint ck --input p/data/s-test.csv --output";
+        let (c, _, err) = code(&mut fl(d, &cache, &[&predict, &out]));
         assert_eq!(c, 2, "{out}: {err}");
         assert!(err.contains("is the input"), "{err}");
     }
@@ -151,51 +103,29 @@ fn outputs_replace_only_folders_frostline_wrote_and_never_an_input() {
 
 #[test]
 fn a_kill_at_any_moment_leaves_a_whole_checkpoint_and_the_next_run_cleans_up() {
-    let Some(model) = model_dir() else { return };
-    let dir = tempfile::tempdir().unwrap();
+    let Some((dir, model, cache, run_toml, ck)) = trained() else {
+        return;
+    };
     let d = dir.path();
-    let cache = d.join("cache");
-    let (run_toml, ck) = trained(d, &model, &cache);
-    let r = run_toml.to_str().unwrap();
+    let train = |more: &str| fl(d, &cache, &[&"train --no-progress --run", &run_toml, &more]);
     std::fs::write(d.join("new.txt"), "hello\n").unwrap();
     let usable = |ck: &Path| {
+        let predict = args(&[&"predict --no-progress --checkpoint", &ck]);
         run(&mut fl(
             d,
             &cache,
-            &[
-                "predict",
-                "--no-progress",
-                "--checkpoint",
-                ck.to_str().unwrap(),
-                "--input",
-                "new.txt",
-                "--output",
-                "o.csv",
-            ],
+            &[&predict, &"--input new.txt --output o.csv"],
         ))
     };
 
     // (3) SIGKILL at many moments of a run that replaces the checkpoint: every time, `ck` is a
     // whole, verified checkpoint (the old one or the new one), never missing.
     for ms in [50u64, 150, 300, 500, 800, 1200, 1800, 2600] {
-        let mut child = fl(
-            d,
-            &cache,
-            &[
-                "train",
-                "--no-progress",
-                "--run",
-                r,
-                "--out",
-                "ck",
-                "--set",
-                "train.epochs=4",
-            ],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        let mut child = train("--out ck --set train.epochs=4")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(ms));
         let _ = child.kill();
         let _ = child.wait();
@@ -203,11 +133,7 @@ fn a_kill_at_any_moment_leaves_a_whole_checkpoint_and_the_next_run_cleans_up() {
         assert!(ok, "killed after {ms} ms: {err}");
     }
     // (5) The next run removes what killed runs left (temp folders, lock files of dead runs).
-    let (ok, _, err) = run(&mut fl(
-        d,
-        &cache,
-        &["train", "--no-progress", "--run", r, "--out", "ck"],
-    ));
+    let (ok, _, err) = run(&mut train("--out ck"));
     assert!(ok, "{err}");
     let left: Vec<String> = files_in(d)
         .into_iter()
@@ -239,33 +165,17 @@ fn a_kill_at_any_moment_leaves_a_whole_checkpoint_and_the_next_run_cleans_up() {
 
 #[test]
 fn a_second_writer_to_the_same_checkpoint_is_told_who_holds_it() {
-    let Some(model) = model_dir() else { return };
-    let dir = tempfile::tempdir().unwrap();
+    let Some((dir, _, cache, run_toml, _)) = trained() else {
+        return;
+    };
     let d = dir.path();
-    let cache = d.join("cache");
-    let (run_toml, _) = trained(d, &model, &cache);
-    let r = run_toml.to_str().unwrap();
+    let train = |more: &str| fl(d, &cache, &[&"train --no-progress --run", &run_toml, &more]);
     // (4) A long run holds the destination; a second one is refused at once, naming its PID.
-    let mut first = fl(
-        d,
-        &cache,
-        &[
-            "train",
-            "--no-progress",
-            "--run",
-            r,
-            "--out",
-            "ck",
-            "--set",
-            "train.epochs=400",
-            "--set",
-            "train.patience=0",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut first = train("--out ck --set train.epochs=400 --set train.patience=0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let lock = d.join(".ck.lock");
     for _ in 0..200 {
         if std::fs::read_to_string(&lock).is_ok_and(|s| !s.is_empty()) {
@@ -273,11 +183,7 @@ fn a_second_writer_to_the_same_checkpoint_is_told_who_holds_it() {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    let (c, _, err) = code(&mut fl(
-        d,
-        &cache,
-        &["train", "--no-progress", "--run", r, "--out", "ck"],
-    ));
+    let (c, _, err) = code(&mut train("--out ck"));
     let _ = first.kill();
     let _ = first.wait();
     assert_eq!(c, 2, "{err}");
@@ -292,11 +198,10 @@ fn a_second_writer_to_the_same_checkpoint_is_told_who_holds_it() {
 
 #[test]
 fn damaged_checkpoints_and_cache_chunks_are_caught_never_trusted() {
-    let Some(model) = model_dir() else { return };
-    let dir = tempfile::tempdir().unwrap();
+    let Some((dir, model, cache, run_toml, ck)) = trained() else {
+        return;
+    };
     let d = dir.path();
-    let cache = d.join("cache");
-    let (run_toml, ck) = trained(d, &model, &cache);
     std::fs::write(d.join("new.txt"), "hello\n").unwrap();
 
     // (6) Four bytes written into the heads: predict, eval and train --from all refuse, naming it.
@@ -307,29 +212,13 @@ fn damaged_checkpoints_and_cache_chunks_are_caught_never_trusted() {
     let n = bytes.len();
     bytes[n - 4..].copy_from_slice(&[1, 2, 3, 4]);
     std::fs::write(bad.join("heads.safetensors"), bytes).unwrap();
-    for args in [
-        vec![
-            "predict",
-            "--checkpoint",
-            "bad",
-            "--input",
-            "new.txt",
-            "--output",
-            "o.csv",
-        ],
-        vec!["eval", "--checkpoint", "bad", "--out", "e"],
-        vec![
-            "train",
-            "--run",
-            run_toml.to_str().unwrap(),
-            "--from",
-            "bad",
-            "--out",
-            "ck2",
-        ],
+    for argv in [
+        args(&[&"predict --checkpoint bad --input new.txt --output o.csv"]),
+        args(&[&"eval --checkpoint bad --out e"]),
+        args(&[&"train --run", &run_toml, &"--from bad --out ck2"]),
     ] {
-        let (c, _, err) = code(&mut fl(d, &cache, &args));
-        assert_eq!(c, 3, "{args:?}: {err}");
+        let (c, _, err) = code(&mut fl(d, &cache, &[&argv]));
+        assert_eq!(c, 3, "{argv:?}: {err}");
         assert!(
             err.contains("heads.safetensors") && err.contains("checksum mismatch"),
             "{err}"
@@ -340,16 +229,9 @@ fn damaged_checkpoints_and_cache_chunks_are_caught_never_trusted() {
         d,
         &cache,
         &[
-            "train",
-            "--no-progress",
-            "--run",
-            run_toml.to_str().unwrap(),
-            "--regime",
-            "frost-line=5",
-            "--max-length",
-            "32",
-            "--out",
-            "frost",
+            &"train --no-progress --run",
+            &run_toml,
+            &"--regime frost-line=5 --max-length 32 --out frost",
         ],
     ));
     assert!(ok, "{err}");
@@ -359,7 +241,7 @@ fn damaged_checkpoints_and_cache_chunks_are_caught_never_trusted() {
     let (c, _, err) = code(&mut fl(
         d,
         &cache,
-        &["export", "--checkpoint", "frost", "--out", "exported"],
+        &[&"export --checkpoint frost --out exported"],
     ));
     assert_eq!(c, 3, "{err}");
     assert!(
@@ -379,19 +261,8 @@ fn damaged_checkpoints_and_cache_chunks_are_caught_never_trusted() {
     edit_manifest(&empty.join("manifest.json"), |m| {
         m["tasks"] = serde_json::json!([])
     });
-    let (c, _, err) = code(&mut fl(
-        d,
-        &cache,
-        &[
-            "predict",
-            "--checkpoint",
-            "empty",
-            "--input",
-            "new.txt",
-            "--output",
-            "o.csv",
-        ],
-    ));
+    let predict = "predict --checkpoint empty --input new.txt --output o.csv";
+    let (c, _, err) = code(&mut fl(d, &cache, &[&predict]));
     assert_eq!(c, 3, "{err}");
     assert!(err.contains("lists no task"), "{err}");
 
@@ -521,14 +392,9 @@ fn inputs_that_cannot_be_right_are_clear_errors() {
     std::fs::create_dir(d.join("cwd")).unwrap();
     std::fs::write(d.join("cwd/in.txt"), "hello\n").unwrap();
     let mut cmd = frostline(&[
-        "embed",
-        "--no-progress",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        "in.txt",
-        "--output",
-        "o.npy",
+        &"embed --no-progress --model",
+        &model,
+        &"--input in.txt --output o.npy",
     ]);
     // The venv stays where it is (only the cache's default moves with HOME).
     let venv = std::env::var_os("FROSTLINE_VENV")
@@ -549,11 +415,7 @@ fn inputs_that_cannot_be_right_are_clear_errors() {
     let bare = d.join("bare-model");
     linked_copy(&model, &bare, false);
     std::fs::remove_file(bare.join("modules.json")).unwrap();
-    let (_, out, _) = run(&mut frostline(&[
-        "doctor",
-        "--model",
-        bare.to_str().unwrap(),
-    ]));
+    let (_, out, _) = run(&mut frostline(&[&"doctor --model", &bare]));
     assert!(
         out.contains("pooling: mean (from assumed") && out.contains("WARNING: no pooling config"),
         "{out}"
@@ -574,26 +436,35 @@ fn train_says_when_dev_or_test_labels_never_occur_in_train() {
     let d = dir.path();
     let cache = d.join("cache");
     let run_toml = project(&d.join("p"), &model);
-    // (15) A test file whose labels are all unknown.
+    let train = args(&[&"train --no-progress --run", &run_toml, &"--out ck"]);
+    // (15) A test file whose labels are all unknown: refused before training (every row would
+    // be an error), naming both label sets; nothing is written.
     std::fs::write(
         d.join("p/data/s-test.csv"),
         "text,label\na fine film,wonderful\nbad,dreadful\n",
     )
     .unwrap();
-    let (ok, _, err) = run(&mut fl(
-        d,
-        &cache,
-        &[
-            "train",
-            "--no-progress",
-            "--run",
-            run_toml.to_str().unwrap(),
-        ],
-    ));
+    let (c, _, err) = code(&mut fl(d, &cache, &[&train]));
+    assert_eq!(c, 3, "{err}");
+    assert!(
+        err.contains("s-test.csv")
+            && err.contains("none of the 2 test rows has labels that occur in train")
+            && err
+                .contains("\"dreadful\", \"wonderful\" here; train has \"negative\", \"positive\""),
+        "{err}"
+    );
+    assert!(!d.join("ck").exists());
+    // Some unknown: trained, and the unknown ones are counted and named.
+    std::fs::write(
+        d.join("p/data/s-test.csv"),
+        "text,label\na fine film,positive\nbad,dreadful\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(&mut fl(d, &cache, &[&train]));
     assert!(ok, "{err}");
     assert!(
         err.contains(
-            "warning: task \"sentiment\": 2 of 2 test rows have labels that never occur in train"
+            "warning: task \"sentiment\": 1 of 2 test rows have labels that never occur in train (dreadful)"
         ),
         "{err}"
     );
@@ -601,21 +472,14 @@ fn train_says_when_dev_or_test_labels_never_occur_in_train() {
 
 /// Runs the binary as the unprivileged user `nobody` (root ignores file modes, so a read-only
 /// cache or model folder can only be tried as another user).
-fn as_nobody(args: &[&str], cwd: &Path, cache: &Path) -> (i32, String, String) {
+fn as_nobody(parts: &[&dyn AsArgs], cwd: &Path, cache: &Path) -> (i32, String, String) {
     let mut cmd = std::process::Command::new("setpriv");
-    cmd.args([
-        "--reuid",
-        "65534",
-        "--regid",
-        "65534",
-        "--clear-groups",
-        "--",
-    ])
-    .arg(env!("CARGO_BIN_EXE_frostline"))
-    .args(args)
-    .current_dir(cwd)
-    .env("FROSTLINE_CACHE", cache)
-    .env("HOME", cwd);
+    cmd.args(args(&[&"--reuid 65534 --regid 65534 --clear-groups --"]))
+        .arg(env!("CARGO_BIN_EXE_frostline"))
+        .args(args(parts))
+        .current_dir(cwd)
+        .env("FROSTLINE_CACHE", cache)
+        .env("HOME", cwd);
     code(&mut cmd)
 }
 
@@ -649,41 +513,15 @@ fn a_read_only_cache_serves_what_it_holds_and_a_read_only_model_folder_is_named(
     std::fs::create_dir(&work).unwrap();
     open_to_all(&work);
     std::fs::copy(d.join("in.txt"), work.join("in.txt")).unwrap();
-    let m = model.to_str().unwrap();
-    let (c, _, err) = as_nobody(
-        &[
-            "embed",
-            "--no-progress",
-            "--model",
-            m,
-            "--input",
-            "in.txt",
-            "--output",
-            "o.npy",
-        ],
-        &work,
-        &cache,
-    );
+    let embed = args(&[&"embed --no-progress --model", &model]);
+    let (c, _, err) = as_nobody(&[&embed, &"--input in.txt --output o.npy"], &work, &cache);
     assert_eq!(c, 0, "(16) every vector is cached: {err}");
     assert_eq!(
         std::fs::read(work.join("o.npy")).unwrap(),
         std::fs::read(d.join("first.npy")).unwrap()
     );
     std::fs::write(work.join("more.txt"), "something new\n").unwrap();
-    let (c, _, err) = as_nobody(
-        &[
-            "embed",
-            "--no-progress",
-            "--model",
-            m,
-            "--input",
-            "more.txt",
-            "--output",
-            "o.npy",
-        ],
-        &work,
-        &cache,
-    );
+    let (c, _, err) = as_nobody(&[&embed, &"--input more.txt --output o.npy"], &work, &cache);
     assert_eq!(c, 1, "{err}");
     assert!(
         err.contains("read-only, and 1 of these texts are not in it"),
@@ -699,14 +537,9 @@ fn a_read_only_cache_serves_what_it_holds_and_a_read_only_model_folder_is_named(
     }
     let (c, _, err) = as_nobody(
         &[
-            "train",
-            "--no-progress",
-            "--run",
-            run_toml.to_str().unwrap(),
-            "--regime",
-            "frost-line=3",
-            "--max-length",
-            "32",
+            &"train --no-progress --run",
+            &run_toml,
+            &"--regime frost-line=3 --max-length 32",
         ],
         &work,
         &work.join("cache2"),

@@ -31,10 +31,17 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn embed(cwd: &Path, args: &[&str]) -> (i32, String, String) {
-    let mut all = vec!["embed", "--json", "--no-progress"];
-    all.extend_from_slice(args);
-    code(&mut fl(cwd, &cwd.join("cache"), &all))
+/// `embed --json --no-progress` and `parts`, in `cwd` with the cache `cwd/cache`.
+fn embed(cwd: &Path, parts: &[&dyn AsArgs]) -> (i32, String, String) {
+    code(&mut embed_cmd_in(cwd, parts))
+}
+
+fn embed_cmd_in(cwd: &Path, parts: &[&dyn AsArgs]) -> std::process::Command {
+    fl(
+        cwd,
+        &cwd.join("cache"),
+        &[&"embed --json --no-progress", &parts],
+    )
 }
 
 /// (ids, vectors) of a Parquet file or of a dataset folder's parts in order.
@@ -67,24 +74,19 @@ fn windows_do_not_change_a_single_value_or_the_order() {
     let Some(model) = model_dir() else { return };
     let d = tempfile::tempdir().unwrap();
     let files = inputs(d.path());
-    let m = model.to_str().unwrap();
-    let input = files[0].to_str().unwrap();
+    let m = args(&[&"--model", &model]);
     let (rc, _, err) = embed(
         d.path(),
-        &["--model", m, "--input", input, "--output", "whole.npy"],
+        &[&m, &"--input", &files[0], &"--output whole.npy"],
     );
     assert_eq!(rc, 0, "{err}");
     let (rc, out, err) = embed(
         d.path(),
         &[
-            "--model",
-            m,
-            "--input",
-            input,
-            "--output",
-            "windows.npy",
-            "--window-rows",
-            "7",
+            &m,
+            &"--input",
+            &files[0],
+            &"--output windows.npy --window-rows 7",
         ],
     );
     assert_eq!(rc, 0, "{err}");
@@ -98,14 +100,11 @@ fn windows_do_not_change_a_single_value_or_the_order() {
         let (rc, _, err) = embed(
             d.path(),
             &[
-                "--model",
-                m,
-                "--input",
-                "in-*.csv",
-                "--output",
-                out,
-                "--window-rows",
-                window,
+                &m,
+                &"--input in-*.csv --output",
+                &out,
+                &"--window-rows",
+                &window,
             ],
         );
         assert_eq!(rc, 0, "{err}");
@@ -122,18 +121,8 @@ fn shards_split_the_rows_exactly_and_the_dataset_matches_one_run() {
     let Some(model) = model_dir() else { return };
     let d = tempfile::tempdir().unwrap();
     inputs(d.path());
-    let m = model.to_str().unwrap();
-    let (rc, _, err) = embed(
-        d.path(),
-        &[
-            "--model",
-            m,
-            "--input",
-            "in-*.csv",
-            "--output",
-            "one.parquet",
-        ],
-    );
+    let m = args(&[&"--model", &model]);
+    let (rc, _, err) = embed(d.path(), &[&m, &"--input in-*.csv --output one.parquet"]);
     assert_eq!(rc, 0, "{err}");
     let (want_ids, want) = read_vectors(&[d.path().join("one.parquet")]);
 
@@ -144,8 +133,10 @@ fn shards_split_the_rows_exactly_and_the_dataset_matches_one_run() {
         let (rc, out, err) = embed(
             d.path(),
             &[
-                "--model", m, "--input", "in-*.csv", "--output", "ds/", "--shard", &shard,
-                "--carry", "label",
+                &m,
+                &"--input in-*.csv --output ds/ --shard",
+                &shard,
+                &"--carry label",
             ],
         );
         assert_eq!(rc, 0, "{err}");
@@ -153,38 +144,21 @@ fn shards_split_the_rows_exactly_and_the_dataset_matches_one_run() {
     }
     assert!(!ds.join("_SUCCESS").exists());
     // Read before every part is there: the missing one is named.
-    let (rc, _, err) = embed(
-        d.path(),
-        &["--model", m, "--input", "ds", "--output", "x.npy"],
-    );
+    let (rc, _, err) = embed(d.path(), &[&m, &"--input ds --output x.npy"]);
     assert_eq!(rc, 3, "{err}");
     assert!(err.contains("parts 1 of 4 missing"), "{err}");
     // The last one, from the scheduler's variables (a Slurm array task).
     let (rc, out, err) = code(
-        fl(
+        embed_cmd_in(
             d.path(),
-            &d.path().join("cache"),
-            &[
-                "embed",
-                "--json",
-                "--no-progress",
-                "--model",
-                m,
-                "--input",
-                "in-*.csv",
-                "--output",
-                "ds/",
-                "--carry",
-                "label",
-            ],
+            &[&m, &"--input in-*.csv --output ds/ --carry label"],
         )
         .env("SLURM_ARRAY_TASK_ID", "1")
         .env("SLURM_ARRAY_TASK_COUNT", "4"),
     );
     assert_eq!(rc, 0, "{err}");
     assert_eq!(json_of(&out)["dataset_complete"], true);
-    let success: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(ds.join("_SUCCESS")).unwrap()).unwrap();
+    let success = read_json(&ds.join("_SUCCESS"));
     assert_eq!(success["rows"], 120);
     assert_eq!(success["parts"].as_array().unwrap().len(), 4);
 
@@ -200,8 +174,8 @@ fn shards_split_the_rows_exactly_and_the_dataset_matches_one_run() {
     let (rc, _, err) = embed(
         d.path(),
         &[
-            "--model", m, "--input", "in-*.csv", "--output", "ds/", "--shard", "1/4", "--carry",
-            "label",
+            &m,
+            &"--input in-*.csv --output ds/ --shard 1/4 --carry label",
         ],
     );
     assert_eq!(rc, 0, "{err}");
@@ -216,16 +190,7 @@ fn shards_split_the_rows_exactly_and_the_dataset_matches_one_run() {
     // embedded again.
     let (rc, out, err) = embed(
         d.path(),
-        &[
-            "--model",
-            m,
-            "--input",
-            "ds",
-            "--output",
-            "again.npy",
-            "--cache-dir",
-            "fresh",
-        ],
+        &[&m, &"--input ds --output again.npy --cache-dir fresh"],
     );
     assert_eq!(rc, 0, "{err}");
     let summary = json_of(&out);
@@ -242,16 +207,7 @@ fn shards_split_the_rows_exactly_and_the_dataset_matches_one_run() {
     std::fs::write(&part1, &bad).unwrap();
     let (rc, _, err) = embed(
         d.path(),
-        &[
-            "--model",
-            m,
-            "--input",
-            "ds",
-            "--output",
-            "bad.npy",
-            "--cache-dir",
-            "fresh2",
-        ],
+        &[&m, &"--input ds --output bad.npy --cache-dir fresh2"],
     );
     assert_eq!(rc, 3, "{err}");
     assert!(
@@ -262,14 +218,15 @@ fn shards_split_the_rows_exactly_and_the_dataset_matches_one_run() {
     std::fs::write(
         d.path().join("run.toml"),
         format!(
-            "model = \"{m}\"\n[train]\nepochs = 2\n[[tasks]]\nname = \"s\"\ntrain = \"ds\"\ntest = \"in-2.csv\"\n"
+            "model = \"{}\"\n[train]\nepochs = 2\n[[tasks]]\nname = \"s\"\ntrain = \"ds\"\ntest = \"in-2.csv\"\n",
+            model.display()
         ),
     )
     .unwrap();
     let (rc, out, err) = code(&mut fl(
         d.path(),
         &d.path().join("cache"),
-        &["train", "--json", "--no-progress", "--run", "run.toml"],
+        &[&"train --json --no-progress --run run.toml"],
     ));
     assert_eq!(rc, 0, "{err}");
     assert_eq!(
@@ -284,20 +241,16 @@ fn many_files_give_whole_files_to_each_shard() {
     let Some(model) = model_dir() else { return };
     let d = tempfile::tempdir().unwrap();
     inputs(d.path());
-    let m = model.to_str().unwrap();
     for i in 0..2 {
-        let shard = format!("{i}/2");
         let (rc, out, err) = embed(
             d.path(),
             &[
-                "--model",
-                m,
-                "--input",
-                d.path().to_str().unwrap(),
-                "--output",
-                "ds/",
-                "--shard",
-                &shard,
+                &"--model",
+                &model,
+                &"--input",
+                &d.path(),
+                &"--output ds/ --shard",
+                &format!("{i}/2"),
             ],
         );
         assert_eq!(rc, 0, "{err}");
@@ -315,12 +268,10 @@ fn bad_shard_requests_are_refused_and_write_nothing() {
     let Some(model) = model_dir() else { return };
     let d = tempfile::tempdir().unwrap();
     inputs(d.path());
-    let m = model.to_str().unwrap();
-    let base = ["--model", m, "--input", "in-*.csv", "--output", "ds/"];
+    let m = args(&[&"--model", &model]);
+    let base = args(&[&m, &"--input in-*.csv --output ds/"]);
     let refused = |extra: &[&str], rc: i32, says: &str| {
-        let mut args = base.to_vec();
-        args.extend_from_slice(extra);
-        let (c, _, err) = embed(d.path(), &args);
+        let (c, _, err) = code(embed_cmd_in(d.path(), &[&base]).args(extra));
         assert_eq!(c, rc, "{extra:?}: {err}");
         assert!(err.contains(says), "{extra:?}: {err}");
     };
@@ -335,23 +286,18 @@ fn bad_shard_requests_are_refused_and_write_nothing() {
     // --shard with a single-file output.
     let (c, _, err) = embed(
         d.path(),
-        &[
-            "--model", m, "--input", "in-*.csv", "--output", "v.npy", "--shard", "0/2",
-        ],
+        &[&m, &"--input in-*.csv --output v.npy --shard 0/2"],
     );
     assert_eq!(c, 2, "{err}");
     assert!(err.contains("--output v.npy/"), "{err}");
     // A glob matching nothing.
-    let (c, _, err) = embed(
-        d.path(),
-        &["--model", m, "--input", "nope-*.csv", "--output", "v.npy"],
-    );
+    let (c, _, err) = embed(d.path(), &[&m, &"--input nope-*.csv --output v.npy"]);
     assert_eq!(c, 3, "{err}");
     assert!(err.contains("matches no file"), "{err}");
 
     // A folder with parts of another shard count, or of another model (another max length is
     // another cache key), is refused before embedding; its parts are left as they were.
-    let (c, _, err) = embed(d.path(), &[&base[..], &["--shard", "0/2"]].concat());
+    let (c, _, err) = embed(d.path(), &[&base, &"--shard 0/2"]);
     assert_eq!(c, 0, "{err}");
     let part = d.path().join("ds/part-00000-of-00002.parquet");
     let bytes = std::fs::read(&part).unwrap();
@@ -366,10 +312,7 @@ fn bad_shard_requests_are_refused_and_write_nothing() {
     // A folder frostline did not write is never used as a dataset.
     std::fs::create_dir(d.path().join("mine")).unwrap();
     std::fs::write(d.path().join("mine/notes.txt"), "mine").unwrap();
-    let (c, _, err) = embed(
-        d.path(),
-        &["--model", m, "--input", "in-0.csv", "--output", "mine/"],
-    );
+    let (c, _, err) = embed(d.path(), &[&m, &"--input in-0.csv --output mine/"]);
     assert_eq!(c, 2, "{err}");
     assert!(err.contains("was not written by frostline"), "{err}");
     let names: Vec<_> = std::fs::read_dir(d.path().join("mine"))

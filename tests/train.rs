@@ -40,19 +40,17 @@ test = "{repo}/data/sst2/test.csv"
 
 /// A cache shared by the tests in this file (they embed the same texts).
 fn cache() -> PathBuf {
-    let p = std::env::temp_dir().join("frostline-test-cache-train");
-    std::fs::create_dir_all(&p).unwrap();
-    p
+    shared_cache("train")
 }
 
-fn train(run_toml: &Path, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = frostline(&["train", "--no-progress", "--run"]);
-    cmd.arg(run_toml).arg("--cache-dir").arg(cache()).args(args);
-    run(&mut cmd)
-}
-
-fn manifest(ck: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(ck.join("manifest.json")).unwrap()).unwrap()
+fn train(run_toml: &Path, parts: &[&dyn AsArgs]) -> (bool, String, String) {
+    run(&mut frostline(&[
+        &"train --no-progress --run",
+        &run_toml,
+        &"--cache-dir",
+        &cache(),
+        &parts,
+    ]))
 }
 
 fn tensors(ck: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
@@ -70,7 +68,7 @@ fn same_seed_same_weights_and_metrics_other_seed_differs() {
         dir.path().join("c"),
     );
     for (ck, seed) in [(&a, "7"), (&b, "7"), (&c, "8")] {
-        let (ok, out, err) = train(&runf, &["--out", ck.to_str().unwrap(), "--seed", seed]);
+        let (ok, out, err) = train(&runf, &[&"--out", ck, &"--seed", &seed]);
         assert!(ok, "{out}{err}");
     }
     assert_eq!(tensors(&a), tensors(&b));
@@ -92,7 +90,7 @@ fn frozen_backbone_learns_and_freeze_head_keeps_the_other_head_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let runf = run_file(dir.path(), "");
     let base = dir.path().join("base");
-    let (ok, out, err) = train(&runf, &["--out", base.to_str().unwrap()]);
+    let (ok, out, err) = train(&runf, &[&"--out", &base]);
     assert!(ok, "{out}{err}");
     let m = manifest(&base);
     let intent_acc = m["tasks"][0]["test"]["accuracy"].as_f64().unwrap();
@@ -106,14 +104,11 @@ fn frozen_backbone_learns_and_freeze_head_keeps_the_other_head_bit_for_bit() {
     let (ok, out, err) = train(
         &runf,
         &[
-            "--out",
-            frozen.to_str().unwrap(),
-            "--regime",
-            "freeze-head=a",
-            "--from",
-            base.to_str().unwrap(),
-            "--seed",
-            "99",
+            &"--out",
+            &frozen,
+            &"--regime freeze-head=a --from",
+            &base,
+            &"--seed 99",
         ],
     );
     assert!(ok, "{out}{err}");
@@ -134,7 +129,7 @@ fn frozen_backbone_learns_and_freeze_head_keeps_the_other_head_bit_for_bit() {
     assert_eq!(mf["tasks"][0]["test"], m["tasks"][0]["test"]);
 
     // freeze-head without a checkpoint to take the head from is an error that says so.
-    let (ok, _, err) = train(&runf, &["--regime", "freeze-head=b"]);
+    let (ok, _, err) = train(&runf, &[&"--regime freeze-head=b"]);
     assert!(!ok && err.contains("give train.from"), "{err}");
 }
 
@@ -144,18 +139,11 @@ fn fully_frozen_regimes_report_zero_training_time() {
     let dir = tempfile::tempdir().unwrap();
     let runf = run_file(dir.path(), "");
     let base = dir.path().join("base");
-    assert!(train(&runf, &["--out", base.to_str().unwrap()]).0);
+    assert!(train(&runf, &[&"--out", &base]).0);
     let reused = dir.path().join("reused");
     let (ok, out, err) = train(
         &runf,
-        &[
-            "--regime",
-            "fully-frozen",
-            "--from",
-            base.to_str().unwrap(),
-            "--out",
-            reused.to_str().unwrap(),
-        ],
+        &[&"--regime fully-frozen --from", &base, &"--out", &reused],
     );
     assert!(ok, "{out}{err}");
     assert!(
@@ -169,7 +157,7 @@ fn fully_frozen_regimes_report_zero_training_time() {
     );
 
     for head in ["centroid", "zero-shot"] {
-        let (ok, out, err) = train(&runf, &["--regime", "fully-frozen", "--head", head]);
+        let (ok, out, err) = train(&runf, &[&"--regime fully-frozen --head", &head]);
         assert!(ok, "{out}{err}");
         assert!(
             out.contains("training 0.00 s (0 trainable parameters"),
@@ -177,14 +165,14 @@ fn fully_frozen_regimes_report_zero_training_time() {
         );
         assert!(
             out.contains(if head == "centroid" {
-                "nearest-centroid"
+                "centroid"
             } else {
                 "zero-shot"
             }),
             "{out}"
         );
     }
-    let (ok, _, err) = train(&runf, &["--regime", "fully-frozen"]);
+    let (ok, _, err) = train(&runf, &[&"--regime fully-frozen"]);
     assert!(!ok && err.contains("fully-frozen trains nothing"), "{err}");
 }
 
@@ -194,18 +182,11 @@ fn predict_writes_labels_and_probabilities() {
     let dir = tempfile::tempdir().unwrap();
     let runf = run_file(dir.path(), "");
     let ck = dir.path().join("ck");
-    assert!(train(&runf, &["--out", ck.to_str().unwrap()]).0);
+    assert!(train(&runf, &[&"--out", &ck]).0);
     for out_name in ["pred.csv", "pred.parquet"] {
         let out = dir.path().join(out_name);
-        let mut cmd = frostline(&["predict", "--no-progress", "--checkpoint"]);
-        cmd.arg(&ck)
-            .arg("--input")
-            .arg(repo().join("data/sst2/test.csv"))
-            .arg("--output")
-            .arg(&out)
-            .arg("--cache-dir")
-            .arg(cache());
-        let (ok, _, err) = run(&mut cmd);
+        let input = repo().join("data/sst2/test.csv");
+        let (ok, _, err) = run(&mut predict_cmd(&ck, &input, &out, &cache()));
         assert!(ok, "{err}");
         assert!(err.contains("cache hits 500, embedded 0"), "{err}");
     }
@@ -260,42 +241,23 @@ fn checkpoint_of_another_backbone_or_corrupt_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let runf = run_file(dir.path(), "epochs = 1");
     let ck = dir.path().join("ck");
-    assert!(train(&runf, &["--out", ck.to_str().unwrap()]).0);
+    assert!(train(&runf, &[&"--out", &ck]).0);
     let input = dir.path().join("in.txt");
     std::fs::write(&input, "hello\n").unwrap();
-    let predict = |ck: &Path, extra: &[&str]| {
-        let mut cmd = frostline(&["predict", "--no-progress", "--checkpoint"]);
-        cmd.arg(ck)
-            .arg("--input")
-            .arg(&input)
-            .arg("--output")
-            .arg(dir.path().join("out.csv"))
-            .arg("--cache-dir")
-            .arg(cache())
-            .args(extra);
-        run(&mut cmd)
+    let predict = |ck: &Path, extra: &[&dyn AsArgs]| {
+        run(predict_cmd(ck, &input, &dir.path().join("out.csv"), &cache()).args(args(extra)))
     };
 
     // The same model in a folder whose own max length is 128: the checkpoint's 256 is used
     // (a checkpoint describes itself), so the vectors are the ones the heads were trained on.
     let m2 = dir.path().join("model128");
-    std::fs::create_dir_all(m2.join("1_Pooling")).unwrap();
-    for f in [
-        "model.onnx",
-        "model.safetensors",
-        "tokenizer.json",
-        "config.json",
-        "modules.json",
-        "1_Pooling/config.json",
-    ] {
-        std::os::unix::fs::symlink(model.join(f), m2.join(f)).unwrap();
-    }
+    link_model(&model, &m2, &["sentence_bert_config.json"]);
     std::fs::write(
         m2.join("sentence_bert_config.json"),
         r#"{"max_seq_length": 128}"#,
     )
     .unwrap();
-    let (ok, _, err) = predict(&ck, &["--model", m2.to_str().unwrap()]);
+    let (ok, _, err) = predict(&ck, &[&"--model", &m2]);
     assert!(ok && !err.contains("warning"), "{err}");
     std::fs::remove_file(dir.path().join("out.csv")).unwrap();
 
@@ -351,32 +313,35 @@ fn bad_training_input_is_named() {
     let runf = run_file(dir.path(), "epochs = 2");
     let d = dir.path();
 
-    // Label column missing.
-    std::fs::write(d.join("nolabel.csv"), "text,category\nhello,a\nbye,b\n").unwrap();
-    let (ok, _, err) = train(
-        &runf,
-        &[
-            "--set",
-            &format!(
-                "tasks.sentiment.train=\"{}\"",
-                d.join("nolabel.csv").display()
-            ),
-        ],
-    );
+    // Train on a file `name` holding `content`: (success, stderr).
+    let train_on = |name: &str, content: &str| {
+        std::fs::write(d.join(name), content).unwrap();
+        let set = format!("tasks.sentiment.train=\"{}\"", d.join(name).display());
+        let (ok, _, err) = train(&runf, &[&"--set", &set]);
+        (ok, err)
+    };
+
+    // Label column missing: the error names the run-file key that sets the column, not a flag
+    // train does not take.
+    let (ok, err) = train_on("nolabel.csv", "text,category\nhello,a\nbye,b\n");
     assert!(
-        !ok && err.contains("nolabel.csv") && err.contains("no column \"label\""),
+        !ok && err.contains("nolabel.csv")
+            && err.contains("no column \"label\"")
+            && err.contains("set it with tasks.sentiment.label_column")
+            && !err.contains("--text-column"),
+        "{err}"
+    );
+    // A column that differs only in case is suggested.
+    let (ok, err) = train_on("cased.csv", "Text,Label\nhello,a\nbye,b\n");
+    assert!(
+        !ok && err.contains("no column \"text\"")
+            && err.contains("did you mean \"Text\"?")
+            && err.contains("set it with tasks.sentiment.text_column"),
         "{err}"
     );
 
     // One class.
-    std::fs::write(d.join("one.csv"), "text,label\nhello,a\nbye,a\nyes,a\n").unwrap();
-    let (ok, _, err) = train(
-        &runf,
-        &[
-            "--set",
-            &format!("tasks.sentiment.train=\"{}\"", d.join("one.csv").display()),
-        ],
-    );
+    let (ok, err) = train_on("one.csv", "text,label\nhello,a\nbye,a\nyes,a\n");
     assert!(
         !ok && err.contains("one.csv") && err.contains("only one class (\"a\")"),
         "{err}"
@@ -386,16 +351,11 @@ fn bad_training_input_is_named() {
     let mut test = std::fs::read_to_string(repo().join("data/sst2/test.csv")).unwrap();
     test.push_str("an utterly neutral sentence,neutral\nanother one,neutral\n");
     std::fs::write(d.join("test_unseen.csv"), test).unwrap();
-    let (ok, out, err) = train(
-        &runf,
-        &[
-            "--set",
-            &format!(
-                "tasks.sentiment.test=\"{}\"",
-                d.join("test_unseen.csv").display()
-            ),
-        ],
+    let unseen = format!(
+        "tasks.sentiment.test=\"{}\"",
+        d.join("test_unseen.csv").display()
     );
+    let (ok, out, err) = train(&runf, &[&"--set", &unseen]);
     assert!(ok, "{out}{err}");
     assert!(
         out.contains(
@@ -405,10 +365,7 @@ fn bad_training_input_is_named() {
     );
 
     // Divergence: an absurd learning rate makes the loss overflow; the epoch and task are named.
-    let (ok, _, err) = train(
-        &runf,
-        &["--set", "train.lr=1e38", "--set", "train.clip_norm=0"],
-    );
+    let (ok, _, err) = train(&runf, &[&"--set train.lr=1e38 --set train.clip_norm=0"]);
     assert!(
         !ok && err.contains("training: diverged") && err.contains("epoch") && err.contains("task"),
         "{err}"
@@ -430,7 +387,7 @@ fn bad_training_input_is_named() {
     );
 
     // Unknown regime.
-    let (ok, _, err) = train(&runf, &["--regime", "half-frozen"]);
+    let (ok, _, err) = train(&runf, &[&"--regime half-frozen"]);
     assert!(
         !ok && err.contains("unknown regime \"half-frozen\""),
         "{err}"
@@ -441,19 +398,13 @@ fn bad_training_input_is_named() {
 fn mteb_replay_is_deterministic_and_reports_mean_and_sd() {
     let Some(_) = model_dir() else { return };
     let mut cmd = frostline(&[
-        "mteb",
-        "--no-progress",
-        "--k",
-        "4",
-        "--experiments",
-        "3",
-        "--train",
+        &"mteb --no-progress --k 4 --experiments 3 --train",
+        &repo().join("data/banking77/train.csv"),
+        &"--test",
+        &repo().join("data/banking77/test.csv"),
+        &"--cache-dir",
+        &cache(),
     ]);
-    cmd.arg(repo().join("data/banking77/train.csv"))
-        .arg("--test")
-        .arg(repo().join("data/banking77/test.csv"))
-        .arg("--cache-dir")
-        .arg(cache());
     let (ok, first, err) = run(&mut cmd);
     assert!(ok, "{err}");
     assert!(
@@ -470,9 +421,12 @@ fn progress_off_a_terminal_is_plain_and_early_stopping_names_the_kept_epoch() {
     let dir = tempfile::tempdir().unwrap();
     // A high learning rate overfits quickly, so patience 1 stops long before epoch 60.
     let runf = run_file(dir.path(), "epochs = 60\npatience = 1\nlr = 0.5");
-    let mut cmd = frostline(&["train", "--run"]);
-    cmd.arg(&runf).arg("--cache-dir").arg(cache());
-    let (ok, out, err) = run(&mut cmd);
+    let (ok, out, err) = run(&mut frostline(&[
+        &"train --run",
+        &runf,
+        &"--cache-dir",
+        &cache(),
+    ]));
     assert!(ok, "{out}{err}");
     let line = err
         .lines()
@@ -494,4 +448,142 @@ fn progress_off_a_terminal_is_plain_and_early_stopping_names_the_kept_epoch() {
     assert!(out.contains(&format!("best epoch {kept}")), "{out}");
     // stderr is a pipe here: no bar drawing (carriage returns / escape codes) in it.
     assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
+}
+
+#[test]
+fn no_progress_hides_the_bars_but_keeps_each_epoch_s_results() {
+    let Some(_) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let runf = run_file(dir.path(), "epochs = 3");
+    let (ok, out, err) = train(&runf, &[]);
+    assert!(ok, "{out}{err}");
+    for epoch in 1..=3 {
+        let line = err
+            .lines()
+            .find(|l| l.starts_with(&format!("epoch {epoch}/3: ")))
+            .unwrap_or_else(|| panic!("no summary line for epoch {epoch} in {err}"));
+        assert!(
+            line.contains("intent loss")
+                && line.contains("sentiment loss")
+                && line.contains("dev F1"),
+            "{line}"
+        );
+    }
+    // The bars (their names and rates) are what --no-progress hides.
+    assert!(!err.contains("training epoch"), "{err}");
+}
+
+#[test]
+fn labels_that_are_one_number_written_two_ways_are_named_or_refused() {
+    let Some(_) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let numbered = |from: &str, to: &str, pos: &str, neg: &str| {
+        let text = std::fs::read_to_string(repo().join("data/sst2").join(from)).unwrap();
+        let text = text
+            .replace(",positive\n", &format!(",{pos}\n"))
+            .replace(",negative\n", &format!(",{neg}\n"));
+        std::fs::write(d.join(to), text).unwrap();
+        format!("{}", d.join(to).display())
+    };
+    let train_csv = numbered("train.csv", "train.csv", "1.0", "0.0");
+    let dev_csv = numbered("dev.csv", "dev.csv", "1.0", "0.0");
+    let runf = run_file(d, "epochs = 2");
+    let set = |key: &str, path: &str| format!("tasks.sentiment.{key}=\"{path}\"");
+    let sets = [set("train", &train_csv), set("dev", &dev_csv)];
+    let train_with_test = |test: &str| {
+        let test = set("test", test);
+        train(
+            &runf,
+            &[&"--set", &sets[0], &"--set", &sets[1], &"--set", &test],
+        )
+    };
+
+    // Every test label spelled another way: refused before training, both spellings named.
+    let test_csv = numbered("test.csv", "test_int.csv", "1", "0");
+    let (ok, _, err) = train_with_test(&test_csv);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("test_int.csv")
+            && err.contains("none of the 500 test rows")
+            && err.contains("\"1.0\"")
+            && err.contains("write the labels the same way"),
+        "{err}"
+    );
+
+    // Some rows spelled another way: trained, with a warning naming both spellings.
+    let ints = std::fs::read_to_string(d.join("test_int.csv")).unwrap();
+    let lines: Vec<&str> = ints.lines().collect();
+    let (head, tail) = lines.split_at(lines.len() / 2);
+    let tail = format!("{}\n", tail.join("\n"))
+        .replace(",1\n", ",1.0\n")
+        .replace(",0\n", ",0.0\n");
+    std::fs::write(
+        d.join("test_mixed.csv"),
+        format!("{}\n{tail}", head.join("\n")),
+    )
+    .unwrap();
+    let mixed_csv = format!("{}", d.join("test_mixed.csv").display());
+    let (ok, out, err) = train_with_test(&mixed_csv);
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("one number written two ways")
+            && err.contains("\"1\" in test, \"1.0\" in train"),
+        "{err}"
+    );
+}
+
+#[test]
+fn replacing_a_checkpoint_is_announced_and_one_of_other_tasks_needs_force() {
+    let Some(_) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let runf = run_file(d, "epochs = 1");
+    let ck = d.join("ck");
+    let (ok, _, err) = train(&runf, &[&"--out", &ck]);
+    assert!(ok, "{err}");
+    assert!(!err.contains("replacing"), "{err}");
+
+    // The same tasks again: replaced, and said so with what was there.
+    let (ok, _, err) = train(&runf, &[&"--out", &ck]);
+    assert!(ok, "{err}");
+    let note = err
+        .lines()
+        .find(|l| l.starts_with("note: replacing the checkpoint"))
+        .unwrap_or_else(|| panic!("no replacement note in {err}"));
+    assert!(
+        note.contains("tasks intent, sentiment") && note.contains(" UTC"),
+        "{note}"
+    );
+
+    // Other tasks: refused (the old checkpoint untouched) unless --force.
+    let other = d.join("other.toml");
+    let text = std::fs::read_to_string(&runf).unwrap();
+    std::fs::write(
+        &other,
+        text.replace("name = \"intent\"", "name = \"topic\""),
+    )
+    .unwrap();
+    let before = std::fs::read(ck.join("manifest.json")).unwrap();
+    let (ok, _, err) = train(&other, &[&"--out", &ck]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("holds a checkpoint of other tasks (tasks intent, sentiment")
+            && err.contains("this run trains topic, sentiment")
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(ck.join("manifest.json")).unwrap(), before);
+    let (ok, _, err) = train(&other, &[&"--out", &ck, &"--force"]);
+    assert!(ok, "{err}");
+    let manifest = std::fs::read_to_string(ck.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"topic\""));
+
+    // No --out: trained and scored, and told nothing was saved.
+    let (ok, _, err) = train(&runf, &[]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("no --out: the trained heads were scored but not saved"),
+        "{err}"
+    );
 }

@@ -32,8 +32,8 @@ pub(crate) fn run_script(
     // `.NAME.tmp-PID`: the script of a run killed midway is removed by the next run once that
     // process is gone.
     let base = std::env::temp_dir().join(name);
-    crate::outfolder::sweep_stale(&base);
-    let script = crate::fsutil::temp_path(&base);
+    crate::io::stale::sweep_stale(&base);
+    let script = crate::io::fsutil::temp_path(&base);
     std::fs::write(&script, source).map_err(|e| Error::io(&script, e))?;
     let py = python();
     let out = Command::new(&py).arg(&script).args(args).output();
@@ -58,7 +58,7 @@ pub(crate) fn run_script(
 }
 
 /// The ONNX graph of the layers below frost line `n`, exported once into the model folder.
-pub fn ensure_cut(folder: &ModelFolder, n: usize) -> Result<PathBuf> {
+pub(crate) fn ensure_cut(folder: &ModelFolder, n: usize) -> Result<PathBuf> {
     if n > folder.num_layers {
         return Err(Error::Usage(format!(
             "layer {n} is outside 0..={}: the model has {} layers, so no graph below it can be cut (a frost line or token_layer names a layer in that range)",
@@ -68,7 +68,7 @@ pub fn ensure_cut(folder: &ModelFolder, n: usize) -> Result<PathBuf> {
     let path = folder.cut_graph(n);
     if !path.is_file() {
         // The cut graph is written into the model folder once; say so when it cannot be.
-        let probe = crate::fsutil::temp_path(&path);
+        let probe = crate::io::fsutil::temp_path(&path);
         if let Err(e) = std::fs::File::create(&probe) {
             return Err(Error::model(
                 &folder.dir,
@@ -96,12 +96,15 @@ pub fn ensure_cut(folder: &ModelFolder, n: usize) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// A full model folder at `out` whose weights are `folder`'s with `tuned` (safetensors) applied.
-pub fn export_tuned(folder: &ModelFolder, tuned: &Path, out: &Path) -> Result<()> {
+/// A full fp32 model folder at `out` whose weights are `folder`'s with `tuned` (safetensors)
+/// applied; an int8 folder's come from the fp32 folder it was made from.
+pub(crate) fn export_tuned(folder: &ModelFolder, tuned: &Path, out: &Path) -> Result<()> {
+    let weights = folder.native_weights()?;
+    let base = weights.parent().unwrap_or(&folder.dir);
     run_exporter(
         &[
             "--model".as_ref(),
-            folder.dir.as_os_str(),
+            base.as_os_str(),
             "--output".as_ref(),
             out.as_os_str(),
             "--weights".as_ref(),

@@ -1,11 +1,13 @@
 //! The model folder: an exported `model.onnx` beside the sentence-transformers files that say how
 //! to tokenize, pool and normalise. Everything is checked up front, with the file named.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use xxhash_rust::xxh3::Xxh3;
 
-use super::quantize::Quantization;
+use super::quant_record::Quantization;
 use crate::error::{Error, Result};
 use crate::pool::{Pooling, PoolingMode};
 
@@ -14,8 +16,8 @@ pub struct ModelFolder {
     pub dir: PathBuf,
     pub onnx: PathBuf,
     pub tokenizer: PathBuf,
-    /// `model.safetensors`, where the native layers above a frost line load from (optional for
-    /// embedding alone).
+    /// The folder's own `model.safetensors` (an int8 folder keeps none: see
+    /// [`ModelFolder::native_weights`]); optional for embedding alone.
     pub weights: PathBuf,
     pub hidden_size: usize,
     pub num_layers: usize,
@@ -184,6 +186,40 @@ impl ModelFolder {
         }
     }
 
+    /// Where the native layers above a frost line load their fp32 weights: the folder's own
+    /// `model.safetensors`, or — for an int8 folder, which keeps no copy — the one of the fp32
+    /// folder it was made from, checked unchanged by content hash before it is trusted.
+    pub fn native_weights(&self) -> Result<PathBuf> {
+        let Some(q) = self
+            .quantization
+            .as_ref()
+            .filter(|_| !self.weights.is_file())
+        else {
+            return Ok(self.weights.clone());
+        };
+        let source = &q.source.dir;
+        let refuse = |why: String| {
+            Error::model(
+                &self.dir,
+                format!(
+                    "this int8 folder keeps no fp32 weights: the layers above a frost line load them from {}, the folder it was quantized from, {why}; quantize it again (frostline quantize --model SOURCE --out {} --force), or train on the fp32 folder with --quantize-frozen",
+                    source.display(),
+                    self.dir.display()
+                ),
+            )
+        };
+        let now = ModelFolder::open(source)
+            .and_then(|f| content_hash(&f))
+            .map_err(|e| refuse(format!("which cannot be read ({e})")))?;
+        if now != q.source.content_hash {
+            return Err(refuse(format!(
+                "which has changed since (content hash {now}, recorded {})",
+                q.source.content_hash
+            )));
+        }
+        Ok(source.join("model.safetensors"))
+    }
+
     /// The graph's numeric format: `fp32`, or how it was quantized.
     pub fn numeric(&self) -> String {
         self.quantization
@@ -300,4 +336,33 @@ impl ModelFolder {
         };
         Ok((Pooling { mode, normalize }, source))
     }
+}
+
+/// XXH3-128 of a file's bytes (streamed: the graph is ~90 MB).
+fn hash_file(hasher: &mut Xxh3, path: &Path) -> Result<()> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// The content hash of the files that decide a folder's vectors.
+pub(crate) fn content_hash(folder: &ModelFolder) -> Result<String> {
+    let mut hasher = Xxh3::new();
+    for (name, path) in [
+        ("graph", Some(&folder.onnx)),
+        ("weights", Some(&folder.weights).filter(|p| p.is_file())),
+        ("tokenizer", Some(&folder.tokenizer)),
+    ] {
+        hasher.update(name.as_bytes());
+        if let Some(path) = path {
+            hash_file(&mut hasher, path)?;
+        }
+    }
+    Ok(format!("xxh3-128:{:032x}", hasher.digest128()))
 }

@@ -1,11 +1,17 @@
-//! The frozen backbone: ORT library and environment, model folder, session.
+//! The frozen backbone: which model folder (`choice`), what it holds (`folder`), the ORT
+//! library (`runtime`) and session (`session`), graphs frostline cuts or exports (`export`) and
+//! int8 ones (`quantize`, recorded in `quant_record`).
 
-pub mod export;
-pub mod folder;
-pub mod quantize;
-pub mod runtime;
-pub mod session;
+pub use crate::pool::{Pooling, PoolingMode};
+
+pub(crate) mod choice;
+pub(crate) mod export;
+pub(crate) mod folder;
+pub(crate) mod quant_record;
+pub(crate) mod quantize;
+pub(crate) mod runtime;
+pub(crate) mod session;
 
 pub use folder::ModelFolder;
-pub use quantize::{QuantMethod, Quantization, Recipe};
+pub use quant_record::{QuantMethod, Quantization, Recipe};
 pub use session::{Backbone, Device, Provider, SessionOptions};

@@ -1,162 +1,25 @@
-//! int8 graphs: how a folder was quantized (`quantization.json`, written by `frostline quantize`
-//! and read back without flags), and the quantized graphs themselves, made by
-//! `scripts/quantize_onnx.py` (compiled in) in the set-up venv.
+//! int8 graphs, made by `scripts/quantize_onnx.py` (compiled in) in the set-up venv: a whole
+//! folder's graph for `frostline quantize`, and the cut graph below a frost line for
+//! `train.quantize_frozen`. How a folder was made is its record ([`super::quant_record`]).
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use super::export::run_script;
 use super::folder::ModelFolder;
+use super::quant_record::{CalibrationRecord, QuantMethod, Recipe, CALIBRATION};
 use crate::error::{Error, Result};
 
 const QUANTIZER: &str = include_str!("../../scripts/quantize_onnx.py");
 
-/// The record's file name inside a quantized model folder.
-pub const RECORD: &str = "quantization.json";
-/// The calibration texts a static folder was made with, kept so its frost-line cuts are
-/// quantized the same way.
-pub const CALIBRATION: &str = "calibration.txt";
-const RECORD_VERSION: u32 = 1;
-
-/// How activations are brought to 8 bits (weights are always int8, symmetric).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum QuantMethod {
-    /// One scale per token row, measured at run time: batch-independent, no calibration.
-    PerToken,
-    /// Ranges fixed from calibration texts (ONNX Runtime's `quantize_static`).
-    Static,
-    /// One range per batch at run time (`quantize_dynamic`): vectors depend on batch-mates.
-    Dynamic,
-}
-
-impl QuantMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QuantMethod::PerToken => "per-token",
-            QuantMethod::Static => "static",
-            QuantMethod::Dynamic => "dynamic",
-        }
-    }
-
-    /// Whether a text's vector is the same whatever else is in its batch.
-    pub fn batch_independent(self) -> bool {
-        self != QuantMethod::Dynamic
-    }
-}
-
-/// What a quantized graph is: method and weight granularity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recipe {
-    pub method: QuantMethod,
-    pub per_channel: bool,
-}
-
-impl Recipe {
-    /// What `--quantize-frozen` uses for the graph below a frost line: the most accurate
-    /// batch-independent recipe, which needs no calibration texts.
-    pub const FROZEN_PART: Recipe = Recipe {
-        method: QuantMethod::PerToken,
-        per_channel: true,
-    };
-
-    /// E.g. `int8 per-token, per-channel weights` — part of cache keys and checkpoint identities.
-    pub fn describe(&self) -> String {
-        format!(
-            "int8 {}, per-{} weights",
-            self.method.as_str(),
-            if self.per_channel {
-                "channel"
-            } else {
-                "tensor"
-            }
-        )
-    }
-
-    fn file_tag(&self) -> String {
-        format!(
-            "int8-{}{}",
-            self.method.as_str(),
-            if self.per_channel { "" } else { "-per-tensor" }
-        )
-    }
-}
-
-/// The folder it was made from, so a checkpoint trained on that folder recognises its lineage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuantSource {
-    pub dir: PathBuf,
-    /// The source folder's content hash (see `checkpoint::identity::content_hash`).
-    pub content_hash: String,
-}
-
-/// `quantization.json`: everything needed to know, and redo, how the folder was made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Quantization {
-    pub version: u32,
-    pub recipe: Recipe,
-    /// What the quantizer reported (activation scheme, MatMuls quantized, ORT version).
-    pub quantizer: serde_json::Value,
-    pub source: QuantSource,
-    /// Static only: the number of calibration texts kept in `calibration.txt` and their
-    /// XXH3-64 checksum.
-    pub calibration: Option<CalibrationRecord>,
-    pub max_length: usize,
-    pub frostline_version: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CalibrationRecord {
-    pub texts: usize,
-    pub checksum: String,
-}
-
-impl Quantization {
-    /// The record of `dir`, if it has one; a damaged or foreign record is an error naming it.
-    pub fn read(dir: &Path) -> Result<Option<Self>> {
-        let path = dir.join(RECORD);
-        if !path.is_file() {
-            return Ok(None);
-        }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let record: Self = serde_json::from_str(&text).map_err(|e| {
-            Error::model(
-                &path,
-                format!("not a frostline quantization record ({e}); re-make the folder with frostline quantize"),
-            )
-        })?;
-        if record.version != RECORD_VERSION {
-            return Err(Error::model(
-                &path,
-                format!(
-                    "quantization record version {} (this frostline reads {RECORD_VERSION}); re-make the folder with frostline quantize",
-                    record.version
-                ),
-            ));
-        }
-        if (record.recipe.method == QuantMethod::Static) != record.calibration.is_some() {
-            return Err(Error::model(
-                &path,
-                "calibration must be recorded for a static folder and only for one",
-            ));
-        }
-        Ok(Some(record))
-    }
-}
-
 /// Where a set of texts used for calibration is written: one per line, line breaks inside a
 /// text replaced by spaces (the quantizer reads lines).
-pub fn write_calibration(path: &Path, texts: &[String]) -> Result<CalibrationRecord> {
+pub(crate) fn write_calibration(path: &Path, texts: &[String]) -> Result<CalibrationRecord> {
     let mut body = String::new();
     for t in texts {
         body.push_str(&t.replace(['\n', '\r'], " "));
         body.push('\n');
     }
-    crate::fsutil::write_bytes_atomic(path, body.as_bytes())?;
+    crate::io::fsutil::write_bytes_atomic(path, body.as_bytes())?;
     Ok(CalibrationRecord {
         texts: texts.len(),
         checksum: format!(
@@ -168,7 +31,7 @@ pub fn write_calibration(path: &Path, texts: &[String]) -> Result<CalibrationRec
 
 /// Quantizes `input` into `output` (written whole or not at all) and returns what the quantizer
 /// reported. Static needs `calibration` (texts file) and the folder's tokenizer.
-pub fn quantize_graph(
+pub(crate) fn quantize_graph(
     input: &Path,
     output: &Path,
     recipe: Recipe,
@@ -214,7 +77,11 @@ pub fn quantize_graph(
 
 /// The graph below frost line `n`, quantized with `recipe` and kept in the model folder beside
 /// the fp32 cut (made once; a static folder calibrates with its own `calibration.txt`).
-pub fn ensure_quantized_cut(folder: &ModelFolder, n: usize, recipe: Recipe) -> Result<PathBuf> {
+pub(crate) fn ensure_quantized_cut(
+    folder: &ModelFolder,
+    n: usize,
+    recipe: Recipe,
+) -> Result<PathBuf> {
     let cut = super::export::ensure_cut(folder, n)?;
     let path = folder
         .dir
@@ -249,7 +116,7 @@ pub fn ensure_quantized_cut(folder: &ModelFolder, n: usize, recipe: Recipe) -> R
 /// The graph below frost line `n` that makes the token states, and its numeric format: int8 as
 /// the folder's record says for a quantized folder, int8 per-token when `quantize_frozen` asks
 /// for it (the frozen part only: the layers above train in fp32), else the fp32 cut.
-pub fn frozen_graph(
+pub(crate) fn frozen_graph(
     folder: &ModelFolder,
     n: usize,
     quantize_frozen: bool,
@@ -262,69 +129,5 @@ pub fn frozen_graph(
     match recipe {
         Some(r) => Ok((ensure_quantized_cut(folder, n, r)?, r.describe())),
         None => Ok((super::export::ensure_cut(folder, n)?, "fp32".into())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record() -> Quantization {
-        Quantization {
-            version: RECORD_VERSION,
-            recipe: Recipe {
-                method: QuantMethod::PerToken,
-                per_channel: true,
-            },
-            quantizer: serde_json::json!({"method": "per-token"}),
-            source: QuantSource {
-                dir: "/m".into(),
-                content_hash: "xxh3-128:00".into(),
-            },
-            calibration: None,
-            max_length: 256,
-            frostline_version: "0".into(),
-        }
-    }
-
-    #[test]
-    fn a_record_round_trips_and_a_damaged_one_is_named() {
-        let d = tempfile::tempdir().unwrap();
-        assert!(Quantization::read(d.path()).unwrap().is_none());
-        std::fs::write(
-            d.path().join(RECORD),
-            serde_json::to_string(&record()).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(Quantization::read(d.path()).unwrap(), Some(record()));
-        let mut static_without = record();
-        static_without.recipe.method = QuantMethod::Static;
-        std::fs::write(
-            d.path().join(RECORD),
-            serde_json::to_string(&static_without).unwrap(),
-        )
-        .unwrap();
-        let err = Quantization::read(d.path()).unwrap_err().to_string();
-        assert!(err.contains("calibration must be recorded"), "{err}");
-        std::fs::write(d.path().join(RECORD), "{\"version\": 1}").unwrap();
-        let err = Quantization::read(d.path()).unwrap_err().to_string();
-        assert!(
-            err.contains(RECORD) && err.contains("frostline quantize"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn recipes_describe_themselves() {
-        assert_eq!(
-            Recipe::FROZEN_PART.describe(),
-            "int8 per-token, per-channel weights"
-        );
-        let r = Recipe {
-            method: QuantMethod::Static,
-            per_channel: false,
-        };
-        assert_eq!(r.file_tag(), "int8-static-per-tensor");
-        assert!(!QuantMethod::Dynamic.batch_independent());
     }
 }

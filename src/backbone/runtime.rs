@@ -11,19 +11,19 @@ use crate::error::{Error, Result};
 
 /// Where the library came from, for `doctor` and the run summary.
 #[derive(Debug, Clone)]
-pub struct OrtLibrary {
+pub(crate) struct OrtLibrary {
     pub path: PathBuf,
     pub found_by: &'static str,
 }
 
 /// The loaded runtime: the library and the `ort` environment sessions are built in.
-pub struct Runtime {
+pub(crate) struct Runtime {
     pub library: OrtLibrary,
     pub environment: ort::environment::Environment,
 }
 
 /// Default venv made by scripts/setup.sh (kept outside the repo so fresh clones reuse it).
-pub fn default_venv() -> Option<PathBuf> {
+pub(crate) fn default_venv() -> Option<PathBuf> {
     if let Some(v) = std::env::var_os("FROSTLINE_VENV").filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(v));
     }
@@ -72,7 +72,7 @@ fn library_from_python() -> Option<PathBuf> {
 }
 
 /// Locates the library: `--ort-lib` → `ORT_DYLIB_PATH` → the project venv → `python3`'s onnxruntime.
-pub fn locate(flag: Option<&Path>) -> Result<OrtLibrary> {
+pub(crate) fn locate(flag: Option<&Path>) -> Result<OrtLibrary> {
     let mut tried = Vec::new();
     if let Some(p) = flag {
         if p.is_file() {
@@ -122,7 +122,7 @@ pub fn locate(flag: Option<&Path>) -> Result<OrtLibrary> {
 static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
 
 /// Loads the library once per process and builds the shared `ort` environment.
-pub fn init(flag: Option<&Path>) -> Result<&'static Runtime> {
+pub(crate) fn init(flag: Option<&Path>) -> Result<&'static Runtime> {
     if let Some(r) = RUNTIME.get() {
         return r.as_ref().map_err(|e| Error::Device(e.clone()));
     }
@@ -152,7 +152,7 @@ pub fn init(flag: Option<&Path>) -> Result<&'static Runtime> {
 }
 
 /// The loaded library's own version string (`OrtGetApiBase()->GetVersionString()`).
-pub fn version(library: &Path) -> String {
+pub(crate) fn version(library: &Path) -> String {
     #[repr(C)]
     struct OrtApiBase {
         get_api: unsafe extern "C" fn(u32) -> *const std::ffi::c_void,
@@ -184,7 +184,7 @@ pub fn version(library: &Path) -> String {
 }
 
 /// Execution providers compiled into the loaded library.
-pub fn available_providers() -> Vec<String> {
+pub(crate) fn available_providers() -> Vec<String> {
     use ort::ep::ExecutionProvider;
     let mut out = vec!["CPUExecutionProvider".to_string()];
     if ort::ep::CUDA::is_available().unwrap_or(false) {

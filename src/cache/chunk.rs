@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
-use crate::fsutil;
+use crate::io::fsutil;
 
 pub(super) const EXTENSION: &str = ".flc";
 const MAGIC: &[u8; 8] = b"FLCHUNK2";
@@ -36,7 +36,7 @@ const HEADER: usize = 64;
 const KEY_BYTES: usize = 16;
 
 /// A row's key: the first 16 bytes of SHA-256 over the text.
-pub type TextKey = [u8; KEY_BYTES];
+pub(crate) type TextKey = [u8; KEY_BYTES];
 
 pub fn text_key(text: &str) -> TextKey {
     let digest = Sha256::digest(text.as_bytes());

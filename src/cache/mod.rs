@@ -11,7 +11,8 @@
 mod chunk;
 mod key;
 
-pub use chunk::{text_key, Chunk, ChunkWriter, TextKey};
+pub(crate) use chunk::TextKey;
+pub use chunk::{text_key, Chunk, ChunkWriter};
 pub use key::CacheKey;
 
 use std::collections::HashMap;
@@ -21,10 +22,10 @@ use std::path::{Path, PathBuf};
 use ndarray::Array2;
 
 use crate::error::{Error, Result};
-use crate::fsutil;
+use crate::io::fsutil;
 
 /// Default cache root: `$FROSTLINE_CACHE`, else `~/.cache/frostline/embeddings`.
-pub fn default_root() -> PathBuf {
+pub(crate) fn default_root() -> PathBuf {
     // An empty value means unset (never "the current directory").
     if let Some(p) = std::env::var_os("FROSTLINE_CACHE").filter(|v| !v.is_empty()) {
         return PathBuf::from(p);

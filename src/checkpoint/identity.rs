@@ -3,12 +3,11 @@
 //! makes its vectors (graph, weights, tokenizer), its shape, and the max length used. Separate
 //! from the cache key: a different max length is a setting, not another backbone.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::Xxh3;
 
+use crate::backbone::folder::content_hash;
 use crate::backbone::ModelFolder;
 use crate::error::{Error, Result};
 
@@ -41,35 +40,6 @@ pub struct BackboneIdentity {
 
 fn fp32() -> String {
     "fp32".into()
-}
-
-/// XXH3-128 of a file's bytes (streamed: the graph is ~90 MB).
-fn hash_file(hasher: &mut Xxh3, path: &Path) -> Result<()> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            return Ok(());
-        }
-        hasher.update(&buf[..n]);
-    }
-}
-
-/// The content hash of the files that decide a folder's vectors.
-pub fn content_hash(folder: &ModelFolder) -> Result<String> {
-    let mut hasher = Xxh3::new();
-    for (name, path) in [
-        ("graph", Some(&folder.onnx)),
-        ("weights", Some(&folder.weights).filter(|p| p.is_file())),
-        ("tokenizer", Some(&folder.tokenizer)),
-    ] {
-        hasher.update(name.as_bytes());
-        if let Some(path) = path {
-            hash_file(&mut hasher, path)?;
-        }
-    }
-    Ok(format!("xxh3-128:{:032x}", hasher.digest128()))
 }
 
 impl BackboneIdentity {

@@ -12,22 +12,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::backbone::ModelFolder;
 use crate::decision::Decision;
+use crate::epoch_log::EpochLog;
 use crate::error::{Error, Result};
-use crate::fsutil;
 use crate::heads::{Head, HeadSpec, HeadWeights};
+use crate::io::fsutil;
+use crate::io::outfolder::OutputFolder;
 use crate::metrics::TaskMetrics;
 use crate::nn::bert::NativeEncoder;
 use crate::nn::tensors::{from_safetensors, to_safetensors};
 use crate::nn::{ParamId, ParamStore};
-use crate::outfolder::OutputFolder;
 use crate::regime::Regime;
-use crate::runfile::{TaskConfig, TaskKind, TrainConfig};
-use crate::train::EpochLog;
+use crate::runfile::{TaskConfig, TrainConfig};
 
 pub mod identity;
-pub mod score;
 pub mod seal;
-pub mod vectors;
 
 pub use identity::BackboneIdentity;
 
@@ -86,7 +84,7 @@ impl Manifest {
         let path = dir.join(MANIFEST);
         if !dir.is_dir() {
             // A run killed while replacing this checkpoint left it beside its place: put it back.
-            for note in crate::outfolder::sweep_stale(dir) {
+            for note in crate::io::stale::sweep_stale(dir) {
                 eprintln!("note: {note}");
             }
         }
@@ -204,39 +202,21 @@ impl TaskEntry {
                 "class {dup:?} is listed twice: labels would be ambiguous"
             ));
         }
+        if let Some(why) = self.head.refusal() {
+            return Err(why);
+        }
         if self.input_dim != backbone.hidden_size {
             return Err(format!(
                 "head input {} differs from the backbone's hidden size {}",
                 self.input_dim, backbone.hidden_size
             ));
         }
-        let token_task = self.config.kind == TaskKind::TokenClassification;
-        match (token_task, self.config.token_layer) {
-            (false, Some(l)) => Err(format!(
-                "token_layer {l} is recorded for a {:?} task, which reads pooled vectors",
-                self.config.kind
-            )),
-            (true, None) => Err("a token task without its token_layer".into()),
-            (true, Some(l)) if l > backbone.num_layers => Err(format!(
-                "token_layer {l} is outside 0..={} (the backbone has {} layers)",
-                backbone.num_layers, backbone.num_layers
-            )),
-            (true, Some(l)) if frost_line.is_some_and(|n| l < n) => Err(format!(
-                "token_layer {l} is below the frost line {}",
-                frost_line.unwrap_or_default()
-            )),
-            (true, Some(_)) => match self
-                .classes
-                .iter()
-                .find(|c| crate::data::conll::Bio::parse(c).is_none())
-            {
-                Some(c) => Err(format!(
-                    "class {c:?} is not an IOB2 tag (O, B-TYPE, I-TYPE), as a token task's classes are"
-                )),
-                None => Ok(()),
-            },
-            (false, None) => Ok(()),
-        }
+        self.config.kind.check_recorded(
+            self.config.token_layer,
+            &self.classes,
+            backbone.num_layers,
+            frost_line,
+        )
     }
 }
 
@@ -260,9 +240,77 @@ pub struct Checkpoint {
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub store: ParamStore,
-    pub heads: Vec<Head>,
+    /// Per task, in manifest order: its head, built into `store`.
+    heads: Vec<Head>,
     /// Per task, in manifest order: how its head's outputs become labels.
-    pub decisions: Vec<Decision>,
+    decisions: Vec<Decision>,
+}
+
+/// What a checkpoint folder about to be replaced holds, for the announcement (or the refusal):
+/// its tasks and when it was written. `None` where there is no readable checkpoint.
+pub(crate) struct Previous {
+    tasks: Vec<String>,
+    written: Option<std::time::SystemTime>,
+}
+
+impl Previous {
+    pub(crate) fn at(dir: &Path) -> Option<Self> {
+        let manifest = Manifest::read(dir).ok()?;
+        let written = std::fs::metadata(dir.join(MANIFEST))
+            .and_then(|m| m.modified())
+            .ok();
+        Some(Self {
+            tasks: manifest.tasks.into_iter().map(|t| t.config.name).collect(),
+            written,
+        })
+    }
+
+    /// Whether it holds exactly these tasks (in any order).
+    pub(crate) fn has_tasks(&self, tasks: &[&str]) -> bool {
+        let mut a: Vec<&str> = self.tasks.iter().map(String::as_str).collect();
+        let mut b = tasks.to_vec();
+        a.sort_unstable();
+        b.sort_unstable();
+        a == b
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        let when = self
+            .written
+            .map(|t| format!(", written {}", crate::io::fsutil::utc_time(t)))
+            .unwrap_or_default();
+        format!("tasks {}{when}", self.tasks.join(", "))
+    }
+}
+
+/// One trained task of a checkpoint: what the manifest records of it, its head, and how the
+/// head's outputs become labels.
+#[derive(Clone, Copy)]
+pub struct TrainedTask<'a> {
+    pub entry: &'a TaskEntry,
+    pub head: &'a Head,
+    pub decision: &'a Decision,
+}
+
+impl Checkpoint {
+    /// Every trained task, in manifest order.
+    pub fn tasks(&self) -> impl Iterator<Item = TrainedTask<'_>> {
+        self.manifest
+            .tasks
+            .iter()
+            .zip(&self.heads)
+            .zip(&self.decisions)
+            .map(|((entry, head), decision)| TrainedTask {
+                entry,
+                head,
+                decision,
+            })
+    }
+
+    /// The trained task named `name`.
+    pub fn task(&self, name: &str) -> Option<TrainedTask<'_>> {
+        self.tasks().find(|t| t.entry.config.name == name)
+    }
 }
 
 fn log_csv(log: &[EpochLog]) -> Result<Vec<u8>> {
@@ -380,34 +428,14 @@ fn task_decision(dir: &Path, task: &TaskEntry) -> Result<Decision> {
         path: dir.join(MANIFEST),
         reason: format!("task {:?}: {reason}", task.config.name),
     };
-    match (task.config.kind, &task.thresholds) {
-        (TaskKind::Classification, None) => Ok(Decision::Single),
-        (TaskKind::Classification, Some(_)) => Err(bad(
-            "a classification task has no thresholds, but some are recorded".into(),
-        )),
-        (TaskKind::TokenClassification, None) => Ok(Decision::Tags(task.config.decoding)),
-        (TaskKind::TokenClassification, Some(_)) => Err(bad(
-            "a token task has no thresholds, but some are recorded".into(),
-        )),
-        (TaskKind::MultiLabel, None) => Err(bad(
-            "a multi-label task's thresholds are missing; train it again".into(),
-        )),
-        (TaskKind::MultiLabel, Some(t)) => {
-            if t.len() != task.classes.len() {
-                return Err(bad(format!(
-                    "{} thresholds for {} labels",
-                    t.len(),
-                    task.classes.len()
-                )));
-            }
-            if let Some(v) = t.iter().find(|v| !(0.0..=1.0).contains(*v)) {
-                return Err(bad(format!("threshold {v} is outside [0, 1]")));
-            }
-            Ok(Decision::Multi {
-                thresholds: t.clone(),
-            })
-        }
-    }
+    task.config
+        .kind
+        .recorded_decision(
+            task.thresholds.as_deref(),
+            task.classes.len(),
+            task.config.decoding,
+        )
+        .map_err(bad)
 }
 
 /// The training log (one row per task and epoch).

@@ -2,139 +2,36 @@
 //! with the source of the model folder named in errors; the commands receive no `Option`s or
 //! override flags to re-decide.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::{
     BackboneArgs, Cli, Command, CompareArgs, EmbedArgs, EvalArgs, MtebArgs, PredictArgs,
-    QuantizeArgs, TrainArgs, DEFAULT_MODEL, MODEL_ENV,
+    QuantizeArgs, RunArgs, TrainArgs,
 };
+use crate::backbone::choice::{choose_model, open_model, ModelSource};
 use crate::backbone::{ModelFolder, QuantMethod, Recipe, SessionOptions};
 use crate::cache;
 use crate::checkpoint::{self, Manifest};
 use crate::commands::{
     compare::CompareJob,
-    embed::EmbedJob,
-    embed::EmbedOutput,
     eval::EvalJob,
     export::ExportJob,
     mteb::MtebJob,
     predict::PredictJob,
     quantize::{Calibration, QuantizeJob},
+    Job,
 };
 use crate::embedder::EmbedSettings;
 use crate::error::{Error, Result};
-use crate::format::Format;
-use crate::runfile::RunFile;
+use crate::io::format::Format;
 use crate::shard::Shard;
+use crate::streaming::{EmbedJob, EmbedOutput};
 use crate::train::TrainSpec;
-
-/// Where the model folder's path came from, named in `doctor` and in every error about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ModelSource {
-    Flag,
-    Env,
-    RunFile(PathBuf),
-    Checkpoint(PathBuf),
-    Default,
-}
-
-impl fmt::Display for ModelSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ModelSource::Flag => f.write_str("--model"),
-            ModelSource::Env => write!(f, "${MODEL_ENV}"),
-            ModelSource::RunFile(p) => write!(f, "the run file {}", p.display()),
-            ModelSource::Checkpoint(p) => write!(f, "the checkpoint {}", p.display()),
-            ModelSource::Default => {
-                write!(f, "the default {DEFAULT_MODEL} under the current directory")
-            }
-        }
-    }
-}
-
-/// The model folder to use and where that choice came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ModelChoice {
-    /// Absolute, so nothing downstream depends on the current directory.
-    pub dir: PathBuf,
-    pub source: ModelSource,
-}
-
-/// An environment variable's value; empty means unset.
-fn env_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-}
-
-/// `--model`, then `$FROSTLINE_MODEL`, then what the run file or checkpoint recorded, then the
-/// default folder under the current directory.
-pub(crate) fn choose_model(
-    flag: Option<&Path>,
-    recorded: Option<(PathBuf, ModelSource)>,
-) -> ModelChoice {
-    choose(flag, env_path(MODEL_ENV), recorded)
-}
-
-fn choose(
-    flag: Option<&Path>,
-    env: Option<PathBuf>,
-    recorded: Option<(PathBuf, ModelSource)>,
-) -> ModelChoice {
-    let (dir, source) = if let Some(f) = flag {
-        (f.to_path_buf(), ModelSource::Flag)
-    } else if let Some(e) = env {
-        (e, ModelSource::Env)
-    } else if let Some(r) = recorded {
-        r
-    } else {
-        (PathBuf::from(DEFAULT_MODEL), ModelSource::Default)
-    };
-    ModelChoice {
-        dir: std::path::absolute(&dir).unwrap_or(dir),
-        source,
-    }
-}
-
-/// Opens the chosen folder; an error says which source chose it and how to choose another.
-pub(crate) fn open_model(choice: &ModelChoice) -> Result<ModelFolder> {
-    ModelFolder::open(&choice.dir).map_err(|e| match e {
-        Error::Model { path, reason } => Error::Model {
-            path,
-            reason: format!(
-                "{reason} (the folder was named by {}; pass --model DIR or set {MODEL_ENV} for another{})",
-                choice.source,
-                if matches!(choice.source, ModelSource::Checkpoint(_)) {
-                    ", checked against the checkpoint by content hash"
-                } else {
-                    ""
-                }
-            ),
-        },
-        other => other,
-    })
-}
 
 /// A resolved command line: the job, and how to print its outcome.
 pub(crate) struct Resolved {
     pub job: Job,
     pub json: bool,
-}
-
-pub(crate) enum Job {
-    Doctor {
-        model: ModelChoice,
-        ort_lib: Option<PathBuf>,
-    },
-    Embed(EmbedJob),
-    Train(TrainSpec, ModelSource),
-    Predict(PredictJob),
-    Eval(EvalJob),
-    Compare(CompareJob),
-    Mteb(MtebJob),
-    Export(ExportJob),
-    Quantize(QuantizeJob),
 }
 
 impl BackboneArgs {
@@ -210,19 +107,6 @@ impl BackboneArgs {
     }
 }
 
-/// The run file with the train shortcuts and `--set` applied, and its model as a recorded choice.
-fn load_run(
-    path: &Path,
-    overrides: &[String],
-) -> Result<(RunFile, Option<(PathBuf, ModelSource)>)> {
-    let run = RunFile::load(path, overrides)?;
-    let recorded = run
-        .model
-        .clone()
-        .map(|m| (m, ModelSource::RunFile(path.to_path_buf())));
-    Ok((run, recorded))
-}
-
 /// Turns the parsed command line into its job.
 pub(crate) fn resolve(cli: Cli) -> Result<Resolved> {
     let ort_lib = cli.ort_lib;
@@ -232,10 +116,20 @@ pub(crate) fn resolve(cli: Cli) -> Result<Resolved> {
             ort_lib,
         },
         Command::Embed(a) => Job::Embed(embed_job(a, ort_lib)?),
+        Command::Train(a) if a.run.print_run => Job::PrintRun(print_run(
+            &a.run,
+            &a.all_overrides(),
+            a.backbone.model.as_deref(),
+        )?),
         Command::Train(a) => {
             let (spec, source) = train_job(a, ort_lib)?;
             Job::Train(spec, source)
         }
+        Command::Compare(a) if a.run.print_run => Job::PrintRun(print_run(
+            &a.run,
+            &a.run.overrides,
+            a.backbone.model.as_deref(),
+        )?),
         Command::Predict(a) => Job::Predict(predict_job(a, ort_lib)?),
         Command::Eval(a) => Job::Eval(eval_job(a, ort_lib)?),
         Command::Compare(a) => Job::Compare(compare_job(a, ort_lib)?),
@@ -298,7 +192,7 @@ fn embed_job(a: EmbedArgs, ort_lib: Option<PathBuf>) -> Result<EmbedJob> {
                 a.output.display()
             )));
         }
-        Format::output(&a.output, crate::format::EMBEDDING_OUTPUTS)?;
+        Format::output(&a.output, crate::io::format::EMBEDDING_OUTPUTS)?;
         EmbedOutput::File(a.output)
     };
     Ok(EmbedJob {
@@ -314,8 +208,17 @@ fn embed_job(a: EmbedArgs, ort_lib: Option<PathBuf>) -> Result<EmbedJob> {
     })
 }
 
+/// The run file a command line amounts to, `--model` written in (it outranks the run's).
+fn print_run(run: &RunArgs, overrides: &[String], model: Option<&Path>) -> Result<String> {
+    let (mut run, _) = run.load(overrides)?;
+    if let Some(m) = model {
+        run.model = Some(std::path::absolute(m).unwrap_or_else(|_| m.to_path_buf()));
+    }
+    run.to_toml()
+}
+
 fn train_job(a: TrainArgs, ort_lib: Option<PathBuf>) -> Result<(TrainSpec, ModelSource)> {
-    let (run, recorded) = load_run(&a.run.run, &a.all_overrides())?;
+    let (run, recorded) = a.run.load(&a.all_overrides())?;
     let (settings, source) = a.backbone.resolve(recorded, ort_lib)?;
     let out = a.out.map(|o| std::path::absolute(&o).unwrap_or(o));
     Ok((TrainSpec::new(run, settings, out, a.force)?, source))
@@ -361,6 +264,22 @@ fn predict_job(a: PredictArgs, ort_lib: Option<PathBuf>) -> Result<PredictJob> {
     let keep_columns = a
         .keep_columns
         .map(|c| c.into_iter().filter(|c| !c.is_empty()).collect());
+    if let Some(s) = a.min_score {
+        if !(0.0..=1.0).contains(&s) {
+            return Err(Error::Usage(format!(
+                "--min-score {s}: an entity's score is a probability, give one in [0, 1]"
+            )));
+        }
+        let token_task = manifest.tasks.iter().any(|t| {
+            tasks.contains(&t.config.name) && t.config.kind.input() == crate::kind::Input::Words
+        });
+        if !token_task {
+            return Err(Error::Usage(format!(
+                "--min-score filters a token task's entities, and none of the tasks predicted ({}) is one",
+                tasks.join(", ")
+            )));
+        }
+    }
     Ok(PredictJob {
         settings,
         checkpoint: a.checkpoint,
@@ -372,6 +291,7 @@ fn predict_job(a: PredictArgs, ort_lib: Option<PathBuf>) -> Result<PredictJob> {
         top_k: a.top_k,
         all_probs: a.all_probs,
         keep_columns,
+        min_score: a.min_score,
     })
 }
 
@@ -389,39 +309,40 @@ fn eval_job(a: EvalArgs, ort_lib: Option<PathBuf>) -> Result<EvalJob> {
         split: a.split,
         out,
         top_errors: a.top_errors,
+        keep_columns: a
+            .keep_columns
+            .into_iter()
+            .filter(|c| !c.is_empty())
+            .collect(),
         force: a.force,
         allow_quantized: a.allow_quantized,
     })
 }
 
 fn compare_job(a: CompareArgs, ort_lib: Option<PathBuf>) -> Result<CompareJob> {
-    let (run, recorded) = load_run(&a.run.run, &a.run.overrides)?;
+    let (run, recorded) = a.run.load(&a.run.overrides)?;
     let (settings, _) = a.backbone.resolve(recorded, ort_lib)?;
     let layers = ModelFolder::open(&settings.model_dir)?.num_layers;
-    if let Some(n) = a.frost_lines.iter().find(|&&n| n > layers) {
-        return Err(Error::Usage(format!(
-            "--frost-lines {n} is outside 0..={layers} (the model has {layers} layers)"
-        )));
+    for &n in &a.frost_lines {
+        crate::kind::check_layer("--frost-lines", n, layers)?;
     }
-    // The default frost line trains the top layer — or, with a token task, the layer just below
-    // the one its word features are read at (nothing above that layer reaches its head).
-    let top = run
-        .tasks
-        .iter()
-        .filter(|t| t.is_token_task())
-        .map(|t| t.token_layer())
-        .min()
-        .map_or(layers, |l| l.min(layers));
+    let token_layers = run.tasks.iter().filter_map(|t| t.token_layer);
+    let default_frost_line = crate::kind::default_frost_line(token_layers, layers);
     let frost_lines = match (a.no_frost_line, a.frost_lines.is_empty()) {
         (true, _) => Vec::new(),
-        (false, true) => vec![top.saturating_sub(1)],
+        (false, true) => vec![default_frost_line],
         (false, false) => a.frost_lines,
     };
+    if a.seeds == 0 {
+        return Err(Error::Usage("--seeds must be at least 1".into()));
+    }
+    let seeds = (0..a.seeds).map(|k| run.seed.wrapping_add(k)).collect();
     Ok(CompareJob {
         run,
         settings,
         layers,
         frost_lines,
+        seeds,
         out: a.out,
         force: a.force,
     })
@@ -513,36 +434,6 @@ mod tests {
     }
 
     #[test]
-    fn model_precedence_flag_env_recorded_default() {
-        let rec = Some((PathBuf::from("/r"), ModelSource::RunFile("run.toml".into())));
-        let env = Some(PathBuf::from("/e"));
-        let c = choose(Some(Path::new("/f")), env.clone(), rec.clone());
-        assert_eq!((c.dir, c.source), (PathBuf::from("/f"), ModelSource::Flag));
-        let c = choose(None, env, rec.clone());
-        assert_eq!((c.dir, c.source), (PathBuf::from("/e"), ModelSource::Env));
-        let c = choose(None, None, rec);
-        assert_eq!(c.dir, PathBuf::from("/r"));
-        let c = choose(None, None, None);
-        assert_eq!(c.source, ModelSource::Default);
-        assert!(c.dir.is_absolute() && c.dir.ends_with(DEFAULT_MODEL));
-    }
-
-    #[test]
-    fn a_missing_model_folder_names_its_source() {
-        let choice = ModelChoice {
-            dir: "/nonexistent/model".into(),
-            source: ModelSource::Checkpoint("/ck/manifest.json".into()),
-        };
-        let err = open_model(&choice).unwrap_err().to_string();
-        assert!(err.contains("/nonexistent/model"), "{err}");
-        assert!(
-            err.contains("named by the checkpoint /ck/manifest.json"),
-            "{err}"
-        );
-        assert!(err.contains("--model"), "{err}");
-    }
-
-    #[test]
     fn embed_job_settles_every_default() {
         let dir = tempfile::tempdir().unwrap();
         let model = dir.path().join("m");
@@ -617,10 +508,19 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(err.kind(), crate::error::ErrorKind::Usage, "{err}");
-        let err = resolve(parse(&["train", "--run", r, "--regime", "thawed"]))
+        // A regime typo is the flag's error (clap's, before the run file is read).
+        let err = Cli::try_parse_from(["frostline", "train", "--run", r, "--regime", "thawed"])
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("unknown regime \"thawed\""), "{err}");
+        assert!(
+            err.contains("--regime") && err.contains("unknown regime \"thawed\""),
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["frostline", "train", "--run", r, "--regime", "frost-line"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("needs =N"), "{err}");
     }
 }

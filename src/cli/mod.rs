@@ -8,7 +8,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::backbone::choice::ModelSource;
 use crate::backbone::{Device, QuantMethod};
+use crate::heads::HeadKind;
+use crate::kind::TaskKind;
+use crate::regime::Regime;
+use crate::runfile::{RunFile, TaskFlags};
 use crate::tasks::SplitName;
 
 /// Runs a parsed command line: resolve (every setting decided once) → run → print the outcome
@@ -37,12 +42,6 @@ pub fn run(cli: Cli) -> u8 {
         }
     }
 }
-
-/// The model folder used when neither `--model`, `$FROSTLINE_MODEL`, the run file nor a
-/// checkpoint names one (relative to the current directory).
-pub const DEFAULT_MODEL: &str = "models/all-MiniLM-L6-v2";
-/// The environment variable that names the model folder (after `--model`).
-pub const MODEL_ENV: &str = "FROSTLINE_MODEL";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -146,9 +145,9 @@ pub enum Command {
         after_help = "Examples:\n  frostline embed --input data/banking77/test.csv --output banking_test.parquet\n  frostline embed --input 'corpus/*.csv' --output vectors/ --shard 0/4 --carry label"
     )]
     Embed(EmbedArgs),
-    /// Train (or build training-free) task heads as a run file describes, evaluate, checkpoint.
+    /// Train (or build training-free) task heads as a run file or the data flags describe, evaluate, checkpoint.
     #[command(
-        after_help = "Examples:\n  frostline train --run runs/demo.toml --out ckpt\n  frostline train --run runs/demo.toml --regime frost-line=4 --set train.epochs=3 --out ckpt-frost"
+        after_help = "Examples:\n  frostline train --train data/sst2/train.csv --test data/sst2/test.csv --out ckpt\n  frostline train --train data/sst2/train.csv --label-column label --print-run > my-run.toml\n  frostline train --run runs/default.toml --out ckpt\n  frostline train --run runs/default.toml --regime frost-line=4 --set train.epochs=3 --out ckpt-frost"
     )]
     Train(TrainArgs),
     /// Predict every task's label and probability for new texts with a checkpoint.
@@ -163,12 +162,12 @@ pub enum Command {
     Mteb(MtebArgs),
     /// Evaluate a checkpoint on a split: Parquet/CSV tables, Markdown summary, SVG plots.
     #[command(
-        after_help = "Examples:\n  frostline eval --checkpoint ckpt\n  frostline eval --checkpoint ckpt --split dev --out ckpt-dev-report"
+        after_help = "Examples:\n  frostline eval --checkpoint ckpt\n  frostline eval --checkpoint ckpt --split dev --out ckpt-dev-report --keep-columns id"
     )]
     Eval(EvalArgs),
     /// Train and evaluate every regime on the run file's tasks; one comparison table.
     #[command(
-        after_help = "Examples:\n  frostline compare --run runs/demo.toml --out compare-report\n  frostline compare --run runs/demo.toml --frost-lines 3,5"
+        after_help = "Examples:\n  frostline compare --run runs/default.toml --out compare-report\n  frostline compare --run runs/default.toml --frost-lines 3,5\n  frostline compare --run runs/default.toml --no-frost-line --seeds 3"
     )]
     Compare(CompareArgs),
     /// Export a frost-line checkpoint's tuned backbone as one ONNX model folder.
@@ -199,7 +198,7 @@ pub struct QuantizeArgs {
     /// One weight scale per matrix instead of one per output channel.
     #[arg(long)]
     pub per_tensor: bool,
-    /// Texts to calibrate static ranges on (.txt one per line, or .csv/.jsonl/.parquet with
+    /// Texts to calibrate static ranges on (.txt one per line, or .csv/.tsv/.jsonl/.parquet with
     /// --text-column); use texts like the ones you will embed.
     #[arg(long)]
     pub calibration: Option<PathBuf>,
@@ -231,6 +230,9 @@ pub struct EvalArgs {
     /// Most confident errors kept per task.
     #[arg(long, default_value_t = 50)]
     pub top_errors: usize,
+    /// Input columns (an id, say) copied into `errors` and `predictions`, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub keep_columns: Vec<String>,
     /// Accept a model folder in another numeric format than the heads were trained on (int8
     /// vectors for fp32-trained heads, or the reverse); warned about.
     #[arg(long)]
@@ -243,12 +245,79 @@ pub struct EvalArgs {
 /// A run file and overrides of its values; shared by `train` and `compare`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The run file (TOML): model, tasks, training settings.
-    #[arg(long)]
-    pub run: PathBuf,
-    /// Override any run-file value: --set train.epochs=5 --set tasks.intent.loss_weight=2
+    /// The run file (TOML): model, tasks, training settings. Without one, --train and the flags
+    /// beside it describe the run (see --print-run).
+    #[arg(long, value_name = "FILE", required_unless_present = "train_file")]
+    pub run: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Override any run-file value: --set train.epochs=5 --set tasks.intent.loss_weight=2. A path
+    /// given here is relative to the current directory, like every flag's; the paths inside the
+    /// run file are relative to the file.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// Print the run file this command line amounts to (flags and --set applied) and stop:
+    /// save it, annotate it, run it with --run.
+    #[arg(long)]
+    pub print_run: bool,
+}
+
+/// A run without a run file: the data flags, one task per label column.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Training file (.csv, .tsv, .jsonl, .parquet; CoNLL for token-classification): with it
+    /// no run file is needed.
+    #[arg(long = "train", value_name = "FILE", conflicts_with = "run")]
+    pub train_file: Option<PathBuf>,
+    /// Dev file (tunes thresholds, stops early) [default: 10 % of --train, stratified].
+    #[arg(long = "dev", value_name = "FILE", requires = "train_file")]
+    pub dev_file: Option<PathBuf>,
+    /// Test file, scored after training.
+    #[arg(long = "test", value_name = "FILE", requires = "train_file")]
+    pub test_file: Option<PathBuf>,
+    /// Column holding the text [default: text].
+    #[arg(long, requires = "train_file")]
+    pub text_column: Option<String>,
+    /// Label columns, comma-separated: one task per column, named after it [default: label].
+    #[arg(long, value_delimiter = ',', requires = "train_file")]
+    pub label_column: Vec<String>,
+    /// What a label is: one class per text, a set of labels per text, or one tag per word.
+    #[arg(long, value_enum, requires = "train_file")]
+    pub kind: Option<TaskKind>,
+}
+
+impl RunArgs {
+    /// The run these flags name — the file, or the data flags — with `overrides` applied (the
+    /// shortcut flags first, then every --set), and its model as a recorded choice.
+    pub(crate) fn load(
+        &self,
+        overrides: &[String],
+    ) -> crate::error::Result<(RunFile, Option<(PathBuf, ModelSource)>)> {
+        match (&self.run, &self.data.train_file) {
+            (Some(path), _) => {
+                let run = RunFile::load(path, overrides)?;
+                let recorded = run
+                    .model
+                    .clone()
+                    .map(|m| (m, ModelSource::RunFile(path.clone())));
+                Ok((run, recorded))
+            }
+            (None, Some(train)) => {
+                let flags = TaskFlags {
+                    train: train.clone(),
+                    dev: self.data.dev_file.clone(),
+                    test: self.data.test_file.clone(),
+                    text_column: self.data.text_column.clone(),
+                    label_columns: self.data.label_column.clone(),
+                    kind: self.data.kind,
+                };
+                Ok((RunFile::from_flags(&flags, overrides)?, None))
+            }
+            (None, None) => Err(crate::error::Error::Usage(
+                "give a run file (--run FILE) or the data (--train FILE)".into(),
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -268,6 +337,10 @@ pub struct CompareArgs {
     /// Measure no frost line (only the regimes that run on the sentence cache).
     #[arg(long)]
     pub no_frost_line: bool,
+    /// Train every variant with K seeds (the run's seed and the K − 1 after it): scores as
+    /// mean ± std, and the recommendation weighs differences against that spread.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub seeds: u64,
     /// Replace the output folder even if frostline did not write it (its contents are lost).
     #[arg(long)]
     pub force: bool,
@@ -297,11 +370,11 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub run: RunArgs,
     /// Shortcut for --set train.regime=…: fully-frozen, frozen-backbone, freeze-head=a|b|TASK[,frost-line=N], frost-line=N.
-    #[arg(long)]
-    pub regime: Option<String>,
-    /// Shortcut for --set train.head=…: linear, mlp, centroid, zero-shot.
-    #[arg(long)]
-    pub head: Option<String>,
+    #[arg(long, value_parser = parse_regime)]
+    pub regime: Option<Regime>,
+    /// Shortcut for --set train.head=….
+    #[arg(long, value_enum)]
+    pub head: Option<HeadKind>,
     /// Shortcut for --set train.from=…: checkpoint holding heads to start from / keep frozen.
     #[arg(long)]
     pub from: Option<PathBuf>,
@@ -354,6 +427,10 @@ pub struct PredictArgs {
     /// Input columns copied to the output (comma-separated; "" for none). Default: all of them.
     #[arg(long, value_delimiter = ',')]
     pub keep_columns: Option<Vec<String>>,
+    /// Token tasks: leave out entities whose score (the mean probability of their tags) is
+    /// below S, in [0, 1].
+    #[arg(long, value_name = "S")]
+    pub min_score: Option<f32>,
     /// Accept a model folder in another numeric format than the heads were trained on (int8
     /// vectors for fp32-trained heads, or the reverse); warned about.
     #[arg(long)]
@@ -393,6 +470,11 @@ pub struct MtebArgs {
     pub force: bool,
 }
 
+/// `--regime`, checked as it is parsed, so a typo is the flag's error, not the run file's.
+fn parse_regime(s: &str) -> Result<Regime, String> {
+    s.parse().map_err(|e: crate::Error| e.to_string())
+}
+
 impl TrainArgs {
     /// Run-file overrides: the shortcut flags first, then every --set in order.
     pub fn all_overrides(&self) -> Vec<String> {
@@ -401,7 +483,7 @@ impl TrainArgs {
             o.push(format!("train.regime=\"{r}\""));
         }
         if let Some(h) = &self.head {
-            o.push(format!("train.head=\"{h}\""));
+            o.push(format!("train.head=\"{}\"", h.name()));
         }
         if let Some(f) = &self.from {
             o.push(format!("train.from={}", toml_string(&f.to_string_lossy())));
@@ -439,10 +521,10 @@ pub struct BackboneArgs {
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Padded tokens per batch (rows × longest row); batches are length-sorted and packed to it.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = crate::embedder::DEFAULT_TOKEN_BUDGET)]
     pub batch_tokens: usize,
     /// At most this many rows per batch.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = crate::embedder::DEFAULT_MAX_BATCH_ROWS)]
     pub max_batch: usize,
     /// Embedding cache root (default: $FROSTLINE_CACHE or ~/.cache/frostline/embeddings).
     #[arg(long)]
@@ -451,7 +533,7 @@ pub struct BackboneArgs {
     #[arg(long)]
     pub no_progress: bool,
     /// Rows per cache chunk (each chunk is one atomic write; smaller = finer-grained resume).
-    #[arg(long, default_value_t = 2048, hide = true)]
+    #[arg(long, default_value_t = crate::embedder::DEFAULT_ROWS_PER_CHUNK, hide = true)]
     pub chunk_rows: usize,
 }
 
@@ -459,7 +541,7 @@ pub struct BackboneArgs {
 pub struct EmbedArgs {
     #[command(flatten)]
     pub backbone: BackboneArgs,
-    /// Input: a .csv, .jsonl/.ndjson, .parquet or .txt file (one text per line), a folder of
+    /// Input: a .csv, .tsv, .jsonl/.ndjson, .parquet or .txt file (one text per line), a folder of
     /// them, a quoted glob ('data/*.csv') or a frostline dataset folder; read in windows of rows.
     #[arg(long)]
     pub input: PathBuf,
@@ -489,7 +571,7 @@ pub struct EmbedArgs {
     pub window_rows: usize,
     /// CoNLL input (.conll): the layer whose states make the word features, one row per word
     /// (0 = the embeddings; the model's layer count = its last layer).
-    #[arg(long, default_value_t = crate::runfile::DEFAULT_TOKEN_LAYER)]
+    #[arg(long, default_value_t = crate::kind::DEFAULT_TOKEN_LAYER)]
     pub token_layer: usize,
     /// CoNLL input: a word's feature is its first sub-token's state, or their mean.
     #[arg(long, value_enum, default_value = "first")]
@@ -503,7 +585,7 @@ pub enum WordFeatureArg {
     Mean,
 }
 
-impl From<WordFeatureArg> for crate::runfile::WordFeature {
+impl From<WordFeatureArg> for crate::align::WordFeature {
     fn from(a: WordFeatureArg) -> Self {
         match a {
             WordFeatureArg::First => Self::First,

@@ -3,161 +3,61 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::backbone::choice::{open_model, ModelChoice};
 use crate::backbone::{runtime, ModelFolder};
 use crate::cache;
-use crate::cli::jobs::{open_model, ModelChoice};
 use crate::commands::Outcome;
 use crate::error::{ErrorKind, Result};
 use crate::nn::gemm::{self, Cpu, Kernel};
 use crate::tokenize::TextTokenizer;
 
+/// What doctor has found so far: the report's lines and how many problems it names.
+#[derive(Default)]
+struct Findings {
+    out: String,
+    problems: usize,
+}
+
+impl Findings {
+    fn line(&mut self, text: impl std::fmt::Display) {
+        let _ = writeln!(self.out, "{text}");
+    }
+
+    fn problem(&mut self, what: impl std::fmt::Display) {
+        self.problems += 1;
+        let _ = writeln!(self.out, "  PROBLEM: {what}");
+    }
+}
+
 /// Checks the ORT library, its execution providers, the model folder (graph inputs/outputs,
 /// dims, pooling, max length) and the tokenizer. Problems are counted, not raised, so that one
 /// run lists all of them.
 pub(crate) fn run(ort_lib: Option<&Path>, model: &ModelChoice) -> Outcome {
-    let mut out = String::new();
-    let mut problems = 0;
-    let mut problem = |out: &mut String, what: String| {
-        problems += 1;
-        let _ = writeln!(out, "  PROBLEM: {what}");
-    };
-
-    let _ = writeln!(out, "ONNX Runtime");
-    let runtime_ok = match runtime::init(ort_lib) {
-        Ok(rt) => {
-            let _ = writeln!(
-                out,
-                "  library: {} (found by {})",
-                rt.library.path.display(),
-                rt.library.found_by
-            );
-            let _ = writeln!(out, "  version: {}", runtime::version(&rt.library.path));
-            let providers = runtime::available_providers();
-            let _ = writeln!(out, "  execution providers: {}", providers.join(", "));
-            if !providers.iter().any(|p| p == "CUDAExecutionProvider") {
-                let _ = writeln!(
-                    out,
-                    "  (CPU-only library: for --device cuda install onnxruntime-gpu[cuda,cudnn] and pass its libonnxruntime.so with --ort-lib)"
-                );
-            }
-            true
-        }
-        Err(e) => {
-            problem(&mut out, e.to_string());
-            false
-        }
-    };
-
-    let _ = writeln!(
-        out,
+    let mut found = Findings::default();
+    let runtime_ok = onnx_runtime(&mut found, ort_lib);
+    found.line(format_args!(
         "model folder {} (from {})",
         model.dir.display(),
         model.source
-    );
-    let mut pooling = serde_json::Value::Null;
-    let mut numeric = serde_json::Value::Null;
-    match open_model(model) {
-        Ok(folder) => {
-            pooling = serde_json::json!({
-                "pooling": folder.pooling.describe(),
-                "source": folder.pooling_source,
-                "prefix": folder.prefix,
-            });
-            if !folder.prefix.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "  input prefix: {:?} (from frostline.json; put before every text)",
-                    folder.prefix
-                );
-            }
-            let _ = writeln!(
-                out,
-                "  pooling: {} (from {})",
-                folder.pooling.describe(),
-                folder.pooling_source
-            );
-            if folder.pooling_source.starts_with("assumed") {
-                let _ = writeln!(
-                    out,
-                    "  WARNING: no pooling config: {} assumed; if the model was trained with CLS pooling or normalisation, add modules.json and 1_Pooling/config.json",
-                    folder.pooling.describe()
-                );
-            }
-            let _ = writeln!(
-                out,
-                "  {} model: hidden {}, {} layers, pooling {}, max length {}{}",
-                folder.model_type,
-                folder.hidden_size,
-                folder.num_layers,
-                folder.pooling.describe(),
-                folder.max_length,
-                {
-                    let cuts: Vec<String> = (0..=folder.num_layers)
-                        .filter(|&n| folder.cut_graph(n).is_file())
-                        .map(|n| n.to_string())
-                        .collect();
-                    if cuts.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", frost-line graphs cut at {}", cuts.join(", "))
-                    }
-                },
-            );
-            numeric = serde_json::json!(folder.numeric());
-            match &folder.quantization {
-                None => {
-                    let _ = writeln!(out, "  numeric format: fp32");
-                }
-                Some(q) => {
-                    let _ = writeln!(
-                        out,
-                        "  numeric format: {} (from {}: made from {} by frostline {}{})",
-                        q.recipe.describe(),
-                        folder.dir.join(crate::backbone::quantize::RECORD).display(),
-                        q.source.dir.display(),
-                        q.frostline_version,
-                        q.calibration
-                            .as_ref()
-                            .map(|c| format!(", calibrated on {} texts", c.texts))
-                            .unwrap_or_default()
-                    );
-                    if !q.recipe.method.batch_independent() {
-                        let _ = writeln!(
-                            out,
-                            "  WARNING: dynamic quantization: a text's vector depends on the other texts in its batch"
-                        );
-                    }
-                }
-            }
-            match TextTokenizer::load(&folder.tokenizer, folder.max_length) {
-                Ok(t) => match t.encode_all(&["frostline doctor"]) {
-                    Ok(e) => {
-                        let _ =
-                            writeln!(out, "  tokenizer: ok ('frostline doctor' → {:?})", e[0].ids);
-                    }
-                    Err(e) => problem(&mut out, e.to_string()),
-                },
-                Err(e) => problem(&mut out, e.to_string()),
-            }
-            if runtime_ok {
-                if let Err(e) = describe_graph(&mut out, &folder) {
-                    problem(&mut out, e.to_string());
-                }
-            }
+    ));
+    let (pooling, numeric) = match open_model(model) {
+        Ok(folder) => model_folder(&mut found, &folder, runtime_ok),
+        Err(e) => {
+            found.problem(e);
+            (serde_json::Value::Null, serde_json::Value::Null)
         }
-        Err(e) => problem(&mut out, e.to_string()),
-    }
-    let _ = writeln!(out, "cache root: {}", cache::default_root().display());
-    let engine = native_engine(&mut out);
-    let _ = writeln!(
-        out,
-        "{}",
-        if problems == 0 {
-            "all checks passed".to_string()
-        } else {
-            format!("{problems} problem(s)")
-        }
-    );
+    };
+    found.line(format_args!(
+        "cache root: {}",
+        cache::default_root().display()
+    ));
+    let engine = native_engine(&mut found.out);
+    let problems = found.problems;
+    found.line(if problems == 0 {
+        "all checks passed".to_string()
+    } else {
+        format!("{problems} problem(s)")
+    });
     let json = serde_json::json!({
         "problems": problems,
         "model_dir": model.dir,
@@ -165,13 +65,132 @@ pub(crate) fn run(ort_lib: Option<&Path>, model: &ModelChoice) -> Outcome {
         "pooling": pooling,
         "numeric": numeric,
         "engine": engine,
-        "report": out,
+        "report": found.out,
     });
-    let mut outcome = Outcome::new(out, json);
+    let mut outcome = Outcome::new(found.out, json);
     if problems > 0 {
         outcome.exit = ErrorKind::ModelRuntime.exit_code();
     }
     outcome
+}
+
+/// The ORT library, its version and execution providers; false when it cannot be loaded.
+fn onnx_runtime(found: &mut Findings, ort_lib: Option<&Path>) -> bool {
+    found.line("ONNX Runtime");
+    let rt = match runtime::init(ort_lib) {
+        Ok(rt) => rt,
+        Err(e) => {
+            found.problem(e);
+            return false;
+        }
+    };
+    found.line(format_args!(
+        "  library: {} (found by {})",
+        rt.library.path.display(),
+        rt.library.found_by
+    ));
+    found.line(format_args!(
+        "  version: {}",
+        runtime::version(&rt.library.path)
+    ));
+    let providers = runtime::available_providers();
+    found.line(format_args!(
+        "  execution providers: {}",
+        providers.join(", ")
+    ));
+    if !providers.iter().any(|p| p == "CUDAExecutionProvider") {
+        found.line("  (CPU-only library: for --device cuda install onnxruntime-gpu[cuda,cudnn] and pass its libonnxruntime.so with --ort-lib)");
+    }
+    true
+}
+
+/// The model folder: prefix, pooling, dims, frost-line cuts, numeric format, tokenizer and
+/// (with a runtime) the graph's inputs and outputs. Returns pooling and numeric format as JSON.
+fn model_folder(
+    found: &mut Findings,
+    folder: &ModelFolder,
+    runtime_ok: bool,
+) -> (serde_json::Value, serde_json::Value) {
+    let pooling = serde_json::json!({
+        "pooling": folder.pooling.describe(),
+        "source": folder.pooling_source,
+        "prefix": folder.prefix,
+    });
+    if !folder.prefix.is_empty() {
+        found.line(format_args!(
+            "  input prefix: {:?} (from frostline.json; put before every text)",
+            folder.prefix
+        ));
+    }
+    found.line(format_args!(
+        "  pooling: {} (from {})",
+        folder.pooling.describe(),
+        folder.pooling_source
+    ));
+    if folder.pooling_source.starts_with("assumed") {
+        found.line(format_args!(
+            "  WARNING: no pooling config: {} assumed; if the model was trained with CLS pooling or normalisation, add modules.json and 1_Pooling/config.json",
+            folder.pooling.describe()
+        ));
+    }
+    let cuts: Vec<String> = (0..=folder.num_layers)
+        .filter(|&n| folder.cut_graph(n).is_file())
+        .map(|n| n.to_string())
+        .collect();
+    found.line(format_args!(
+        "  {} model: hidden {}, {} layers, pooling {}, max length {}{}",
+        folder.model_type,
+        folder.hidden_size,
+        folder.num_layers,
+        folder.pooling.describe(),
+        folder.max_length,
+        if cuts.is_empty() {
+            String::new()
+        } else {
+            format!(", frost-line graphs cut at {}", cuts.join(", "))
+        },
+    ));
+    numeric_format(found, folder);
+    match TextTokenizer::load(&folder.tokenizer, folder.max_length)
+        .and_then(|t| t.encode_all(&["frostline doctor"]))
+    {
+        Ok(e) => found.line(format_args!(
+            "  tokenizer: ok ('frostline doctor' → {:?})",
+            e[0].ids
+        )),
+        Err(e) => found.problem(e),
+    }
+    if runtime_ok {
+        if let Err(e) = describe_graph(&mut found.out, folder) {
+            found.problem(e);
+        }
+    }
+    (pooling, serde_json::json!(folder.numeric()))
+}
+
+/// fp32, or how an int8 folder was made (and whether its vectors depend on batch-mates).
+fn numeric_format(found: &mut Findings, folder: &ModelFolder) {
+    let Some(q) = &folder.quantization else {
+        found.line("  numeric format: fp32");
+        return;
+    };
+    found.line(format_args!(
+        "  numeric format: {} (from {}: made from {} by frostline {}{})",
+        q.recipe.describe(),
+        folder
+            .dir
+            .join(crate::backbone::quant_record::RECORD)
+            .display(),
+        q.source.dir.display(),
+        q.frostline_version,
+        q.calibration
+            .as_ref()
+            .map(|c| format!(", calibrated on {} texts", c.texts))
+            .unwrap_or_default()
+    ));
+    if !q.recipe.method.batch_independent() {
+        found.line("  WARNING: dynamic quantization: a text's vector depends on the other texts in its batch");
+    }
 }
 
 /// The CPU and the kernels the native layers (frost line, heads) will run on.

@@ -1,182 +1,35 @@
-//! `frostline embed`: texts in, vectors out, streamed. The input (a file, a folder, a glob or a
-//! dataset folder) is read in windows of rows; each window is embedded through the cache and
-//! written out before the next is read, so memory follows the window, not the input. Output is
-//! one file (`.npy` / `.parquet`, input order) or one part of a Parquet dataset (`--output DIR/`,
-//! sharded with `--shard I/N` or the scheduler's variables).
+//! `frostline embed`: texts in, vectors out, streamed (the pipeline is [`crate::streaming`]); this
+//! command says what it did.
 
-use std::path::{Path, PathBuf};
-
-use ndarray::Array2;
+use std::path::Path;
 
 use crate::commands::Outcome;
-use crate::data::{Table, TableStream};
-use crate::dataset::{self, DatasetDir, PartRecord};
-use crate::embedder::{EmbedSettings, EmbedStats, SentenceEmbedder, TokenStateEmbedder};
-use crate::error::{Error, Result};
-use crate::format::Format;
-use crate::fsutil;
-use crate::outfolder::{check_not_in_cache, check_not_input, sweep_stale};
-use crate::output::{CarriedColumn, NpyWriter, ParquetEmbeddingWriter};
-use crate::runfile::WordFeature;
-use crate::shard::{self, FileShare, Shard};
-use crate::train::features::for_word_vectors;
-
-/// Where the vectors go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum EmbedOutput {
-    /// One `.npy` or `.parquet` file with every row, in input order.
-    File(PathBuf),
-    /// Part `shard.index` of `shard.count` of a Parquet dataset in this folder.
-    Dataset { dir: PathBuf, shard: Shard },
-}
-
-/// What `frostline embed` was asked to do, every setting decided.
-#[derive(Debug, Clone)]
-pub(crate) struct EmbedJob {
-    pub settings: EmbedSettings,
-    /// A file, a folder, a glob or a dataset folder, as given.
-    pub input: PathBuf,
-    pub text_column: String,
-    /// Carried into Parquet output; `None` = the input's `id` column if it has one.
-    pub id_column: Option<String>,
-    /// More input columns carried into Parquet output.
-    pub carry: Vec<String>,
-    pub output: EmbedOutput,
-    /// Rows read, embedded and written at a time.
-    pub window_rows: usize,
-    /// CoNLL input: the layer and the sub-token rule of the word features.
-    pub token_layer: usize,
-    pub word_feature: WordFeature,
-}
-
-/// The writer for the chosen output.
-enum Sink {
-    Npy(NpyWriter),
-    Parquet(Box<ParquetEmbeddingWriter>),
-}
+use crate::dataset;
+use crate::embedder::EmbedStats;
+use crate::error::Result;
+use crate::streaming::{embed_texts, embed_words, EmbedJob};
 
 pub(crate) fn run(job: &EmbedJob) -> Result<Outcome> {
     if crate::data::conll::is_conll(&job.input) {
         return run_words(job);
     }
-    let inputs = dataset::resolve_inputs(&job.input)?;
-    let reads: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
-    let mut embedder = SentenceEmbedder::open(job.settings.clone())?;
-    let dim = embedder.key().dim;
-    // The columns are checked on the first rows before any output exists.
-    let mut columns = first_rows(&inputs)?
-        .map(|t| Columns::choose(job, &t))
-        .transpose()?;
-    // Everything that can be refused is refused here, before any text is embedded.
-    let (share, dataset, path) = match &job.output {
-        EmbedOutput::File(path) => {
-            check_not_input(path, &reads)?;
-            check_not_in_cache(path, &job.settings.cache_root)?;
-            fsutil::check_writable(path)?;
-            let whole = inputs
-                .iter()
-                .map(|p| FileShare {
-                    path: p.clone(),
-                    rows: None,
-                })
-                .collect();
-            (whole, None, path.clone())
-        }
-        EmbedOutput::Dataset { dir, shard } => {
-            check_not_input(dir, &reads)?;
-            check_not_in_cache(dir, &job.settings.cache_root)?;
-            let ds = DatasetDir::prepare(dir, shard.count, embedder.key())?;
-            let share = shard::share(&inputs, *shard)?;
-            let path = ds.part_path(shard.index);
-            (share, Some((ds, *shard)), path)
-        }
-    };
-    for note in sweep_stale(&path) {
-        eprintln!("{note}");
-    }
-    let imported = embedder.import_dataset(&job.input)?;
-    let mut sink = match Format::of(&path) {
-        Some(Format::Npy) => Sink::Npy(NpyWriter::create(&path, dim)?),
-        _ => Sink::Parquet(Box::new(ParquetEmbeddingWriter::create(&path)?)),
-    };
-
-    let mut stats: Option<EmbedStats> = None;
-    let mut described = Vec::new();
-    for fs in &share {
-        described.push(match &fs.rows {
-            Some(r) => format!("{} rows {}..{}", fs.path.display(), r.start, r.end),
-            None => fs.path.display().to_string(),
-        });
-        let mut stream = TableStream::open(&fs.path, job.window_rows)?;
-        while let Some(window) = stream.next_window()? {
-            let Some(window) = cut_to(&window, fs.rows.as_ref()) else {
-                if fs.rows.as_ref().is_some_and(|r| window.row_offset >= r.end) {
-                    break;
-                }
-                continue;
-            };
-            let cols = match &columns {
-                Some(c) => c,
-                None => columns.insert(Columns::choose(job, &window)?),
-            };
-            let texts = window.texts(&job.text_column)?;
-            let (vectors, s) = embedder.embed(&texts)?;
-            write_window(&mut sink, cols, &window, &vectors, &path)?;
-            match &mut stats {
-                Some(all) => all.add(s),
-                None => stats = Some(s),
-            }
-        }
-    }
-    let stats = stats.unwrap_or_default();
-    let rows = stats.rows;
-    if rows == 0 && dataset.is_none() {
-        return Err(Error::InputEmpty {
-            path: job.input.clone(),
-        });
-    }
-    let text_column = columns
-        .as_ref()
-        .map_or(job.text_column.clone(), |c| c.text.clone());
-    match sink {
-        Sink::Npy(w) => w.finish()?,
-        Sink::Parquet(w) => {
-            let names = columns.unwrap_or_else(|| Columns::named(job));
-            let empty: Vec<CarriedColumn> = names
-                .carried()
-                .map(|n| CarriedColumn {
-                    name: n,
-                    values: Vec::new(),
-                })
-                .collect();
-            w.finish(&empty, dim)?;
-        }
-    }
+    let done = embed_texts(job)?;
+    let (stats, path) = (&done.stats, &done.path);
     let mut log = format!("{}\noutput: {}", stats.summary(), path.display());
-    let mut json = stats_json(&stats, &path);
-    if let Some(n) = imported {
+    let mut json = stats_json(stats, path);
+    if let Some(n) = done.imported {
         log.push_str(&format!(
             "\n{n} vectors taken from the dataset {} (same model and settings)",
             job.input.display()
         ));
         json["imported_from_dataset"] = n.into();
     }
-    if let Some((ds, shard)) = dataset {
-        let complete = ds.finish_part(&PartRecord {
-            part: shard.index,
-            of: shard.count,
-            rows,
-            cache_key_id: embedder.key().id(),
-            model_dir: embedder.folder().dir.clone(),
-            numeric: embedder.folder().numeric(),
-            text_column,
-            checksum: dataset::checksum(&path)?,
-            inputs: described,
-        })?;
+    if let Some((shard, complete)) = done.shard {
         log.push_str(&format!(
-            "\nshard {}/{}: {rows} rows; dataset {}",
+            "\nshard {}/{}: {} rows; dataset {}",
             shard.index,
             shard.count,
+            stats.rows,
             if complete {
                 format!("complete ({} written)", dataset::SUCCESS)
             } else {
@@ -191,110 +44,22 @@ pub(crate) fn run(job: &EmbedJob) -> Result<Outcome> {
     Ok(outcome)
 }
 
-/// The first rows of the first input that has any.
-fn first_rows(inputs: &[PathBuf]) -> Result<Option<Table>> {
-    for p in inputs {
-        if let Some(t) = TableStream::open(p, 64)?.next_window()? {
-            return Ok(Some(t));
-        }
-    }
-    Ok(None)
-}
-
-/// The rows of `window` inside `rows` (data rows of its file), or `None` if there are none.
-fn cut_to(window: &Table, rows: Option<&std::ops::Range<usize>>) -> Option<Table> {
-    let Some(r) = rows else {
-        return Some(window.clone());
-    };
-    let start = r.start.max(window.row_offset);
-    let end = r.end.min(window.row_offset + window.len());
-    (start < end).then(|| window.rows(start - window.row_offset, end - window.row_offset))
-}
-
-/// The columns carried into Parquet output, decided on the first window: the id column (given,
-/// or `id` when the input has one), the text column and those `--carry` names.
-struct Columns {
-    id: Option<String>,
-    text: String,
-    extra: Vec<String>,
-}
-
-impl Columns {
-    fn choose(job: &EmbedJob, first: &Table) -> Result<Self> {
-        let id = match &job.id_column {
-            Some(c) => {
-                first.column_index(c)?;
-                Some(c.clone())
-            }
-            None => first.column("id").map(|_| "id".to_string()),
-        };
-        first.column_index(&job.text_column)?;
-        for c in &job.carry {
-            first.column_index(c)?;
-        }
-        let id = id.filter(|id| *id != job.text_column);
-        Ok(Self {
-            extra: extra_columns(job, id.as_deref()),
-            id,
-            text: job.text_column.clone(),
-        })
-    }
-
-    /// The columns when no row was read (an empty shard): what the flags name.
-    fn named(job: &EmbedJob) -> Self {
-        let id = job.id_column.clone().filter(|id| *id != job.text_column);
-        Self {
-            extra: extra_columns(job, id.as_deref()),
-            id,
-            text: job.text_column.clone(),
-        }
-    }
-
-    fn carried(&self) -> impl Iterator<Item = &str> {
-        self.id
-            .iter()
-            .map(String::as_str)
-            .chain([self.text.as_str()])
-            .chain(self.extra.iter().map(String::as_str))
-    }
-}
-
-/// `--carry` columns other than the id and text columns, each once.
-fn extra_columns(job: &EmbedJob, id: Option<&str>) -> Vec<String> {
-    let mut extra: Vec<String> = Vec::new();
-    for c in &job.carry {
-        if Some(c.as_str()) != id && *c != job.text_column && !extra.contains(c) {
-            extra.push(c.clone());
-        }
-    }
-    extra
-}
-
-fn write_window(
-    sink: &mut Sink,
-    cols: &Columns,
-    window: &Table,
-    vectors: &Array2<f32>,
-    path: &Path,
-) -> Result<()> {
-    match sink {
-        Sink::Npy(w) => w
-            .write(vectors)
-            .map_err(|e| Error::output(path, format!("cannot write: {e}"))),
-        Sink::Parquet(w) => {
-            let carried: Vec<CarriedColumn> = cols
-                .carried()
-                .map(|name| CarriedColumn {
-                    name,
-                    values: match window.column(name) {
-                        Some(v) => v.iter().map(Option::as_deref).collect(),
-                        None => vec![None; window.len()],
-                    },
-                })
-                .collect();
-            w.write(&carried, vectors)
-        }
-    }
+/// A CoNLL file's word features at the job's layer.
+fn run_words(job: &EmbedJob) -> Result<Outcome> {
+    let done = embed_words(job)?;
+    let (stats, path) = (&done.stats, &done.path);
+    let (written, sentences) = (done.words, done.sentences);
+    let mut outcome = Outcome::new(String::new(), stats_json(stats, path));
+    outcome.log = format!(
+        "{}\n{} words of {} sentences, layer {} ({:?} sub-token)\noutput: {}",
+        stats.summary(),
+        written,
+        sentences,
+        job.token_layer,
+        job.word_feature,
+        path.display()
+    );
+    Ok(outcome)
 }
 
 /// The summary figures of an embedding pass as JSON, with the file written.
@@ -303,87 +68,4 @@ pub(crate) fn stats_json(stats: &EmbedStats, output: &Path) -> serde_json::Value
     v["padding_waste_pct"] = stats.padding_waste_pct().into();
     v["output"] = output.display().to_string().into();
     v
-}
-
-/// A CoNLL file's word features (one row per word, in file order) at the job's layer, as the
-/// token heads read them: `.npy` `[words, hidden]`, or Parquet with `sentence`, `word`, `tag` and
-/// `embedding` columns.
-fn run_words(job: &EmbedJob) -> Result<Outcome> {
-    let EmbedOutput::File(path) = &job.output else {
-        return Err(Error::Usage(
-            "word features of a CoNLL file go to one .npy or .parquet file, not a dataset folder"
-                .into(),
-        ));
-    };
-    check_not_input(path, &[&job.input])?;
-    check_not_in_cache(path, &job.settings.cache_root)?;
-    fsutil::check_writable(path)?;
-    let sentences = crate::data::conll::read_conll(&job.input)?;
-    let folder = crate::backbone::ModelFolder::open(&job.settings.model_dir)?;
-    if job.token_layer > folder.num_layers {
-        return Err(Error::Usage(format!(
-            "--token-layer {} is outside 0..={} (the model has {} layers)",
-            job.token_layer, folder.num_layers, folder.num_layers
-        )));
-    }
-    let words: Vec<Vec<String>> = sentences.iter().map(|s| s.words.clone()).collect();
-    let mut tok = TokenStateEmbedder::open(job.settings.clone(), job.token_layer, false)?;
-    let (states, ww, stats) = tok.word_states(&words, job.word_feature)?;
-    drop(words);
-    let hidden = folder.hidden_size;
-    // Streamed a group of windows at a time: a huge sentence never sits in memory whole.
-    let mut written = 0usize;
-    match Format::of(path) {
-        Some(Format::Npy) => {
-            let mut w = NpyWriter::create(path, hidden)?;
-            for_word_vectors(&states, &ww, hidden, |x| {
-                written += x.nrows();
-                w.write(&x)
-                    .map_err(|e| Error::output(path, format!("cannot write: {e}")))
-            })?;
-            w.finish()?;
-        }
-        _ => {
-            // Word i of the file: (sentence, word, tag), in the order the vectors come.
-            let located: Vec<(String, &str, &str)> = sentences
-                .iter()
-                .enumerate()
-                .flat_map(|(i, s)| {
-                    s.words
-                        .iter()
-                        .zip(&s.tags)
-                        .map(move |(w, t)| (i.to_string(), w.as_str(), t.as_str()))
-                })
-                .collect();
-            fn columns<'a>(rows: &'a [(String, &'a str, &'a str)]) -> [CarriedColumn<'a>; 3] {
-                let column = |name, values: Vec<&'a str>| CarriedColumn {
-                    name,
-                    values: values.into_iter().map(Some).collect(),
-                };
-                [
-                    column("sentence", rows.iter().map(|r| r.0.as_str()).collect()),
-                    column("word", rows.iter().map(|r| r.1).collect()),
-                    column("tag", rows.iter().map(|r| r.2).collect()),
-                ]
-            }
-            let mut w = ParquetEmbeddingWriter::create(path)?;
-            for_word_vectors(&states, &ww, hidden, |x| {
-                let rows = &located[written..written + x.nrows()];
-                written += x.nrows();
-                w.write(&columns(rows), &x)
-            })?;
-            w.finish(&columns(&[]), hidden)?;
-        }
-    }
-    let mut outcome = Outcome::new(String::new(), stats_json(&stats, path));
-    outcome.log = format!(
-        "{}\n{} words of {} sentences, layer {} ({:?} sub-token)\noutput: {}",
-        stats.summary(),
-        written,
-        sentences.len(),
-        job.token_layer,
-        job.word_feature,
-        path.display()
-    );
-    Ok(outcome)
 }

@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
+use crate::backbone::choice::{open_model, ModelChoice};
 use crate::checkpoint::{self, BackboneIdentity, MANIFEST};
-use crate::cli::jobs::{open_model, ModelChoice};
 use crate::commands::Outcome;
 use crate::error::Result;
-use crate::outfolder::{FolderKind, OutputFolder};
+use crate::io::outfolder::{FolderKind, OutputFolder};
 
 /// What `frostline export` was asked to do: the base model folder from the checkpoint unless
 /// `--model` / `$FROSTLINE_MODEL` named another (checked by content hash).

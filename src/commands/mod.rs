@@ -11,8 +11,18 @@ pub(crate) mod predict;
 pub(crate) mod quantize;
 pub(crate) mod train;
 
-use crate::cli::jobs::Job;
+use std::path::PathBuf;
+
+use crate::backbone::choice::{ModelChoice, ModelSource};
 use crate::error::Result;
+use crate::streaming::EmbedJob;
+use crate::train::TrainSpec;
+use compare::CompareJob;
+use eval::EvalJob;
+use export::ExportJob;
+use mteb::MtebJob;
+use predict::PredictJob;
+use quantize::QuantizeJob;
 
 /// What a command reports: the human summary, the same figures as JSON (`--json`), warnings for
 /// stderr, and an exit status for commands that finish but find problems (`doctor`).
@@ -38,6 +48,24 @@ impl Outcome {
     }
 }
 
+/// One subcommand's job, every setting decided (by `cli::jobs`, where flags become jobs).
+pub(crate) enum Job {
+    Doctor {
+        model: ModelChoice,
+        ort_lib: Option<PathBuf>,
+    },
+    Embed(EmbedJob),
+    Train(TrainSpec, ModelSource),
+    Predict(PredictJob),
+    Eval(EvalJob),
+    Compare(CompareJob),
+    Mteb(MtebJob),
+    Export(ExportJob),
+    Quantize(QuantizeJob),
+    /// `--print-run`: the run file a command line amounts to, printed instead of run.
+    PrintRun(String),
+}
+
 /// Runs a resolved job.
 pub(crate) fn run(job: Job) -> Result<Outcome> {
     match job {
@@ -50,5 +78,9 @@ pub(crate) fn run(job: Job) -> Result<Outcome> {
         Job::Mteb(j) => mteb::run(&j),
         Job::Export(j) => export::run(&j),
         Job::Quantize(j) => quantize::run(&j),
+        Job::PrintRun(toml) => Ok(Outcome::new(
+            toml.clone(),
+            serde_json::json!({ "run": toml }),
+        )),
     }
 }

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::commands::Outcome;
-use crate::embedder::{EmbedSettings, EmbedStats, SentenceEmbedder};
+use crate::embedder::{EmbedSettings, SentenceEmbedder};
 use crate::error::Result;
-use crate::outfolder::{FolderKind, OutputFolder};
-use crate::report::markdown::MarkdownTable;
+use crate::io::outfolder::{FolderKind, OutputFolder};
+use crate::report::mteb::MtebReport;
 use crate::tasks::read_labelled;
 
 /// What `frostline mteb` replays, every setting decided.
@@ -24,43 +24,6 @@ pub(crate) struct MtebJob {
     /// Report folder, when asked for.
     pub out: Option<PathBuf>,
     pub force: bool,
-}
-
-pub(crate) struct MtebReport {
-    pub job_name: String,
-    pub result: crate::mteb::ReplayResult,
-    pub train_rows: usize,
-    pub test_rows: usize,
-    pub classes: usize,
-    pub embed_stats: Vec<EmbedStats>,
-}
-
-impl MtebReport {
-    pub(crate) fn markdown(&self) -> String {
-        let r = &self.result;
-        let per: Vec<String> = r
-            .experiments
-            .iter()
-            .map(|a| format!("{:.2}", 100.0 * a))
-            .collect();
-        let mut t = MarkdownTable::new(&[
-            "dataset",
-            ">k per label",
-            ">experiments",
-            ">classes",
-            "train / test rows",
-            ">accuracy mean ± sd",
-        ]);
-        t.row(vec![
-            self.job_name.clone(),
-            r.k.to_string(),
-            r.experiments.len().to_string(),
-            self.classes.to_string(),
-            format!("{} / {}", self.train_rows, self.test_rows),
-            format!("{:.2} ± {:.2}", 100.0 * r.mean, 100.0 * r.std),
-        ]);
-        format!("{}\nper experiment: {}\n", t.render(), per.join(", "))
-    }
 }
 
 pub(crate) fn run(job: &MtebJob) -> Result<Outcome> {
@@ -79,7 +42,7 @@ pub(crate) fn run(job: &MtebJob) -> Result<Outcome> {
     let report = replay(job)?;
     let mut text = report.markdown();
     if let Some(out) = &out {
-        crate::report::write_mteb(out, &report)?;
+        crate::report::mteb::write_mteb(out, &report)?;
         text.push_str(&format!("report: {}\n", out.path().display()));
     }
     let json = serde_json::json!({

@@ -8,18 +8,20 @@ use std::path::PathBuf;
 use polars::prelude::*;
 
 use crate::align::split_words;
-use crate::checkpoint::{self, vectors::CheckpointEncoder};
+use crate::checkpoint::{self, TrainedTask};
 use crate::commands::embed::stats_json;
 use crate::commands::Outcome;
 use crate::data::{self, Table};
+use crate::decision::Decision;
 use crate::decision::{entities, Predictions};
 use crate::embedder::{EmbedSettings, EmbedStats};
 use crate::error::{Error, Result};
-use crate::format::{Format, TABLE_OUTPUTS};
-use crate::fsutil;
-use crate::outfolder::{check_not_in_cache, check_not_input};
-use crate::output;
-use crate::runfile::TaskKind;
+use crate::inference::CheckpointEncoder;
+use crate::io::format::{Format, TABLE_OUTPUTS};
+use crate::io::fsutil;
+use crate::io::outfolder::{check_not_in_cache, check_not_input};
+use crate::io::output;
+use crate::kind::Input;
 
 /// What `frostline predict` was asked to do, every setting decided (the backbone from the
 /// checkpoint unless `--model` / `$FROSTLINE_MODEL` named another).
@@ -37,6 +39,8 @@ pub(crate) struct PredictJob {
     pub all_probs: bool,
     /// Input columns carried to the output; `None` = all of them.
     pub keep_columns: Option<Vec<String>>,
+    /// Token tasks: entities scoring below this are left out.
+    pub min_score: Option<f32>,
 }
 
 pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
@@ -51,17 +55,17 @@ pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
     let table = data::read_input(&job.input)?;
     let texts = table.texts(&job.text_column)?;
     let mut cols = kept_columns(&table, job.keep_columns.as_deref())?;
-    let task_index = |name: &String| {
-        ck.manifest
-            .tasks
-            .iter()
-            .position(|e| &e.config.name == name)
-            .expect("task names are checked when the job is made")
-    };
-    let any_sentence_task = job
+    let inputs: Vec<Input> = job
         .tasks
         .iter()
-        .any(|n| !ck.manifest.tasks[task_index(n)].config.is_token_task());
+        .map(|name| {
+            let task = ck
+                .task(name)
+                .expect("task names are checked when the job is made");
+            task.entry.config.kind.input()
+        })
+        .collect();
+    let any_sentence_task = inputs.contains(&Input::Sentence);
     let mut stats = EmbedStats::default();
     let x = if any_sentence_task {
         let (x, s) = encoder.vectors(&ck, &texts)?;
@@ -72,13 +76,7 @@ pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
     };
     // Token tasks read the texts as words (split as their CoNLL data was), each word's place
     // in its text kept for the entities' offsets.
-    let token_tasks: Vec<usize> = job
-        .tasks
-        .iter()
-        .map(task_index)
-        .filter(|&t| ck.manifest.tasks[t].config.is_token_task())
-        .collect();
-    let places: Vec<Vec<std::ops::Range<usize>>> = if token_tasks.is_empty() {
+    let places: Vec<Vec<std::ops::Range<usize>>> = if !inputs.contains(&Input::Words) {
         Vec::new()
     } else {
         texts.iter().map(|t| split_words(t)).collect()
@@ -91,20 +89,25 @@ pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
 
     let json = format != Format::Parquet;
     for name in &job.tasks {
-        let t = task_index(name);
-        let (entry, head, decision) = (&ck.manifest.tasks[t], &ck.heads[t], &ck.decisions[t]);
+        let TrainedTask {
+            entry,
+            head,
+            decision,
+        } = ck
+            .task(name)
+            .expect("task names are checked when the job is made");
         let classes = &entry.classes;
-        if entry.config.is_token_task() {
+        if entry.config.kind.input() == Input::Words {
             let (wx, s) = encoder.word_vectors(&ck, &entry.config, &words)?;
             stats.add(s);
             let lens: Vec<usize> = words.iter().map(Vec::len).collect();
             let pred = decision.predict(&ck.store, head, wx.view(), Some(&lens), classes);
             cols.push(entity_column(
                 &format!("{name}_entities"),
-                &texts,
-                &places,
+                (&texts, &places),
                 classes,
                 &pred,
+                job.min_score.unwrap_or(0.0),
                 json,
             )?);
             continue;
@@ -113,35 +116,10 @@ pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
             .as_ref()
             .expect("sentence vectors are made when a sentence task runs");
         let pred = decision.predict(&ck.store, head, x.view(), None, classes);
-        let n = pred.picks.len();
         let sep = &entry.config.label_separator;
-        let labels: Vec<String> = (0..n).map(|i| pred.label(i, classes, sep)).collect();
-        let prob: Vec<f32> = (0..n).map(|i| pred.confidence(i, decision)).collect();
-        cols.push(Column::new(format!("{name}_label").into(), labels));
-        cols.push(Column::new(format!("{name}_prob").into(), prob));
-        if entry.config.kind == TaskKind::MultiLabel {
-            let set = &pred.picks;
-            cols.push(label_probs(
-                &format!("{name}_labels"),
-                classes,
-                &pred,
-                set,
-                json,
-            )?);
-        }
-        if let Some(k) = job.top_k {
-            let top: Vec<Vec<usize>> = (0..n).map(|i| top_k(&pred, i, k)).collect();
-            cols.push(label_probs(
-                &format!("{name}_top_k"),
-                classes,
-                &pred,
-                &top,
-                json,
-            )?);
-        }
-        if job.all_probs {
-            cols.push(all_probs(&format!("{name}_probs"), classes, &pred, json)?);
-        }
+        cols.extend(sentence_columns(
+            name, classes, sep, decision, &pred, job, json,
+        )?);
     }
     if let Some(dup) = duplicate_name(&cols) {
         return Err(Error::Usage(format!(
@@ -158,6 +136,54 @@ pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
     outcome.log = format!("{}\noutput: {}", stats.summary(), job.output.display());
     outcome.warnings = warnings;
     Ok(outcome)
+}
+
+/// A sentence task's prediction columns: `_label` and `_prob` (a multi-label task: `_set_prob`
+/// and `_labels`), then `_top_k` and `_probs` when asked for.
+fn sentence_columns(
+    name: &str,
+    classes: &[String],
+    separator: &str,
+    decision: &Decision,
+    pred: &Predictions,
+    job: &PredictJob,
+    json: bool,
+) -> Result<Vec<Column>> {
+    let n = pred.picks.len();
+    let labels: Vec<String> = (0..n).map(|i| pred.label(i, classes, separator)).collect();
+    let prob: Vec<f32> = (0..n).map(|i| pred.confidence(i, decision)).collect();
+    let mut cols = vec![Column::new(format!("{name}_label").into(), labels)];
+    if let Decision::Multi { .. } = decision {
+        // The probability of exactly this set (labels taken as independent): small for a set of
+        // several labels, so named for what it is; each label's own probability is in
+        // `_labels`, most probable first.
+        cols.push(Column::new(format!("{name}_set_prob").into(), prob));
+        let by_prob: Vec<Vec<usize>> = (0..n)
+            .map(|i| {
+                let mut set = pred.picks[i].clone();
+                set.sort_by(|&a, &b| pred.probs[[i, b]].total_cmp(&pred.probs[[i, a]]));
+                set
+            })
+            .collect();
+        let labels_name = format!("{name}_labels");
+        cols.push(label_probs(&labels_name, classes, pred, &by_prob, json)?);
+    } else {
+        cols.push(Column::new(format!("{name}_prob").into(), prob));
+    }
+    if let Some(k) = job.top_k {
+        let top: Vec<Vec<usize>> = (0..n).map(|i| top_k(pred, i, k)).collect();
+        cols.push(label_probs(
+            &format!("{name}_top_k"),
+            classes,
+            pred,
+            &top,
+            json,
+        )?);
+    }
+    if job.all_probs {
+        cols.push(all_probs(&format!("{name}_probs"), classes, pred, json)?);
+    }
+    Ok(cols)
 }
 
 /// The input columns carried through, as strings, in input order (or in `keep`'s order).
@@ -281,10 +307,10 @@ fn all_probs(name: &str, classes: &[String], pred: &Predictions, json: bool) -> 
 /// and end in characters of the text, end exclusive), or (CSV) the same as JSON text.
 fn entity_column(
     name: &str,
-    texts: &[String],
-    places: &[Vec<std::ops::Range<usize>>],
+    (texts, places): (&[String], &[Vec<std::ops::Range<usize>>]),
     classes: &[String],
     pred: &Predictions,
+    min_score: f32,
     json: bool,
 ) -> Result<Column> {
     let mut per_text = Vec::with_capacity(texts.len());
@@ -293,6 +319,7 @@ fn entity_column(
         let char_at = |byte: usize| text[..byte].chars().count() as u32;
         let found: Vec<(u32, u32, String, String, f32)> = entities(&tags, &probs)
             .into_iter()
+            .filter(|e| e.score >= min_score)
             .map(|e| {
                 let (s, end) = (ps[e.words.start].start, ps[e.words.end - 1].end);
                 (

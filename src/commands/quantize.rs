@@ -3,15 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::backbone::quantize::{self, QuantSource, Quantization, CALIBRATION, RECORD};
+use crate::backbone::choice::{open_model, ModelChoice};
+use crate::backbone::folder::content_hash;
+use crate::backbone::quant_record::{QuantSource, Quantization, CALIBRATION, RECORD};
+use crate::backbone::quantize;
 use crate::backbone::{ModelFolder, Recipe};
-use crate::checkpoint::identity::content_hash;
-use crate::cli::jobs::{open_model, ModelChoice};
 use crate::commands::Outcome;
 use crate::data;
 use crate::error::{Error, Result};
-use crate::fsutil;
-use crate::outfolder::{FolderKind, OutputFolder};
+use crate::io::fsutil;
+use crate::io::outfolder::{FolderKind, OutputFolder};
 
 /// Calibration texts for a static recipe: the first `rows` texts of `path`.
 pub(crate) struct Calibration {
@@ -124,9 +125,10 @@ pub(crate) fn run(job: &QuantizeJob) -> Result<Outcome> {
     Ok(outcome)
 }
 
-/// Copies what describes the model (tokenizer, config, pooling, weights for the frost line's
-/// native layers) from `src` into `dst`; leaves out the fp32 graphs, which the int8 graph
-/// replaces, and frostline's own markers and temp files.
+/// Copies what describes the model (tokenizer, config, pooling) from `src` into `dst`; leaves
+/// out the fp32 graphs, which the int8 graph replaces, the fp32 weights (a frost line reads the
+/// source's, checked by content hash: [`ModelFolder::native_weights`]), and frostline's own
+/// markers and temp files.
 fn copy_folder_files(src: &Path, dst: &Path) -> Result<()> {
     let entries = std::fs::read_dir(src).map_err(|e| Error::io(src, e))?;
     for entry in entries {
@@ -134,6 +136,8 @@ fn copy_folder_files(src: &Path, dst: &Path) -> Result<()> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let skip = name.starts_with('.')
             || name == "model.onnx"
+            || name == "model.safetensors"
+            || name == "pytorch_model.bin"
             || (name.starts_with("model.cut-") && name.ends_with(".onnx"))
             || name == RECORD
             || name == CALIBRATION;

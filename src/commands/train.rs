@@ -1,14 +1,18 @@
 //! `frostline train`: run the resolved training job, print the per-task table, say where the
 //! checkpoint went.
 
-use crate::cli::jobs::ModelSource;
+use crate::backbone::choice::ModelSource;
 use crate::commands::Outcome;
 use crate::error::Result;
 use crate::report::markdown::{pct, MarkdownTable};
-use crate::train::{self, TrainOutcome, TrainSpec};
+use crate::train::{self, Narration, TrainOutcome, TrainSpec};
 
 pub(crate) fn run(spec: &TrainSpec, source: &ModelSource) -> Result<Outcome> {
-    let result = train::run(spec, spec.settings.progress)?;
+    let narration = Narration {
+        bars: spec.settings.progress,
+        epoch_lines: true,
+    };
+    let result = train::run(spec, narration)?;
     let mut text = table(spec, &result);
     text.push_str(&format!("products: {}\n", spec.products()));
     if let Some(out) = &spec.out {
@@ -19,6 +23,12 @@ pub(crate) fn run(spec: &TrainSpec, source: &ModelSource) -> Result<Outcome> {
     json["precision"] = spec.kernel.precision().as_str().into();
     let mut outcome = Outcome::new(text, json);
     outcome.warnings = result.warnings.clone();
+    if spec.out.is_none() {
+        outcome.warnings.push(
+            "no --out: the trained heads were scored but not saved; pass --out DIR to keep a checkpoint"
+                .into(),
+        );
+    }
     for t in &result.tasks {
         let d = &t.data;
         for (split, unseen, s) in [
@@ -29,10 +39,7 @@ pub(crate) fn run(spec: &TrainSpec, source: &ModelSource) -> Result<Outcome> {
                 continue;
             };
             let (names, _) = crate::tasks::unseen_labels(&d.config, &d.classes, &s.labels);
-            let (rows, what) = match d.is_token_task() {
-                true => ("sentences", "tags"),
-                false => ("rows", "labels"),
-            };
+            let (rows, what) = d.config.kind.row_nouns();
             outcome.warnings.push(format!(
                 "task {:?}: {unseen} of {} {split} {rows} have {what} that never occur in train ({}); they count as errors",
                 d.config.name,
@@ -92,6 +99,7 @@ fn table(spec: &TrainSpec, r: &TrainOutcome) -> String {
         ">classes",
         "train / dev / test rows",
         ">dev macro-F1",
+        ">dev entity F1",
         ">test accuracy",
         ">test micro-F1",
         ">test entity F1",
@@ -102,7 +110,7 @@ fn table(spec: &TrainSpec, r: &TrainOutcome) -> String {
         t.row(vec![
             d.config.name.clone(),
             spec.run.train.regime.to_string(),
-            task.head.spec.name(),
+            task.head.spec.name().to_string(),
             d.classes.len().to_string(),
             format!(
                 "{} / {}{} / {}",
@@ -114,6 +122,7 @@ fn table(spec: &TrainSpec, r: &TrainOutcome) -> String {
                     .map_or("–".to_string(), |s| s.len().to_string())
             ),
             pct(task.dev.as_ref().map(|m| m.macro_f1)),
+            pct(task.dev.as_ref().and_then(|m| m.entity_f1)),
             pct(task.test.as_ref().map(|m| m.accuracy)),
             pct(task.test.as_ref().and_then(|m| m.micro_f1)),
             pct(task.test.as_ref().and_then(|m| m.entity_f1)),
@@ -137,6 +146,16 @@ fn table(spec: &TrainSpec, r: &TrainOutcome) -> String {
             "cache filled"
         },
     ));
+    for task in &r.tasks {
+        if let Some(t) = task.decision.describe_thresholds() {
+            let on = if task.dev.is_some() {
+                "tuned on dev"
+            } else {
+                "no dev rows to tune on"
+            };
+            s.push_str(&format!("{}: {t} ({on})\n", task.data.config.name));
+        }
+    }
     for task in &r.tasks {
         let d = &task.data;
         if d.unseen_dev + d.unseen_test > 0 {

@@ -2,6 +2,8 @@
 //! Every reader yields the same [`Table`] of string columns, so the rest of the code never cares
 //! which format a file was; errors name the file, the row and the field.
 
+pub use crate::dataset::{check_vectors, checksum, success_record, DatasetDir};
+
 pub mod conll;
 mod parquet;
 pub use parquet::read_part_vectors;
@@ -10,7 +12,7 @@ mod text;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::{Format, TABLE_INPUTS};
+use crate::io::format::{Format, TABLE_INPUTS};
 
 /// A table of string cells (`None` = null / missing), column-major.
 #[derive(Debug, Clone)]
@@ -62,6 +64,10 @@ impl Table {
                 path: self.path.clone(),
                 column: name.to_string(),
                 available: self.names.join(", "),
+                suggestion: closest(name, &self.names)
+                    .map(|c| format!("; did you mean {c:?}?"))
+                    .unwrap_or_default(),
+                setter: "pick one with --text-column".into(),
             })
     }
 
@@ -109,7 +115,7 @@ impl Table {
     pub fn location(&self, i: usize) -> usize {
         let i = self.row_offset + i;
         match Format::of(&self.path) {
-            Some(Format::Csv) => i + 2,
+            Some(Format::Csv | Format::Tsv) => i + 2,
             _ => i + 1,
         }
     }
@@ -208,7 +214,8 @@ impl TableStream {
             });
         }
         let source = match Format::input(path, TABLE_INPUTS)? {
-            Format::Csv => Source::Text(text::TextStream::csv(path)?),
+            Format::Csv => Source::Text(text::TextStream::csv(path, b',')?),
+            Format::Tsv => Source::Text(text::TextStream::csv(path, b'\t')?),
             Format::Jsonl => Source::Text(text::TextStream::jsonl(path)?),
             Format::Text => Source::Text(text::TextStream::lines(path)?),
             Format::Parquet => Source::Whole {
@@ -285,4 +292,55 @@ pub fn read_table(path: &Path) -> Result<Table> {
         .ok_or_else(|| Error::InputEmpty {
             path: path.to_path_buf(),
         })
+}
+
+/// The column a user most likely meant by `name`: the same name in another case, else the one
+/// within two edits (the closest; none when two are equally close).
+fn closest<'a>(name: &str, names: &'a [String]) -> Option<&'a str> {
+    if let Some(n) = names.iter().find(|n| n.eq_ignore_ascii_case(name)) {
+        return Some(n);
+    }
+    let lower = name.to_lowercase();
+    let mut scored: Vec<(usize, &str)> = names
+        .iter()
+        .map(|n| (edit_distance(&lower, &n.to_lowercase()), n.as_str()))
+        .filter(|&(d, _)| d <= 2)
+        .collect();
+    scored.sort();
+    match scored.as_slice() {
+        [(d, n), rest @ ..] if rest.first().is_none_or(|(e, _)| e > d) => Some(n),
+        _ => None,
+    }
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let up = row[j + 1];
+            row[j + 1] = (diag + usize::from(ca != cb)).min(up + 1).min(row[j] + 1);
+            diag = up;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_closest_column_is_suggested_only_when_it_is_clear() {
+        let names: Vec<String> = ["Text", "category", "priority"].map(String::from).to_vec();
+        assert_eq!(closest("text", &names), Some("Text"));
+        assert_eq!(closest("categroy", &names), Some("category"));
+        assert_eq!(closest("label", &names), None);
+        let tied: Vec<String> = ["cat1", "cat2"].map(String::from).to_vec();
+        assert_eq!(closest("cat", &tied), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
 }

@@ -82,9 +82,11 @@ fn next_line(
 }
 
 impl TextStream {
-    pub(super) fn csv(path: &Path) -> Result<Self> {
+    /// A CSV (`delimiter` `,`) or TSV (`\t`) file with a header row.
+    pub(super) fn csv(path: &Path, delimiter: u8) -> Result<Self> {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
+            .delimiter(delimiter)
             .from_reader(open_skipping_bom(path)?);
         let headers = reader
             .byte_headers()
@@ -103,6 +105,11 @@ impl TextStream {
                 })
             })
             .collect::<Result<_>>()?;
+        if let [only] = names.as_slice() {
+            if let Some(why) = other_separator(only, delimiter) {
+                return Err(bad_row(path, 1, why));
+            }
+        }
         for (i, n) in names.iter().enumerate() {
             if let Some(j) = names[..i].iter().position(|m| m == n) {
                 return Err(bad_row(
@@ -249,4 +256,33 @@ fn jsonl_window(
     let mut table = Table::of_strings(path, names, columns);
     table.non_text = non_text;
     Ok(table)
+}
+
+/// Why a header that came out as one column looks separated by something else: a `;` file
+/// (spreadsheets in many locales) read as CSV, or a tab-separated one named `.csv`.
+fn other_separator(header: &str, delimiter: u8) -> Option<String> {
+    let (name, fix) = [
+        (
+            ';',
+            "';'",
+            "save it comma-separated as .csv or tab-separated as .tsv",
+        ),
+        (
+            '\t',
+            "tab",
+            "name it .tsv, which frostline reads tab-separated",
+        ),
+        (
+            ',',
+            "comma",
+            "name it .csv, which frostline reads comma-separated",
+        ),
+    ]
+    .into_iter()
+    .filter(|(c, ..)| u32::from(*c) != u32::from(delimiter))
+    .find(|(c, ..)| header.contains(*c))
+    .map(|(_, name, fix)| (name, fix))?;
+    Some(format!(
+        "the header {header:?} is one column holding a {name}: the file looks {name}-separated; {fix}"
+    ))
 }

@@ -196,16 +196,17 @@ pub struct NativeEncoder {
 }
 
 impl NativeEncoder {
-    /// Loads layers `from..L` from `folder/model.safetensors` into `store` (names as in the file,
-    /// without an architecture prefix). Names or shapes that do not match config.json are errors.
+    /// Loads layers `from..L` from the folder's fp32 weights ([`ModelFolder::native_weights`])
+    /// into `store` (names as in the file, without an architecture prefix). Names or shapes that
+    /// do not match config.json are errors.
     pub fn load(store: &mut ParamStore, folder: &ModelFolder, from: usize) -> Result<Self> {
-        let path = folder.weights.clone();
         if from > folder.num_layers {
             return Err(Error::Usage(format!(
                 "frost line {from} is outside 0..={} (the model has {} layers)",
                 folder.num_layers, folder.num_layers
             )));
         }
+        let path = folder.native_weights()?;
         let weights = read_safetensors(&path)?;
         let hidden = folder.hidden_size;
         let heads = folder.num_attention_heads;

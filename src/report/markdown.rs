@@ -4,7 +4,7 @@
 use polars::prelude::{AnyValue, DataFrame};
 
 /// A Markdown table built row by row.
-pub struct MarkdownTable {
+pub(crate) struct MarkdownTable {
     header: Vec<String>,
     /// Right-aligned (numeric) columns.
     right: Vec<bool>,
@@ -13,7 +13,7 @@ pub struct MarkdownTable {
 
 impl MarkdownTable {
     /// Columns by name; a name starting with `>` is right-aligned (the `>` is dropped).
-    pub fn new(columns: &[&str]) -> Self {
+    pub(crate) fn new(columns: &[&str]) -> Self {
         Self {
             header: columns
                 .iter()
@@ -24,13 +24,13 @@ impl MarkdownTable {
         }
     }
 
-    pub fn row(&mut self, cells: Vec<String>) -> &mut Self {
+    pub(crate) fn row(&mut self, cells: Vec<String>) -> &mut Self {
         debug_assert_eq!(cells.len(), self.header.len(), "one cell per column");
         self.rows.push(cells);
         self
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let line = |cells: &[String]| {
             let escaped: Vec<String> = cells.iter().map(|c| escape(c)).collect();
             format!("| {} |\n", escaped.join(" | "))
@@ -50,18 +50,18 @@ impl MarkdownTable {
 }
 
 /// A cell's text with the characters that would break a table row escaped.
-pub fn escape(cell: &str) -> String {
+pub(crate) fn escape(cell: &str) -> String {
     cell.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 
 /// A percentage with two decimals, or `–` when absent.
-pub fn pct(v: Option<f64>) -> String {
+pub(crate) fn pct(v: Option<f64>) -> String {
     v.map_or("–".to_string(), |v| format!("{:.2}", 100.0 * v))
 }
 
 /// A DataFrame as a Markdown table (floats to 2 decimals as percentages where `pct_columns`
 /// names them).
-pub fn frame_table(df: &DataFrame, pct_columns: &[&str]) -> String {
+pub(crate) fn frame_table(df: &DataFrame, pct_columns: &[&str]) -> String {
     let names: Vec<String> = df
         .get_column_names()
         .iter()

@@ -11,20 +11,29 @@
 //!   for a multi-label task, per label: (l, l) hits, (l, "(missed)"), ("(none)", l) false alarms;
 //!   for a token task, per entity: (type, type) same span, (type, "(missed)") a true span not
 //!   predicted, ("(none)", type) a predicted span that is not true
-//! - `errors`:    task, rank (u32), text, true, predicted (str), probability (f32) — most confident
-//!   first; for a token task one row per wrong span, the span marked `[[…]]` in its sentence
+//! - `errors`:    task, rank (u32), row (u64), the `--keep-columns`, text, true, predicted (str),
+//!   probability (f32; null for a missed span) — most confident first; for a token task one row
+//!   per wrong span, the span marked `[[…]]` in its sentence; `row` is the row's 0-based position
+//!   in its file (the sentence's, for CoNLL)
+//! - `predictions`: task, row (u64), the `--keep-columns`, text, true, predicted (str),
+//!   probability (f32, null for a missed span), correct (bool) — every row, file order
 
-pub mod markdown;
-pub mod plots;
+pub(crate) mod compare;
+pub(crate) mod eval;
+pub(crate) mod frame;
+pub(crate) mod markdown;
+pub(crate) mod mteb;
+pub(crate) mod plots;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use polars::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::io::output;
 use crate::metrics::TaskMetrics;
-use crate::output;
+use frame::Frame;
 
 /// One task's predictions on one split, and the metrics over them.
 pub struct TaskEval {
@@ -41,70 +50,36 @@ pub struct TaskEval {
     /// Labels in the file that the checkpoint does not know, and how many rows carry them.
     pub unseen_labels: Vec<String>,
     pub unseen_rows: usize,
+    /// Each row's 0-based position in its file (the sentence's, for a token task's spans).
+    pub rows: Vec<usize>,
+    /// The input columns `eval --keep-columns` carries, each row's value (null where the
+    /// task's file is CoNLL, which has no columns).
+    pub kept: Vec<(String, Vec<Option<String>>)>,
 }
 
-fn frame(path_hint: &str, cols: Vec<Column>) -> Result<DataFrame> {
-    DataFrame::new_infer_height(cols)
-        .map_err(|e| Error::Internal(format!("building {path_hint}: {e}")))
+impl TaskEval {
+    /// The probability shown for row `i`: none for a span the model missed (what it "predicted"
+    /// there is the absence of an entity, not a label with a probability).
+    fn shown_prob(&self, i: usize) -> Option<f32> {
+        (self.pred[i] != MISSED).then_some(self.prob[i])
+    }
 }
 
-pub fn overall(evals: &[TaskEval]) -> Result<DataFrame> {
-    frame(
-        "overall",
-        vec![
-            Column::new(
-                "task".into(),
-                evals.iter().map(|e| e.task.as_str()).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "split".into(),
-                evals.iter().map(|e| e.split.as_str()).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "accuracy".into(),
-                evals.iter().map(|e| e.metrics.accuracy).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "micro_f1".into(),
-                evals.iter().map(|e| e.metrics.micro_f1).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "entity_f1".into(),
-                evals
-                    .iter()
-                    .map(|e| e.metrics.entity_f1)
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "macro_f1".into(),
-                evals.iter().map(|e| e.metrics.macro_f1).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "weighted_f1".into(),
-                evals
-                    .iter()
-                    .map(|e| e.metrics.weighted_f1)
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "support".into(),
-                evals
-                    .iter()
-                    .map(|e| e.metrics.support as u64)
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "unseen_label_rows".into(),
-                evals
-                    .iter()
-                    .map(|e| e.unseen_rows as u64)
-                    .collect::<Vec<_>>(),
-            ),
-        ],
-    )
+pub(crate) fn overall(evals: &[TaskEval]) -> Result<DataFrame> {
+    Frame::of(evals)
+        .col("task", |e| e.task.as_str())
+        .col("split", |e| e.split.as_str())
+        .col("accuracy", |e| e.metrics.accuracy)
+        .col("micro_f1", |e| e.metrics.micro_f1)
+        .col("entity_f1", |e| e.metrics.entity_f1)
+        .col("macro_f1", |e| e.metrics.macro_f1)
+        .col("weighted_f1", |e| e.metrics.weighted_f1)
+        .col("support", |e| e.metrics.support as u64)
+        .col("unseen_label_rows", |e| e.unseen_rows as u64)
+        .finish("overall")
 }
 
-pub fn per_class(evals: &[TaskEval]) -> Result<DataFrame> {
+pub(crate) fn per_class(evals: &[TaskEval]) -> Result<DataFrame> {
     let rows: Vec<(&str, &crate::metrics::ClassMetrics)> = evals
         .iter()
         .flat_map(|e| {
@@ -114,45 +89,25 @@ pub fn per_class(evals: &[TaskEval]) -> Result<DataFrame> {
                 .map(move |c| (e.task.as_str(), c))
         })
         .collect();
-    frame(
-        "per_class",
-        vec![
-            Column::new("task".into(), rows.iter().map(|r| r.0).collect::<Vec<_>>()),
-            Column::new(
-                "label".into(),
-                rows.iter().map(|r| r.1.label.as_str()).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "precision".into(),
-                rows.iter().map(|r| r.1.precision).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "recall".into(),
-                rows.iter().map(|r| r.1.recall).collect::<Vec<_>>(),
-            ),
-            Column::new("f1".into(), rows.iter().map(|r| r.1.f1).collect::<Vec<_>>()),
-            Column::new(
-                "support".into(),
-                rows.iter().map(|r| r.1.support as u64).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "predicted".into(),
-                rows.iter()
-                    .map(|r| r.1.predicted as u64)
-                    .collect::<Vec<_>>(),
-            ),
-        ],
-    )
+    Frame::of(&rows)
+        .col("task", |r| r.0)
+        .col("label", |r| r.1.label.as_str())
+        .col("precision", |r| r.1.precision)
+        .col("recall", |r| r.1.recall)
+        .col("f1", |r| r.1.f1)
+        .col("support", |r| r.1.support as u64)
+        .col("predicted", |r| r.1.predicted as u64)
+        .finish("per_class")
 }
 
 /// A multi-label task's confusion column for a true label the prediction left out.
-pub const MISSED: &str = "(missed)";
+pub(crate) const MISSED: &str = "(missed)";
 /// A multi-label task's confusion row for a predicted label the truth does not have.
-pub const NONE: &str = "(none)";
+pub(crate) const NONE: &str = "(none)";
 
 /// (true, predicted) → count for one task, all cells with a count. A multi-label row adds one
 /// count per label: (l, l) when found, (l, MISSED) when left out, (NONE, l) when wrongly added.
-pub fn confusion_counts(e: &TaskEval) -> BTreeMap<(String, String), u64> {
+pub(crate) fn confusion_counts(e: &TaskEval) -> BTreeMap<(String, String), u64> {
     let mut m = BTreeMap::new();
     let mut add = |t: &str, p: &str| *m.entry((t.to_string(), p.to_string())).or_insert(0) += 1;
     for (t, p) in e.truth.iter().zip(&e.pred) {
@@ -178,93 +133,99 @@ pub fn confusion_counts(e: &TaskEval) -> BTreeMap<(String, String), u64> {
     m
 }
 
-pub fn confusion(evals: &[TaskEval]) -> Result<DataFrame> {
-    let mut task = Vec::new();
-    let mut truth = Vec::new();
-    let mut pred = Vec::new();
-    let mut count = Vec::new();
-    for e in evals {
-        for ((t, p), c) in confusion_counts(e) {
-            task.push(e.task.clone());
-            truth.push(t);
-            pred.push(p);
-            count.push(c);
-        }
-    }
-    frame(
-        "confusion",
-        vec![
-            Column::new("task".into(), task),
-            Column::new("true".into(), truth),
-            Column::new("predicted".into(), pred),
-            Column::new("count".into(), count),
-        ],
-    )
+pub(crate) fn confusion(evals: &[TaskEval]) -> Result<DataFrame> {
+    let cells: Vec<(&str, (String, String), u64)> = evals
+        .iter()
+        .flat_map(|e| {
+            confusion_counts(e)
+                .into_iter()
+                .map(move |(cell, c)| (e.task.as_str(), cell, c))
+        })
+        .collect();
+    Frame::of(&cells)
+        .col("task", |c| c.0)
+        .col("true", |c| c.1 .0.as_str())
+        .col("predicted", |c| c.1 .1.as_str())
+        .col("count", |c| c.2)
+        .finish("confusion")
+}
+
+/// A task's wrong rows, most confident first (a missed span ranks by how sure the model was
+/// that nothing is there).
+pub(crate) fn wrong_rows(e: &TaskEval) -> Vec<usize> {
+    let mut wrong: Vec<usize> = (0..e.truth.len())
+        .filter(|&i| e.truth[i] != e.pred[i])
+        .collect();
+    wrong.sort_by(|&a, &b| e.prob[b].total_cmp(&e.prob[a]).then(a.cmp(&b)));
+    wrong
 }
 
 /// The `top` most confident wrong predictions per task.
-pub fn errors(evals: &[TaskEval], top: usize) -> Result<DataFrame> {
-    let (mut task, mut rank, mut text, mut truth, mut pred, mut prob) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+pub(crate) fn errors(evals: &[TaskEval], top: usize) -> Result<DataFrame> {
+    // (task, rank, row) of each error shown.
+    let mut shown: Vec<(&TaskEval, u32, usize)> = Vec::new();
     for e in evals {
-        let mut wrong: Vec<usize> = (0..e.truth.len())
-            .filter(|&i| e.truth[i] != e.pred[i])
-            .collect();
-        wrong.sort_by(|&a, &b| e.prob[b].total_cmp(&e.prob[a]).then(a.cmp(&b)));
-        for (r, &i) in wrong.iter().take(top).enumerate() {
-            task.push(e.task.clone());
-            rank.push(r as u32 + 1);
-            text.push(e.texts[i].clone());
-            truth.push(e.truth[i].clone());
-            pred.push(e.pred[i].clone());
-            prob.push(e.prob[i]);
+        for (r, i) in wrong_rows(e).into_iter().take(top).enumerate() {
+            shown.push((e, r as u32 + 1, i));
         }
     }
-    frame(
-        "errors",
-        vec![
-            Column::new("task".into(), task),
-            Column::new("rank".into(), rank),
-            Column::new("text".into(), text),
-            Column::new("true".into(), truth),
-            Column::new("predicted".into(), pred),
-            Column::new("probability".into(), prob),
-        ],
-    )
+    let frame = Frame::of(&shown)
+        .col("task", |&(e, _, _)| e.task.as_str())
+        .col("rank", |&(_, r, _)| r)
+        .col("row", |&(e, _, i)| e.rows[i] as u64);
+    with_kept(frame, evals, |&(e, _, i)| (e, i))
+        .col("text", |&(e, _, i)| e.texts[i].as_str())
+        .col("true", |&(e, _, i)| e.truth[i].as_str())
+        .col("predicted", |&(e, _, i)| e.pred[i].as_str())
+        .col("probability", |&(e, _, i)| e.shown_prob(i))
+        .finish("errors")
+}
+
+/// Every row of every task with its prediction, in file order.
+pub(crate) fn predictions(evals: &[TaskEval]) -> Result<DataFrame> {
+    let rows: Vec<(&TaskEval, usize)> = evals
+        .iter()
+        .flat_map(|e| (0..e.truth.len()).map(move |i| (e, i)))
+        .collect();
+    let frame = Frame::of(&rows)
+        .col("task", |&(e, _)| e.task.as_str())
+        .col("row", |&(e, i)| e.rows[i] as u64);
+    with_kept(frame, evals, |&(e, i)| (e, i))
+        .col("text", |&(e, i)| e.texts[i].as_str())
+        .col("true", |&(e, i)| e.truth[i].as_str())
+        .col("predicted", |&(e, i)| e.pred[i].as_str())
+        .col("probability", |&(e, i)| e.shown_prob(i))
+        .col("correct", |&(e, i)| e.truth[i] == e.pred[i])
+        .finish("predictions")
+}
+
+/// `frame` with the kept input columns (the same names in every task), each row's value found
+/// by `at` (its task and row).
+fn with_kept<'a, R>(
+    mut frame: Frame<'a, R>,
+    evals: &[TaskEval],
+    at: impl Fn(&'a R) -> (&'a TaskEval, usize) + Copy,
+) -> Frame<'a, R> {
+    let names: Vec<String> = evals
+        .first()
+        .map(|e| e.kept.iter().map(|(n, _)| n.clone()).collect())
+        .unwrap_or_default();
+    for (k, name) in names.iter().enumerate() {
+        frame = frame.col(name, move |r| {
+            let (e, i) = at(r);
+            e.kept.get(k).and_then(|(_, v)| v[i].clone())
+        });
+    }
+    frame
 }
 
 /// Writes `name.parquet` and `name.csv` into `dir`.
-pub fn write_frame(dir: &Path, name: &str, df: &mut DataFrame) -> Result<()> {
+pub(crate) fn write_frame(dir: &Path, name: &str, df: &mut DataFrame) -> Result<()> {
     output::write_parquet_frame(&dir.join(format!("{name}.parquet")), df)?;
     output::write_csv_frame(&dir.join(format!("{name}.csv")), df)
 }
 
 /// A DataFrame as a Markdown table (see [`markdown::frame_table`]).
-pub fn markdown_table(df: &DataFrame, pct: &[&str]) -> String {
+pub(crate) fn markdown_table(df: &DataFrame, pct: &[&str]) -> String {
     markdown::frame_table(df, pct)
-}
-
-/// MTEB replay results in the same format: one row per experiment (dataset, k, experiment,
-/// accuracy) as Parquet + CSV, the summary as Markdown, the raw result as JSON.
-pub(crate) fn write_mteb(
-    dir: &crate::outfolder::OutputFolder,
-    report: &crate::commands::mteb::MtebReport,
-) -> Result<()> {
-    let r = &report.result;
-    let n = r.experiments.len();
-    let mut df = frame(
-        "mteb",
-        vec![
-            Column::new("dataset".into(), vec![report.job_name.as_str(); n]),
-            Column::new("k".into(), vec![r.k as u64; n]),
-            Column::new("experiment".into(), (1..=n as u64).collect::<Vec<_>>()),
-            Column::new("accuracy".into(), r.experiments.clone()),
-        ],
-    )?;
-    dir.write(|tmp| {
-        write_frame(tmp, "mteb", &mut df)?;
-        crate::fsutil::write_bytes_atomic(&tmp.join("mteb.md"), report.markdown().as_bytes())?;
-        let json = serde_json::to_vec_pretty(r).map_err(|e| Error::Internal(e.to_string()))?;
-        crate::fsutil::write_bytes_atomic(&tmp.join("mteb.json"), &json)
-    })
 }

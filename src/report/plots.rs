@@ -8,9 +8,9 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::{confusion_counts, TaskEval, MISSED, NONE};
+use crate::epoch_log::EpochLog;
 use crate::error::{Error, Result};
-use crate::fsutil;
-use crate::train::EpochLog;
+use crate::io::fsutil;
 
 fn plot_err(e: impl std::fmt::Display) -> Error {
     Error::Internal(format!("plotting: {e}"))
@@ -26,7 +26,7 @@ const GREEN: RGBColor = RGBColor(44, 160, 44);
 
 /// The epoch whose weights training kept: the best mean dev macro-F1 over the tasks that have
 /// one (the first of equals, as training decides); the last epoch when no task has dev scores.
-pub fn kept_epoch(log: &[EpochLog]) -> Option<usize> {
+pub(crate) fn kept_epoch(log: &[EpochLog]) -> Option<usize> {
     let last = log.iter().map(|r| r.epoch).max()?;
     let mut best: Option<(f64, usize)> = None;
     for epoch in 1..=last {
@@ -48,7 +48,7 @@ pub fn kept_epoch(log: &[EpochLog]) -> Option<usize> {
 
 /// Train loss (left) and dev accuracy / macro-F1 (right) per epoch for one task, with the epoch
 /// training kept marked.
-pub fn learning_curves(log: &[EpochLog], task: &str, path: &Path) -> Result<()> {
+pub(crate) fn learning_curves(log: &[EpochLog], task: &str, path: &Path) -> Result<()> {
     let rows: Vec<&EpochLog> = log.iter().filter(|r| r.task == task).collect();
     let mut svg = String::new();
     {
@@ -202,15 +202,16 @@ fn shown_classes(e: &TaskEval, max: usize) -> (Vec<String>, bool) {
 }
 
 /// Row-normalised confusion heat map; classes sorted by name, at most 25 (the most confused).
-pub fn confusion_heatmap(e: &TaskEval, path: &Path) -> Result<()> {
+pub(crate) fn confusion_heatmap(e: &TaskEval, path: &Path) -> Result<()> {
     const MAX: usize = 25;
     let (mut classes, truncated) = shown_classes(e, MAX);
-    if e.separator.is_some() {
-        // Multi-label: labels left out (a column) and labels wrongly added (a row).
+    let counts = confusion_counts(e);
+    // Multi-label labels left out and spans missed (a column); labels wrongly added and
+    // spurious spans (a row): for those tasks, the errors that dominate.
+    if counts.keys().any(|(t, p)| p == MISSED || t == NONE) {
         classes.extend([MISSED.to_string(), NONE.to_string()]);
     }
     let k = classes.len();
-    let counts = confusion_counts(e);
     let label_w = 12
         + 7 * classes
             .iter()
@@ -350,7 +351,7 @@ pub fn confusion_heatmap(e: &TaskEval, path: &Path) -> Result<()> {
 }
 
 /// One point of the regime comparison.
-pub struct ComparePoint {
+pub(crate) struct ComparePoint {
     pub label: String,
     pub task: String,
     pub accuracy: f64,
@@ -358,7 +359,7 @@ pub struct ComparePoint {
 }
 
 /// Accuracy against training time (log scale, 0 s drawn at 1 ms), one panel per task.
-pub fn accuracy_vs_time(points: &[ComparePoint], path: &Path) -> Result<()> {
+pub(crate) fn accuracy_vs_time(points: &[ComparePoint], path: &Path) -> Result<()> {
     let tasks: Vec<String> = points
         .iter()
         .map(|p| p.task.clone())

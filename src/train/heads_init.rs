@@ -2,20 +2,18 @@
 //! checkpoint, freshly initialised, or (training-free) set from the data — class centroids or
 //! embedded label descriptions.
 
-use ndarray::ArrayView2;
+use ndarray::{Array2, ArrayView2, Axis};
 
 use crate::checkpoint::Checkpoint;
 use crate::embedder::SentenceEmbedder;
 use crate::error::{Error, Result};
-use crate::heads::{Head, HeadSpec, HeadWeights};
+use crate::heads::{Head, HeadKind, HeadSpec, HeadWeights};
 use crate::nn::{ParamStore, Rng};
 use crate::regime::{HeadStart, Plan};
 use crate::tasks::TaskData;
 
-use super::centroids;
-
 /// What a fresh head may be built from.
-pub struct HeadSources<'a> {
+pub(crate) struct HeadSources<'a> {
     pub spec: &'a HeadSpec,
     pub dim: usize,
     pub seed: u64,
@@ -29,7 +27,7 @@ pub struct HeadSources<'a> {
 }
 
 /// Builds every task's head into `store`, in task order.
-pub fn build_heads(
+pub(crate) fn build_heads(
     plan: &Plan,
     tasks: &[TaskData],
     mut src: HeadSources,
@@ -46,8 +44,8 @@ pub fn build_heads(
                     "the plan starts head {name:?} from a checkpoint but none was loaded"
                 )))
             }
-            (HeadStart::Fresh, _) => match src.spec {
-                HeadSpec::Centroid => {
+            (HeadStart::Fresh, _) => match src.spec.kind {
+                HeadKind::Centroid => {
                     let x = src.train_vectors[i].ok_or_else(|| {
                         Error::Usage(
                             "nearest-centroid heads need cached sentence vectors (no frost line)"
@@ -56,7 +54,7 @@ pub fn build_heads(
                     })?;
                     Head::from_prototypes(store, name, src.spec.clone(), centroids(task, x).view())
                 }
-                HeadSpec::ZeroShot => {
+                HeadKind::ZeroShot => {
                     let embedder = src.embedder.as_deref_mut().ok_or_else(|| {
                         Error::Usage(
                             "zero-shot heads need the sentence embedder (no frost line)".into(),
@@ -82,10 +80,10 @@ pub fn build_heads(
                     let (protos, _) = embedder.embed(&prompts)?;
                     Head::from_prototypes(store, name, src.spec.clone(), protos.view())
                 }
-                spec => Head::new(
+                HeadKind::Linear | HeadKind::Mlp => Head::new(
                     store,
                     name,
-                    spec.clone(),
+                    src.spec.clone(),
                     src.dim,
                     task.classes.len(),
                     &mut rng,
@@ -101,16 +99,11 @@ pub fn build_heads(
 fn copy_head(ck: &Checkpoint, task: &TaskData, store: &mut ParamStore) -> Result<Head> {
     let name = &task.config.name;
     let manifest = ck.dir.join(crate::checkpoint::MANIFEST);
-    let idx = ck
-        .manifest
-        .tasks
-        .iter()
-        .position(|t| &t.config.name == name)
-        .ok_or_else(|| Error::InputFile {
-            path: manifest.clone(),
-            reason: format!("checkpoint has no head for task {name:?}"),
-        })?;
-    let entry = &ck.manifest.tasks[idx];
+    let trained = ck.task(name).ok_or_else(|| Error::InputFile {
+        path: manifest.clone(),
+        reason: format!("checkpoint has no head for task {name:?}"),
+    })?;
+    let entry = trained.entry;
     if entry.classes != task.classes {
         return Err(Error::InputFile {
             path: manifest,
@@ -121,7 +114,7 @@ fn copy_head(ck: &Checkpoint, task: &TaskData, store: &mut ParamStore) -> Result
             ),
         });
     }
-    let src = &ck.heads[idx];
+    let src = trained.head;
     let mut tensors = src.tensors(&ck.store);
     Head::build(
         store,
@@ -151,8 +144,13 @@ fn label_prompts(task: &TaskData) -> Result<Vec<String>> {
             .collect());
     };
     let table = crate::data::read_table(path)?;
-    let labels = table.required_strings("label")?;
-    let descriptions = table.texts("description")?;
+    let columns = "label_descriptions: its columns are label,description";
+    let labels = table
+        .required_strings("label")
+        .map_err(|e| e.column_set_by(columns))?;
+    let descriptions = table
+        .texts("description")
+        .map_err(|e| e.column_set_by(columns))?;
     task.classes
         .iter()
         .map(|c| {
@@ -166,4 +164,25 @@ fn label_prompts(task: &TaskData) -> Result<Vec<String>> {
                 })
         })
         .collect()
+}
+
+/// Class prototypes for nearest-centroid heads: the mean training vector of each class (of the
+/// rows carrying each label, for a multi-label task; of the words tagged with it, for a token
+/// task).
+pub(crate) fn centroids(task: &TaskData, train_x: ArrayView2<f32>) -> Array2<f32> {
+    let d = train_x.ncols();
+    let mut sums = Array2::<f32>::zeros((task.classes.len(), d));
+    let mut counts = vec![0f32; task.classes.len()];
+    let targets = task.config.kind.head_rows(&task.train_targets);
+    for (row, ys) in train_x.axis_iter(Axis(0)).zip(&targets) {
+        for &y in ys {
+            let mut s = sums.row_mut(y);
+            s += &row;
+            counts[y] += 1.0;
+        }
+    }
+    for (mut s, c) in sums.axis_iter_mut(Axis(0)).zip(counts) {
+        s.mapv_inplace(|v| v / c.max(1.0));
+    }
+    sums
 }

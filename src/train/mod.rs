@@ -1,10 +1,18 @@
-//! Training: the whole run (tasks → features → heads → fit → scores → checkpoint), the features a
-//! step reads, how heads are set up, and the loop itself.
+//! Training: the job (`spec`), the whole run read as its steps (`run`: tasks → features →
+//! heads → fit → scores → checkpoint), how heads start (`heads_init`), the loop (`fit`) and how
+//! a head is scored on a split (`score`).
 
-pub mod features;
-pub mod fit;
-pub mod heads_init;
-pub mod run;
+pub use crate::heads::{Head, HeadKind, HeadSpec, MlpShape};
+pub use crate::kind::TaskKind;
+pub use crate::regime::{Plan, Regime};
+pub use crate::runfile::{RunFile, TaskConfig, TrainConfig};
 
-pub use fit::{centroids, score_vectors, EpochLog, TrainReport};
-pub use run::{run, TaskOutcome, TrainOutcome, TrainSpec};
+pub(crate) mod fit;
+pub(crate) mod heads_init;
+pub(crate) mod run;
+pub(crate) mod score;
+pub(crate) mod spec;
+
+pub use fit::TrainReport;
+pub use run::{run, Narration, TaskOutcome, TrainOutcome};
+pub use spec::TrainSpec;

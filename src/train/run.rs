@@ -1,138 +1,31 @@
-//! One whole training run: a resolved [`TrainSpec`] → task data → features (the sentence cache,
-//! or token states at the frost line + native layers) → heads as the regime's plan says → the
-//! loop → dev/test scores → checkpoint. Shared by `train` and `compare`.
+//! One whole training run, read top to bottom as its steps: claim the output → load the `from`
+//! checkpoint → task data → features (the sentence cache, or token states at the frost line +
+//! native layers) → heads as the regime's plan says → the loop → the frozen-bits check →
+//! dev/test scores → checkpoint. Shared by `train` and `compare`.
 
-use crate::nn::gemm::{Cpu, Kernel, Precision};
-use crate::runfile::PrecisionChoice;
 use std::path::{Path, PathBuf};
 
 use crate::backbone::ModelFolder;
 use crate::checkpoint::{self, BackboneIdentity, Checkpoint, Manifest, TaskEntry};
 use crate::decision::Decision;
-use crate::embedder::{EmbedSettings, EmbedStats, SentenceEmbedder, TokenStateEmbedder};
+use crate::embedder::{EmbedStats, SentenceEmbedder};
 use crate::error::{Error, Result};
+use crate::features::build::{cached_vectors, frost_features};
+use crate::features::Features;
 use crate::heads::Head;
+use crate::io::outfolder::{FolderKind, OutputFolder};
+use crate::kind::{Input, TokenLayerRule};
 use crate::metrics::TaskMetrics;
-use crate::nn::bert::NativeEncoder;
+use crate::nn::gemm::Kernel;
 use crate::nn::ParamStore;
-use crate::outfolder::{FolderKind, OutputFolder};
 use crate::regime::Plan;
-use crate::runfile::{RunFile, TaskConfig, DEFAULT_TOKEN_LAYER};
-use crate::tasks::{load_task, Split, SplitName, TaskData};
+use crate::runfile::TaskConfig;
+use crate::tasks::{check_split_labels, load_task, SplitName, TaskData};
 
-use super::features::{
-    sentence_offsets, word_vectors, Features, FrostFeatures, SplitStates, TaskStates, TaskVectors,
-};
-use super::fit::{fit, score_vectors, FitInputs, TrainReport};
+use super::fit::{fit, FitInputs, TrainReport};
 use super::heads_init::{build_heads, HeadSources};
-
-/// A training run with every setting decided: the run file's tasks and training settings, how
-/// the backbone runs, the regime's plan, and where the checkpoint goes.
-#[derive(Debug, Clone)]
-pub struct TrainSpec {
-    pub run: RunFile,
-    pub settings: EmbedSettings,
-    pub plan: Plan,
-    pub out: Option<PathBuf>,
-    /// Replace `out` even if frostline did not write it.
-    pub force: bool,
-    /// The kernel the training products run on (`run.train.precision` on this CPU; the run
-    /// file then holds the precision it resolved to, never `auto`).
-    pub kernel: Kernel,
-    /// What `precision = "auto"` chose and why, for the run's output.
-    pub precision_note: Option<String>,
-}
-
-impl TrainSpec {
-    /// Computes the regime's plan for `run`'s tasks; refuses what cannot work before any data
-    /// is read.
-    pub fn new(
-        mut run: RunFile,
-        settings: EmbedSettings,
-        out: Option<PathBuf>,
-        force: bool,
-    ) -> Result<Self> {
-        for t in &run.tasks {
-            if t.is_token_task() && run.train.head == crate::runfile::HeadChoice::ZeroShot {
-                return Err(Error::Usage(format!(
-                    "task {:?} is a token task: zero-shot label prompts are for sentence tasks; use head = \"centroid\" for a training-free token head",
-                    t.name
-                )));
-            }
-            if !t.is_token_task() && t.token_layer.is_some() {
-                return Err(Error::Usage(format!(
-                    "task {:?}: token_layer is for token-classification tasks (sentence tasks read the pooled vector)",
-                    t.name
-                )));
-            }
-        }
-        let names: Vec<String> = run.tasks.iter().map(|t| t.name.clone()).collect();
-        let plan =
-            run.train
-                .regime
-                .plan(&names, &run.train.head_spec(), run.train.from.is_some())?;
-        if run.train.quantize_frozen && plan.frost_line.is_none() {
-            return Err(Error::Usage(format!(
-                "train.quantize_frozen runs the graph below a frost line in int8, but regime {} has none; use frost-line=N (or freeze-head=TASK,frost-line=N), or quantize the whole model with frostline quantize",
-                run.train.regime
-            )));
-        }
-        let (kernel, precision_note) = resolve_precision(run.train.precision)?;
-        run.train.precision = match kernel.precision() {
-            Precision::Fp32 => PrecisionChoice::Fp32,
-            Precision::Bf16 => PrecisionChoice::Bf16,
-        };
-        Ok(Self {
-            run,
-            settings,
-            plan,
-            out,
-            force,
-            kernel,
-            precision_note,
-        })
-    }
-}
-
-impl TrainSpec {
-    /// The kernel the products run on, in words, with what `auto` chose where it chose.
-    pub fn products(&self) -> String {
-        match &self.precision_note {
-            Some(note) => format!("{} ({note})", self.kernel.describe()),
-            None => self.kernel.describe(),
-        }
-    }
-}
-
-/// The kernel for a precision choice on this CPU: bf16 where asked for and missing is refused
-/// naming the missing feature; `auto` says what it took.
-fn resolve_precision(choice: PrecisionChoice) -> Result<(Kernel, Option<String>)> {
-    let cpu = Cpu::get();
-    Ok(match choice {
-        PrecisionChoice::Fp32 => (Kernel::best_fp32(), None),
-        PrecisionChoice::Bf16 => (
-            Kernel::for_precision(Precision::Bf16)
-                .map_err(|e| Error::Usage(format!("train.precision: {e}")))?,
-            None,
-        ),
-        PrecisionChoice::Auto => match Kernel::bf16() {
-            Some(k) => (
-                k,
-                Some(format!(
-                    "precision auto: bf16 products (fp32 accumulation and master weights), as this CPU ({}) has AVX512-BF16",
-                    cpu.model
-                )),
-            ),
-            None => (
-                Kernel::best_fp32(),
-                Some(format!(
-                    "precision auto: fp32, as this CPU ({}) has no AVX512-BF16",
-                    cpu.model
-                )),
-            ),
-        },
-    })
-}
+use super::score::score_vectors;
+use super::TrainSpec;
 
 /// One task's result.
 pub struct TaskOutcome {
@@ -166,64 +59,152 @@ impl TrainOutcome {
     }
 }
 
-/// Loads the `from` checkpoint and checks it against the backbone about to run — before any
-/// embedding, so a mismatch costs nothing.
-fn load_from(dir: &Path, identity: &BackboneIdentity) -> Result<(Checkpoint, Vec<String>)> {
+/// What a run says while it works, on stderr.
+#[derive(Debug, Clone, Copy)]
+pub struct Narration {
+    /// Progress bars (embedding, training steps); `--no-progress` hides them.
+    pub bars: bool,
+    /// Each epoch's summary line and the early-stopping line: results, not progress, so
+    /// `train` prints them with or without bars; `compare` keeps its many runs quiet.
+    pub epoch_lines: bool,
+}
+
+/// Runs a whole training job, step by step; writes the checkpoint to `spec.out` when given.
+pub fn run(spec: &TrainSpec, narration: Narration) -> Result<TrainOutcome> {
+    let TrainSpec { run, plan, .. } = spec;
+    let out = claim_output(spec)?;
+    let folder = ModelFolder::open(&spec.settings.model_dir)?;
+    let identity = BackboneIdentity::of(&folder, spec.settings.max_length)?;
+    let (from, mut warnings) = load_from(run.train.from.as_deref(), &identity)?;
+    let configs = resolve_token_layers(&run.tasks, from.as_ref(), plan, folder.num_layers)?;
+    let tasks: Vec<TaskData> = configs
+        .iter()
+        .map(|t| load_task(t, run.seed))
+        .collect::<Result<_>>()?;
+    warnings.extend(data_warnings(&tasks));
+    for t in &tasks {
+        warnings.extend(check_split_labels(t)?);
+    }
+
+    let mut store = ParamStore::with_kernel(spec.kernel);
+    let mut embed_stats = Vec::new();
+    let (features, mut sentences) = make_features(
+        spec,
+        &folder,
+        &tasks,
+        &mut store,
+        &mut embed_stats,
+        &mut warnings,
+    )?;
+    let heads = build_heads(
+        plan,
+        &tasks,
+        HeadSources {
+            spec: &run.train.head_spec(),
+            dim: folder.hidden_size,
+            seed: run.seed,
+            from: from.as_ref(),
+            train_vectors: features.train_vectors(tasks.len()),
+            embedder: sentences.as_mut(),
+            warnings: &mut warnings,
+        },
+        &mut store,
+    )?;
+    let trainable = plan.trainable(&heads, &features.param_ids());
+    let frozen = FrozenValues::take(&store, &trainable);
+    let report = fit(
+        FitInputs {
+            tasks: &tasks,
+            features: &features,
+            heads: &heads,
+            trainable: &trainable,
+            cfg: &run.train,
+            seed: run.seed,
+            progress: narration.bars,
+            epoch_lines: narration.epoch_lines,
+        },
+        &mut store,
+    )?;
+    frozen.check_unchanged(&store)?;
+
+    // Scored in fp32, as every later command (predict, eval, export) runs the checkpoint: bf16
+    // only speeds the training steps.
+    store.set_kernel(Kernel::best_fp32());
+    let outcomes = score_tasks(&store, &features, tasks, heads, &mut warnings)?;
+    let trainable_params = store.count(&trainable);
+    let manifest = manifest(
+        spec,
+        identity,
+        &outcomes,
+        &trainable,
+        trainable_params,
+        &report,
+    );
+    if let Some(out) = &out {
+        let heads: Vec<&Head> = outcomes.iter().map(|o| &o.head).collect();
+        let encoder_ids = features.encoder_ids();
+        checkpoint::save(out, &manifest, &store, &heads, &encoder_ids, &report.log)?;
+    }
+    Ok(TrainOutcome {
+        tasks: outcomes,
+        report,
+        trainable_params,
+        embed_stats,
+        manifest,
+        warnings,
+    })
+}
+
+/// The checkpoint folder, claimed before any work: a folder frostline may not replace, or one
+/// another run is writing, fails now, not after training. Replacing a checkpoint is announced
+/// with what it holds; one of other tasks is replaced only with `--force`.
+fn claim_output(spec: &TrainSpec) -> Result<Option<OutputFolder>> {
+    let reads: Vec<&Path> = spec.run.train.from.iter().map(PathBuf::as_path).collect();
+    let Some(out) = spec.out.as_deref() else {
+        return Ok(None);
+    };
+    let claimed = OutputFolder::claim(out, FolderKind::Checkpoint, spec.force, &reads)?;
+    if let Some(old) = checkpoint::Previous::at(out) {
+        let tasks: Vec<&str> = spec.run.tasks.iter().map(|t| t.name.as_str()).collect();
+        if !old.has_tasks(&tasks) && !spec.force {
+            return Err(Error::Usage(format!(
+                "{} holds a checkpoint of other tasks ({}); this run trains {}: choose another --out, or pass --force to replace it",
+                out.display(),
+                old.describe(),
+                tasks.join(", ")
+            )));
+        }
+        eprintln!(
+            "note: replacing the checkpoint {} ({})",
+            out.display(),
+            old.describe()
+        );
+    }
+    Ok(Some(claimed))
+}
+
+/// Loads the `from` checkpoint, if any, and checks it against the backbone about to run —
+/// before any embedding, so a mismatch costs nothing.
+fn load_from(
+    dir: Option<&Path>,
+    identity: &BackboneIdentity,
+) -> Result<(Option<Checkpoint>, Vec<String>)> {
+    let Some(dir) = dir else {
+        return Ok((None, Vec::new()));
+    };
     let ck = checkpoint::load(dir)?;
     let warnings = ck
         .manifest
         .backbone
         .check(identity, &dir.join(checkpoint::MANIFEST), false)?;
-    Ok((ck, warnings))
+    Ok((Some(ck), warnings))
 }
 
-/// Runs a whole training job; writes the checkpoint to `spec.out` when given.
-pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
-    let TrainSpec {
-        run,
-        settings,
-        plan,
-        out,
-        force,
-        kernel,
-        precision_note: _,
-    } = spec;
-    // Claimed before any work: a folder frostline may not replace, or one another run is
-    // writing, fails now, not after training.
-    let reads: Vec<&Path> = run.train.from.iter().map(PathBuf::as_path).collect();
-    let out = out
-        .as_deref()
-        .map(|o| OutputFolder::claim(o, FolderKind::Checkpoint, *force, &reads))
-        .transpose()?;
-    let folder = ModelFolder::open(&settings.model_dir)?;
-    let identity = BackboneIdentity::of(&folder, settings.max_length)?;
-    let (from, mut warnings) = match &run.train.from {
-        Some(dir) => {
-            let (ck, w) = load_from(dir, &identity)?;
-            (Some(ck), w)
-        }
-        None => (None, Vec::new()),
-    };
-    let configs = resolve_token_layers(&run.tasks, from.as_ref(), plan, folder.num_layers);
-    if let Some(t) = configs
-        .iter()
-        .find(|t| t.is_token_task() && t.token_layer() > folder.num_layers)
-    {
-        return Err(Error::Usage(format!(
-            "task {:?}: token_layer {} is outside 0..={} (the model has {} layers)",
-            t.name,
-            t.token_layer(),
-            folder.num_layers,
-            folder.num_layers
-        )));
-    }
-    let tasks: Vec<TaskData> = configs
-        .iter()
-        .map(|t| load_task(t, run.seed))
-        .collect::<Result<_>>()?;
-
-    // Only a multi-label row can name no label (other kinds refuse an empty one on reading).
-    for t in &tasks {
+/// What the user should know about the data before training: rows that name no label (only a
+/// multi-label row can; other kinds refuse an empty one on reading) and tasks without dev rows.
+fn data_warnings(tasks: &[TaskData]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for t in tasks {
         let empty = t
             .train
             .labels
@@ -258,118 +239,105 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
             }
         ));
     }
+    warnings
+}
 
-    let mut store = ParamStore::with_kernel(*kernel);
-    let mut embed_stats = Vec::new();
-    let (features, mut sentences) = match plan.frost_line {
-        None => {
-            let mut embedder = SentenceEmbedder::open(settings.clone())?;
-            for t in run.tasks.iter().filter(|t| !t.is_token_task()) {
-                for dir in [Some(&t.train), t.dev.as_ref(), t.test.as_ref()]
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(n) = embedder.import_dataset(dir)?.filter(|&n| n > 0) {
-                        warnings.push(format!(
-                            "{n} vectors taken from the dataset {} (made with this model and settings), not embedded again",
-                            dir.display()
-                        ));
-                    }
+/// The tasks' features: the sentence cache on a frozen backbone (vectors of a finished dataset
+/// folder taken as they are, and said so; the embedder is kept for zero-shot label prompts), or
+/// token states at the frost line and the native layers above it.
+fn make_features(
+    spec: &TrainSpec,
+    folder: &ModelFolder,
+    tasks: &[TaskData],
+    store: &mut ParamStore,
+    embed_stats: &mut Vec<EmbedStats>,
+    warnings: &mut Vec<String>,
+) -> Result<(Features, Option<SentenceEmbedder>)> {
+    let settings = &spec.settings;
+    let Some(n) = spec.plan.frost_line else {
+        let mut embedder = SentenceEmbedder::open(settings.clone())?;
+        let sentence_tasks = spec
+            .run
+            .tasks
+            .iter()
+            .filter(|t| t.kind.input() == Input::Sentence);
+        for t in sentence_tasks {
+            for dir in [Some(&t.train), t.dev.as_ref(), t.test.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(n) = embedder.import_dataset(dir)?.filter(|&n| n > 0) {
+                    warnings.push(format!(
+                        "{n} vectors taken from the dataset {} (made with this model and settings), not embedded again",
+                        dir.display()
+                    ));
                 }
             }
-            let vectors = cached_vectors(settings, &mut embedder, &tasks, &mut embed_stats)?;
-            (Features::Cached(vectors), Some(embedder))
         }
-        Some(n) => (
-            frost_features(
-                settings,
-                run.train.quantize_frozen,
-                &folder,
-                n,
-                &tasks,
-                &mut store,
-                &mut embed_stats,
-            )?,
-            None,
-        ),
+        let vectors = cached_vectors(settings, &mut embedder, tasks, embed_stats)?;
+        return Ok((Features::Cached(vectors), Some(embedder)));
     };
-    let train_vectors = match &features {
-        Features::Cached(v) => v.iter().map(|t| Some(t.train.view())).collect(),
-        Features::Frost(_) => vec![None; tasks.len()],
-    };
-    let spec_head = run.train.head_spec();
-    let heads = build_heads(
-        plan,
-        &tasks,
-        HeadSources {
-            spec: &spec_head,
-            dim: folder.hidden_size,
-            seed: run.seed,
-            from: from.as_ref(),
-            train_vectors,
-            embedder: sentences.as_mut(),
-            warnings: &mut warnings,
-        },
-        &mut store,
-    )?;
-    let trainable = plan.trainable(&heads, &features.param_ids());
-    let frozen: Vec<usize> = (0..store.len())
-        .filter(|i| !trainable.contains(i))
-        .collect();
-    let before: Vec<_> = frozen.iter().map(|&i| store.get(i).value.clone()).collect();
+    let quantize = spec.run.train.quantize_frozen;
+    let features = frost_features(settings, quantize, folder, n, tasks, store, embed_stats)?;
+    Ok((features, None))
+}
 
-    let report = fit(
-        FitInputs {
-            tasks: &tasks,
-            features: &features,
-            heads: &heads,
-            trainable: &trainable,
-            cfg: &run.train,
-            seed: run.seed,
-            progress,
-        },
-        &mut store,
-    )?;
+/// Every parameter outside the optimizer, as it was before training: the regime's promise is
+/// checked after it, bit for bit.
+struct FrozenValues(Vec<(usize, ndarray::ArrayD<f32>)>);
 
-    // The regime's promise, checked: every parameter outside the optimizer is bit-for-bit unchanged.
-    for (&i, b) in frozen.iter().zip(&before) {
-        let now = &store.get(i).value;
-        if now
-            .iter()
-            .zip(b.iter())
-            .any(|(x, y)| x.to_bits() != y.to_bits())
-        {
-            return Err(Error::Internal(format!(
-                "frozen parameter {} changed during training",
-                store.get(i).name
-            )));
-        }
+impl FrozenValues {
+    fn take(store: &ParamStore, trainable: &[usize]) -> Self {
+        Self(
+            (0..store.len())
+                .filter(|i| !trainable.contains(i))
+                .map(|i| (i, store.get(i).value.clone()))
+                .collect(),
+        )
     }
 
-    // Scores with the final weights (for a frost line, vectors made by the tuned layers); a
-    // multi-label task's thresholds are tuned on dev and then applied to test. They run in
-    // fp32, as every later command (predict, eval, export) runs the checkpoint: bf16 only
-    // speeds the training steps.
-    store.set_kernel(Kernel::best_fp32());
+    fn check_unchanged(&self, store: &ParamStore) -> Result<()> {
+        for (i, before) in &self.0 {
+            let now = &store.get(*i).value;
+            if now
+                .iter()
+                .zip(before.iter())
+                .any(|(x, y)| x.to_bits() != y.to_bits())
+            {
+                return Err(Error::Internal(format!(
+                    "frozen parameter {} changed during training",
+                    store.get(*i).name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Each task scored with the final weights (for a frost line, vectors made by the tuned layers):
+/// on dev, where a multi-label task's thresholds are tuned, then on test with that decision.
+fn score_tasks(
+    store: &ParamStore,
+    features: &Features,
+    tasks: Vec<TaskData>,
+    heads: Vec<Head>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<TaskOutcome>> {
     let mut outcomes = Vec::new();
     for (t, (data, head)) in tasks.into_iter().zip(heads).enumerate() {
-        let mut decision = Decision::untuned(&data.config, data.classes.len());
+        let mut decision = data
+            .config
+            .kind
+            .untuned_decision(data.classes.len(), data.config.decoding);
         let mut dev = None;
         if !data.dev.is_empty() {
             let x = features
-                .split_vectors(&store, t, SplitName::Dev)?
+                .split_vectors(store, t, SplitName::Dev)?
                 .expect("every task has a dev split");
-            let (tuned, m) = score_vectors(
-                &store,
-                &head,
-                &data,
-                &decision,
-                true,
-                &data.dev.labels,
-                x.view(),
-            );
+            let labels = &data.dev.labels;
+            let (tuned, m) = score_vectors(store, &head, &data, &decision, true, labels, x.view());
             (decision, dev) = (tuned, Some(m));
-        } else if data.is_multi_label() {
+        } else if let Decision::Multi { .. } = decision {
             warnings.push(format!(
                 "task {:?} has no dev rows to tune its thresholds on; every label uses {}",
                 data.config.name,
@@ -377,11 +345,9 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
             ));
         }
         let test = match &data.test {
-            Some(s) => features
-                .split_vectors(&store, t, SplitName::Test)?
-                .map(|x| {
-                    score_vectors(&store, &head, &data, &decision, false, &s.labels, x.view()).1
-                }),
+            Some(s) => features.split_vectors(store, t, SplitName::Test)?.map(|x| {
+                score_vectors(store, &head, &data, &decision, false, &s.labels, x.view()).1
+            }),
             None => None,
         };
         outcomes.push(TaskOutcome {
@@ -392,13 +358,24 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
             test,
         });
     }
-    let encoder_ids = features.encoder_ids();
-    let trainable_params = store.count(&trainable);
-    let manifest = Manifest {
+    Ok(outcomes)
+}
+
+/// The checkpoint's manifest: the run as it was decided, and each task as it was trained.
+fn manifest(
+    spec: &TrainSpec,
+    backbone: BackboneIdentity,
+    outcomes: &[TaskOutcome],
+    trainable: &[usize],
+    trainable_params: usize,
+    report: &TrainReport,
+) -> Manifest {
+    let run = &spec.run;
+    Manifest {
         format_version: checkpoint::MANIFEST_VERSION,
         frostline_version: env!("CARGO_PKG_VERSION").to_string(),
-        backbone: identity,
-        frost_line: plan.frost_line,
+        backbone,
+        frost_line: spec.plan.frost_line,
         regime: run.train.regime.clone(),
         seed: run.seed,
         train: run.train.clone(),
@@ -418,152 +395,36 @@ pub fn run(spec: &TrainSpec, progress: bool) -> Result<TrainOutcome> {
                 test: o.test.clone(),
             })
             .collect(),
-    };
-    if let Some(out) = &out {
-        let heads: Vec<&Head> = outcomes.iter().map(|o| &o.head).collect();
-        checkpoint::save(out, &manifest, &store, &heads, &encoder_ids, &report.log)?;
     }
-    Ok(TrainOutcome {
-        tasks: outcomes,
-        report,
-        trainable_params,
-        embed_stats,
-        manifest,
-        warnings,
-    })
 }
 
-/// Each token task's layer, decided once and recorded in the checkpoint: the run file's, else
-/// the `from` checkpoint's (its head was trained there), else the top layer above a frost line
-/// (the layers trained there are all read) and [`DEFAULT_TOKEN_LAYER`] on a frozen backbone.
+/// Each token task's layer, decided once by its kind's rule ([`crate::kind::TaskKind::token_layer`])
+/// and recorded in the checkpoint; the `from` checkpoint's layer for the task takes part.
 fn resolve_token_layers(
     tasks: &[TaskConfig],
     from: Option<&Checkpoint>,
     plan: &Plan,
     num_layers: usize,
-) -> Vec<TaskConfig> {
+) -> Result<Vec<TaskConfig>> {
     tasks
         .iter()
         .cloned()
         .map(|mut t| {
-            if t.is_token_task() && t.token_layer.is_none() {
-                let recorded = from.and_then(|ck| {
-                    ck.manifest
-                        .tasks
-                        .iter()
-                        .find(|e| e.config.name == t.name)
-                        .and_then(|e| e.config.token_layer)
-                });
-                t.token_layer = Some(recorded.unwrap_or(match plan.frost_line {
-                    Some(_) => num_layers,
-                    None => DEFAULT_TOKEN_LAYER,
-                }));
-            }
-            t
+            let recorded = from.and_then(|ck| {
+                ck.manifest
+                    .tasks
+                    .iter()
+                    .find(|e| e.config.name == t.name)
+                    .and_then(|e| e.config.token_layer)
+            });
+            let rule = TokenLayerRule {
+                explicit: t.token_layer,
+                recorded,
+                frost_line: plan.frost_line,
+                num_layers,
+            };
+            t.token_layer = t.kind.token_layer(&t.name, rule)?;
+            Ok(t)
         })
         .collect()
-}
-
-/// Every split of every task through the cache: sentence vectors, or for a token task the word
-/// features at its layer (token states of the graph cut there).
-fn cached_vectors(
-    settings: &EmbedSettings,
-    embedder: &mut SentenceEmbedder,
-    tasks: &[TaskData],
-    stats: &mut Vec<EmbedStats>,
-) -> Result<Vec<TaskVectors>> {
-    let hidden = embedder.folder().hidden_size;
-    let mut out = Vec::new();
-    for t in tasks {
-        let name = &t.config.name;
-        if t.is_token_task() {
-            let layer = t.config.token_layer();
-            let mut tok = TokenStateEmbedder::open(settings.clone(), layer, false)?;
-            let mut words = |split: &str, s: &Split| {
-                tok.set_progress_label(&format!("{name} {split} (layer {layer})"));
-                let (states, ww, st) = tok.word_states(&s.words, t.config.word_feature)?;
-                stats.push(st);
-                Ok::<_, Error>((word_vectors(&states, &ww, hidden), ww))
-            };
-            let (train, ww) = words("train", &t.train)?;
-            out.push(TaskVectors {
-                train,
-                train_words: Some(sentence_offsets(&ww)),
-                dev: words("dev", &t.dev)?.0,
-                test: t
-                    .test
-                    .as_ref()
-                    .map(|s| words("test", s).map(|w| w.0))
-                    .transpose()?,
-            });
-            continue;
-        }
-        let mut embed = |split: &str, texts: &[String]| {
-            embedder.set_progress_label(&format!("{name} {split}"));
-            let (x, s) = embedder.embed(texts)?;
-            stats.push(s);
-            Ok::<_, Error>(x)
-        };
-        out.push(TaskVectors {
-            train: embed("train", &t.train.texts)?,
-            dev: embed("dev", &t.dev.texts)?,
-            test: t
-                .test
-                .as_ref()
-                .map(|s| embed("test", &s.texts))
-                .transpose()?,
-            train_words: None,
-        });
-    }
-    Ok(out)
-}
-
-/// Token states of every split at frost line `n` (cached), and the native layers above it.
-fn frost_features(
-    settings: &EmbedSettings,
-    quantize_frozen: bool,
-    folder: &ModelFolder,
-    n: usize,
-    tasks: &[TaskData],
-    store: &mut ParamStore,
-    stats: &mut Vec<EmbedStats>,
-) -> Result<Features> {
-    // The layers load first: a folder without usable weights fails before any embedding.
-    let encoder = NativeEncoder::load(store, folder, n)?;
-    let mut tok = TokenStateEmbedder::open(settings.clone(), n, quantize_frozen)?;
-    let mut states = |task: &TaskData, split: &str, s: &Split| {
-        tok.set_progress_label(&format!("{} {split} (below layer {n})", task.config.name));
-        let (states, windows, st) = if task.is_token_task() {
-            let (states, ww, st) = tok.word_states(&s.words, task.config.word_feature)?;
-            (states, Some(ww), st)
-        } else {
-            let (states, st) = tok.token_states(&s.texts)?;
-            (states, None, st)
-        };
-        stats.push(st);
-        Ok::<_, Error>(SplitStates { states, windows })
-    };
-    // Each task's depth is checked before anything is embedded.
-    let depths: Vec<usize> = tasks
-        .iter()
-        .map(|t| match t.is_token_task() {
-            true => encoder.depth_for(&t.config.name, t.config.token_layer()),
-            false => Ok(encoder.layers.len()),
-        })
-        .collect::<Result<_>>()?;
-    let mut task_states = Vec::new();
-    for (t, depth) in tasks.iter().zip(depths) {
-        task_states.push(TaskStates {
-            depth,
-            train: states(t, "train", &t.train)?,
-            dev: states(t, "dev", &t.dev)?,
-            test: t.test.as_ref().map(|s| states(t, "test", s)).transpose()?,
-        });
-    }
-    Ok(Features::Frost(FrostFeatures {
-        encoder,
-        pooling: folder.pooling,
-        tasks: task_states,
-        eval_batch: 64,
-    }))
 }

@@ -1,6 +1,7 @@
 //! Shared test helpers: where the exported model is, and running the binary.
 #![allow(dead_code)]
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -39,9 +40,94 @@ pub fn settings_for(model: &Path) -> frostline::embedder::EmbedSettings {
     frostline::embedder::EmbedSettings::new(&folder)
 }
 
-pub fn frostline(args: &[&str]) -> Command {
+/// One piece of a command line, for [`args`] and for [`frostline`] and [`fl`], which take the
+/// same pieces. What a piece adds depends on its type, never on what it holds:
+/// - a `&str` is split at whitespace: `"train --no-progress --out ck"` adds five arguments (and
+///   `""` none), so write flags and literal values as one string;
+/// - everything else is one argument as it is: `Path`, `PathBuf`, `OsStr`, `OsString`,
+///   `String` (a `format!`), a number, and `whole(s)` for a `&str` that must stay whole (an
+///   empty argument, a value with spaces, a path held as text);
+/// - a `Vec<OsString>` (what [`args`] returns) or a nested `&[&dyn AsArgs]` adds its pieces by
+///   these same rules. A `&[&str]` is not a piece (its items would be split): hand it to
+///   `Command::args`, which keeps each item whole.
+///
+/// `args(&[&"train --run", &run_toml, &"--out ck --set", &format!("train.epochs={n}")])`.
+pub trait AsArgs {
+    fn push_args(&self, out: &mut Vec<OsString>);
+}
+
+impl AsArgs for str {
+    fn push_args(&self, out: &mut Vec<OsString>) {
+        out.extend(self.split_whitespace().map(OsString::from));
+    }
+}
+
+/// A `&str` kept as one argument (see [`AsArgs`]).
+pub struct Whole<'a>(pub &'a str);
+
+pub fn whole(s: &str) -> Whole<'_> {
+    Whole(s)
+}
+
+impl AsArgs for Whole<'_> {
+    fn push_args(&self, out: &mut Vec<OsString>) {
+        out.push(self.0.into());
+    }
+}
+
+macro_rules! one_argument {
+    ($($t:ty),*) => {$(
+        impl AsArgs for $t {
+            fn push_args(&self, out: &mut Vec<OsString>) {
+                out.push(AsRef::<OsStr>::as_ref(self).to_owned());
+            }
+        }
+    )*};
+}
+one_argument!(String, Path, PathBuf, OsStr, OsString);
+
+macro_rules! one_number {
+    ($($t:ty),*) => {$(
+        impl AsArgs for $t {
+            fn push_args(&self, out: &mut Vec<OsString>) {
+                out.push(self.to_string().into());
+            }
+        }
+    )*};
+}
+one_number!(i32, i64, u32, u64, usize);
+
+impl<T: AsArgs + ?Sized> AsArgs for &T {
+    fn push_args(&self, out: &mut Vec<OsString>) {
+        (**self).push_args(out);
+    }
+}
+
+impl AsArgs for Vec<OsString> {
+    fn push_args(&self, out: &mut Vec<OsString>) {
+        out.extend(self.iter().cloned());
+    }
+}
+
+impl AsArgs for [&dyn AsArgs] {
+    fn push_args(&self, out: &mut Vec<OsString>) {
+        for part in self {
+            part.push_args(out);
+        }
+    }
+}
+
+/// The arguments `parts` make, by the rules of [`AsArgs`].
+pub fn args(parts: &[&dyn AsArgs]) -> Vec<OsString> {
+    let mut out = Vec::new();
+    parts.push_args(&mut out);
+    out
+}
+
+/// The binary with the arguments `parts` make (see [`AsArgs`]).
+pub fn frostline(parts: &[&dyn AsArgs]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_frostline"));
-    cmd.args(args);
+    cmd.args(args(parts));
     cmd
 }
 
@@ -58,18 +144,57 @@ pub fn run(cmd: &mut Command) -> (bool, String, String) {
     )
 }
 
+/// `COMMAND SOURCE --input INPUT --output OUTPUT --cache-dir CACHE`.
+fn in_out_cmd(command: &str, source: &Path, input: &Path, output: &Path, cache: &Path) -> Command {
+    let io = args(&[
+        &"--input",
+        &input,
+        &"--output",
+        &output,
+        &"--cache-dir",
+        &cache,
+    ]);
+    frostline(&[&command, &source, &io])
+}
+
 /// `embed` with a private cache folder and no progress bar.
 pub fn embed_cmd(model: &Path, input: &Path, output: &Path, cache: &Path) -> Command {
-    let mut cmd = frostline(&["embed", "--no-progress"]);
-    cmd.arg("--model")
-        .arg(model)
-        .arg("--input")
-        .arg(input)
-        .arg("--output")
-        .arg(output)
-        .arg("--cache-dir")
-        .arg(cache);
-    cmd
+    in_out_cmd("embed --no-progress --model", model, input, output, cache)
+}
+
+/// `predict` of `input` into `output` with the checkpoint `ck`, a private cache folder and no
+/// progress bar.
+pub fn predict_cmd(ck: &Path, input: &Path, output: &Path, cache: &Path) -> Command {
+    in_out_cmd(
+        "predict --no-progress --checkpoint",
+        ck,
+        input,
+        output,
+        cache,
+    )
+}
+
+/// A cache folder shared by the tests of one file (they embed the same texts), kept between runs.
+pub fn shared_cache(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("frostline-test-cache-{name}"));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A checkpoint's manifest.json.
+pub fn manifest(ck: &Path) -> serde_json::Value {
+    read_json(&ck.join("manifest.json"))
+}
+
+pub fn read_parquet(path: &Path) -> polars::prelude::DataFrame {
+    use polars::prelude::SerReader;
+    polars::prelude::ParquetReader::new(std::fs::File::open(path).unwrap())
+        .finish()
+        .unwrap()
 }
 
 /// Reads a little-endian f32 .npy written by frostline: (rows, cols, data).
@@ -125,11 +250,12 @@ pub fn tensor_bytes(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> 
         .collect()
 }
 
-/// `n` rows of a shipped subset as a new CSV.
-pub fn head_rows(src: &str, n: usize, dest: &Path) {
+/// `n` rows of a shipped subset as a new CSV at `dest`; returns `dest`.
+pub fn head_rows(src: &str, n: usize, dest: &Path) -> PathBuf {
     let text = std::fs::read_to_string(repo().join(src)).unwrap();
     let lines: Vec<&str> = text.lines().take(n + 1).collect();
     std::fs::write(dest, lines.join("\n") + "\n").unwrap();
+    dest.to_path_buf()
 }
 
 /// A two-task project in `root`: `root/runs/run.toml` naming the model and the data by paths
@@ -168,8 +294,8 @@ test = "../data/s-test.csv"
 }
 
 /// The binary with a private cache, no progress bar and `FROSTLINE_MODEL` unset.
-pub fn fl(cwd: &Path, cache: &Path, args: &[&str]) -> Command {
-    let mut cmd = frostline(args);
+pub fn fl(cwd: &Path, cache: &Path, parts: &[&dyn AsArgs]) -> Command {
+    let mut cmd = frostline(parts);
     cmd.current_dir(cwd)
         .env("FROSTLINE_CACHE", cache)
         .env_remove("FROSTLINE_MODEL");
@@ -257,21 +383,30 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The files of an exported model folder that frostline reads.
+pub const MODEL_FILES: [&str; 7] = [
+    "model.onnx",
+    "model.safetensors",
+    "tokenizer.json",
+    "config.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "1_Pooling/config.json",
+];
+
+/// `dest` (made, with its 1_Pooling folder) holding a symlink to each of `model`'s
+/// [`MODEL_FILES`] except those named in `skip`.
+pub fn link_model(model: &Path, dest: &Path, skip: &[&str]) {
+    std::fs::create_dir_all(dest.join("1_Pooling")).unwrap();
+    for f in MODEL_FILES.iter().filter(|f| !skip.contains(f)) {
+        std::os::unix::fs::symlink(model.join(f), dest.join(f)).unwrap();
+    }
+}
+
 /// A private copy of the model folder (big files linked) so that cut graphs made by the tests
 /// land in a temp folder.
 pub fn model_copy(dir: &Path, model: &Path) -> PathBuf {
     let m = dir.join("model");
-    std::fs::create_dir_all(m.join("1_Pooling")).unwrap();
-    for f in [
-        "model.onnx",
-        "model.safetensors",
-        "tokenizer.json",
-        "config.json",
-        "modules.json",
-        "sentence_bert_config.json",
-        "1_Pooling/config.json",
-    ] {
-        std::os::unix::fs::symlink(model.join(f), m.join(f)).unwrap();
-    }
+    link_model(model, &m, &[]);
     m
 }

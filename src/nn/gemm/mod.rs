@@ -23,6 +23,16 @@ pub enum Precision {
     Bf16,
 }
 
+/// `train.precision`: the precision of the training products. `auto` takes bf16 where the CPU
+/// has bf16 dot products and says so; a checkpoint records the one that ran, never `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionChoice {
+    Fp32,
+    Bf16,
+    Auto,
+}
+
 impl Precision {
     pub fn as_str(self) -> &'static str {
         match self {

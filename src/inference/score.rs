@@ -1,26 +1,33 @@
 //! A checkpoint's heads scored on one split of their tasks, the rows read exactly as training
 //! read them (`tasks::read_split` with the manifest's seed).
 
-use crate::checkpoint::vectors::CheckpointEncoder;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, TrainedTask};
 use crate::decision::{entities, Predictions};
 use crate::embedder::EmbedStats;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::inference::CheckpointEncoder;
+use crate::kind::Input;
 use crate::metrics::TaskMetrics;
 use crate::report::{TaskEval, MISSED, NONE};
-use crate::runfile::TaskKind;
-use crate::tasks::{read_split, unseen_labels, SplitName};
+use crate::tasks::{read_split, unseen_labels, Split, SplitName};
 
-/// Scores every head of `ck` on `split` (tasks without that split are skipped with a note).
+/// Scores every head of `ck` on `split` (tasks without that split are skipped with a note),
+/// each row carrying the input columns `keep` names.
 pub fn evaluate_checkpoint(
     ck: &Checkpoint,
     encoder: &mut CheckpointEncoder,
     split: SplitName,
+    keep: &[String],
 ) -> Result<(Vec<TaskEval>, Vec<String>, Vec<EmbedStats>)> {
     let mut evals = Vec::new();
     let mut notes = Vec::new();
     let mut stats = Vec::new();
-    for (t, (entry, head)) in ck.manifest.tasks.iter().zip(&ck.heads).enumerate() {
+    for TrainedTask {
+        entry,
+        head,
+        decision,
+    } in ck.tasks()
+    {
         let name = &entry.config.name;
         let Some(rows) = read_split(&entry.config, split, ck.manifest.seed)? else {
             notes.push(format!(
@@ -30,13 +37,14 @@ pub fn evaluate_checkpoint(
             continue;
         };
         let config = &entry.config;
-        let decision = &ck.decisions[t];
-        if config.is_token_task() {
+        let kind = config.kind;
+        let sep = config.label_separator.as_str();
+        if kind.input() == Input::Words {
             let (x, st) = encoder.word_vectors(ck, config, &rows.words)?;
             stats.push(st);
             let lens: Vec<usize> = rows.words.iter().map(Vec::len).collect();
             let pred = decision.predict(&ck.store, head, x.view(), Some(&lens), &entry.classes);
-            let metrics = decision.metrics(config, &entry.classes, &rows.labels, &pred);
+            let metrics = kind.metrics(&entry.classes, &rows.labels, sep, &pred);
             let (unseen, unseen_rows) = unseen_labels(config, &entry.classes, &rows.labels);
             if unseen_rows > 0 {
                 notes.push(format!(
@@ -46,6 +54,11 @@ pub fn evaluate_checkpoint(
                 ));
             }
             let mut e = span_comparisons(&rows.words, &rows.labels, &pred, &entry.classes);
+            e.rows = e.rows.iter().map(|&s| rows.rows[s]).collect();
+            e.kept = keep
+                .iter()
+                .map(|k| (k.clone(), vec![None; e.rows.len()]))
+                .collect();
             e.task = name.clone();
             e.split = split.as_str().into();
             e.metrics = metrics;
@@ -57,22 +70,12 @@ pub fn evaluate_checkpoint(
         let (x, st) = encoder.vectors(ck, &rows.texts)?;
         stats.push(st);
         let pred = decision.predict(&ck.store, head, x.view(), None, &entry.classes);
-        let metrics = decision.metrics(config, &entry.classes, &rows.labels, &pred);
-        let multi = config.kind == TaskKind::MultiLabel;
-        let sep = config.label_separator.as_str();
-        // Label sets written canonically (sorted, one separator) so equal sets compare equal.
-        let truth: Vec<String> = if multi {
-            rows.labels
-                .iter()
-                .map(|l| {
-                    let mut set = config.label_set(l);
-                    set.sort_unstable();
-                    set.join(sep)
-                })
-                .collect()
-        } else {
-            rows.labels.clone()
-        };
+        let metrics = kind.metrics(&entry.classes, &rows.labels, sep, &pred);
+        let truth: Vec<String> = rows
+            .labels
+            .iter()
+            .map(|l| kind.canonical_label(l, sep))
+            .collect();
         let labels: Vec<String> = (0..pred.picks.len())
             .map(|i| pred.label(i, &entry.classes, sep))
             .collect();
@@ -87,15 +90,18 @@ pub fn evaluate_checkpoint(
                 unseen.join(", ")
             ));
         }
+        let kept = kept_columns(&rows, keep)?;
         evals.push(TaskEval {
             task: name.clone(),
             split: split.as_str().into(),
+            kept,
+            rows: rows.rows,
             texts: rows.texts,
             truth,
             pred: labels,
             prob,
             metrics,
-            separator: multi.then(|| sep.to_string()),
+            separator: kind.set_separator(sep).map(str::to_string),
             unseen_labels: unseen,
             unseen_rows,
         });
@@ -107,7 +113,7 @@ pub fn evaluate_checkpoint(
 /// (type, type) for a predicted span with a true span's extent, (type, MISSED) for a true span
 /// no prediction has, (NONE, type) for a predicted span no true span has. The text marks the
 /// span in its sentence; the probability is the predicted span's score (for a missed span, the
-/// mean probability of the tags predicted over its words).
+/// mean probability of the tags predicted over its words: it ranks the miss, reports show none).
 fn span_comparisons(
     words: &[Vec<String>],
     labels: &[String],
@@ -115,8 +121,13 @@ fn span_comparisons(
     classes: &[String],
 ) -> TaskEval {
     let (mut texts, mut truth, mut predicted, mut prob) = (vec![], vec![], vec![], vec![]);
+    // Each span's sentence (its index in `words`).
+    let mut sentences = vec![];
     let decided = pred.sentence_tags(classes, words.iter().map(Vec::len));
-    for ((sentence, label), (tags, tag_probs)) in words.iter().zip(labels).zip(decided) {
+    for (n, ((sentence, label), (tags, tag_probs))) in
+        words.iter().zip(labels).zip(decided).enumerate()
+    {
+        let before = texts.len();
         let gold = crate::data::conll::spans(&label.split(' ').collect::<Vec<_>>());
         let found = entities(&tags, &tag_probs);
         let marked = |r: std::ops::Range<usize>| {
@@ -158,6 +169,7 @@ fn span_comparisons(
             predicted.push(f.kind.clone());
             prob.push(f.score);
         }
+        sentences.resize(sentences.len() + texts.len() - before, n);
     }
     TaskEval {
         task: String::new(),
@@ -170,5 +182,30 @@ fn span_comparisons(
         separator: None,
         unseen_labels: Vec::new(),
         unseen_rows: 0,
+        rows: sentences,
+        kept: Vec::new(),
     }
+}
+
+/// The values of the input columns `keep` names at the split's rows, read from its file.
+fn kept_columns(split: &Split, keep: &[String]) -> Result<Vec<(String, Vec<Option<String>>)>> {
+    if keep.is_empty() {
+        return Ok(Vec::new());
+    }
+    let table = crate::data::read_input(&split.source)?;
+    keep.iter()
+        .map(|name| {
+            let column = table.column(name).ok_or_else(|| Error::InputFile {
+                path: split.source.clone(),
+                reason: format!(
+                    "--keep-columns names {name:?}, which this file does not have; its columns: {}",
+                    table.names.join(", ")
+                ),
+            })?;
+            Ok((
+                name.clone(),
+                split.rows.iter().map(|&r| column[r].clone()).collect(),
+            ))
+        })
+        .collect()
 }

@@ -4,6 +4,8 @@
 //! sentences and its vectors are words: the words of the batch's sentences, in order (cached
 //! states of its layer when frozen; the top native layer's states above a frost line).
 
+pub(crate) mod build;
+
 use std::ops::Range;
 
 use ndarray::{s, Array2, ArrayView2, Axis};
@@ -19,21 +21,21 @@ use crate::tasks::SplitName;
 
 /// One split's token states at the frost line: one per text, or for a token task one per window
 /// of words (`windows` says which words each window owns).
-pub struct SplitStates {
+pub(crate) struct SplitStates {
     pub states: TokenStates,
     pub windows: Option<WordWindows>,
 }
 
 /// One task's token states at the frost line, and how many native layers its vectors pass
 /// (all of them for a sentence task; up to its layer for a token task).
-pub struct TaskStates {
+pub(crate) struct TaskStates {
     pub train: SplitStates,
     pub dev: SplitStates,
     pub test: Option<SplitStates>,
     pub depth: usize,
 }
 
-pub struct FrostFeatures {
+pub(crate) struct FrostFeatures {
     pub encoder: NativeEncoder,
     pub pooling: Pooling,
     pub tasks: Vec<TaskStates>,
@@ -42,7 +44,7 @@ pub struct FrostFeatures {
 }
 
 /// One task's cached vectors, row for row with its splits (a token task: word for word).
-pub struct TaskVectors {
+pub(crate) struct TaskVectors {
     pub train: Array2<f32>,
     pub dev: Array2<f32>,
     pub test: Option<Array2<f32>>,
@@ -51,7 +53,7 @@ pub struct TaskVectors {
     pub train_words: Option<Vec<usize>>,
 }
 
-pub enum Features {
+pub(crate) enum Features {
     /// The backbone's cached sentence vectors, per task.
     Cached(Vec<TaskVectors>),
     /// Token states at the frost line, turned into vectors by the native layers above it.
@@ -59,7 +61,7 @@ pub enum Features {
 }
 
 /// What the backward pass of a frost-line batch needs.
-pub struct FeatureTrace {
+pub(crate) struct FeatureTrace {
     layers: Vec<LayerTrace>,
     readout: Readout,
 }
@@ -98,7 +100,7 @@ fn mean_rows(y: ArrayView2<f32>, ranges: &[Range<usize>]) -> Array2<f32> {
 }
 
 /// The word vectors of every sentence of a split from cached (frozen) token states.
-pub fn word_vectors(states: &TokenStates, ww: &WordWindows, hidden: usize) -> Array2<f32> {
+pub(crate) fn word_vectors(states: &TokenStates, ww: &WordWindows, hidden: usize) -> Array2<f32> {
     let mut out = Array2::<f32>::zeros((
         ww.words_in(&(0..ww.texts.len()).collect::<Vec<_>>()),
         hidden,
@@ -119,7 +121,7 @@ const WINDOW_GROUP: usize = 256;
 /// The word vectors of every sentence of a split, handed to `sink` a group of windows at a time
 /// (in order), each group's token-state pages given back once read: memory follows a group, not
 /// the split (a sentence of a million words is thousands of windows).
-pub fn for_word_vectors(
+pub(crate) fn for_word_vectors(
     states: &TokenStates,
     ww: &WordWindows,
     hidden: usize,
@@ -140,7 +142,7 @@ pub fn for_word_vectors(
 }
 
 /// Where each sentence's words start in a split's word rows (one more entry than sentences).
-pub fn sentence_offsets(ww: &WordWindows) -> Vec<usize> {
+pub(crate) fn sentence_offsets(ww: &WordWindows) -> Vec<usize> {
     let mut offsets = vec![0];
     for windows in &ww.sentence_windows {
         let n: usize = windows.clone().map(|w| ww.owned[w].len()).sum();
@@ -165,16 +167,25 @@ fn packed(states: &TokenStates, rows: &[usize], hidden: usize) -> (Array2<f32>, 
 
 impl Features {
     /// Every native layer's parameters (none for cached vectors): what a checkpoint saves.
-    pub fn encoder_ids(&self) -> Vec<ParamId> {
+    pub(crate) fn encoder_ids(&self) -> Vec<ParamId> {
         match self {
             Features::Cached(_) => Vec::new(),
             Features::Frost(f) => f.encoder.param_ids(),
         }
     }
 
+    /// Each task's cached train vectors (what a centroid head is built from); `None` for every
+    /// task above a frost line, where vectors exist only once the layers have run.
+    pub(crate) fn train_vectors(&self, tasks: usize) -> Vec<Option<ArrayView2<'_, f32>>> {
+        match self {
+            Features::Cached(v) => v.iter().map(|t| Some(t.train.view())).collect(),
+            Features::Frost(_) => vec![None; tasks],
+        }
+    }
+
     /// The native parameters some task's vectors pass through (a layer above every task's
     /// depth gets no gradient, so it is left out of training).
-    pub fn param_ids(&self) -> Vec<ParamId> {
+    pub(crate) fn param_ids(&self) -> Vec<ParamId> {
         match self {
             Features::Cached(_) => Vec::new(),
             Features::Frost(f) => {
@@ -188,7 +199,7 @@ impl Features {
     }
 
     /// The native parameters task `t`'s vectors pass through.
-    pub fn task_param_ids(&self, t: usize) -> Vec<ParamId> {
+    pub(crate) fn task_param_ids(&self, t: usize) -> Vec<ParamId> {
         match self {
             Features::Cached(_) => Vec::new(),
             Features::Frost(f) => f.encoder.layers[..f.tasks[t].depth]
@@ -198,12 +209,12 @@ impl Features {
         }
     }
 
-    pub fn needs_input_grad(&self) -> bool {
+    pub(crate) fn needs_input_grad(&self) -> bool {
         matches!(self, Features::Frost(_))
     }
 
     /// The sentence vectors of training rows `rows` of task `t`, with a trace when `train`.
-    pub fn batch(
+    pub(crate) fn batch(
         &self,
         store: &ParamStore,
         t: usize,
@@ -251,7 +262,7 @@ impl Features {
     }
 
     /// Sends the gradient w.r.t. a batch's sentence vectors back into the encoder's parameters.
-    pub fn backward(
+    pub(crate) fn backward(
         &self,
         store: &mut ParamStore,
         trace: Option<FeatureTrace>,
@@ -278,7 +289,7 @@ impl Features {
 
     /// Every row of one split of task `t` as sentence vectors (batched inference, length-sorted);
     /// `None` for a test split the task does not have.
-    pub fn split_vectors(
+    pub(crate) fn split_vectors(
         &self,
         store: &ParamStore,
         t: usize,
@@ -312,7 +323,7 @@ impl Features {
 
 /// Sentence vectors of every text in `states`: the native layers over the token states in
 /// length-sorted batches of `batch`, pooled; rows in the original order.
-pub fn infer_states(
+pub(crate) fn infer_states(
     encoder: &NativeEncoder,
     pooling: Pooling,
     store: &ParamStore,
@@ -336,7 +347,7 @@ pub fn infer_states(
 
 /// Word vectors of every sentence in `ww` (in order): the native layers over each window's token
 /// states in length-sorted batches of `batch` windows, each owned word read from its window.
-pub fn infer_words(
+pub(crate) fn infer_words(
     encoder: &NativeEncoder,
     depth: usize,
     store: &ParamStore,

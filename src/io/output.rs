@@ -8,7 +8,7 @@ use ndarray::Array2;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::fsutil;
+use crate::io::fsutil;
 
 /// A string column carried from the input into the output.
 pub(crate) struct CarriedColumn<'a> {

@@ -8,6 +8,8 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Format {
     Csv,
+    /// Tab-separated, otherwise read as CSV (header row, quoting).
+    Tsv,
     Jsonl,
     Parquet,
     /// One text per line.
@@ -17,8 +19,13 @@ pub(crate) enum Format {
 }
 
 /// What `read_table` reads.
-pub(crate) const TABLE_INPUTS: &[Format] =
-    &[Format::Csv, Format::Jsonl, Format::Parquet, Format::Text];
+pub(crate) const TABLE_INPUTS: &[Format] = &[
+    Format::Csv,
+    Format::Tsv,
+    Format::Jsonl,
+    Format::Parquet,
+    Format::Text,
+];
 /// What `embed` writes.
 pub(crate) const EMBEDDING_OUTPUTS: &[Format] = &[Format::Parquet, Format::Npy];
 /// What `predict` writes.
@@ -30,6 +37,7 @@ impl Format {
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
         Some(match ext.as_str() {
             "csv" => Format::Csv,
+            "tsv" | "tab" => Format::Tsv,
             "jsonl" | "ndjson" => Format::Jsonl,
             "parquet" => Format::Parquet,
             "txt" | "text" => Format::Text,
@@ -41,6 +49,7 @@ impl Format {
     fn extensions(self) -> &'static str {
         match self {
             Format::Csv => ".csv",
+            Format::Tsv => ".tsv",
             Format::Jsonl => ".jsonl/.ndjson",
             Format::Parquet => ".parquet",
             Format::Text => ".txt",
@@ -90,7 +99,8 @@ mod tests {
     #[test]
     fn extensions_map_to_formats_and_errors_list_the_allowed_ones() {
         assert_eq!(Format::of(Path::new("a/B.NDJSON")), Some(Format::Jsonl));
-        assert_eq!(Format::of(Path::new("a.tsv")), None);
+        assert_eq!(Format::of(Path::new("a.tsv")), Some(Format::Tsv));
+        assert_eq!(Format::of(Path::new("a.xlsx")), None);
         let err = Format::output(Path::new("o.npy"), TABLE_OUTPUTS)
             .unwrap_err()
             .to_string();
@@ -99,7 +109,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains(".csv, .jsonl/.ndjson, .parquet or .txt"),
+            err.contains(".csv, .tsv, .jsonl/.ndjson, .parquet or .txt"),
             "{err}"
         );
     }

@@ -12,9 +12,9 @@ use crate::backbone::ModelFolder;
 use crate::checkpoint::{BackboneIdentity, Checkpoint, MANIFEST};
 use crate::embedder::{EmbedSettings, EmbedStats, SentenceEmbedder, TokenStateEmbedder};
 use crate::error::Result;
+use crate::features::{infer_states, infer_words, word_vectors};
 use crate::nn::bert::NativeEncoder;
 use crate::runfile::TaskConfig;
-use crate::train::features::{infer_states, infer_words, word_vectors};
 
 /// Rows per inference batch of the native layers.
 const NATIVE_BATCH: usize = 64;
@@ -104,12 +104,12 @@ impl CheckpointEncoder {
         sentences: &[Vec<String>],
     ) -> Result<(Array2<f32>, EmbedStats)> {
         if let Some((tokens, encoder)) = &mut self.frost {
-            let depth = encoder.depth_for(&config.name, config.token_layer())?;
+            let depth = encoder.depth_for(&config.name, config.resolved_token_layer())?;
             let (states, ww, stats) = tokens.word_states(sentences, config.word_feature)?;
             let x = infer_words(encoder, depth, &ck.store, &states, &ww, NATIVE_BATCH)?;
             return Ok((x, stats));
         }
-        let layer = config.token_layer();
+        let layer = config.resolved_token_layer();
         let tokens =
             match self.layers.entry(layer) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),

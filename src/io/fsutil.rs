@@ -101,7 +101,7 @@ pub(crate) fn check_writable(path: &Path) -> Result<()> {
     if path.is_dir() {
         return Err(Error::output(path, "is a folder, expected a file path"));
     }
-    for note in crate::outfolder::sweep_stale(path) {
+    for note in crate::io::stale::sweep_stale(path) {
         eprintln!("note: {note}");
     }
     let probe = temp_path(path);
@@ -158,4 +158,41 @@ pub(crate) fn try_lock_file(path: &Path) -> std::io::Result<File> {
 /// Writes all of `bytes` atomically.
 pub(crate) fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |w| w.write_all(bytes))
+}
+
+/// `t` as `YYYY-MM-DD HH:MM UTC` (the proleptic Gregorian calendar; Howard Hinnant's
+/// days-to-civil).
+pub(crate) fn utc_time(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn utc_times_are_calendar_dates() {
+        let at = |s: u64| super::utc_time(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "1970-01-01 00:00 UTC");
+        assert_eq!(at(1_000_000_000), "2001-09-09 01:46 UTC");
+        assert_eq!(at(1_709_164_800), "2024-02-29 00:00 UTC");
+        assert_eq!(at(1_709_251_199), "2024-02-29 23:59 UTC");
+    }
 }

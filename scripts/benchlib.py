@@ -1,0 +1,64 @@
+"""What the Python bench scripts (scripts/bench_*.py) share: running frostline and reading its
+--json summary, the command-line arguments they have in common, and writing the Markdown report,
+so that each script holds only its own benchmark. A script imports it by its own folder:
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import benchlib
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# The arguments several scripts take, defined once; a script names the ones it takes.
+ARGS = {
+    "frostline": {"required": True},
+    "model": {"required": True},
+    "st-model": {"required": True},
+    "shared": {"required": True},
+    "work": {"required": True},
+    "texts": {"type": int, "default": 6000},
+    "reps": {"type": int, "default": 3},
+    "threads": {"type": int, "default": 2},
+    "out": {"required": True},
+}
+
+
+def common_args(ap: argparse.ArgumentParser, *names: str, **own: dict) -> None:
+    """Adds the shared arguments `names` (from ARGS) in the order given, which is the order --help
+    lists them in. `own` replaces a definition where a script differs, keyed by the argument's
+    dest: out={"default": "bench-results/x.md"}."""
+    for name in names:
+        ap.add_argument(f"--{name}", **own.get(name.replace("-", "_"), ARGS[name]))
+
+
+def sh(cmd: list) -> subprocess.CompletedProcess:
+    """Runs a command (Paths and numbers in it as text) and returns its captured output. A bench
+    cannot go on past a failed step, so a failure ends the script with the command and its output."""
+    cmd = [str(c) for c in cmd]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def run_frostline(binary: str, command: str, *args) -> tuple[dict, float]:
+    """Runs `binary command --json *args`; returns the JSON summary it prints and the wall seconds
+    of the whole process."""
+    t0 = time.perf_counter()
+    p = sh([binary, command, "--json", *args])
+    wall = time.perf_counter() - t0
+    return json.loads(p.stdout), wall
+
+
+def write_report(out: str | Path, lines: list[str]) -> None:
+    """Writes the Markdown report, creating its folder, and prints it."""
+    text = "\n".join(lines)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text + "\n", encoding="utf-8")
+    print(text)
