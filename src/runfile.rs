@@ -52,6 +52,10 @@ pub struct TaskConfig {
     /// Share of train carved (stratified, seeded) into dev when `dev` is absent.
     #[serde(default = "defaults::dev_fraction")]
     pub dev_fraction: f64,
+    /// Share of the train rows (after any dev carve) to train on: a stratified, seeded sample
+    /// keeping at least one row of every label with two or more (`frostline curve` sweeps it).
+    #[serde(default = "defaults::one_f64")]
+    pub train_fraction: f64,
     /// Zero-shot only: a CSV with columns `label,description` (default: the label names).
     #[serde(default)]
     pub label_descriptions: Option<PathBuf>,
@@ -280,6 +284,9 @@ mod defaults {
     pub(super) fn one() -> f32 {
         1.0
     }
+    pub(super) fn one_f64() -> f64 {
+        1.0
+    }
     pub(super) fn dev_fraction() -> f64 {
         0.1
     }
@@ -473,6 +480,13 @@ impl RunFile {
             )
             .map_err(bad)?;
             check(&key("loss_weight"), t.loss_weight, 0.0, None, "≥ 0").map_err(bad)?;
+            if !(t.train_fraction > 0.0 && t.train_fraction <= 1.0) {
+                return Err(bad(format!(
+                    "{} = {}: must be in (0, 1]",
+                    key("train_fraction"),
+                    t.train_fraction
+                )));
+            }
             if let Some(why) = t.kind.refuse_separator(&t.label_separator) {
                 return Err(bad(format!("{} {why}", key("label_separator"))));
             }
@@ -631,6 +645,14 @@ mod tests {
             (
                 "train.regime=thawed",
                 "train.regime: unknown regime \"thawed\"",
+            ),
+            (
+                "tasks.a.train_fraction=0",
+                "tasks.a.train_fraction = 0: must be in (0, 1]",
+            ),
+            (
+                "tasks.b.train_fraction=1.5",
+                "tasks.b.train_fraction = 1.5: must be in (0, 1]",
             ),
         ] {
             let e = err(&[o]);

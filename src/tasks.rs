@@ -215,15 +215,22 @@ fn pick<T: Clone>(xs: &[T], rows: &[usize]) -> Vec<T> {
 
 /// The rows of one split of a task as training sees them: the dev file, or a seeded stratified
 /// carve of train (`dev_fraction`) when there is none — train then loses those rows; with
-/// `dev_fraction = 0` dev is empty and train keeps every row. A multi-label task is stratified
-/// by each row's first label. `None` for a test split the task has no file for.
+/// `dev_fraction = 0` dev is empty and train keeps every row; then train keeps its
+/// `train_fraction` (a stratified sample). A multi-label task is stratified by each row's first
+/// label. `None` for a test split the task has no file for.
 pub(crate) fn read_split(
     config: &TaskConfig,
     split: SplitName,
     seed: u64,
 ) -> Result<Option<Split>> {
     let read = |p: &Path| read_task_file(p, config);
-    Ok(match (split, &config.dev) {
+    let strata = |s: &Split| -> Vec<String> {
+        s.labels
+            .iter()
+            .map(|l| config.kind.stratum(l, &config.label_separator).to_string())
+            .collect()
+    };
+    let split = match (split, &config.dev) {
         (SplitName::Test, _) => config.test.as_deref().map(read).transpose()?,
         (SplitName::Dev, Some(dev)) => Some(read(dev)?),
         (SplitName::Train, Some(_)) => Some(read(&config.train)?),
@@ -231,16 +238,20 @@ pub(crate) fn read_split(
         (SplitName::Train, None) if config.dev_fraction == 0.0 => Some(read(&config.train)?),
         (_, None) => {
             let all = read(&config.train)?;
-            let strata: Vec<&str> = all
-                .labels
-                .iter()
-                .map(|l| config.kind.stratum(l, &config.label_separator))
-                .collect();
-            let (train, dev) = stratified_split(&strata, config.dev_fraction, seed);
+            let (train, dev) = stratified_split(&strata(&all), config.dev_fraction, seed);
             let rows = if split == SplitName::Dev { dev } else { train };
             Some(all.pick(&rows))
         }
-    })
+    }
+    .map(|s| match split {
+        // Train on a share of the rows: another seeded draw than the dev carve's.
+        SplitName::Train if config.train_fraction < 1.0 => {
+            let (_, kept) = stratified_split(&strata(&s), config.train_fraction, seed ^ 0x7EA1);
+            s.pick(&kept)
+        }
+        _ => s,
+    });
+    Ok(split)
 }
 
 /// The labels in `labels` (label-column values) that are not among `classes` (sorted), sorted

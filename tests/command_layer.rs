@@ -305,7 +305,8 @@ fn exit_codes_follow_the_kind_of_error() {
 #[test]
 fn every_help_example_names_files_that_exist() {
     let commands = [
-        "doctor", "embed", "train", "predict", "mteb", "eval", "compare", "export", "quantize",
+        "doctor", "embed", "train", "predict", "mteb", "eval", "compare", "curve", "export",
+        "quantize",
     ];
     let mut checked = 0;
     for command in commands {

@@ -51,6 +51,23 @@ fn eval(flags: &str, ck: &Path) -> (bool, String, String) {
     ]))
 }
 
+/// `command` (a report-writing subcommand and its flags) on this file's run file in `dir`,
+/// writing `dir/name`, which it returns; panics with the output when it fails.
+fn report_run(dir: &Path, command: &str, name: &str) -> PathBuf {
+    let out = dir.join(name);
+    let (ok, stdout, err) = run(&mut frostline(&[
+        &command,
+        &"--no-progress --run",
+        &run_file(dir),
+        &"--out",
+        &out,
+        &"--cache-dir",
+        &cache(),
+    ]));
+    assert!(ok, "{stdout}{err}");
+    out
+}
+
 fn schema(df: &DataFrame) -> Vec<(String, DataType)> {
     df.columns()
         .iter()
@@ -222,6 +239,15 @@ fn eval_writes_documented_tables_plots_and_markdown() {
             && md.contains("plots/confusion_intent.svg")
             && md.contains("Most confident errors")
     );
+    // Banking77's look-alike intents are named as pairs to merge or relabel; SST-2's two
+    // labels never are (merging them leaves no task).
+    let (intent, sentiment) = md.split_once("## Task `sentiment`").unwrap();
+    assert!(
+        intent.contains("are mistaken for each other")
+            && intent.contains("consider merging them, or relabelling their examples"),
+        "{md}"
+    );
+    assert!(!sentiment.contains("mistaken for each other"), "{md}");
     assert_only(dir.path(), &["ck", "run.toml"]);
 }
 
@@ -497,16 +523,7 @@ fn eval_keeps_the_input_s_id_column() {
 fn compare_with_seeds_reports_mean_and_std() {
     let Some(_) = model_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("cmp");
-    let (ok, stdout, err) = run(&mut frostline(&[
-        &"compare --no-progress --no-frost-line --seeds 2 --run",
-        &run_file(dir.path()),
-        &"--out",
-        &out,
-        &"--cache-dir",
-        &cache(),
-    ]));
-    assert!(ok, "{stdout}{err}");
+    let out = report_run(dir.path(), "compare --no-frost-line --seeds 2", "cmp");
     let df = read_parquet(&out.join("compare.parquet"));
     // 6 variants on the cache × 2 tasks × 2 seeds.
     assert_eq!(df.height(), 24);
@@ -532,4 +549,53 @@ fn compare_with_seeds_reports_mean_and_std() {
             ))
             .is_file());
     }
+}
+
+/// `curve`: each task trained on stratified samples of its train rows (every label keeps one),
+/// per share and seed, from the cache; a table, a verdict per task, a plot.
+#[test]
+fn curve_trains_on_shares_of_train_and_says_whether_more_labels_help() {
+    let Some(_) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = report_run(dir.path(), "curve --fractions 1,0.1 --seeds 2", "curve");
+    let df = read_parquet(&out.join("curve.parquet"));
+    assert_eq!(df.height(), 2 * 2 * 2, "tasks × shares × seeds");
+    let tasks = strs(&df, "task");
+    let fractions: Vec<f64> = df
+        .column("fraction")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    let rows: Vec<u64> = df
+        .column("train_rows")
+        .unwrap()
+        .u64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    let at = |task: &str, f: f64| -> Vec<u64> {
+        (0..df.height())
+            .filter(|&i| tasks[i] == task && fractions[i] == f)
+            .map(|i| rows[i])
+            .collect()
+    };
+    // About 10 % of intent's train rows (after the dev carve), never under one per label (77).
+    let full = at("intent", 1.0);
+    assert!(full.iter().all(|&n| n > 1600), "{full:?}");
+    for n in at("intent", 0.1) {
+        assert!(n >= 77 && (n as f64) < 0.15 * full[0] as f64, "{n}");
+    }
+    assert!(
+        at("sentiment", 0.1).iter().all(|&n| n == 120),
+        "{:?}",
+        at("sentiment", 0.1)
+    );
+    let md = std::fs::read_to_string(out.join("curve.md")).unwrap();
+    for task in ["intent", "sentiment"] {
+        assert!(md.contains(&format!("- `{task}`: ")), "{md}");
+    }
+    let svg = std::fs::read_to_string(out.join("plots/curve.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("intent") && svg.contains("sentiment"));
 }

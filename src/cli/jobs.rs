@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    BackboneArgs, Cli, Command, CompareArgs, EmbedArgs, EvalArgs, MtebArgs, PredictArgs,
+    BackboneArgs, Cli, Command, CompareArgs, CurveArgs, EmbedArgs, EvalArgs, MtebArgs, PredictArgs,
     QuantizeArgs, RunArgs, TrainArgs,
 };
 use crate::backbone::choice::{choose_model, open_model, ModelSource};
@@ -14,6 +14,7 @@ use crate::cache;
 use crate::checkpoint::{self, Manifest};
 use crate::commands::{
     compare::CompareJob,
+    curve::CurveJob,
     eval::EvalJob,
     export::ExportJob,
     mteb::MtebJob,
@@ -133,6 +134,12 @@ pub(crate) fn resolve(cli: Cli) -> Result<Resolved> {
         Command::Predict(a) => Job::Predict(predict_job(a, ort_lib)?),
         Command::Eval(a) => Job::Eval(eval_job(a, ort_lib)?),
         Command::Compare(a) => Job::Compare(compare_job(a, ort_lib)?),
+        Command::Curve(a) if a.run.print_run => Job::PrintRun(print_run(
+            &a.run,
+            &a.run.overrides,
+            a.backbone.model.as_deref(),
+        )?),
+        Command::Curve(a) => Job::Curve(curve_job(a, ort_lib)?),
         Command::Mteb(a) => Job::Mteb(mteb_job(a, ort_lib)?),
         Command::Quantize(a) => Job::Quantize(quantize_job(a)?),
         Command::Export(a) => {
@@ -381,6 +388,30 @@ fn quantize_job(a: QuantizeArgs) -> Result<QuantizeJob> {
             per_channel: !a.per_tensor,
         },
         calibration,
+        force: a.force,
+    })
+}
+
+fn curve_job(a: CurveArgs, ort_lib: Option<PathBuf>) -> Result<CurveJob> {
+    let (run, recorded) = a.run.load(&a.run.overrides)?;
+    let (settings, _) = a.backbone.resolve(recorded, ort_lib)?;
+    let mut fractions = a.fractions;
+    if let Some(f) = fractions.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
+        return Err(Error::Usage(format!(
+            "--fractions {f}: each share of train must be in (0, 1]"
+        )));
+    }
+    fractions.sort_by(f64::total_cmp);
+    fractions.dedup();
+    if a.seeds == 0 {
+        return Err(Error::Usage("--seeds must be at least 1".into()));
+    }
+    Ok(CurveJob {
+        seeds: (0..a.seeds).map(|k| run.seed.wrapping_add(k)).collect(),
+        run,
+        settings,
+        fractions,
+        out: std::path::absolute(&a.out).unwrap_or(a.out),
         force: a.force,
     })
 }

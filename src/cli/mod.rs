@@ -170,6 +170,11 @@ pub enum Command {
         after_help = "Examples:\n  frostline compare --run runs/default.toml --out compare-report\n  frostline compare --run runs/default.toml --frost-lines 3,5\n  frostline compare --run runs/default.toml --no-frost-line --seeds 3"
     )]
     Compare(CompareArgs),
+    /// Accuracy against the share of training labels (frozen heads from the cache: seconds).
+    #[command(
+        after_help = "Examples:\n  frostline curve --run runs/default.toml --out curve-report\n  frostline curve --train data/tickets/train.csv --test data/tickets/test.csv --text-column body --label-column category --fractions 0.1,0.5,1 --seeds 5"
+    )]
+    Curve(CurveArgs),
     /// Export a frost-line checkpoint's tuned backbone as one ONNX model folder.
     #[command(
         after_help = "Example:\n  frostline export --checkpoint ckpt-frost --out models/minilm-tuned"
@@ -341,6 +346,30 @@ pub struct CompareArgs {
     /// mean ± std, and the recommendation weighs differences against that spread.
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub seeds: u64,
+    /// Replace the output folder even if frostline did not write it (its contents are lost).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CurveArgs {
+    #[command(flatten)]
+    pub backbone: BackboneArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Shares of each task's train rows to train on, comma-separated, each in (0, 1].
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.01,0.02,0.05,0.1,0.25,0.5,1"
+    )]
+    pub fractions: Vec<f64>,
+    /// Seeds per share (the run's seed and the ones after it): each draws its own sample.
+    #[arg(long, value_name = "K", default_value_t = 3)]
+    pub seeds: u64,
+    /// Report folder (curve.{parquet,csv,md}, plots/curve.svg).
+    #[arg(long, default_value = "curve-report")]
+    pub out: PathBuf,
     /// Replace the output folder even if frostline did not write it (its contents are lost).
     #[arg(long)]
     pub force: bool,

@@ -2,6 +2,7 @@
 //! is done by the library modules they call.
 
 pub(crate) mod compare;
+pub(crate) mod curve;
 pub(crate) mod doctor;
 pub(crate) mod embed;
 pub(crate) mod eval;
@@ -18,6 +19,7 @@ use crate::error::Result;
 use crate::streaming::EmbedJob;
 use crate::train::TrainSpec;
 use compare::CompareJob;
+use curve::CurveJob;
 use eval::EvalJob;
 use export::ExportJob;
 use mteb::MtebJob;
@@ -59,6 +61,7 @@ pub(crate) enum Job {
     Predict(PredictJob),
     Eval(EvalJob),
     Compare(CompareJob),
+    Curve(CurveJob),
     Mteb(MtebJob),
     Export(ExportJob),
     Quantize(QuantizeJob),
@@ -75,6 +78,7 @@ pub(crate) fn run(job: Job) -> Result<Outcome> {
         Job::Predict(j) => predict::run(&j),
         Job::Eval(j) => eval::run(&j),
         Job::Compare(j) => compare::run(&j),
+        Job::Curve(j) => curve::run(&j),
         Job::Mteb(j) => mteb::run(&j),
         Job::Export(j) => export::run(&j),
         Job::Quantize(j) => quantize::run(&j),

@@ -30,6 +30,7 @@ pub enum FolderKind {
     Checkpoint,
     EvalReport,
     CompareReport,
+    CurveReport,
     MtebReport,
     ModelFolder,
 }
@@ -40,6 +41,7 @@ impl FolderKind {
             FolderKind::Checkpoint => "checkpoint",
             FolderKind::EvalReport => "eval-report",
             FolderKind::CompareReport => "compare-report",
+            FolderKind::CurveReport => "curve-report",
             FolderKind::MtebReport => "mteb-report",
             FolderKind::ModelFolder => "model-folder",
         }

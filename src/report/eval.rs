@@ -107,6 +107,9 @@ fn task_section(s: &mut String, m: &Manifest, e: &TaskEval) {
     for ((t, p), c) in conf.iter().take(10) {
         let _ = writeln!(s, "- {} → {}: {c}", escape(t), escape(p));
     }
+    for line in confused_pairs(e, 3) {
+        let _ = writeln!(s, "\n{line}");
+    }
     let _ = writeln!(
         s,
         "\nMost confident errors (more in `errors.csv`; every row in `predictions.csv`):\n"
@@ -123,6 +126,52 @@ fn task_section(s: &mut String, m: &Manifest, e: &TaskEval) {
     }
     s.push_str(&errors.render());
     let _ = writeln!(s);
+}
+
+/// The label pairs mistaken for each other most (both directions, at least 3 times and 10 % of
+/// the two labels' rows), each as a line suggesting a merge or a relabelling; none for a task of
+/// two labels, where merging means no task.
+fn confused_pairs(e: &TaskEval, most: usize) -> Vec<String> {
+    if e.metrics.per_class.len() <= 2 {
+        return Vec::new();
+    }
+    let support = |l: &str| {
+        e.metrics
+            .per_class
+            .iter()
+            .find(|c| c.label == l)
+            .map_or(0, |c| c.support)
+    };
+    let mut pairs: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    for ((t, p), c) in super::confusion_counts(e) {
+        let special = [super::MISSED, super::NONE];
+        if t != p && !special.contains(&t.as_str()) && !special.contains(&p.as_str()) {
+            let key = if t < p { (t, p) } else { (p, t) };
+            *pairs.entry(key).or_insert(0) += c;
+        }
+    }
+    let mut ranked: Vec<((String, String), u64, f64)> = pairs
+        .into_iter()
+        .map(|((a, b), n)| {
+            let rows = (support(&a) + support(&b)).max(1) as f64;
+            let share = n as f64 / rows;
+            ((a, b), n, share)
+        })
+        .filter(|&(_, n, share)| n >= 3 && share >= 0.1)
+        .collect();
+    ranked.sort_by(|x, y| y.1.cmp(&x.1).then(y.2.total_cmp(&x.2)));
+    ranked
+        .into_iter()
+        .take(most)
+        .map(|((a, b), n, share)| {
+            format!(
+                "**`{}` and `{}` are mistaken for each other {n} times ({:.0} % of their rows): consider merging them, or relabelling their examples.**",
+                escape(&a),
+                escape(&b),
+                100.0 * share
+            )
+        })
+        .collect()
 }
 
 /// At most `width` characters of `text`: the start, or — where a span is marked `[[…]]` — a

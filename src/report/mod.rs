@@ -19,6 +19,7 @@
 //!   probability (f32, null for a missed span), correct (bool) — every row, file order
 
 pub(crate) mod compare;
+pub(crate) mod curve;
 pub(crate) mod eval;
 pub(crate) mod frame;
 pub(crate) mod markdown;

@@ -1,5 +1,5 @@
 //! SVG plots: learning curves from the training log, a confusion heat map per task, and the
-//! regime comparison (accuracy against training time). Rendered to a string and written
+//! regime comparison (accuracy against training time) and the data-efficiency curve. Rendered to a string and written
 //! atomically; text is plain SVG `<text>`, so no font files are needed.
 
 use std::collections::BTreeMap;
@@ -7,6 +7,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+use super::curve::{points as curve_points, CurveRow, Point as CurvePoint};
 use super::{confusion_counts, TaskEval, MISSED, NONE};
 use crate::epoch_log::EpochLog;
 use crate::error::{Error, Result};
@@ -431,6 +432,82 @@ pub(crate) fn accuracy_vs_time(points: &[ComparePoint], path: &Path) -> Result<(
                 )))
                 .map_err(plot_err)?;
             }
+        }
+        root.present().map_err(plot_err)?;
+    }
+    save(path, svg)
+}
+
+/// `curve`'s plot: each task's score (mean ± std over seeds) against its train rows (log
+/// scale), one colour per task, the key below the chart so it never covers a line.
+pub(crate) fn data_efficiency(rows: &[CurveRow], path: &Path) -> Result<()> {
+    let tasks = curve_points(rows);
+    let key_h = 18 * tasks.len() as u32 + 16;
+    let colours = [BLUE, ORANGE, GREEN, RED, BLACK];
+    let all: Vec<&CurvePoint> = tasks.iter().flat_map(|(_, p)| p).collect();
+    let xmin = all
+        .iter()
+        .map(|p| p.train_rows)
+        .fold(f64::MAX, f64::min)
+        .max(1.0);
+    let xmax = all.iter().map(|p| p.train_rows).fold(1.0f64, f64::max);
+    let lo = all.iter().map(|p| p.mean - p.std).fold(1.0f64, f64::min);
+    let hi = all.iter().map(|p| p.mean + p.std).fold(0.0f64, f64::max);
+    let (lo, hi) = ((lo - 0.03).max(0.0), (hi + 0.03).min(1.0));
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (640, 420 + key_h)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let (chart, key) = root.split_vertically(420);
+        let mut c = ChartBuilder::on(&chart)
+            .margin(14)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .caption(
+                "score vs training rows (mean ± std over seeds)",
+                ("sans-serif", 16),
+            )
+            .build_cartesian_2d((xmin / 1.3..xmax * 1.3).log_scale(), lo..hi.max(lo + 0.01))
+            .map_err(plot_err)?;
+        c.configure_mesh()
+            .x_desc("train rows (log)")
+            .y_desc("score")
+            .draw()
+            .map_err(plot_err)?;
+        for (i, (task, pts)) in tasks.iter().enumerate() {
+            let colour = colours[i % colours.len()];
+            c.draw_series(LineSeries::new(
+                pts.iter().map(|p| (p.train_rows, p.mean)),
+                colour.stroke_width(2),
+            ))
+            .map_err(plot_err)?;
+            // Error bars: the spread over seeds, a vertical stroke through each point.
+            c.draw_series(pts.iter().map(|p| {
+                PathElement::new(
+                    vec![
+                        (p.train_rows, p.mean - p.std),
+                        (p.train_rows, p.mean + p.std),
+                    ],
+                    colour.stroke_width(2),
+                )
+            }))
+            .map_err(plot_err)?;
+            c.draw_series(
+                pts.iter()
+                    .map(|p| Circle::new((p.train_rows, p.mean), 4, colour.filled())),
+            )
+            .map_err(plot_err)?;
+            key.draw(&Rectangle::new(
+                [(20, 10 + 18 * i as i32), (34, 20 + 18 * i as i32)],
+                colour.filled(),
+            ))
+            .map_err(plot_err)?;
+            key.draw(&Text::new(
+                task.clone(),
+                (40, 8 + 18 * i as i32),
+                ("sans-serif", 12),
+            ))
+            .map_err(plot_err)?;
         }
         root.present().map_err(plot_err)?;
     }
