@@ -182,7 +182,8 @@ fn compare(job: &CompareJob) -> Result<CompareOutcome> {
             })
             .collect();
         plots::accuracy_vs_time(&points, &plot_dir.join("accuracy_vs_time.svg"))?;
-        fsutil::write_bytes_atomic(&dir.join("compare.md"), markdown.as_bytes())
+        fsutil::write_bytes_atomic(&dir.join("compare.md"), markdown.as_bytes())?;
+        report::write_html(dir, "frostline compare", &markdown)
     });
     let _ = std::fs::remove_dir_all(&work);
     written?;

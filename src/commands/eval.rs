@@ -71,7 +71,8 @@ pub(crate) fn run(job: &EvalJob) -> Result<Outcome> {
             }
             plots::confusion_heatmap(e, &plot_dir.join(format!("confusion_{}.svg", e.task)))?;
         }
-        fsutil::write_bytes_atomic(&dir.join("report.md"), markdown.as_bytes())
+        fsutil::write_bytes_atomic(&dir.join("report.md"), markdown.as_bytes())?;
+        report::write_html(dir, "frostline eval", &markdown)
     })?;
     let overall = report::overall(&evals)?;
     let text = format!(

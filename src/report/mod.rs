@@ -22,6 +22,7 @@ pub(crate) mod compare;
 pub(crate) mod curve;
 pub(crate) mod eval;
 pub(crate) mod frame;
+pub(crate) mod html;
 pub(crate) mod markdown;
 pub(crate) mod mteb;
 pub(crate) mod plots;
@@ -218,6 +219,13 @@ fn with_kept<'a, R>(
         });
     }
     frame
+}
+
+/// Writes `dir/report.html`: `markdown` (the report's summary, already in `dir`) as one page
+/// with its plots inlined.
+pub(crate) fn write_html(dir: &Path, title: &str, markdown: &str) -> Result<()> {
+    let page = html::page(title, markdown, dir)?;
+    crate::io::fsutil::write_bytes_atomic(&dir.join("report.html"), page.as_bytes())
 }
 
 /// Writes `name.parquet` and `name.csv` into `dir`.

@@ -21,6 +21,15 @@ fn save(path: &Path, svg: String) -> Result<()> {
     fsutil::write_bytes_atomic(path, svg.as_bytes())
 }
 
+/// An epoch axis tick: whole epochs only (a fractional tick would print as a repeated number).
+fn epoch_tick(x: &f64) -> String {
+    if (x - x.round()).abs() < 1e-6 {
+        format!("{x:.0}")
+    } else {
+        String::new()
+    }
+}
+
 const BLUE: RGBColor = RGBColor(31, 119, 180);
 const ORANGE: RGBColor = RGBColor(255, 127, 14);
 const GREEN: RGBColor = RGBColor(44, 160, 44);
@@ -48,17 +57,18 @@ pub(crate) fn kept_epoch(log: &[EpochLog]) -> Option<usize> {
 }
 
 /// Train loss (left) and dev accuracy / macro-F1 (right) per epoch for one task, with the epoch
-/// training kept marked.
+/// training kept marked; the key sits below the panels, so it never covers a line.
 pub(crate) fn learning_curves(log: &[EpochLog], task: &str, path: &Path) -> Result<()> {
     let rows: Vec<&EpochLog> = log.iter().filter(|r| r.task == task).collect();
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (960, 380)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (960, 410)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let root = root
             .titled(&format!("{task}: learning curves"), ("sans-serif", 20))
             .map_err(plot_err)?;
-        let (left, right) = root.split_horizontally(480);
+        let (panels, key) = root.split_vertically(350);
+        let (left, right) = panels.split_horizontally(480);
         let max_epoch = rows.iter().map(|r| r.epoch).max().unwrap_or(1).max(2) as f64;
         let max_loss = rows
             .iter()
@@ -77,7 +87,7 @@ pub(crate) fn learning_curves(log: &[EpochLog], task: &str, path: &Path) -> Resu
         c.configure_mesh()
             .x_desc("epoch")
             .y_desc("loss")
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_label_formatter(&epoch_tick)
             .draw()
             .map_err(plot_err)?;
         c.draw_series(LineSeries::new(
@@ -110,7 +120,7 @@ pub(crate) fn learning_curves(log: &[EpochLog], task: &str, path: &Path) -> Resu
         c.configure_mesh()
             .x_desc("epoch")
             .y_desc("score")
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_label_formatter(&epoch_tick)
             .draw()
             .map_err(plot_err)?;
         c.draw_series(LineSeries::new(
@@ -118,21 +128,23 @@ pub(crate) fn learning_curves(log: &[EpochLog], task: &str, path: &Path) -> Resu
                 .filter_map(|r| Some((r.epoch as f64, r.dev_accuracy?))),
             ORANGE.stroke_width(2),
         ))
-        .map_err(plot_err)?
-        .label("accuracy")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], ORANGE.stroke_width(2)));
+        .map_err(plot_err)?;
         c.draw_series(LineSeries::new(
             rows.iter()
                 .filter_map(|r| Some((r.epoch as f64, r.dev_score()?))),
             GREEN.stroke_width(2),
         ))
-        .map_err(plot_err)?
-        .label(if rows.iter().any(|r| r.dev_entity_f1.is_some()) {
+        .map_err(plot_err)?;
+        let score_name = if rows.iter().any(|r| r.dev_entity_f1.is_some()) {
             "entity F1"
         } else {
             "macro-F1"
-        })
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], GREEN.stroke_width(2)));
+        };
+        let mut keys = vec![
+            ("train loss".to_string(), BLUE, false),
+            ("dev accuracy".to_string(), ORANGE, false),
+            (format!("dev {score_name}"), GREEN, false),
+        ];
         if let Some(kept) = kept_epoch(log) {
             let x = kept as f64;
             c.draw_series(DashedLineSeries::new(
@@ -141,16 +153,17 @@ pub(crate) fn learning_curves(log: &[EpochLog], task: &str, path: &Path) -> Resu
                 4,
                 BLACK.stroke_width(1),
             ))
-            .map_err(plot_err)?
-            .label(format!("kept: epoch {kept}"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.stroke_width(1)));
-        }
-        c.configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
             .map_err(plot_err)?;
+            keys.push((format!("kept: epoch {kept}"), BLACK, true));
+        }
+        for (i, (label, colour, dashed)) in keys.iter().enumerate() {
+            let x = 60 + 220 * i as i32;
+            let style = colour.stroke_width(if *dashed { 1 } else { 2 });
+            key.draw(&PathElement::new(vec![(x, 20), (x + 24, 20)], style))
+                .map_err(plot_err)?;
+            key.draw(&Text::new(label.clone(), (x + 30, 13), ("sans-serif", 13)))
+                .map_err(plot_err)?;
+        }
         root.present().map_err(plot_err)?;
     }
     save(path, svg)
