@@ -43,6 +43,9 @@ pub struct TaskConfig {
     pub test: Option<PathBuf>,
     #[serde(default = "defaults::text_column")]
     pub text_column: String,
+    /// The field separator of the task's .csv / .tsv files when not the extension's (`;`, `tab`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<String>,
     #[serde(default = "defaults::label_column")]
     pub label_column: String,
     #[serde(default = "defaults::one")]
@@ -102,6 +105,7 @@ pub struct TaskFlags {
     /// Empty: the default `label` (one task).
     pub label_columns: Vec<String>,
     pub kind: Option<TaskKind>,
+    pub delimiter: Option<String>,
 }
 
 impl TaskFlags {
@@ -140,6 +144,9 @@ impl TaskFlags {
                 }
                 if let Some(c) = &self.text_column {
                     t.insert("text_column".into(), c.clone().into());
+                }
+                if let Some(d) = &self.delimiter {
+                    t.insert("delimiter".into(), d.clone().into());
                 }
                 if let Some(c) = column {
                     t.insert("label_column".into(), c.into());
@@ -192,6 +199,14 @@ impl TaskConfig {
     pub fn resolved_token_layer(&self) -> usize {
         self.token_layer
             .expect("a token task's layer is resolved before its features are made")
+    }
+
+    /// The field separator of the task's table files, `None` for the extension's (checked when
+    /// the run loads).
+    pub fn delimiter(&self) -> Option<u8> {
+        self.delimiter
+            .as_deref()
+            .and_then(|d| crate::data::parse_delimiter(d).ok())
     }
 
     /// The labels of one label-column value, as this task's kind reads it.
@@ -486,6 +501,9 @@ impl RunFile {
                     key("train_fraction"),
                     t.train_fraction
                 )));
+            }
+            if let Some(Err(why)) = t.delimiter.as_deref().map(crate::data::parse_delimiter) {
+                return Err(bad(format!("{} = {why}", key("delimiter"))));
             }
             if let Some(why) = t.kind.refuse_separator(&t.label_separator) {
                 return Err(bad(format!("{} {why}", key("label_separator"))));

@@ -122,7 +122,11 @@ pub(crate) struct FileShare {
 /// order. With at least as many files as shards, each shard takes a contiguous block of whole
 /// files (nothing is read to decide); otherwise the rows are counted and each shard takes a
 /// contiguous range of them. Either way the shards' outputs, in index order, are the input order.
-pub(crate) fn share(inputs: &[PathBuf], shard: Shard) -> Result<Vec<FileShare>> {
+pub(crate) fn share(
+    inputs: &[PathBuf],
+    shard: Shard,
+    delimiter: Option<u8>,
+) -> Result<Vec<FileShare>> {
     let (i, n) = (shard.index, shard.count);
     if inputs.len() >= n {
         let files = inputs.len();
@@ -136,7 +140,7 @@ pub(crate) fn share(inputs: &[PathBuf], shard: Shard) -> Result<Vec<FileShare>> 
     }
     let mut counts = Vec::with_capacity(inputs.len());
     for p in inputs {
-        counts.push(count_rows(p)?);
+        counts.push(count_rows(p, delimiter)?);
     }
     let total: usize = counts.iter().sum();
     let range = i * total / n..(i + 1) * total / n;
@@ -158,8 +162,8 @@ pub(crate) fn share(inputs: &[PathBuf], shard: Shard) -> Result<Vec<FileShare>> 
 }
 
 /// Data rows in a table file (streamed: memory follows the window).
-pub(crate) fn count_rows(path: &std::path::Path) -> Result<usize> {
-    let mut stream = TableStream::open(path, 1 << 16)?;
+pub(crate) fn count_rows(path: &std::path::Path, delimiter: Option<u8>) -> Result<usize> {
+    let mut stream = TableStream::open_delimited(path, 1 << 16, delimiter)?;
     let mut rows = 0;
     while let Some(t) = stream.next_window()? {
         rows += t.len();
@@ -250,7 +254,7 @@ mod tests {
         for n in [1, 2, 3, 4, 5, 13, 20] {
             let mut seen = Vec::new();
             for i in 0..n {
-                for fs in share(&inputs, Shard { index: i, count: n }).unwrap() {
+                for fs in share(&inputs, Shard { index: i, count: n }, None).unwrap() {
                     let t = crate::data::read_table(&fs.path).ok();
                     let texts = t.map(|t| t.texts("text").unwrap()).unwrap_or_default();
                     let rows = fs.rows.clone().unwrap_or(0..texts.len());

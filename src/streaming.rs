@@ -37,6 +37,8 @@ pub(crate) struct EmbedJob {
     /// A file, a folder, a glob or a dataset folder, as given.
     pub input: PathBuf,
     pub text_column: String,
+    /// Field separator of .csv / .tsv inputs; `None` for the extension's.
+    pub delimiter: Option<u8>,
     /// Carried into Parquet output; `None` = the input's `id` column if it has one.
     pub id_column: Option<String>,
     /// More input columns carried into Parquet output.
@@ -82,7 +84,7 @@ pub(crate) fn embed_texts(job: &EmbedJob) -> Result<TextsEmbedded> {
     let mut embedder = SentenceEmbedder::open(job.settings.clone())?;
     let dim = embedder.key().dim;
     // The columns are checked on the first rows before any output exists.
-    let mut columns = first_rows(&inputs)?
+    let mut columns = first_rows(&inputs, job.delimiter)?
         .map(|t| Columns::choose(job, &t))
         .transpose()?;
     // Everything that can be refused is refused here, before any text is embedded.
@@ -104,7 +106,7 @@ pub(crate) fn embed_texts(job: &EmbedJob) -> Result<TextsEmbedded> {
             check_not_input(dir, &reads)?;
             check_not_in_cache(dir, &job.settings.cache_root)?;
             let ds = DatasetDir::prepare(dir, shard.count, embedder.key())?;
-            let share = shard::share(&inputs, *shard)?;
+            let share = shard::share(&inputs, *shard, job.delimiter)?;
             let path = ds.part_path(shard.index);
             (share, Some((ds, *shard)), path)
         }
@@ -125,7 +127,7 @@ pub(crate) fn embed_texts(job: &EmbedJob) -> Result<TextsEmbedded> {
             Some(r) => format!("{} rows {}..{}", fs.path.display(), r.start, r.end),
             None => fs.path.display().to_string(),
         });
-        let mut stream = TableStream::open(&fs.path, job.window_rows)?;
+        let mut stream = TableStream::open_delimited(&fs.path, job.window_rows, job.delimiter)?;
         while let Some(window) = stream.next_window()? {
             let Some(window) = cut_to(&window, fs.rows.as_ref()) else {
                 if fs.rows.as_ref().is_some_and(|r| window.row_offset >= r.end) {
@@ -196,9 +198,9 @@ pub(crate) fn embed_texts(job: &EmbedJob) -> Result<TextsEmbedded> {
 }
 
 /// The first rows of the first input that has any.
-fn first_rows(inputs: &[PathBuf]) -> Result<Option<Table>> {
+fn first_rows(inputs: &[PathBuf], delimiter: Option<u8>) -> Result<Option<Table>> {
     for p in inputs {
-        if let Some(t) = TableStream::open(p, 64)?.next_window()? {
+        if let Some(t) = TableStream::open_delimited(p, 64, delimiter)?.next_window()? {
             return Ok(Some(t));
         }
     }

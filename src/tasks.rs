@@ -114,7 +114,7 @@ pub(crate) fn read_labelled(
     label_column: &str,
 ) -> Result<(Vec<String>, Vec<String>)> {
     read_checked(
-        path,
+        (path, None),
         (text_column, "--text-column"),
         (label_column, "--label-column"),
         |l| !l.trim().is_empty(),
@@ -141,7 +141,7 @@ fn read_task_file(path: &Path, config: &TaskConfig) -> Result<Split> {
             .refuse_label(l, &config.label_column, &config.label_separator)
     };
     let (texts, labels) = read_checked(
-        path,
+        (path, config.delimiter()),
         (&config.text_column, &config.setter("text_column")),
         (&config.label_column, &config.setter("label_column")),
         |l| refuse(l).is_none(),
@@ -159,13 +159,13 @@ fn read_task_file(path: &Path, config: &TaskConfig) -> Result<Split> {
 /// The text and label columns of one file — each given with what sets it, for the error when
 /// the file has no such column — every label checked by `ok`.
 fn read_checked(
-    path: &Path,
+    (path, delimiter): (&Path, Option<u8>),
     (text_column, text_setter): (&str, &str),
     (label_column, label_setter): (&str, &str),
     ok: impl Fn(&str) -> bool,
     why: impl Fn(&str) -> String,
 ) -> Result<(Vec<String>, Vec<String>)> {
-    let table = data::read_input(path)?;
+    let table = data::read_input_delimited(path, delimiter)?;
     let texts = table
         .texts(text_column)
         .map_err(|e| e.column_set_by(text_setter))?;

@@ -318,7 +318,7 @@ fn a_csv_separated_by_something_else_says_how_to_read_it() {
             "row 1",
             "\"text;label\"",
             "';'-separated",
-            ".tsv",
+            "--delimiter ';'",
         ],
     );
     refused_input(
@@ -351,4 +351,117 @@ fn a_tsv_file_is_read_tab_separated() {
     let (t, c) = (read_npy(&out("t.npy")), read_npy(&out("c.npy")));
     assert_eq!((t.0, t.1), (2, 384));
     assert_eq!(t.2, c.2);
+}
+
+/// A `;`-separated export (tickets, a `;` inside a quoted field) read with `--delimiter ';'`
+/// everywhere a table is read: `train` from flags (and the run file it prints), `eval
+/// --keep-columns`, `predict`, `embed` (the same vectors as the comma version); a separator for
+/// a file without fields, or one that is not a single character, is refused.
+#[test]
+fn a_delimiter_reads_semicolon_files_in_train_eval_predict_and_embed() {
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cache = d.join("cache");
+    let semicolons = |src: &str, rows: usize, name: &str| {
+        let mut rdr = csv::Reader::from_path(repo().join(src)).unwrap();
+        let mut w = csv::WriterBuilder::new()
+            .delimiter(b';')
+            .from_path(d.join(name))
+            .unwrap();
+        w.write_record(rdr.headers().unwrap()).unwrap();
+        for (i, r) in rdr.records().take(rows).enumerate() {
+            let mut r: Vec<String> = r.unwrap().iter().map(str::to_string).collect();
+            if i == 0 {
+                r[1] = format!("{}; urgent", r[1]);
+            }
+            w.write_record(&r).unwrap();
+        }
+    };
+    semicolons("data/tickets/train.csv", 400, "t.csv");
+    semicolons("data/tickets/test.csv", 120, "s.csv");
+    let flags = "--train t.csv --test s.csv --text-column body --label-column priority";
+    let train = args(&[&"train --no-progress --model", &model, &flags]);
+
+    // Without the flag: the header is one column, and the error says what to pass.
+    let (c, _, err) = code(&mut fl(d, &cache, &[&train, &"--out ck"]));
+    assert_eq!(c, 3, "{err}");
+    assert!(err.contains("--delimiter ';'"), "{err}");
+    let (ok, out, err) = run(&mut fl(
+        d,
+        &cache,
+        &[&train, &"--delimiter ; --out ck --json"],
+    ));
+    assert!(ok, "{err}");
+    let acc = json_of(&out)["tasks"][0]["test"]["accuracy"]
+        .as_f64()
+        .unwrap();
+    assert!(acc > 0.6, "{out}");
+    let (ok, printed, err) = run(&mut fl(d, &cache, &[&train, &"--delimiter ; --print-run"]));
+    assert!(ok, "{err}");
+    assert!(printed.contains("delimiter = \";\""), "{printed}");
+    // eval reads the test file with the recorded separator, no flag repeated.
+    let (ok, _, err) = run(&mut fl(
+        d,
+        &cache,
+        &[&"eval --no-progress --checkpoint ck --keep-columns id"],
+    ));
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&mut fl(
+        d,
+        &cache,
+        &[&"predict --no-progress --checkpoint ck --input s.csv --output p.csv --delimiter ;"],
+    ));
+    assert!(ok, "{err}");
+    let predicted = std::fs::read_to_string(d.join("p.csv")).unwrap();
+    assert_eq!(predicted.lines().count(), 121, "{predicted}");
+    assert!(predicted.lines().nth(1).unwrap().contains("; urgent"));
+
+    // embed: the same vectors as the comma-separated file.
+    let comma = d.join("s-comma.csv");
+    let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(b';')
+        .from_path(d.join("s.csv"))
+        .unwrap();
+    let mut w = csv::Writer::from_path(&comma).unwrap();
+    w.write_record(rdr.headers().unwrap()).unwrap();
+    for r in rdr.records() {
+        w.write_record(&r.unwrap()).unwrap();
+    }
+    drop(w);
+    let embed = |input: &Path, out: &str, extra: &str| {
+        run(&mut fl(
+            d,
+            &cache,
+            &[
+                &"embed --no-progress --text-column body --model",
+                &model,
+                &"--input",
+                &input,
+                &"--output",
+                &out,
+                &extra,
+            ],
+        ))
+    };
+    let (ok, _, err) = embed(&d.join("s.csv"), "a.npy", "--delimiter ;");
+    assert!(ok, "{err}");
+    let (ok, _, err) = embed(&comma, "b.npy", "");
+    assert!(ok, "{err}");
+    assert_eq!(read_npy(&d.join("a.npy")).2, read_npy(&d.join("b.npy")).2);
+
+    // Refused: a separator for JSONL, two characters, a bad run-file value.
+    std::fs::write(d.join("x.jsonl"), "{\"body\": \"hi\"}\n").unwrap();
+    let (ok, _, err) = embed(&d.join("x.jsonl"), "c.npy", "--delimiter ;");
+    assert!(!ok && err.contains("no fields to split"), "{err}");
+    let (c, _, err) = code(&mut fl(d, &cache, &[&train, &"--delimiter ;; --out ck2"]));
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("not a field separator"), "{err}");
+    let (c, _, err) = code(&mut fl(
+        d,
+        &cache,
+        &[&train, &"--set tasks.priority.delimiter=ab --out ck2"],
+    ));
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("tasks.priority.delimiter"), "{err}");
 }

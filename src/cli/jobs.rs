@@ -207,6 +207,7 @@ fn embed_job(a: EmbedArgs, ort_lib: Option<PathBuf>) -> Result<EmbedJob> {
         token_layer: a.token_layer,
         word_feature: a.word_feature.into(),
         text_column: text_column_of(&a.input, a.text_column),
+        delimiter: a.delimiter,
         input: a.input,
         id_column: a.id_column,
         carry: a.carry,
@@ -299,6 +300,7 @@ fn predict_job(a: PredictArgs, ort_lib: Option<PathBuf>) -> Result<PredictJob> {
         all_probs: a.all_probs,
         keep_columns,
         min_score: a.min_score,
+        delimiter: a.delimiter,
     })
 }
 

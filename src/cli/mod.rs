@@ -289,6 +289,15 @@ pub struct DataArgs {
     /// What a label is: one class per text, a set of labels per text, or one tag per word.
     #[arg(long, value_enum, requires = "train_file")]
     pub kind: Option<TaskKind>,
+    /// Field separator of the .csv / .tsv files when not the extension's: one character, or tab.
+    #[arg(long, value_parser = check_delimiter, requires = "train_file")]
+    pub delimiter: Option<String>,
+}
+
+/// A `--delimiter` value checked as a field separator, kept as given (it is written into run
+/// files as the user spelled it).
+fn check_delimiter(s: &str) -> Result<String, String> {
+    crate::data::parse_delimiter(s).map(|_| s.to_string())
 }
 
 impl RunArgs {
@@ -315,6 +324,7 @@ impl RunArgs {
                     text_column: self.data.text_column.clone(),
                     label_columns: self.data.label_column.clone(),
                     kind: self.data.kind,
+                    delimiter: self.data.delimiter.clone(),
                 };
                 Ok((RunFile::from_flags(&flags, overrides)?, None))
             }
@@ -437,6 +447,9 @@ pub struct PredictArgs {
     /// Column holding the text (default: the one the checkpoint was trained with).
     #[arg(long)]
     pub text_column: Option<String>,
+    /// Field separator of a .csv / .tsv input when not the extension's: one character, or tab.
+    #[arg(long, value_parser = crate::data::parse_delimiter)]
+    pub delimiter: Option<u8>,
     /// Output: .csv or .parquet, input order: the kept input columns, then per task
     /// `<task>_label` (a multi-label task's labels joined by its separator) and `<task>_prob`
     /// (the probability of that prediction), plus the columns the flags below add.
@@ -577,6 +590,9 @@ pub struct EmbedArgs {
     /// Column holding the text (ignored for .txt).
     #[arg(long, default_value = "text")]
     pub text_column: String,
+    /// Field separator of .csv / .tsv inputs when not the extension's: one character, or tab.
+    #[arg(long, value_parser = crate::data::parse_delimiter)]
+    pub delimiter: Option<u8>,
     /// Column carried into Parquet output as the row id (default: `id` if the input has one).
     #[arg(long)]
     pub id_column: Option<String>,

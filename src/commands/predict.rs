@@ -41,6 +41,8 @@ pub(crate) struct PredictJob {
     pub keep_columns: Option<Vec<String>>,
     /// Token tasks: entities scoring below this are left out.
     pub min_score: Option<f32>,
+    /// Field separator of a .csv / .tsv input; `None` for the extension's.
+    pub delimiter: Option<u8>,
 }
 
 pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
@@ -52,7 +54,7 @@ pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
     let (mut encoder, warnings) =
         CheckpointEncoder::open(&mut ck, job.settings.clone(), job.allow_quantized)?;
     encoder.import_dataset(&job.input)?;
-    let table = data::read_input(&job.input)?;
+    let table = data::read_input_delimited(&job.input, job.delimiter)?;
     let texts = table.texts(&job.text_column)?;
     let mut cols = kept_columns(&table, job.keep_columns.as_deref())?;
     let inputs: Vec<Input> = job

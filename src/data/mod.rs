@@ -200,8 +200,34 @@ enum Source {
     Whole { table: Table, next: usize },
 }
 
+/// A field separator given for delimited text files whose extension does not say it (a `;`
+/// export from a spreadsheet, tabs in a `.csv`): one ASCII character other than a quote or a
+/// line break; `tab` or `\t` for a tab.
+pub fn parse_delimiter(s: &str) -> std::result::Result<u8, String> {
+    let byte = match s {
+        "tab" | "\\t" | "\t" => b'\t',
+        _ => match s.as_bytes() {
+            [b] if b.is_ascii() && !matches!(b, b'"' | b'\n' | b'\r') => *b,
+            _ => {
+                return Err(format!(
+                    "{s:?} is not a field separator: give one ASCII character (not a quote or a line break), or tab"
+                ))
+            }
+        },
+    };
+    Ok(byte)
+}
+
 impl TableStream {
+    /// The file read as its extension says (`,` for .csv, a tab for .tsv).
     pub fn open(path: &Path, window: usize) -> Result<Self> {
+        Self::open_delimited(path, window, None)
+    }
+
+    /// The file read with `delimiter` when given: a .csv or .tsv file is then split at it; any
+    /// other format is refused (JSONL and Parquet have no fields to split, a .txt file is one
+    /// text per line).
+    pub fn open_delimited(path: &Path, window: usize, delimiter: Option<u8>) -> Result<Self> {
         if !path.exists() {
             return Err(Error::InputMissing {
                 path: path.to_path_buf(),
@@ -213,16 +239,30 @@ impl TableStream {
                 reason: "is a folder; give a file".into(),
             });
         }
-        let source = match Format::input(path, TABLE_INPUTS)? {
-            Format::Csv => Source::Text(text::TextStream::csv(path, b',')?),
-            Format::Tsv => Source::Text(text::TextStream::csv(path, b'\t')?),
-            Format::Jsonl => Source::Text(text::TextStream::jsonl(path)?),
-            Format::Text => Source::Text(text::TextStream::lines(path)?),
-            Format::Parquet => Source::Whole {
+        let format = Format::input(path, TABLE_INPUTS)?;
+        let source = match (format, delimiter) {
+            (Format::Csv | Format::Tsv, Some(d)) => {
+                Source::Text(text::TextStream::csv(path, d)?)
+            }
+            (Format::Jsonl | Format::Parquet | Format::Text, Some(d)) => {
+                return Err(Error::InputFile {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "a field separator ({:?}) was given, but this is a {} file, which has no fields to split; give it only for .csv / .tsv files",
+                        d as char,
+                        format.extensions()
+                    ),
+                })
+            }
+            (Format::Csv, None) => Source::Text(text::TextStream::csv(path, b',')?),
+            (Format::Tsv, None) => Source::Text(text::TextStream::csv(path, b'\t')?),
+            (Format::Jsonl, None) => Source::Text(text::TextStream::jsonl(path)?),
+            (Format::Text, None) => Source::Text(text::TextStream::lines(path)?),
+            (Format::Parquet, None) => Source::Whole {
                 table: parquet::read_parquet(path)?,
                 next: 0,
             },
-            Format::Npy => unreachable!("not a table input"),
+            (Format::Npy, _) => unreachable!("not a table input"),
         };
         Ok(Self {
             path: path.to_path_buf(),
@@ -266,13 +306,20 @@ impl TableStream {
 /// folder (its parts in order). Several files are joined by column name (a column one file lacks
 /// is null there); empty files add nothing; a row is then located by its place in the whole.
 pub fn read_input(spec: &Path) -> Result<Table> {
+    read_input_delimited(spec, None)
+}
+
+/// [`read_input`] with a field separator for delimited text ([`TableStream::open_delimited`]).
+pub fn read_input_delimited(spec: &Path, delimiter: Option<u8>) -> Result<Table> {
     let files = crate::dataset::resolve_inputs(spec)?;
-    if let [one] = files.as_slice() {
-        return read_table(one);
-    }
     let mut joined = Table::of_strings(spec, Vec::new(), Vec::new());
+    if let [one] = files.as_slice() {
+        return TableStream::open_delimited(one, usize::MAX, delimiter)?
+            .next_window()?
+            .ok_or_else(|| Error::InputEmpty { path: one.clone() });
+    }
     for f in &files {
-        let Some(t) = TableStream::open(f, usize::MAX)?.next_window()? else {
+        let Some(t) = TableStream::open_delimited(f, usize::MAX, delimiter)?.next_window()? else {
             continue;
         };
         joined.append(t);

@@ -265,17 +265,17 @@ fn other_separator(header: &str, delimiter: u8) -> Option<String> {
         (
             ';',
             "';'",
-            "save it comma-separated as .csv or tab-separated as .tsv",
+            "pass --delimiter ';' (a run file's task: delimiter = \";\"), or save it comma-separated",
         ),
         (
             '\t',
             "tab",
-            "name it .tsv, which frostline reads tab-separated",
+            "pass --delimiter tab (a run file's task: delimiter = \"tab\"), or name it .tsv",
         ),
         (
             ',',
             "comma",
-            "name it .csv, which frostline reads comma-separated",
+            "pass --delimiter ',' (a run file's task: delimiter = \",\"), or name it .csv",
         ),
     ]
     .into_iter()

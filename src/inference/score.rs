@@ -90,7 +90,7 @@ pub fn evaluate_checkpoint(
                 unseen.join(", ")
             ));
         }
-        let kept = kept_columns(&rows, keep)?;
+        let kept = kept_columns(&rows, keep, config.delimiter())?;
         evals.push(TaskEval {
             task: name.clone(),
             split: split.as_str().into(),
@@ -188,11 +188,15 @@ fn span_comparisons(
 }
 
 /// The values of the input columns `keep` names at the split's rows, read from its file.
-fn kept_columns(split: &Split, keep: &[String]) -> Result<Vec<(String, Vec<Option<String>>)>> {
+fn kept_columns(
+    split: &Split,
+    keep: &[String],
+    delimiter: Option<u8>,
+) -> Result<Vec<(String, Vec<Option<String>>)>> {
     if keep.is_empty() {
         return Ok(Vec::new());
     }
-    let table = crate::data::read_input(&split.source)?;
+    let table = crate::data::read_input_delimited(&split.source, delimiter)?;
     keep.iter()
         .map(|name| {
             let column = table.column(name).ok_or_else(|| Error::InputFile {

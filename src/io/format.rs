@@ -46,7 +46,7 @@ impl Format {
         })
     }
 
-    fn extensions(self) -> &'static str {
+    pub(crate) fn extensions(self) -> &'static str {
         match self {
             Format::Csv => ".csv",
             Format::Tsv => ".tsv",
