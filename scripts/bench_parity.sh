@@ -17,6 +17,9 @@ cd "$here"
 rev=${1:-HEAD~1}
 out=${2:-bench-results/heads_parity.md}
 new=${3:-HEAD}
+# Resolved now: HEAD may move (a commit) while the sides train.
+rev_id=$(git rev-parse --short "$rev")
+new_id=$(git rev-parse --short "$new")
 shared=${FROSTLINE_SHARED:-$here/../shared}/data
 bash scripts/setup.sh >/dev/null
 if [ -n "${PARITY_WORK:-}" ]; then
@@ -29,7 +32,7 @@ fi
 
 for which in ${PARITY_SIDES:-old new}; do
   [ -e "$work/$which.done" ] && continue
-  ref=$rev; [ "$which" = new ] && ref=$new
+  ref=$rev_id; [ "$which" = new ] && ref=$new_id
   git worktree add --detach "$work/$which" "$ref" >/dev/null 2>&1
   (cd "$work/$which" && CARGO_TARGET_DIR="$here/target" cargo build --release --quiet)
   cp "$here/target/release/frostline" "$work/frostline-$which"
@@ -118,7 +121,7 @@ for which in ${PARITY_SIDES:-old new}; do
 done
 [ -e "$work/old.done" ] && [ -e "$work/new.done" ] || exit 0
 
-python3 - "$work" "$(git rev-parse --short "$rev")" "$(git rev-parse --short "$new")" "$out" <<'PY'
+python3 - "$work" "$rev_id" "$new_id" "$out" <<'PY'
 import json, sys
 from pathlib import Path
 work, rev, head, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]

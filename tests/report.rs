@@ -334,6 +334,16 @@ fn compare_runs_every_regime_and_states_tradeoffs() {
     assert!(ok, "{stdout}{err}");
     // `auto` says what it took, once for the whole comparison.
     assert_eq!(stdout.matches("precision auto:").count(), 1, "{stdout}");
+    // The slow variants' time is said before the first of them starts, and each is measured
+    // against it after.
+    let said = err
+        .find("compare: next, 3 variant(s) train layers ≥ 5 natively: each about")
+        .unwrap_or_else(|| panic!("{err}"));
+    let done = err
+        .find("compare: frost-line=5/linear trained in")
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(said < done, "{err}");
+    assert_eq!(err.matches("estimated about").count(), 3, "{err}");
     let df = read_parquet(&out.join("compare.parquet"));
     use DataType::*;
     assert_eq!(

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::backbone::ModelFolder;
 use crate::commands::Outcome;
 use crate::embedder::EmbedSettings;
 use crate::error::{Error, Result};
@@ -22,6 +23,7 @@ use crate::report::compare::{frame, markdown, CompareRow};
 use crate::report::{self, plots};
 use crate::resources::{dir_bytes, peak_rss_mib, reset_peak_rss};
 use crate::runfile::RunFile;
+use crate::train::estimate::Estimate;
 use crate::train::{self, Narration, TrainSpec};
 
 /// What `frostline compare` was asked to do, every setting decided.
@@ -207,6 +209,9 @@ fn run_variants(
     // Every variant resolves the same train.precision; the first one's words are reported.
     let mut products = String::new();
     let linear_ck = work.join("frozen-backbone-linear");
+    let folder = ModelFolder::open(&settings.model_dir)?;
+    // Frost lines whose variants were estimated already (said once, before the first).
+    let mut estimated: Vec<usize> = Vec::new();
     for v in variants {
         let mut r = run.clone();
         r.train.regime = v.regime.clone();
@@ -227,6 +232,21 @@ fn run_variants(
         if products.is_empty() {
             products = spec.products();
         }
+        // The slow variants: their time said before the first of them starts.
+        let estimate = Estimate::of(&spec, &folder)?;
+        if let (Some(e), Some(n)) = (&estimate, spec.plan.frost_line) {
+            if !estimated.contains(&n) {
+                estimated.push(n);
+                let count = variants
+                    .iter()
+                    .filter(|w| w.regime.frost_line() == Some(n))
+                    .count();
+                eprintln!(
+                    "compare: next, {count} variant(s) train layers ≥ {n} natively: each {}",
+                    e.describe(folder.hidden_size)
+                );
+            }
+        }
         let peak_ok = reset_peak_rss();
         if progress {
             eprintln!("compare: {} (seed {})", v.name, run.seed);
@@ -236,6 +256,15 @@ fn run_variants(
             epoch_lines: false,
         };
         let res = train::run(&spec, quiet)?;
+        if let Some(e) = &estimate {
+            let epochs = res.report.log.iter().map(|l| l.epoch).max().unwrap_or(0);
+            eprintln!(
+                "compare: {} trained in {:.1} s ({epochs} epochs; estimated about {:.1} s for them)",
+                v.name,
+                res.report.seconds,
+                e.seconds_per_epoch(folder.hidden_size) * epochs as f64
+            );
+        }
         let peak = if peak_ok { peak_rss_mib() } else { None };
         let cache_bytes = res
             .embed_stats

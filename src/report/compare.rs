@@ -227,7 +227,8 @@ fn pct((mean, std): (f64, f64), seeds: usize) -> String {
 
 /// One line per task: the variant to use, chosen on dev — the best, or the cheapest to train
 /// whose dev score is within one noise unit of the best ([`Summary::noise`]). A variant whose
-/// head is frozen (not trained there) does not compete.
+/// head is frozen (not trained there) or continued (its training time leaves out the run it
+/// started from) does not compete.
 pub(crate) fn recommendations(rows: &[CompareRow]) -> Vec<String> {
     let all = summaries(rows);
     let mut tasks: Vec<&str> = Vec::new();
@@ -241,7 +242,9 @@ pub(crate) fn recommendations(rows: &[CompareRow]) -> Vec<String> {
         .map(|task| {
             let of: Vec<&Summary> = all
                 .iter()
-                .filter(|s| s.task == task && s.first().head_training != "frozen")
+                .filter(|s| {
+                    s.task == task && !["frozen", "continued"].contains(&s.first().head_training.as_str())
+                })
                 .collect();
             let scored: Vec<(&Summary, f64)> = of
                 .iter()
