@@ -170,6 +170,12 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
     let ck = d.join("ck");
     let (ok, out, err) = train_cmd(&run_toml, &cache, &[&"--regime frost-line=4 --out", &ck]);
     assert!(ok, "{out}{err}");
+    // How long the native layers will take is said before the run starts.
+    assert!(
+        err.contains("train: the layers above the frost line train natively: about")
+            && err.contains("through 2 layers"),
+        "{err}"
+    );
     let manifest = manifest(&ck);
     assert_eq!(manifest["frost_line"], 4);
     let layer_params = 2 * (4 * (384 * 384 + 384) + 2 * 384 * 1536 + 1536 + 384 + 4 * 384);

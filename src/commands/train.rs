@@ -2,9 +2,11 @@
 //! checkpoint went.
 
 use crate::backbone::choice::ModelSource;
+use crate::backbone::ModelFolder;
 use crate::commands::Outcome;
 use crate::error::Result;
 use crate::report::markdown::{pct, MarkdownTable};
+use crate::train::estimate::Estimate;
 use crate::train::{self, Narration, TrainOutcome, TrainSpec};
 
 pub(crate) fn run(spec: &TrainSpec, source: &ModelSource) -> Result<Outcome> {
@@ -12,6 +14,16 @@ pub(crate) fn run(spec: &TrainSpec, source: &ModelSource) -> Result<Outcome> {
         bars: spec.settings.progress,
         epoch_lines: true,
     };
+    // A frost line trains layers natively: about how long, said before anything runs.
+    if spec.plan.frost_line.is_some() {
+        let folder = ModelFolder::open(&spec.settings.model_dir)?;
+        if let Some(e) = Estimate::of(spec, &folder)? {
+            eprintln!(
+                "train: the layers above the frost line train natively: {}",
+                e.describe(folder.hidden_size)
+            );
+        }
+    }
     let result = train::run(spec, narration)?;
     let mut text = table(spec, &result);
     text.push_str(&format!("products: {}\n", spec.products()));
