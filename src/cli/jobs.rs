@@ -342,10 +342,7 @@ fn compare_job(a: CompareArgs, ort_lib: Option<PathBuf>) -> Result<CompareJob> {
         (false, true) => vec![default_frost_line],
         (false, false) => a.frost_lines,
     };
-    if a.seeds == 0 {
-        return Err(Error::Usage("--seeds must be at least 1".into()));
-    }
-    let seeds = (0..a.seeds).map(|k| run.seed.wrapping_add(k)).collect();
+    let seeds = seeds_from(run.seed, a.seeds)?;
     Ok(CompareJob {
         run,
         settings,
@@ -394,6 +391,14 @@ fn quantize_job(a: QuantizeArgs) -> Result<QuantizeJob> {
     })
 }
 
+/// `--seeds K`: the run's seed and the K − 1 after it.
+fn seeds_from(first: u64, k: u64) -> Result<Vec<u64>> {
+    if k == 0 {
+        return Err(Error::Usage("--seeds must be at least 1".into()));
+    }
+    Ok((0..k).map(|i| first.wrapping_add(i)).collect())
+}
+
 fn curve_job(a: CurveArgs, ort_lib: Option<PathBuf>) -> Result<CurveJob> {
     let (run, recorded) = a.run.load(&a.run.overrides)?;
     let (settings, _) = a.backbone.resolve(recorded, ort_lib)?;
@@ -405,11 +410,8 @@ fn curve_job(a: CurveArgs, ort_lib: Option<PathBuf>) -> Result<CurveJob> {
     }
     fractions.sort_by(f64::total_cmp);
     fractions.dedup();
-    if a.seeds == 0 {
-        return Err(Error::Usage("--seeds must be at least 1".into()));
-    }
     Ok(CurveJob {
-        seeds: (0..a.seeds).map(|k| run.seed.wrapping_add(k)).collect(),
+        seeds: seeds_from(run.seed, a.seeds)?,
         run,
         settings,
         fractions,

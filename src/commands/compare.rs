@@ -210,8 +210,9 @@ fn run_variants(
     let mut products = String::new();
     let linear_ck = work.join("frozen-backbone-linear");
     let folder = ModelFolder::open(&settings.model_dir)?;
-    // Frost lines whose variants were estimated already (said once, before the first).
-    let mut estimated: Vec<usize> = Vec::new();
+    // One estimate per frost line (the data and the layers are the same for its variants),
+    // said before the first of its variants.
+    let mut estimates: Vec<(usize, Estimate)> = Vec::new();
     for v in variants {
         let mut r = run.clone();
         r.train.regime = v.regime.clone();
@@ -233,10 +234,9 @@ fn run_variants(
             products = spec.products();
         }
         // The slow variants: their time said before the first of them starts.
-        let estimate = Estimate::of(&spec, &folder)?;
-        if let (Some(e), Some(n)) = (&estimate, spec.plan.frost_line) {
-            if !estimated.contains(&n) {
-                estimated.push(n);
+        if let Some(n) = spec.plan.frost_line {
+            if !estimates.iter().any(|(m, _)| *m == n) {
+                let e = Estimate::of(&spec, &folder)?.expect("a frost line has an estimate");
                 let count = variants
                     .iter()
                     .filter(|w| w.regime.frost_line() == Some(n))
@@ -245,8 +245,14 @@ fn run_variants(
                     "compare: next, {count} variant(s) train layers ≥ {n} natively: each {}",
                     e.describe(folder.hidden_size)
                 );
+                estimates.push((n, e));
             }
         }
+        let estimate = spec
+            .plan
+            .frost_line
+            .and_then(|n| estimates.iter().find(|(m, _)| *m == n))
+            .map(|(_, e)| e);
         let peak_ok = reset_peak_rss();
         if progress {
             eprintln!("compare: {} (seed {})", v.name, run.seed);
@@ -256,7 +262,7 @@ fn run_variants(
             epoch_lines: false,
         };
         let res = train::run(&spec, quiet)?;
-        if let Some(e) = &estimate {
+        if let Some(e) = estimate {
             let epochs = res.report.log.iter().map(|l| l.epoch).max().unwrap_or(0);
             eprintln!(
                 "compare: {} trained in {:.1} s ({epochs} epochs; estimated about {:.1} s for them)",

@@ -71,6 +71,8 @@ pub(crate) fn run(job: &CurveJob) -> Result<Outcome> {
         let plot_dir = dir.join("plots");
         std::fs::create_dir(&plot_dir).map_err(|e| crate::error::Error::io(&plot_dir, e))?;
         plots::data_efficiency(&rows, &plot_dir.join("curve.svg"))?;
+        // What made the curve, as a run file (shares and seeds are in curve.parquet).
+        fsutil::write_bytes_atomic(&dir.join("run.toml"), job.run.to_toml()?.as_bytes())?;
         fsutil::write_bytes_atomic(&dir.join("curve.md"), markdown.as_bytes())?;
         report::write_html(dir, "frostline curve", &markdown)
     })?;

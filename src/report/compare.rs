@@ -8,6 +8,7 @@ use polars::prelude::DataFrame;
 
 use super::frame::Frame;
 use super::markdown::MarkdownTable;
+use super::mean_std;
 use crate::error::Result;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -185,17 +186,6 @@ impl Summary<'_> {
         let n = self.first().dev_rows.max(1) as f64;
         Some(((mean * (1.0 - mean) / n).sqrt(), "standard error on dev"))
     }
-}
-
-/// Mean and sample standard deviation (0 for one value).
-fn mean_std(xs: &[f64]) -> (f64, f64) {
-    let n = xs.len() as f64;
-    let mean = xs.iter().sum::<f64>() / n;
-    if xs.len() < 2 {
-        return (mean, 0.0);
-    }
-    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, var.sqrt())
 }
 
 /// The rows grouped by (variant, task), in the order they first appear.

@@ -71,19 +71,16 @@ pub(crate) fn points(rows: &[CurveRow]) -> Vec<(String, Vec<Point>)> {
                         .iter()
                         .filter(|r| r.task == task && r.fraction == f)
                         .collect();
-                    let n = of.len() as f64;
-                    let mean = of.iter().map(|r| r.score).sum::<f64>() / n;
-                    let var = if of.len() > 1 {
-                        of.iter().map(|r| (r.score - mean).powi(2)).sum::<f64>() / (n - 1.0)
-                    } else {
-                        0.0
+                    let stat = |v: fn(&CurveRow) -> f64| {
+                        super::mean_std(&of.iter().map(|r| v(r)).collect::<Vec<_>>())
                     };
+                    let (mean, std) = stat(|r| r.score);
                     Point {
                         fraction: f,
-                        train_rows: of.iter().map(|r| r.train_rows as f64).sum::<f64>() / n,
+                        train_rows: stat(|r| r.train_rows as f64).0,
                         mean,
-                        std: var.sqrt(),
-                        macro_f1: of.iter().map(|r| r.macro_f1).sum::<f64>() / n,
+                        std,
+                        macro_f1: stat(|r| r.macro_f1).0,
                     }
                 })
                 .collect();

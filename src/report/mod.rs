@@ -221,6 +221,17 @@ fn with_kept<'a, R>(
     frame
 }
 
+/// Mean and sample standard deviation (0 for one value).
+pub(crate) fn mean_std(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    if xs.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
 /// Writes `dir/report.html`: `markdown` (the report's summary, already in `dir`) as one page
 /// with its plots inlined.
 pub(crate) fn write_html(dir: &Path, title: &str, markdown: &str) -> Result<()> {
