@@ -29,15 +29,6 @@ import benchlib  # noqa: E402
 import bench_ner  # noqa: E402
 
 
-def cpu_info() -> tuple[str, str]:
-    text = Path("/proc/cpuinfo").read_text()
-    first = text.split("\n\n")[0]
-    field = {k.strip(): v.strip() for k, _, v in (l.partition(":") for l in first.splitlines())}
-    flags = sorted(f for f in field.get("flags", "").split() if f.startswith(("avx512", "amx", "avx2", "fma")))
-    model = f"{field.get('model name', '?')} (family {field.get('cpu family', '?')}, model {field.get('model', '?')})"
-    return model, " ".join(flags)
-
-
 def rust_gflops(tokens: int, threads: int) -> list[dict]:
     out = subprocess.run(["cargo", "bench", "--quiet", "--bench", "engine", "--", str(tokens)],
                          env={**os.environ, "MATMUL_NUM_THREADS": str(threads)},
@@ -88,7 +79,7 @@ def main() -> None:
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    model_name, flags = cpu_info()
+    model_name, flags = benchlib.cpu_info()
     lines = ["# The native engine: AVX-512 fp32 and bf16 kernels vs PyTorch", "",
              "Written by `scripts/bench_engine.sh`, one run, everything side by side on one machine.", "",
              f"- CPU: **{model_name}**", f"- flags: {flags}", f"- threads: {a.threads} (frostline `MATMUL_NUM_THREADS`, PyTorch `set_num_threads`)", ""]

@@ -56,6 +56,16 @@ def run_frostline(binary: str, command: str, *args) -> tuple[dict, float]:
     return json.loads(p.stdout), wall
 
 
+def cpu_info() -> tuple[str, str]:
+    """The CPU's model and its vector / matrix feature flags, for every report's head."""
+    text = Path("/proc/cpuinfo").read_text()
+    first = text.split("\n\n")[0]
+    field = {k.strip(): v.strip() for k, _, v in (l.partition(":") for l in first.splitlines())}
+    flags = sorted(f for f in field.get("flags", "").split() if f.startswith(("avx512", "amx", "avx2", "fma")))
+    model = f"{field.get('model name', '?')} (family {field.get('cpu family', '?')}, model {field.get('model', '?')})"
+    return model, " ".join(flags)
+
+
 def write_report(out: str | Path, lines: list[str]) -> None:
     """Writes the Markdown report, creating its folder, and prints it."""
     text = "\n".join(lines)

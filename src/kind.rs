@@ -355,6 +355,17 @@ impl TaskKind {
         }
     }
 
+    /// Refuses regime `contrastive` for a kind whose rows have no sentence labels to pair texts
+    /// by ([`crate::pairs`]: same label, or overlapping label sets for a multi-label task).
+    pub fn check_pairs(self, task: &str) -> Result<()> {
+        match self.input() {
+            Input::Sentence => Ok(()),
+            Input::Words => Err(Error::Usage(format!(
+                "task {task:?} is a token task: regime contrastive pairs texts by their sentence labels, and a token task's labels are per word; train it with frost-line=N, or leave it out of the contrastive run"
+            ))),
+        }
+    }
+
     /// The layer a task's word features come from, decided once (training records it): the run
     /// file's, else the `from` checkpoint's (its head was trained there), else the top layer
     /// above a frost line (every trained layer is read) and [`DEFAULT_TOKEN_LAYER`] on a frozen

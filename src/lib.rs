@@ -37,6 +37,7 @@ pub(crate) mod io;
 pub(crate) mod kind;
 pub(crate) mod metrics;
 pub(crate) mod mteb;
+pub(crate) mod pairs;
 pub(crate) mod pool;
 pub(crate) mod progress;
 pub(crate) mod regime;

@@ -29,6 +29,10 @@ pub enum Regime {
     },
     /// Layers ≥ N of the backbone train natively with every head.
     FrostLine(usize),
+    /// Layers ≥ N are tuned first on their own, by contrastive pairs of training texts (a
+    /// cosine-similarity loss on the pooled vectors, SetFit's recipe: `train.contrastive`); then
+    /// each head trains on the tuned layers' vectors, the layers frozen again.
+    Contrastive { frost_line: usize },
 }
 
 fn parse_layer(s: &str, n: &str) -> Result<usize, Error> {
@@ -42,7 +46,7 @@ impl FromStr for Regime {
     fn from_str(s: &str) -> Result<Self, Error> {
         let unknown = || {
             Error::Usage(format!(
-                "unknown regime {s:?}; use fully-frozen, frozen-backbone, freeze-head=a|b|TASK[,frost-line=N] or frost-line=N"
+                "unknown regime {s:?}; use fully-frozen, frozen-backbone, freeze-head=a|b|TASK[,frost-line=N], frost-line=N or contrastive,frost-line=N"
             ))
         };
         match s.split_once('=') {
@@ -51,6 +55,9 @@ impl FromStr for Regime {
             )),
             None if s == "freeze-head" => Err(Error::Usage(
                 "regime \"freeze-head\" needs =TASK, the task whose head stays frozen: freeze-head=TASK (or freeze-head=TASK,frost-line=N)".into(),
+            )),
+            None if s == "contrastive" => Err(Error::Usage(
+                "regime \"contrastive\" needs ,frost-line=N, the first layer that the pairs tune (0 = the whole body): contrastive,frost-line=N".into(),
             )),
             None if s == "fully-frozen" => Ok(Regime::FullyFrozen),
             None if s == "frozen-backbone" => Ok(Regime::FrozenBackbone),
@@ -68,6 +75,9 @@ impl FromStr for Regime {
                 })
             }
             Some(("frost-line", n)) => Ok(Regime::FrostLine(parse_layer(s, n)?)),
+            Some(("contrastive,frost-line", n)) => Ok(Regime::Contrastive {
+                frost_line: parse_layer(s, n)?,
+            }),
             _ => Err(unknown()),
         }
     }
@@ -87,6 +97,7 @@ impl fmt::Display for Regime {
                 frost_line: Some(n),
             } => write!(f, "freeze-head={head},frost-line={n}"),
             Regime::FrostLine(n) => write!(f, "frost-line={n}"),
+            Regime::Contrastive { frost_line } => write!(f, "contrastive,frost-line={frost_line}"),
         }
     }
 }
@@ -125,13 +136,16 @@ pub struct Plan {
     pub trains: bool,
     /// Where each task's head starts, in task order.
     pub head_starts: Vec<HeadStart>,
+    /// The layers above the frost line are tuned by contrastive pairs before the heads train
+    /// (and only then): two stages, each with its own parameters ([`Plan::stages`]).
+    pub contrastive: bool,
 }
 
 impl Regime {
     /// The depth below which the backbone stays frozen in ONNX when layers above it train.
     pub fn frost_line(&self) -> Option<usize> {
         match self {
-            Regime::FrostLine(n) => Some(*n),
+            Regime::FrostLine(n) | Regime::Contrastive { frost_line: n } => Some(*n),
             Regime::FreezeHead { frost_line, .. } => *frost_line,
             _ => None,
         }
@@ -157,7 +171,10 @@ impl Regime {
                     "regime freeze-head={which} keeps a trained head fixed: give train.from = CHECKPOINT (--from) holding it"
                 )))
             }
-            Regime::FrozenBackbone | Regime::FreezeHead { .. } | Regime::FrostLine(_)
+            Regime::FrozenBackbone
+            | Regime::FreezeHead { .. }
+            | Regime::FrostLine(_)
+            | Regime::Contrastive { .. }
                 if training_free =>
             {
                 return Err(Error::Usage(format!(
@@ -179,6 +196,7 @@ impl Regime {
             frost_line: self.frost_line(),
             frozen_head,
             trains: !matches!(self, Regime::FullyFrozen),
+            contrastive: matches!(self, Regime::Contrastive { .. }),
             head_starts: (0..task_names.len())
                 .map(|i| {
                     if from_checkpoint(i) {
@@ -225,6 +243,30 @@ impl Plan {
             .flat_map(|(_, h)| h.param_ids());
         encoder.iter().copied().chain(heads).collect()
     }
+
+    /// What each stage's optimizer sees: the contrastive stage the encoder layers alone, the
+    /// heads' stage the heads (and the layers too, unless they were tuned by pairs first).
+    pub fn stages(&self, heads: &[Head], encoder: &[ParamId]) -> Stages {
+        let all = self.trainable(heads, encoder);
+        if !self.contrastive {
+            return Stages {
+                pairs: Vec::new(),
+                heads: all,
+            };
+        }
+        let (pairs, heads) = all.into_iter().partition(|p| encoder.contains(p));
+        Stages { pairs, heads }
+    }
+}
+
+/// The parameters each stage of a run trains (see [`Plan::stages`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stages {
+    /// Tuned by contrastive pairs before the heads train; empty unless the regime is
+    /// `contrastive`.
+    pub pairs: Vec<ParamId>,
+    /// Trained with the heads' losses.
+    pub heads: Vec<ParamId>,
 }
 
 #[cfg(test)]
@@ -291,6 +333,15 @@ mod tests {
                 .len(),
             1 + heads_only.len()
         );
+        // Contrastive: the pairs tune the layers alone, then the heads train alone.
+        let p = plan("contrastive,frost-line=4", false);
+        assert_eq!(p.frost_line, Some(4));
+        let stages = p.stages(&heads, &encoder);
+        assert_eq!(stages.pairs, encoder);
+        assert_eq!(stages.heads, heads_only);
+        let stages = plan("frost-line=4", false).stages(&heads, &encoder);
+        assert!(stages.pairs.is_empty());
+        assert_eq!(stages.heads.len(), 1 + heads_only.len());
     }
 
     #[test]
@@ -352,6 +403,7 @@ mod tests {
             "freeze-head=a",
             "freeze-head=a,frost-line=4",
             "frost-line=3",
+            "contrastive,frost-line=0",
         ] {
             let r: Regime = s.parse().unwrap();
             assert_eq!(r.to_string(), s);
@@ -359,7 +411,13 @@ mod tests {
             assert_eq!(json, format!("{s:?}"));
             assert_eq!(serde_json::from_str::<Regime>(&json).unwrap(), r);
         }
-        for bad in ["frost-line=x", "freeze-head=", "thawed"] {
+        for bad in [
+            "frost-line=x",
+            "freeze-head=",
+            "thawed",
+            "contrastive",
+            "contrastive=2",
+        ] {
             assert!(bad.parse::<Regime>().is_err(), "{bad}");
         }
     }

@@ -14,6 +14,7 @@ use crate::heads::{HeadKind, HeadSpec, MlpShape};
 use crate::kind::{ClassWeights, TaskKind};
 use crate::nn::gemm::PrecisionChoice;
 use crate::nn::schedule::Decay;
+use crate::pairs::PairRecipe;
 use crate::regime::Regime;
 use crate::sampling::Sampling;
 
@@ -59,6 +60,11 @@ pub struct TaskConfig {
     /// keeping at least one row of every label with two or more (`frostline curve` sweeps it).
     #[serde(default = "defaults::one_f64")]
     pub train_fraction: f64,
+    /// Train on k rows of each label (seeded; a label with fewer keeps all of its rows, a
+    /// multi-label row counts for its first label): the few-shot protocol (`frostline fewshot`
+    /// sets it per seed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_label: Option<usize>,
     /// Zero-shot only: a CSV with columns `label,description` (default: the label names).
     #[serde(default)]
     pub label_descriptions: Option<PathBuf>,
@@ -248,6 +254,8 @@ pub struct TrainConfig {
     pub quantize_frozen: bool,
     /// Products in fp32 or bf16 (fp32 accumulation, fp32 master weights and optimizer state).
     pub precision: PrecisionChoice,
+    /// How regime `contrastive,frost-line=N` draws its pairs and tunes the layers with them.
+    pub contrastive: PairRecipe,
 }
 
 impl Default for TrainConfig {
@@ -272,6 +280,7 @@ impl Default for TrainConfig {
             from: None,
             quantize_frozen: false,
             precision: PrecisionChoice::Fp32,
+            contrastive: PairRecipe::default(),
         }
     }
 }
@@ -502,6 +511,19 @@ impl RunFile {
                     t.train_fraction
                 )));
             }
+            if t.per_label == Some(0) {
+                return Err(bad(format!(
+                    "{} = 0: must be at least 1 (rows per label)",
+                    key("per_label")
+                )));
+            }
+            if t.per_label.is_some() && t.train_fraction < 1.0 {
+                return Err(bad(format!(
+                    "{} and {} both shrink train: give one",
+                    key("per_label"),
+                    key("train_fraction")
+                )));
+            }
             if let Some(Err(why)) = t.delimiter.as_deref().map(crate::data::parse_delimiter) {
                 return Err(bad(format!("{} = {why}", key("delimiter"))));
             }
@@ -514,6 +536,9 @@ impl RunFile {
             ("train.batch_size", c.batch_size),
             ("train.epochs", c.epochs),
             ("train.mlp_hidden", c.mlp_hidden),
+            ("train.contrastive.iterations", c.contrastive.iterations),
+            ("train.contrastive.epochs", c.contrastive.epochs),
+            ("train.contrastive.batch_size", c.contrastive.batch_size),
         ] {
             if value == 0 {
                 return Err(bad(format!("{key} = 0: must be at least 1")));
@@ -528,6 +553,7 @@ impl RunFile {
         };
         positive("train.lr", c.lr)?;
         positive("train.encoder_lr", c.encoder_lr)?;
+        positive("train.contrastive.lr", c.contrastive.lr)?;
         if !(c.temperature.is_finite() && c.temperature > 0.0) {
             return Err(bad(format!(
                 "train.temperature = {}: must be a finite number > 0",

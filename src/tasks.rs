@@ -182,6 +182,23 @@ fn read_checked(
     Ok((texts, labels))
 }
 
+/// Seeded draw of `k` rows of each label (all of a label's rows when it has `k` or fewer), in
+/// their original order.
+pub(crate) fn per_label_sample<S: AsRef<str>>(labels: &[S], k: usize, seed: u64) -> Vec<usize> {
+    let mut rng = Rng::new(seed);
+    let classes: BTreeSet<&str> = labels.iter().map(AsRef::as_ref).collect();
+    let mut kept = Vec::new();
+    for class in classes {
+        let mut rows: Vec<usize> = (0..labels.len())
+            .filter(|&i| labels[i].as_ref() == class)
+            .collect();
+        rng.shuffle(&mut rows);
+        kept.extend_from_slice(&rows[..k.min(rows.len())]);
+    }
+    kept.sort_unstable();
+    kept
+}
+
 /// Seeded stratified carve: about `fraction` of each class (at least one row of any class with
 /// two or more) goes to dev. Returns (train rows, dev rows), each in original order.
 pub(crate) fn stratified_split<S: AsRef<str>>(
@@ -216,7 +233,7 @@ fn pick<T: Clone>(xs: &[T], rows: &[usize]) -> Vec<T> {
 /// The rows of one split of a task as training sees them: the dev file, or a seeded stratified
 /// carve of train (`dev_fraction`) when there is none — train then loses those rows; with
 /// `dev_fraction = 0` dev is empty and train keeps every row; then train keeps its
-/// `train_fraction` (a stratified sample). A multi-label task is stratified by each row's first
+/// `train_fraction` (a stratified sample) or `per_label` rows of each label. A multi-label task is stratified by each row's first
 /// label. `None` for a test split the task has no file for.
 pub(crate) fn read_split(
     config: &TaskConfig,
@@ -248,6 +265,10 @@ pub(crate) fn read_split(
         SplitName::Train if config.train_fraction < 1.0 => {
             let (_, kept) = stratified_split(&strata(&s), config.train_fraction, seed ^ 0x7EA1);
             s.pick(&kept)
+        }
+        SplitName::Train if config.per_label.is_some() => {
+            let k = config.per_label.unwrap_or(usize::MAX);
+            s.pick(&per_label_sample(&strata(&s), k, seed ^ 0xF3E5))
         }
         _ => s,
     });
@@ -388,6 +409,23 @@ pub(crate) fn load_task(config: &TaskConfig, seed: u64) -> Result<TaskData> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_label_samples_take_k_of_each_label_seeded() {
+        let labels: Vec<&str> = (0..60)
+            .map(|i| match i % 6 {
+                0 => "rare",
+                1 | 2 => "mid",
+                _ => "common",
+            })
+            .collect();
+        let kept = per_label_sample(&labels, 12, 5);
+        let of = |l: &str| kept.iter().filter(|&&i| labels[i] == l).count();
+        assert_eq!((of("rare"), of("mid"), of("common")), (10, 12, 12));
+        assert!(kept.windows(2).all(|w| w[0] < w[1]), "original order");
+        assert_eq!(per_label_sample(&labels, 12, 5), kept);
+        assert_ne!(per_label_sample(&labels, 12, 6), kept);
+    }
 
     #[test]
     fn the_carved_dev_split_is_stratified_seeded_and_disjoint_from_train() {

@@ -178,7 +178,7 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
     );
     let manifest = manifest(&ck);
     assert_eq!(manifest["frost_line"], 4);
-    let layer_params = 2 * (4 * (384 * 384 + 384) + 2 * 384 * 1536 + 1536 + 384 + 4 * 384);
+    let layer_params = minilm_layer_params(2);
     let classes = |i: usize| manifest["tasks"][i]["classes"].as_array().unwrap().len();
     let head_params = 385 * classes(0) + 385 * classes(1);
     assert_eq!(
@@ -244,13 +244,7 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
 
     // The tuned backbone exported as one ONNX model reproduces the native pipeline's vectors.
     let exported = d.join("exported");
-    let (ok, _, err) = run(&mut frostline(&[
-        &"export --checkpoint",
-        &ck,
-        &"--out",
-        &exported,
-    ]));
-    assert!(ok, "{err}");
+    export_checkpoint(&ck, &exported);
     let texts = frostline::data::read_table(&d.join("s-test.csv"))
         .unwrap()
         .required_strings("text")

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    BackboneArgs, Cli, Command, CompareArgs, CurveArgs, EmbedArgs, EvalArgs, MtebArgs, PredictArgs,
-    QuantizeArgs, RunArgs, TrainArgs,
+    BackboneArgs, Cli, Command, CompareArgs, CurveArgs, EmbedArgs, EvalArgs, FewshotArgs, MtebArgs,
+    PredictArgs, QuantizeArgs, RunArgs, TrainArgs,
 };
 use crate::backbone::choice::{choose_model, open_model, ModelSource};
 use crate::backbone::{ModelFolder, QuantMethod, Recipe, SessionOptions};
@@ -17,6 +17,7 @@ use crate::commands::{
     curve::CurveJob,
     eval::EvalJob,
     export::ExportJob,
+    fewshot::FewshotJob,
     mteb::MtebJob,
     predict::PredictJob,
     quantize::{Calibration, QuantizeJob},
@@ -25,6 +26,7 @@ use crate::commands::{
 use crate::embedder::EmbedSettings;
 use crate::error::{Error, Result};
 use crate::io::format::Format;
+use crate::regime::Regime;
 use crate::shard::Shard;
 use crate::streaming::{EmbedJob, EmbedOutput};
 use crate::train::TrainSpec;
@@ -140,6 +142,12 @@ pub(crate) fn resolve(cli: Cli) -> Result<Resolved> {
             a.backbone.model.as_deref(),
         )?),
         Command::Curve(a) => Job::Curve(curve_job(a, ort_lib)?),
+        Command::Fewshot(a) if a.run.print_run => Job::PrintRun(print_run(
+            &a.run,
+            &a.run.overrides,
+            a.backbone.model.as_deref(),
+        )?),
+        Command::Fewshot(a) => Job::Fewshot(fewshot_job(a, ort_lib)?),
         Command::Mteb(a) => Job::Mteb(mteb_job(a, ort_lib)?),
         Command::Quantize(a) => Job::Quantize(quantize_job(a)?),
         Command::Export(a) => {
@@ -415,6 +423,57 @@ fn curve_job(a: CurveArgs, ort_lib: Option<PathBuf>) -> Result<CurveJob> {
         run,
         settings,
         fractions,
+        out: std::path::absolute(&a.out).unwrap_or(a.out),
+        force: a.force,
+    })
+}
+
+fn fewshot_job(a: FewshotArgs, ort_lib: Option<PathBuf>) -> Result<FewshotJob> {
+    let (mut run, recorded) = a.run.load(&a.run.overrides)?;
+    let (settings, _) = a.backbone.resolve(recorded, ort_lib)?;
+    if a.k == 0 {
+        return Err(Error::Usage(
+            "--k must be at least 1 (rows per label)".into(),
+        ));
+    }
+    if let Some(t) = run.tasks.iter().find(|t| t.test.is_none()) {
+        return Err(Error::Usage(format!(
+            "task {:?} has no test split: fewshot scores every regime on the full test split; give {}",
+            t.name,
+            t.setter("test")
+        )));
+    }
+    // The few-shot protocol: k rows of each label and nothing else, no dev rows held out.
+    for t in &mut run.tasks {
+        t.per_label = Some(a.k);
+        t.train_fraction = 1.0;
+        t.dev = None;
+        t.dev_fraction = 0.0;
+    }
+    let regimes = if a.regimes.is_empty() {
+        let layers = ModelFolder::open(&settings.model_dir)?.num_layers;
+        vec![
+            Regime::FrozenBackbone,
+            Regime::Contrastive { frost_line: 0 },
+            Regime::Contrastive {
+                frost_line: layers / 2,
+            },
+        ]
+    } else {
+        a.regimes
+    };
+    // Every regime is checked against the tasks before the first run starts.
+    for r in &regimes {
+        let mut probe = run.clone();
+        probe.train.regime = r.clone();
+        TrainSpec::new(probe, settings.clone(), None, false)?;
+    }
+    Ok(FewshotJob {
+        seeds: seeds_from(run.seed, a.seeds)?,
+        k: a.k,
+        regimes,
+        run,
+        settings,
         out: std::path::absolute(&a.out).unwrap_or(a.out),
         force: a.force,
     })

@@ -175,6 +175,12 @@ pub enum Command {
         after_help = "Examples:\n  frostline curve --run runs/default.toml --out curve-report\n  frostline curve --train data/tickets/train.csv --test data/tickets/test.csv --text-column body --label-column category --fractions 0.1,0.5,1 --seeds 5"
     )]
     Curve(CurveArgs),
+    /// The few-shot protocol: k training rows per label, drawn with each seed; the regimes side
+    /// by side on the full test split (frozen head vs contrastive tuning at frost lines).
+    #[command(
+        after_help = "Examples:\n  frostline fewshot --run runs/default.toml --k 8 --seeds 10\n  frostline fewshot --train data/sst2/train.csv --test data/sst2/test.csv --k 16 --regime frozen-backbone --regime contrastive,frost-line=3"
+    )]
+    Fewshot(FewshotArgs),
     /// Export a frost-line checkpoint's tuned backbone as one ONNX model folder.
     #[command(
         after_help = "Example:\n  frostline export --checkpoint ckpt-frost --out models/minilm-tuned"
@@ -379,6 +385,30 @@ pub struct CurveArgs {
     pub seeds: u64,
     /// Report folder (curve.{parquet,csv,md}, plots/curve.svg).
     #[arg(long, default_value = "curve-report")]
+    pub out: PathBuf,
+    /// Replace the output folder even if frostline did not write it (its contents are lost).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FewshotArgs {
+    #[command(flatten)]
+    pub backbone: BackboneArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Training rows per label (a label with fewer keeps all of its rows).
+    #[arg(long, default_value_t = 8)]
+    pub k: usize,
+    /// Seeds (the run's seed and the ones after it): each draws its own k rows per label.
+    #[arg(long, value_name = "COUNT", default_value_t = 5)]
+    pub seeds: u64,
+    /// A regime to run, once per flag [default: frozen-backbone, contrastive,frost-line=0 and
+    /// contrastive at half the model's depth].
+    #[arg(long = "regime", value_parser = parse_regime)]
+    pub regimes: Vec<Regime>,
+    /// Report folder (fewshot.{parquet,csv,md}, samples.csv, report.html).
+    #[arg(long, default_value = "fewshot-report")]
     pub out: PathBuf,
     /// Replace the output folder even if frostline did not write it (its contents are lost).
     #[arg(long)]

@@ -7,6 +7,7 @@ pub(crate) mod doctor;
 pub(crate) mod embed;
 pub(crate) mod eval;
 pub(crate) mod export;
+pub(crate) mod fewshot;
 pub(crate) mod mteb;
 pub(crate) mod predict;
 pub(crate) mod quantize;
@@ -22,6 +23,7 @@ use compare::CompareJob;
 use curve::CurveJob;
 use eval::EvalJob;
 use export::ExportJob;
+use fewshot::FewshotJob;
 use mteb::MtebJob;
 use predict::PredictJob;
 use quantize::QuantizeJob;
@@ -62,6 +64,7 @@ pub(crate) enum Job {
     Eval(EvalJob),
     Compare(CompareJob),
     Curve(CurveJob),
+    Fewshot(FewshotJob),
     Mteb(MtebJob),
     Export(ExportJob),
     Quantize(QuantizeJob),
@@ -79,6 +82,7 @@ pub(crate) fn run(job: Job) -> Result<Outcome> {
         Job::Eval(j) => eval::run(&j),
         Job::Compare(j) => compare::run(&j),
         Job::Curve(j) => curve::run(&j),
+        Job::Fewshot(j) => fewshot::run(&j),
         Job::Mteb(j) => mteb::run(&j),
         Job::Export(j) => export::run(&j),
         Job::Quantize(j) => quantize::run(&j),

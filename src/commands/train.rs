@@ -93,6 +93,7 @@ pub(crate) fn summary_json(spec: &TrainSpec, r: &TrainOutcome) -> serde_json::Va
         "training_seconds": r.report.seconds,
         "best_epoch": r.report.best_epoch,
         "stopped_early": r.report.stopped_early,
+        "contrastive": r.report.pairs,
         "trainable_params": r.trainable_params,
         "embed_seconds": r.embed_seconds(),
         "cache_hit": r.cache_hit(),
@@ -158,6 +159,9 @@ fn table(spec: &TrainSpec, r: &TrainOutcome) -> String {
             "cache filled"
         },
     ));
+    if let Some(p) = &r.report.pairs {
+        s.push_str(&format!("{}\n", p.describe()));
+    }
     for task in &r.tasks {
         if let Some(t) = task.decision.describe_thresholds() {
             let on = if task.dev.is_some() {

@@ -154,15 +154,46 @@ pub(crate) fn sentence_offsets(ww: &WordWindows) -> Vec<usize> {
 /// Stacks the token states of `rows` into one packed `[Σ tokens, hidden]` batch: no padding, so
 /// no compute is spent on it.
 fn packed(states: &TokenStates, rows: &[usize], hidden: usize) -> (Array2<f32>, Segments) {
-    let seg = Segments::from_lens(&rows.iter().map(|&r| states.lens[r]).collect::<Vec<_>>());
+    let parts: Vec<(&TokenStates, usize)> = rows.iter().map(|&r| (states, r)).collect();
+    packed_from(&parts, hidden)
+}
+
+/// Stacks text `r` of each `(states, r)` into one packed batch (texts of several tasks).
+fn packed_from(parts: &[(&TokenStates, usize)], hidden: usize) -> (Array2<f32>, Segments) {
+    let seg = Segments::from_lens(&parts.iter().map(|(s, r)| s.lens[*r]).collect::<Vec<_>>());
     let mut x = Array2::<f32>::zeros((seg.total(), hidden));
-    for (b, &r) in rows.iter().enumerate() {
+    for (b, (states, r)) in parts.iter().enumerate() {
         let range = seg.range(b);
-        let v = ArrayView2::from_shape((range.len(), hidden), states.get(r))
+        let v = ArrayView2::from_shape((range.len(), hidden), states.get(*r))
             .expect("cached states are [len, hidden]");
         x.slice_mut(s![range, ..]).assign(&v);
     }
     (x, seg)
+}
+
+impl FrostFeatures {
+    /// The pooled vectors of train rows `(task, row)` of sentence tasks, through every native
+    /// layer, with the trace [`Features::backward`] needs: what a contrastive step embeds.
+    pub(crate) fn train_pooled(
+        &self,
+        store: &ParamStore,
+        items: &[(usize, usize)],
+    ) -> Result<(Array2<f32>, FeatureTrace)> {
+        let parts: Vec<(&TokenStates, usize)> = items
+            .iter()
+            .map(|&(t, r)| (&self.tasks[t].train.states, r))
+            .collect();
+        let (x, seg) = packed_from(&parts, self.encoder.hidden);
+        let (y, layers) = self.encoder.forward(store, x, &seg);
+        let (pooled, pool) = pool_forward(self.pooling, y.view(), &seg)?;
+        Ok((
+            pooled,
+            FeatureTrace {
+                layers,
+                readout: Readout::Pool(pool),
+            },
+        ))
+    }
 }
 
 impl Features {
@@ -206,6 +237,36 @@ impl Features {
                 .iter()
                 .flat_map(|l| l.param_ids())
                 .collect(),
+        }
+    }
+
+    /// Every split of every task through the layers as they are now, once: a cache of the
+    /// (tuned) layers' vectors, for heads that train with the layers frozen again.
+    pub(crate) fn into_cached(self, store: &ParamStore) -> Result<Features> {
+        if let Features::Cached(_) = self {
+            return Ok(self);
+        }
+        let mut out = Vec::new();
+        for t in 0..self.tasks() {
+            let split = |which| self.split_vectors(store, t, which);
+            let train_words = match &self {
+                Features::Frost(f) => f.tasks[t].train.windows.as_ref().map(sentence_offsets),
+                Features::Cached(_) => None,
+            };
+            out.push(TaskVectors {
+                train: split(SplitName::Train)?.expect("every task has a train split"),
+                dev: split(SplitName::Dev)?.expect("every task has a dev split"),
+                test: split(SplitName::Test)?,
+                train_words,
+            });
+        }
+        Ok(Features::Cached(out))
+    }
+
+    fn tasks(&self) -> usize {
+        match self {
+            Features::Cached(v) => v.len(),
+            Features::Frost(f) => f.tasks.len(),
         }
     }
 

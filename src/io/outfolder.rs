@@ -31,6 +31,7 @@ pub enum FolderKind {
     EvalReport,
     CompareReport,
     CurveReport,
+    FewshotReport,
     MtebReport,
     ModelFolder,
 }
@@ -42,6 +43,7 @@ impl FolderKind {
             FolderKind::EvalReport => "eval-report",
             FolderKind::CompareReport => "compare-report",
             FolderKind::CurveReport => "curve-report",
+            FolderKind::FewshotReport => "fewshot-report",
             FolderKind::MtebReport => "mteb-report",
             FolderKind::ModelFolder => "model-folder",
         }

@@ -1,5 +1,5 @@
 //! Softmax cross-entropy with optional class weights and label smoothing; sigmoid binary
-//! cross-entropy for multi-label tasks.
+//! cross-entropy for multi-label tasks; the cosine-similarity loss of contrastive pairs.
 
 use ndarray::{Array2, ArrayView2, Axis};
 
@@ -90,6 +90,37 @@ pub fn cross_entropy(
     ((total / weight_sum.max(1e-12)) as f32, grad)
 }
 
+/// Mean squared error between each pair's cosine similarity and its target (1 similar, 0 not),
+/// sentence-transformers' `CosineSimilarityLoss`, over rows of `x` named by `pairs` as
+/// `(a, b, target)`; and the gradient w.r.t. every row of `x` (rows in no pair get zeros).
+/// d cos(u, v)/du = v/(|u||v|) − cos · u/|u|².
+pub fn cosine_pair_mse(x: ArrayView2<f32>, pairs: &[(usize, usize, f32)]) -> (f32, Array2<f32>) {
+    let norms: Vec<f32> = x
+        .rows()
+        .into_iter()
+        .map(|r| r.dot(&r).sqrt().max(1e-12))
+        .collect();
+    let mut grad = Array2::<f32>::zeros(x.dim());
+    let scale = 1.0 / pairs.len().max(1) as f32;
+    let mut loss = 0.0f64;
+    for &(a, b, target) in pairs {
+        let (u, v) = (x.row(a), x.row(b));
+        let (nu, nv) = (norms[a], norms[b]);
+        let cos = u.dot(&v) / (nu * nv);
+        let diff = cos - target;
+        loss += (diff * diff) as f64;
+        let g = 2.0 * diff * scale;
+        for (from, to, n_from, n_to) in [(a, b, nu, nv), (b, a, nv, nu)] {
+            let (p, q) = (x.row(from), x.row(to));
+            let mut d = grad.row_mut(from);
+            for k in 0..p.len() {
+                d[k] += g * (q[k] / (n_from * n_to) - cos * p[k] / (n_from * n_from));
+            }
+        }
+    }
+    ((loss * scale as f64) as f32, grad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +167,45 @@ mod tests {
         let huge = array![[1e4f32, -1e4]];
         let (l, g) = bce_with_logits(huge.view(), &[vec![0]], None);
         assert!(l.is_finite() && l.abs() < 1e-6 && g.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn cosine_pair_loss_matches_its_definition_and_finite_differences() {
+        let x = array![
+            [0.3f32, -1.2, 0.8, 0.1],
+            [0.5, -0.9, 0.2, 0.7],
+            [-1.0, 0.4, 0.3, -0.2],
+            [0.0, 0.0, 0.0, 0.0]
+        ];
+        // Row 0 appears in two pairs, row 3 in none (its gradient stays zero).
+        let pairs = [(0, 1, 1.0f32), (2, 0, 0.0), (1, 2, 1.0)];
+        let (loss, grad) = cosine_pair_mse(x.view(), &pairs);
+        let cos = |a: usize, b: usize| {
+            let (u, v) = (x.row(a), x.row(b));
+            (u.dot(&v) / (u.dot(&u).sqrt() * v.dot(&v).sqrt())) as f64
+        };
+        let want = pairs
+            .iter()
+            .map(|&(a, b, t)| (cos(a, b) - t as f64).powi(2))
+            .sum::<f64>()
+            / 3.0;
+        assert!((loss as f64 - want).abs() < 1e-6, "{loss} vs {want}");
+        let eps = 1e-3f32;
+        for i in 0..3 {
+            for k in 0..4 {
+                let (mut up, mut down) = (x.clone(), x.clone());
+                up[[i, k]] += eps;
+                down[[i, k]] -= eps;
+                let fd = (cosine_pair_mse(up.view(), &pairs).0
+                    - cosine_pair_mse(down.view(), &pairs).0)
+                    / (2.0 * eps);
+                assert!(
+                    (fd - grad[[i, k]]).abs() < 1e-3,
+                    "({i},{k}): {fd} vs {}",
+                    grad[[i, k]]
+                );
+            }
+        }
+        assert!(grad.row(3).iter().all(|&g| g == 0.0));
     }
 }

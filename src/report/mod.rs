@@ -21,6 +21,7 @@
 pub(crate) mod compare;
 pub(crate) mod curve;
 pub(crate) mod eval;
+pub(crate) mod fewshot;
 pub(crate) mod frame;
 pub(crate) mod html;
 pub(crate) mod markdown;

@@ -53,11 +53,20 @@ impl Estimate {
                 .map(|e| e.ids.len())
                 .sum::<usize>();
         }
+        let train = &spec.run.train;
+        // The contrastive stage embeds both texts of 2 × iterations pairs per train text per
+        // epoch (its heads then train on vectors made once, which costs next to nothing).
+        let (tokens_per_epoch, epochs) = if spec.plan.contrastive {
+            let c = &train.contrastive;
+            (4 * c.iterations * tokens, c.epochs)
+        } else {
+            (tokens, train.epochs)
+        };
         Ok(Some(Self {
-            tokens_per_epoch: tokens,
+            tokens_per_epoch,
             layers: folder.num_layers - n,
             gflops: probe_gflops(spec, folder.hidden_size),
-            epochs: spec.run.train.epochs,
+            epochs,
         }))
     }
 

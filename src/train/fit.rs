@@ -30,6 +30,8 @@ pub struct TrainReport {
     pub seconds: f64,
     pub best_epoch: usize,
     pub stopped_early: bool,
+    /// The contrastive stage, when the regime has one (its seconds are in `seconds`).
+    pub pairs: Option<super::contrastive::PairsReport>,
 }
 
 /// Endless shuffled batches over one task's training rows.

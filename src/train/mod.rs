@@ -8,6 +8,7 @@ pub use crate::kind::TaskKind;
 pub use crate::regime::{Plan, Regime};
 pub use crate::runfile::{RunFile, TaskConfig, TrainConfig};
 
+pub(crate) mod contrastive;
 pub(crate) mod estimate;
 pub(crate) mod fit;
 pub(crate) mod heads_init;

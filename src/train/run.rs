@@ -22,6 +22,7 @@ use crate::regime::Plan;
 use crate::runfile::TaskConfig;
 use crate::tasks::{check_split_labels, load_task, SplitName, TaskData};
 
+use super::contrastive::tune;
 use super::fit::{fit, FitInputs, TrainReport};
 use super::heads_init::{build_heads, HeadSources};
 use super::score::score_vectors;
@@ -110,14 +111,34 @@ pub fn run(spec: &TrainSpec, narration: Narration) -> Result<TrainOutcome> {
         },
         &mut store,
     )?;
-    let trainable = plan.trainable(&heads, &features.param_ids());
+    let encoder_ids = features.encoder_ids();
+    let layers = features.param_ids();
+    let trainable = plan.trainable(&heads, &layers);
+    let stages = plan.stages(&heads, &layers);
     let frozen = FrozenValues::take(&store, &trainable);
-    let report = fit(
+    let (features, pairs) = if plan.contrastive {
+        let pairs = tune(
+            &features,
+            &tasks,
+            &run.train.contrastive,
+            &stages.pairs,
+            run.seed,
+            narration.bars,
+            &mut store,
+        )?;
+        // The heads train on the tuned layers' vectors made once, in fp32 as every later
+        // command makes them.
+        store.set_kernel(Kernel::best_fp32());
+        (features.into_cached(&store)?, Some(pairs))
+    } else {
+        (features, None)
+    };
+    let mut report = fit(
         FitInputs {
             tasks: &tasks,
             features: &features,
             heads: &heads,
-            trainable: &trainable,
+            trainable: &stages.heads,
             cfg: &run.train,
             seed: run.seed,
             progress: narration.bars,
@@ -125,6 +146,10 @@ pub fn run(spec: &TrainSpec, narration: Narration) -> Result<TrainOutcome> {
         },
         &mut store,
     )?;
+    if let Some(p) = &pairs {
+        report.seconds += p.seconds;
+    }
+    report.pairs = pairs;
     frozen.check_unchanged(&store)?;
 
     // Scored in fp32, as every later command (predict, eval, export) runs the checkpoint: bf16
@@ -142,7 +167,6 @@ pub fn run(spec: &TrainSpec, narration: Narration) -> Result<TrainOutcome> {
     );
     if let Some(out) = &out {
         let heads: Vec<&Head> = outcomes.iter().map(|o| &o.head).collect();
-        let encoder_ids = features.encoder_ids();
         checkpoint::save(out, &manifest, &store, &heads, &encoder_ids, &report.log)?;
     }
     Ok(TrainOutcome {

@@ -45,6 +45,11 @@ impl TrainSpec {
             .train
             .regime
             .plan(&names, &head, run.train.from.is_some())?;
+        if plan.contrastive {
+            for t in &run.tasks {
+                t.kind.check_pairs(&t.name)?;
+            }
+        }
         if run.train.quantize_frozen && plan.frost_line.is_none() {
             return Err(Error::Usage(format!(
                 "train.quantize_frozen runs the graph below a frost line in int8, but regime {} has none; use frost-line=N (or freeze-head=TASK,frost-line=N), or quantize the whole model with frostline quantize",

@@ -410,3 +410,19 @@ pub fn model_copy(dir: &Path, model: &Path) -> PathBuf {
     link_model(model, &m, &[]);
     m
 }
+
+/// Trainable parameters of `layers` all-MiniLM-L6-v2 layers (hidden 384, FFN 1536).
+pub fn minilm_layer_params(layers: usize) -> usize {
+    layers * (4 * (384 * 384 + 384) + 2 * 384 * 1536 + 1536 + 384 + 4 * 384)
+}
+
+/// `frostline export` of checkpoint `ck` into the model folder `out`; panics with its stderr.
+pub fn export_checkpoint(ck: &Path, out: &Path) {
+    let (ok, _, err) = run(&mut frostline(&[
+        &"export --checkpoint",
+        &ck,
+        &"--out",
+        &out,
+    ]));
+    assert!(ok, "{err}");
+}
