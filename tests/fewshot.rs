@@ -267,3 +267,46 @@ fn contrastive_and_fewshot_refuse_what_cannot_work() {
     assert_ne!(code_, 0);
     assert!(err.contains("no similar pair to draw"), "{err}");
 }
+
+#[test]
+fn a_multi_label_task_pairs_by_overlap_and_predicts_from_the_tuned_body() {
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cache = d.join("cache");
+    head_rows("data/goemotions/train.csv", 120, &d.join("train.csv"));
+    head_rows("data/goemotions/dev.csv", 40, &d.join("dev.csv"));
+    let ck = d.join("ck");
+    let (ok, out, err) = run(&mut fl(
+        d,
+        &cache,
+        &[
+            &"train --no-progress --json --kind multi-label --label-column labels --train train.csv --dev dev.csv --test dev.csv --model",
+            &model,
+            &"--set tasks.labels.label_separator=| --regime contrastive,frost-line=5 --set train.contrastive.iterations=2 --out",
+            &ck,
+        ],
+    ));
+    assert!(ok, "{out}{err}");
+    let json = json_of(&out);
+    let pairs = &json["contrastive"]["pairs"];
+    // 120 texts × 2 iterations: every text with a partner sharing a label has one similar pair.
+    let similar = pairs["similar"].as_u64().unwrap();
+    assert!(similar > 150 && similar <= 240, "{pairs}");
+    assert!(pairs["dissimilar"].as_u64().unwrap() > 150, "{pairs}");
+    // Thresholds were tuned on dev from the tuned body's vectors, and predict runs it.
+    assert!(manifest(&ck)["tasks"][0]["thresholds"].is_array());
+    let (ok, _, err) = run(&mut fl(
+        d,
+        &cache,
+        &[
+            &"predict --no-progress --checkpoint",
+            &ck,
+            &"--input dev.csv --output pred.csv",
+        ],
+    ));
+    assert!(ok, "{err}");
+    assert!(std::fs::read_to_string(d.join("pred.csv"))
+        .unwrap()
+        .starts_with("text,labels,labels_label,labels_set_prob"));
+}
