@@ -36,6 +36,37 @@ impl HeadKind {
     pub fn is_training_free(self) -> bool {
         matches!(self, HeadKind::Centroid | HeadKind::ZeroShot)
     }
+
+    /// The learning rate, epochs and patience a head of this kind trains with when the run does
+    /// not set them, each chosen on dev macro-F1 over Banking77, SST-2 and GoEmotions-Ekman
+    /// (bench-results/heads.md for the linear head, bench-results/mlp.md for the MLP).
+    pub fn defaults(self) -> HeadDefaults {
+        match self {
+            HeadKind::Mlp => HeadDefaults {
+                lr: MLP_LR,
+                epochs: MLP_EPOCHS,
+                patience: MLP_PATIENCE,
+            },
+            _ => HeadDefaults {
+                lr: 2e-2,
+                epochs: 20,
+                patience: 5,
+            },
+        }
+    }
+}
+
+/// The MLP head's defaults (see [`HeadKind::defaults`]).
+const MLP_LR: f32 = 1e-3;
+const MLP_EPOCHS: usize = 60;
+const MLP_PATIENCE: usize = 8;
+
+/// How a head trains unless the run says otherwise ([`HeadKind::defaults`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeadDefaults {
+    pub lr: f32,
+    pub epochs: usize,
+    pub patience: usize,
 }
 
 /// An MLP head's hidden width and dropout.

@@ -228,10 +228,14 @@ pub struct TrainConfig {
     pub head: HeadKind,
     pub mlp_hidden: usize,
     pub dropout: f32,
-    pub epochs: usize,
+    /// Passes over the train rows; unset = the head's default ([`HeadKind::defaults`]: 20 for a
+    /// linear head, more for an MLP). Training records the value it used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
     pub batch_size: usize,
-    /// Learning rate of the task heads.
-    pub lr: f32,
+    /// Learning rate of the task heads; unset = the head's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f32>,
     /// Learning rate of the native encoder layers above the frost line.
     pub encoder_lr: f32,
     pub weight_decay: f32,
@@ -240,8 +244,10 @@ pub struct TrainConfig {
     pub decay: Decay,
     /// Global gradient-norm clip; 0 = off.
     pub clip_norm: f32,
-    /// Epochs without a better mean dev macro-F1 before stopping; 0 = never stop early.
-    pub patience: usize,
+    /// Epochs without a better mean dev macro-F1 before stopping; 0 = never stop early; unset =
+    /// the head's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
     pub label_smoothing: f32,
     pub sampling: Sampling,
     /// Sampling temperature T: task probability ∝ n^(1/T).
@@ -263,17 +269,17 @@ impl Default for TrainConfig {
         Self {
             regime: Regime::FrozenBackbone,
             head: HeadKind::Linear,
-            mlp_hidden: 256,
-            dropout: 0.1,
-            epochs: 20,
+            mlp_hidden: 512,
+            dropout: 0.3,
+            epochs: None,
             batch_size: 64,
-            lr: 2e-2,
+            lr: None,
             encoder_lr: 5e-5,
             weight_decay: 0.01,
             warmup: 0.05,
             decay: Decay::Cosine,
             clip_norm: 1.0,
-            patience: 5,
+            patience: None,
             label_smoothing: 0.0,
             sampling: Sampling::Proportional,
             temperature: 2.0,
@@ -286,6 +292,29 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The heads' learning rate: the run's, else the head's default.
+    pub fn lr(&self) -> f32 {
+        self.lr.unwrap_or(self.head.defaults().lr)
+    }
+
+    /// Epochs: the run's, else the head's default.
+    pub fn epochs(&self) -> usize {
+        self.epochs.unwrap_or(self.head.defaults().epochs)
+    }
+
+    /// Patience: the run's, else the head's default.
+    pub fn patience(&self) -> usize {
+        self.patience.unwrap_or(self.head.defaults().patience)
+    }
+
+    /// Writes the head's defaults into every unset value, so the run (and the checkpoint that
+    /// records it) says what trained.
+    pub fn resolve_head_defaults(&mut self) {
+        self.lr = Some(self.lr());
+        self.epochs = Some(self.epochs());
+        self.patience = Some(self.patience());
+    }
+
     pub fn head_spec(&self) -> HeadSpec {
         let mlp = MlpShape {
             hidden: self.mlp_hidden,
@@ -534,7 +563,7 @@ impl RunFile {
         let c = &self.train;
         for (key, value) in [
             ("train.batch_size", c.batch_size),
-            ("train.epochs", c.epochs),
+            ("train.epochs", c.epochs()),
             ("train.mlp_hidden", c.mlp_hidden),
             ("train.contrastive.iterations", c.contrastive.iterations),
             ("train.contrastive.epochs", c.contrastive.epochs),
@@ -551,7 +580,7 @@ impl RunFile {
                 Err(bad(format!("{key} = {v}: must be a finite number > 0")))
             }
         };
-        positive("train.lr", c.lr)?;
+        positive("train.lr", c.lr())?;
         positive("train.encoder_lr", c.encoder_lr)?;
         positive("train.contrastive.lr", c.contrastive.lr)?;
         if !(c.temperature.is_finite() && c.temperature > 0.0) {
@@ -630,7 +659,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(run.train.epochs, 7);
+        assert_eq!(run.train.epochs, Some(7));
         assert_eq!(run.tasks[1].loss_weight, 0.5);
         assert_eq!(run.tasks[0].train, PathBuf::from("/x/y.csv"));
         assert!(run.tasks[1].train.ends_with("b.csv") && run.tasks[1].train.is_absolute());
@@ -721,7 +750,7 @@ mod tests {
         assert_eq!(run.tasks[1].label_column, "priority level");
         assert_eq!(run.tasks[0].text_column, "body");
         assert!(run.tasks[0].train.is_absolute() && run.tasks[0].dev.is_none());
-        assert_eq!(run.train.epochs, 4);
+        assert_eq!(run.train.epochs, Some(4));
         assert_eq!(run.tasks[0].setter("label_column"), "--label-column");
 
         let printed = run.to_toml().unwrap();

@@ -227,6 +227,8 @@ fn embed_job(a: EmbedArgs, ort_lib: Option<PathBuf>) -> Result<EmbedJob> {
 /// The run file a command line amounts to, `--model` written in (it outranks the run's).
 fn print_run(run: &RunArgs, overrides: &[String], model: Option<&Path>) -> Result<String> {
     let (mut run, _) = run.load(overrides)?;
+    // What would train: the head's defaults written in where the run leaves them unset.
+    run.train.resolve_head_defaults();
     if let Some(m) = model {
         run.model = Some(std::path::absolute(m).unwrap_or_else(|_| m.to_path_buf()));
     }

@@ -60,7 +60,7 @@ impl Estimate {
             let c = &train.contrastive;
             (4 * c.iterations * tokens, c.epochs)
         } else {
-            (tokens, train.epochs)
+            (tokens, train.epochs())
         };
         Ok(Some(Self {
             tokens_per_epoch,

@@ -85,11 +85,11 @@ pub(crate) fn fit(inputs: FitInputs, store: &mut ParamStore) -> Result<TrainRepo
     let mut plan = StepPlan::new(inputs, &mut rng);
     let mut opt = optimizer(inputs, store);
     let mut best = (f64::NEG_INFINITY, 0usize, snapshot(store, trainable));
-    for epoch in 1..=cfg.epochs {
+    for epoch in 1..=cfg.epochs() {
         let epoch_start = Instant::now();
         let losses = plan.epoch(inputs, epoch, store, &mut opt, &mut rng)?;
         let train_seconds = epoch_start.elapsed().as_secs_f64();
-        let lr = (cfg.lr * plan.lr_scale(plan.step.saturating_sub(1), cfg)) as f64;
+        let lr = (cfg.lr() * plan.lr_scale(plan.step.saturating_sub(1), cfg)) as f64;
         let mut dev_scores = Vec::new();
         let mut summary = Vec::new();
         for (a, &t) in plan.active.iter().enumerate() {
@@ -111,7 +111,7 @@ pub(crate) fn fit(inputs: FitInputs, store: &mut ParamStore) -> Result<TrainRepo
             report.log.push(row);
         }
         if inputs.epoch_lines {
-            eprintln!("epoch {epoch}/{}: {}", cfg.epochs, summary.join(" | "));
+            eprintln!("epoch {epoch}/{}: {}", cfg.epochs(), summary.join(" | "));
         }
         // With no dev rows at all there is nothing to select on: the last epoch is kept.
         let score = if dev_scores.is_empty() {
@@ -121,12 +121,12 @@ pub(crate) fn fit(inputs: FitInputs, store: &mut ParamStore) -> Result<TrainRepo
         };
         if score > best.0 {
             best = (score, epoch, snapshot(store, trainable));
-        } else if cfg.patience > 0 && epoch - best.1 >= cfg.patience {
+        } else if cfg.patience() > 0 && epoch - best.1 >= cfg.patience() {
             report.stopped_early = true;
             if inputs.epoch_lines {
                 eprintln!(
                     "early stopping after epoch {epoch}: no better mean dev score (macro-F1; entity F1 for token tasks) for {} epochs; keeping epoch {}'s weights (dev {:.3})",
-                    cfg.patience, best.1, best.0
+                    cfg.patience(), best.1, best.0
                 );
             }
             break;
@@ -183,7 +183,7 @@ impl StepPlan {
             .collect();
         let sizes: Vec<usize> = active.iter().map(|&t| tasks[t].train.len()).collect();
         let steps_per_epoch: usize = sizes.iter().map(|n| n.div_ceil(cfg.batch_size)).sum();
-        let total_steps = steps_per_epoch * cfg.epochs;
+        let total_steps = steps_per_epoch * cfg.epochs();
         let streams = active
             .iter()
             .map(|&t| {
@@ -250,7 +250,7 @@ impl StepPlan {
         } = inputs;
         let bar = Progress::new(
             progress,
-            format!("training epoch {epoch}/{}", cfg.epochs),
+            format!("training epoch {epoch}/{}", cfg.epochs()),
             self.steps_per_epoch as u64,
             "steps",
         );
@@ -339,7 +339,7 @@ fn optimizer(inputs: FitInputs, store: &ParamStore) -> AdamW {
         .collect();
     AdamW::new(
         store,
-        vec![group(encoder, cfg.encoder_lr), group(head_ids, cfg.lr)],
+        vec![group(encoder, cfg.encoder_lr), group(head_ids, cfg.lr())],
     )
 }
 
