@@ -80,8 +80,7 @@ pub(crate) fn draw(
         );
     }
     let n = labels.len();
-    let any_dissimilar = (0..n).any(|i| (0..n).any(|j| i != j && !shares(i, j)));
-    if !any_dissimilar {
+    if !any_disjoint(labels) {
         return Err(
             "every train row shares a label with every other, so there is no dissimilar pair to draw"
                 .into(),
@@ -117,6 +116,24 @@ pub(crate) fn draw(
         }
     }
     Ok(pairs)
+}
+
+/// Whether two rows share no label. Checked over the distinct label sets (few, even when the
+/// rows are many): two different sets that are disjoint, or two rows with no label at all.
+fn any_disjoint(labels: &[Vec<usize>]) -> bool {
+    let mut sets: std::collections::BTreeMap<&[usize], usize> = Default::default();
+    for ls in labels {
+        *sets.entry(ls.as_slice()).or_default() += 1;
+    }
+    if sets.get(&[][..]).is_some_and(|&n| n >= 2) {
+        return true;
+    }
+    let sets: Vec<&[usize]> = sets.into_keys().collect();
+    sets.iter().enumerate().any(|(a, x)| {
+        sets[a + 1..]
+            .iter()
+            .any(|y| !x.iter().any(|c| y.contains(c)))
+    })
 }
 
 /// A row other than `i` sharing one of its labels: one of `i`'s labels that another row carries,
@@ -227,5 +244,17 @@ mod tests {
         assert!(draw(0, &single(&[0, 0, 0]), 1, &mut Rng::new(1))
             .unwrap_err()
             .contains("no dissimilar pair"));
+    }
+
+    #[test]
+    fn disjoint_rows_are_found_over_distinct_label_sets() {
+        let sets = |v: &[&[usize]]| v.iter().map(|s| s.to_vec()).collect::<Vec<_>>();
+        let none: &[usize] = &[];
+        assert!(!any_disjoint(&sets(&[&[0, 1], &[1, 2], &[0, 2], &[0, 1]])));
+        assert!(any_disjoint(&sets(&[&[0, 1], &[1, 2], &[3]])));
+        assert!(!any_disjoint(&sets(&[none])));
+        assert!(any_disjoint(&sets(&[none, none])));
+        assert!(any_disjoint(&sets(&[none, &[0, 1]])));
+        assert!(!any_disjoint(&sets(&[&[2], &[2], &[2]])));
     }
 }

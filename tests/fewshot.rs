@@ -152,6 +152,26 @@ fn fewshot_draws_k_rows_per_label_and_runs_every_regime_on_them() {
     ] {
         assert!(report.join(f).is_file(), "{f}");
     }
+    // run.toml says what made the report: the command (k, seeds, regimes), the model, k rows per
+    // label in every task, and it loads as a run file.
+    let remake = std::fs::read_to_string(report.join("run.toml")).unwrap();
+    assert!(
+        remake.starts_with("# made by: frostline fewshot --run run.toml --k 3 --seeds 2 --regime 'frozen-backbone' --regime 'contrastive,frost-line=5'"),
+        "{remake}"
+    );
+    let parsed: toml::Value = toml::from_str(&remake).unwrap();
+    assert_eq!(
+        Path::new(parsed["model"].as_str().unwrap())
+            .canonicalize()
+            .unwrap(),
+        model.canonicalize().unwrap()
+    );
+    for t in parsed["tasks"].as_array().unwrap() {
+        assert_eq!(t["per_label"].as_integer(), Some(3), "{remake}");
+    }
+    // The head's defaults are written in, as the checkpoint records them.
+    let lr = parsed["train"]["lr"].as_float().unwrap();
+    assert!((lr - 2e-2).abs() < 1e-6, "{remake}");
     // Every label of a seed's sample has 3 rows, or all of its rows where the file has fewer.
     let mut available: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (task, file) in [("intent", "b-train.csv"), ("sentiment", "s-train.csv")] {

@@ -609,6 +609,12 @@ fn curve_trains_on_shares_of_train_and_says_whether_more_labels_help() {
     // The report says what made it: the run, as a run file that loads.
     let run_toml = std::fs::read_to_string(out.join("run.toml")).unwrap();
     assert!(run_toml.contains("name = \"intent\""), "{run_toml}");
+    assert!(
+        run_toml
+            .starts_with("# made by: frostline curve --run run.toml --fractions 0.1,1 --seeds 2\n"),
+        "{run_toml}"
+    );
+    assert!(run_toml.contains("\nmodel = "), "{run_toml}");
     let svg = std::fs::read_to_string(out.join("plots/curve.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("intent") && svg.contains("sentiment"));
 }

@@ -25,6 +25,23 @@ pub(crate) struct CurveJob {
     pub force: bool,
 }
 
+impl CurveJob {
+    /// The run file that made the curve, the model folder written in and headed by the command
+    /// that makes it again.
+    fn remake_file(&self) -> Result<String> {
+        let mut run = self.run.clone();
+        run.model = Some(self.settings.model_dir.clone());
+        run.train.resolve_head_defaults();
+        let fractions: Vec<String> = self.fractions.iter().map(f64::to_string).collect();
+        Ok(format!(
+            "# made by: frostline curve --run run.toml --fractions {} --seeds {}\n{}",
+            fractions.join(","),
+            self.seeds.len(),
+            run.to_toml()?
+        ))
+    }
+}
+
 pub(crate) fn run(job: &CurveJob) -> Result<Outcome> {
     let out = OutputFolder::claim(&job.out, FolderKind::CurveReport, job.force, &[])?;
     let mut rows = Vec::new();
@@ -71,8 +88,7 @@ pub(crate) fn run(job: &CurveJob) -> Result<Outcome> {
         let plot_dir = dir.join("plots");
         std::fs::create_dir(&plot_dir).map_err(|e| crate::error::Error::io(&plot_dir, e))?;
         plots::data_efficiency(&rows, &plot_dir.join("curve.svg"))?;
-        // What made the curve, as a run file (shares and seeds are in curve.parquet).
-        fsutil::write_bytes_atomic(&dir.join("run.toml"), job.run.to_toml()?.as_bytes())?;
+        fsutil::write_bytes_atomic(&dir.join("run.toml"), job.remake_file()?.as_bytes())?;
         fsutil::write_bytes_atomic(&dir.join("curve.md"), markdown.as_bytes())?;
         report::write_html(dir, "frostline curve", &markdown)
     })?;

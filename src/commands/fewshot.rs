@@ -30,6 +30,29 @@ pub(crate) struct FewshotJob {
     pub force: bool,
 }
 
+impl FewshotJob {
+    /// The run file that made the report, the model folder written in and headed by the command
+    /// that makes it again (k is each task's `per_label`; seeds and regimes are in the header).
+    fn remake_file(&self) -> Result<String> {
+        let mut run = self.run.clone();
+        run.model = Some(self.settings.model_dir.clone());
+        run.train.resolve_head_defaults();
+        let regimes: String = self
+            .regimes
+            .iter()
+            .map(|r| format!(" --regime '{r}'"))
+            .collect();
+        Ok(format!(
+            "# made by: frostline fewshot --run run.toml --k {} --seeds {}{regimes}\n# (seeds {}..={})\n{}",
+            self.k,
+            self.seeds.len(),
+            self.seeds[0],
+            self.seeds[self.seeds.len() - 1],
+            run.to_toml()?
+        ))
+    }
+}
+
 /// One training row drawn for a seed.
 struct Sample {
     task: String,
@@ -99,8 +122,7 @@ pub(crate) fn run(job: &FewshotJob) -> Result<Outcome> {
             .col("label", |s| s.label.as_str())
             .finish("the drawn rows")?;
         report::write_frame(dir, "samples", &mut drawn)?;
-        // What made the report, as a run file (seeds, k and regimes are in fewshot.parquet).
-        fsutil::write_bytes_atomic(&dir.join("run.toml"), job.run.to_toml()?.as_bytes())?;
+        fsutil::write_bytes_atomic(&dir.join("run.toml"), job.remake_file()?.as_bytes())?;
         fsutil::write_bytes_atomic(&dir.join("fewshot.md"), markdown.as_bytes())?;
         report::write_html(dir, "frostline fewshot", &markdown)
     })?;

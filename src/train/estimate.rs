@@ -19,6 +19,8 @@ use crate::tokenize::TextTokenizer;
 /// A frost-line run's training time, estimated before it starts.
 pub(crate) struct Estimate {
     pub tokens_per_epoch: usize,
+    /// What the tokens are: the train texts, or the texts of the contrastive stage's pairs.
+    pub tokens_of: &'static str,
     pub layers: usize,
     pub gflops: f64,
     pub epochs: usize,
@@ -56,14 +58,15 @@ impl Estimate {
         let train = &spec.run.train;
         // The contrastive stage embeds both texts of 2 × iterations pairs per train text per
         // epoch (its heads then train on vectors made once, which costs next to nothing).
-        let (tokens_per_epoch, epochs) = if spec.plan.contrastive {
+        let (tokens_per_epoch, tokens_of, epochs) = if spec.plan.contrastive {
             let c = &train.contrastive;
-            (4 * c.iterations * tokens, c.epochs)
+            (4 * c.iterations * tokens, "pair-text tokens", c.epochs)
         } else {
-            (tokens, train.epochs())
+            (tokens, "train tokens", train.epochs())
         };
         Ok(Some(Self {
             tokens_per_epoch,
+            tokens_of,
             layers: folder.num_layers - n,
             gflops: probe_gflops(spec, folder.hidden_size),
             epochs,
@@ -74,10 +77,11 @@ impl Estimate {
     pub(crate) fn describe(&self, hidden: usize) -> String {
         let per_epoch = self.seconds_per_epoch(hidden);
         format!(
-            "about {:.0} s ({} epochs × {per_epoch:.1} s: {} train tokens through {} layers at the {:.0} GFLOP/s this CPU's products ran just now; products only, so element-wise work and the one-time pass below the line add to it, and early stopping may end it sooner)",
+            "about {:.0} s ({} epochs × {per_epoch:.1} s: {} {} through {} layers at the {:.0} GFLOP/s this CPU's products ran just now; products only, so element-wise work and the one-time pass below the line add to it, and early stopping may end it sooner)",
             per_epoch * self.epochs as f64,
             self.epochs,
             self.tokens_per_epoch,
+            self.tokens_of,
             self.layers,
             self.gflops
         )
