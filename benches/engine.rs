@@ -27,8 +27,17 @@ fn main() {
     if Kernel::best_fp32() != Kernel::Portable {
         kernels.push(("fp32", Kernel::best_fp32()));
     }
-    if let Some(k) = Kernel::bf16() {
-        kernels.push(("bf16", k));
+    for k in Kernel::bf16_kernels() {
+        kernels.push((
+            match k {
+                Kernel::AmxBf16 => "bf16 amx",
+                _ => "bf16",
+            },
+            k,
+        ));
+    }
+    if let Some(why) = Kernel::amx_unavailable() {
+        eprintln!("AMX kernel not run: {why}");
     }
     println!("shape,product,kernel,gflops");
     let shapes = [

@@ -103,6 +103,14 @@ def setfit_run(st_model: str, texts, labels, test_texts, seed: int, work: Path) 
     return seconds, list(model.predict(test_texts, batch_size=64))
 
 
+def bf16_kernel(frostline: str) -> str:
+    """What `precision auto` runs on this machine, as `frostline doctor` says it."""
+    import subprocess
+    out = subprocess.run([frostline, "doctor", "--json"], capture_output=True, text=True)
+    engine = json.loads(out.stdout)["engine"]
+    return f"{engine['bf16'] or engine['fp32']}; AMX {engine['amx_status']}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     benchlib.common_args(ap, "frostline", "model", "st-model", "shared", "work", "threads", "out")
@@ -127,7 +135,7 @@ def main() -> None:
         "test split (accuracy, % mean ± std over seeds). SetFit 1.2.0: all-MiniLM-L6-v2, 1 epoch, "
         "num_iterations 20, batch 16, lr 2e-5, LogisticRegression head. frozen + LR: the same "
         "body's sentence-transformers vectors, scikit-learn LogisticRegression(C=1). frostline "
-        "(precision auto: bf16 products where the CPU has AVX512-BF16): the frozen linear head, "
+        f"(precision auto; here: {bf16_kernel(args.frostline)}): the frozen linear head, "
         "and `contrastive,frost-line=N` with SetFit's pair recipe (N = 0 tunes the whole body) "
         "or fewer iterations, the pairs tuning layers ≥ N, then the linear head on the tuned "
         "vectors. Training seconds, mean per seed: SetFit's trainer.train(); frostline's "

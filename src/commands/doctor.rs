@@ -209,12 +209,12 @@ fn native_engine(out: &mut String) -> serde_json::Value {
             None => "unavailable: the CPU has no AVX512-BF16 (precision \"auto\" runs fp32)".into(),
         }
     );
-    if cpu.amx_bf16 {
-        let _ = writeln!(
-            out,
-            "  AMX: present, unused (frostline has no AMX kernel yet; bf16 runs on AVX512-BF16)"
-        );
-    }
+    let amx = match (cpu.amx_bf16, Kernel::amx_unavailable()) {
+        (_, None) => "in use for bf16 products".to_string(),
+        (false, Some(_)) => "absent".to_string(),
+        (true, Some(why)) => format!("present, not used: {why}"),
+    };
+    let _ = writeln!(out, "  AMX: {amx}");
     let _ = writeln!(out, "  threads: {} (MATMUL_NUM_THREADS)", gemm::threads());
     serde_json::json!({
         "cpu": cpu.model,
@@ -222,6 +222,8 @@ fn native_engine(out: &mut String) -> serde_json::Value {
         "fp32": fp32.describe(),
         "bf16": bf16.map(Kernel::describe),
         "amx": cpu.amx_bf16,
+        "amx_in_use": Kernel::amx_unavailable().is_none(),
+        "amx_status": amx,
         "threads": gemm::threads(),
     })
 }

@@ -5,7 +5,9 @@
 use std::ops::Range;
 
 use ndarray::{s, Array2, ArrayView2};
+use rayon::prelude::*;
 
+use super::gemm;
 use super::linear::Linear;
 use super::params::ParamStore;
 use super::vecmath;
@@ -84,27 +86,35 @@ impl SelfAttention {
         let d = self.head_dim();
         let scale = 1.0 / (d as f32).sqrt();
         let kernel = store.kernel();
+        // Sequences are independent, and their per-head products too small to split: the
+        // sequences run in parallel, each computed exactly as it would be alone.
+        let per_sequence: Vec<(Array2<f32>, Vec<Array2<f32>>)> = gemm::in_pool(|| {
+            (0..seg.count())
+                .into_par_iter()
+                .map(|b| {
+                    let rows = seg.range(b);
+                    let mut ctx = Array2::<f32>::zeros((rows.len(), x.ncols()));
+                    let mut probs = Vec::with_capacity(self.heads);
+                    for h in 0..self.heads {
+                        let cols = h * d..(h + 1) * d;
+                        let qh = q.slice(s![rows.clone(), cols.clone()]);
+                        let kh = k.slice(s![rows.clone(), cols.clone()]);
+                        let vh = v.slice(s![rows.clone(), cols.clone()]);
+                        let mut p = kernel.dot(&qh, &kh.t());
+                        let len = p.ncols();
+                        vecmath::softmax_rows(p.as_slice_mut().expect("new array"), len, scale);
+                        kernel.gemm(1.0, &p.view(), &vh, 0.0, &mut ctx.slice_mut(s![.., cols]));
+                        probs.push(p);
+                    }
+                    (ctx, probs)
+                })
+                .collect()
+        });
         let mut ctx = Array2::<f32>::zeros(x.raw_dim());
         let mut probs = Vec::with_capacity(seg.count() * self.heads);
-        for b in 0..seg.count() {
-            let rows = seg.range(b);
-            for h in 0..self.heads {
-                let cols = h * d..(h + 1) * d;
-                let qh = q.slice(s![rows.clone(), cols.clone()]);
-                let kh = k.slice(s![rows.clone(), cols.clone()]);
-                let vh = v.slice(s![rows.clone(), cols.clone()]);
-                let mut p = kernel.dot(&qh, &kh.t());
-                let len = p.ncols();
-                vecmath::softmax_rows(p.as_slice_mut().expect("new array"), len, scale);
-                kernel.gemm(
-                    1.0,
-                    &p.view(),
-                    &vh,
-                    0.0,
-                    &mut ctx.slice_mut(s![rows.clone(), cols]),
-                );
-                probs.push(p);
-            }
+        for (b, (c, p)) in per_sequence.into_iter().enumerate() {
+            ctx.slice_mut(s![seg.range(b), ..]).assign(&c);
+            probs.extend(p);
         }
         (
             ctx,
@@ -127,53 +137,22 @@ impl SelfAttention {
         dctx: ArrayView2<f32>,
     ) -> Array2<f32> {
         let seg = &t.seg;
-        let d = self.head_dim();
-        let scale = 1.0 / (d as f32).sqrt();
+        let scale = 1.0 / (self.head_dim() as f32).sqrt();
         let kernel = store.kernel();
+        // As in the forward pass: the sequences in parallel, each exactly as alone.
+        let per_sequence: Vec<[Array2<f32>; 3]> = gemm::in_pool(|| {
+            (0..seg.count())
+                .into_par_iter()
+                .map(|b| self.sequence_backward(t, dctx, b, kernel, scale))
+                .collect()
+        });
         let mut dq = Array2::<f32>::zeros(t.q.raw_dim());
         let mut dk = Array2::<f32>::zeros(t.k.raw_dim());
         let mut dv = Array2::<f32>::zeros(t.v.raw_dim());
-        for b in 0..seg.count() {
-            let rows = seg.range(b);
-            for h in 0..self.heads {
-                let p = &t.probs[b * self.heads + h];
-                let cols = h * d..(h + 1) * d;
-                let dc = dctx.slice(s![rows.clone(), cols.clone()]);
-                let vh = t.v.slice(s![rows.clone(), cols.clone()]);
-                let kh = t.k.slice(s![rows.clone(), cols.clone()]);
-                let qh = t.q.slice(s![rows.clone(), cols.clone()]);
-                let dp = kernel.dot(&dc, &vh.t());
-                kernel.gemm(
-                    1.0,
-                    &p.t(),
-                    &dc,
-                    0.0,
-                    &mut dv.slice_mut(s![rows.clone(), cols.clone()]),
-                );
-                // Softmax backward: dS = P ⊙ (dP − Σ_j dP·P), times the score scale.
-                let mut ds = dp;
-                let len = ds.ncols();
-                vecmath::softmax_backward_rows(
-                    p.as_slice().expect("owned"),
-                    ds.as_slice_mut().expect("new array"),
-                    len,
-                    scale,
-                );
-                kernel.gemm(
-                    1.0,
-                    &ds.view(),
-                    &kh,
-                    0.0,
-                    &mut dq.slice_mut(s![rows.clone(), cols.clone()]),
-                );
-                kernel.gemm(
-                    1.0,
-                    &ds.t(),
-                    &qh,
-                    0.0,
-                    &mut dk.slice_mut(s![rows.clone(), cols]),
-                );
-            }
+        for (b, [q, k, v]) in per_sequence.into_iter().enumerate() {
+            dq.slice_mut(s![seg.range(b), ..]).assign(&q);
+            dk.slice_mut(s![seg.range(b), ..]).assign(&k);
+            dv.slice_mut(s![seg.range(b), ..]).assign(&v);
         }
         let mut dx = self
             .query
@@ -188,5 +167,58 @@ impl SelfAttention {
             .backward(store, t.x.view(), dv.view(), true)
             .expect("dx");
         dx
+    }
+
+    /// Sequence `b`'s gradients of Q, K and V (its rows, every head).
+    fn sequence_backward(
+        &self,
+        t: &AttentionTrace,
+        dctx: ArrayView2<f32>,
+        b: usize,
+        kernel: gemm::Kernel,
+        scale: f32,
+    ) -> [Array2<f32>; 3] {
+        let d = self.head_dim();
+        let rows = t.seg.range(b);
+        let shape = (rows.len(), t.q.ncols());
+        let (mut dq, mut dk, mut dv) = (
+            Array2::<f32>::zeros(shape),
+            Array2::<f32>::zeros(shape),
+            Array2::<f32>::zeros(shape),
+        );
+        for h in 0..self.heads {
+            let p = &t.probs[b * self.heads + h];
+            let cols = h * d..(h + 1) * d;
+            let dc = dctx.slice(s![rows.clone(), cols.clone()]);
+            let vh = t.v.slice(s![rows.clone(), cols.clone()]);
+            let kh = t.k.slice(s![rows.clone(), cols.clone()]);
+            let qh = t.q.slice(s![rows.clone(), cols.clone()]);
+            let dp = kernel.dot(&dc, &vh.t());
+            kernel.gemm(
+                1.0,
+                &p.t(),
+                &dc,
+                0.0,
+                &mut dv.slice_mut(s![.., cols.clone()]),
+            );
+            // Softmax backward: dS = P ⊙ (dP − Σ_j dP·P), times the score scale.
+            let mut ds = dp;
+            let len = ds.ncols();
+            vecmath::softmax_backward_rows(
+                p.as_slice().expect("owned"),
+                ds.as_slice_mut().expect("new array"),
+                len,
+                scale,
+            );
+            kernel.gemm(
+                1.0,
+                &ds.view(),
+                &kh,
+                0.0,
+                &mut dq.slice_mut(s![.., cols.clone()]),
+            );
+            kernel.gemm(1.0, &ds.t(), &qh, 0.0, &mut dk.slice_mut(s![.., cols]));
+        }
+        [dq, dk, dv]
     }
 }

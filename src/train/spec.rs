@@ -99,8 +99,12 @@ fn resolve_precision(choice: PrecisionChoice) -> Result<(Kernel, Option<String>)
             Some(k) => (
                 k,
                 Some(format!(
-                    "precision auto: bf16 products (fp32 accumulation and master weights), as this CPU ({}) has AVX512-BF16",
-                    cpu.model
+                    "precision auto: bf16 products (fp32 accumulation and master weights), as this CPU ({}) has {}",
+                    cpu.model,
+                    match k {
+                        Kernel::AmxBf16 => "AMX-BF16",
+                        _ => "AVX512-BF16",
+                    }
                 )),
             ),
             None => (

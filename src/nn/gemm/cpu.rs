@@ -84,7 +84,10 @@ fn detect() -> Cpu {
         model: format!("{model} (family {family}, model {model_id})"),
         avx2_fma: is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
         avx512f: is_x86_feature_detected!("avx512f"),
-        avx512_bf16: is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16"),
+        // The bf16 packers also interleave with AVX512-BW, which every AVX512-BF16 CPU has.
+        avx512_bf16: is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512bf16"),
         // CPUID.(EAX=7,ECX=0):EDX bit 22 (std's detection of AMX is not stable yet).
         amx_bf16: leaf7.edx & (1 << 22) != 0,
     }

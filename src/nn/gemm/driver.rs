@@ -9,35 +9,61 @@ use std::sync::OnceLock;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
-/// Rows and columns of C one micro-kernel call produces.
-pub(super) const MR: usize = 12;
+/// Columns of C one micro-kernel call produces (its rows are the kernel's `MR`).
 pub(super) const NR: usize = 32;
+/// The most rows of C any micro-kernel produces per call: the tile buffer's height.
+pub(super) const MAX_MR: usize = 32;
+
+/// One micro-kernel call's block of C, row-major with rows `NR` apart.
+pub(super) type Tile = [f32; MAX_MR * NR];
 
 /// A micro-kernel and the packed layout it reads. `P` is one packed element: an f32, or two
 /// bf16 values of consecutive k (`KSTEP = 2`) in one u32.
-pub(super) trait MicroKernel: Sync {
+pub(super) trait MicroKernel: Sync + Sized {
     type P: Copy + Default + Send + Sync;
     const KSTEP: usize;
     /// k values per block (a multiple of `KSTEP`).
     const KC: usize;
+    /// Rows of C per call (at most `MAX_MR`).
+    const MR: usize;
+    /// Packed steps per panel are padded with zeros to a multiple of this (AMX tiles hold 16).
+    const STEP_ALIGN: usize;
     /// Packs `x` (two k values when `KSTEP = 2`; `hi` is 0 past the end of k).
     fn pack(lo: f32, hi: f32) -> Self::P;
     /// Packs a contiguous run of `KSTEP · dst.len()` values (a loop the compiler vectorises).
     fn pack_run(src: &[f32], dst: &mut [Self::P]);
-    /// `tile[i * NR + j] = Σ_s a[s][i] · b[s][j]` over `steps` packed k steps.
+    /// Packs a panel of A as [`MicroKernel::run`] reads it: by default step-major, like B's
+    /// (`[step][row]`, what a broadcast kernel wants).
+    ///
+    /// # Safety
+    /// As [`pack_panel`].
+    unsafe fn pack_a(p: Panel, out: &mut [Self::P]) {
+        pack_panel::<Self>(p, out)
+    }
+
+    /// Packs a panel of B: step-major, as [`pack_panel`] (a kernel may do it faster).
+    ///
+    /// # Safety
+    /// As [`pack_panel`].
+    unsafe fn pack_b(p: Panel, out: &mut [Self::P]) {
+        pack_panel::<Self>(p, out)
+    }
+
+    /// `tile[i * NR + j] = Σ_s a[i, s] · b[s][j]` over `steps` packed k steps (a multiple of
+    /// `STEP_ALIGN`), for rows `i < MR`.
     ///
     /// # Safety
     /// `a` holds `steps * MR` elements, `b` `steps * NR`; the CPU has the kernel's features.
-    unsafe fn run(steps: usize, a: *const Self::P, b: *const Self::P, tile: &mut [f32; MR * NR]);
+    unsafe fn run(steps: usize, a: *const Self::P, b: *const Self::P, tile: &mut Tile);
 }
 
 /// Packed steps in one k block, at most (the largest `KC / KSTEP`).
-pub(super) const MAX_STEPS: usize = 128;
+pub(super) const MAX_STEPS: usize = 256;
 
 /// Products below this many multiply-adds run on the calling thread (a fork costs more).
 const PARALLEL_MIN: usize = 1 << 21;
-/// Rows of A one thread packs and works through at a time (fits in L2 with its k-block).
-const MC: usize = 8 * MR;
+/// Row panels of A one thread packs and works through at a time (fits in L2 with its k-block).
+const MC_PANELS: usize = 8;
 
 /// The threads products run on: `MATMUL_NUM_THREADS` (set by the binary to the core count
 /// unless the user set it), else every core.
@@ -55,6 +81,11 @@ fn pool() -> &'static rayon::ThreadPool {
             .build()
             .expect("matmul thread pool")
     })
+}
+
+/// Runs `f` on the matmul threads (so its rayon work shares them with the products').
+pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    pool().install(f)
 }
 
 pub fn threads() -> usize {
@@ -99,23 +130,48 @@ struct Dst {
 unsafe impl Send for Dst {}
 unsafe impl Sync for Dst {}
 
-/// Packs `live` lanes (zeros up to `width`) × k values `0..kc` into `out` as `[step][width]`;
-/// lane `l`, k value `k` lies at `base + l·ls + k·ks`. A panel of A has rows for lanes, a
-/// panel of B columns. The inner loop walks whichever axis is contiguous.
+/// A panel to pack: `live` lanes (zeros up to `width`) × k values `0..kc`, padded with zero
+/// steps up to `psteps`; lane `l`, k value `k` lies at `base + l·ls + k·ks`. A panel of A has
+/// rows for lanes, a panel of B columns.
+#[derive(Clone, Copy)]
+pub(super) struct Panel {
+    pub(super) base: *const f32,
+    pub(super) ls: isize,
+    pub(super) ks: isize,
+    pub(super) live: usize,
+    pub(super) width: usize,
+    pub(super) kc: usize,
+    pub(super) psteps: usize,
+}
+
+impl Panel {
+    /// # Safety
+    /// `(l, k)` lies inside the source matrix.
+    #[inline(always)]
+    pub(super) unsafe fn at(self, l: usize, k: usize) -> *const f32 {
+        self.base
+            .offset(l as isize * self.ls + k as isize * self.ks)
+    }
+}
+
+/// Packs `p` into `out` as `[step][width]`. The inner loop walks whichever axis is contiguous.
 ///
 /// # Safety
-/// Every `(l < live, k < kc)` offset lies inside the source matrix.
-unsafe fn pack_panel<K: MicroKernel>(
-    base: *const f32,
-    (ls, ks): (isize, isize),
-    live: usize,
-    width: usize,
-    kc: usize,
-    out: &mut [K::P],
-) {
+/// Every `(l < live, k < kc)` of `p` lies inside the source matrix.
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+pub(super) unsafe fn pack_panel<K: MicroKernel>(p: Panel, out: &mut [K::P]) {
+    let Panel {
+        ls,
+        ks,
+        live,
+        width,
+        kc,
+        psteps,
+        ..
+    } = p;
     let full = kc / K::KSTEP; // steps whose every k value exists
     let steps = kc.div_ceil(K::KSTEP);
-    let at = |l: usize, k: usize| base.offset(l as isize * ls + k as isize * ks);
+    let at = |l: usize, k: usize| p.at(l, k);
     let pair = |q: *const f32| K::pack(*q, if K::KSTEP == 2 { *q.offset(ks) } else { 0.0 });
     if ks == 1 && ls != 1 {
         // k is contiguous: a transpose. Each lane's run of k values is converted in one
@@ -138,9 +194,9 @@ unsafe fn pack_panel<K: MicroKernel>(
         }
     } else {
         for st in 0..full {
-            let p = at(0, st * K::KSTEP);
+            let q = at(0, st * K::KSTEP);
             for (l, o) in out[st * width..st * width + live].iter_mut().enumerate() {
-                *o = pair(p.offset(l as isize * ls));
+                *o = pair(q.offset(l as isize * ls));
             }
         }
     }
@@ -155,6 +211,7 @@ unsafe fn pack_panel<K: MicroKernel>(
             out[st * width + live..(st + 1) * width].fill(K::P::default());
         }
     }
+    out[steps * width..psteps * width].fill(K::P::default());
 }
 
 /// `c = alpha · a · b + beta · c` (`beta = 0` ignores what C held, NaN included).
@@ -184,29 +241,37 @@ pub(super) fn gemm<K: MicroKernel>(
         cs,
     };
     let parallel = m * n * k >= PARALLEL_MIN && threads() > 1;
+    let mr = K::MR;
     let mc = if parallel {
-        m.div_ceil(threads()).next_multiple_of(MR).min(MC)
+        m.div_ceil(threads())
+            .next_multiple_of(mr)
+            .min(MC_PANELS * mr)
     } else {
-        MC
+        MC_PANELS * mr
     };
     let col_panels = n.div_ceil(NR);
-    let max_steps = K::KC.min(k).div_ceil(K::KSTEP);
+    let max_steps = K::KC
+        .min(k)
+        .div_ceil(K::KSTEP)
+        .next_multiple_of(K::STEP_ALIGN);
     let mut bp = vec![K::P::default(); col_panels * max_steps * NR];
     for (block, k0) in (0..k).step_by(K::KC).enumerate() {
         let kc = K::KC.min(k - k0);
-        let steps = kc.div_ceil(K::KSTEP);
+        let steps = kc.div_ceil(K::KSTEP).next_multiple_of(K::STEP_ALIGN);
         let pack = |(p, out): (usize, &mut [K::P])| {
             let c0 = p * NR;
             // SAFETY: columns c0..c0+live and k values k0..k0+kc lie inside B.
             unsafe {
-                pack_panel::<K>(
-                    sb.at_ptr(k0, c0),
-                    (sb.cs, sb.rs),
-                    NR.min(n - c0),
-                    NR,
+                let panel = Panel {
+                    base: sb.at_ptr(k0, c0),
+                    ls: sb.cs,
+                    ks: sb.rs,
+                    live: NR.min(n - c0),
+                    width: NR,
                     kc,
-                    out,
-                )
+                    psteps: steps,
+                };
+                K::pack_b(panel, out)
             }
         };
         if parallel {
@@ -218,22 +283,24 @@ pub(super) fn gemm<K: MicroKernel>(
         let bp = &bp;
         let work = |ap: &mut Vec<K::P>, r0: usize| {
             let rows = mc.min(m - r0);
-            let row_panels = rows.div_ceil(MR);
-            for (p, out) in ap.chunks_mut(steps * MR).take(row_panels).enumerate() {
-                let i0 = r0 + p * MR;
+            let row_panels = rows.div_ceil(mr);
+            for (p, out) in ap.chunks_mut(steps * mr).take(row_panels).enumerate() {
+                let i0 = r0 + p * mr;
                 // SAFETY: rows i0..i0+live and k values k0..k0+kc lie inside A.
                 unsafe {
-                    pack_panel::<K>(
-                        sa.at_ptr(i0, k0),
-                        (sa.rs, sa.cs),
-                        MR.min(m - i0),
-                        MR,
+                    let panel = Panel {
+                        base: sa.at_ptr(i0, k0),
+                        ls: sa.rs,
+                        ks: sa.cs,
+                        live: mr.min(m - i0),
+                        width: mr,
                         kc,
-                        out,
-                    )
+                        psteps: steps,
+                    };
+                    K::pack_a(panel, out)
                 }
             }
-            let mut tile = [0f32; MR * NR];
+            let mut tile: Tile = [0f32; MAX_MR * NR];
             for jp in 0..col_panels {
                 let bpanel = &bp[jp * max_steps * NR..];
                 for ip in 0..row_panels {
@@ -242,12 +309,12 @@ pub(super) fn gemm<K: MicroKernel>(
                     unsafe {
                         K::run(
                             steps,
-                            ap[ip * steps * MR..].as_ptr(),
+                            ap[ip * steps * mr..].as_ptr(),
                             bpanel.as_ptr(),
                             &mut tile,
                         )
                     };
-                    let i0 = r0 + ip * MR;
+                    let i0 = r0 + ip * mr;
                     let j0 = jp * NR;
                     // SAFETY: the row block is this worker's alone; indices are inside C.
                     unsafe {
@@ -255,7 +322,7 @@ pub(super) fn gemm<K: MicroKernel>(
                             &tile,
                             dst,
                             (i0, j0),
-                            (MR.min(m - i0), NR.min(n - j0)),
+                            (mr.min(m - i0), NR.min(n - j0)),
                             alpha,
                             if first { beta } else { 1.0 },
                         )
@@ -264,7 +331,7 @@ pub(super) fn gemm<K: MicroKernel>(
             }
         };
         let starts: Vec<usize> = (0..m).step_by(mc).collect();
-        let ap_len = mc.min(m).div_ceil(MR) * steps * MR;
+        let ap_len = mc.min(m).div_ceil(mr) * steps * mr;
         if parallel {
             pool().install(|| {
                 starts
@@ -284,9 +351,10 @@ pub(super) fn gemm<K: MicroKernel>(
 ///
 /// # Safety
 /// The region lies inside C and no other thread writes it.
-#[inline(always)]
+// Every kernel the driver runs is an AVX-512 one: the merge is compiled for it.
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
 unsafe fn merge(
-    tile: &[f32; MR * NR],
+    tile: &Tile,
     c: Dst,
     (i0, j0): (usize, usize),
     (rows, cols): (usize, usize),

@@ -4,6 +4,8 @@
 //! and heads goes through [`Kernel::gemm`].
 
 #[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 mod cpu;
 mod driver;
@@ -12,7 +14,7 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use serde::{Deserialize, Serialize};
 
 pub use cpu::Cpu;
-pub use driver::threads;
+pub use driver::{in_pool, threads};
 
 /// The precision of the products: fp32, or bf16 inputs with fp32 accumulation (weights,
 /// gradients and optimizer state stay fp32 either way).
@@ -60,6 +62,8 @@ pub enum Kernel {
     Avx512,
     /// bf16 products with fp32 accumulation on AVX512-BF16 (`vdpbf16ps`).
     Avx512Bf16,
+    /// bf16 products with fp32 accumulation on AMX tiles (`tdpbf16ps`).
+    AmxBf16,
 }
 
 impl Kernel {
@@ -80,23 +84,46 @@ impl Kernel {
             Precision::Bf16 => Self::bf16().ok_or_else(|| {
                 let cpu = Cpu::get();
                 format!(
-                    "precision bf16 needs AVX512-BF16 (the CPU flag avx512_bf16), which this CPU ({}) lacks{}: use precision = \"fp32\", or \"auto\" to take bf16 only where it exists",
+                    "precision bf16 needs AVX512-BF16 (the CPU flag avx512_bf16), which this CPU ({}) lacks: use precision = \"fp32\", or \"auto\" to take bf16 only where it exists",
                     cpu.model,
-                    if cpu.amx_bf16 { " (it has AMX, which frostline has no kernel for yet)" } else { "" }
                 )
             }),
         }
     }
 
-    /// The bf16 kernel, where the CPU has one.
+    /// The fastest bf16 kernel this CPU runs: AMX where the CPU and OS allow it, else
+    /// AVX512-BF16, else none.
     pub fn bf16() -> Option<Kernel> {
-        (cfg!(target_arch = "x86_64") && Cpu::get().avx512_bf16).then_some(Kernel::Avx512Bf16)
+        Self::bf16_kernels().last().copied()
+    }
+
+    /// Every bf16 kernel this CPU runs, slowest first (tests and benchmarks compare them).
+    pub fn bf16_kernels() -> Vec<Kernel> {
+        let mut k = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if Cpu::get().avx512_bf16 {
+                k.push(Kernel::Avx512Bf16);
+            }
+            if amx::usable() {
+                k.push(Kernel::AmxBf16);
+            }
+        }
+        k
+    }
+
+    /// Why the AMX kernel does not run in this process, or `None` when it does (`doctor`).
+    pub fn amx_unavailable() -> Option<&'static str> {
+        #[cfg(target_arch = "x86_64")]
+        return amx::unavailable();
+        #[cfg(not(target_arch = "x86_64"))]
+        Some("not an x86_64 CPU")
     }
 
     pub fn precision(self) -> Precision {
         match self {
             Kernel::Portable | Kernel::Avx512 => Precision::Fp32,
-            Kernel::Avx512Bf16 => Precision::Bf16,
+            Kernel::Avx512Bf16 | Kernel::AmxBf16 => Precision::Bf16,
         }
     }
 
@@ -115,6 +142,9 @@ impl Kernel {
             Kernel::Avx512Bf16 => format!(
                 "bf16 products, fp32 accumulation, AVX512-BF16 vdpbf16ps 12x32 micro-kernel (products under {SMALL_PRODUCT} multiply-adds: fp32)"
             ),
+            Kernel::AmxBf16 => format!(
+                "bf16 products, fp32 accumulation, AMX tdpbf16ps 32x32 micro-kernel (products under {SMALL_PRODUCT} multiply-adds: fp32)"
+            ),
         }
     }
 
@@ -131,7 +161,7 @@ impl Kernel {
         match self {
             // Packing a tiny product (one head's attention scores over a short sequence) costs
             // more than multiplying it: those run unpacked, in fp32 whatever the precision.
-            Kernel::Avx512 | Kernel::Avx512Bf16 if small => {
+            Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::AmxBf16 if small => {
                 Kernel::Portable.packed_gemm(alpha, a, b, beta, c)
             }
             _ => self.packed_gemm(alpha, a, b, beta, c),
@@ -158,6 +188,8 @@ impl Kernel {
             Kernel::Avx512 => driver::gemm::<avx512::Fp32>(alpha, a, b, beta, c),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Bf16 => driver::gemm::<avx512::Bf16>(alpha, a, b, beta, c),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AmxBf16 => driver::gemm::<amx::AmxBf16>(alpha, a, b, beta, c),
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("AVX-512 kernels are only chosen on x86_64"),
         }
@@ -216,7 +248,7 @@ mod tests {
 
     fn kernels() -> Vec<Kernel> {
         let mut k = vec![Kernel::Portable, Kernel::best_fp32()];
-        k.extend(Kernel::bf16());
+        k.extend(Kernel::bf16_kernels());
         k
     }
 
@@ -264,9 +296,12 @@ mod tests {
     /// path; a larger one does not.
     #[test]
     fn small_products_run_fp32_under_bf16() {
-        let Some(bf16) = Kernel::bf16() else {
-            return;
-        };
+        for bf16 in Kernel::bf16_kernels() {
+            small_product_runs_fp32(bf16);
+        }
+    }
+
+    fn small_product_runs_fp32(bf16: Kernel) {
         let a = random(20, 32, 3);
         let b = random(32, 20, 4);
         assert_eq!(
@@ -297,17 +332,15 @@ mod tests {
     /// product (Frobenius) under 1 %, as bf16's 8-bit mantissa allows (~0.4 % per input).
     #[test]
     fn bf16_products_stay_within_bf16_rounding_of_fp32() {
-        let Some(bf16) = Kernel::bf16() else {
-            eprintln!("no AVX512-BF16 on this CPU: the bf16 kernel is not built for it");
-            return;
-        };
         let a = random(300, 384, 5);
         let b = random(384, 1536, 6);
         let exact = Kernel::best_fp32().dot(&a.view(), &b.view());
-        let approx = bf16.dot(&a.view(), &b.view());
-        let err =
-            (&approx - &exact).mapv(|v| v * v).sum().sqrt() / exact.mapv(|v| v * v).sum().sqrt();
-        assert!(err < 1e-2 && err > 0.0, "relative error {err}");
+        for bf16 in Kernel::bf16_kernels() {
+            let approx = bf16.dot(&a.view(), &b.view());
+            let err = (&approx - &exact).mapv(|v| v * v).sum().sqrt()
+                / exact.mapv(|v| v * v).sum().sqrt();
+            assert!(err < 1e-2 && err > 0.0, "{bf16:?}: relative error {err}");
+        }
     }
 
     /// Same inputs, different thread counts' splits, same bits: the split never changes the
