@@ -194,8 +194,9 @@ def main() -> None:
             cells.append(f"{statistics.mean(secs):.1f} ({statistics.mean(secs) / statistics.mean(sf_sec):.3f}×)" if secs else "–")
         lines.append("| " + " | ".join(cells) + " |")
         raw.extend({"dataset": name, "k": k, **r} for r in fl_rows)
-    lines += [""] + notes + ["", "Raw rows (per seed): bench-results/fewshot.json."]
-    Path(args.out).with_suffix(".json").write_text(json.dumps(raw, indent=1), encoding="utf-8")
+    raw_file = Path(args.out).with_suffix(".json")
+    lines += [""] + notes + ["", f"Raw rows (per seed): {raw_file}."]
+    raw_file.write_text(json.dumps(raw, indent=1), encoding="utf-8")
     benchlib.write_report(args.out, lines)
 
 
