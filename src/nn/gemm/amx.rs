@@ -97,9 +97,9 @@ impl MicroKernel for AmxBf16 {
 }
 
 /// Packs panel `p` of A lane-major, `out[l · psteps + step]`, each u32 a (k even, k odd) bf16
-/// pair, zeros past k and past `live`. Row-major A (k contiguous) converts each lane's run at once; A read
-/// through a transpose (lanes contiguous, as dyᵀ in a weight gradient) converts 16 lanes × one
-/// k pair per vector and scatters the pairs to their lanes' rows.
+/// pair, zeros past k and past `live`. Row-major A (k contiguous) converts each lane's run at
+/// once; A read through a transpose (lanes contiguous, as dyᵀ in a weight gradient) converts 16
+/// lanes × one k pair per vector and scatters the pairs to their lanes' rows.
 ///
 /// # Safety
 /// Every `(l < live, k < kc)` offset lies inside the source matrix; the CPU has AVX512-BF16
