@@ -93,7 +93,12 @@ unsafe fn pack_bf16_rows_avx512(p: Panel, out: &mut [u32]) {
     for l0 in (0..width).step_by(16) {
         let lanes = live.saturating_sub(l0).min(16);
         let mask: __mmask16 = ((1u32 << lanes) - 1) as u16;
-        let row = |k: usize| _mm512_maskz_loadu_ps(mask, base.offset(k as isize * ks).add(l0));
+        // Wrapping arithmetic: past the live lanes the address may leave the matrix, though the
+        // load is masked off entirely there.
+        let row = |k: usize| {
+            let at = base.wrapping_offset(k as isize * ks).wrapping_add(l0);
+            _mm512_maskz_loadu_ps(mask, at)
+        };
         for st in 0..steps {
             let odd = if st < full {
                 row(2 * st + 1)

@@ -9,7 +9,7 @@ pub struct Cpu {
     pub avx2_fma: bool,
     pub avx512f: bool,
     pub avx512_bf16: bool,
-    /// AMX tiles with bf16 (no kernel uses them yet: reported so a user knows what is left).
+    /// AMX tiles with bf16 (the AMX kernel also needs the OS's leave: see `Kernel::bf16`).
     pub amx_bf16: bool,
 }
 

@@ -31,6 +31,7 @@ pub(super) trait MicroKernel: Sync + Sized {
     /// Packs `x` (two k values when `KSTEP = 2`; `hi` is 0 past the end of k).
     fn pack(lo: f32, hi: f32) -> Self::P;
     /// Packs a contiguous run of `KSTEP · dst.len()` values (a loop the compiler vectorises).
+    /// Called only where this kernel was chosen, so it may use the kernel's CPU features.
     fn pack_run(src: &[f32], dst: &mut [Self::P]);
     /// Packs a panel of A as [`MicroKernel::run`] reads it: by default step-major, like B's
     /// (`[step][row]`, what a broadcast kernel wants).

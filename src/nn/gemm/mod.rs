@@ -252,10 +252,10 @@ mod tests {
         k
     }
 
-    /// Edge tiles (rows past 12, columns past 32, odd k, k past one block), transposed and
-    /// sliced operands, alpha and beta: every kernel against an f64 reference. fp32 kernels
-    /// are held to fp32 rounding; bf16 to the same bound on bf16-rounded inputs (its
-    /// accumulation is fp32).
+    /// Edge tiles (rows past 12 and 32, columns past 32, odd k, k past one block), transposed
+    /// and sliced operands in both layouts, alpha and beta: every kernel against an f64
+    /// reference. fp32 kernels are held to fp32 rounding; bf16 to the same bound on
+    /// bf16-rounded inputs (its accumulation is fp32).
     #[test]
     fn every_kernel_matches_the_reference_on_awkward_shapes() {
         let shapes = [
@@ -272,20 +272,27 @@ mod tests {
             };
             for (i, &(m, n, k)) in shapes.iter().enumerate() {
                 let seed = i as u64;
+                // Both layouts of each operand (the packers have a path per layout): A
+                // row-major with B a column slice of a transpose (x·Wᵀ), then A a transpose
+                // with B row-major (dyᵀ·x, dy·W).
                 let a = random(m, k, seed);
-                let bt = random(n, k + 2, seed + 10); // b = a column slice of a transpose
+                let bt = random(n, k + 2, seed + 10);
                 let b = bt.slice(s![.., 1..k + 1]).reversed_axes();
+                let at = random(k, m, seed + 30);
+                let b_rows = random(k, n, seed + 40);
                 let c0 = random(m, n, seed + 20);
-                for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (-2.0, 0.25)] {
-                    let mut c = c0.clone();
-                    kernel.packed_gemm(alpha, &a.view(), &b, beta, &mut c.view_mut());
-                    let want = reference(alpha, &a.view(), &b, beta, &c0, round);
-                    for ((ix, &got), &w) in c.indexed_iter().zip(want.iter()) {
-                        let tol = 1e-5 * (k as f64).sqrt() * (1.0 + w.abs());
-                        assert!(
-                            (got as f64 - w).abs() <= tol,
-                            "{kernel:?} {m}x{n}x{k} alpha {alpha} beta {beta} at {ix:?}: {got} vs {w}"
-                        );
+                for (a, b) in [(a.view(), b), (at.t(), b_rows.view())] {
+                    for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (-2.0, 0.25)] {
+                        let mut c = c0.clone();
+                        kernel.packed_gemm(alpha, &a, &b, beta, &mut c.view_mut());
+                        let want = reference(alpha, &a, &b, beta, &c0, round);
+                        for ((ix, &got), &w) in c.indexed_iter().zip(want.iter()) {
+                            let tol = 1e-5 * (k as f64).sqrt() * (1.0 + w.abs());
+                            assert!(
+                                (got as f64 - w).abs() <= tol,
+                                "{kernel:?} {m}x{n}x{k} alpha {alpha} beta {beta} at {ix:?}: {got} vs {w}"
+                            );
+                        }
                     }
                 }
             }
