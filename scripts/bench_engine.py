@@ -14,11 +14,8 @@ Writes bench-results/engine.md.
 
 import argparse
 import csv
-import io
-import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,14 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_frost  # noqa: E402
 import benchlib  # noqa: E402
 import bench_ner  # noqa: E402
-
-
-def rust_gflops(tokens: int, threads: int) -> list[dict]:
-    out = subprocess.run(["cargo", "bench", "--quiet", "--bench", "engine", "--", str(tokens)],
-                         env={**os.environ, "MATMUL_NUM_THREADS": str(threads)},
-                         capture_output=True, text=True, check=True)
-    print(out.stderr.strip(), file=sys.stderr)
-    return list(csv.DictReader(io.StringIO(out.stdout)))
 
 
 def torch_gflops(tokens: int, shapes, threads: int) -> dict:
@@ -86,7 +75,7 @@ def main() -> None:
 
     # 1. GFLOP/s.
     shapes = [(384, 1536), (1536, 384), (384, 384), (768, 3072), (3072, 768), (768, 768)]
-    rows = rust_gflops(a.tokens, a.threads)
+    rows = benchlib.engine_gflops(a.tokens, a.threads)
     torch_res = torch_gflops(a.tokens, shapes, a.threads)
     ours = {(r["shape"], r["product"], r["kernel"]): float(r["gflops"]) for r in rows}
     # The bf16 kernel training runs: AMX where benches/engine.rs ran it, else AVX512-BF16.

@@ -72,3 +72,17 @@ def write_report(out: str | Path, lines: list[str]) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(text + "\n", encoding="utf-8")
     print(text)
+
+
+def engine_gflops(tokens: int, threads: int | None = None) -> list[dict]:
+    """GFLOP/s of frostline's product kernels on BERT-layer shapes (`cargo bench --bench engine`):
+    one row per (shape, product, kernel). Its stderr (CPU, flags, threads, any kernel not run) is
+    passed on."""
+    import csv
+    import io
+    import os
+    env = {**os.environ, **({"MATMUL_NUM_THREADS": str(threads)} if threads else {})}
+    out = subprocess.run(["cargo", "bench", "--quiet", "--bench", "engine", "--", str(tokens)],
+                         env=env, capture_output=True, text=True, check=True)
+    print(out.stderr.strip(), file=sys.stderr)
+    return list(csv.DictReader(io.StringIO(out.stdout)))
