@@ -2,12 +2,13 @@
 """int8 vs fp32, all in one run (through scripts/bench_int8.sh, which prepares the benchmark venv
 and builds frostline):
 
-1. throughput on the 6,000-text corpus: frostline fp32, frostline int8 (per-token) and
-   sentence-transformers (torch CPU), alternating, median of reps;
+1. throughput on the 6,000-text corpus and on long documents (200-256 tokens): frostline fp32,
+   frostline int8 (per-token), sentence-transformers (torch CPU) and ONNX Runtime's own dynamic
+   int8 pipeline run from Python, alternating, median of reps;
 2. agreement with fp32 per text (min / mean cosine) for every int8 recipe: per-token, static
    (calibrated on train texts of the three datasets), dynamic; per-channel and per-tensor;
 3. downstream: frozen-backbone linear heads on Banking77, SST-2, GoEmotions-Ekman (full sets)
-   with fp32 and int8 vectors; MTEB replay Banking77 k = 8;
+   with fp32, per-token and dynamic int8 vectors; MTEB replay Banking77 k = 8;
 4. the frost line N = 4 on Banking77 with the frozen part in fp32 and in int8 (--quantize-frozen):
    accuracy and the time to build the token-state cache.
 """
@@ -26,9 +27,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
-from bench_embed import corpus, frostline_embed, run_sentence_transformers  # noqa: E402
+from bench_embed import alternate, corpus, frostline_embed, run_sentence_transformers  # noqa: E402
 
 DATASETS = ["banking77", "sst2", "goemotions_ekman"]
+# The recipes whose heads are trained: the default, and ORT's own dynamic pipeline.
+DOWNSTREAM = ["per-token, per-channel (default)", "dynamic, per-channel"]
 
 
 def quantize(fl: str, model: str, out: Path, *args: str) -> dict:
@@ -59,6 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     benchlib.common_args(ap, "frostline", "model", "st-model", "shared", "texts", "reps", "threads")
     ap.add_argument("--frost-epochs", type=int, default=3)
+    ap.add_argument("--long-texts", type=int, default=600, help="documents of 200-256 tokens in the long corpus")
     benchlib.common_args(ap, "out", out={"default": "bench-results/int8.md"})
     args = ap.parse_args()
     fl, model, shared = args.frostline, str(Path(args.model).resolve()), Path(args.shared) / "data"
@@ -88,29 +92,42 @@ def main() -> None:
         print(f"quantized {name}: {q['seconds']:.1f} s, {q['model_bytes'] / 1e6:.1f} MB", file=sys.stderr, flush=True)
     int8 = folders["per-token, per-channel (default)"]
 
-    # 1. Throughput.
-    texts = corpus(Path(args.shared), args.texts)
-    corpus_file = work / "corpus.txt"
-    corpus_file.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    runners = {
-        "frostline fp32": lambda st: frostline_embed(fl, model, corpus_file, args.threads, work),
-        "frostline int8 (per-token)": lambda st: frostline_embed(fl, int8, corpus_file, args.threads, work),
-        "sentence-transformers (torch CPU, fp32)": lambda st: run_sentence_transformers(args.st_model, texts, args.threads, st),
+    # 1. Throughput on the short test texts and on long documents, ORT's own dynamic int8 pipeline
+    # (quantize_dynamic per-channel, the "dynamic" folder's graph, run from Python in sorted batches)
+    # beside frostline.
+    dynamic = folders["dynamic, per-channel"]
+    tokenizer = f"{model}/tokenizer.json"
+    corpora = {
+        "short": corpus(Path(args.shared), args.texts),
+        "long": benchlib.long_corpus(Path(args.shared), tokenizer, args.long_texts),
     }
     state: dict = {}
-    run_sentence_transformers(args.st_model, texts[:64], args.threads, state)
-    results: dict[str, list[dict]] = {k: [] for k in runners}
-    order = list(runners)
-    for rep in range(args.reps):
-        for name in order[rep % 3:] + order[:rep % 3]:
-            r = runners[name](state)
-            results[name].append(r)
-            print(f"rep {rep + 1} {name}: {r['seconds']:.2f} s", file=sys.stderr, flush=True)
-    med = {k: statistics.median(r["seconds"] for r in v) for k, v in results.items()}
+    throughput: dict[str, dict] = {}
+    for cname, texts in corpora.items():
+        corpus_file = work / f"corpus-{cname}.txt"
+        corpus_file.write_text("\n".join(texts) + "\n", encoding="utf-8")
+        runners = {
+            "frostline fp32": lambda st, f=corpus_file: frostline_embed(fl, model, f, args.threads, work),
+            "frostline int8 (per-token)": lambda st, f=corpus_file: frostline_embed(fl, int8, f, args.threads, work),
+            "sentence-transformers (torch CPU, fp32)": lambda st, t=texts: run_sentence_transformers(args.st_model, t, args.threads, st),
+            "ONNX Runtime dynamic int8 (Python, sorted batches)": lambda st, t=texts: benchlib.python_ort_sorted(
+                f"{dynamic}/model.onnx", tokenizer, t, args.threads, st, "dynamic"),
+        }
+        run_sentence_transformers(args.st_model, texts[:64], args.threads, state)
+        benchlib.python_ort_sorted(f"{dynamic}/model.onnx", tokenizer, texts[:64], args.threads, state, "dynamic")
+        results = alternate(runners, args.reps, state, cname)
+        throughput[cname] = {"texts": texts, "file": corpus_file, "results": results,
+                             "median": {k: statistics.median(r["seconds"] for r in v) for k, v in results.items()}}
+    texts = corpora["short"]
+    corpus_file = throughput["short"]["file"]
+    results = throughput["short"]["results"]
     n = len(texts)
 
     # 2. Agreement per text with fp32, every recipe.
     fp32_vecs = results["frostline fp32"][-1]["vectors"]
+    long_fp32 = throughput["long"]["results"]["frostline fp32"][-1]["vectors"]
+    long_int8 = throughput["long"]["results"]["frostline int8 (per-token)"][-1]["vectors"]
+    long_cos = cosines(long_fp32, long_int8)
     agree = {}
     for name, folder in folders.items():
         vecs = frostline_embed(fl, folder, corpus_file, args.threads, work)
@@ -122,7 +139,7 @@ def main() -> None:
     heads = []
     for d in DATASETS:
         row = {"dataset": d}
-        for name, folder in [("fp32", model)] + list(folders.items()):
+        for name, folder in [("fp32", model)] + [(k, folders[k]) for k in DOWNSTREAM]:
             run = work / f"run-{d}.toml"
             run_file(run, folder, shared / d)
             r = train(fl, run, work / "ck", cache)
@@ -150,23 +167,39 @@ def main() -> None:
         print(f"frost {name}: {frost[name]}", file=sys.stderr, flush=True)
 
     # Report.
-    speed_fp32 = med["frostline fp32"] / med["frostline int8 (per-token)"]
-    speed_st = med["sentence-transformers (torch CPU, fp32)"] / med["frostline int8 (per-token)"]
+    cpu, flags = benchlib.cpu_info()
     lines = [
         f"# int8 vs fp32 — all-MiniLM-L6-v2, {args.threads} threads, one run",
         "",
-        f"## Throughput ({n} texts: Banking77, SST-2, GoEmotions test; median of {args.reps} alternating reps)",
+        f"CPU: {cpu}; flags: {flags}",
         "",
-        "| runner | median s | sentences/s | int8 speed-up |",
-        "|---|---:|---:|---:|",
     ]
-    for k, s in med.items():
-        lines.append(f"| {k} | {s:.2f} | {n / s:.0f} | {s / med['frostline int8 (per-token)']:.2f}× |")
+    ours = "frostline int8 (per-token)"
+    ort_dyn = "ONNX Runtime dynamic int8 (Python, sorted batches)"
+    st_name = "sentence-transformers (torch CPU, fp32)"
+    for cname, t in throughput.items():
+        med, nt = t["median"], len(t["texts"])
+        title = (f"{nt} test texts: Banking77, SST-2, GoEmotions-Ekman" if cname == "short"
+                 else f"{nt} long documents of 200-256 tokens made from ../shared/data train texts")
+        lines += [
+            f"## Throughput, {cname} corpus ({title}; median of {args.reps} alternating reps)",
+            "",
+            "| runner | median s | texts/s | int8 speed-up |",
+            "|---|---:|---:|---:|",
+        ]
+        for k, v in med.items():
+            lines.append(f"| {k} | {v:.2f} | {nt / v:.0f} | {v / med[ours]:.2f}× |")
+        lines += [
+            "",
+            f"- frostline int8 vs fp32 frostline: **{med['frostline fp32'] / med[ours]:.2f}×**; vs ONNX Runtime's dynamic "
+            f"int8: **{med[ort_dyn] / med[ours]:.2f}×** (target ≥ 2×); vs sentence-transformers: "
+            f"**{med[st_name] / med[ours]:.2f}×** (target ≥ 4×)",
+            "- per-rep seconds: " + "; ".join(f"{k}: " + ", ".join(f"{r['seconds']:.2f}" for r in v)
+                                              for k, v in t["results"].items()),
+            "",
+        ]
     lines += [
-        "",
-        f"- int8 (per-token) vs fp32 frostline: **{speed_fp32:.2f}×** (target ≥ 1.8×); "
-        f"vs sentence-transformers: **{speed_st:.2f}×** (target ≥ 4×)",
-        "- per-rep seconds: " + "; ".join(f"{k}: " + ", ".join(f"{r['seconds']:.2f}" for r in v) for k, v in results.items()),
+        f"Long corpus, int8 per-token vs fp32 per document: min cosine {long_cos.min():.4f}, mean {long_cos.mean():.5f}",
         "",
         f"## Agreement with fp32 per text ({n} texts) and every recipe",
         "",
@@ -175,7 +208,7 @@ def main() -> None:
     ]
     for name, (lo, mean, secs) in agree.items():
         lines.append(f"| {name} | {lo:.4f} | {mean:.4f} | {secs:.2f} | {'no' if name.startswith('dynamic') else 'yes'} |")
-    names = ["fp32"] + list(folders)
+    names = ["fp32"] + DOWNSTREAM
     lines += [
         "",
         "## Downstream: frozen-backbone linear head, test accuracy / macro-F1 (full ../shared sets)",
@@ -187,11 +220,11 @@ def main() -> None:
         lines.append(f"| {row['dataset']} | " + " | ".join(f"{row[k][0]:.2f} / {row[k][1]:.2f}" for k in names) + " |")
     lines += ["", "Difference to fp32 (accuracy / macro-F1 points; target: within 0.5):", ""]
     for row in heads:
-        diffs = ", ".join(f"{k}: {row[k][0] - row['fp32'][0]:+.2f} / {row[k][1] - row['fp32'][1]:+.2f}" for k in folders)
+        diffs = ", ".join(f"{k}: {row[k][0] - row['fp32'][0]:+.2f} / {row[k][1] - row['fp32'][1]:+.2f}" for k in DOWNSTREAM)
         lines.append(f"- {row['dataset']}: {diffs}")
     lines += [
         "",
-        f"## MTEB replay, Banking77, k = 8 (mean accuracy of 10 experiments)",
+        "## MTEB replay, Banking77, k = 8 (mean accuracy of 10 experiments)",
         "",
         f"fp32 {mteb['fp32']:.2f}, int8 per-token {mteb['int8 per-token']:.2f} "
         f"(difference {mteb['int8 per-token'] - mteb['fp32']:+.2f}; target: within 1 point)",

@@ -61,7 +61,7 @@ def cpu_info() -> tuple[str, str]:
     text = Path("/proc/cpuinfo").read_text()
     first = text.split("\n\n")[0]
     field = {k.strip(): v.strip() for k, _, v in (l.partition(":") for l in first.splitlines())}
-    flags = sorted(f for f in field.get("flags", "").split() if f.startswith(("avx512", "amx", "avx2", "fma")))
+    flags = sorted(f for f in field.get("flags", "").split() if f.startswith(("avx512", "amx", "avx2", "avx_vnni", "fma")))
     model = f"{field.get('model name', '?')} (family {field.get('cpu family', '?')}, model {field.get('model', '?')})"
     return model, " ".join(flags)
 
@@ -86,3 +86,130 @@ def engine_gflops(tokens: int, threads: int | None = None) -> list[dict]:
                          env=env, capture_output=True, text=True, check=True)
     print(out.stderr.strip(), file=sys.stderr)
     return list(csv.DictReader(io.StringIO(out.stdout)))
+
+
+def ort_matmul_peak(threads: int, reps: int = 10) -> tuple[float, str]:
+    """The fp32 matmul peak of ONNX Runtime (MLAS) on this machine with `threads` threads: the
+    best GFLOP/s over the encoder's own product shapes at 1,024 and 4,096 tokens and a square
+    one, best of `reps` runs of 5 products each. Returns GFLOP/s and the shape that reached it."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    best, where = 0.0, ""
+    shapes = [(m, k, n) for m in (1024, 4096) for k, n in ((384, 1152), (384, 384), (384, 1536), (1536, 384))]
+    for m, k, n in shapes + [(2048, 1024, 1024)]:
+        g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "peak",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k]),
+                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [k, n])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])])
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(0)
+        feed = {"a": rng.standard_normal((m, k), dtype=np.float32), "b": rng.standard_normal((k, n), dtype=np.float32)}
+        sess.run(None, feed)
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            for _ in range(5):
+                sess.run(None, feed)
+            gflops = 5 * 2 * m * k * n / (time.perf_counter() - t0) / 1e9
+            if gflops > best:
+                best, where = gflops, f"{m}×{k}·{k}×{n}"
+    return best, where
+
+
+def model_flops_per_token(model_dir: str | Path) -> float:
+    """Multiply-add FLOPs per token of a BERT encoder's weight products (Q, K, V, O, FFN in and
+    out: 2·(4·H² + 2·H·F) per layer), the attention score products not counted."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    h, f, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    return layers * 2 * (4 * h * h + 2 * h * f)
+
+
+def long_corpus(shared: Path, tokenizer_file: str | Path, n: int, low: int = 200, high: int = 256) -> list[str]:
+    """`n` long texts of `low`..`high` tokens (the model's own tokenizer, special tokens
+    counted), each made by joining consecutive train texts of one ../shared/data set, the sets
+    taken in turn (Banking77, SST-2, GoEmotions-Ekman): documents where attention is a larger
+    share of the work than in the short test texts."""
+    import csv
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    tok.no_truncation()
+    tok.no_padding()
+    sources = []
+    for rel in ["banking77/train.csv", "sst2/train.csv", "goemotions_ekman/train.csv"]:
+        with open(shared / "data" / rel, encoding="utf-8", newline="") as f:
+            sources.append(iter([r["text"].replace("\n", " ") for r in csv.DictReader(f)]))
+    out: list[str] = []
+    while len(out) < n:
+        parts: list[str] = []
+        for text in sources[len(out) % len(sources)]:
+            trial = " ".join(parts + [text])
+            length = len(tok.encode(trial).ids)
+            if length > high:
+                if parts and len(tok.encode(" ".join(parts)).ids) >= low:
+                    break
+                parts = []  # the next text overshoots: start this document again
+                continue
+            parts.append(text)
+            if length >= low:
+                break
+        else:
+            sys.exit(f"../shared/data ran out of texts after {len(out)} long documents")
+        out.append(" ".join(parts))
+    return out
+
+
+def sorted_batches(enc: list, size: int = 32):
+    """(row indices, input ids, attention mask) of length-sorted batches of `size` encodings,
+    each padded to its longest."""
+    import numpy as np
+
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i].ids))
+    for s in range(0, len(order), size):
+        idx = order[s:s + size]
+        width = max(len(enc[i].ids) for i in idx)
+        ids = np.zeros((len(idx), width), np.int64)
+        mask = np.zeros_like(ids)
+        for j, i in enumerate(idx):
+            ids[j, :len(enc[i].ids)] = enc[i].ids
+            mask[j, :len(enc[i].ids)] = 1
+        yield idx, ids, mask
+
+
+def python_ort_sorted(graph: str | Path, tokenizer_file: str | Path, texts: list[str], threads: int,
+                      state: dict, key: str) -> dict:
+    """Python + ONNX Runtime the careful way: texts sorted by length, batches of 32 padded to
+    their longest, mean pooling and L2 normalisation in numpy. The session is made once per
+    `key` (outside the timing)."""
+    import numpy as np
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    if key not in state:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        tok = Tokenizer.from_file(str(tokenizer_file))
+        tok.enable_truncation(256)
+        tok.no_padding()
+        state[key] = (ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"]), tok)
+    sess, tok = state[key]
+    t0 = time.perf_counter()
+    enc = tok.encode_batch(texts)
+    out = np.zeros((len(texts), 0), np.float32)
+    run_s = 0.0
+    for idx, ids, mask in sorted_batches(enc):
+        t1 = time.perf_counter()
+        h = sess.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
+        run_s += time.perf_counter() - t1
+        m = mask[:, :, None].astype(np.float32)
+        v = (h * m).sum(1) / np.clip(m.sum(1), 1e-9, None)
+        if out.shape[1] == 0:
+            out = np.zeros((len(texts), v.shape[1]), np.float32)
+        out[idx] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return {"seconds": time.perf_counter() - t0, "session_run": run_s, "vectors": out}

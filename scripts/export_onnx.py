@@ -78,6 +78,10 @@ JSON_SHAPES = {
     "frostline.json": dict,
 }
 BERT_FAMILY = {"bert"}
+MS = "com.microsoft"  # ONNX Runtime's contrib-op domain (Attention, SkipLayerNormalization, BiasGelu)
+# What frostline.json's "graph" says of the graphs this exporter builds; frostline refuses (and
+# re-exports) a folder whose graphs predate it.
+GRAPH_FORMAT = "fused-v1"
 MAX_TEXT_BYTES = 256 << 20  # a JSON or vocab file; real ones are a few MB
 
 
@@ -706,7 +710,8 @@ def pooling_files(dst: Path, hidden: int, mode: str, normalize: bool) -> None:
 
 
 class BertGraph:
-    """Builds the BERT encoder graph node by node (opset 17: LayerNormalization is native)."""
+    """Builds the BERT encoder graph node by node (opset 17: LayerNormalization is native; the
+    layers on ONNX Runtime's contrib ops, see `layer`)."""
 
     def __init__(self, cfg: dict, weights: dict[str, np.ndarray]):
         from onnx import TensorProto, helper, numpy_helper
@@ -714,6 +719,7 @@ class BertGraph:
         self.h, self.nh_, self.th = helper, numpy_helper, TensorProto
         self.cfg, self.w = cfg, weights
         self.nodes: list = []
+        self.value_info: list = []
         self.inits: dict[str, object] = {}
         self.count = 0
 
@@ -721,13 +727,21 @@ class BertGraph:
         self.count += 1
         return f"{base}_{self.count}"
 
-    def weight(self, key: str, transpose: bool = False) -> str:
+    def require(self, key: str) -> None:
         if key not in self.w:
             die(f"weight {key!r} missing from model.safetensors (does config.json match the weights?)")
+
+    def weight(self, key: str, transpose: bool = False) -> str:
+        self.require(key)
         if key not in self.inits:
             arr = self.w[key].astype(np.float32)
             self.inits[key] = self.nh_.from_array(arr.T.copy() if transpose else arr, key)
         return key
+
+    def array(self, name: str, arr: np.ndarray) -> str:
+        """An initializer made here (the packed Q/K/V weights), not read from the weights."""
+        self.inits[name] = self.nh_.from_array(np.ascontiguousarray(arr), name)
+        return name
 
     def const(self, values, dtype=np.int64) -> str:
         n = self.name("const")
@@ -752,14 +766,6 @@ class BertGraph:
             epsilon=eps,
         )
 
-    def gelu(self, x: str) -> str:
-        # The exact erf form BERT uses: 0.5 * x * (1 + erf(x / sqrt(2))).
-        scaled = self.op("Mul", [x, self.const(1.0 / math.sqrt(2.0), np.float32)])
-        e = self.op("Erf", [scaled])
-        one_plus = self.op("Add", [e, self.const(1.0, np.float32)])
-        half_x = self.op("Mul", [x, self.const(0.5, np.float32)])
-        return self.op("Mul", [half_x, one_plus])
-
     def embeddings(self) -> str:
         words = self.op("Gather", [self.weight("embeddings.word_embeddings.weight"), "input_ids"], axis=0)
         types = self.op("Gather", [self.weight("embeddings.token_type_embeddings.weight"), "token_type_ids"], axis=0)
@@ -770,49 +776,67 @@ class BertGraph:
         summed = self.op("Add", [self.op("Add", [words, types]), pos])
         return self.layer_norm(summed, "embeddings.LayerNorm")
 
-    def additive_mask(self) -> str:
-        # [B, T] 1/0 -> [B, 1, 1, T] with 0 for real tokens and float32 min for padding, as HF does.
-        m = self.op("Cast", ["attention_mask"], to=self.th.FLOAT)
-        inv = self.op("Sub", [self.const(1.0, np.float32), m])
-        scaled = self.op("Mul", [inv, self.const(np.finfo(np.float32).min, np.float32)])
-        return self.op("Unsqueeze", [scaled, self.const([1, 2])])
+    def mask(self) -> str:
+        # Attention takes the raw [batch, seq] 1/0 mask as int32 and masks padded keys itself.
+        return self.op("Cast", ["attention_mask"], to=self.th.INT32)
 
     def layer(self, x: str, mask: str, i: int) -> str:
+        """One encoder layer on ONNX Runtime's fused contrib ops (domain com.microsoft, CPU and
+        CUDA): attention as one `Attention` node (the Q, K, V projections as one
+        [hidden, 3·hidden] product, their biases, scaling, the padding mask and softmax inside),
+        the FFN's first product as MatMul + BiasGelu (bias and exact erf GELU in one pass).
+        The int8 quantizer splits each Attention into its QKV product (made int8) and a
+        MultiHeadAttention node (scripts/quantize_onnx.py).
+
+        Measured with ONNX Runtime 1.32 on CPU (2 threads): 0.83× the time of the unfused graph
+        on short texts; on 200-256-token documents Attention ran 0.92× the time of MatMul +
+        MultiHeadAttention. `SkipLayerNormalization` ran ~8× slower than LayerNormalization + Add
+        on CPU, so the residual stays Add + LayerNormalization."""
         p = f"encoder.layer.{i}"
-        hidden = int(self.cfg["hidden_size"])
         heads = int(self.cfg["num_attention_heads"])
-        hd = hidden // heads
-        split = self.const([0, 0, heads, hd])
+        hidden = int(self.cfg["hidden_size"])
+        sa = f"{p}.attention.self"
+        parts = ("query", "key", "value")
+        for m in parts:
+            self.require(f"{sa}.{m}.weight")
+            self.require(f"{sa}.{m}.bias")
+        qkv_w = np.concatenate([self.w[f"{sa}.{m}.weight"].astype(np.float32).T for m in parts], axis=1)
+        qkv_b = np.concatenate([self.w[f"{sa}.{m}.bias"].astype(np.float32) for m in parts])
+        ctx = self.typed(self.op("Attention", [x, self.array(f"{sa}.qkv.weight", qkv_w), self.array(f"{sa}.qkv.bias", qkv_b), mask],
+                                 domain=MS, num_heads=heads), hidden)
+        attn = self.residual_norm(ctx, x, f"{p}.attention.output.dense", f"{p}.attention.output.LayerNorm")
+        inter = self.op("MatMul", [attn, self.weight(f"{p}.intermediate.dense.weight", transpose=True)])
+        inter = self.op("BiasGelu", [inter, self.weight(f"{p}.intermediate.dense.bias")], domain=MS)
+        self.typed(inter, int(self.w[f"{p}.intermediate.dense.weight"].shape[0]))
+        return self.residual_norm(inter, attn, f"{p}.output.dense", f"{p}.output.LayerNorm")
 
-        def heads_of(t: str, perm: list[int]) -> str:
-            return self.op("Transpose", [self.op("Reshape", [t, split])], perm=perm)
+    def typed(self, name: str, width: int) -> str:
+        """Declares a contrib op's output type and shape: ONNX's shape inference does not know
+        the com.microsoft ops, and ONNX Runtime's quantizers need every MatMul's type."""
+        self.value_info.append(self.h.make_tensor_value_info(name, self.th.FLOAT, ["batch", "sequence", width]))
+        return name
 
-        q = heads_of(self.linear(x, f"{p}.attention.self.query"), [0, 2, 1, 3])
-        k = heads_of(self.linear(x, f"{p}.attention.self.key"), [0, 2, 3, 1])
-        v = heads_of(self.linear(x, f"{p}.attention.self.value"), [0, 2, 1, 3])
-        scores = self.op("Mul", [self.op("MatMul", [q, k]), self.const(1.0 / math.sqrt(hd), np.float32)])
-        probs = self.op("Softmax", [self.op("Add", [scores, mask])], axis=-1)
-        ctx = self.op("Transpose", [self.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])
-        ctx = self.op("Reshape", [ctx, self.const([0, 0, hidden])])
-        attn = self.layer_norm(self.op("Add", [self.linear(ctx, f"{p}.attention.output.dense"), x]), f"{p}.attention.output.LayerNorm")
-        inter = self.gelu(self.linear(attn, f"{p}.intermediate.dense"))
-        out = self.op("Add", [self.linear(inter, f"{p}.output.dense"), attn])
-        return self.layer_norm(out, f"{p}.output.LayerNorm")
+    def residual_norm(self, x: str, residual: str, dense: str, norm: str) -> str:
+        """LayerNorm(x·W + b + residual)."""
+        y = self.op("Add", [self.op("MatMul", [x, self.weight(f"{dense}.weight", transpose=True)]), self.weight(f"{dense}.bias")])
+        return self.layer_norm(self.op("Add", [y, residual]), norm)
 
     def build(self, cut_at: int | None):
         layers = int(self.cfg["num_hidden_layers"])
         upto = layers if cut_at is None else cut_at
         x = self.embeddings()
-        mask = self.additive_mask() if upto > 0 else None
+        mask = self.mask() if upto > 0 else None
         for i in range(upto):
             x = self.layer(x, mask, i)
         out_name = "last_hidden_state" if cut_at is None else "hidden_state"
         self.nodes.append(self.h.make_node("Identity", [x], [out_name]))
         ids = [self.h.make_tensor_value_info(n, self.th.INT64, ["batch", "sequence"]) for n in ("input_ids", "attention_mask", "token_type_ids")]
         out = self.h.make_tensor_value_info(out_name, self.th.FLOAT, ["batch", "sequence", int(self.cfg["hidden_size"])])
-        graph = self.h.make_graph(self.nodes, "frostline_bert", ids, [out], initializer=list(self.inits.values()))
-        model = self.h.make_model(graph, opset_imports=[self.h.make_opsetid("", 17)], producer_name="frostline")
+        graph = self.h.make_graph(self.nodes, "frostline_bert", ids, [out], initializer=list(self.inits.values()),
+                                  value_info=self.value_info)
+        model = self.h.make_model(graph, opset_imports=[self.h.make_opsetid("", 17), self.h.make_opsetid(MS, 1)], producer_name="frostline")
         model.ir_version = 8
+        self.h.set_model_props(model, {"frostline.graph": GRAPH_FORMAT})
         return model, out_name
 
 
@@ -1008,6 +1032,9 @@ def build_folder(src: Path, out: Path, cfg: dict, args) -> dict:
     info = {
         "source": str(src),
         "route": route,
+        # The layer layout of every graph in the folder (model.onnx and the cut graphs made
+        # later): frostline refuses a graph-builder folder without it (made before fused graphs).
+        "graph": GRAPH_FORMAT if route == "graph-builder" else "torch.onnx.export",
         "model_type": cfg.get("model_type"),
         "num_hidden_layers": cfg.get("num_hidden_layers", 0),
         "hidden_size": cfg.get("hidden_size"),

@@ -87,6 +87,38 @@ fn refused_model(model: &Path, drop: &[&str], replace: &[(&str, &str)], must_men
 }
 
 #[test]
+fn a_folder_exported_before_fused_graphs_is_refused_with_the_command_that_re_exports_it() {
+    let Some(model) = model_dir() else { return };
+    // frostline.json as the exporter wrote it before the fused layout: no "graph".
+    let old = r#"{"route": "graph-builder", "model_type": "bert", "source": "/somewhere/minilm"}"#;
+    refused_model(
+        &model,
+        &[],
+        &[("frostline.json", old)],
+        &[
+            "frostline.json",
+            "made before frostline's fused graphs",
+            "scripts/export_onnx.py --model",
+            "--output",
+        ],
+    );
+    // A layout this frostline does not know is refused too, not guessed at.
+    let newer = r#"{"route": "graph-builder", "graph": "fused-v9"}"#;
+    refused_model(
+        &model,
+        &[],
+        &[("frostline.json", newer)],
+        &["\"graph\": \"fused-v9\"", "does not know"],
+    );
+    // A folder the exporter did not write (no frostline.json) runs its graph as given.
+    let dir = tempfile::tempdir().unwrap();
+    let m = doctored_model(dir.path(), &model, &["frostline.json"], &[]);
+    let input = write(dir.path(), "in.txt", b"hello\n");
+    let (ok, err) = embed_in(dir.path(), &m, &input, &[]);
+    assert!(ok, "{err}");
+}
+
+#[test]
 fn model_folder_without_tokenizer() {
     let Some(model) = model_dir() else { return };
     refused_model(
@@ -297,10 +329,14 @@ fn doctor_reports_library_and_model_or_what_is_missing() {
         "CPUExecutionProvider",
         "hidden 384, 6 layers, pooling mean+l2, max length 256",
         "input  input_ids",
+        // Read from the graph itself: one fused attention and one bias+GELU node per layer.
+        "graph layout: fused-v1",
+        "fused ops: Attention ×6, BiasGelu ×6",
         "all checks passed",
     ] {
         assert!(out.contains(want), "doctor output lacks {want:?}:\n{out}");
     }
+    assert!(!out.contains("int8 products"), "an fp32 graph: {out}");
     let doctor = "doctor --model /nonexistent --ort-lib /nonexistent/lib.so";
     let (ok, out, _) = run(&mut frostline(&[&doctor]));
     assert!(!ok);

@@ -194,7 +194,12 @@ fn cached_rows(cache: &Path) -> Vec<std::path::PathBuf> {
     let mut chunks = Vec::new();
     for entry in std::fs::read_dir(cache).unwrap() {
         let dir = entry.unwrap().path().join("chunks");
-        for c in std::fs::read_dir(dir).unwrap() {
+        // A run being watched (kill_and_resume) may have made the cache's folder and not yet
+        // its chunks folder: nothing cached there yet.
+        let Ok(listing) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for c in listing {
             chunks.push(c.unwrap().path());
         }
     }

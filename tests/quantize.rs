@@ -84,7 +84,10 @@ fn quantize_writes_a_self_describing_int8_folder_that_doctor_reads() {
     let record = read_json(&out.join("quantization.json"));
     assert_eq!(record["recipe"]["method"], "per-token");
     assert_eq!(record["source"]["dir"], model.to_str().unwrap());
-    assert_eq!(record["quantizer"]["quantized_matmuls"], 36);
+    // QKV as one product, attention output, FFN in and out, in each of 6 layers: each fused
+    // Attention node is split into its QKV product and a MultiHeadAttention node first.
+    assert_eq!(record["quantizer"]["quantized_matmuls"], 24);
+    assert_eq!(record["quantizer"]["attention_nodes_split"], 6);
     // The folder is complete (tokenizer, pooling) and holds no copy of the fp32 weights.
     for f in [
         "tokenizer.json",
@@ -107,6 +110,21 @@ fn quantize_writes_a_self_describing_int8_folder_that_doctor_reads() {
     assert_eq!(doctor["numeric"], "int8 per-token, per-channel weights");
     let report = doctor["report"].as_str().unwrap();
     assert!(report.contains("quantization.json: made from"), "{report}");
+    // The int8 graph keeps the fused layout: 4 int8 products per layer, attention (the core, its
+    // QKV product now int8) and bias+GELU fused, each activation quantized by one blocked
+    // QuantizeLinear.
+    let graph = &doctor["graph"];
+    assert_eq!(graph["int8_products"], 24, "{graph}");
+    assert_eq!(
+        graph["ops"]["com.microsoft.MultiHeadAttention"], 6,
+        "{graph}"
+    );
+    assert_eq!(graph["ops"]["com.microsoft.BiasGelu"], 6, "{graph}");
+    assert_eq!(graph["ops"]["QuantizeLinear"], 24, "{graph}");
+    assert!(
+        report.contains("int8 products: 24, on "),
+        "doctor names the int8 kernel: {report}"
+    );
 
     // Quantizing an int8 folder again is refused (its source is named).
     let (rc, _, err) = quantize(dir.path(), &out, &dir.path().join("twice"), &[]);

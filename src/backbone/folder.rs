@@ -36,6 +36,110 @@ pub struct ModelFolder {
     /// Text put before every input (e5's `query: `), from `frostline.json` (`--prefix` of the
     /// exporter); empty for none. Texts are keyed in the cache with it.
     pub prefix: String,
+    /// How the folder's graphs lay out a layer (`frostline.json`'s `graph`).
+    pub graph: GraphLayout,
+}
+
+/// The layer layout of a folder's graphs, as the exporter recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphLayout {
+    /// The exporter's graph builder on ONNX Runtime's fused contrib ops (`fused-v1`): one
+    /// MultiHeadAttention node per layer, bias + GELU in one BiasGelu.
+    Fused,
+    /// A graph frostline's builder did not make: `torch.onnx.export`'s (a model outside the
+    /// BERT family), or a folder without `frostline.json`. It runs as given; ONNX Runtime's own
+    /// optimizer fuses what it recognises.
+    AsGiven,
+}
+
+impl GraphLayout {
+    /// What `frostline.json` says of a graph-builder folder.
+    pub const FUSED: &'static str = "fused-v1";
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            GraphLayout::Fused => {
+                "fused-v1 (frostline's graph builder on ONNX Runtime's fused ops)"
+            }
+            GraphLayout::AsGiven => "as exported (not frostline's graph builder)",
+        }
+    }
+}
+
+/// What the exporter wrote into `frostline.json` that the folder's readers need.
+#[derive(Default)]
+struct ExportRecord {
+    present: bool,
+    prefix: String,
+    route: Option<String>,
+    graph: Option<String>,
+    source: Option<String>,
+}
+
+impl ExportRecord {
+    fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("frostline.json");
+        if !path.is_file() {
+            return Ok(Self::default());
+        }
+        let json = read_json(&path)?;
+        let text = |field: &str| -> Result<Option<String>> {
+            match json.get(field) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(p)) => Ok(Some(p.clone())),
+                Some(other) => Err(Error::model(
+                    &path,
+                    format!("field \"{field}\" must be a string, found {other}"),
+                )),
+            }
+        };
+        Ok(Self {
+            present: true,
+            prefix: text("prefix")?.unwrap_or_default(),
+            route: text("route")?,
+            graph: text("graph")?,
+            source: text("source")?,
+        })
+    }
+
+    /// The folder's layout; a graph-builder folder from before fused graphs is refused with
+    /// the command that re-exports it (its graphs would run, slower, and a cut graph made now
+    /// would not match its model.onnx's layout).
+    fn layout(&self, dir: &Path) -> Result<GraphLayout> {
+        match (self.graph.as_deref(), self.route.as_deref()) {
+            (Some(GraphLayout::FUSED), _) => Ok(GraphLayout::Fused),
+            (Some("torch.onnx.export"), _) | (None, Some("torch.onnx.export")) => {
+                Ok(GraphLayout::AsGiven)
+            }
+            _ if !self.present => Ok(GraphLayout::AsGiven),
+            (None, _) => {
+                let quantized = dir.join(super::quant_record::RECORD).is_file();
+                let source = self
+                    .source
+                    .as_deref()
+                    .filter(|s| !quantized && Path::new(s).join("config.json").is_file())
+                    .map_or_else(|| dir.display().to_string(), str::to_string);
+                Err(Error::model(
+                    dir.join("frostline.json"),
+                    if quantized {
+                        "this int8 folder was quantized from a graph made before frostline's fused graphs (its frostline.json names no \"graph\"); re-export the fp32 folder it was made from (scripts/export_onnx.py --model SRC --output DIR), then quantize it again (frostline quantize --model DIR --out FOLDER --force)".to_string()
+                    } else {
+                        format!(
+                            "this folder's graphs were made before frostline's fused graphs (frostline.json names no \"graph\"); re-export it: ~/.cache/frostline/venv/bin/python scripts/export_onnx.py --model {source} --output {} (scripts/setup.sh does this for the default model)",
+                            dir.display()
+                        )
+                    },
+                ))
+            }
+            (Some(other), _) => Err(Error::model(
+                dir.join("frostline.json"),
+                format!(
+                    "\"graph\": \"{other}\" is a layout this frostline does not know (it reads \"{}\"); a newer frostline wrote it, or the file was edited",
+                    GraphLayout::FUSED
+                ),
+            )),
+        }
+    }
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -107,6 +211,8 @@ impl ModelFolder {
             }
         };
         let onnx = need("model.onnx", "the ONNX graph")?;
+        let record = ExportRecord::read(dir)?;
+        let (prefix, graph) = (record.prefix.clone(), record.layout(dir)?);
         let tokenizer = need("tokenizer.json", "the tokenizer")?;
         let config_path = need("config.json", "hidden size and layer count")?;
         let config = read_json(&config_path)?;
@@ -157,24 +263,9 @@ impl ModelFolder {
             pooling_source,
             max_length,
             quantization: Quantization::read(dir)?,
-            prefix: Self::read_prefix(dir)?,
+            prefix,
+            graph,
         })
-    }
-
-    /// The input prefix recorded by the exporter in `frostline.json` (none when absent).
-    fn read_prefix(dir: &Path) -> Result<String> {
-        let path = dir.join("frostline.json");
-        if !path.is_file() {
-            return Ok(String::new());
-        }
-        match read_json(&path)?.get("prefix") {
-            None | Some(Value::Null) => Ok(String::new()),
-            Some(Value::String(p)) => Ok(p.clone()),
-            Some(other) => Err(Error::model(
-                &path,
-                format!("field \"prefix\" must be a string, found {other}"),
-            )),
-        }
     }
 
     /// `text` as the model sees it: with the folder's prefix.

@@ -7,11 +7,12 @@ pub use crate::pool::{Pooling, PoolingMode};
 pub(crate) mod choice;
 pub(crate) mod export;
 pub(crate) mod folder;
+pub mod graph_ops;
 pub(crate) mod quant_record;
 pub(crate) mod quantize;
 pub(crate) mod runtime;
 pub(crate) mod session;
 
-pub use folder::ModelFolder;
+pub use folder::{GraphLayout, ModelFolder};
 pub use quant_record::{QuantMethod, Quantization, Recipe};
 pub use session::{Backbone, Device, Provider, SessionOptions};

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::backbone::choice::{open_model, ModelChoice};
-use crate::backbone::{runtime, ModelFolder};
+use crate::backbone::{graph_ops, runtime, ModelFolder};
 use crate::cache;
 use crate::commands::Outcome;
 use crate::error::{ErrorKind, Result};
@@ -40,11 +40,11 @@ pub(crate) fn run(ort_lib: Option<&Path>, model: &ModelChoice) -> Outcome {
         model.dir.display(),
         model.source
     ));
-    let (pooling, numeric) = match open_model(model) {
+    let (pooling, numeric, graph) = match open_model(model) {
         Ok(folder) => model_folder(&mut found, &folder, runtime_ok),
         Err(e) => {
             found.problem(e);
-            (serde_json::Value::Null, serde_json::Value::Null)
+            Default::default()
         }
     };
     found.line(format_args!(
@@ -64,6 +64,7 @@ pub(crate) fn run(ort_lib: Option<&Path>, model: &ModelChoice) -> Outcome {
         "model_source": model.source.to_string(),
         "pooling": pooling,
         "numeric": numeric,
+        "graph": graph,
         "engine": engine,
         "report": found.out,
     });
@@ -105,12 +106,13 @@ fn onnx_runtime(found: &mut Findings, ort_lib: Option<&Path>) -> bool {
 }
 
 /// The model folder: prefix, pooling, dims, frost-line cuts, numeric format, tokenizer and
-/// (with a runtime) the graph's inputs and outputs. Returns pooling and numeric format as JSON.
+/// (with a runtime) the graph's inputs and outputs, its ops. Returns pooling, numeric format and
+/// the graph's ops as JSON.
 fn model_folder(
     found: &mut Findings,
     folder: &ModelFolder,
     runtime_ok: bool,
-) -> (serde_json::Value, serde_json::Value) {
+) -> (serde_json::Value, serde_json::Value, serde_json::Value) {
     let pooling = serde_json::json!({
         "pooling": folder.pooling.describe(),
         "source": folder.pooling_source,
@@ -165,7 +167,8 @@ fn model_folder(
             found.problem(e);
         }
     }
-    (pooling, serde_json::json!(folder.numeric()))
+    let graph = graph_ops(found, folder);
+    (pooling, serde_json::json!(folder.numeric()), graph)
 }
 
 /// fp32, or how an int8 folder was made (and whether its vectors depend on batch-mates).
@@ -246,4 +249,95 @@ fn describe_graph(out: &mut String, folder: &ModelFolder) -> Result<()> {
         let _ = writeln!(out, "  output {}: {}", o.name(), o.dtype());
     }
     Ok(())
+}
+
+/// What the graph is made of (read from the file, not from a record): its layout, its ops, the
+/// fused ones named, and for an int8 graph which of ONNX Runtime's int8 kernels its products run.
+fn graph_ops(found: &mut Findings, folder: &ModelFolder) -> serde_json::Value {
+    let ops = match graph_ops::op_counts(&folder.onnx) {
+        Ok(ops) => ops,
+        Err(e) => {
+            found.problem(e);
+            return serde_json::Value::Null;
+        }
+    };
+    let list = |names: &[&str]| -> String {
+        let parts: Vec<String> = ops
+            .iter()
+            .filter(|(op, _)| names.is_empty() || names.iter().any(|n| op.ends_with(n)))
+            .map(|(op, n)| format!("{} ×{n}", op.trim_start_matches("com.microsoft.")))
+            .collect();
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(", ")
+        }
+    };
+    found.line(format_args!("  graph layout: {}", folder.graph.describe()));
+    let fused = list(&FUSED_OPS);
+    found.line(format_args!("  fused ops: {fused}"));
+    let int8_products: usize = ops
+        .iter()
+        .filter(|(op, _)| INT8_OPS.iter().any(|n| op.ends_with(n)))
+        .map(|(_, n)| n)
+        .sum();
+    let int8 = (int8_products > 0).then(|| {
+        let kernel = int8_kernel();
+        found.line(format_args!(
+            "  int8 products: {int8_products}, on {kernel}"
+        ));
+        kernel
+    });
+    found.line(format_args!("  all ops: {}", list(&[])));
+    serde_json::json!({
+        "layout": folder.graph.describe(),
+        "ops": ops,
+        "fused": fused,
+        "int8_products": int8_products,
+        "int8_kernel": int8,
+    })
+}
+
+/// ONNX Runtime's fused contrib ops (and the fusions its own optimizer makes).
+const FUSED_OPS: [&str; 9] = [
+    "Attention",
+    "MultiHeadAttention",
+    "SkipLayerNormalization",
+    "BiasGelu",
+    "FastGelu",
+    "Gelu",
+    "EmbedLayerNormalization",
+    "FusedMatMul",
+    "MatMulIntegerToFloat",
+];
+const INT8_OPS: [&str; 5] = [
+    "MatMulIntegerToFloat",
+    "MatMulInteger",
+    "QLinearMatMul",
+    "DynamicQuantizeMatMul",
+    "QAttention",
+];
+
+/// Which u8 × s8 kernel ONNX Runtime's MLAS picks on this CPU, by MLAS's own order (AMX-INT8
+/// where the CPU has it and Linux grants the tile state, then AVX512-VNNI, AVX-VNNI, AVX2).
+fn int8_kernel() -> String {
+    let cpu = Cpu::get();
+    if cpu.amx_int8 && Kernel::os_grants_amx() {
+        "AMX-INT8 tiles (amx_int8; MLAS's AMX kernel)".into()
+    } else if cpu.avx512_vnni {
+        format!(
+            "AVX512-VNNI{}",
+            if cpu.amx_int8 {
+                " (the CPU has AMX-INT8 but the OS refused its tile state)"
+            } else {
+                ""
+            }
+        )
+    } else if cpu.avx_vnni {
+        "AVX-VNNI".into()
+    } else if cpu.avx2_fma {
+        "AVX2 (no VNNI: int8 products gain little over fp32 here)".into()
+    } else {
+        "MLAS's portable int8 kernel".into()
+    }
 }

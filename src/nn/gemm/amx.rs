@@ -189,12 +189,19 @@ pub(super) fn unavailable() -> Option<&'static str> {
             Some("the CPU has AMX-BF16 but no AVX512-BF16")
         } else if std::env::var("FROSTLINE_AMX").is_ok_and(|v| v == "off") {
             Some("turned off by FROSTLINE_AMX=off")
-        } else if !request_tile_state() {
+        } else if !os_grants_tile_state() {
             Some("the OS refused AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM)")
         } else {
             None
         }
     })
+}
+
+/// Whether Linux lets this process use AMX tile data (asked once; ONNX Runtime's int8 kernels
+/// ask the same of the OS for themselves).
+pub(super) fn os_grants_tile_state() -> bool {
+    static GRANTED: OnceLock<bool> = OnceLock::new();
+    *GRANTED.get_or_init(request_tile_state)
 }
 
 /// Whether the AMX kernel runs in this process.

@@ -11,6 +11,10 @@ pub struct Cpu {
     pub avx512_bf16: bool,
     /// AMX tiles with bf16 (the AMX kernel also needs the OS's leave: see `Kernel::bf16`).
     pub amx_bf16: bool,
+    /// The int8 dot products ONNX Runtime's int8 graphs can use (its MLAS kernels pick by these).
+    pub amx_int8: bool,
+    pub avx512_vnni: bool,
+    pub avx_vnni: bool,
 }
 
 impl Cpu {
@@ -22,19 +26,18 @@ impl Cpu {
 
     /// The features that matter here, as `/proc/cpuinfo` spells them.
     pub fn flags(&self) -> String {
-        let mut f = Vec::new();
-        if self.avx2_fma {
-            f.push("avx2 fma");
-        }
-        if self.avx512f {
-            f.push("avx512f");
-        }
-        if self.avx512_bf16 {
-            f.push("avx512_bf16");
-        }
-        if self.amx_bf16 {
-            f.push("amx_bf16");
-        }
+        let f: Vec<&str> = [
+            (self.avx2_fma, "avx2 fma"),
+            (self.avx512f, "avx512f"),
+            (self.avx512_bf16, "avx512_bf16"),
+            (self.amx_bf16, "amx_bf16"),
+            (self.avx_vnni, "avx_vnni"),
+            (self.avx512_vnni, "avx512_vnni"),
+            (self.amx_int8, "amx_int8"),
+        ]
+        .into_iter()
+        .filter_map(|(has, name)| has.then_some(name))
+        .collect();
         if f.is_empty() {
             "none of avx2/avx512".into()
         } else {
@@ -90,6 +93,10 @@ fn detect() -> Cpu {
             && is_x86_feature_detected!("avx512bf16"),
         // CPUID.(EAX=7,ECX=0):EDX bit 22 (std's detection of AMX is not stable yet).
         amx_bf16: leaf7.edx & (1 << 22) != 0,
+        amx_int8: leaf7.edx & (1 << 25) != 0,
+        avx512_vnni: is_x86_feature_detected!("avx512f") && leaf7.ecx & (1 << 11) != 0,
+        // CPUID.(EAX=7,ECX=1):EAX bit 4.
+        avx_vnni: __cpuid_count(7, 1).eax & (1 << 4) != 0,
     }
 }
 
@@ -101,5 +108,8 @@ fn detect() -> Cpu {
         avx512f: false,
         avx512_bf16: false,
         amx_bf16: false,
+        amx_int8: false,
+        avx512_vnni: false,
+        avx_vnni: false,
     }
 }

@@ -120,6 +120,14 @@ impl Kernel {
         Some("not an x86_64 CPU")
     }
 
+    /// Whether the OS grants this process AMX tile data (false off x86_64 Linux).
+    pub fn os_grants_amx() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return amx::os_grants_tile_state();
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
     pub fn precision(self) -> Precision {
         match self {
             Kernel::Portable | Kernel::Avx512 => Precision::Fp32,
