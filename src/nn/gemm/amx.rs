@@ -111,12 +111,10 @@ unsafe fn pack_lanes(p: Panel, out: &mut [u32]) {
         ks,
         live,
         width,
-        kc,
         psteps,
         ..
     } = p;
-    let full = kc / 2;
-    let steps = kc.div_ceil(2);
+    let (full, steps) = p.steps(2);
     let at = |l: usize, k: usize| p.at(l, k);
     if ks == 1 {
         for l in 0..live {

@@ -84,12 +84,10 @@ unsafe fn pack_bf16_rows_avx512(p: Panel, out: &mut [u32]) {
         ks,
         live,
         width,
-        kc,
         psteps,
         ..
     } = p;
-    let full = kc / 2;
-    let steps = kc.div_ceil(2);
+    let (full, steps) = p.steps(2);
     for l0 in (0..width).step_by(16) {
         let lanes = live.saturating_sub(l0).min(16);
         let mask: __mmask16 = ((1u32 << lanes) - 1) as u16;

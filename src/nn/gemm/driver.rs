@@ -153,6 +153,12 @@ impl Panel {
         self.base
             .offset(l as isize * self.ls + k as isize * self.ks)
     }
+
+    /// Packed steps of `kstep` k values: those whose every k value exists, and all of them (one
+    /// more, zero-padded, when `kc` is not a multiple of `kstep`).
+    pub(super) fn steps(self, kstep: usize) -> (usize, usize) {
+        (self.kc / kstep, self.kc.div_ceil(kstep))
+    }
 }
 
 /// Packs `p` into `out` as `[step][width]`. The inner loop walks whichever axis is contiguous.
@@ -166,12 +172,10 @@ pub(super) unsafe fn pack_panel<K: MicroKernel>(p: Panel, out: &mut [K::P]) {
         ks,
         live,
         width,
-        kc,
         psteps,
         ..
     } = p;
-    let full = kc / K::KSTEP; // steps whose every k value exists
-    let steps = kc.div_ceil(K::KSTEP);
+    let (full, steps) = p.steps(K::KSTEP);
     let at = |l: usize, k: usize| p.at(l, k);
     let pair = |q: *const f32| K::pack(*q, if K::KSTEP == 2 { *q.offset(ks) } else { 0.0 });
     if ks == 1 && ls != 1 {
