@@ -44,7 +44,7 @@ pub struct ModelFolder {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GraphLayout {
     /// The exporter's graph builder on ONNX Runtime's fused contrib ops (`fused-v1`): one
-    /// MultiHeadAttention node per layer, bias + GELU in one BiasGelu.
+    /// Attention node per layer (QKV product inside), bias + GELU in one BiasGelu.
     Fused,
     /// A graph frostline's builder did not make: `torch.onnx.export`'s (a model outside the
     /// BERT family), or a folder without `frostline.json`. It runs as given; ONNX Runtime's own
@@ -70,6 +70,8 @@ impl GraphLayout {
 #[derive(Default)]
 struct ExportRecord {
     present: bool,
+    /// The exporter wrote the pooling files from `--pooling`.
+    pooling_by_flag: bool,
     prefix: String,
     route: Option<String>,
     graph: Option<String>,
@@ -95,6 +97,7 @@ impl ExportRecord {
         };
         Ok(Self {
             present: true,
+            pooling_by_flag: json.get("pooling").is_some(),
             prefix: text("prefix")?.unwrap_or_default(),
             route: text("route")?,
             graph: text("graph")?,
@@ -241,7 +244,8 @@ impl ModelFolder {
             max_position_embeddings,
         )?;
 
-        let (pooling, pooling_source) = Self::read_pooling(dir, hidden_size)?;
+        let (pooling, pooling_source) =
+            Self::read_pooling(dir, hidden_size, record.pooling_by_flag)?;
         let sbert = dir.join("sentence_bert_config.json");
         let max_length = if sbert.is_file() {
             required_usize(&read_json(&sbert)?, "max_seq_length", &sbert)?
@@ -351,7 +355,8 @@ impl ModelFolder {
 
     /// Pooling and normalisation as `modules.json` lists them, and which file said so; plain
     /// mean pooling without one (stated as assumed).
-    fn read_pooling(dir: &Path, hidden_size: usize) -> Result<(Pooling, String)> {
+    /// `by_flag`: the exporter wrote modules.json from `--pooling` (frostline.json says so).
+    fn read_pooling(dir: &Path, hidden_size: usize, by_flag: bool) -> Result<(Pooling, String)> {
         let modules_path = dir.join("modules.json");
         if !modules_path.is_file() {
             return Ok((
@@ -412,11 +417,6 @@ impl ModelFolder {
                 ));
             }
         }
-        // A folder whose pooling the exporter wrote from --pooling says so in frostline.json.
-        let by_flag = read_json(&dir.join("frostline.json"))
-            .ok()
-            .and_then(|info| info.get("pooling").cloned())
-            .is_some();
         let source = if by_flag {
             format!(
                 "{}, written by the exporter from --pooling",
