@@ -9,7 +9,8 @@
 Only the MatMuls with a weight (QKV, attention output, FFN in and out) become int8; the attention
 products, LayerNorm, Softmax and GELU stay fp32, where int8 costs accuracy for little speed. A fused
 `Attention` node (QKV product inside, as frostline's exporter writes it) is first split into its
-QKV MatMul and a MultiHeadAttention node, so its product is quantized like the others. Weights are int8, symmetric, one scale per output channel (per tensor with --per-tensor).
+QKV MatMul and a MultiHeadAttention node, so its product is quantized like the others.
+Weights are int8, symmetric, one scale per output channel (per tensor with --per-tensor).
 The activations feeding them:
 
 - per-token: int8 with one scale per token row, measured at run time from that row alone —
@@ -154,7 +155,7 @@ def per_token(model, per_channel: bool) -> int:
     kept = [i for i in g.initializer if i.name in used]
     del g.initializer[:]
     g.initializer.extend(kept)
-    # Blocked QuantizeLinear and its int8 output_dtype are opset 21; the other ops of the
+    # Blocked QuantizeLinear (block_size) is opset 21; the other ops of the
     # exporter's graph mean the same at 21 as at 17.
     for o in model.opset_import:
         if o.domain in ("", "ai.onnx"):
