@@ -30,19 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 
 
-def read(path: Path) -> tuple[list[str], list[str]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [r["text"] for r in rows], [r["label"] for r in rows]
-
-
-def write(path: Path, texts, labels) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["text", "label"])
-        w.writerows(zip(texts, labels))
-
-
 def sh_peak(cmd: list[str]) -> tuple[str, float]:
     """Runs a command; returns its output and its own peak resident memory (MiB), which
     benchlib.sh cannot tell apart from this process's."""
@@ -160,21 +147,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="frostline-frost-"))
     rng = random.Random(13)
 
-    sets = {}
     # Banking77: frostline carves 10 % of train as dev; PyTorch gets the very same split.
-    texts, labels = read(shared / "banking77/train.csv")
-    idx = list(range(len(texts)))
-    rng.shuffle(idx)
-    cut = len(idx) // 10
-    dev_i, tr_i = sorted(idx[:cut]), sorted(idx[cut:])
-    write(work / "b77-train.csv", [texts[i] for i in tr_i], [labels[i] for i in tr_i])
-    write(work / "b77-dev.csv", [texts[i] for i in dev_i], [labels[i] for i in dev_i])
-    sets["Banking77"] = (work / "b77-train.csv", work / "b77-dev.csv", shared / "banking77/test.csv")
-    # GoEmotions-Ekman: a seeded random subset of train (time), full dev and test.
-    texts, labels = read(shared / "goemotions_ekman/train.csv")
-    idx = sorted(rng.sample(range(len(texts)), min(args.goemotions_train, len(texts))))
-    write(work / "ge-train.csv", [texts[i] for i in idx], [labels[i] for i in idx])
-    sets["GoEmotions-Ekman"] = (work / "ge-train.csv", shared / "goemotions_ekman/dev.csv", shared / "goemotions_ekman/test.csv")
+    sets = benchlib.sentence_sets(shared, work, rng, args.goemotions_train)
 
     lines = [f"# Frost line N = {args.frost_line} (layers {args.frost_line}-5 + linear head) vs frozen backbone vs PyTorch",
              "", f"Budget for both fine-tuning runs: {args.epochs} epochs, batch {args.batch}, max length {args.max_length}, "
@@ -193,7 +167,7 @@ def main() -> None:
         frozen = frostline(fl, run, work / f"{name}-frozen", cache, "--max-length", str(args.max_length), "--set", "train.lr=2e-2", "--set", "train.epochs=20")
         warm = ["--from", str(work / f"{name}-frozen")] if args.warm_start else []
         frost = frostline(fl, run, work / f"{name}-frost", cache, "--max-length", str(args.max_length), "--regime", f"frost-line={args.frost_line}", *warm)
-        data = {"train": read(tr), "dev": read(dv), "test": read(te)}
+        data = {"train": benchlib.read_labelled(tr), "dev": benchlib.read_labelled(dv), "test": benchlib.read_labelled(te)}
         pt = torch_finetune(args.st_model, data, args.frost_line, args.epochs, args.batch, args.max_length,
                             args.encoder_lr, args.head_lr, args.threads, 13,
                             work / f"{name}-frozen" / "heads.safetensors" if args.warm_start else None)

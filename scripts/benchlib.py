@@ -9,6 +9,7 @@ so that each script holds only its own benchmark. A script imports it by its own
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -64,6 +65,41 @@ def cpu_info() -> tuple[str, str]:
     flags = sorted(f for f in field.get("flags", "").split() if f.startswith(("avx512", "amx", "avx2", "avx_vnni", "fma")))
     model = f"{field.get('model name', '?')} (family {field.get('cpu family', '?')}, model {field.get('model', '?')})"
     return model, " ".join(flags)
+
+
+def read_labelled(path: Path) -> tuple[list[str], list[str]]:
+    """The text and label columns of a labelled CSV file."""
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [r["text"] for r in rows], [r["label"] for r in rows]
+
+
+def write_labelled(path: Path, texts, labels) -> None:
+    """A labelled CSV file (text, label) of the given rows."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["text", "label"])
+        w.writerows(zip(texts, labels))
+
+
+def sentence_sets(shared: Path, work: Path, rng, goemotions_train: int) -> dict[str, tuple[Path, Path, Path]]:
+    """(train, dev, test) files of the frost-line benches' sentence sets, written into `work`:
+    Banking77 with a seeded 10 % of train carved as dev (test full); GoEmotions-Ekman with a
+    seeded random `goemotions_train` rows of train (time), dev and test full."""
+    texts, labels = read_labelled(shared / "banking77/train.csv")
+    idx = list(range(len(texts)))
+    rng.shuffle(idx)
+    cut = len(idx) // 10
+    dev_i, tr_i = sorted(idx[:cut]), sorted(idx[cut:])
+    write_labelled(work / "b77-train.csv", [texts[i] for i in tr_i], [labels[i] for i in tr_i])
+    write_labelled(work / "b77-dev.csv", [texts[i] for i in dev_i], [labels[i] for i in dev_i])
+    texts, labels = read_labelled(shared / "goemotions_ekman/train.csv")
+    idx = sorted(rng.sample(range(len(texts)), min(goemotions_train, len(texts))))
+    write_labelled(work / "ge-train.csv", [texts[i] for i in idx], [labels[i] for i in idx])
+    return {
+        "Banking77": (work / "b77-train.csv", work / "b77-dev.csv", shared / "banking77/test.csv"),
+        "GoEmotions-Ekman": (work / "ge-train.csv", shared / "goemotions_ekman/dev.csv", shared / "goemotions_ekman/test.csv"),
+    }
 
 
 def write_report(out: str | Path, lines: list[str]) -> None:

@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::heads::{Head, HeadSpec};
 #[cfg(test)]
 use crate::heads::{HeadKind, MlpShape};
+use crate::nn::adapter::Tuning;
 use crate::nn::ParamId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,14 +22,16 @@ pub enum Regime {
     /// Every task head trains on the cached sentence vectors.
     FrozenBackbone,
     /// One head keeps its checkpoint weights; the other head(s) train — on the cache, or with
-    /// `frost_line = Some(N)` together with the backbone's layers ≥ N. The head is named by task
-    /// name or by position (`a` = first task, `b` = second).
+    /// `frost_line = Some(N)` together with what `tuning` trains of the backbone's layers ≥ N.
+    /// The head is named by task name or by position (`a` = first task, `b` = second).
     FreezeHead {
         head: String,
         frost_line: Option<usize>,
+        tuning: Tuning,
     },
-    /// Layers ≥ N of the backbone train natively with every head.
-    FrostLine(usize),
+    /// Layers ≥ N of the backbone run natively; what `tuning` selects of them trains with every
+    /// head (all of it, the biases, or LoRA factors).
+    FrostLine { line: usize, tuning: Tuning },
     /// Layers ≥ N are tuned first on their own, by contrastive pairs of training texts (a
     /// cosine-similarity loss on the pooled vectors, SetFit's recipe: `train.contrastive`); then
     /// each head trains on the tuned layers' vectors, the layers frozen again.
@@ -40,63 +43,109 @@ fn parse_layer(s: &str, n: &str) -> Result<usize, Error> {
         .map_err(|_| Error::Usage(format!("regime {s:?}: N must be a layer number")))
 }
 
+impl Regime {
+    /// Full layers above frost line `n` (`frost-line=N`).
+    pub fn frost_line_at(n: usize) -> Self {
+        Regime::FrostLine {
+            line: n,
+            tuning: Tuning::Full,
+        }
+    }
+}
+
 impl FromStr for Regime {
     type Err = Error;
 
+    /// `fully-frozen`, `frozen-backbone`, `contrastive,frost-line=N`, or
+    /// `[freeze-head=TASK,][bitfit|lora,]frost-line=N` (`freeze-head=TASK` alone: on the cache).
     fn from_str(s: &str) -> Result<Self, Error> {
         let unknown = || {
             Error::Usage(format!(
-                "unknown regime {s:?}; use fully-frozen, frozen-backbone, freeze-head=a|b|TASK[,frost-line=N], frost-line=N or contrastive,frost-line=N"
+                "unknown regime {s:?}; use fully-frozen, frozen-backbone, freeze-head=a|b|TASK[,bitfit|lora][,frost-line=N], frost-line=N, bitfit,frost-line=N, lora,frost-line=N or contrastive,frost-line=N"
             ))
         };
-        match s.split_once('=') {
-            None if s == "frost-line" => Err(Error::Usage(
-                "regime \"frost-line\" needs =N, the first layer that trains (0 = every layer, the model's layer count − 1 = its top layer alone): frost-line=N".into(),
-            )),
-            None if s == "freeze-head" => Err(Error::Usage(
-                "regime \"freeze-head\" needs =TASK, the task whose head stays frozen: freeze-head=TASK (or freeze-head=TASK,frost-line=N)".into(),
-            )),
-            None if s == "contrastive" => Err(Error::Usage(
+        let mut parts: &[&str] = &s.split(',').collect::<Vec<_>>();
+        match parts {
+            ["fully-frozen"] => return Ok(Regime::FullyFrozen),
+            ["frozen-backbone"] => return Ok(Regime::FrozenBackbone),
+            ["contrastive", line] => {
+                if let Some(n) = line.strip_prefix("frost-line=") {
+                    return Ok(Regime::Contrastive {
+                        frost_line: parse_layer(s, n)?,
+                    });
+                }
+            }
+            ["contrastive", ..] => return Err(Error::Usage(
                 "regime \"contrastive\" needs ,frost-line=N, the first layer that the pairs tune (0 = the whole body): contrastive,frost-line=N".into(),
             )),
-            None if s == "fully-frozen" => Ok(Regime::FullyFrozen),
-            None if s == "frozen-backbone" => Ok(Regime::FrozenBackbone),
-            Some(("freeze-head", rest)) => {
-                let (head, frost_line) = match rest.split_once(",frost-line=") {
-                    Some((head, n)) => (head, Some(parse_layer(s, n)?)),
-                    None => (rest, None),
-                };
-                if head.is_empty() || head.contains([',', '=']) {
-                    return Err(unknown());
-                }
-                Ok(Regime::FreezeHead {
-                    head: head.to_string(),
-                    frost_line,
-                })
+            ["freeze-head", ..] => return Err(Error::Usage(
+                "regime \"freeze-head\" needs =TASK, the task whose head stays frozen: freeze-head=TASK (or freeze-head=TASK,frost-line=N)".into(),
+            )),
+            _ => {}
+        }
+        let mut head = None;
+        if let Some(name) = parts.first().and_then(|p| p.strip_prefix("freeze-head=")) {
+            if name.is_empty() || name.contains('=') {
+                return Err(unknown());
             }
-            Some(("frost-line", n)) => Ok(Regime::FrostLine(parse_layer(s, n)?)),
-            Some(("contrastive,frost-line", n)) => Ok(Regime::Contrastive {
-                frost_line: parse_layer(s, n)?,
+            head = Some(name.to_string());
+            parts = &parts[1..];
+        }
+        let mut tuning = Tuning::Full;
+        if let Some(t) = parts.first().and_then(|p| Tuning::from_word(p)) {
+            tuning = t;
+            parts = &parts[1..];
+        }
+        let line = match parts {
+            [] => None,
+            ["frost-line"] => return Err(Error::Usage(
+                "regime \"frost-line\" needs =N, the first layer that trains (0 = every layer, the model's layer count − 1 = its top layer alone): frost-line=N".into(),
+            )),
+            [line] => match line.strip_prefix("frost-line=") {
+                Some(n) => Some(parse_layer(s, n)?),
+                None => return Err(unknown()),
+            },
+            _ => return Err(unknown()),
+        };
+        match (head, line) {
+            (_, None) if tuning != Tuning::Full => Err(Error::Usage(format!(
+                "regime {s:?}: {} tunes layers above a frost line; add ,frost-line=N, the first layer it adapts (0 = every layer)",
+                tuning.word().unwrap_or_default()
+            ))),
+            (Some(head), frost_line) => Ok(Regime::FreezeHead {
+                head,
+                frost_line,
+                tuning,
             }),
-            _ => Err(unknown()),
+            (None, Some(line)) => Ok(Regime::FrostLine { line, tuning }),
+            (None, None) => Err(unknown()),
         }
     }
 }
 
 impl fmt::Display for Regime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tuned = |f: &mut fmt::Formatter<'_>, tuning: Tuning, n: usize| match tuning.word() {
+            Some(word) => write!(f, "{word},frost-line={n}"),
+            None => write!(f, "frost-line={n}"),
+        };
         match self {
             Regime::FullyFrozen => f.write_str("fully-frozen"),
             Regime::FrozenBackbone => f.write_str("frozen-backbone"),
             Regime::FreezeHead {
                 head,
                 frost_line: None,
+                ..
             } => write!(f, "freeze-head={head}"),
             Regime::FreezeHead {
                 head,
                 frost_line: Some(n),
-            } => write!(f, "freeze-head={head},frost-line={n}"),
-            Regime::FrostLine(n) => write!(f, "frost-line={n}"),
+                tuning,
+            } => {
+                write!(f, "freeze-head={head},")?;
+                tuned(f, *tuning, *n)
+            }
+            Regime::FrostLine { line, tuning } => tuned(f, *tuning, *line),
             Regime::Contrastive { frost_line } => write!(f, "contrastive,frost-line={frost_line}"),
         }
     }
@@ -130,6 +179,8 @@ pub enum HeadStart {
 pub struct Plan {
     /// Layers at and above this depth run (and train) natively; `None` = the cached vectors.
     pub frost_line: Option<usize>,
+    /// What trains of those layers (the features hold the layers and offer those parameters).
+    pub tuning: Tuning,
     /// The head that keeps its checkpoint weights, by task position.
     pub frozen_head: Option<usize>,
     /// Whether any parameter trains (false for `fully-frozen`).
@@ -145,9 +196,17 @@ impl Regime {
     /// The depth below which the backbone stays frozen in ONNX when layers above it train.
     pub fn frost_line(&self) -> Option<usize> {
         match self {
-            Regime::FrostLine(n) | Regime::Contrastive { frost_line: n } => Some(*n),
+            Regime::FrostLine { line: n, .. } | Regime::Contrastive { frost_line: n } => Some(*n),
             Regime::FreezeHead { frost_line, .. } => *frost_line,
             _ => None,
+        }
+    }
+
+    /// What trains of the layers above the frost line (full layers where there is none).
+    pub fn tuning(&self) -> Tuning {
+        match self {
+            Regime::FrostLine { tuning, .. } | Regime::FreezeHead { tuning, .. } => *tuning,
+            _ => Tuning::Full,
         }
     }
 
@@ -173,7 +232,7 @@ impl Regime {
             }
             Regime::FrozenBackbone
             | Regime::FreezeHead { .. }
-            | Regime::FrostLine(_)
+            | Regime::FrostLine { .. }
             | Regime::Contrastive { .. }
                 if training_free =>
             {
@@ -194,6 +253,7 @@ impl Regime {
         };
         Ok(Plan {
             frost_line: self.frost_line(),
+            tuning: self.tuning(),
             frozen_head,
             trains: !matches!(self, Regime::FullyFrozen),
             contrastive: matches!(self, Regime::Contrastive { .. }),
@@ -323,6 +383,9 @@ mod tests {
         );
         let mut with_encoder = encoder.clone();
         with_encoder.extend(heads[1].param_ids());
+        // Which encoder parameters a tuning offers is the features' business (they hold the
+        // layers); the plan carries the tuning to them.
+        assert_eq!(plan("lora,frost-line=4", false).tuning, Tuning::Lora);
         let p = plan("freeze-head=a,frost-line=4", true);
         assert_eq!(p.trainable(&heads, &encoder), with_encoder);
         assert_eq!(p.frost_line, Some(4));
@@ -404,6 +467,10 @@ mod tests {
             "freeze-head=a,frost-line=4",
             "frost-line=3",
             "contrastive,frost-line=0",
+            "bitfit,frost-line=4",
+            "lora,frost-line=0",
+            "freeze-head=a,lora,frost-line=4",
+            "freeze-head=intent,bitfit,frost-line=2",
         ] {
             let r: Regime = s.parse().unwrap();
             assert_eq!(r.to_string(), s);
@@ -417,8 +484,22 @@ mod tests {
             "thawed",
             "contrastive",
             "contrastive=2",
+            "lora",
+            "bitfit,frost-line",
+            "freeze-head=a,lora",
+            "lora,bitfit,frost-line=2",
+            "frost-line=2,lora",
+            "contrastive,lora,frost-line=2",
         ] {
             assert!(bad.parse::<Regime>().is_err(), "{bad}");
         }
+        let r: Regime = "freeze-head=b,lora,frost-line=3".parse().unwrap();
+        assert_eq!((r.frost_line(), r.tuning()), (Some(3), Tuning::Lora));
+        assert_eq!(
+            "frost-line=3".parse::<Regime>().unwrap().tuning(),
+            Tuning::Full
+        );
+        let err = "lora".parse::<Regime>().unwrap_err().to_string();
+        assert!(err.contains(",frost-line=N"), "{err}");
     }
 }

@@ -12,6 +12,7 @@ use crate::decision::{TagDecoding, ThresholdTuning};
 use crate::error::{Error, Result};
 use crate::heads::{HeadKind, HeadSpec, MlpShape};
 use crate::kind::{ClassWeights, TaskKind};
+use crate::nn::adapter::LoraShape;
 use crate::nn::gemm::PrecisionChoice;
 use crate::nn::schedule::Decay;
 use crate::pairs::PairRecipe;
@@ -236,8 +237,10 @@ pub struct TrainConfig {
     /// Learning rate of the task heads; unset = the head's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lr: Option<f32>,
-    /// Learning rate of the native encoder layers above the frost line.
-    pub encoder_lr: f32,
+    /// Learning rate of what trains in the native layers above the frost line; unset = the
+    /// tuning's default ([`crate::nn::adapter::Tuning::default_encoder_lr`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoder_lr: Option<f32>,
     pub weight_decay: f32,
     /// Warm-up as a fraction of all steps.
     pub warmup: f32,
@@ -262,6 +265,8 @@ pub struct TrainConfig {
     pub precision: PrecisionChoice,
     /// How regime `contrastive,frost-line=N` draws its pairs and tunes the layers with them.
     pub contrastive: PairRecipe,
+    /// The factors of regime `lora,frost-line=N`: rank, α and the dense layers they adapt.
+    pub lora: LoraShape,
 }
 
 impl Default for TrainConfig {
@@ -274,7 +279,7 @@ impl Default for TrainConfig {
             epochs: None,
             batch_size: 64,
             lr: None,
-            encoder_lr: 5e-5,
+            encoder_lr: None,
             weight_decay: 0.01,
             warmup: 0.05,
             decay: Decay::Cosine,
@@ -287,6 +292,7 @@ impl Default for TrainConfig {
             quantize_frozen: false,
             precision: PrecisionChoice::Fp32,
             contrastive: PairRecipe::default(),
+            lora: LoraShape::default(),
         }
     }
 }
@@ -295,6 +301,12 @@ impl TrainConfig {
     /// The heads' learning rate: the run's, else the head's default.
     pub fn lr(&self) -> f32 {
         self.lr.unwrap_or(self.head.defaults().lr)
+    }
+
+    /// The native layers' learning rate: the run's, else the regime's tuning's default.
+    pub fn encoder_lr(&self) -> f32 {
+        self.encoder_lr
+            .unwrap_or(self.regime.tuning().default_encoder_lr())
     }
 
     /// Epochs: the run's, else the head's default.
@@ -307,12 +319,13 @@ impl TrainConfig {
         self.patience.unwrap_or(self.head.defaults().patience)
     }
 
-    /// Writes the head's defaults into every unset value, so the run (and the checkpoint that
+    /// Writes the head's and the tuning's defaults into every unset value, so the run (and the checkpoint that
     /// records it) says what trained.
-    pub fn resolve_head_defaults(&mut self) {
+    pub fn resolve_defaults(&mut self) {
         self.lr = Some(self.lr());
         self.epochs = Some(self.epochs());
         self.patience = Some(self.patience());
+        self.encoder_lr = Some(self.encoder_lr());
     }
 
     pub fn head_spec(&self) -> HeadSpec {
@@ -581,7 +594,10 @@ impl RunFile {
             }
         };
         positive("train.lr", c.lr())?;
-        positive("train.encoder_lr", c.encoder_lr)?;
+        positive("train.encoder_lr", c.encoder_lr())?;
+        if let Some(why) = c.lora.refusal() {
+            return Err(bad(why));
+        }
         positive("train.contrastive.lr", c.contrastive.lr)?;
         if !(c.temperature.is_finite() && c.temperature > 0.0) {
             return Err(bad(format!(

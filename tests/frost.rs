@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 use frostline::backbone::ModelFolder;
-use frostline::embedder::{SentenceEmbedder, TokenStateEmbedder};
+use frostline::embedder::TokenStateEmbedder;
 use frostline::nn::attention::Segments;
 use frostline::nn::bert::{pool_forward, NativeEncoder};
 use frostline::nn::ParamStore;
@@ -134,16 +132,6 @@ fn bad_frost_line_input_is_named() {
     );
 }
 
-fn train_cmd(run_toml: &Path, cache: &Path, parts: &[&dyn AsArgs]) -> (bool, String, String) {
-    run(&mut frostline(&[
-        &"train --no-progress --max-length 32 --run",
-        &run_toml,
-        &"--cache-dir",
-        &cache,
-        &parts,
-    ]))
-}
-
 #[test]
 fn frost_line_trains_checkpoints_predicts_and_exports() {
     let Some(model) = model_dir() else { return };
@@ -206,68 +194,11 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
     );
 
     // predict runs ONNX-below-4 + the tuned layers, and agrees with the checkpoint's own test score.
-    let pred = d.join("pred.csv");
-    let (ok, _, err) = run(&mut frostline(&[
-        &"predict --no-progress --max-length 32 --checkpoint",
-        &ck,
-        &"--input",
-        &d.join("s-test.csv"),
-        &"--output",
-        &pred,
-        &"--cache-dir",
-        &cache,
-    ]));
-    assert!(ok, "{err}");
-    let truth = frostline::data::read_table(&d.join("s-test.csv"))
-        .unwrap()
-        .required_strings("label")
-        .unwrap();
-    let text = std::fs::read_to_string(&pred).unwrap();
-    let mut reader = csv::Reader::from_reader(text.as_bytes());
-    let col = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .position(|h| h == "sentiment_label")
-        .expect("a sentiment_label column");
-    let correct = reader
-        .records()
-        .zip(&truth)
-        .filter(|(r, t)| &r.as_ref().unwrap()[col] == t.as_str())
-        .count();
-    assert!(
-        (correct as f64 / truth.len() as f64
-            - manifest["tasks"][1]["test"]["accuracy"].as_f64().unwrap())
-        .abs()
-            < 1e-9
-    );
+    let accuracy = predicted_accuracy(&ck, &d.join("s-test.csv"), &cache, "sentiment");
+    assert!((accuracy - manifest["tasks"][1]["test"]["accuracy"].as_f64().unwrap()).abs() < 1e-9);
 
     // The tuned backbone exported as one ONNX model reproduces the native pipeline's vectors.
-    let exported = d.join("exported");
-    export_checkpoint(&ck, &exported);
-    let texts = frostline::data::read_table(&d.join("s-test.csv"))
-        .unwrap()
-        .required_strings("text")
-        .unwrap();
-    let mut settings = settings_for(&m);
-    settings.cache_root = cache.clone();
-    settings.max_length = 32;
-    let mut ckpt = frostline::checkpoint::load(&ck).unwrap();
-    let mut native =
-        frostline::inference::CheckpointEncoder::open(&mut ckpt, settings.clone(), false)
-            .unwrap()
-            .0;
-    let (a, _) = native.vectors(&ckpt, &texts).unwrap();
-    let mut onnx_settings = settings.clone();
-    onnx_settings.model_dir = exported.clone();
-    let (b, _) = SentenceEmbedder::open(onnx_settings)
-        .unwrap()
-        .embed(&texts)
-        .unwrap();
-    for r in 0..texts.len() {
-        let c = cosine(a.row(r).as_slice().unwrap(), b.row(r).as_slice().unwrap());
-        assert!(c >= 0.9999, "row {r}: exported model cosine {c}");
-    }
+    assert_export_reproduces(&ck, &d.join("exported"), &m, &cache, &d.join("s-test.csv"));
 
     // freeze-head=a with trainable layers: the intent head is kept bit for bit, the layers and
     // the sentiment head train, and the frozen head is still scored on the new features.

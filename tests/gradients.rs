@@ -426,3 +426,90 @@ fn bf16_layer_matches_fp32(bf16: Kernel) {
         );
     }
 }
+
+#[test]
+fn lora_factors_backward_matches_finite_differences_and_merging_keeps_the_function() {
+    use frostline::nn::adapter::{LoraShape, LoraTarget, Tuning};
+    let (hidden, heads) = (8, 2);
+    let seg = Segments::from_lens(&[4, 2]);
+    let mut rng = Rng::new(21);
+    let mut store = ParamStore::default();
+    let mut layer = BertLayer::random(&mut store, 0, hidden, heads, 16, &mut rng);
+    let shape = LoraShape {
+        rank: 3,
+        alpha: 6.0,
+        targets: vec![
+            LoraTarget::Query,
+            LoraTarget::Value,
+            LoraTarget::AttentionOutput,
+            LoraTarget::Intermediate,
+            LoraTarget::Output,
+        ],
+    };
+    layer.attach_lora(&mut store, &shape, &mut rng);
+    let lora = layer.tuned_ids(Tuning::Lora);
+    assert_eq!(lora.len(), 2 * shape.targets.len());
+    // B starts at zero (the adapter starts as the identity); give it values so dA is checked.
+    for &id in &lora {
+        if store.get(id).name.ends_with("lora_b") {
+            assert!(store.get(id).value.iter().all(|&v| v == 0.0));
+            let v = store
+                .get(id)
+                .value
+                .mapv(|_| (rng.uniform() as f32 - 0.5) * 0.5);
+            store.set(id, v);
+        }
+    }
+    let base = layer.param_ids();
+    store.train_only(&lora);
+    let x = random(seg.total(), hidden, &mut rng);
+    let r = random(seg.total(), hidden, &mut rng);
+    let loss =
+        |s: &ParamStore, xx: &Array2<f32>| probe(layer.forward(s, xx.clone(), &seg).0.view(), &r);
+    let (_, trace) = layer.forward(&store, x.clone(), &seg);
+    store.zero_grads();
+    let dx = layer.backward(&mut store, &trace, r.view());
+    check_all(&store, &lora, &x, &dx, &loss);
+    // Frozen dense layers take no gradient: the costly dW products are skipped.
+    for &id in &base {
+        let p = store.get(id);
+        if !p.name.contains("LayerNorm") {
+            assert!(
+                p.grad.iter().all(|&g| g == 0.0),
+                "{} took a gradient",
+                p.name
+            );
+        }
+    }
+    // Folding the factors into the weights gives the same layer.
+    let before = layer.forward(&store, x.clone(), &seg).0;
+    layer.merge_lora(&mut store);
+    assert!(layer.tuned_ids(Tuning::Lora).is_empty());
+    let after = layer.forward(&store, x.clone(), &seg).0;
+    let worst = before
+        .iter()
+        .zip(after.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "merged layer differs by {worst}");
+}
+
+#[test]
+fn bitfit_tunes_the_bias_terms_alone() {
+    use frostline::nn::adapter::Tuning;
+    let mut rng = Rng::new(22);
+    let mut store = ParamStore::default();
+    let layer = BertLayer::random(&mut store, 3, 8, 2, 16, &mut rng);
+    let names: Vec<String> = layer
+        .tuned_ids(Tuning::BitFit)
+        .iter()
+        .map(|&id| store.get(id).name.clone())
+        .collect();
+    assert_eq!(
+        names.len(),
+        8,
+        "six dense biases and two LayerNorm betas: {names:?}"
+    );
+    assert!(names.iter().all(|n| n.ends_with(".bias")), "{names:?}");
+    assert_eq!(layer.tuned_ids(Tuning::Full), layer.param_ids());
+}

@@ -337,13 +337,13 @@ fn compare_runs_every_regime_and_states_tradeoffs() {
     // The slow variants' time is said before the first of them starts, and each is measured
     // against it after.
     let said = err
-        .find("compare: next, 3 variant(s) train layers ≥ 5 natively: each about")
+        .find("compare: next, 5 variant(s) train layers ≥ 5 natively: each about")
         .unwrap_or_else(|| panic!("{err}"));
     let done = err
         .find("compare: frost-line=5/linear trained in")
         .unwrap_or_else(|| panic!("{err}"));
     assert!(said < done, "{err}");
-    assert_eq!(err.matches("estimated about").count(), 3, "{err}");
+    assert_eq!(err.matches("estimated about").count(), 5, "{err}");
     let df = read_parquet(&out.join("compare.parquet"));
     use DataType::*;
     assert_eq!(
@@ -366,12 +366,13 @@ fn compare_runs_every_regime_and_states_tradeoffs() {
             s("embed_seconds", Float64),
             s("cache_hit", Boolean),
             s("trainable_params", UInt64),
+            s("checkpoint_bytes", UInt64),
             s("peak_rss_mib", Float64),
             s("cache_bytes", UInt64),
         ]
     );
-    // 6 variants on the cache + 3 at the default frost line (the top layer, N = 5), × 2 tasks.
-    assert_eq!(df.height(), 18);
+    // 6 variants on the cache + 5 at the default frost line (the top layer, N = 5), × 2 tasks.
+    assert_eq!(df.height(), 22);
     let variants = strs(&df, "variant");
     for v in [
         "frozen-backbone/linear",
@@ -381,6 +382,8 @@ fn compare_runs_every_regime_and_states_tradeoffs() {
         "freeze-head=intent/linear",
         "freeze-head=sentiment/linear",
         "frost-line=5/linear",
+        "bitfit,frost-line=5/linear",
+        "lora,frost-line=5/linear",
         "freeze-head=intent,frost-line=5/linear",
         "freeze-head=sentiment,frost-line=5/linear",
     ] {
@@ -425,6 +428,33 @@ fn compare_runs_every_regime_and_states_tradeoffs() {
             assert!(*p > 0 && *t > 0.0, "{v}");
         }
     }
+    // The adapters train a sliver of the full layer's parameters and store a sliver of its bytes.
+    let bytes: Vec<u64> = df
+        .column("checkpoint_bytes")
+        .unwrap()
+        .u64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    let at = |variant: &str| {
+        let i = (0..variants.len())
+            .find(|&i| variants[i] == variant && tasks[i] == "intent")
+            .unwrap();
+        (params[i], bytes[i])
+    };
+    let (full, lora, bitfit) = (
+        at("frost-line=5/linear"),
+        at("lora,frost-line=5/linear"),
+        at("bitfit,frost-line=5/linear"),
+    );
+    assert!(
+        lora.0 * 20 < full.0 && bitfit.0 * 20 < full.0,
+        "{full:?} {lora:?} {bitfit:?}"
+    );
+    assert!(
+        lora.1 * 10 < full.1 && bitfit.1 * 10 < full.1,
+        "{full:?} {lora:?} {bitfit:?}"
+    );
     let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
     // One recommendation per task, chosen on dev (one seed: weighed against the dev score's
     // standard error); the trade-offs; the resources in a table of their own.

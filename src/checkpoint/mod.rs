@@ -18,6 +18,7 @@ use crate::heads::{Head, HeadSpec, HeadWeights};
 use crate::io::fsutil;
 use crate::io::outfolder::OutputFolder;
 use crate::metrics::TaskMetrics;
+use crate::nn::adapter::Tuning;
 use crate::nn::bert::NativeEncoder;
 use crate::nn::tensors::{from_safetensors, to_safetensors};
 use crate::nn::{ParamId, ParamStore};
@@ -323,22 +324,44 @@ fn log_csv(log: &[EpochLog]) -> Result<Vec<u8>> {
         .map_err(|e| Error::Internal(format!("training log: {e}")))
 }
 
+/// A checkpoint's tensor files, serialised once: their size is reported whether or not a
+/// checkpoint is written. The encoder file holds only what trained of the native layers (full
+/// layers, their biases, or LoRA factors).
+pub struct TensorFiles {
+    heads: Vec<u8>,
+    encoder: Option<Vec<u8>>,
+}
+
+impl TensorFiles {
+    pub fn of(store: &ParamStore, heads: &[&Head], encoder: &[ParamId]) -> Result<Self> {
+        let tensors = |ids: &[ParamId]| {
+            to_safetensors(store, ids).map_err(|e| Error::Internal(format!("safetensors: {e}")))
+        };
+        let head_ids: Vec<ParamId> = heads.iter().flat_map(|h| h.param_ids()).collect();
+        Ok(Self {
+            heads: tensors(&head_ids)?,
+            encoder: (!encoder.is_empty())
+                .then(|| tensors(encoder))
+                .transpose()?,
+        })
+    }
+
+    /// Bytes of the tensor files (heads, and the tuned layers where there are some).
+    pub fn bytes(&self) -> u64 {
+        (self.heads.len() + self.encoder.as_ref().map_or(0, Vec::len)) as u64
+    }
+}
+
 /// Writes the checkpoint folder atomically (built in a temp folder, then renamed over `dir`).
 pub fn save(
     dir: &OutputFolder,
     manifest: &Manifest,
-    store: &ParamStore,
-    heads: &[&Head],
-    encoder: &[ParamId],
+    tensors: &TensorFiles,
     log: &[EpochLog],
 ) -> Result<()> {
-    let tensors = |ids: &[ParamId]| {
-        to_safetensors(store, ids).map_err(|e| Error::Internal(format!("safetensors: {e}")))
-    };
-    let head_ids: Vec<ParamId> = heads.iter().flat_map(|h| h.param_ids()).collect();
-    let mut files = vec![(WEIGHTS, tensors(&head_ids)?), (LOG, log_csv(log)?)];
-    if !encoder.is_empty() {
-        files.push((ENCODER, tensors(encoder)?));
+    let mut files = vec![(WEIGHTS, tensors.heads.clone()), (LOG, log_csv(log)?)];
+    if let Some(encoder) = &tensors.encoder {
+        files.push((ENCODER, encoder.clone()));
     }
     // The manifest, written last, carries a checksum of every other file.
     let mut manifest = manifest.clone();
@@ -457,31 +480,38 @@ pub fn read_log(ck: &Checkpoint) -> Result<Vec<EpochLog>> {
 }
 
 impl Checkpoint {
-    /// The native layers above the checkpoint's frost line, with its tuned weights (their
-    /// structure from the model folder, their values from `encoder.safetensors`).
+    /// The native layers above the checkpoint's frost line with what the run tuned of them
+    /// applied (base weights from `folder`, the tuned tensors from `encoder.safetensors`), LoRA
+    /// factors merged into their weights: predict and export run plain layers.
     pub fn encoder(&mut self, folder: &ModelFolder) -> Result<Option<NativeEncoder>> {
         let Some(n) = self.manifest.frost_line else {
             return Ok(None);
         };
-        let encoder = NativeEncoder::load(&mut self.store, folder, n)?;
+        let tuning = self.manifest.regime.tuning();
+        let mut encoder = NativeEncoder::load(&mut self.store, folder, n)?;
+        if tuning == Tuning::Lora {
+            // Placeholder values: every factor is replaced by the checkpoint's below.
+            encoder.attach_lora(&mut self.store, &self.manifest.train.lora, 0);
+        }
         let path = self.dir.join(ENCODER);
         let tuned = parse_tensors(&path, &read_verified(&self.dir, &self.manifest, ENCODER)?)?;
-        // Every tuned tensor must be one of the layers above the frost line: a tensor of
-        // another layer means the manifest and the weights disagree about where the line is.
-        let wanted: std::collections::HashSet<String> = encoder
-            .param_ids()
-            .into_iter()
-            .map(|id| self.store.get(id).name.clone())
+        let wanted = encoder.tuned_ids(tuning, encoder.layers.len());
+        // Every tuned tensor must be one the regime trains: a tensor of another layer, or a
+        // weight under bitfit, means the manifest and the weights disagree.
+        let names: std::collections::HashSet<String> = wanted
+            .iter()
+            .map(|&id| self.store.get(id).name.clone())
             .collect();
-        if let Some((name, _)) = tuned.iter().find(|(name, _)| !wanted.contains(name)) {
+        if let Some((name, _)) = tuned.iter().find(|(name, _)| !names.contains(name)) {
             return Err(Error::InputFile {
                 path: path.clone(),
                 reason: format!(
-                    "tensor {name} is not one of the layers at or above frost line {n}; the checkpoint's parts disagree, train again"
+                    "tensor {name} is not one that regime {} tunes above frost line {n}; the checkpoint's parts disagree, train again",
+                    self.manifest.regime
                 ),
             });
         }
-        for id in encoder.param_ids() {
+        for id in wanted {
             let name = self.store.get(id).name.clone();
             let (_, value) =
                 tuned
@@ -495,7 +525,7 @@ impl Checkpoint {
                 return Err(Error::InputFile {
                     path: path.clone(),
                     reason: format!(
-                        "tensor {name} has shape {:?}, the model's is {:?}",
+                        "tensor {name} has shape {:?}, the regime's is {:?}",
                         value.shape(),
                         self.store.get(id).value.shape()
                     ),
@@ -503,13 +533,15 @@ impl Checkpoint {
             }
             self.store.set(id, value.clone());
         }
+        encoder.merge_lora(&mut self.store);
         Ok(Some(encoder))
     }
 }
 
-/// Writes a full model folder whose weights are the checkpoint's base model with its tuned
-/// layers applied, so the tuned backbone runs anywhere onnxruntime runs.
-pub fn export_model(ck: &Checkpoint, folder: &ModelFolder, out: &OutputFolder) -> Result<()> {
+/// Writes a full model folder whose weights are the checkpoint's base model with what its run
+/// tuned applied (LoRA merged into the weights), so the tuned backbone runs anywhere
+/// onnxruntime runs.
+pub fn export_model(ck: &mut Checkpoint, folder: &ModelFolder, out: &OutputFolder) -> Result<()> {
     if ck.manifest.frost_line.is_none() {
         return Err(Error::Usage(format!(
             "{} was trained with regime {}: its backbone is the unchanged model {}; only frost-line checkpoints carry tuned layers",
@@ -518,8 +550,35 @@ pub fn export_model(ck: &Checkpoint, folder: &ModelFolder, out: &OutputFolder) -
             ck.manifest.backbone.model_dir.display()
         )));
     }
-    // Verified (and parsed) before the exporter runs, so a damaged file is named as such.
-    let tuned = ck.dir.join(ENCODER);
-    parse_tensors(&tuned, &read_verified(&ck.dir, &ck.manifest, ENCODER)?)?;
-    out.write(|tmp| crate::backbone::export::export_tuned(folder, &tuned, tmp))
+    // Read and checked (a damaged file is named as such) before the exporter runs.
+    let encoder = ck.encoder(folder)?.expect("a frost line has an encoder");
+    let merged = to_safetensors(&ck.store, &encoder.param_ids())
+        .map_err(|e| Error::Internal(format!("safetensors: {e}")))?;
+    out.write(|tmp| {
+        // The merged layers lie in a temp file only while the exporter reads them (the file
+        // of a run killed midway is removed by the next run once that process is gone).
+        let base = std::env::temp_dir().join("frostline-tuned-layers.safetensors");
+        crate::io::stale::sweep_stale(&base);
+        let weights = fsutil::temp_path(&base);
+        fsutil::write_bytes_atomic(&weights, &merged)?;
+        let exported = crate::backbone::export::export_tuned(folder, &weights, tmp);
+        std::fs::remove_file(&weights).map_err(|e| Error::io(&weights, e))?;
+        exported?;
+        record_tuning(&tmp.join("frostline.json"), ck)
+    })
+}
+
+/// Names the checkpoint and regime the exported weights came from in the folder's
+/// `frostline.json` (the exporter saw only a temporary file of merged layers).
+fn record_tuning(path: &Path, ck: &Checkpoint) -> Result<()> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut info: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+    info["weights_override"] = serde_json::json!({
+        "checkpoint": ck.dir,
+        "regime": ck.manifest.regime.to_string(),
+        "lora_merged": ck.manifest.regime.tuning() == Tuning::Lora,
+    });
+    let json = serde_json::to_vec_pretty(&info).map_err(|e| Error::Internal(e.to_string()))?;
+    fsutil::write_bytes_atomic(path, &json)
 }

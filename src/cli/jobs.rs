@@ -228,7 +228,7 @@ fn embed_job(a: EmbedArgs, ort_lib: Option<PathBuf>) -> Result<EmbedJob> {
 fn print_run(run: &RunArgs, overrides: &[String], model: Option<&Path>) -> Result<String> {
     let (mut run, _) = run.load(overrides)?;
     // What would train: the head's defaults written in where the run leaves them unset.
-    run.train.resolve_head_defaults();
+    run.train.resolve_defaults();
     if let Some(m) = model {
         run.model = Some(std::path::absolute(m).unwrap_or_else(|_| m.to_path_buf()));
     }

@@ -350,9 +350,9 @@ pub struct CompareArgs {
     /// Report folder (compare.{parquet,csv,md}, plots/, checkpoints/).
     #[arg(long, default_value = "compare-report")]
     pub out: PathBuf,
-    /// Frost lines to measure (e.g. --frost-lines 4,5): for each N, frost-line=N and
-    /// freeze-head=<task>,frost-line=N rows (layers ≥ N train with the heads). Default: the top
-    /// layer alone (N = layers − 1).
+    /// Frost lines to measure (e.g. --frost-lines 4,5): for each N, frost-line=N,
+    /// bitfit,frost-line=N, lora,frost-line=N and freeze-head=<task>,frost-line=N rows (layers
+    /// ≥ N train with the heads). Default: the top layer alone (N = layers − 1).
     #[arg(long, value_delimiter = ',', conflicts_with = "no_frost_line")]
     pub frost_lines: Vec<usize>,
     /// Measure no frost line (only the regimes that run on the sentence cache).
@@ -438,7 +438,9 @@ pub struct TrainArgs {
     pub backbone: BackboneArgs,
     #[command(flatten)]
     pub run: RunArgs,
-    /// Shortcut for --set train.regime=…: fully-frozen, frozen-backbone, freeze-head=a|b|TASK[,frost-line=N], frost-line=N.
+    /// Shortcut for --set train.regime=…: fully-frozen, frozen-backbone,
+    /// freeze-head=a|b|TASK[,bitfit|lora][,frost-line=N], frost-line=N, bitfit,frost-line=N,
+    /// lora,frost-line=N (train.lora: rank, alpha, targets), contrastive,frost-line=N.
     #[arg(long, value_parser = parse_regime)]
     pub regime: Option<Regime>,
     /// Shortcut for --set train.head=….

@@ -18,6 +18,7 @@ use crate::heads::HeadKind;
 use crate::io::fsutil;
 use crate::io::outfolder::{FolderKind, OutputFolder};
 use crate::kind::Input;
+use crate::nn::adapter::Tuning;
 use crate::regime::Regime;
 use crate::report::compare::{frame, markdown, CompareRow};
 use crate::report::{self, plots};
@@ -71,6 +72,7 @@ fn variants(run: &RunFile, frost_lines: &[usize], layers: usize) -> Vec<Variant>
                 let regime = Regime::FreezeHead {
                     head: t.name.clone(),
                     frost_line,
+                    tuning: Tuning::Full,
                 };
                 v(regime, HeadKind::Linear, true)
             })
@@ -97,7 +99,11 @@ fn variants(run: &RunFile, frost_lines: &[usize], layers: usize) -> Vec<Variant>
         }
     }
     for &n in frost_lines {
-        out.push(v(Regime::FrostLine(n), HeadKind::Linear, false));
+        // Full layers, then the parameter-efficient tunings of the same layers.
+        for tuning in [Tuning::Full, Tuning::BitFit, Tuning::Lora] {
+            let regime = Regime::FrostLine { line: n, tuning };
+            out.push(v(regime, HeadKind::Linear, false));
+        }
         out.extend(freeze_each(Some(n)));
     }
     out
@@ -311,6 +317,7 @@ fn run_variants(
                 embed_seconds: res.embed_seconds(),
                 cache_hit: res.cache_hit(),
                 trainable_params: res.trainable_params as u64,
+                checkpoint_bytes: res.checkpoint_bytes,
                 peak_rss_mib: peak,
                 cache_bytes,
             });

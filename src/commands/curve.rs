@@ -31,7 +31,7 @@ impl CurveJob {
     fn remake_file(&self) -> Result<String> {
         let mut run = self.run.clone();
         run.model = Some(self.settings.model_dir.clone());
-        run.train.resolve_head_defaults();
+        run.train.resolve_defaults();
         let fractions: Vec<String> = self.fractions.iter().map(f64::to_string).collect();
         Ok(format!(
             "# made by: frostline curve --run run.toml --fractions {} --seeds {}\n{}",

@@ -18,7 +18,7 @@ pub(crate) struct ExportJob {
 }
 
 pub(crate) fn run(job: &ExportJob) -> Result<Outcome> {
-    let ck = checkpoint::load(&job.checkpoint)?;
+    let mut ck = checkpoint::load(&job.checkpoint)?;
     let folder = open_model(&job.model)?;
     let identity = BackboneIdentity::of(&folder, ck.manifest.backbone.max_length)?;
     let warnings = ck
@@ -31,7 +31,7 @@ pub(crate) fn run(job: &ExportJob) -> Result<Outcome> {
         job.force,
         &[&job.checkpoint, &folder.dir],
     )?;
-    checkpoint::export_model(&ck, &folder, &out)?;
+    checkpoint::export_model(&mut ck, &folder, &out)?;
     let text = format!(
         "exported {} with the tuned layers of {}\n",
         job.out.display(),

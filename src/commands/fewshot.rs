@@ -36,7 +36,7 @@ impl FewshotJob {
     fn remake_file(&self) -> Result<String> {
         let mut run = self.run.clone();
         run.model = Some(self.settings.model_dir.clone());
-        run.train.resolve_head_defaults();
+        run.train.resolve_defaults();
         let regimes: String = self
             .regimes
             .iter()

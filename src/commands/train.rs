@@ -95,6 +95,7 @@ pub(crate) fn summary_json(spec: &TrainSpec, r: &TrainOutcome) -> serde_json::Va
         "stopped_early": r.report.stopped_early,
         "contrastive": r.report.pairs,
         "trainable_params": r.trainable_params,
+        "checkpoint_bytes": r.checkpoint_bytes,
         "embed_seconds": r.embed_seconds(),
         "cache_hit": r.cache_hit(),
         "embed": r.embed_stats,
@@ -144,9 +145,10 @@ fn table(spec: &TrainSpec, r: &TrainOutcome) -> String {
     }
     let mut s = t.render();
     s.push_str(&format!(
-        "\ntraining {:.2} s ({} trainable parameters{}), embedding {:.2} s ({})\n",
+        "\ntraining {:.2} s ({} trainable parameters, checkpoint tensors {:.2} MB{}), embedding {:.2} s ({})\n",
         r.report.seconds,
         r.trainable_params,
+        r.checkpoint_bytes as f64 / 1e6,
         if r.report.best_epoch > 0 {
             format!(", best epoch {}", r.report.best_epoch)
         } else {

@@ -6,6 +6,7 @@ use crate::backbone::ModelFolder;
 use crate::embedder::{EmbedSettings, EmbedStats, SentenceEmbedder, TokenStateEmbedder};
 use crate::error::{Error, Result};
 use crate::kind::Input;
+use crate::nn::adapter::{LoraShape, Tuning};
 use crate::nn::bert::NativeEncoder;
 use crate::nn::ParamStore;
 use crate::tasks::{Split, TaskData};
@@ -68,18 +69,29 @@ pub(crate) fn cached_vectors(
     Ok(out)
 }
 
+/// What a run tunes of the native layers above its frost line: the regime's tuning, and for
+/// LoRA the factors' shape and the seed of their initial values.
+pub(crate) struct LayerTuning<'a> {
+    pub tuning: Tuning,
+    pub lora: &'a LoraShape,
+    pub seed: u64,
+}
+
 /// Token states of every split at frost line `n` (cached), and the native layers above it.
 pub(crate) fn frost_features(
     settings: &EmbedSettings,
     quantize_frozen: bool,
     folder: &ModelFolder,
-    n: usize,
+    (n, tuned): (usize, LayerTuning),
     tasks: &[TaskData],
     store: &mut ParamStore,
     stats: &mut Vec<EmbedStats>,
 ) -> Result<Features> {
     // The layers load first: a folder without usable weights fails before any embedding.
-    let encoder = NativeEncoder::load(store, folder, n)?;
+    let mut encoder = NativeEncoder::load(store, folder, n)?;
+    if tuned.tuning == Tuning::Lora {
+        encoder.attach_lora(store, tuned.lora, tuned.seed);
+    }
     let mut tok = TokenStateEmbedder::open(settings.clone(), n, quantize_frozen)?;
     let mut states = |task: &TaskData, split: &str, s: &Split| {
         tok.set_progress_label(&format!("{} {split} (below layer {n})", task.config.name));
@@ -115,6 +127,7 @@ pub(crate) fn frost_features(
     }
     Ok(Features::Frost(FrostFeatures {
         encoder,
+        tuning: tuned.tuning,
         pooling: folder.pooling,
         tasks: task_states,
         eval_batch: 64,

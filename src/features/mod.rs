@@ -13,6 +13,7 @@ use ndarray::{s, Array2, ArrayView2, Axis};
 use crate::align::{gather_words, WordWindows};
 use crate::embedder::TokenStates;
 use crate::error::Result;
+use crate::nn::adapter::Tuning;
 use crate::nn::attention::Segments;
 use crate::nn::bert::{pool_backward, pool_forward, LayerTrace, NativeEncoder, PoolTrace};
 use crate::nn::{ParamId, ParamStore};
@@ -37,6 +38,8 @@ pub(crate) struct TaskStates {
 
 pub(crate) struct FrostFeatures {
     pub encoder: NativeEncoder,
+    /// What trains of the native layers (the regime's choice; LoRA factors are attached).
+    pub tuning: Tuning,
     pub pooling: Pooling,
     pub tasks: Vec<TaskStates>,
     /// Rows per inference batch when scoring whole splits.
@@ -197,11 +200,12 @@ impl FrostFeatures {
 }
 
 impl Features {
-    /// Every native layer's parameters (none for cached vectors): what a checkpoint saves.
+    /// What the regime tunes of every native layer (none for cached vectors): what a
+    /// checkpoint saves.
     pub(crate) fn encoder_ids(&self) -> Vec<ParamId> {
         match self {
             Features::Cached(_) => Vec::new(),
-            Features::Frost(f) => f.encoder.param_ids(),
+            Features::Frost(f) => f.encoder.tuned_ids(f.tuning, f.encoder.layers.len()),
         }
     }
 
@@ -214,29 +218,23 @@ impl Features {
         }
     }
 
-    /// The native parameters some task's vectors pass through (a layer above every task's
-    /// depth gets no gradient, so it is left out of training).
+    /// The tuned native parameters some task's vectors pass through (a layer above every
+    /// task's depth gets no gradient, so it is left out of training).
     pub(crate) fn param_ids(&self) -> Vec<ParamId> {
         match self {
             Features::Cached(_) => Vec::new(),
             Features::Frost(f) => {
                 let depth = f.tasks.iter().map(|t| t.depth).max().unwrap_or(0);
-                f.encoder.layers[..depth]
-                    .iter()
-                    .flat_map(|l| l.param_ids())
-                    .collect()
+                f.encoder.tuned_ids(f.tuning, depth)
             }
         }
     }
 
-    /// The native parameters task `t`'s vectors pass through.
+    /// The tuned native parameters task `t`'s vectors pass through.
     pub(crate) fn task_param_ids(&self, t: usize) -> Vec<ParamId> {
         match self {
             Features::Cached(_) => Vec::new(),
-            Features::Frost(f) => f.encoder.layers[..f.tasks[t].depth]
-                .iter()
-                .flat_map(|l| l.param_ids())
-                .collect(),
+            Features::Frost(f) => f.encoder.tuned_ids(f.tuning, f.tasks[t].depth),
         }
     }
 

@@ -7,6 +7,7 @@ use std::path::Path;
 use ndarray::{s, Array2, ArrayD, ArrayView2, IxDyn};
 
 use super::act;
+use super::adapter::{Lora, LoraShape, LoraTarget, Tuning};
 use super::attention::{AttentionTrace, Segments, SelfAttention};
 use super::layernorm::{LayerNorm, LayerNormTrace};
 use super::linear::Linear;
@@ -107,25 +108,86 @@ impl BertLayer {
         }
     }
 
-    pub fn param_ids(&self) -> Vec<ParamId> {
+    fn dense(&self) -> [(LoraTarget, &Linear); 6] {
         let a = &self.attention;
         [
-            &a.query,
-            &a.key,
-            &a.value,
-            &self.attention_output,
-            &self.intermediate,
-            &self.output,
+            (LoraTarget::Query, &a.query),
+            (LoraTarget::Key, &a.key),
+            (LoraTarget::Value, &a.value),
+            (LoraTarget::AttentionOutput, &self.attention_output),
+            (LoraTarget::Intermediate, &self.intermediate),
+            (LoraTarget::Output, &self.output),
         ]
-        .iter()
-        .flat_map(|l| [l.weight, l.bias])
-        .chain([
-            self.attention_norm.weight,
-            self.attention_norm.bias,
-            self.output_norm.weight,
-            self.output_norm.bias,
-        ])
-        .collect()
+    }
+
+    fn dense_mut(&mut self) -> [(LoraTarget, &mut Linear); 6] {
+        let a = &mut self.attention;
+        [
+            (LoraTarget::Query, &mut a.query),
+            (LoraTarget::Key, &mut a.key),
+            (LoraTarget::Value, &mut a.value),
+            (LoraTarget::AttentionOutput, &mut self.attention_output),
+            (LoraTarget::Intermediate, &mut self.intermediate),
+            (LoraTarget::Output, &mut self.output),
+        ]
+    }
+
+    /// The layer's own parameters, as the model file holds them (no adapter factors).
+    pub fn param_ids(&self) -> Vec<ParamId> {
+        self.dense()
+            .iter()
+            .flat_map(|(_, l)| [l.weight, l.bias])
+            .chain([
+                self.attention_norm.weight,
+                self.attention_norm.bias,
+                self.output_norm.weight,
+                self.output_norm.bias,
+            ])
+            .collect()
+    }
+
+    /// The parameters `tuning` trains: all of them, the bias terms (dense biases and LayerNorm
+    /// β), or the LoRA factors.
+    pub fn tuned_ids(&self, tuning: Tuning) -> Vec<ParamId> {
+        match tuning {
+            Tuning::Full => self.param_ids(),
+            Tuning::BitFit => self
+                .dense()
+                .iter()
+                .map(|(_, l)| l.bias)
+                .chain([self.attention_norm.bias, self.output_norm.bias])
+                .collect(),
+            Tuning::Lora => self
+                .dense()
+                .iter()
+                .filter_map(|(_, l)| l.lora.as_ref())
+                .flat_map(Lora::ids)
+                .collect(),
+        }
+    }
+
+    /// Fresh LoRA factors on the dense layers `shape` targets, named after their weights.
+    pub fn attach_lora(&mut self, store: &mut ParamStore, shape: &LoraShape, rng: &mut super::Rng) {
+        for (target, linear) in self.dense_mut() {
+            if shape.targets.contains(&target) {
+                let weight = &store.get(linear.weight).name;
+                let name = weight.trim_end_matches(".weight").to_string();
+                linear.lora = Some(Lora::new(
+                    store,
+                    &name,
+                    (linear.out_dim, linear.in_dim),
+                    shape,
+                    rng,
+                ));
+            }
+        }
+    }
+
+    /// Folds every LoRA factor into its weight (see [`Linear::merge_lora`]).
+    pub fn merge_lora(&mut self, store: &mut ParamStore) {
+        for (_, linear) in self.dense_mut() {
+            linear.merge_lora(store);
+        }
     }
 
     /// `x`: packed `[Σ tokens, hidden]` (see [`Segments`]); returns the layer output, same shape.
@@ -246,6 +308,7 @@ impl NativeEncoder {
                     bias: b,
                     in_dim,
                     out_dim,
+                    lora: None,
                 })
             };
             let query = linear("attention.self.query", hidden, hidden)?;
@@ -295,8 +358,32 @@ impl NativeEncoder {
         })
     }
 
+    /// Every layer's own parameters (what the model file holds for them).
     pub fn param_ids(&self) -> Vec<ParamId> {
         self.layers.iter().flat_map(BertLayer::param_ids).collect()
+    }
+
+    /// What `tuning` trains in the first `depth` layers (every layer: `self.layers.len()`).
+    pub fn tuned_ids(&self, tuning: Tuning, depth: usize) -> Vec<ParamId> {
+        self.layers[..depth]
+            .iter()
+            .flat_map(|l| l.tuned_ids(tuning))
+            .collect()
+    }
+
+    /// LoRA factors on every layer (seeded by `seed`, so a run is reproducible).
+    pub fn attach_lora(&mut self, store: &mut ParamStore, shape: &LoraShape, seed: u64) {
+        let mut rng = super::Rng::new(seed);
+        for layer in &mut self.layers {
+            layer.attach_lora(store, shape, &mut rng);
+        }
+    }
+
+    /// Folds the LoRA factors into the weights: predict and export run plain layers.
+    pub fn merge_lora(&mut self, store: &mut ParamStore) {
+        for layer in &mut self.layers {
+            layer.merge_lora(store);
+        }
     }
 
     /// The output after every native layer.

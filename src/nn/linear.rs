@@ -2,6 +2,7 @@
 
 use ndarray::{Array2, ArrayView2, Axis, Ix1, Ix2};
 
+use super::adapter::Lora;
 use super::params::{zeros, ParamId, ParamStore};
 use super::rng::Rng;
 
@@ -11,6 +12,8 @@ pub struct Linear {
     pub bias: ParamId,
     pub in_dim: usize,
     pub out_dim: usize,
+    /// Low-rank factors beside the weight, when a LoRA regime adapts this layer.
+    pub lora: Option<Lora>,
 }
 
 impl Linear {
@@ -32,6 +35,7 @@ impl Linear {
             bias: store.add(format!("{prefix}.bias"), b),
             in_dim,
             out_dim,
+            lora: None,
         }
     }
 
@@ -43,6 +47,7 @@ impl Linear {
             bias,
             in_dim: shape[1],
             out_dim: shape[0],
+            lora: None,
         }
     }
 
@@ -70,11 +75,15 @@ impl Linear {
         store
             .kernel()
             .gemm(1.0, &x, &self.w(store).t(), 1.0, &mut y.view_mut());
+        if let Some(lora) = &self.lora {
+            lora.forward_into(store, x, &mut y);
+        }
         y
     }
 
-    /// Accumulates dW and db from the input `x` and upstream `dy`; returns dx if `input_grad`
-    /// (not needed when `x` is a frozen, cached input).
+    /// Accumulates dW and db (and the LoRA factors' gradients) from the input `x` and upstream
+    /// `dy`; returns dx if `input_grad` (not needed when `x` is a frozen, cached input). A
+    /// parameter the store holds frozen gets no gradient: dW is the costliest product here.
     pub fn backward(
         &self,
         store: &mut ParamStore,
@@ -83,14 +92,28 @@ impl Linear {
         input_grad: bool,
     ) -> Option<Array2<f32>> {
         let kernel = store.kernel();
-        let dx = input_grad.then(|| kernel.dot(&dy, &self.w(store)));
-        {
+        let mut dx = input_grad.then(|| kernel.dot(&dy, &self.w(store)));
+        if store.trains(self.weight) {
             let gw = &mut store.get_mut(self.weight).grad;
             let mut gw = gw.view_mut().into_dimensionality::<Ix2>().expect("2-D");
             kernel.gemm(1.0, &dy.t(), &x, 1.0, &mut gw);
         }
-        let gb = &mut store.get_mut(self.bias).grad;
-        *gb += &dy.sum_axis(Axis(0)).into_dyn();
+        if store.trains(self.bias) {
+            let gb = &mut store.get_mut(self.bias).grad;
+            *gb += &dy.sum_axis(Axis(0)).into_dyn();
+        }
+        if let Some(lora) = &self.lora {
+            lora.backward(store, x, dy, dx.as_mut());
+        }
         dx
+    }
+
+    /// Folds the LoRA factors into the weight (W + scale·B·A) and drops them: the same function,
+    /// at a plain layer's cost.
+    pub fn merge_lora(&mut self, store: &mut ParamStore) {
+        if let Some(lora) = self.lora.take() {
+            let merged = &store.get(self.weight).value + &lora.delta(store).into_dyn();
+            store.set(self.weight, merged);
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! training regime decides.
 
 pub mod act;
+pub mod adapter;
 pub mod attention;
 pub mod bert;
 pub mod gemm;

@@ -12,6 +12,9 @@ pub struct Param {
     pub name: String,
     pub value: ArrayD<f32>,
     pub grad: ArrayD<f32>,
+    /// Set for parameters outside the optimizer ([`ParamStore::train_only`]): backward passes
+    /// skip their gradients.
+    pub frozen: bool,
 }
 
 /// The parameters, and the kernel every product on them runs with (the job's precision on
@@ -53,6 +56,7 @@ impl ParamStore {
             name: name.into(),
             value,
             grad,
+            frozen: false,
         });
         self.params.len() - 1
     }
@@ -87,6 +91,20 @@ impl ParamStore {
             .filter(|(_, p)| p.name.starts_with(prefix))
             .map(|(i, _)| i)
             .collect()
+    }
+
+    /// Marks every parameter but `trainable` frozen, so backward passes compute only the
+    /// gradients the optimizer will use.
+    pub fn train_only(&mut self, trainable: &[ParamId]) {
+        let keep: std::collections::HashSet<ParamId> = trainable.iter().copied().collect();
+        for (i, p) in self.params.iter_mut().enumerate() {
+            p.frozen = !keep.contains(&i);
+        }
+    }
+
+    /// Whether `id` takes gradients (see [`ParamStore::train_only`]).
+    pub fn trains(&self, id: ParamId) -> bool {
+        !self.params[id].frozen
     }
 
     pub fn zero_grads(&mut self) {

@@ -37,6 +37,8 @@ pub(crate) struct CompareRow {
     pub embed_seconds: f64,
     pub cache_hit: bool,
     pub trainable_params: u64,
+    /// Bytes of the checkpoint's tensor files (heads and what trained of the layers).
+    pub checkpoint_bytes: u64,
     /// Peak resident memory of the process during this variant (Linux VmHWM after a reset), MiB.
     pub peak_rss_mib: Option<f64>,
     pub cache_bytes: u64,
@@ -69,6 +71,7 @@ pub(crate) fn frame(rows: &[CompareRow]) -> Result<DataFrame> {
         .col("embed_seconds", |r| r.embed_seconds)
         .col("cache_hit", |r| r.cache_hit)
         .col("trainable_params", |r| r.trainable_params)
+        .col("checkpoint_bytes", |r| r.checkpoint_bytes)
         .col("peak_rss_mib", |r| r.peak_rss_mib)
         .col("cache_bytes", |r| r.cache_bytes)
         .finish("the comparison table")
@@ -306,6 +309,7 @@ pub(crate) fn markdown(rows: &[CompareRow]) -> Result<String> {
         ">macro-F1",
         ">train s",
         ">trainable params",
+        ">checkpoint MB",
     ]);
     for x in &all {
         let r = x.first();
@@ -320,6 +324,7 @@ pub(crate) fn markdown(rows: &[CompareRow]) -> Result<String> {
             pct(x.stat(|r| Some(r.macro_f1)).expect("macro-F1"), seeds),
             format!("{:.2}", x.seconds()),
             r.trainable_params.to_string(),
+            format!("{:.2}", r.checkpoint_bytes as f64 / 1e6),
         ]);
     }
     s.push_str(&scores.render());

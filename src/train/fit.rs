@@ -339,7 +339,7 @@ fn optimizer(inputs: FitInputs, store: &ParamStore) -> AdamW {
         .collect();
     AdamW::new(
         store,
-        vec![group(encoder, cfg.encoder_lr), group(head_ids, cfg.lr())],
+        vec![group(encoder, cfg.encoder_lr()), group(head_ids, cfg.lr())],
     )
 }
 

@@ -6,11 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::backbone::ModelFolder;
-use crate::checkpoint::{self, BackboneIdentity, Checkpoint, Manifest, TaskEntry};
+use crate::checkpoint::{self, BackboneIdentity, Checkpoint, Manifest, TaskEntry, TensorFiles};
 use crate::decision::Decision;
 use crate::embedder::{EmbedStats, SentenceEmbedder};
 use crate::error::{Error, Result};
-use crate::features::build::{cached_vectors, frost_features};
+use crate::features::build::{cached_vectors, frost_features, LayerTuning};
 use crate::features::Features;
 use crate::heads::Head;
 use crate::io::outfolder::{FolderKind, OutputFolder};
@@ -44,6 +44,8 @@ pub struct TrainOutcome {
     pub tasks: Vec<TaskOutcome>,
     pub report: TrainReport,
     pub trainable_params: usize,
+    /// Bytes of the checkpoint's tensor files: the heads and what trained of the layers.
+    pub checkpoint_bytes: u64,
     pub embed_stats: Vec<EmbedStats>,
     pub manifest: Manifest,
     /// Things the user should know (another max length than the `from` checkpoint's, …).
@@ -116,6 +118,7 @@ pub fn run(spec: &TrainSpec, narration: Narration) -> Result<TrainOutcome> {
     let trainable = plan.trainable(&heads, &layers);
     let stages = plan.stages(&heads, &layers);
     let frozen = FrozenValues::take(&store, &trainable);
+    store.train_only(&trainable);
     let (features, pairs) = if plan.contrastive {
         let pairs = tune(
             &features,
@@ -165,14 +168,16 @@ pub fn run(spec: &TrainSpec, narration: Narration) -> Result<TrainOutcome> {
         trainable_params,
         &report,
     );
+    let heads: Vec<&Head> = outcomes.iter().map(|o| &o.head).collect();
+    let tensors = TensorFiles::of(&store, &heads, &encoder_ids)?;
     if let Some(out) = &out {
-        let heads: Vec<&Head> = outcomes.iter().map(|o| &o.head).collect();
-        checkpoint::save(out, &manifest, &store, &heads, &encoder_ids, &report.log)?;
+        checkpoint::save(out, &manifest, &tensors, &report.log)?;
     }
     Ok(TrainOutcome {
         tasks: outcomes,
         report,
         trainable_params,
+        checkpoint_bytes: tensors.bytes(),
         embed_stats,
         manifest,
         warnings,
@@ -302,7 +307,20 @@ fn make_features(
         return Ok((Features::Cached(vectors), Some(embedder)));
     };
     let quantize = spec.run.train.quantize_frozen;
-    let features = frost_features(settings, quantize, folder, n, tasks, store, embed_stats)?;
+    let tuned = LayerTuning {
+        tuning: spec.plan.tuning,
+        lora: &spec.run.train.lora,
+        seed: spec.run.seed,
+    };
+    let features = frost_features(
+        settings,
+        quantize,
+        folder,
+        (n, tuned),
+        tasks,
+        store,
+        embed_stats,
+    )?;
     Ok((features, None))
 }
 

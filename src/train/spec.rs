@@ -56,7 +56,7 @@ impl TrainSpec {
                 run.train.regime
             )));
         }
-        run.train.resolve_head_defaults();
+        run.train.resolve_defaults();
         let (kernel, precision_note) = resolve_precision(run.train.precision)?;
         run.train.precision = match kernel.precision() {
             Precision::Fp32 => PrecisionChoice::Fp32,

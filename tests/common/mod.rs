@@ -426,3 +426,79 @@ pub fn export_checkpoint(ck: &Path, out: &Path) {
     ]));
     assert!(ok, "{err}");
 }
+
+/// Exports checkpoint `ck` into `out` and checks that the exported model folder gives the
+/// checkpoint's own vectors (native layers above its frost line on `model`) for the texts of
+/// `csv`: cosine ≥ 0.9999 on every row.
+pub fn assert_export_reproduces(ck: &Path, out: &Path, model: &Path, cache: &Path, csv: &Path) {
+    export_checkpoint(ck, out);
+    let texts = frostline::data::read_table(csv)
+        .unwrap()
+        .required_strings("text")
+        .unwrap();
+    let mut settings = settings_for(model);
+    settings.cache_root = cache.to_path_buf();
+    settings.max_length = 32;
+    let mut ckpt = frostline::checkpoint::load(ck).unwrap();
+    let mut native =
+        frostline::inference::CheckpointEncoder::open(&mut ckpt, settings.clone(), false)
+            .unwrap()
+            .0;
+    let (a, _) = native.vectors(&ckpt, &texts).unwrap();
+    let mut onnx = settings;
+    onnx.model_dir = out.to_path_buf();
+    let (b, _) = frostline::embedder::SentenceEmbedder::open(onnx)
+        .unwrap()
+        .embed(&texts)
+        .unwrap();
+    for r in 0..texts.len() {
+        let c = cosine(a.row(r).as_slice().unwrap(), b.row(r).as_slice().unwrap());
+        assert!(c >= 0.9999, "row {r}: exported model cosine {c}");
+    }
+}
+
+/// The share of `csv`'s rows whose `label` `predict` with checkpoint `ck` gets right for task
+/// `task` (max length 32, as the tests train).
+pub fn predicted_accuracy(ck: &Path, csv: &Path, cache: &Path, task: &str) -> f64 {
+    let pred = ck.with_extension("pred.csv");
+    let (ok, _, err) = run(&mut frostline(&[
+        &"predict --no-progress --max-length 32 --checkpoint",
+        &ck,
+        &"--input",
+        &csv,
+        &"--output",
+        &pred,
+        &"--cache-dir",
+        &cache,
+    ]));
+    assert!(ok, "{err}");
+    let truth = frostline::data::read_table(csv)
+        .unwrap()
+        .required_strings("label")
+        .unwrap();
+    let text = std::fs::read_to_string(&pred).unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let col = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == format!("{task}_label"))
+        .expect("a label column");
+    let correct = reader
+        .records()
+        .zip(&truth)
+        .filter(|(r, t)| &r.as_ref().unwrap()[col] == t.as_str())
+        .count();
+    correct as f64 / truth.len() as f64
+}
+
+/// `frostline train` of run file `run_toml` at max length 32 with cache `cache`, plus `parts`.
+pub fn train_cmd(run_toml: &Path, cache: &Path, parts: &[&dyn AsArgs]) -> (bool, String, String) {
+    run(&mut frostline(&[
+        &"train --no-progress --max-length 32 --run",
+        &run_toml,
+        &"--cache-dir",
+        &cache,
+        &parts,
+    ]))
+}
