@@ -36,6 +36,7 @@ def train(fl: str, run: Path, out: Path, cache: Path, max_length: int, regime: s
     log = list(csv.DictReader(open(out / "training_log.csv")))
     task = j["tasks"][0]
     return {
+        "tasks": j["tasks"],
         "test": task["test"],
         "params": j["trainable_params"],
         "bytes": j["checkpoint_bytes"],
@@ -54,7 +55,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--head-lr", type=float, default=2e-2)
     ap.add_argument("--goemotions-train", type=int, default=8000)
-    ap.add_argument("--skip", action="append", default=[], help="a dataset to leave out (Banking77, GoEmotions-Ekman, WNUT-17)")
+    ap.add_argument("--skip", action="append", default=[], help="a part to leave out (Banking77, GoEmotions-Ekman, WNUT-17, two-task)")
     benchlib.common_args(ap, "out", out={"default": "bench-results/adapters.md"})
     args = ap.parse_args()
     fl, shared = args.frostline, Path(args.shared) / "data"
@@ -118,7 +119,31 @@ def main() -> None:
                       f"(target > 0: {'met' if bf > 0 else 'MISSED'}); LoRA at N = 0 vs full at N = {n}: "
                       f"{100 * (score(res['lora,frost-line=0']['test']) - score(full['test'])):+.2f} points")
         print(f"{name} done", file=sys.stderr, flush=True)
-    lines += ["", *checks, "",
+    # Two tasks on one frozen backbone: one shared LoRA copy vs each task its own.
+    two = []
+    if "two-task" not in args.skip:
+        (b_tr, b_dv, b_te), (g_tr, g_dv, g_te) = (sets["Banking77"]["files"], sets["GoEmotions-Ekman"]["files"])
+        cache = work / "cache-two"
+        res = {}
+        for adapter in ("shared", "own"):
+            run = work / f"two-{adapter}.toml"
+            run.write_text(f'model = "{Path(args.model).resolve()}"\nseed = 13\n[train]\nepochs = {args.epochs}\n'
+                           f'batch_size = {args.batch}\nlr = {args.head_lr}\npatience = 0\n'
+                           f'[[tasks]]\nname = "intent"\nadapter = "{adapter}"\ntrain = "{b_tr}"\ndev = "{b_dv}"\ntest = "{b_te}"\n'
+                           f'[[tasks]]\nname = "emotion"\nadapter = "{adapter}"\ntrain = "{g_tr}"\ndev = "{g_dv}"\ntest = "{g_te}"\n')
+            res[adapter] = train(fl, run, work / f"two-{adapter}", cache, args.max_length, f"lora,frost-line={n}")
+        two = ["", f"## Two tasks, one frozen backbone: one shared LoRA copy vs each task its own (lora,frost-line={n})", "",
+               "Banking77 (intent) and GoEmotions-Ekman (emotion, the same train subset) in one run, sampled proportionally; "
+               "the same budget as above.", "",
+               "| adapters | intent test acc | intent macro-F1 | emotion test acc | emotion macro-F1 | trainable params | checkpoint bytes | s / epoch |",
+               "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for adapter, r in res.items():
+            by = {t["name"]: t["test"] for t in r["tasks"]}
+            two.append(f"| {adapter} | {100 * by['intent']['accuracy']:.2f} | {100 * by['intent']['macro_f1']:.2f} | "
+                       f"{100 * by['emotion']['accuracy']:.2f} | {100 * by['emotion']['macro_f1']:.2f} | {r['params']:,} | "
+                       f"{r['bytes']:,} | {r['epoch_s']:.1f} |")
+        print("two-task done", file=sys.stderr, flush=True)
+    lines += ["", *checks, *two, "",
               "Seconds per epoch are the training steps alone (dev scoring excluded); each frost line's token-state "
               "cache is built once before its first run (embedding time, not counted).", ""]
     benchlib.write_report(args.out, lines)

@@ -12,7 +12,7 @@ use crate::decision::{TagDecoding, ThresholdTuning};
 use crate::error::{Error, Result};
 use crate::heads::{HeadKind, HeadSpec, MlpShape};
 use crate::kind::{ClassWeights, TaskKind};
-use crate::nn::adapter::LoraShape;
+use crate::nn::adapter::{Adapter, LoraShape};
 use crate::nn::gemm::PrecisionChoice;
 use crate::nn::schedule::Decay;
 use crate::pairs::PairRecipe;
@@ -88,6 +88,10 @@ pub struct TaskConfig {
     /// Token tasks: constrained BIO decoding or per-word argmax.
     #[serde(default)]
     pub decoding: TagDecoding,
+    /// Above a frost line: `shared` (one copy of what the regime tunes, trained by every task)
+    /// or `own` (this task's own LoRA factors, biases or layers on the one frozen backbone).
+    #[serde(default, skip_serializing_if = "Adapter::is_shared")]
+    pub adapter: Adapter,
     /// Whether a file or flags described this task: errors name what sets a value.
     #[serde(skip)]
     pub described_by: DescribedBy,

@@ -7,20 +7,15 @@ use common::*;
 
 #[test]
 fn bitfit_and_lora_train_store_and_export_only_what_they_tune() {
-    let Some(model) = model_dir() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let m = model_copy(d, &model);
-    let cache = d.join("cache");
-    let run_toml = d.join("run.toml");
-    let test_csv = head_rows("data/sst2/test.csv", 60, &d.join("s-test.csv"));
+    let Some(s) = Scratch::new() else { return };
+    let test_csv = head_rows("data/sst2/test.csv", 60, &s.d.join("s-test.csv"));
     std::fs::write(
-        &run_toml,
+        &s.run_toml,
         format!(
             "model = \"{}\"\nseed = 5\n[train]\nepochs = 1\nbatch_size = 16\nlr = 1e-3\n[[tasks]]\nname = \"sentiment\"\ntrain = \"{}\"\ndev = \"{}\"\ntest = \"{}\"\n",
-            m.display(),
-            head_rows("data/sst2/train.csv", 200, &d.join("s-train.csv")).display(),
-            head_rows("data/sst2/dev.csv", 60, &d.join("s-dev.csv")).display(),
+            s.m.display(),
+            head_rows("data/sst2/train.csv", 200, &s.d.join("s-train.csv")).display(),
+            head_rows("data/sst2/dev.csv", 60, &s.d.join("s-dev.csv")).display(),
             test_csv.display(),
         ),
     )
@@ -30,10 +25,10 @@ fn bitfit_and_lora_train_store_and_export_only_what_they_tune() {
 
     // LoRA r = 8 on Q, K, V, O of layers 4 and 5: 16 factors, the base weights untouched (the
     // run's own bit-for-bit check of every frozen parameter passed, or it would have failed).
-    let lora = d.join("lora");
+    let lora = s.d.join("lora");
     let (ok, out, err) = train_cmd(
-        &run_toml,
-        &cache,
+        &s.run_toml,
+        &s.cache,
         &[&"--regime lora,frost-line=4 --out", &lora],
     );
     assert!(ok, "{out}{err}");
@@ -68,7 +63,7 @@ fn bitfit_and_lora_train_store_and_export_only_what_they_tune() {
         "LoRA file {lora_bytes} B vs {full_bytes} B of full layers"
     );
     assert!(
-        (predicted_accuracy(&lora, &test_csv, &cache, "sentiment")
+        (predicted_accuracy(&lora, &test_csv, &s.cache, "sentiment")
             - mf["tasks"][0]["test"]["accuracy"].as_f64().unwrap())
         .abs()
             < 1e-9,
@@ -76,17 +71,17 @@ fn bitfit_and_lora_train_store_and_export_only_what_they_tune() {
     );
 
     // Exported with the factors merged: one ONNX model giving the checkpoint's vectors.
-    let exported = d.join("exported");
-    assert_export_reproduces(&lora, &exported, &m, &cache, &test_csv);
+    let exported = s.d.join("exported");
+    assert_export_reproduces(&lora, &exported, &s.m, &s.cache, &test_csv, None);
     let record = read_json(&exported.join("frostline.json"));
     assert_eq!(record["weights_override"]["regime"], "lora,frost-line=4");
     assert_eq!(record["weights_override"]["lora_merged"], true);
 
     // BitFit: the six dense biases and two LayerNorm betas of each layer, nothing else.
-    let bitfit = d.join("bitfit");
+    let bitfit = s.d.join("bitfit");
     let (ok, out, err) = train_cmd(
-        &run_toml,
-        &cache,
+        &s.run_toml,
+        &s.cache,
         &[&"--regime bitfit,frost-line=4 --out", &bitfit],
     );
     assert!(ok, "{out}{err}");
@@ -104,23 +99,46 @@ fn bitfit_and_lora_train_store_and_export_only_what_they_tune() {
         tuned.keys()
     );
     assert!(
-        (predicted_accuracy(&bitfit, &test_csv, &cache, "sentiment")
+        (predicted_accuracy(&bitfit, &test_csv, &s.cache, "sentiment")
             - mf["tasks"][0]["test"]["accuracy"].as_f64().unwrap())
         .abs()
             < 1e-9
     );
 
+    // Composed with freeze-head: the head keeps its checkpoint weights bit for bit while fresh
+    // factors train alone.
+    let kept = s.d.join("kept-head");
+    let (ok, out, err) = train_cmd(
+        &s.run_toml,
+        &s.cache,
+        &[
+            &"--regime freeze-head=sentiment,lora,frost-line=4 --from",
+            &lora,
+            &"--out",
+            &kept,
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let mk = manifest(&kept);
+    assert_eq!(mk["trainable_params"].as_u64().unwrap() as usize, factors);
+    assert_eq!(mk["tasks"][0]["trained"], false);
+    assert_eq!(
+        tensor_bytes(&kept.join("heads.safetensors")),
+        tensor_bytes(&lora.join("heads.safetensors"))
+    );
+    assert_eq!(tensor_bytes(&kept.join("encoder.safetensors")).len(), 16);
+
     // A weight slipped into a BitFit checkpoint is named, not loaded.
-    let forged = d.join("forged");
+    let forged = s.d.join("forged");
     copy_dir(&bitfit, &forged);
     let lora_file = std::fs::read(lora.join("encoder.safetensors")).unwrap();
     std::fs::write(forged.join("encoder.safetensors"), lora_file).unwrap();
-    edit_manifest(&forged.join("manifest.json"), |m| {
+    edit_manifest(&forged.join("manifest.json"), |mf| {
         let sum = format!(
             "xxh3-64:{:016x}",
             xxhash_rust::xxh3::xxh3_64(&std::fs::read(forged.join("encoder.safetensors")).unwrap())
         );
-        m["files"]["encoder.safetensors"] = sum.into();
+        mf["files"]["encoder.safetensors"] = sum.into();
     });
     let (ok, _, err) = run(&mut frostline(&[
         &"predict --no-progress --max-length 32 --checkpoint",
@@ -128,9 +146,9 @@ fn bitfit_and_lora_train_store_and_export_only_what_they_tune() {
         &"--input",
         &test_csv,
         &"--output",
-        &d.join("forged.csv"),
+        &s.d.join("forged.csv"),
         &"--cache-dir",
-        &cache,
+        &s.cache,
     ]));
     assert!(
         !ok && err.contains("is not one that regime bitfit,frost-line=4 tunes"),
@@ -139,11 +157,88 @@ fn bitfit_and_lora_train_store_and_export_only_what_they_tune() {
 
     // Settings that cannot train are refused before any work, naming the field.
     let (ok, _, err) = train_cmd(
-        &run_toml,
-        &cache,
+        &s.run_toml,
+        &s.cache,
         &[&"--regime lora,frost-line=4 --set train.lora.rank=0"],
     );
     assert!(!ok && err.contains("train.lora.rank = 0"), "{err}");
-    let (ok, _, err) = train_cmd(&run_toml, &cache, &[&"--regime lora"]);
+    let (ok, _, err) = train_cmd(&s.run_toml, &s.cache, &[&"--regime lora"]);
     assert!(!ok && err.contains(",frost-line=N"), "{err}");
+}
+
+#[test]
+fn tasks_own_their_adapters_on_one_frozen_backbone() {
+    let Some(s) = Scratch::new() else { return };
+    let (b_test, s_test) = (
+        head_rows("data/banking77/test.csv", 60, &s.d.join("b-test.csv")),
+        head_rows("data/sst2/test.csv", 60, &s.d.join("s-test.csv")),
+    );
+    std::fs::write(
+        &s.run_toml,
+        format!(
+            "model = \"{}\"\nseed = 5\n[train]\nepochs = 1\nbatch_size = 16\nlr = 1e-3\nregime = \"lora,frost-line=4\"\n[[tasks]]\nname = \"intent\"\ntrain = \"{}\"\ntest = \"{}\"\n[[tasks]]\nname = \"sentiment\"\nadapter = \"own\"\ntrain = \"{}\"\ndev = \"{}\"\ntest = \"{}\"\n",
+            s.m.display(),
+            head_rows("data/banking77/train.csv", 200, &s.d.join("b-train.csv")).display(),
+            b_test.display(),
+            head_rows("data/sst2/train.csv", 200, &s.d.join("s-train.csv")).display(),
+            head_rows("data/sst2/dev.csv", 60, &s.d.join("s-dev.csv")).display(),
+            s_test.display(),
+        ),
+    )
+    .unwrap();
+    // intent tunes the shared factors, sentiment its own: two sets, both stored.
+    let ck = s.d.join("ck");
+    let (ok, out, err) = train_cmd(&s.run_toml, &s.cache, &[&"--out", &ck]);
+    assert!(ok, "{out}{err}");
+    let mf = manifest(&ck);
+    assert_eq!(mf["tasks"][1]["config"]["adapter"], "own");
+    let factors = 2 * 4 * (8 * 384 + 384 * 8);
+    let classes = |i: usize| mf["tasks"][i]["classes"].as_array().unwrap().len();
+    assert_eq!(
+        mf["trainable_params"].as_u64().unwrap() as usize,
+        2 * factors + 385 * (classes(0) + classes(1))
+    );
+    let tuned = tensor_bytes(&ck.join("encoder.safetensors"));
+    assert_eq!(tuned.len(), 32, "{:?}", tuned.keys());
+    let own_b = &tuned["adapters.sentiment.encoder.layer.5.attention.self.query.lora_b"];
+    let shared_b = &tuned["encoder.layer.5.attention.self.query.lora_b"];
+    assert_ne!(own_b, shared_b, "each copy went its own way");
+    // predict runs the frozen part once and each task's layers above it: both tasks agree with
+    // the run's own test scores.
+    for (i, task, csv) in [(0, "intent", &b_test), (1, "sentiment", &s_test)] {
+        let accuracy = predicted_accuracy(&ck, csv, &s.cache, task);
+        let recorded = mf["tasks"][i]["test"]["accuracy"].as_f64().unwrap();
+        assert!(
+            (accuracy - recorded).abs() < 1e-9,
+            "{task}: {accuracy} vs {recorded}"
+        );
+    }
+    // export writes one task's backbone, named; each matches that task's native vectors.
+    let (ok, _, err) = run(&mut frostline(&[
+        &"export --checkpoint",
+        &ck,
+        &"--out",
+        &s.d.join("x"),
+    ]));
+    assert!(!ok && err.contains("--task TASK"), "{err}");
+    let exported = s.d.join("sentiment-model");
+    assert_export_reproduces(&ck, &exported, &s.m, &s.cache, &s_test, Some("sentiment"));
+    let record = read_json(&exported.join("frostline.json"));
+    assert_eq!(record["weights_override"]["task"], "sentiment");
+    assert_export_reproduces(
+        &ck,
+        &s.d.join("intent-model"),
+        &s.m,
+        &s.cache,
+        &b_test,
+        Some("intent"),
+    );
+
+    // An own adapter needs layers that train above a frost line.
+    let (ok, _, err) = train_cmd(&s.run_toml, &s.cache, &[&"--regime frozen-backbone"]);
+    assert!(
+        !ok && err.contains("tasks.sentiment.adapter = \"own\"")
+            && err.contains("has no frost line"),
+        "{err}"
+    );
 }

@@ -134,29 +134,28 @@ fn bad_frost_line_input_is_named() {
 
 #[test]
 fn frost_line_trains_checkpoints_predicts_and_exports() {
-    let Some(model) = model_dir() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let m = model_copy(d, &model);
-    let cache = d.join("cache");
-    let run_toml = d.join("run.toml");
+    let Some(s) = Scratch::new() else { return };
     std::fs::write(
-        &run_toml,
+        &s.run_toml,
         format!(
             "model = \"{}\"\nseed = 5\n[train]\nepochs = 1\nbatch_size = 16\nlr = 1e-3\nencoder_lr = 1e-4\n[[tasks]]\nname = \"intent\"\ntrain = \"{}\"\ntest = \"{}\"\n[[tasks]]\nname = \"sentiment\"\ntrain = \"{}\"\ndev = \"{}\"\ntest = \"{}\"\n",
-            m.display(),
-            head_rows("data/banking77/train.csv", 200, &d.join("b-train.csv")).display(),
-            head_rows("data/banking77/test.csv", 60, &d.join("b-test.csv")).display(),
-            head_rows("data/sst2/train.csv", 200, &d.join("s-train.csv")).display(),
-            head_rows("data/sst2/dev.csv", 60, &d.join("s-dev.csv")).display(),
-            head_rows("data/sst2/test.csv", 60, &d.join("s-test.csv")).display(),
+            s.m.display(),
+            head_rows("data/banking77/train.csv", 200, &s.d.join("b-train.csv")).display(),
+            head_rows("data/banking77/test.csv", 60, &s.d.join("b-test.csv")).display(),
+            head_rows("data/sst2/train.csv", 200, &s.d.join("s-train.csv")).display(),
+            head_rows("data/sst2/dev.csv", 60, &s.d.join("s-dev.csv")).display(),
+            head_rows("data/sst2/test.csv", 60, &s.d.join("s-test.csv")).display(),
         ),
     )
     .unwrap();
 
     // frost-line=4: layers 4 and 5 train with both heads; the checkpoint keeps them.
-    let ck = d.join("ck");
-    let (ok, out, err) = train_cmd(&run_toml, &cache, &[&"--regime frost-line=4 --out", &ck]);
+    let ck = s.d.join("ck");
+    let (ok, out, err) = train_cmd(
+        &s.run_toml,
+        &s.cache,
+        &[&"--regime frost-line=4 --out", &ck],
+    );
     assert!(ok, "{out}{err}");
     // How long the native layers will take is said before the run starts.
     assert!(
@@ -175,7 +174,7 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
     );
     let tuned = tensor_bytes(&ck.join("encoder.safetensors"));
     assert_eq!(tuned.len(), 2 * 16);
-    let base = frostline::nn::bert::read_safetensors(&model.join("model.safetensors")).unwrap();
+    let base = frostline::nn::bert::read_safetensors(&s.m.join("model.safetensors")).unwrap();
     let base_q: Vec<u8> = base
         .iter()
         .find(|(n, _)| n == "encoder.layer.5.attention.self.query.weight")
@@ -194,20 +193,27 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
     );
 
     // predict runs ONNX-below-4 + the tuned layers, and agrees with the checkpoint's own test score.
-    let accuracy = predicted_accuracy(&ck, &d.join("s-test.csv"), &cache, "sentiment");
+    let accuracy = predicted_accuracy(&ck, &s.d.join("s-test.csv"), &s.cache, "sentiment");
     assert!((accuracy - manifest["tasks"][1]["test"]["accuracy"].as_f64().unwrap()).abs() < 1e-9);
 
     // The tuned backbone exported as one ONNX model reproduces the native pipeline's vectors.
-    assert_export_reproduces(&ck, &d.join("exported"), &m, &cache, &d.join("s-test.csv"));
+    assert_export_reproduces(
+        &ck,
+        &s.d.join("exported"),
+        &s.m,
+        &s.cache,
+        &s.d.join("s-test.csv"),
+        None,
+    );
 
     // freeze-head=a with trainable layers: the intent head is kept bit for bit, the layers and
     // the sentiment head train, and the frozen head is still scored on the new features.
-    let base_ck = d.join("base");
-    assert!(train_cmd(&run_toml, &cache, &[&"--out", &base_ck]).0);
-    let frozen = d.join("frozen");
+    let base_ck = s.d.join("base");
+    assert!(train_cmd(&s.run_toml, &s.cache, &[&"--out", &base_ck]).0);
+    let frozen = s.d.join("frozen");
     let (ok, out, err) = train_cmd(
-        &run_toml,
-        &cache,
+        &s.run_toml,
+        &s.cache,
         &[
             &"--regime freeze-head=a,frost-line=4 --from",
             &base_ck,
@@ -240,7 +246,7 @@ fn frost_line_trains_checkpoints_predicts_and_exports() {
     );
 
     // N outside 0..=L from the command line.
-    let (ok, _, err) = train_cmd(&run_toml, &cache, &[&"--regime frost-line=7"]);
+    let (ok, _, err) = train_cmd(&s.run_toml, &s.cache, &[&"--regime frost-line=7"]);
     assert!(
         !ok && err.contains("frost line 7 is outside 0..=6"),
         "{err}"

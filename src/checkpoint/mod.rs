@@ -18,7 +18,7 @@ use crate::heads::{Head, HeadSpec, HeadWeights};
 use crate::io::fsutil;
 use crate::io::outfolder::OutputFolder;
 use crate::metrics::TaskMetrics;
-use crate::nn::adapter::Tuning;
+use crate::nn::adapter::{Adapter, Tuning};
 use crate::nn::bert::NativeEncoder;
 use crate::nn::tensors::{from_safetensors, to_safetensors};
 use crate::nn::{ParamId, ParamStore};
@@ -480,22 +480,31 @@ pub fn read_log(ck: &Checkpoint) -> Result<Vec<EpochLog>> {
 }
 
 impl Checkpoint {
-    /// The native layers above the checkpoint's frost line with what the run tuned of them
-    /// applied (base weights from `folder`, the tuned tensors from `encoder.safetensors`), LoRA
-    /// factors merged into their weights: predict and export run plain layers.
-    pub fn encoder(&mut self, folder: &ModelFolder) -> Result<Option<NativeEncoder>> {
+    /// The native layers above the checkpoint's frost line, one encoder per task in manifest
+    /// order, with what the run tuned applied (base weights from `folder`, the tuned tensors
+    /// from `encoder.safetensors`). Where every task shares one copy, LoRA factors are merged
+    /// into the weights, so predict runs plain layers; a task's own factors stay beside the
+    /// shared weights.
+    pub fn encoders(&mut self, folder: &ModelFolder) -> Result<Option<Vec<NativeEncoder>>> {
         let Some(n) = self.manifest.frost_line else {
             return Ok(None);
         };
         let tuning = self.manifest.regime.tuning();
-        let mut encoder = NativeEncoder::load(&mut self.store, folder, n)?;
+        let mut base = NativeEncoder::load(&mut self.store, folder, n)?;
         if tuning == Tuning::Lora {
             // Placeholder values: every factor is replaced by the checkpoint's below.
-            encoder.attach_lora(&mut self.store, &self.manifest.train.lora, 0);
+            base.attach_lora(&mut self.store, &self.manifest.train.lora, 0);
         }
+        let owners: Vec<(&str, Adapter)> = self
+            .manifest
+            .tasks
+            .iter()
+            .map(|t| (t.config.name.as_str(), t.config.adapter))
+            .collect();
+        let mut encoders = base.per_task(&mut self.store, tuning, &owners);
         let path = self.dir.join(ENCODER);
         let tuned = parse_tensors(&path, &read_verified(&self.dir, &self.manifest, ENCODER)?)?;
-        let wanted = encoder.tuned_ids(tuning, encoder.layers.len());
+        let wanted = NativeEncoder::tuned_union(&encoders, tuning, |i| encoders[i].layers.len());
         // Every tuned tensor must be one the regime trains: a tensor of another layer, or a
         // weight under bitfit, means the manifest and the weights disagree.
         let names: std::collections::HashSet<String> = wanted
@@ -533,15 +542,33 @@ impl Checkpoint {
             }
             self.store.set(id, value.clone());
         }
-        encoder.merge_lora(&mut self.store);
-        Ok(Some(encoder))
+        if owners.iter().all(|(_, a)| a.is_shared()) {
+            // One copy: merged once, in place, and handed to every task.
+            encoders[0].merge_lora(&mut self.store);
+            let merged = encoders[0].clone();
+            encoders.iter_mut().for_each(|e| *e = merged.clone());
+        }
+        Ok(Some(encoders))
+    }
+
+    /// Whether some task owns its adapter (its own copy of what trained above the frost line).
+    pub fn has_own_adapters(&self) -> bool {
+        self.manifest
+            .tasks
+            .iter()
+            .any(|t| !t.config.adapter.is_shared())
     }
 }
 
 /// Writes a full model folder whose weights are the checkpoint's base model with what its run
-/// tuned applied (LoRA merged into the weights), so the tuned backbone runs anywhere
-/// onnxruntime runs.
-pub fn export_model(ck: &mut Checkpoint, folder: &ModelFolder, out: &OutputFolder) -> Result<()> {
+/// tuned applied (LoRA merged into the weights) — task `task`'s, where tasks own their
+/// adapters — so the tuned backbone runs anywhere onnxruntime runs.
+pub fn export_model(
+    ck: &mut Checkpoint,
+    task: Option<&str>,
+    folder: &ModelFolder,
+    out: &OutputFolder,
+) -> Result<()> {
     if ck.manifest.frost_line.is_none() {
         return Err(Error::Usage(format!(
             "{} was trained with regime {}: its backbone is the unchanged model {}; only frost-line checkpoints carry tuned layers",
@@ -550,8 +577,39 @@ pub fn export_model(ck: &mut Checkpoint, folder: &ModelFolder, out: &OutputFolde
             ck.manifest.backbone.model_dir.display()
         )));
     }
+    let index = match task {
+        Some(name) => ck
+            .manifest
+            .tasks
+            .iter()
+            .position(|t| t.config.name == name)
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "--task {name}: {} has no such task (tasks: {})",
+                    ck.dir.display(),
+                    ck.manifest
+                        .tasks
+                        .iter()
+                        .map(|t| t.config.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?,
+        None if ck.has_own_adapters() => {
+            return Err(Error::Usage(format!(
+                "{}'s tasks own their adapters, so each task has its own tuned backbone: name the one to export with --task TASK",
+                ck.dir.display()
+            )))
+        }
+        None => 0,
+    };
     // Read and checked (a damaged file is named as such) before the exporter runs.
-    let encoder = ck.encoder(folder)?.expect("a frost line has an encoder");
+    let mut encoder = ck
+        .encoders(folder)?
+        .expect("a frost line has encoders")
+        .swap_remove(index);
+    // A task's own factors are folded into the shared weights here: this store is the export's.
+    encoder.merge_lora(&mut ck.store);
     let merged = to_safetensors(&ck.store, &encoder.param_ids())
         .map_err(|e| Error::Internal(format!("safetensors: {e}")))?;
     out.write(|tmp| {
@@ -564,13 +622,13 @@ pub fn export_model(ck: &mut Checkpoint, folder: &ModelFolder, out: &OutputFolde
         let exported = crate::backbone::export::export_tuned(folder, &weights, tmp);
         std::fs::remove_file(&weights).map_err(|e| Error::io(&weights, e))?;
         exported?;
-        record_tuning(&tmp.join("frostline.json"), ck)
+        record_tuning(&tmp.join("frostline.json"), ck, task)
     })
 }
 
 /// Names the checkpoint and regime the exported weights came from in the folder's
 /// `frostline.json` (the exporter saw only a temporary file of merged layers).
-fn record_tuning(path: &Path, ck: &Checkpoint) -> Result<()> {
+fn record_tuning(path: &Path, ck: &Checkpoint, task: Option<&str>) -> Result<()> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut info: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
@@ -578,6 +636,7 @@ fn record_tuning(path: &Path, ck: &Checkpoint) -> Result<()> {
         "checkpoint": ck.dir,
         "regime": ck.manifest.regime.to_string(),
         "lora_merged": ck.manifest.regime.tuning() == Tuning::Lora,
+        "task": task,
     });
     let json = serde_json::to_vec_pretty(&info).map_err(|e| Error::Internal(e.to_string()))?;
     fsutil::write_bytes_atomic(path, &json)

@@ -160,6 +160,7 @@ pub(crate) fn resolve(cli: Cli) -> Result<Resolved> {
             Job::Export(ExportJob {
                 checkpoint: a.checkpoint,
                 model,
+                task: a.task,
                 out: a.out,
                 force: a.force,
             })

@@ -427,6 +427,10 @@ pub struct ExportArgs {
     /// $FROSTLINE_MODEL, then the checkpoint's].
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// The task whose tuned backbone to export, where tasks own their adapters
+    /// (`tasks.X.adapter = "own"`); a checkpoint of one shared copy needs none.
+    #[arg(long)]
+    pub task: Option<String>,
     /// Replace the output folder even if frostline did not write it (its contents are lost).
     #[arg(long)]
     pub force: bool,

@@ -274,7 +274,7 @@ fn run_variants(
                 "compare: {} trained in {:.1} s ({epochs} epochs; estimated about {:.1} s for them)",
                 v.name,
                 res.report.seconds,
-                e.seconds_per_epoch(folder.hidden_size) * epochs as f64
+                e.seconds_per_epoch(folder.hidden_size, spec.plan.tuning) * epochs as f64
             );
         }
         let peak = if peak_ok { peak_rss_mib() } else { None };

@@ -13,6 +13,8 @@ use crate::io::outfolder::{FolderKind, OutputFolder};
 pub(crate) struct ExportJob {
     pub checkpoint: PathBuf,
     pub model: ModelChoice,
+    /// Where tasks own their adapters: whose tuned backbone to export.
+    pub task: Option<String>,
     pub out: PathBuf,
     pub force: bool,
 }
@@ -31,15 +33,21 @@ pub(crate) fn run(job: &ExportJob) -> Result<Outcome> {
         job.force,
         &[&job.checkpoint, &folder.dir],
     )?;
-    checkpoint::export_model(&mut ck, &folder, &out)?;
+    checkpoint::export_model(&mut ck, job.task.as_deref(), &folder, &out)?;
+    let of_task = job
+        .task
+        .as_ref()
+        .map(|t| format!(" (task {t}'s)"))
+        .unwrap_or_default();
     let text = format!(
-        "exported {} with the tuned layers of {}\n",
+        "exported {} with the tuned layers{of_task} of {}\n",
         job.out.display(),
         job.checkpoint.display()
     );
     let json = serde_json::json!({
         "checkpoint": job.checkpoint,
         "model_dir": folder.dir,
+        "task": job.task,
         "output": job.out,
     });
     let mut outcome = Outcome::new(text, json);

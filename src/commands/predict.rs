@@ -67,15 +67,7 @@ pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
             task.entry.config.kind.input()
         })
         .collect();
-    let any_sentence_task = inputs.contains(&Input::Sentence);
     let mut stats = EmbedStats::default();
-    let x = if any_sentence_task {
-        let (x, s) = encoder.vectors(&ck, &texts)?;
-        stats.add(s);
-        Some(x)
-    } else {
-        None
-    };
     // Token tasks read the texts as words (split as their CoNLL data was), each word's place
     // in its text kept for the entities' offsets.
     let places: Vec<Vec<std::ops::Range<usize>>> = if !inputs.contains(&Input::Words) {
@@ -114,9 +106,8 @@ pub(crate) fn run(job: &PredictJob) -> Result<Outcome> {
             )?);
             continue;
         }
-        let x = x
-            .as_ref()
-            .expect("sentence vectors are made when a sentence task runs");
+        let (x, s) = encoder.vectors(&ck, name, &texts)?;
+        stats.add(s);
         let pred = decision.predict(&ck.store, head, x.view(), None, classes);
         let sep = &entry.config.label_separator;
         cols.extend(sentence_columns(

@@ -6,7 +6,7 @@ use crate::backbone::ModelFolder;
 use crate::embedder::{EmbedSettings, EmbedStats, SentenceEmbedder, TokenStateEmbedder};
 use crate::error::{Error, Result};
 use crate::kind::Input;
-use crate::nn::adapter::{LoraShape, Tuning};
+use crate::nn::adapter::{Adapter, LoraShape, Tuning};
 use crate::nn::bert::NativeEncoder;
 use crate::nn::ParamStore;
 use crate::tasks::{Split, TaskData};
@@ -125,8 +125,12 @@ pub(crate) fn frost_features(
             test: t.test.as_ref().map(|s| states(t, "test", s)).transpose()?,
         });
     }
+    let owners: Vec<(&str, Adapter)> = tasks
+        .iter()
+        .map(|t| (t.config.name.as_str(), t.config.adapter))
+        .collect();
     Ok(Features::Frost(FrostFeatures {
-        encoder,
+        encoders: encoder.per_task(store, tuned.tuning, &owners),
         tuning: tuned.tuning,
         pooling: folder.pooling,
         tasks: task_states,

@@ -37,7 +37,10 @@ pub(crate) struct TaskStates {
 }
 
 pub(crate) struct FrostFeatures {
-    pub encoder: NativeEncoder,
+    /// The native layers each task's vectors pass, in task order: one shared encoder (clones
+    /// with the same parameters), or a task's own copy of what trains
+    /// ([`NativeEncoder::per_task`]).
+    pub encoders: Vec<NativeEncoder>,
     /// What trains of the native layers (the regime's choice; LoRA factors are attached).
     pub tuning: Tuning,
     pub pooling: Pooling,
@@ -65,6 +68,8 @@ pub(crate) enum Features {
 
 /// What the backward pass of a frost-line batch needs.
 pub(crate) struct FeatureTrace {
+    /// The task whose encoder ran.
+    task: usize,
     layers: Vec<LayerTrace>,
     readout: Readout,
 }
@@ -176,7 +181,9 @@ fn packed_from(parts: &[(&TokenStates, usize)], hidden: usize) -> (Array2<f32>, 
 
 impl FrostFeatures {
     /// The pooled vectors of train rows `(task, row)` of sentence tasks, through every native
-    /// layer, with the trace [`Features::backward`] needs: what a contrastive step embeds.
+    /// layer, with the trace [`Features::backward`] needs: what a contrastive step embeds. The
+    /// pairs tune one shared copy (a run whose tasks own adapters is refused contrastive
+    /// tuning), so the first task's encoder is every task's.
     pub(crate) fn train_pooled(
         &self,
         store: &ParamStore,
@@ -186,16 +193,24 @@ impl FrostFeatures {
             .iter()
             .map(|&(t, r)| (&self.tasks[t].train.states, r))
             .collect();
-        let (x, seg) = packed_from(&parts, self.encoder.hidden);
-        let (y, layers) = self.encoder.forward(store, x, &seg);
+        let encoder = &self.encoders[0];
+        let (x, seg) = packed_from(&parts, encoder.hidden);
+        let (y, layers) = encoder.forward(store, x, &seg);
         let (pooled, pool) = pool_forward(self.pooling, y.view(), &seg)?;
         Ok((
             pooled,
             FeatureTrace {
+                task: 0,
                 layers,
                 readout: Readout::Pool(pool),
             },
         ))
+    }
+
+    /// What trains of the native layers, over every task's encoder: `depth(t)` layers of task
+    /// `t`'s.
+    fn tuned_ids(&self, depth: impl Fn(usize) -> usize) -> Vec<ParamId> {
+        NativeEncoder::tuned_union(&self.encoders, self.tuning, depth)
     }
 }
 
@@ -205,7 +220,7 @@ impl Features {
     pub(crate) fn encoder_ids(&self) -> Vec<ParamId> {
         match self {
             Features::Cached(_) => Vec::new(),
-            Features::Frost(f) => f.encoder.tuned_ids(f.tuning, f.encoder.layers.len()),
+            Features::Frost(f) => f.tuned_ids(|t| f.encoders[t].layers.len()),
         }
     }
 
@@ -223,10 +238,7 @@ impl Features {
     pub(crate) fn param_ids(&self) -> Vec<ParamId> {
         match self {
             Features::Cached(_) => Vec::new(),
-            Features::Frost(f) => {
-                let depth = f.tasks.iter().map(|t| t.depth).max().unwrap_or(0);
-                f.encoder.tuned_ids(f.tuning, depth)
-            }
+            Features::Frost(f) => f.tuned_ids(|t| f.tasks[t].depth),
         }
     }
 
@@ -234,7 +246,7 @@ impl Features {
     pub(crate) fn task_param_ids(&self, t: usize) -> Vec<ParamId> {
         match self {
             Features::Cached(_) => Vec::new(),
-            Features::Frost(f) => f.encoder.tuned_ids(f.tuning, f.tasks[t].depth),
+            Features::Frost(f) => f.encoders[t].tuned_ids(f.tuning, f.tasks[t].depth),
         }
     }
 
@@ -296,12 +308,13 @@ impl Features {
                 let depth = f.tasks[t].depth;
                 let windows = split.windows.as_ref().map(|ww| ww.windows_of(rows));
                 let seqs = windows.as_deref().unwrap_or(rows);
-                let (x, seg) = packed(&split.states, seqs, f.encoder.hidden);
+                let encoder = &f.encoders[t];
+                let (x, seg) = packed(&split.states, seqs, encoder.hidden);
                 let (y, layers) = if train {
-                    let (y, layers) = f.encoder.forward_to(store, x, &seg, depth);
+                    let (y, layers) = encoder.forward_to(store, x, &seg, depth);
                     (y, Some(layers))
                 } else {
-                    (f.encoder.infer_to(store, x, &seg, depth), None)
+                    (encoder.infer_to(store, x, &seg, depth), None)
                 };
                 let (out, readout) = match &split.windows {
                     Some(ww) => {
@@ -315,7 +328,14 @@ impl Features {
                         (pooled, Readout::Pool(pool))
                     }
                 };
-                Ok((out, layers.map(|layers| FeatureTrace { layers, readout })))
+                Ok((
+                    out,
+                    layers.map(|layers| FeatureTrace {
+                        task: t,
+                        layers,
+                        readout,
+                    }),
+                ))
             }
         }
     }
@@ -342,7 +362,7 @@ impl Features {
                     dy
                 }
             };
-            f.encoder.backward(store, &t.layers, dy);
+            f.encoders[t.task].backward(store, &t.layers, dy);
         }
     }
 
@@ -366,13 +386,11 @@ impl Features {
                     SplitName::Dev => Some(&f.tasks[t].dev),
                     SplitName::Test => f.tasks[t].test.as_ref(),
                 };
-                let depth = f.tasks[t].depth;
+                let (depth, encoder) = (f.tasks[t].depth, &f.encoders[t]);
                 states
                     .map(|s| match &s.windows {
-                        Some(ww) => {
-                            infer_words(&f.encoder, depth, store, &s.states, ww, f.eval_batch)
-                        }
-                        None => infer_states(&f.encoder, f.pooling, store, &s.states, f.eval_batch),
+                        Some(ww) => infer_words(encoder, depth, store, &s.states, ww, f.eval_batch),
+                        None => infer_states(encoder, f.pooling, store, &s.states, f.eval_batch),
                     })
                     .transpose()
             }

@@ -67,7 +67,7 @@ pub fn evaluate_checkpoint(
             evals.push(e);
             continue;
         }
-        let (x, st) = encoder.vectors(ck, &rows.texts)?;
+        let (x, st) = encoder.vectors(ck, name, &rows.texts)?;
         stats.push(st);
         let pred = decision.predict(&ck.store, head, x.view(), None, &entry.classes);
         let metrics = kind.metrics(&entry.classes, &rows.labels, sep, &pred);

@@ -53,6 +53,24 @@ impl Tuning {
     }
 }
 
+/// Whose copy of what the regime tunes a task trains (`tasks.X.adapter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Adapter {
+    /// One copy, tuned by every task that shares it.
+    #[default]
+    Shared,
+    /// The task's own copy (named `adapters.<task>.…`) on the one frozen backbone, so tasks do
+    /// not pull one copy in two directions.
+    Own,
+}
+
+impl Adapter {
+    pub fn is_shared(&self) -> bool {
+        *self == Adapter::Shared
+    }
+}
+
 /// A dense layer of a BERT layer that LoRA may adapt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

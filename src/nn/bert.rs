@@ -7,7 +7,7 @@ use std::path::Path;
 use ndarray::{s, Array2, ArrayD, ArrayView2, IxDyn};
 
 use super::act;
-use super::adapter::{Lora, LoraShape, LoraTarget, Tuning};
+use super::adapter::{Adapter, Lora, LoraShape, LoraTarget, Tuning};
 use super::attention::{AttentionTrace, Segments, SelfAttention};
 use super::layernorm::{LayerNorm, LayerNormTrace};
 use super::linear::Linear;
@@ -164,6 +164,44 @@ impl BertLayer {
                 .flat_map(Lora::ids)
                 .collect(),
         }
+    }
+
+    /// Every parameter id the layer refers to, to re-point (see [`NativeEncoder::own_copy`]).
+    fn ids_mut(&mut self) -> Vec<&mut ParamId> {
+        let Self {
+            attention,
+            attention_output,
+            attention_norm,
+            intermediate,
+            output,
+            output_norm,
+            ..
+        } = self;
+        let mut ids: Vec<&mut ParamId> = Vec::new();
+        for norm in [attention_norm, output_norm] {
+            ids.push(&mut norm.weight);
+            ids.push(&mut norm.bias);
+        }
+        let dense = [
+            &mut attention.query,
+            &mut attention.key,
+            &mut attention.value,
+            attention_output,
+            intermediate,
+            output,
+        ];
+        for Linear {
+            weight, bias, lora, ..
+        } in dense
+        {
+            ids.push(weight);
+            ids.push(bias);
+            if let Some(l) = lora {
+                ids.push(&mut l.a);
+                ids.push(&mut l.b);
+            }
+        }
+        ids
     }
 
     /// Fresh LoRA factors on the dense layers `shape` targets, named after their weights.
@@ -377,6 +415,61 @@ impl NativeEncoder {
         for layer in &mut self.layers {
             layer.attach_lora(store, shape, &mut rng);
         }
+    }
+
+    /// The same layers with task `owner`'s own copy of what `tuning` trains (new parameters
+    /// named `adapters.<owner>.<name>`, starting from the current values); every other
+    /// parameter stays the one shared, frozen copy.
+    pub fn own_copy(&self, store: &mut ParamStore, tuning: Tuning, owner: &str) -> Self {
+        let mut map = std::collections::HashMap::new();
+        for id in self.tuned_ids(tuning, self.layers.len()) {
+            let p = store.get(id);
+            let (name, value) = (format!("adapters.{owner}.{}", p.name), p.value.clone());
+            map.insert(id, store.add(name, value));
+        }
+        let mut copy = self.clone();
+        for layer in &mut copy.layers {
+            for id in layer.ids_mut() {
+                if let Some(&own) = map.get(id) {
+                    *id = own;
+                }
+            }
+        }
+        copy
+    }
+
+    /// One encoder per task: the shared one, or for a task whose adapter is its own, an
+    /// [`own_copy`](Self::own_copy) of what `tuning` trains. Training and loading a checkpoint
+    /// build them here alike, so the parameters line up by name.
+    pub fn per_task(
+        &self,
+        store: &mut ParamStore,
+        tuning: Tuning,
+        tasks: &[(&str, Adapter)],
+    ) -> Vec<Self> {
+        tasks
+            .iter()
+            .map(|&(name, adapter)| match adapter {
+                Adapter::Shared => self.clone(),
+                Adapter::Own => self.own_copy(store, tuning, name),
+            })
+            .collect()
+    }
+
+    /// What `tuning` trains over several encoders (one per task, [`per_task`](Self::per_task)):
+    /// `depth(i)` layers of the `i`-th, a shared parameter once, in first-seen order.
+    pub fn tuned_union(
+        encoders: &[Self],
+        tuning: Tuning,
+        depth: impl Fn(usize) -> usize,
+    ) -> Vec<ParamId> {
+        let mut seen = std::collections::HashSet::new();
+        encoders
+            .iter()
+            .enumerate()
+            .flat_map(|(i, e)| e.tuned_ids(tuning, depth(i)))
+            .filter(|id| seen.insert(*id))
+            .collect()
     }
 
     /// Folds the LoRA factors into the weights: predict and export run plain layers.

@@ -13,6 +13,7 @@ use ndarray::Array2;
 use super::TrainSpec;
 use crate::backbone::ModelFolder;
 use crate::error::Result;
+use crate::nn::adapter::Tuning;
 use crate::tasks::{read_split, SplitName};
 use crate::tokenize::TextTokenizer;
 
@@ -24,18 +25,27 @@ pub(crate) struct Estimate {
     pub layers: usize,
     pub gflops: f64,
     pub epochs: usize,
+    /// What trains of the layers (frozen weights skip their gradient products).
+    pub tuning: Tuning,
 }
 
 impl Estimate {
     /// Products per token per layer, forward and backward: the four attention projections
-    /// (4h²) and the two FFN matrices (8h²), twice for multiply-add, three times for the
-    /// backward pass's two products per forward one.
-    fn flops_per_token_layer(hidden: usize) -> f64 {
-        3.0 * 2.0 * 12.0 * (hidden * hidden) as f64
+    /// (4h²) and the two FFN matrices (8h²), twice for multiply-add; the backward pass adds dX
+    /// for each, and dW only where the weights train (full layers: three products per forward
+    /// one). BitFit's and LoRA's frozen weights skip dW; LoRA's rank-r factors add next to
+    /// nothing.
+    fn flops_per_token_layer(hidden: usize, tuning: Tuning) -> f64 {
+        let passes = if tuning == Tuning::Full { 3.0 } else { 2.0 };
+        passes * 2.0 * 12.0 * (hidden * hidden) as f64
     }
 
-    pub(crate) fn seconds_per_epoch(&self, hidden: usize) -> f64 {
-        self.tokens_per_epoch as f64 * self.layers as f64 * Self::flops_per_token_layer(hidden)
+    /// Seconds per epoch with `tuning` (a comparison's variants at one frost line share the
+    /// estimate's tokens and speed).
+    pub(crate) fn seconds_per_epoch(&self, hidden: usize, tuning: Tuning) -> f64 {
+        self.tokens_per_epoch as f64
+            * self.layers as f64
+            * Self::flops_per_token_layer(hidden, tuning)
             / (self.gflops * 1e9)
     }
 
@@ -70,12 +80,13 @@ impl Estimate {
             layers: folder.num_layers - n,
             gflops: probe_gflops(spec, folder.hidden_size),
             epochs,
+            tuning: spec.plan.tuning,
         }))
     }
 
     /// The estimate in words, for a model of `hidden` width.
     pub(crate) fn describe(&self, hidden: usize) -> String {
-        let per_epoch = self.seconds_per_epoch(hidden);
+        let per_epoch = self.seconds_per_epoch(hidden, self.tuning);
         format!(
             "about {:.0} s ({} epochs × {per_epoch:.1} s: {} {} through {} layers at the {:.0} GFLOP/s this CPU's products ran just now; products only, so element-wise work and the one-time pass below the line add to it, and early stopping may end it sooner)",
             per_epoch * self.epochs as f64,

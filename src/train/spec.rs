@@ -50,6 +50,19 @@ impl TrainSpec {
                 t.kind.check_pairs(&t.name)?;
             }
         }
+        if let Some(t) = run.tasks.iter().find(|t| !t.adapter.is_shared()) {
+            let why = match plan.frost_line {
+                None => Some("has no frost line"),
+                Some(_) if plan.contrastive => Some("tunes one shared copy by contrastive pairs"),
+                Some(_) => None,
+            };
+            if let Some(why) = why {
+                return Err(Error::Usage(format!(
+                    "tasks.{}.adapter = \"own\" gives the task its own copy of what trains above a frost line, but regime {} {why}; use lora,frost-line=N, bitfit,frost-line=N or frost-line=N, or drop the setting",
+                    t.name, run.train.regime
+                )));
+            }
+        }
         if run.train.quantize_frozen && plan.frost_line.is_none() {
             return Err(Error::Usage(format!(
                 "train.quantize_frozen runs the graph below a frost line in int8, but regime {} has none; use frost-line=N (or freeze-head=TASK,frost-line=N), or quantize the whole model with frostline quantize",

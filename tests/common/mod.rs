@@ -427,11 +427,29 @@ pub fn export_checkpoint(ck: &Path, out: &Path) {
     assert!(ok, "{err}");
 }
 
-/// Exports checkpoint `ck` into `out` and checks that the exported model folder gives the
-/// checkpoint's own vectors (native layers above its frost line on `model`) for the texts of
-/// `csv`: cosine ≥ 0.9999 on every row.
-pub fn assert_export_reproduces(ck: &Path, out: &Path, model: &Path, cache: &Path, csv: &Path) {
-    export_checkpoint(ck, out);
+/// Exports checkpoint `ck` into `out` (task `task`'s backbone where named: `--task`) and checks
+/// that the exported model folder gives the checkpoint's own vectors for that task (native
+/// layers above its frost line on `model`; the first task's where none is named) for the texts
+/// of `csv`: cosine ≥ 0.9999 on every row.
+pub fn assert_export_reproduces(
+    ck: &Path,
+    out: &Path,
+    model: &Path,
+    cache: &Path,
+    csv: &Path,
+    task: Option<&str>,
+) {
+    let (ok, _, err) = run(&mut frostline(&[
+        &"export --checkpoint",
+        &ck,
+        &"--out",
+        &out,
+        &task
+            .map(|t| format!("--task {t}"))
+            .unwrap_or_default()
+            .as_str(),
+    ]));
+    assert!(ok, "{err}");
     let texts = frostline::data::read_table(csv)
         .unwrap()
         .required_strings("text")
@@ -444,7 +462,10 @@ pub fn assert_export_reproduces(ck: &Path, out: &Path, model: &Path, cache: &Pat
         frostline::inference::CheckpointEncoder::open(&mut ckpt, settings.clone(), false)
             .unwrap()
             .0;
-    let (a, _) = native.vectors(&ckpt, &texts).unwrap();
+    let first = ckpt.manifest.tasks[0].config.name.clone();
+    let (a, _) = native
+        .vectors(&ckpt, task.unwrap_or(&first), &texts)
+        .unwrap();
     let mut onnx = settings;
     onnx.model_dir = out.to_path_buf();
     let (b, _) = frostline::embedder::SentenceEmbedder::open(onnx)
@@ -501,4 +522,30 @@ pub fn train_cmd(run_toml: &Path, cache: &Path, parts: &[&dyn AsArgs]) -> (bool,
         &cache,
         &parts,
     ]))
+}
+
+/// What a test that trains above a frost line starts from: a scratch folder `d` (removed with
+/// `dir`), a private model copy `m` there (cut graphs land in it), a cache folder and a run
+/// file's path. `None` without the exported model.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+    pub d: PathBuf,
+    pub m: PathBuf,
+    pub cache: PathBuf,
+    pub run_toml: PathBuf,
+}
+
+impl Scratch {
+    pub fn new() -> Option<Self> {
+        let model = model_dir()?;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        Some(Self {
+            m: model_copy(&d, &model),
+            cache: d.join("cache"),
+            run_toml: d.join("run.toml"),
+            d,
+            dir,
+        })
+    }
 }
