@@ -27,9 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 
 
-def train(fl: str, run: Path, out: Path, cache: Path, max_length: int, regime: str, *sets: str) -> dict:
+def train(fl: str, run: Path, out: Path, cache: Path, max_length: int, regime: str, *sets: str,
+          start: Path | None = None) -> dict:
     args = ["--no-progress", "--run", run, "--out", out, "--force", "--cache-dir", cache, "--max-length", max_length,
             "--regime", regime]
+    if start is not None:
+        args += ["--from", start]
     for s in sets:
         args += ["--set", s]
     j, wall = benchlib.run_frostline(fl, "train", *args)
@@ -55,6 +58,8 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--head-lr", type=float, default=2e-2)
     ap.add_argument("--goemotions-train", type=int, default=8000)
+    ap.add_argument("--warm-start", action="store_true",
+                    help="every tuned run starts its head from the frozen-backbone head (linear probe, then fine-tune)")
     ap.add_argument("--skip", action="append", default=[], help="a part to leave out (Banking77, GoEmotions-Ekman, WNUT-17, two-task)")
     benchlib.common_args(ap, "out", out={"default": "bench-results/adapters.md"})
     args = ap.parse_args()
@@ -79,7 +84,8 @@ def main() -> None:
              "rate: full layers the dataset's recipe, BitFit 1e-3 and LoRA 5e-4 (their defaults). LoRA: r = 8, α = 16 "
              "on Q, K, V, O. Frozen backbone: linear head, 20 epochs. GoEmotions train: a seeded random "
              f"{args.goemotions_train} of 39,363 rows (time); dev and test full. Checkpoint bytes: the heads' and the "
-             "tuned layers' tensor files.", "",
+             "tuned layers' tensor files. Tuned runs' heads: "
+             f"{'warm-started from the frozen-backbone head (linear probe, then fine-tune)' if args.warm_start else 'from scratch'}.", "",
              "| dataset | regime | test acc | test macro-F1 | entity F1 | trainable params | checkpoint bytes | s / epoch |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     checks = []
@@ -96,10 +102,11 @@ def main() -> None:
         ml = args.max_length
         res = {}
         res["frozen-backbone"] = train(fl, run, work / f"{name}-frozen", cache, ml, "frozen-backbone", "train.lr=2e-2" if not ds["kind"] else f"train.lr={ds['head_lr']}", "train.epochs=20")
-        res[f"frost-line={n}"] = train(fl, run, work / f"{name}-full", cache, ml, f"frost-line={n}", f"train.encoder_lr={ds['full_lr']}")
-        res[f"bitfit,frost-line={n}"] = train(fl, run, work / f"{name}-bitfit", cache, ml, f"bitfit,frost-line={n}")
-        res[f"lora,frost-line={n}"] = train(fl, run, work / f"{name}-lora", cache, ml, f"lora,frost-line={n}")
-        res["lora,frost-line=0"] = train(fl, run, work / f"{name}-lora0", cache, ml, "lora,frost-line=0")
+        start = work / f"{name}-frozen" if args.warm_start else None
+        res[f"frost-line={n}"] = train(fl, run, work / f"{name}-full", cache, ml, f"frost-line={n}", f"train.encoder_lr={ds['full_lr']}", start=start)
+        res[f"bitfit,frost-line={n}"] = train(fl, run, work / f"{name}-bitfit", cache, ml, f"bitfit,frost-line={n}", start=start)
+        res[f"lora,frost-line={n}"] = train(fl, run, work / f"{name}-lora", cache, ml, f"lora,frost-line={n}", start=start)
+        res["lora,frost-line=0"] = train(fl, run, work / f"{name}-lora0", cache, ml, "lora,frost-line=0", start=start)
         for regime, r in res.items():
             t = r["test"]
             ef1 = t.get("entity_f1")
@@ -121,7 +128,7 @@ def main() -> None:
         print(f"{name} done", file=sys.stderr, flush=True)
     # Two tasks on one frozen backbone: one shared LoRA copy vs each task its own.
     two = []
-    if "two-task" not in args.skip:
+    if "two-task" not in args.skip and not args.warm_start:
         (b_tr, b_dv, b_te), (g_tr, g_dv, g_te) = (sets["Banking77"]["files"], sets["GoEmotions-Ekman"]["files"])
         cache = work / "cache-two"
         res = {}

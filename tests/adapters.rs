@@ -213,6 +213,26 @@ fn tasks_own_their_adapters_on_one_frozen_backbone() {
             "{task}: {accuracy} vs {recorded}"
         );
     }
+    // eval re-reads both test splits through each task's layers and reproduces the run's scores.
+    let (ok, out, err) = run(&mut frostline(&[
+        &"eval --json --no-progress --max-length 32 --checkpoint",
+        &ck,
+        &"--cache-dir",
+        &s.cache,
+    ]));
+    assert!(ok, "{err}");
+    let eval = json_of(&out);
+    for (i, task) in mf["tasks"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(eval["tasks"][i]["task"], task["config"]["name"]);
+        let (trained, evaluated) = (
+            task["test"]["accuracy"].as_f64().unwrap(),
+            eval["tasks"][i]["metrics"]["accuracy"].as_f64().unwrap(),
+        );
+        assert!(
+            (trained - evaluated).abs() < 1e-9,
+            "{trained} vs {evaluated}"
+        );
+    }
     // export writes one task's backbone, named; each matches that task's native vectors.
     let (ok, _, err) = run(&mut frostline(&[
         &"export --checkpoint",
