@@ -203,17 +203,8 @@ fn tasks_own_their_adapters_on_one_frozen_backbone() {
     let own_b = &tuned["adapters.sentiment.encoder.layer.5.attention.self.query.lora_b"];
     let shared_b = &tuned["encoder.layer.5.attention.self.query.lora_b"];
     assert_ne!(own_b, shared_b, "each copy went its own way");
-    // predict runs the frozen part once and each task's layers above it: both tasks agree with
-    // the run's own test scores.
-    for (i, task, csv) in [(0, "intent", &b_test), (1, "sentiment", &s_test)] {
-        let accuracy = predicted_accuracy(&ck, csv, &s.cache, task);
-        let recorded = mf["tasks"][i]["test"]["accuracy"].as_f64().unwrap();
-        assert!(
-            (accuracy - recorded).abs() < 1e-9,
-            "{task}: {accuracy} vs {recorded}"
-        );
-    }
-    // eval re-reads both test splits through each task's layers and reproduces the run's scores.
+    // predict runs the frozen part once and each task's layers above it, and eval re-reads both
+    // test splits the same way: both reproduce the run's own test scores.
     let (ok, out, err) = run(&mut frostline(&[
         &"eval --json --no-progress --max-length 32 --checkpoint",
         &ck,
@@ -222,16 +213,14 @@ fn tasks_own_their_adapters_on_one_frozen_backbone() {
     ]));
     assert!(ok, "{err}");
     let eval = json_of(&out);
-    for (i, task) in mf["tasks"].as_array().unwrap().iter().enumerate() {
-        assert_eq!(eval["tasks"][i]["task"], task["config"]["name"]);
-        let (trained, evaluated) = (
-            task["test"]["accuracy"].as_f64().unwrap(),
-            eval["tasks"][i]["metrics"]["accuracy"].as_f64().unwrap(),
-        );
-        assert!(
-            (trained - evaluated).abs() < 1e-9,
-            "{trained} vs {evaluated}"
-        );
+    for (i, task, csv) in [(0, "intent", &b_test), (1, "sentiment", &s_test)] {
+        let recorded = mf["tasks"][i]["test"]["accuracy"].as_f64().unwrap();
+        let predicted = predicted_accuracy(&ck, csv, &s.cache, task);
+        assert_eq!(eval["tasks"][i]["task"], task);
+        let evaluated = eval["tasks"][i]["metrics"]["accuracy"].as_f64().unwrap();
+        for got in [predicted, evaluated] {
+            assert!((got - recorded).abs() < 1e-9, "{task}: {got} vs {recorded}");
+        }
     }
     // export writes one task's backbone, named; each matches that task's native vectors.
     let (ok, _, err) = run(&mut frostline(&[
@@ -245,14 +234,49 @@ fn tasks_own_their_adapters_on_one_frozen_backbone() {
     assert_export_reproduces(&ck, &exported, &s.m, &s.cache, &s_test, Some("sentiment"));
     let record = read_json(&exported.join("frostline.json"));
     assert_eq!(record["weights_override"]["task"], "sentiment");
+    let intent_model = s.d.join("intent-model");
+    assert_export_reproduces(&ck, &intent_model, &s.m, &s.cache, &b_test, Some("intent"));
+    assert_ne!(
+        std::fs::read(exported.join("model.safetensors")).unwrap(),
+        std::fs::read(intent_model.join("model.safetensors")).unwrap(),
+        "the two tasks' backbones differ"
+    );
+    // A task's own biases (BitFit) export under the model's names.
+    let bitfit = s.d.join("bitfit");
+    let (ok, out, err) = train_cmd(
+        &s.run_toml,
+        &s.cache,
+        &[&"--regime bitfit,frost-line=4 --out", &bitfit],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(tensor_bytes(&bitfit.join("encoder.safetensors"))
+        .contains_key("adapters.sentiment.encoder.layer.4.output.dense.bias"));
+    let bitfit_model = s.d.join("bitfit-model");
     assert_export_reproduces(
-        &ck,
-        &s.d.join("intent-model"),
+        &bitfit,
+        &bitfit_model,
         &s.m,
         &s.cache,
-        &b_test,
-        Some("intent"),
+        &s_test,
+        Some("sentiment"),
     );
+    // A manifest claiming an own adapter without a frost line is refused, sealed or not.
+    let forged = s.d.join("forged");
+    copy_dir(&bitfit, &forged);
+    edit_manifest(&forged.join("manifest.json"), |m| {
+        m["regime"] = "frozen-backbone".into();
+        m["frost_line"] = serde_json::Value::Null;
+        m["files"]
+            .as_object_mut()
+            .unwrap()
+            .remove("encoder.safetensors");
+    });
+    std::fs::remove_file(forged.join("encoder.safetensors")).unwrap();
+    let (ok, _, err) = run(&mut frostline(&[
+        &"eval --no-progress --checkpoint",
+        &forged,
+    ]));
+    assert!(!ok && err.contains("owns an adapter"), "{err}");
 
     // An own adapter needs layers that train above a frost line.
     let (ok, _, err) = train_cmd(&s.run_toml, &s.cache, &[&"--regime frozen-backbone"]);

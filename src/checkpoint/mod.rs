@@ -175,6 +175,15 @@ impl Manifest {
         if self.tasks.is_empty() {
             return Err("the manifest lists no task".into());
         }
+        let contrastive = matches!(self.regime, Regime::Contrastive { .. });
+        if let Some(t) = self.tasks.iter().find(|t| !t.config.adapter.is_shared()) {
+            if self.frost_line.is_none() || contrastive {
+                return Err(format!(
+                    "task {:?} owns an adapter, which regime {} cannot have trained",
+                    t.config.name, self.regime
+                ));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for task in &self.tasks {
             let name = &task.config.name;
@@ -610,8 +619,11 @@ pub fn export_model(
         .swap_remove(index);
     // A task's own factors are folded into the shared weights here: this store is the export's.
     encoder.merge_lora(&mut ck.store);
-    let merged = to_safetensors(&ck.store, &encoder.param_ids())
-        .map_err(|e| Error::Internal(format!("safetensors: {e}")))?;
+    let owner = &ck.manifest.tasks[index].config.name;
+    let layers = encoder.model_tensors(&ck.store, owner);
+    let ids: Vec<ParamId> = (0..layers.len()).collect();
+    let merged =
+        to_safetensors(&layers, &ids).map_err(|e| Error::Internal(format!("safetensors: {e}")))?;
     out.write(|tmp| {
         // The merged layers lie in a temp file only while the exporter reads them (the file
         // of a run killed midway is removed by the next run once that process is gone).

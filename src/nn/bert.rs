@@ -424,7 +424,7 @@ impl NativeEncoder {
         let mut map = std::collections::HashMap::new();
         for id in self.tuned_ids(tuning, self.layers.len()) {
             let p = store.get(id);
-            let (name, value) = (format!("adapters.{owner}.{}", p.name), p.value.clone());
+            let (name, value) = (own_name(owner, &p.name), p.value.clone());
             map.insert(id, store.add(name, value));
         }
         let mut copy = self.clone();
@@ -454,6 +454,19 @@ impl NativeEncoder {
                 Adapter::Own => self.own_copy(store, tuning, name),
             })
             .collect()
+    }
+
+    /// The layers' parameters under the model file's names, in a store of their own: task
+    /// `owner`'s own copies (`adapters.<owner>.…`) lose their prefix. What an export writes.
+    pub fn model_tensors(&self, store: &ParamStore, owner: &str) -> ParamStore {
+        let prefix = own_name(owner, "");
+        let mut out = ParamStore::default();
+        for id in self.param_ids() {
+            let p = store.get(id);
+            let name = p.name.strip_prefix(&prefix).unwrap_or(&p.name);
+            out.add(name, p.value.clone());
+        }
+        out
     }
 
     /// What `tuning` trains over several encoders (one per task, [`per_task`](Self::per_task)):
@@ -545,6 +558,11 @@ impl NativeEncoder {
         }
         Ok((token_layer - self.from).min(self.layers.len()))
     }
+}
+
+/// The name of task `owner`'s own copy of parameter `name` ([`NativeEncoder::own_copy`]).
+fn own_name(owner: &str, name: &str) -> String {
+    format!("adapters.{owner}.{name}")
 }
 
 /// Every F32 tensor of the model's safetensors file (other dtypes skipped).
