@@ -44,6 +44,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import stat
 import sys
@@ -780,7 +781,7 @@ class BertGraph:
         # Attention takes the raw [batch, seq] 1/0 mask as int32 and masks padded keys itself.
         return self.op("Cast", ["attention_mask"], to=self.th.INT32)
 
-    def layer(self, x: str, mask: str, i: int) -> str:
+    def layer(self, x: str, mask: str, i: int, prefix: str = "") -> str:
         """One encoder layer on ONNX Runtime's fused contrib ops (domain com.microsoft, CPU and
         CUDA): attention as one `Attention` node (the Q, K, V projections as one
         [hidden, 3·hidden] product, their biases, scaling, the padding mask and softmax inside),
@@ -791,8 +792,9 @@ class BertGraph:
         Measured with ONNX Runtime 1.32 on CPU (2 threads): 0.83× the time of the unfused graph
         on short texts; on 200-256-token documents Attention ran 0.92× the time of MatMul +
         MultiHeadAttention. `SkipLayerNormalization` ran ~8× slower than LayerNormalization + Add
-        on CPU, so the residual stays Add + LayerNormalization."""
-        p = f"encoder.layer.{i}"
+        on CPU, so the residual stays Add + LayerNormalization. `prefix`: the weights of a
+        branch above a frost line (`branch.<name>.encoder.layer.i…`, see HeadsGraph)."""
+        p = f"{prefix}encoder.layer.{i}"
         heads = int(self.cfg["num_attention_heads"])
         hidden = int(self.cfg["hidden_size"])
         sa = f"{p}.attention.self"
@@ -840,6 +842,205 @@ class BertGraph:
         return model, out_name
 
 
+HEADS_FORMAT = "frostline-heads-v1"
+HEADS_SPEC = "heads.json"  # the served model's description: written into the folder and the graph
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+
+def field(obj: dict, key: str, shape, where: str):
+    """obj[key], refused unless it is of type `shape` (a spec is read, never trusted)."""
+    value = obj.get(key)
+    if not isinstance(value, shape) or isinstance(value, bool) and shape is not bool:
+        die(f"{where}: {key} is {brief(value)}, not {getattr(shape, '__name__', shape)}")
+    return value
+
+
+def read_heads_spec(folder: Path, cfg: dict) -> dict:
+    """--with-heads FOLDER: heads.json (what frostline wrote: tasks, classes, decisions, the
+    branches above the frost line), heads.safetensors and branch-<name>.safetensors, checked
+    before anything is built."""
+    path = folder / HEADS_SPEC
+    spec = read_json(path)
+    if spec.get("format") != HEADS_FORMAT:
+        die(f"{path}: format is {brief(spec.get('format'))}, not {HEADS_FORMAT!r}")
+    layers = int(cfg["num_hidden_layers"])
+    line = spec.get("frost_line")
+    if line is not None and (not isinstance(line, int) or isinstance(line, bool) or not 0 <= line <= layers):
+        die(f"{path}: frost_line is {brief(line)}, not a layer in 0..{layers} or null")
+    pooling = field(spec, "pooling", dict, str(path))
+    if pooling.get("mode") not in ("mean", "cls", "max", "mean_sqrt_len") or not isinstance(pooling.get("normalize"), bool):
+        die(f"{path}: pooling is {brief(pooling)}, not a mode (mean, cls, max, mean_sqrt_len) and normalize")
+    branches = field(spec, "branches", list, str(path))
+    names = []
+    for b in branches:
+        name = field(b, "name", str, f"{path}: a branch")
+        if not SAFE_NAME.match(name) or name in names:
+            die(f"{path}: branch name {brief(name)} is not a plain unique name")
+        names.append(name)
+        if line is None and b.get("weights"):
+            die(f"{path}: branch {name} has weights but there is no frost line to put them above")
+    tasks = field(spec, "tasks", list, str(path))
+    if not tasks:
+        die(f"{path}: no tasks")
+    for t in tasks:
+        where = f"{path}: task {brief(t.get('name'))}"
+        name = field(t, "name", str, where)
+        if not SAFE_NAME.match(name):
+            die(f"{where}: not a plain name (letters, digits, _ . -)")
+        if t.get("branch") not in names:
+            die(f"{where}: branch {brief(t.get('branch'))} is not one of {names}")
+        if t.get("input") not in ("sentence", "words") or t.get("activation") not in ("softmax", "sigmoid"):
+            die(f"{where}: input {brief(t.get('input'))} / activation {brief(t.get('activation'))} unknown")
+        classes = field(t, "classes", list, where)
+        if not classes or not all(isinstance(c, str) for c in classes):
+            die(f"{where}: classes must be a non-empty list of texts")
+        head = field(t, "head", dict, where)
+        depth = head.get("layers")
+        if depth not in (1, 2):
+            die(f"{where}: head layers {brief(depth)}, not 1 or 2")
+        if t["input"] == "words":
+            k = t.get("token_layer")
+            if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= layers:
+                die(f"{where}: token_layer {brief(k)} is not a layer in 0..{layers}")
+    weights = read_safetensors(folder / "heads.safetensors")
+    for t in tasks:
+        for j in range(t["head"]["layers"]):
+            for part in ("weight", "bias"):
+                key = f"heads.{t['name']}.{j}.{part}"
+                if key not in weights:
+                    die(f"{folder / 'heads.safetensors'}: {key} is missing")
+    spec["_heads"] = weights
+    spec["_branches"] = {}
+    for b in branches:
+        if b.get("weights"):
+            file = folder / f"branch-{b['name']}.safetensors"
+            tensors = read_safetensors(file)
+            for k in tensors:
+                m = re.match(r"encoder\.layer\.(\d+)\.", k)
+                if m is None or int(m.group(1)) < line:
+                    die(f"{file}: {k!r} is not a tensor of an encoder layer at or above frost line {line}")
+            spec["_branches"][b["name"]] = tensors
+    return spec
+
+
+class HeadsGraph(BertGraph):
+    """The encoder, pooling and every task's head in one graph (`--with-heads`): the layers below
+    the frost line once, each branch's layers above it (a task's own adapter merged, or the one
+    shared tuned copy), then per task its probabilities — softmax (classification) or sigmoid
+    (multi-label) over a pooled vector, or over the word vectors of a token task, whose token
+    spans the caller gives in `word_spans` (heads.json says which sub-tokens make a word). Decisions (argmax, thresholds,
+    BIO decoding) stay with the caller: they are in heads.json."""
+
+    def __init__(self, cfg: dict, weights: dict[str, np.ndarray], spec: dict):
+        super().__init__(cfg, weights)
+        self.spec = spec
+        for b, tensors in spec["_branches"].items():
+            for k, v in tensors.items():
+                if k not in weights or weights[k].shape != v.shape:
+                    die(f"branch-{b}.safetensors: tensor {k!r} does not match the model's in name and shape")
+                self.w[f"branch.{b}.{k}"] = np.ascontiguousarray(v, dtype=np.float32)
+        for k, v in spec["_heads"].items():
+            self.w[k] = np.ascontiguousarray(v, dtype=np.float32)
+
+    def head_linear(self, x: str, key: str, gelu: bool) -> str:
+        y = self.op("MatMul", [x, self.weight(f"{key}.weight", transpose=True)])
+        if gelu:
+            return self.op("BiasGelu", [y, self.weight(f"{key}.bias")], domain=MS)
+        return self.op("Add", [y, self.weight(f"{key}.bias")])
+
+    def pool(self, states: str) -> str:
+        """The sentence vector as frostline pools it: over the real tokens (attention_mask)."""
+        mode, normalize = self.spec["pooling"]["mode"], self.spec["pooling"]["normalize"]
+        if mode == "cls":
+            v = self.op("Gather", [states, self.const(0)], axis=1)
+        else:
+            mask = self.op("Unsqueeze", [self.op("Cast", ["attention_mask"], to=self.th.FLOAT), self.const([-1])])
+            if mode == "max":
+                neg = self.array(self.name("neg_inf"), np.array(-np.inf, np.float32))
+                keep = self.op("Cast", [mask], to=self.th.BOOL)
+                v = self.op("ReduceMax", [self.op("Where", [keep, states, neg]), self.const([1])], keepdims=0)
+            else:
+                total = self.op("ReduceSum", [self.op("Mul", [states, mask]), self.const([1])], keepdims=0)
+                count = self.op("ReduceSum", [mask, self.const([1])], keepdims=0)
+                if mode == "mean_sqrt_len":
+                    count = self.op("Sqrt", [count])
+                v = self.op("Div", [total, count])
+        if normalize:
+            norm = self.op("ReduceL2", [v, self.const([-1])], keepdims=1)
+            eps = self.array(self.name("eps"), np.array(1e-12, np.float32))
+            v = self.op("Div", [v, self.op("Max", [norm, eps])])
+        return v
+
+    def words(self, states: str) -> str:
+        """[batch, words, hidden]: per word the mean of the token states in its span
+        `word_spans[b, w] = (start, end)` (end exclusive; a padding word (0, 0) stays zero)."""
+        seq = self.op("Gather", [self.op("Shape", ["input_ids"]), self.const(1)], axis=0)
+        pos = self.op("Unsqueeze", [self.op("Range", [self.const(0), seq, self.const(1)]), self.const([0, 1])])
+        start = self.op("Gather", ["word_spans", self.const([0])], axis=2)  # [batch, words, 1]
+        end = self.op("Gather", ["word_spans", self.const([1])], axis=2)
+        member = self.op("And", [self.op("GreaterOrEqual", [pos, start]), self.op("Less", [pos, end])])
+        member = self.op("Cast", [member], to=self.th.FLOAT)  # [batch, words, seq]
+        count = self.op("Max", [self.op("ReduceSum", [member, self.const([2])], keepdims=1),
+                                self.array(self.name("one"), np.array(1.0, np.float32))])
+        return self.op("Div", [self.op("MatMul", [member, states]), count])
+
+    def build_heads(self):
+        spec = self.spec
+        layers = int(self.cfg["num_hidden_layers"])
+        line = spec["frost_line"] if spec["frost_line"] is not None else layers
+        x = self.embeddings()
+        mask = self.mask()
+        shared = [x]  # the states after 0, 1, … layers below the frost line
+        for i in range(line):
+            x = self.layer(x, mask, i)
+            shared.append(x)
+        states: dict[str, list[str]] = {}
+        outputs = []
+        hidden = int(self.cfg["hidden_size"])
+        pooled: dict[str, str] = {}
+        for b in spec["branches"]:
+            name = b["name"]
+            prefix = f"branch.{name}." if name in spec["_branches"] else ""
+            above = list(shared)
+            for i in range(line, layers):
+                above.append(self.layer(above[-1], mask, i, prefix))
+            states[name] = above
+            pooled[name] = self.pool(above[-1])
+            self.nodes.append(self.h.make_node("Identity", [pooled[name]], [b["embedding"]]))
+            outputs.append(self.h.make_tensor_value_info(b["embedding"], self.th.FLOAT, ["batch", hidden]))
+        for t in spec["tasks"]:
+            path = states[t["branch"]]
+            key = f"heads.{t['name']}"
+            if t["input"] == "words":
+                x = self.words(path[t["token_layer"]])
+                dims = ["batch", "words", len(t["classes"])]
+            else:
+                x = pooled[t["branch"]]
+                dims = ["batch", len(t["classes"])]
+            if t["head"]["layers"] == 2:
+                x = self.head_linear(x, f"{key}.0", gelu=True)
+                x = self.head_linear(x, f"{key}.1", gelu=False)
+            else:
+                x = self.head_linear(x, f"{key}.0", gelu=False)
+            probs = self.op("Softmax" if t["activation"] == "softmax" else "Sigmoid", [x], **({"axis": -1} if t["activation"] == "softmax" else {}))
+            self.nodes.append(self.h.make_node("Identity", [probs], [t["output"]]))
+            outputs.append(self.h.make_tensor_value_info(t["output"], self.th.FLOAT, dims))
+        inputs = [self.h.make_tensor_value_info(n, self.th.INT64, ["batch", "sequence"])
+                  for n in ("input_ids", "attention_mask", "token_type_ids")]
+        if any(t["input"] == "words" for t in spec["tasks"]):
+            inputs.append(self.h.make_tensor_value_info("word_spans", self.th.INT64, ["batch", "words", 2]))
+        graph = self.h.make_graph(self.nodes, "frostline_with_heads", inputs, outputs,
+                                  initializer=list(self.inits.values()), value_info=self.value_info)
+        # Opset 18: every Reduce* takes its axes as an input, as at 21, where the int8 quantizer
+        # lifts the graph (the encoder's ops mean the same at 17, 18 and 21).
+        model = self.h.make_model(graph, opset_imports=[self.h.make_opsetid("", 18), self.h.make_opsetid(MS, 1)],
+                                  producer_name="frostline")
+        model.ir_version = 8
+        served = {k: v for k, v in spec.items() if not k.startswith("_")}
+        self.h.set_model_props(model, {"frostline.graph": "with-heads", HEADS_FORMAT: json.dumps(served)})
+        return model
+
+
 def export_with_torch(src: Path, dst: Path, cut_at: int | None) -> str:
     try:
         import torch
@@ -883,7 +1084,7 @@ def written_here(name: str) -> bool:
     graphs it makes on demand) writes — what a re-export may replace."""
     import fnmatch
 
-    own = {rel.split("/")[0] for rel in COPIED_FILES} | {"model.onnx", "frostline.json", "2_Normalize"}
+    own = {rel.split("/")[0] for rel in COPIED_FILES} | {"model.onnx", "frostline.json", "2_Normalize", HEADS_SPEC}
     return name in own or fnmatch.fnmatch(name, "model.cut-*.onnx") or fnmatch.fnmatch(name, ".model.cut-*")
 
 
@@ -910,13 +1111,15 @@ def replace_folder(built: Path, dst: Path) -> None:
 
 def cut_output(src: Path, dst: Path) -> None:
     """--cut-at adds model.cut-N.onnx only to a folder that is frostline's: one this exporter
-    wrote (it has frostline.json), or the model folder itself (frostline makes the graph there
+    wrote (it has frostline.json) or frostline quantized (quantization.json), or the model folder itself (frostline makes the graph there
     on demand, in any model folder it opens: model.cut-N.onnx is the name it reads it by)."""
     if not dst.exists():
         die(f"{dst} does not exist: export the model folder first with --output {dst} (without --cut-at)")
     if not dst.is_dir():
         die(f"{dst} is not a folder: --cut-at writes model.cut-N.onnx into an exported model folder")
-    ours = (dst / "frostline.json").is_file()
+    # An int8 folder `frostline quantize` made (quantization.json) keeps no weights: its cut
+    # graphs are built from the fp32 folder it was made from.
+    ours = (dst / "frostline.json").is_file() or (dst / "quantization.json").is_file()
     same = os.path.samefile(src, dst) and (dst / "model.onnx").is_file()
     if not (ours or same):
         die(f"{dst} was not written by this exporter (no frostline.json): --cut-at adds a graph only "
@@ -958,6 +1161,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--normalize", action="store_true", help="with --pooling: L2-normalise the pooled vectors")
     ap.add_argument("--prefix", default=None,
                     help="text put before every input (e5's 'query: '); recorded in frostline.json")
+    ap.add_argument("--with-heads", type=Path, default=None,
+                    help="a folder frostline wrote (heads.json, heads.safetensors, branch-*.safetensors): "
+                         "model.onnx then holds pooling and every task's head as well")
     args = ap.parse_args(argv)
 
     src: Path = args.model
@@ -972,8 +1178,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.pooling is not None:
         int_field(cfg, "hidden_size", src / "config.json")
     bert = cfg.get("model_type") in BERT_FAMILY
-    if not bert and args.weights is not None:
-        die("--weights is supported by the torch-free BERT builder only")
+    if not bert and (args.weights is not None or args.with_heads is not None):
+        die("--weights and --with-heads are supported by the torch-free BERT builder only")
+    if args.with_heads is not None and (args.cut_at is not None or args.pooling is not None):
+        die("--with-heads builds a whole served model: drop --cut-at and --pooling")
 
     dst: Path = args.output
     if args.cut_at is not None:
@@ -1001,6 +1209,8 @@ def build_folder(src: Path, out: Path, cfg: dict, args) -> dict:
         from safetensors.numpy import save_file
 
         weights, weights_from = load_weights(src, args.weights)
+        if args.with_heads is not None:
+            return served_folder(src, out, cfg, weights, args)
         model, out_name = BertGraph(cfg, weights).build(None)
         onnx.checker.check_model(model)
         onnx.save(model, str(out / "model.onnx"))
@@ -1048,6 +1258,38 @@ def build_folder(src: Path, out: Path, cfg: dict, args) -> dict:
     prefix = args.prefix if args.prefix is not None else source_prefix(src)
     if prefix:
         info["prefix"] = prefix
+    (out / "frostline.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def served_folder(src: Path, out: Path, cfg: dict, weights: dict, args) -> dict:
+    """--with-heads: model.onnx with pooling and the heads, the tokenizer files, heads.json (also
+    in the graph's metadata_props) and frostline.json. No weights file: frostline reads this
+    folder as a served model, never as a backbone."""
+    import onnx
+
+    spec = read_heads_spec(args.with_heads, cfg)
+    model = HeadsGraph(cfg, weights, spec).build_heads()
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out / "model.onnx"))
+    for rel in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json"):
+        s = source_file(src, rel)
+        if s is not None:
+            shutil.copy2(s, out / rel)
+    if source_file(src, "tokenizer.json") is None:
+        wordpiece_tokenizer(src, out)
+    served = {k: v for k, v in spec.items() if not k.startswith("_")}
+    (out / HEADS_SPEC).write_text(json.dumps(served, indent=2) + "\n")
+    info = {
+        "source": str(src),
+        "route": "graph-builder",
+        "graph": "with-heads",
+        "model_type": cfg.get("model_type"),
+        "num_hidden_layers": cfg.get("num_hidden_layers", 0),
+        "hidden_size": cfg.get("hidden_size"),
+        "heads": HEADS_SPEC,
+        "output": [o.name for o in model.graph.output],
+    }
     (out / "frostline.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 
@@ -38,7 +39,16 @@ def die(msg: str) -> None:
     sys.exit(2)
 
 
-def unpack_attention(model) -> int:
+def in_scope(weight: str, layers_below: int | None) -> bool:
+    """Whether a weight is one to quantize: any, or (--layers-below N) those of encoder layers
+    0..N-1 — the frozen part under a frost line, never the tuned layers or the heads above it."""
+    if layers_below is None:
+        return True
+    m = re.match(r"encoder\.layer\.(\d+)\.", weight)
+    return m is not None and int(m.group(1)) < layers_below
+
+
+def unpack_attention(model, layers_below: int | None = None) -> int:
     """Splits each fused `Attention` node (QKV product inside) into MatMul(x, W_qkv) → Split →
     MultiHeadAttention(q, k, v, bias, mask), the same maths, so that the QKV product is a
     weighted MatMul every recipe quantizes. Returns how many were split."""
@@ -48,7 +58,7 @@ def unpack_attention(model) -> int:
     inits = {i.name: i for i in g.initializer}
     nodes, count = [], 0
     for n in g.node:
-        if n.op_type != "Attention" or n.domain != "com.microsoft":
+        if n.op_type != "Attention" or n.domain != "com.microsoft" or not in_scope(n.input[1], layers_below):
             nodes.append(n)
             continue
         x, w, bias = n.input[0], n.input[1], n.input[2]
@@ -73,9 +83,9 @@ def unpack_attention(model) -> int:
     return count
 
 
-def weight_matmuls(model) -> tuple[list, set]:
+def weight_matmuls(model, layers_below: int | None = None) -> tuple[list, set]:
     """Names every unnamed node (exclusion lists go by name) and returns the MatMuls with an fp32
-    weight initializer, and the names of the other MatMuls."""
+    weight initializer in scope (`in_scope`), and the names of the other MatMuls."""
     from onnx import TensorProto
 
     inits = {i.name: i for i in model.graph.initializer}
@@ -86,14 +96,14 @@ def weight_matmuls(model) -> tuple[list, set]:
         if n.op_type != "MatMul":
             continue
         w = inits.get(n.input[1])
-        if w is not None and w.data_type == TensorProto.FLOAT and len(w.dims) == 2:
+        if w is not None and w.data_type == TensorProto.FLOAT and len(w.dims) == 2 and in_scope(w.name, layers_below):
             weighted.append(n)
         else:
             other.add(n.name)
     return weighted, other
 
 
-def per_token(model, per_channel: bool) -> int:
+def per_token(model, per_channel: bool, layers_below: int | None = None) -> int:
     """Rewrites each weighted MatMul y = x·W as int8: x's rows quantized symmetrically with
     their own max — one QuantizeLinear whose block is the whole row (opset 21 blocked
     quantization: scale [.., rows, 1], zero point 128 in uint8), int8 W, then y = (q·W_q · w_scale) · row_scale.
@@ -102,7 +112,7 @@ def per_token(model, per_channel: bool) -> int:
     from onnx import helper, numpy_helper
 
     g = model.graph
-    weighted, _ = weight_matmuls(model)
+    weighted, _ = weight_matmuls(model, layers_below)
     inits = {i.name: i for i in g.initializer}
     g.initializer.extend([
         numpy_helper.from_array(np.array(127.0, np.float32), "fl_q_127"),
@@ -202,6 +212,8 @@ def main() -> None:
     ap.add_argument("--calibration", help="static: texts, one per line")
     ap.add_argument("--tokenizer", help="static: tokenizer.json")
     ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--layers-below", type=int, default=None,
+                    help="quantize only the weights of encoder layers 0..N-1 (a graph with tuned layers or heads above them)")
     args = ap.parse_args()
 
     import onnx
@@ -209,8 +221,9 @@ def main() -> None:
 
     per_channel = not args.per_tensor
     model = onnx.load(args.input)
-    unpacked = unpack_attention(model)
-    weighted, other = weight_matmuls(model)
+    below = args.layers_below
+    unpacked = unpack_attention(model, below)
+    weighted, other = weight_matmuls(model, below)
     if not weighted:
         die(f"{args.input}: no MatMul with a weight to quantize")
     record = {
@@ -219,13 +232,14 @@ def main() -> None:
         "weights": "int8 symmetric",
         "quantized_matmuls": len(weighted),
         "attention_nodes_split": unpacked,
+        "layers_below": below,
         "onnxruntime": onnxruntime.__version__,
     }
     partial = args.output + ".partial"
     work = tempfile.mkdtemp(prefix="frostline-quantize-")
     try:
         if args.method == "per-token":
-            per_token(model, per_channel)
+            per_token(model, per_channel, below)
             if not any(o.domain == "com.microsoft" for o in model.opset_import):
                 model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
             onnx.checker.check_model(model)

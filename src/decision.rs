@@ -126,6 +126,31 @@ impl Decision {
         }
     }
 
+    /// How a served model's caller turns this task's probabilities into labels, as heads.json
+    /// writes it (`export --with-heads`): the activation the graph applies and the rule after it.
+    pub fn served(&self, label_separator: &str) -> serde_json::Value {
+        match self {
+            Decision::Single => serde_json::json!({
+                "activation": "softmax",
+                "rule": "argmax: the most probable class (the first on a tie)",
+            }),
+            Decision::Multi { thresholds } => serde_json::json!({
+                "activation": "sigmoid",
+                "rule": "threshold: every label whose probability >= its threshold (possibly none), in class order, joined by label_separator",
+                "thresholds": thresholds,
+                "label_separator": label_separator,
+            }),
+            Decision::Tags(TagDecoding::Argmax) => serde_json::json!({
+                "activation": "softmax",
+                "rule": "argmax: each word's most probable tag",
+            }),
+            Decision::Tags(TagDecoding::Constrained) => serde_json::json!({
+                "activation": "softmax",
+                "rule": "bio-viterbi: per sentence, the tag sequence with the largest sum of ln(max(p, 1e-12)) in which every I-X follows B-X or I-X (tags that are not O, B-X or I-X may go anywhere); entities are the B-X I-X… runs (an I-X after anything but X starts one), scored by the mean probability of their tags",
+            }),
+        }
+    }
+
     /// Probabilities from logits.
     pub fn probabilities(&self, logits: ArrayView2<f32>) -> Array2<f32> {
         match self {

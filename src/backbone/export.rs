@@ -81,10 +81,14 @@ pub(crate) fn ensure_cut(folder: &ModelFolder, n: usize) -> Result<PathBuf> {
         }
         let _ = std::fs::remove_file(&probe);
         let n_text = n.to_string();
+        // An int8 folder keeps no fp32 weights: the cut is built from the folder it was made
+        // from (checked unchanged), into this one.
+        let weights = folder.native_weights()?;
+        let source = weights.parent().unwrap_or(&folder.dir);
         run_exporter(
             &[
                 "--model".as_ref(),
-                folder.dir.as_os_str(),
+                source.as_os_str(),
                 "--output".as_ref(),
                 folder.dir.as_os_str(),
                 "--cut-at".as_ref(),
@@ -99,6 +103,31 @@ pub(crate) fn ensure_cut(folder: &ModelFolder, n: usize) -> Result<PathBuf> {
 /// A full fp32 model folder at `out` whose weights are `folder`'s with `tuned` (safetensors)
 /// applied; an int8 folder's come from the fp32 folder it was made from.
 pub(crate) fn export_tuned(folder: &ModelFolder, tuned: &Path, out: &Path) -> Result<()> {
+    export_from_weights(folder, out, "--weights", tuned, "exporting the tuned model")
+}
+
+/// A served model folder at `out` (`export --with-heads`): `folder`'s fp32 weights, the branches
+/// and heads frostline wrote into `spec_dir` (heads.json, heads.safetensors,
+/// branch-<name>.safetensors), built into one graph with pooling and every head.
+pub(crate) fn export_served(folder: &ModelFolder, spec_dir: &Path, out: &Path) -> Result<()> {
+    export_from_weights(
+        folder,
+        out,
+        "--with-heads",
+        spec_dir,
+        "exporting the served model with its heads",
+    )
+}
+
+/// The exporter on `folder`'s fp32 weights (an int8 folder's source folder), writing `out`, with
+/// one more option `flag value`.
+fn export_from_weights(
+    folder: &ModelFolder,
+    out: &Path,
+    flag: &str,
+    value: &Path,
+    what: &str,
+) -> Result<()> {
     let weights = folder.native_weights()?;
     let base = weights.parent().unwrap_or(&folder.dir);
     run_exporter(
@@ -107,10 +136,10 @@ pub(crate) fn export_tuned(folder: &ModelFolder, tuned: &Path, out: &Path) -> Re
             base.as_os_str(),
             "--output".as_ref(),
             out.as_os_str(),
-            "--weights".as_ref(),
-            tuned.as_os_str(),
+            flag.as_ref(),
+            value.as_os_str(),
         ],
-        "exporting the tuned model",
+        what,
     )
     .map(drop)
 }

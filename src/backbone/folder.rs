@@ -111,6 +111,10 @@ impl ExportRecord {
     fn layout(&self, dir: &Path) -> Result<GraphLayout> {
         match (self.graph.as_deref(), self.route.as_deref()) {
             (Some(GraphLayout::FUSED), _) => Ok(GraphLayout::Fused),
+            (Some("with-heads"), _) => Err(Error::model(
+                dir.join("frostline.json"),
+                "this folder is a served model (frostline export --with-heads): its graph ends in the heads, so it is no backbone; run it with ONNX Runtime (scripts/predict_onnx.py), and give frostline the model folder or checkpoint it came from".to_string(),
+            )),
             (Some("torch.onnx.export"), _) | (None, Some("torch.onnx.export")) => {
                 Ok(GraphLayout::AsGiven)
             }

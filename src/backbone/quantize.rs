@@ -30,7 +30,9 @@ pub(crate) fn write_calibration(path: &Path, texts: &[String]) -> Result<Calibra
 }
 
 /// Quantizes `input` into `output` (written whole or not at all) and returns what the quantizer
-/// reported. Static needs `calibration` (texts file) and the folder's tokenizer.
+/// reported. Static needs `calibration` (texts file) and the folder's tokenizer. `layers_below`:
+/// only the weights of encoder layers below it (a served graph's frozen part; its tuned layers
+/// and heads stay fp32, as they run in frostline).
 pub(crate) fn quantize_graph(
     input: &Path,
     output: &Path,
@@ -38,8 +40,10 @@ pub(crate) fn quantize_graph(
     calibration: Option<&Path>,
     folder: &ModelFolder,
     max_length: usize,
+    layers_below: Option<usize>,
 ) -> Result<serde_json::Value> {
     let max_len = max_length.to_string();
+    let below = layers_below.map(|n| n.to_string());
     let mut args: Vec<&std::ffi::OsStr> = vec![
         "--input".as_ref(),
         input.as_os_str(),
@@ -52,6 +56,9 @@ pub(crate) fn quantize_graph(
     ];
     if !recipe.per_channel {
         args.push("--per-tensor".as_ref());
+    }
+    if let Some(n) = &below {
+        args.extend::<[&std::ffi::OsStr; 2]>(["--layers-below".as_ref(), n.as_ref()]);
     }
     if let Some(c) = calibration {
         args.extend([
@@ -89,19 +96,7 @@ pub(crate) fn ensure_quantized_cut(
     if path.is_file() {
         return Ok(path);
     }
-    let calibration = match recipe.method {
-        QuantMethod::Static => {
-            let c = folder.dir.join(CALIBRATION);
-            if !c.is_file() {
-                return Err(Error::model(
-                    &folder.dir,
-                    format!("{CALIBRATION} is missing: a static folder's frost-line graphs are calibrated on it; re-make the folder with frostline quantize"),
-                ));
-            }
-            Some(c)
-        }
-        _ => None,
-    };
+    let calibration = calibration_of(folder, recipe)?;
     quantize_graph(
         &cut,
         &path,
@@ -109,6 +104,7 @@ pub(crate) fn ensure_quantized_cut(
         calibration.as_deref(),
         folder,
         folder.max_length,
+        None,
     )?;
     Ok(path)
 }
@@ -130,4 +126,47 @@ pub(crate) fn frozen_graph(
         Some(r) => Ok((ensure_quantized_cut(folder, n, r)?, r.describe())),
         None => Ok((super::export::ensure_cut(folder, n)?, "fp32".into())),
     }
+}
+
+/// The calibration texts a recipe needs: a static folder's own `calibration.txt`, nothing for the
+/// run-time recipes.
+fn calibration_of(folder: &ModelFolder, recipe: Recipe) -> Result<Option<PathBuf>> {
+    if recipe.method != QuantMethod::Static {
+        return Ok(None);
+    }
+    let c = folder.dir.join(CALIBRATION);
+    if !c.is_file() {
+        return Err(Error::model(
+            &folder.dir,
+            format!("{CALIBRATION} is missing: a static folder's frost-line graphs are calibrated on it; re-make the folder with frostline quantize"),
+        ));
+    }
+    Ok(Some(c))
+}
+
+/// A served graph (`export --with-heads`, at `graph`) made int8 in place below layer
+/// `layers_below` with `folder`'s recipe: the same int8 products frostline runs there.
+pub(crate) fn quantize_served(
+    folder: &ModelFolder,
+    recipe: Recipe,
+    graph: &Path,
+    layers_below: usize,
+) -> Result<serde_json::Value> {
+    let int8 = crate::io::fsutil::temp_path(graph);
+    let calibration = calibration_of(folder, recipe)?;
+    let report = quantize_graph(
+        graph,
+        &int8,
+        recipe,
+        calibration.as_deref(),
+        folder,
+        folder.max_length,
+        Some(layers_below),
+    );
+    let report = report.and_then(|r| {
+        std::fs::rename(&int8, graph).map_err(|e| Error::io(graph, e))?;
+        Ok(r)
+    });
+    let _ = std::fs::remove_file(&int8);
+    report
 }

@@ -27,6 +27,7 @@ use crate::runfile::{TaskConfig, TrainConfig};
 
 pub mod identity;
 pub mod seal;
+pub mod served;
 
 pub use identity::BackboneIdentity;
 
@@ -641,15 +642,24 @@ pub fn export_model(
 /// Names the checkpoint and regime the exported weights came from in the folder's
 /// `frostline.json` (the exporter saw only a temporary file of merged layers).
 fn record_tuning(path: &Path, ck: &Checkpoint, task: Option<&str>) -> Result<()> {
+    record_in(
+        path,
+        "weights_override",
+        serde_json::json!({
+            "checkpoint": ck.dir,
+            "regime": ck.manifest.regime.to_string(),
+            "lora_merged": ck.manifest.regime.tuning() == Tuning::Lora,
+            "task": task,
+        }),
+    )
+}
+
+/// Sets `key` of the exporter's record `path` (a folder's `frostline.json`) to `value`.
+pub(crate) fn record_in(path: &Path, key: &str, value: serde_json::Value) -> Result<()> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut info: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
-    info["weights_override"] = serde_json::json!({
-        "checkpoint": ck.dir,
-        "regime": ck.manifest.regime.to_string(),
-        "lora_merged": ck.manifest.regime.tuning() == Tuning::Lora,
-        "task": task,
-    });
+    info[key] = value;
     let json = serde_json::to_vec_pretty(&info).map_err(|e| Error::Internal(e.to_string()))?;
     fsutil::write_bytes_atomic(path, &json)
 }

@@ -161,6 +161,7 @@ pub(crate) fn resolve(cli: Cli) -> Result<Resolved> {
                 checkpoint: a.checkpoint,
                 model,
                 task: a.task,
+                with_heads: a.with_heads,
                 out: a.out,
                 force: a.force,
             })

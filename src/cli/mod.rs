@@ -181,9 +181,10 @@ pub enum Command {
         after_help = "Examples:\n  frostline fewshot --run runs/default.toml --k 8 --seeds 10\n  frostline fewshot --train data/sst2/train.csv --test data/sst2/test.csv --k 16 --regime frozen-backbone --regime contrastive,frost-line=3"
     )]
     Fewshot(FewshotArgs),
-    /// Export a frost-line checkpoint's tuned backbone as one ONNX model folder.
+    /// Export a frost-line checkpoint's tuned backbone as one ONNX model folder, or (--with-heads)
+    /// any checkpoint as one ONNX graph that predicts.
     #[command(
-        after_help = "Example:\n  frostline export --checkpoint ckpt-frost --out models/minilm-tuned"
+        after_help = "Examples:\n  frostline export --checkpoint ckpt-frost --out models/minilm-tuned\n  frostline export --checkpoint ckpt --with-heads --out served/intent\n  python scripts/predict_onnx.py --model served/intent --input new.csv --output predictions.csv"
     )]
     Export(ExportArgs),
     /// Write an int8 copy of a model folder (per-token by default; static or dynamic on request).
@@ -429,8 +430,13 @@ pub struct ExportArgs {
     pub model: Option<PathBuf>,
     /// The task whose tuned backbone to export, where tasks own their adapters
     /// (`tasks.X.adapter = "own"`); a checkpoint of one shared copy needs none.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "with_heads")]
     pub task: Option<String>,
+    /// One ONNX graph with pooling and every task's head: ids and mask in, the embedding and
+    /// each task's probabilities out (per-task adapters as branches above the frost line; int8
+    /// below it where the backbone runs int8), with heads.json saying how to decide labels.
+    #[arg(long)]
+    pub with_heads: bool,
     /// Replace the output folder even if frostline did not write it (its contents are lost).
     #[arg(long)]
     pub force: bool,

@@ -15,6 +15,8 @@ pub(crate) struct ExportJob {
     pub model: ModelChoice,
     /// Where tasks own their adapters: whose tuned backbone to export.
     pub task: Option<String>,
+    /// The served graph with every head (`checkpoint::served`) instead of the tuned backbone.
+    pub with_heads: bool,
     pub out: PathBuf,
     pub force: bool,
 }
@@ -33,6 +35,35 @@ pub(crate) fn run(job: &ExportJob) -> Result<Outcome> {
         job.force,
         &[&job.checkpoint, &folder.dir],
     )?;
+    if job.with_heads {
+        let served = checkpoint::served::export_with_heads(&mut ck, &folder, &out)?;
+        let tasks: Vec<&str> = ck
+            .manifest
+            .tasks
+            .iter()
+            .map(|t| t.config.name.as_str())
+            .collect();
+        let text = format!(
+            "exported {} from {}: one graph with the heads of {} ({}; branches {}); heads.json says how to decide labels, scripts/predict_onnx.py runs it\n",
+            job.out.display(),
+            job.checkpoint.display(),
+            tasks.join(", "),
+            served.numerics,
+            served.branches.join(", "),
+        );
+        let json = serde_json::json!({
+            "checkpoint": job.checkpoint,
+            "model_dir": folder.dir,
+            "with_heads": true,
+            "tasks": tasks,
+            "branches": served.branches,
+            "numerics": served.numerics,
+            "output": job.out,
+        });
+        let mut outcome = Outcome::new(text, json);
+        outcome.warnings = warnings;
+        return Ok(outcome);
+    }
     checkpoint::export_model(&mut ck, job.task.as_deref(), &folder, &out)?;
     let of_task = job
         .task

@@ -75,6 +75,7 @@ pub(crate) fn run(job: &QuantizeJob) -> Result<Outcome> {
                 .as_deref(),
             &folder,
             folder.max_length,
+            None,
         )?;
         let record = Quantization {
             version: 1,
