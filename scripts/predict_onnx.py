@@ -124,22 +124,20 @@ def viterbi_bio(probs: np.ndarray, classes: list[str]) -> list[int]:
     n, k = probs.shape
     if n == 0:
         return []
+    # step[p, c]: 0 where tag c may follow tag p, -inf where not (row k: the sentence start).
+    step = np.array([[0.0 if allowed(p, c) else -np.inf for c in range(k)] for p in [*range(k), None]], np.float32)
     lp = np.log(np.maximum(probs, np.float32(1e-12))).astype(np.float32)
-    score = [lp[0, c] if allowed(None, c) else np.float32(-np.inf) for c in range(k)]
-    back = [[0] * k for _ in range(n)]
+    score = (lp[0] + step[k]).astype(np.float32)
+    back = np.zeros((n, k), np.int64)
     for i in range(1, n):
-        nxt = [np.float32(-np.inf)] * k
-        for c in range(k):
-            for p in range(k):
-                if score[p] > -np.inf and allowed(p, c) and score[p] > nxt[c]:
-                    nxt[c] = score[p]
-                    back[i][c] = p
-            nxt[c] = np.float32(nxt[c] + lp[i, c])
-        score = nxt
-    c = max(range(k), key=lambda j: (score[j], -j))
+        # The first best predecessor wins a tie, as frostline's strict comparison does.
+        cand = score[:, None] + step[:k]
+        back[i] = np.argmax(cand, axis=0)
+        score = (cand[back[i], np.arange(k)] + lp[i]).astype(np.float32)
+    c = int(np.argmax(score))
     path = [c] * n
     for i in range(n - 1, 0, -1):
-        c = back[i][c]
+        c = int(back[i][c])
         path[i - 1] = c
     return path
 
@@ -196,14 +194,15 @@ class Served:
             feed["word_spans"] = ws
         return self.session.run(outputs, feed)
 
-    def sentence_probs(self, texts: list[str], task: dict, batch: int) -> np.ndarray:
+    def sentence_probs(self, texts: list[str], tasks: list[dict], batch: int) -> list[np.ndarray]:
+        """Each sentence task's probabilities for every text, all tasks in one pass of the graph."""
         encs = self.tokenizer.encode_batch([self.prefix + t for t in texts])
         order = sorted(range(len(texts)), key=lambda i: len(encs[i].ids))
-        out = np.zeros((len(texts), len(task["classes"])), np.float32)
+        out = [np.zeros((len(texts), len(t["classes"])), np.float32) for t in tasks]
         for s in range(0, len(order), batch):
             rows = order[s : s + batch]
-            (probs,) = self.run([encs[i] for i in rows], None, [task["output"]])
-            out[rows] = probs
+            for o, probs in zip(out, self.run([encs[i] for i in rows], None, [t["output"] for t in tasks])):
+                o[rows] = probs
         return out
 
     def word_probs(self, sentences: list[list[str]], task: dict, batch: int) -> list[np.ndarray]:
@@ -360,17 +359,21 @@ def main() -> None:
     texts = read_texts(args.input, args.text_column)
     wanted = args.tasks.split(",") if args.tasks else [t["name"] for t in served.spec["tasks"]]
     by_name = {t["name"]: t for t in served.spec["tasks"]}
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        sys.exit(f"predict_onnx: no task {unknown[0]!r} in {args.model / 'heads.json'} (tasks: {', '.join(by_name)})")
+    sentence_tasks = [by_name[n] for n in wanted if by_name[n]["input"] == "sentence"]
+    found = dict(zip((t["name"] for t in sentence_tasks),
+                     served.sentence_probs(texts, sentence_tasks, args.batch) if sentence_tasks else []))
     cols: dict[str, list] = {}
     for name in wanted:
-        if name not in by_name:
-            sys.exit(f"predict_onnx: no task {name!r} in {args.model / 'heads.json'} (tasks: {', '.join(by_name)})")
         task = by_name[name]
         if task["input"] == "words":
             places = [split_words(t) for t in texts]
             sentences = [[t[a:b] for a, b in ps] for t, ps in zip(texts, places)]
             cols.update(decide_words(task, texts, places, served.word_probs(sentences, task, args.batch)))
         else:
-            cols.update(decide_sentences(task, served.sentence_probs(texts, task, args.batch)))
+            cols.update(decide_sentences(task, found[name]))
     with args.output.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(list(cols))

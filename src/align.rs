@@ -217,10 +217,11 @@ pub(crate) fn gather_words<'a>(
 /// each word's byte range in `text`.
 pub(crate) fn split_words(text: &str) -> Vec<Range<usize>> {
     let mut out = Vec::new();
-    let mut pos = 0;
+    // Each piece's byte offset: the separators are whitespace characters of 1 to 3 bytes (a
+    // no-break space is 2), so the offset is found, not counted.
+    let base = text.as_ptr() as usize;
     for piece in text.split(char::is_whitespace) {
-        let start = pos;
-        pos += piece.len() + 1;
+        let start = piece.as_ptr() as usize - base;
         if piece.is_empty() {
             continue;
         }
@@ -310,5 +311,9 @@ mod tests {
                 "it's", "done", "!"
             ]
         );
+        // Separators wider than a byte (no-break space, ideographic space) keep the places right.
+        let text = "Hello\u{a0}world,\u{3000}from Paris";
+        let words: Vec<&str> = split_words(text).into_iter().map(|r| &text[r]).collect();
+        assert_eq!(words, ["Hello", "world", ",", "from", "Paris"]);
     }
 }
