@@ -117,14 +117,20 @@ pub(crate) fn frozen_graph(
     n: usize,
     quantize_frozen: bool,
 ) -> Result<(PathBuf, String)> {
-    let recipe = match &folder.quantization {
+    match frozen_recipe(folder, quantize_frozen) {
+        Some(r) => Ok((ensure_quantized_cut(folder, n, r)?, r.describe())),
+        None => Ok((super::export::ensure_cut(folder, n)?, "fp32".into())),
+    }
+}
+
+/// The int8 recipe of the layers below a frost line (every layer without one): the folder's
+/// own for a quantized folder, the frozen-part recipe when `quantize_frozen` asks for it, `None`
+/// for fp32. The one place this is decided: token states and served graphs both follow it.
+pub(crate) fn frozen_recipe(folder: &ModelFolder, quantize_frozen: bool) -> Option<Recipe> {
+    match &folder.quantization {
         Some(q) => Some(q.recipe),
         None if quantize_frozen => Some(Recipe::FROZEN_PART),
         None => None,
-    };
-    match recipe {
-        Some(r) => Ok((ensure_quantized_cut(folder, n, r)?, r.describe())),
-        None => Ok((super::export::ensure_cut(folder, n)?, "fp32".into())),
     }
 }
 

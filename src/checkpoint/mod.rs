@@ -561,6 +561,12 @@ impl Checkpoint {
         Ok(Some(encoders))
     }
 
+    /// Where the checkpoint lies, absolute: what an exported folder records of its source reads
+    /// the same from any directory.
+    pub fn absolute_dir(&self) -> PathBuf {
+        std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone())
+    }
+
     /// Whether some task owns its adapter (its own copy of what trained above the frost line).
     pub fn has_own_adapters(&self) -> bool {
         self.manifest
@@ -646,7 +652,7 @@ fn record_tuning(path: &Path, ck: &Checkpoint, task: Option<&str>) -> Result<()>
         path,
         "weights_override",
         serde_json::json!({
-            "checkpoint": ck.dir,
+            "checkpoint": ck.absolute_dir(),
             "regime": ck.manifest.regime.to_string(),
             "lora_merged": ck.manifest.regime.tuning() == Tuning::Lora,
             "task": task,

@@ -6,7 +6,6 @@
 use std::path::Path;
 
 use super::{Checkpoint, TaskEntry};
-use crate::backbone::quant_record::Recipe;
 use crate::backbone::ModelFolder;
 use crate::error::{Error, Result};
 use crate::io::fsutil;
@@ -42,7 +41,8 @@ pub fn export_with_heads(
     folder: &ModelFolder,
     out: &OutputFolder,
 ) -> Result<Served> {
-    let recipe = int8_recipe(ck, folder);
+    let recipe =
+        crate::backbone::quantize::frozen_recipe(folder, ck.manifest.train.quantize_frozen);
     let line = ck.manifest.frost_line;
     let below = line.unwrap_or(folder.num_layers);
     let numerics = match recipe {
@@ -110,7 +110,7 @@ pub fn export_with_heads(
                 &tmp.join("frostline.json"),
                 "served_from",
                 serde_json::json!({
-                    "checkpoint": ck.dir,
+                    "checkpoint": ck.absolute_dir(),
                     "regime": ck.manifest.regime.to_string(),
                 }),
             )
@@ -122,17 +122,6 @@ pub fn export_with_heads(
         branches: branches.into_iter().map(|(n, _)| n).collect(),
         numerics,
     })
-}
-
-/// The int8 recipe of the layers below the frost line (all layers without one), as `predict`
-/// runs them: the folder's own for an int8 folder, the frozen-part recipe for a run with
-/// `train.quantize_frozen`; `None` for fp32.
-fn int8_recipe(ck: &Checkpoint, folder: &ModelFolder) -> Option<Recipe> {
-    match &folder.quantization {
-        Some(q) => Some(q.recipe),
-        None if ck.manifest.train.quantize_frozen => Some(Recipe::FROZEN_PART),
-        None => None,
-    }
 }
 
 fn write_tensors(path: &Path, store: &ParamStore) -> Result<()> {
@@ -189,7 +178,7 @@ fn describe(
         "format": HEADS_FORMAT,
         "produced_by": {
             "frostline": env!("CARGO_PKG_VERSION"),
-            "checkpoint": ck.dir,
+            "checkpoint": ck.absolute_dir(),
             "regime": ck.manifest.regime.to_string(),
         },
         "inputs": {
