@@ -2,11 +2,14 @@
 """Where ONNX Runtime's time goes in frostline's fused graphs, op type by op type (ORT's own
 profiler, kernel time), for the fp32 and the int8 (per-token) graph on the short test texts and on
 long documents; and what that means for the fp32 throughput target: the model GFLOP/s frostline
-could reach if every op but the weight products took no time at all. Through
-scripts/bench_ort_profile.sh; writes bench-results/ort_profile.md.
+could reach if every op but the weight products took no time at all. The graphs frostline runs are
+profiled inside `frostline embed` (FROSTLINE_ORT_PROFILE; the int8 folder's own operators load
+nowhere else); the portable int8 graph (ONNX Runtime's ops alone, as `export --with-heads` writes
+it) from Python, beside them. Through scripts/bench_ort_profile.sh; writes bench-results/ort_profile.md.
 
-    bench_ort_profile.py --model models/all-MiniLM-L6-v2 --int8 INT8_FOLDER --shared ../shared \
-        --threads 2 --out bench-results/ort_profile.md
+    bench_ort_profile.py --frostline target/release/frostline --model models/all-MiniLM-L6-v2 \
+        --int8 INT8_FOLDER --portable PORTABLE.onnx --shared ../shared --threads 2 \
+        --out bench-results/ort_profile.md
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -37,9 +42,33 @@ def matmul_flops_per_token(graph: str) -> float:
                if n.op_type == "MatMul" and len(dims.get(n.input[1], [])) == 2)
 
 
-def profile(graph: str, tokenizer: str, texts: list[str], threads: int, work: Path) -> tuple[dict, int]:
-    """Kernel microseconds per op type over one pass of `texts` (length-sorted batches of 32),
-    and the real tokens seen."""
+def kernel_times(events: list) -> dict:
+    """Kernel microseconds per op type in an ONNX Runtime profile."""
+    per_op: dict[str, float] = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] += e["dur"]
+    return dict(per_op)
+
+
+def profile_frostline(binary: str, folder: str, texts: list[str], threads: int, work: Path) -> dict:
+    """Kernel microseconds per op type of one `frostline embed` of `texts` (its own batching:
+    length-sorted, 1024 padded tokens per batch), from ORT's profile of frostline's session."""
+    run = Path(tempfile.mkdtemp(dir=work))
+    (run / "texts.txt").write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
+    env = dict(os.environ, FROSTLINE_ORT_PROFILE=str(run / "ort"))
+    subprocess.run([binary, "embed", "--no-progress", "--model", folder, "--input", run / "texts.txt",
+                    "--output", run / "v.npy", "--cache-dir", run / "cache", "--threads", str(threads)],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+    profiles = sorted(run.glob("ort*.json"))
+    if len(profiles) != 1:
+        sys.exit(f"frostline embed left {len(profiles)} ONNX Runtime profiles in {run}, expected one")
+    return kernel_times(json.loads(profiles[0].read_text()))
+
+
+def profile(graph: str, tokenizer: str, texts: list[str], threads: int, work: Path) -> dict:
+    """Kernel microseconds per op type over one pass of `texts` through `graph` in Python's ONNX
+    Runtime (length-sorted batches of 32)."""
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
@@ -54,20 +83,16 @@ def profile(graph: str, tokenizer: str, texts: list[str], threads: int, work: Pa
     enc = tok.encode_batch(texts)
     for _, ids, mask in benchlib.sorted_batches(enc):
         sess.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
-    events = json.loads(Path(sess.end_profiling()).read_text())
-    per_op: dict[str, float] = collections.Counter()
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            per_op[e["args"]["op_name"]] += e["dur"]
-    return dict(per_op), sum(len(e.ids) for e in enc)
+    return kernel_times(json.loads(Path(sess.end_profiling()).read_text()))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    benchlib.common_args(ap, "model", "shared", "texts", "threads", "out",
+    benchlib.common_args(ap, "frostline", "model", "shared", "texts", "threads", "out",
                          shared={"default": str(Path(__file__).resolve().parents[2] / "shared")},
                          out={"default": "bench-results/ort_profile.md"})
     ap.add_argument("--int8", required=True, help="an int8 (per-token) folder made from --model")
+    ap.add_argument("--portable", required=True, help="the same int8 graph on ONNX Runtime's ops alone")
     ap.add_argument("--long-texts", type=int, default=600)
     args = ap.parse_args()
 
@@ -86,12 +111,25 @@ def main() -> None:
         f"CPU: {cpu}; flags: {flags}",
         "",
         f"ONNX Runtime fp32 matmul peak: {peak:.0f} GFLOP/s ({shape}); model work {flops / 1e6:.2f} MFLOP per token "
-        "(weight products). Kernel time from ONNX Runtime's profiler, length-sorted batches of 32.",
+        "(weight products). Kernel time from ONNX Runtime's profiler: inside `frostline embed` "
+        "(length-sorted, 1024 padded tokens per batch) for the graphs frostline runs, from Python "
+        "(length-sorted batches of 32) for the portable int8 graph.",
         "",
     ]
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(tokenizer)
+    tok.enable_truncation(256)
+    tok.no_padding()
+    runs = [
+        ("fp32", lambda t: profile_frostline(args.frostline, args.model, t, args.threads, work), f"{args.model}/model.onnx"),
+        ("int8 per-token, frostline's own ops", lambda t: profile_frostline(args.frostline, args.int8, t, args.threads, work), None),
+        ("int8 per-token, portable (ONNX Runtime's ops alone)", lambda t: profile(args.portable, tokenizer, t, args.threads, work), None),
+    ]
     for cname, texts in corpora.items():
-        for gname, graph in [("fp32", f"{args.model}/model.onnx"), ("int8 per-token", f"{args.int8}/model.onnx")]:
-            per_op, tokens = profile(graph, tokenizer, texts, args.threads, work)
+        tokens = sum(len(e.ids) for e in tok.encode_batch(texts))
+        for gname, run, graph in runs:
+            per_op = run(texts)
             total = sum(per_op.values())
             lines += [
                 f"## {gname}, {cname} corpus ({len(texts)} texts, {tokens / len(texts):.1f} tokens on average)",
@@ -105,7 +143,7 @@ def main() -> None:
             achieved = tokens * flops / (total / 1e6) / 1e9
             lines += ["", f"- all kernels: {total / 1e6:.2f} s = {achieved:.0f} GFLOP/s of model work"
                       + (f" = **{100 * achieved / peak:.0f} % of the fp32 matmul peak**" if gname == "fp32" else "")]
-            if gname == "fp32":
+            if graph:
                 # The MatMul nodes' own rate; the QKV product inside Attention taken to run at it.
                 mm_flops = matmul_flops_per_token(graph)
                 rate = tokens * mm_flops / (per_op["MatMul"] / 1e6) / 1e9

@@ -5,6 +5,7 @@
     quantize_onnx.py --input model.onnx --output out.onnx --method static \
         --calibration texts.txt --tokenizer tokenizer.json --max-length 256
     quantize_onnx.py --input model.onnx --output out.onnx --method dynamic
+    quantize_onnx.py --input model.onnx --output out.onnx --method per-token --own-ops
 
 Only the MatMuls with a weight (QKV, attention output, FFN in and out) become int8; the attention
 products, LayerNorm, Softmax and GELU stay fp32, where int8 costs accuracy for little speed. A fused
@@ -18,6 +19,10 @@ The activations feeding them:
 - static: uint8 with ranges fixed from calibration texts (ONNX Runtime's quantize_static);
 - dynamic: uint8 with one range per batch, measured at run time (quantize_dynamic) — vectors
   change with their batch-mates.
+
+--own-ops (per-token) writes the element-wise work around each int8 product with frostline's own
+operators (domain ai.frostline: QuantizeRows, ScaleBiasResidual, ScaleSplit), which only
+frostline's sessions load; the results are the portable graph's, bit for bit.
 
 Prints one JSON line describing what was done; frostline records it in the folder.
 """
@@ -103,17 +108,66 @@ def weight_matmuls(model, layers_below: int | None = None) -> tuple[list, set]:
     return weighted, other
 
 
-def per_token(model, per_channel: bool, layers_below: int | None = None) -> int:
+OWN_DOMAIN = "ai.frostline"  # frostline's own ORT operators (src/backbone/own_ops.rs)
+
+
+def bias_then_residual(readers: dict, product: str, inits: dict) -> tuple | None:
+    """The two nodes `Add(product, bias)` → `Add(·, residual)` that follow a product, when each
+    is its input's only reader (the attention output and FFN output products), else None."""
+    first = readers.get(product, [])
+    if len(first) != 1 or first[0].op_type != "Add" or first[0].domain not in ("", "ai.onnx"):
+        return None
+    bias = [i for i in first[0].input if i != product]
+    if len(bias) != 1 or bias[0] not in inits or len(inits[bias[0]].dims) != 1:
+        return None
+    second = readers.get(first[0].output[0], [])
+    if len(second) != 1 or second[0].op_type != "Add" or second[0].domain not in ("", "ai.onnx"):
+        return None
+    residual = [i for i in second[0].input if i != first[0].output[0]]
+    if len(residual) != 1:
+        return None
+    return first[0], second[0], bias[0], residual[0]
+
+
+def split_in_three(readers: dict, product: str, inits: dict) -> object | None:
+    """The `Split` into Q, K and V (three equal pieces of the last axis) that alone reads a
+    QKV product, else None."""
+    from onnx import numpy_helper
+
+    split = readers.get(product, [])
+    if len(split) != 1 or split[0].op_type != "Split" or len(split[0].output) != 3 or len(split[0].input) != 2:
+        return None
+    axis = next((a.i for a in split[0].attribute if a.name == "axis"), 0)
+    sizes = inits.get(split[0].input[1])
+    if axis != -1 or sizes is None or len(set(numpy_helper.to_array(sizes).tolist())) != 1:
+        return None
+    return split[0]
+
+
+def per_token(model, per_channel: bool, layers_below: int | None = None, own_ops: bool = False) -> int:
     """Rewrites each weighted MatMul y = x·W as int8: x's rows quantized symmetrically with
     their own max — one QuantizeLinear whose block is the whole row (opset 21 blocked
     quantization: scale [.., rows, 1], zero point 128 in uint8), int8 W, then y = (q·W_q · w_scale) · row_scale.
     Seven small nodes per activation and one Mul per product: the element-wise work
-    around each int8 product is what bounds int8's speed, not the products."""
+    around each int8 product is what bounds int8's speed, not the products.
+
+    `own_ops`: the same arithmetic on frostline's own operators (domain ai.frostline, which only
+    frostline's sessions know): one `QuantizeRows` per activation; where a product's bias and
+    residual adds follow it, one `ScaleBiasResidual` for its Mul, Add, Add; for the QKV product,
+    one `ScaleSplit` for its Mul and Split. Bit for bit the portable graph's results, in fewer
+    passes over memory."""
     from onnx import helper, numpy_helper
 
     g = model.graph
     weighted, _ = weight_matmuls(model, layers_below)
     inits = {i.name: i for i in g.initializer}
+    readers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    folded = {id(p): bias_then_residual(readers, p.output[0], inits) for p in weighted} if own_ops else {}
+    splits = {id(p): split_in_three(readers, p.output[0], inits) for p in weighted} if own_ops else {}
+    skipped = {id(n) for f in folded.values() if f for n in f[:2]} | {id(n) for n in splits.values() if n}
     g.initializer.extend([
         numpy_helper.from_array(np.array(127.0, np.float32), "fl_q_127"),
         numpy_helper.from_array(np.array(1e-12, np.float32), "fl_q_eps"),
@@ -125,6 +179,8 @@ def per_token(model, per_channel: bool, layers_below: int | None = None) -> int:
     quantized: dict[str, str] = {}  # one quantization per activation
     nodes = []
     for n in g.node:
+        if id(n) in skipped:
+            continue
         if id(n) not in targets:
             nodes.append(n)
             continue
@@ -135,7 +191,11 @@ def per_token(model, per_channel: bool, layers_below: int | None = None) -> int:
         w_q = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
         p = f"{n.name}_q_"
         g.initializer.extend([numpy_helper.from_array(w_q, p + "w"), numpy_helper.from_array(w_scale, p + "w_scale")])
-        if x not in quantized:
+        if x not in quantized and own_ops:
+            a = f"{n.name}_qa_"
+            quantized[x] = a
+            nodes.append(helper.make_node("QuantizeRows", [x], [a + "q", a + "scale"], domain=OWN_DOMAIN))
+        elif x not in quantized:
             a = f"{n.name}_qa_"
             quantized[x] = a
             nodes += [
@@ -154,11 +214,17 @@ def per_token(model, per_channel: bool, layers_below: int | None = None) -> int:
         # ORT's MatMulIntegerToFloat (contrib op, CPU) takes one activation scale or one per
         # column of A, not one per row: it applies the weight scales (activation scale 1), and a
         # Mul applies each row's own scale.
-        nodes += [
-            helper.make_node("MatMulIntegerToFloat", [a + "q", p + "w", "fl_q_one", p + "w_scale", "fl_q_zp"],
-                             [p + "f"], domain="com.microsoft"),
-            helper.make_node("Mul", [p + "f", a + "scale"], [out]),
-        ]
+        nodes.append(helper.make_node("MatMulIntegerToFloat", [a + "q", p + "w", "fl_q_one", p + "w_scale", "fl_q_zp"],
+                                      [p + "f"], domain="com.microsoft"))
+        fold, split = folded.get(id(n)), splits.get(id(n))
+        if split:
+            nodes.append(helper.make_node("ScaleSplit", [p + "f", a + "scale"], list(split.output), domain=OWN_DOMAIN))
+        elif fold:
+            _, second, bias, residual = fold
+            nodes.append(helper.make_node("ScaleBiasResidual", [p + "f", a + "scale", bias, residual],
+                                          [second.output[0]], domain=OWN_DOMAIN))
+        else:
+            nodes.append(helper.make_node("Mul", [p + "f", a + "scale"], [out]))
     del g.node[:]
     g.node.extend(nodes)
     used = {i for n in g.node for i in n.input}
@@ -171,6 +237,8 @@ def per_token(model, per_channel: bool, layers_below: int | None = None) -> int:
         if o.domain in ("", "ai.onnx"):
             o.version = max(o.version, 21)
     model.ir_version = max(model.ir_version, 10)
+    if own_ops:
+        model.opset_import.append(helper.make_opsetid(OWN_DOMAIN, 1))
     return len(weighted)
 
 
@@ -212,6 +280,8 @@ def main() -> None:
     ap.add_argument("--calibration", help="static: texts, one per line")
     ap.add_argument("--tokenizer", help="static: tokenizer.json")
     ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--own-ops", action="store_true",
+                    help="per-token: fold the element-wise work into frostline's own operators (a graph only frostline runs)")
     ap.add_argument("--layers-below", type=int, default=None,
                     help="quantize only the weights of encoder layers 0..N-1 (a graph with tuned layers or heads above them)")
     args = ap.parse_args()
@@ -219,6 +289,8 @@ def main() -> None:
     import onnx
     import onnxruntime
 
+    if args.own_ops and args.method != "per-token":
+        die("--own-ops is for the per-token recipe (static and dynamic run ONNX Runtime's own int8 nodes)")
     per_channel = not args.per_tensor
     model = onnx.load(args.input)
     below = args.layers_below
@@ -239,7 +311,8 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="frostline-quantize-")
     try:
         if args.method == "per-token":
-            per_token(model, per_channel, below)
+            per_token(model, per_channel, below, args.own_ops)
+            record["own_ops"] = OWN_DOMAIN if args.own_ops else None
             if not any(o.domain == "com.microsoft" for o in model.opset_import):
                 model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
             onnx.checker.check_model(model)

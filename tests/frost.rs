@@ -43,7 +43,7 @@ fn onnx_below_n_plus_native_above_n_reproduces_the_model_for_every_n() {
         let mut embedder = TokenStateEmbedder::open(settings, n, false).unwrap();
         let (states, _) = embedder.token_states(&texts).unwrap();
         let mut store = ParamStore::default();
-        let encoder = NativeEncoder::load(&mut store, &folder, n).unwrap();
+        let encoder = NativeEncoder::load(&mut store, &folder.native_source().unwrap(), n).unwrap();
         assert_eq!(encoder.layers.len(), folder.num_layers - n);
         // All 66 texts in one packed batch, so sequences of every length share the matrices.
         let seg = Segments::from_lens(&states.lens);
@@ -80,14 +80,18 @@ fn bad_frost_line_input_is_named() {
         .unwrap()
         .to_string();
     assert!(err.contains("layer 7 is outside 0..=6"), "{err}");
-    let err = NativeEncoder::load(&mut ParamStore::default(), &folder, 9)
+    let err = folder
+        .native_source()
+        .and_then(|s| NativeEncoder::load(&mut ParamStore::default(), &s, 9))
         .unwrap_err()
         .to_string();
     assert!(err.contains("outside 0..=6"), "{err}");
 
     // No safetensors weights.
     std::fs::remove_file(m.join("model.safetensors")).unwrap();
-    let err = NativeEncoder::load(&mut ParamStore::default(), &folder, 4)
+    let err = folder
+        .native_source()
+        .and_then(|s| NativeEncoder::load(&mut ParamStore::default(), &s, 4))
         .unwrap_err()
         .to_string();
     assert!(err.contains("model.safetensors missing"), "{err}");
@@ -123,7 +127,9 @@ fn bad_frost_line_input_is_named() {
         safetensors::serialize(views, None).unwrap(),
     )
     .unwrap();
-    let err = NativeEncoder::load(&mut ParamStore::default(), &folder, 4)
+    let err = folder
+        .native_source()
+        .and_then(|s| NativeEncoder::load(&mut ParamStore::default(), &s, 4))
         .unwrap_err()
         .to_string();
     assert!(

@@ -111,8 +111,7 @@ fn quantize_writes_a_self_describing_int8_folder_that_doctor_reads() {
     let report = doctor["report"].as_str().unwrap();
     assert!(report.contains("quantization.json: made from"), "{report}");
     // The int8 graph keeps the fused layout: 4 int8 products per layer, attention (the core, its
-    // QKV product now int8) and bias+GELU fused, each activation quantized by one blocked
-    // QuantizeLinear.
+    // QKV product now int8) and bias+GELU fused.
     let graph = &doctor["graph"];
     assert_eq!(graph["int8_products"], 24, "{graph}");
     assert_eq!(
@@ -120,7 +119,17 @@ fn quantize_writes_a_self_describing_int8_folder_that_doctor_reads() {
         "{graph}"
     );
     assert_eq!(graph["ops"]["com.microsoft.BiasGelu"], 6, "{graph}");
-    assert_eq!(graph["ops"]["QuantizeLinear"], 24, "{graph}");
+    // Its element-wise work runs on frostline's own operators: one QuantizeRows per
+    // activation, the attention output and FFN output products' scale, bias and residual in one
+    // ScaleBiasResidual, the QKV product's scale and split in one ScaleSplit.
+    assert_eq!(graph["ops"]["ai.frostline.QuantizeRows"], 24, "{graph}");
+    assert_eq!(
+        graph["ops"]["ai.frostline.ScaleBiasResidual"], 12,
+        "{graph}"
+    );
+    assert_eq!(graph["ops"]["ai.frostline.ScaleSplit"], 6, "{graph}");
+    assert!(graph["ops"].get("QuantizeLinear").is_none(), "{graph}");
+    assert_eq!(record["quantizer"]["own_ops"], "ai.frostline");
     assert!(
         report.contains("int8 products: 24, on "),
         "doctor names the int8 kernel: {report}"
@@ -162,6 +171,51 @@ fn per_token_vectors_do_not_depend_on_the_batch_and_stay_close_to_fp32() {
         min > 0.95 && mean > 0.99,
         "int8 vs fp32 cosine min {min:.4}, mean {mean:.4}"
     );
+}
+
+#[test]
+fn frostline_s_own_operators_give_the_portable_graph_s_bits() {
+    // The int8 folder runs its element-wise work on frostline's own operators; a graph handed out
+    // (export --with-heads) is written with ONNX Runtime's alone. Both must give the same bits,
+    // or a served graph would not reproduce predict.
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let own = quantized(dir.path(), &model, "per-token");
+    let portable = dir.path().join("portable");
+    let (rc, _, err) = quantize(dir.path(), &model, &portable, &[]);
+    assert_eq!(rc, 0, "{err}");
+    let python = venv_python("FROSTLINE_VENV", "venv", "scripts/setup.sh");
+    let (ok, _, err) = run(std::process::Command::new(python).args(args(&[
+        &repo().join("scripts/quantize_onnx.py"),
+        &"--method per-token --input",
+        &model.join("model.onnx"),
+        &"--output",
+        &portable.join("model.onnx"),
+    ])));
+    assert!(ok, "{err}");
+    let ops = |f: &Path| frostline::backbone::graph_ops::op_counts(&f.join("model.onnx")).unwrap();
+    let (own_ops, portable_ops) = (ops(&own), ops(&portable));
+    assert_eq!(own_ops.get("ai.frostline.QuantizeRows"), Some(&24));
+    assert_eq!(portable_ops.get("QuantizeLinear"), Some(&24));
+    assert!(!portable_ops.keys().any(|op| op.starts_with("ai.frostline")));
+    let texts = mixed_texts(120);
+    let vectors = |folder: &Path, cache: &str| {
+        let mut settings = settings_for(folder);
+        settings.cache_root = dir.path().join(cache);
+        SentenceEmbedder::open(settings)
+            .unwrap()
+            .embed(&texts)
+            .unwrap()
+            .0
+    };
+    let (a, b) = (vectors(&own, "c-own"), vectors(&portable, "c-portable"));
+    assert_eq!(a.dim(), (texts.len(), 384));
+    let differ = a
+        .iter()
+        .zip(b.iter())
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count();
+    assert_eq!(differ, 0, "{differ} of {} values differ", a.len());
 }
 
 #[test]
@@ -285,7 +339,9 @@ fn the_frozen_part_of_a_frost_line_runs_in_int8_and_the_checkpoint_remembers() {
     ]);
     assert_eq!(rc, 0, "{err}");
     let trained = json_of(&out);
-    assert!(copy.join("model.cut-5.int8-per-token.onnx").is_file());
+    assert!(copy
+        .join("model.cut-5.int8-per-token.own-ops.onnx")
+        .is_file());
     assert_eq!(manifest(&root.join("ck"))["train"]["quantize_frozen"], true);
 
     // eval re-reads the test split through the int8 frozen part with no flag repeated, and
@@ -389,12 +445,19 @@ fn an_int8_folder_borrows_its_source_s_weights_checked_by_hash() {
         folder.native_weights().unwrap(),
         source.join("model.safetensors")
     );
-    NativeEncoder::load(&mut ParamStore::default(), &folder, 5).unwrap();
+    NativeEncoder::load(
+        &mut ParamStore::default(),
+        &folder.native_source().unwrap(),
+        5,
+    )
+    .unwrap();
 
     // The source's weights replaced (the hard link dropped, the original untouched).
     std::fs::remove_file(source.join("model.safetensors")).unwrap();
     std::fs::write(source.join("model.safetensors"), b"other weights").unwrap();
-    let err = NativeEncoder::load(&mut ParamStore::default(), &folder, 5)
+    let err = folder
+        .native_source()
+        .and_then(|source| NativeEncoder::load(&mut ParamStore::default(), &source, 5))
         .unwrap_err()
         .to_string();
     assert!(

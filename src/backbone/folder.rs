@@ -285,6 +285,18 @@ impl ModelFolder {
         }
     }
 
+    /// What the native layers above a frost line read of this folder: [`Self::native_weights`]
+    /// and config.json's shape.
+    pub fn native_source(&self) -> Result<crate::nn::bert::BertSource> {
+        Ok(crate::nn::bert::BertSource {
+            weights: self.native_weights()?,
+            num_layers: self.num_layers,
+            hidden: self.hidden_size,
+            heads: self.num_attention_heads,
+            layer_norm_eps: self.layer_norm_eps,
+        })
+    }
+
     /// Where the native layers above a frost line load their fp32 weights: the folder's own
     /// `model.safetensors`, or — for an int8 folder, which keeps no copy — the one of the fp32
     /// folder it was made from, checked unchanged by content hash before it is trusted.

@@ -1,6 +1,7 @@
 //! The frozen backbone: which model folder (`choice`), what it holds (`folder`), the ORT
 //! library (`runtime`) and session (`session`), graphs frostline cuts or exports (`export`) and
-//! int8 ones (`quantize`, recorded in `quant_record`).
+//! int8 ones (`quantize`, recorded in `quant_record`), and frostline's own ORT operators
+//! those run (`own_ops`).
 
 pub use crate::pool::{Pooling, PoolingMode};
 
@@ -8,6 +9,7 @@ pub(crate) mod choice;
 pub(crate) mod export;
 pub(crate) mod folder;
 pub mod graph_ops;
+pub(crate) mod own_ops;
 pub(crate) mod quant_record;
 pub(crate) mod quantize;
 pub(crate) mod runtime;

@@ -29,6 +29,23 @@ pub(crate) fn write_calibration(path: &Path, texts: &[String]) -> Result<Calibra
     })
 }
 
+/// Which operators an int8 graph is written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ops {
+    /// For a graph frostline runs itself: the per-token recipe's element-wise work on
+    /// frostline's own operators ([`super::own_ops`]), bit for bit the portable results.
+    Own,
+    /// For a graph handed out (`export --with-heads`): ONNX's and ONNX Runtime's operators only.
+    Portable,
+}
+
+impl Ops {
+    /// Whether `recipe` is written with frostline's operators (only per-token has them).
+    fn own_for(self, recipe: Recipe) -> bool {
+        self == Ops::Own && recipe.method == QuantMethod::PerToken
+    }
+}
+
 /// Quantizes `input` into `output` (written whole or not at all) and returns what the quantizer
 /// reported. Static needs `calibration` (texts file) and the folder's tokenizer. `layers_below`:
 /// only the weights of encoder layers below it (a served graph's frozen part; its tuned layers
@@ -39,10 +56,10 @@ pub(crate) fn quantize_graph(
     recipe: Recipe,
     calibration: Option<&Path>,
     folder: &ModelFolder,
-    max_length: usize,
     layers_below: Option<usize>,
+    ops: Ops,
 ) -> Result<serde_json::Value> {
-    let max_len = max_length.to_string();
+    let max_len = folder.max_length.to_string();
     let below = layers_below.map(|n| n.to_string());
     let mut args: Vec<&std::ffi::OsStr> = vec![
         "--input".as_ref(),
@@ -56,6 +73,9 @@ pub(crate) fn quantize_graph(
     ];
     if !recipe.per_channel {
         args.push("--per-tensor".as_ref());
+    }
+    if ops.own_for(recipe) {
+        args.push("--own-ops".as_ref());
     }
     if let Some(n) = &below {
         args.extend::<[&std::ffi::OsStr; 2]>(["--layers-below".as_ref(), n.as_ref()]);
@@ -90,9 +110,14 @@ pub(crate) fn ensure_quantized_cut(
     recipe: Recipe,
 ) -> Result<PathBuf> {
     let cut = super::export::ensure_cut(folder, n)?;
+    let own = if Ops::Own.own_for(recipe) {
+        ".own-ops"
+    } else {
+        ""
+    };
     let path = folder
         .dir
-        .join(format!("model.cut-{n}.{}.onnx", recipe.file_tag()));
+        .join(format!("model.cut-{n}.{}{own}.onnx", recipe.file_tag()));
     if path.is_file() {
         return Ok(path);
     }
@@ -103,8 +128,8 @@ pub(crate) fn ensure_quantized_cut(
         recipe,
         calibration.as_deref(),
         folder,
-        folder.max_length,
         None,
+        Ops::Own,
     )?;
     Ok(path)
 }
@@ -166,8 +191,8 @@ pub(crate) fn quantize_served(
         recipe,
         calibration.as_deref(),
         folder,
-        folder.max_length,
         Some(layers_below),
+        Ops::Portable,
     );
     let report = report.and_then(|r| {
         std::fs::rename(&int8, graph).map_err(|e| Error::io(graph, e))?;

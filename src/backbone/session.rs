@@ -174,7 +174,18 @@ fn build_session(rt: &Runtime, graph: &Path, threads: usize, cuda: bool) -> Resu
     let mut builder = Session::builder(&rt.environment)
         .map_err(|e| Error::ort(ctx("creating a session"), e))?
         .with_optimization_level(GraphOptimizationLevel::All)
-        .map_err(|e| Error::ort(ctx("setting the optimisation level"), e))?;
+        .map_err(|e| Error::ort(ctx("setting the optimisation level"), e))?
+        .with_operators(
+            super::own_ops::domain().map_err(|e| Error::ort(ctx("frostline's operators"), e))?,
+        )
+        .map_err(|e| Error::ort(ctx("registering frostline's operators"), e))?;
+    // ONNX Runtime's own per-node timings, for benchmarks of the graphs frostline runs (its own
+    // operators included, which no other ORT process can load): written when the session closes.
+    if let Some(prefix) = std::env::var_os("FROSTLINE_ORT_PROFILE") {
+        builder = builder
+            .with_profiling(prefix)
+            .map_err(|e| Error::ort(ctx("FROSTLINE_ORT_PROFILE"), e))?;
+    }
     if threads > 0 {
         builder = builder
             .with_intra_threads(threads)

@@ -500,7 +500,7 @@ impl Checkpoint {
             return Ok(None);
         };
         let tuning = self.manifest.regime.tuning();
-        let mut base = NativeEncoder::load(&mut self.store, folder, n)?;
+        let mut base = NativeEncoder::load(&mut self.store, &folder.native_source()?, n)?;
         if tuning == Tuning::Lora {
             // Placeholder values: every factor is replaced by the checkpoint's below.
             base.attach_lora(&mut self.store, &self.manifest.train.lora, 0);

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::backbone::choice::{open_model, ModelChoice};
-use crate::backbone::{graph_ops, runtime, ModelFolder};
+use crate::backbone::{graph_ops, own_ops, runtime, ModelFolder};
 use crate::cache;
 use crate::commands::Outcome;
 use crate::error::{ErrorKind, Result};
@@ -235,6 +235,10 @@ fn describe_graph(out: &mut String, folder: &ModelFolder) -> Result<()> {
     let rt = runtime::init(None)?;
     let session = ort::session::Session::builder(&rt.environment)
         .map_err(|e| crate::Error::ort("session", e))?
+        .with_operators(
+            own_ops::domain().map_err(|e| crate::Error::ort("frostline's operators", e))?,
+        )
+        .map_err(|e| crate::Error::ort("registering frostline's operators", e))?
         .commit_from_file(&folder.onnx)
         .map_err(|e| {
             crate::Error::model(
@@ -298,8 +302,12 @@ fn graph_ops(found: &mut Findings, folder: &ModelFolder) -> serde_json::Value {
     })
 }
 
-/// ONNX Runtime's fused contrib ops (and the fusions its own optimizer makes).
-const FUSED_OPS: [&str; 9] = [
+/// ONNX Runtime's fused contrib ops (and the fusions its own optimizer makes), and frostline's
+/// own (`backbone::own_ops`).
+const FUSED_OPS: [&str; 12] = [
+    "QuantizeRows",
+    "ScaleBiasResidual",
+    "ScaleSplit",
     "Attention",
     "MultiHeadAttention",
     "SkipLayerNormalization",

@@ -74,8 +74,8 @@ pub(crate) fn run(job: &QuantizeJob) -> Result<Outcome> {
                 .then(|| tmp.join(CALIBRATION))
                 .as_deref(),
             &folder,
-            folder.max_length,
             None,
+            quantize::Ops::Own,
         )?;
         let record = Quantization {
             version: 1,

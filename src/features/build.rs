@@ -88,7 +88,7 @@ pub(crate) fn frost_features(
     stats: &mut Vec<EmbedStats>,
 ) -> Result<Features> {
     // The layers load first: a folder without usable weights fails before any embedding.
-    let mut encoder = NativeEncoder::load(store, folder, n)?;
+    let mut encoder = NativeEncoder::load(store, &folder.native_source()?, n)?;
     if tuned.tuning == Tuning::Lora {
         encoder.attach_lora(store, tuned.lora, tuned.seed);
     }

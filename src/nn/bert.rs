@@ -2,7 +2,7 @@
 //! forward and backward passes, weights loaded by name from the model's `model.safetensors`
 //! (`encoder.layer.{i}.…`), and the model's pooling (mean / CLS, optional L2) with its backward.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ndarray::{s, Array2, ArrayD, ArrayView2, IxDyn};
 
@@ -12,7 +12,6 @@ use super::attention::{AttentionTrace, Segments, SelfAttention};
 use super::layernorm::{LayerNorm, LayerNormTrace};
 use super::linear::Linear;
 use super::params::{ParamId, ParamStore};
-use crate::backbone::ModelFolder;
 use crate::error::{Error, Result};
 use crate::pool::{l2_normalize, Pooling, PoolingMode};
 
@@ -287,6 +286,17 @@ impl BertLayer {
     }
 }
 
+/// What the native layers read of a model folder: where its fp32 weights are and config.json's
+/// shape (the backbone resolves both: `ModelFolder::native_source`).
+#[derive(Debug, Clone)]
+pub struct BertSource {
+    pub weights: PathBuf,
+    pub num_layers: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub layer_norm_eps: f32,
+}
+
 /// Layers `from..num_layers` of a BERT encoder.
 #[derive(Debug, Clone)]
 pub struct NativeEncoder {
@@ -296,21 +306,21 @@ pub struct NativeEncoder {
 }
 
 impl NativeEncoder {
-    /// Loads layers `from..L` from the folder's fp32 weights ([`ModelFolder::native_weights`])
-    /// into `store` (names as in the file, without an architecture prefix). Names or shapes that
-    /// do not match config.json are errors.
-    pub fn load(store: &mut ParamStore, folder: &ModelFolder, from: usize) -> Result<Self> {
-        if from > folder.num_layers {
+    /// Loads layers `from..L` from the folder's fp32 weights into `store` (names as in the
+    /// file, without an architecture prefix). Names or shapes that do not match config.json are
+    /// errors.
+    pub fn load(store: &mut ParamStore, source: &BertSource, from: usize) -> Result<Self> {
+        if from > source.num_layers {
             return Err(Error::Usage(format!(
                 "frost line {from} is outside 0..={} (the model has {} layers)",
-                folder.num_layers, folder.num_layers
+                source.num_layers, source.num_layers
             )));
         }
-        let path = folder.native_weights()?;
-        let weights = read_safetensors(&path)?;
-        let hidden = folder.hidden_size;
-        let heads = folder.num_attention_heads;
-        let eps = folder.layer_norm_eps;
+        let path = source.weights.as_path();
+        let weights = read_safetensors(path)?;
+        let hidden = source.hidden;
+        let heads = source.heads;
+        let eps = source.layer_norm_eps;
         let mut take = |name: String, shape: &[usize]| -> Result<ParamId> {
             let value = weights
                 .iter()
@@ -318,7 +328,7 @@ impl NativeEncoder {
                 .map(|(_, v)| v.clone())
                 .ok_or_else(|| {
                     Error::model(
-                        &path,
+                        path,
                         format!(
                             "tensor {name} not found: the weights do not match this BERT graph"
                         ),
@@ -326,7 +336,7 @@ impl NativeEncoder {
                 })?;
             if value.shape() != shape {
                 return Err(Error::model(
-                    &path,
+                    path,
                     format!(
                         "tensor {name} has shape {:?}, config.json implies {shape:?}",
                         value.shape()
@@ -336,7 +346,7 @@ impl NativeEncoder {
             Ok(store.add(name, value))
         };
         let mut layers = Vec::new();
-        for i in from..folder.num_layers {
+        for i in from..source.num_layers {
             let p = format!("encoder.layer.{i}");
             let mut linear = |name: &str, out_dim: usize, in_dim: usize| -> Result<Linear> {
                 let w = take(format!("{p}.{name}.weight"), &[out_dim, in_dim])?;
@@ -359,7 +369,7 @@ impl NativeEncoder {
                 .map(|(_, v)| v.len())
                 .ok_or_else(|| {
                     Error::model(
-                        &path,
+                        path,
                         format!("tensor {p}.intermediate.dense.bias not found"),
                     )
                 })?;

@@ -1,4 +1,5 @@
-//! The element-wise math of the native layers on contiguous rows, written so the compiler
+//! The element-wise math of the native layers (and of frostline's own ONNX Runtime operators,
+//! `backbone::own_ops`) on contiguous rows, written so the compiler
 //! vectorises it: exact GELU through a rational erf approximation, exp by range reduction and a
 //! polynomial (no calls into libm in a loop), and sums over 16 independent lanes. Each public
 //! function is compiled for AVX-512, AVX2/FMA and the baseline, and picks one at run time; the
@@ -233,9 +234,224 @@ dispatch! {
     }
 }
 
+/// The per-token int8 recipe's quantization step, the same IEEE operations as ONNX's
+/// `Abs → ReduceMax → Max(·, 1e-12) → Div(·, 127) → QuantizeLinear` (zero point 128, one block
+/// per row) so the int8 graph frostline runs with its own ops gives the very bits of the portable
+/// one: per `cols`-long row, `scale = max(max|x|, 1e-12) / 127` and
+/// `q = clamp(round_half_even(x / scale) + 128, 0, 255)`.
+pub const QUANT_EPS: f32 = 1e-12;
+
+/// Each `cols`-long row of `x` to uint8 codes `q` (zero point 128) and its scale.
+pub fn quantize_rows(x: &[f32], cols: usize, q: &mut [u8], scales: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if Cpu::get().avx512f {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { quantize_rows_avx512(x, cols, q, scales) };
+    }
+    quantize_rows_any(x, cols, q, scales)
+}
+
+/// [`quantize_rows`] on any CPU: the same operations, one lane at a time where the compiler
+/// does not vectorise them.
+fn quantize_rows_any(x: &[f32], cols: usize, q: &mut [u8], scales: &mut [f32]) {
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds half to even
+    for ((row, out), s) in x
+        .chunks_exact(cols)
+        .zip(q.chunks_exact_mut(cols))
+        .zip(scales.iter_mut())
+    {
+        let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = amax.max(QUANT_EPS) / 127.0;
+        *s = scale;
+        for (o, &v) in out.iter_mut().zip(row) {
+            // Integral after rounding, so + 128 and the clamp are exact in f32.
+            let r = ((v / scale + ROUND) - ROUND) + 128.0;
+            *o = r.clamp(0.0, 255.0) as u8;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn quantize_rows_avx512(x: &[f32], cols: usize, q: &mut [u8], scales: &mut [f32]) {
+    use std::arch::x86_64::*;
+    const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    for ((row, out), s) in x
+        .chunks_exact(cols)
+        .zip(q.chunks_exact_mut(cols))
+        .zip(scales.iter_mut())
+    {
+        let body = cols / 16 * 16;
+        let mut acc = _mm512_setzero_ps();
+        for i in (0..body).step_by(16) {
+            acc = _mm512_max_ps(acc, _mm512_abs_ps(_mm512_loadu_ps(row.as_ptr().add(i))));
+        }
+        let amax = row[body..]
+            .iter()
+            .fold(_mm512_reduce_max_ps(acc), |m, v| m.max(v.abs()));
+        let scale = amax.max(QUANT_EPS) / 127.0;
+        *s = scale;
+        let (sv, zp) = (_mm512_set1_ps(scale), _mm512_set1_ps(128.0));
+        let (lo, hi) = (_mm512_setzero_ps(), _mm512_set1_ps(255.0));
+        // x · (1/scale) is within 1.6e-5 of x / scale (|x / scale| ≤ 127.5, two roundings of
+        // 2^-24 each), so both round to the same integer unless x / scale lies within that of a
+        // half; only then is the (slower) division done, for bit-exact ties.
+        let inv = _mm512_set1_ps(1.0 / scale);
+        let (half, tol) = (_mm512_set1_ps(0.5), _mm512_set1_ps(TIE_MARGIN));
+        for i in (0..body).step_by(16) {
+            let v = _mm512_loadu_ps(row.as_ptr().add(i));
+            let fast = _mm512_mul_ps(v, inv);
+            let mut r = _mm512_roundscale_ps::<NEAREST>(fast);
+            let off_half =
+                _mm512_abs_ps(_mm512_sub_ps(_mm512_abs_ps(_mm512_sub_ps(fast, r)), half));
+            if _mm512_cmp_ps_mask::<_CMP_LT_OQ>(off_half, tol) != 0 {
+                r = _mm512_roundscale_ps::<NEAREST>(_mm512_div_ps(v, sv));
+            }
+            let r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, zp), lo), hi);
+            _mm_storeu_si128(
+                out.as_mut_ptr().add(i).cast(),
+                _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(r)),
+            );
+        }
+        quantize_tail(&row[body..], scale, &mut out[body..]);
+    }
+}
+
+/// How close to a half `x · (1/scale)` may come before the quotient is computed by division
+/// (2^-14, four times the worst error of the product).
+const TIE_MARGIN: f32 = 6.103_515_6e-5;
+
+/// The codes of the last `x.len() < 16` values of a row whose scale is known.
+#[inline(always)]
+fn quantize_tail(x: &[f32], scale: f32, out: &mut [u8]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = ((v / scale).round_ties_even() + 128.0).clamp(0.0, 255.0) as u8;
+    }
+}
+
+dispatch! {
+    /// `y = ((f · scale_of_row) + bias) + residual` over `cols`-long rows: an int8 product's
+    /// row scale, its bias and the residual in one pass, in the order of the portable graph's
+    /// `Mul`, `Add`, `Add`.
+    pub fn scale_bias_residual(f: &[f32], scales: &[f32], bias: &[f32], residual: &[f32], y: &mut [f32]) {
+        let cols = bias.len();
+        for (((fr, &s), rr), yr) in f
+            .chunks_exact(cols)
+            .zip(scales)
+            .zip(residual.chunks_exact(cols))
+            .zip(y.chunks_exact_mut(cols))
+        {
+            for (((o, &v), &b), &r) in yr.iter_mut().zip(fr).zip(bias).zip(rr) {
+                *o = (v * s + b) + r;
+            }
+        }
+    }
+}
+
+dispatch! {
+    /// Each row of `f` times its scale, cut into `parts.len()` equal pieces, piece i of every
+    /// row into `parts[i]`: the QKV product's row scale and its split into Q, K and V.
+    pub fn scale_split(f: &[f32], scales: &[f32], parts: &mut [&mut [f32]]) {
+        let width = parts.first().map_or(0, |p| p.len() / scales.len().max(1));
+        let cols = width * parts.len();
+        for (r, (row, &s)) in f.chunks_exact(cols).zip(scales).enumerate() {
+            for (piece, part) in row.chunks_exact(width).zip(parts.iter_mut()) {
+                for (o, &v) in part[r * width..(r + 1) * width].iter_mut().zip(piece) {
+                    *o = v * s;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-token quantization as ONNX writes it: ReduceMax(Abs), Max(eps), Div(127), then
+    /// QuantizeLinear's round half to even of x / scale, + 128, saturated.
+    fn quantize_reference(row: &[f32]) -> (Vec<u8>, f32) {
+        let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = amax.max(QUANT_EPS) / 127.0;
+        let q = row
+            .iter()
+            .map(|v| ((v / scale).round_ties_even() as i32 + 128).clamp(0, 255) as u8)
+            .collect();
+        (q, scale)
+    }
+
+    #[test]
+    fn quantize_rows_matches_onnx_on_every_path_ties_included() {
+        // Widths with and without a tail, an all-zero row, and rows whose values sit exactly on
+        // halves of the scale (x = (k + 0.5) · amax / 127), where rounding must go to even.
+        for cols in [384, 1536, 37, 5] {
+            let mut x: Vec<f32> = (0..cols * 6)
+                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 0.013)
+                .collect();
+            x[cols..2 * cols].fill(0.0);
+            let amax = 127.0f32;
+            for (j, v) in x[2 * cols..3 * cols].iter_mut().enumerate() {
+                *v = if j == 0 {
+                    amax
+                } else {
+                    (j % 254) as f32 - 126.5
+                };
+            }
+            // Values a hair either side of a half: the product by 1/scale must not round them
+            // across it.
+            // A scale that is no power of two (max 100: 100 / 127), so x · (1/scale) and
+            // x / scale can differ in the last place.
+            let scale = 100f32 / 127.0;
+            for (j, v) in x[3 * cols..4 * cols].iter_mut().enumerate() {
+                let on_half = ((j % 200) as f32 - 99.5) * scale;
+                *v = match (j, j % 3) {
+                    (0, _) => 100.0,
+                    (_, 0) => on_half,
+                    (_, 1) => on_half.next_up(),
+                    _ => on_half.next_down(),
+                };
+            }
+            let rows = x.len() / cols;
+            let (mut q, mut s) = (vec![0u8; x.len()], vec![0f32; rows]);
+            let (mut q_any, mut s_any) = (q.clone(), s.clone());
+            quantize_rows(&x, cols, &mut q, &mut s);
+            quantize_rows_any(&x, cols, &mut q_any, &mut s_any);
+            for r in 0..rows {
+                let (want, scale) = quantize_reference(&x[r * cols..(r + 1) * cols]);
+                assert_eq!(s[r].to_bits(), scale.to_bits(), "cols {cols} row {r} scale");
+                assert_eq!(
+                    &q[r * cols..(r + 1) * cols],
+                    &want[..],
+                    "cols {cols} row {r}"
+                );
+                assert_eq!(q_any, q, "cols {cols}: the portable path differs");
+                assert_eq!(s_any, s);
+            }
+        }
+    }
+
+    #[test]
+    fn scaled_products_keep_the_portable_order() {
+        let f: Vec<f32> = (0..2 * 12).map(|i| (i as f32 * 0.61).sin()).collect();
+        let scales = [0.3f32, 1.7];
+        let bias: Vec<f32> = (0..12).map(|i| i as f32 * 0.1).collect();
+        let resid: Vec<f32> = (0..24).map(|i| (i as f32).cos()).collect();
+        let mut y = vec![0f32; 24];
+        scale_bias_residual(&f, &scales, &bias, &resid, &mut y);
+        for i in 0..24 {
+            let mul = f[i] * scales[i / 12];
+            assert_eq!(y[i].to_bits(), ((mul + bias[i % 12]) + resid[i]).to_bits());
+        }
+        let (mut q, mut k, mut v) = (vec![0f32; 8], vec![0f32; 8], vec![0f32; 8]);
+        scale_split(&f, &scales, &mut [&mut q, &mut k, &mut v]);
+        for r in 0..2 {
+            for (p, part) in [&q, &k, &v].into_iter().enumerate() {
+                for c in 0..4 {
+                    assert_eq!(part[r * 4 + c], f[r * 12 + p * 4 + c] * scales[r]);
+                }
+            }
+        }
+    }
 
     #[test]
     fn erf_is_within_a_few_ulp_of_libm() {
