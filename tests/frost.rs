@@ -136,6 +136,23 @@ fn bad_frost_line_input_is_named() {
         err.contains("encoder.layer.5.attention.self.query.weight not found"),
         "{err}"
     );
+    // The exporter cannot cut below layer 6 from those weights either: its error names the model
+    // folder and the step (not the venv's Python as the folder) and quotes the exporter.
+    let err = TokenStateEmbedder::open(settings_for(&m), 6, false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.starts_with(&format!(
+            "model folder {}: exporting the graph below frost line 6 failed (run by ",
+            m.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("encoder.layer.5.attention.self.query.weight"),
+        "{err}"
+    );
 }
 
 #[test]

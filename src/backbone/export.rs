@@ -17,15 +17,17 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
-fn run_exporter(args: &[&std::ffi::OsStr], what: &str) -> Result<String> {
-    run_script("frostline-export", EXPORTER, args, what)
+fn run_exporter(folder: &Path, args: &[&std::ffi::OsStr], what: &str) -> Result<String> {
+    run_script("frostline-export", EXPORTER, folder, args, what)
 }
 
-/// Runs one of the compiled-in Python scripts (`source`) with the set-up venv's Python and
-/// returns its stdout; a failure names the step and quotes the script's stderr.
+/// Runs one of the compiled-in Python scripts (`source`) with the set-up venv's Python on model
+/// folder `folder` and returns its stdout; a failure names the folder and the step, the Python
+/// it ran, and quotes the script's stderr.
 pub(crate) fn run_script(
     name: &str,
     source: &str,
+    folder: &Path,
     args: &[&std::ffi::OsStr],
     what: &str,
 ) -> Result<String> {
@@ -40,7 +42,7 @@ pub(crate) fn run_script(
     let _ = std::fs::remove_file(&script);
     let out = out.map_err(|e| {
         Error::model(
-            &py,
+            folder,
             format!(
                 "{what}: cannot run {}: {e}; run scripts/setup.sh",
                 py.display()
@@ -48,8 +50,8 @@ pub(crate) fn run_script(
         )
     })?;
     if !out.status.success() {
-        return Err(Error::model(&py, format!(
-            "{what} failed ({}): {}; it runs in the set-up venv (scripts/setup.sh: onnx, onnxruntime, numpy, safetensors, tokenizers)",
+        return Err(Error::model(folder, format!(
+            "{what} failed (run by {}): {}; it runs in the set-up venv (scripts/setup.sh: onnx, onnxruntime, numpy, safetensors, tokenizers)",
             py.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         )));
@@ -86,6 +88,7 @@ pub(crate) fn ensure_cut(folder: &ModelFolder, n: usize) -> Result<PathBuf> {
         let weights = folder.native_weights()?;
         let source = weights.parent().unwrap_or(&folder.dir);
         run_exporter(
+            &folder.dir,
             &[
                 "--model".as_ref(),
                 source.as_os_str(),
@@ -131,6 +134,7 @@ fn export_from_weights(
     let weights = folder.native_weights()?;
     let base = weights.parent().unwrap_or(&folder.dir);
     run_exporter(
+        &folder.dir,
         &[
             "--model".as_ref(),
             base.as_os_str(),

@@ -91,6 +91,7 @@ pub(crate) fn quantize_graph(
     let stdout = run_script(
         "frostline-quantize",
         QUANTIZER,
+        &folder.dir,
         &args,
         &format!("quantizing {} ({})", input.display(), recipe.describe()),
     )?;
