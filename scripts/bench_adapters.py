@@ -19,7 +19,6 @@ import argparse
 import csv
 import random
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +64,7 @@ def main() -> None:
     benchlib.common_args(ap, "out", out={"default": "bench-results/adapters.md"})
     args = ap.parse_args()
     fl, shared = args.frostline, Path(args.shared) / "data"
-    work = Path(tempfile.mkdtemp(prefix="frostline-adapters-"))
+    work = benchlib.scratch("frostline-adapters-")
     rng = random.Random(13)
     n = args.frost_line
 

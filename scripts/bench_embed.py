@@ -133,7 +133,7 @@ def main() -> None:
         "short": corpus(Path(args.shared), args.texts),
         "long": benchlib.long_corpus(Path(args.shared), tokenizer, args.long_texts),
     }
-    work = Path(tempfile.mkdtemp(prefix="frostline-bench-"))
+    work = benchlib.scratch("frostline-bench-")
     flops = benchlib.model_flops_per_token(args.model)
     peak_before = benchlib.ort_matmul_peak(args.threads)
     state: dict = {}

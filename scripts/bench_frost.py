@@ -144,7 +144,7 @@ def main() -> None:
     benchlib.common_args(ap, "out", out={"default": "bench-results/frost.md"})
     args = ap.parse_args()
     fl, shared = args.frostline, Path(args.shared) / "data"
-    work = Path(tempfile.mkdtemp(prefix="frostline-frost-"))
+    work = benchlib.scratch("frostline-frost-")
     rng = random.Random(13)
 
     # Banking77: frostline carves 10 % of train as dev; PyTorch gets the very same split.

@@ -24,7 +24,6 @@ import json
 import math
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -130,7 +129,7 @@ def main() -> None:
                          out={"default": "bench-results/heads.md"})
     args = ap.parse_args()
     fl, model, shared = args.frostline, args.model, Path(args.shared) / "data"
-    work = Path(tempfile.mkdtemp(prefix="frostline-heads-"))
+    work = benchlib.scratch("frostline-heads-")
     lines = ["# Heads on the embedding cache (all-MiniLM-L6-v2, full splits of ../shared/data)", ""]
 
     # ---- accuracy ----

@@ -20,7 +20,6 @@ import csv
 import random
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +65,7 @@ def main() -> None:
     benchlib.common_args(ap, "out", out={"default": "bench-results/int8.md"})
     args = ap.parse_args()
     fl, model, shared = args.frostline, str(Path(args.model).resolve()), Path(args.shared) / "data"
-    work = Path(tempfile.mkdtemp(prefix="frostline-int8-"))
+    work = benchlib.scratch("frostline-int8-")
 
     # Calibration texts for the static recipe: 512 train texts drawn evenly from the three sets
     # (the test texts measured below are never seen).

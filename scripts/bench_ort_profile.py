@@ -102,7 +102,7 @@ def main() -> None:
         "short": corpus(Path(args.shared), args.texts),
         "long": benchlib.long_corpus(Path(args.shared), tokenizer, args.long_texts),
     }
-    work = Path(tempfile.mkdtemp(prefix="frostline-profile-"))
+    work = benchlib.scratch("frostline-profile-")
     peak, shape = benchlib.ort_matmul_peak(args.threads)
     flops = benchlib.model_flops_per_token(args.model)
     lines = [

@@ -19,7 +19,6 @@ import json
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +40,7 @@ def main() -> None:
     benchlib.common_args(ap, "out", out={"default": "bench-results/served.md"})
     args = ap.parse_args()
     fl, shared = args.frostline, Path(args.shared).resolve() / "data"
-    work = Path(tempfile.mkdtemp(prefix="frostline-served-"))
+    work = benchlib.scratch("frostline-served-")
     rng = random.Random(17)
 
     def subsample(src: Path, dest: Path) -> Path:

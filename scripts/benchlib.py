@@ -38,6 +38,18 @@ def common_args(ap: argparse.ArgumentParser, *names: str, **own: dict) -> None:
         ap.add_argument(f"--{name}", **own.get(name.replace("-", "_"), ARGS[name]))
 
 
+def scratch(prefix: str) -> Path:
+    """A temp folder for one benchmark's work (models, caches, corpora: gigabytes), removed when
+    the script exits, whether it finished or failed."""
+    import atexit
+    import shutil
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
+    return work
+
+
 def sh(cmd: list) -> subprocess.CompletedProcess:
     """Runs a command (Paths and numbers in it as text) and returns its captured output. A bench
     cannot go on past a failed step, so a failure ends the script with the command and its output."""
