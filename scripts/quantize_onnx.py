@@ -53,10 +53,12 @@ def in_scope(weight: str, layers_below: int | None) -> bool:
     return m is not None and int(m.group(1)) < layers_below
 
 
-def unpack_attention(model, layers_below: int | None = None) -> int:
+def unpack_attention(model, layers_below: int | None = None, three_products: bool = False) -> int:
     """Splits each fused `Attention` node (QKV product inside) into MatMul(x, W_qkv) → Split →
     MultiHeadAttention(q, k, v, bias, mask), the same maths, so that the QKV product is a
-    weighted MatMul every recipe quantizes. Returns how many were split."""
+    weighted MatMul every recipe quantizes. `three_products`: Q, K and V as three MatMuls
+    instead (static: each product's output gets its own calibrated uint8 range, where one range
+    over Q, K and V together loses their precision). Returns how many were split."""
     from onnx import helper, numpy_helper
 
     g = model.graph
@@ -73,15 +75,24 @@ def unpack_attention(model, layers_below: int | None = None) -> int:
         if w not in inits or extra or len(n.input) > 4:
             die(f"an Attention node ({n.name or n.output[0]}) with {extra or 'inputs'} this quantizer does not "
                 "split; re-export the folder with scripts/export_onnx.py")
-        hidden = numpy_helper.to_array(inits[w]).shape[0]
+        packed = numpy_helper.to_array(inits[w])
+        hidden = packed.shape[0]
         p = f"{n.name or n.output[0]}_mha_"
-        g.initializer.append(numpy_helper.from_array(np.array([hidden] * 3, np.int64), p + "split"))
-        nodes += [
-            helper.make_node("MatMul", [x, w], [p + "qkv"], name=p + "qkv_matmul"),
-            helper.make_node("Split", [p + "qkv", p + "split"], [p + "q", p + "k", p + "v"], axis=-1),
-            helper.make_node("MultiHeadAttention", [p + "q", p + "k", p + "v", bias, mask], [n.output[0]],
-                             domain="com.microsoft", num_heads=heads),
-        ]
+        if three_products:
+            for i, part in enumerate("qkv"):
+                # Named after the packed weight (encoder.layer.i…), so --layers-below still reads it.
+                g.initializer.append(numpy_helper.from_array(
+                    np.ascontiguousarray(packed[:, i * hidden:(i + 1) * hidden]), f"{w}.{part}"))
+                nodes.append(helper.make_node("MatMul", [x, f"{w}.{part}"], [p + part], name=f"{p}{part}_matmul"))
+            g.initializer.remove(inits[w])
+        else:
+            g.initializer.append(numpy_helper.from_array(np.array([hidden] * 3, np.int64), p + "split"))
+            nodes += [
+                helper.make_node("MatMul", [x, w], [p + "qkv"], name=p + "qkv_matmul"),
+                helper.make_node("Split", [p + "qkv", p + "split"], [p + "q", p + "k", p + "v"], axis=-1),
+            ]
+        nodes.append(helper.make_node("MultiHeadAttention", [p + "q", p + "k", p + "v", bias, mask], [n.output[0]],
+                                      domain="com.microsoft", num_heads=heads))
         count += 1
     del g.node[:]
     g.node.extend(nodes)
@@ -294,7 +305,7 @@ def main() -> None:
     per_channel = not args.per_tensor
     model = onnx.load(args.input)
     below = args.layers_below
-    unpacked = unpack_attention(model, below)
+    unpacked = unpack_attention(model, below, three_products=args.method == "static")
     weighted, other = weight_matmuls(model, below)
     if not weighted:
         die(f"{args.input}: no MatMul with a weight to quantize")
