@@ -169,7 +169,14 @@ impl Backbone {
     }
 }
 
-fn build_session(rt: &Runtime, graph: &Path, threads: usize, cuda: bool) -> Result<Session> {
+/// A session on `graph` with frostline's operators registered: every session frostline opens
+/// (doctor's too) is made here.
+pub(crate) fn build_session(
+    rt: &Runtime,
+    graph: &Path,
+    threads: usize,
+    cuda: bool,
+) -> Result<Session> {
     let ctx = |what: &str| format!("{what} for {}", graph.display());
     let mut builder = Session::builder(&rt.environment)
         .map_err(|e| Error::ort(ctx("creating a session"), e))?

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::backbone::choice::{open_model, ModelChoice};
-use crate::backbone::{graph_ops, own_ops, runtime, ModelFolder};
+use crate::backbone::{graph_ops, runtime, session, ModelFolder};
 use crate::cache;
 use crate::commands::Outcome;
 use crate::error::{ErrorKind, Result};
@@ -233,19 +233,7 @@ fn native_engine(out: &mut String) -> serde_json::Value {
 
 fn describe_graph(out: &mut String, folder: &ModelFolder) -> Result<()> {
     let rt = runtime::init(None)?;
-    let session = ort::session::Session::builder(&rt.environment)
-        .map_err(|e| crate::Error::ort("session", e))?
-        .with_operators(
-            own_ops::domain().map_err(|e| crate::Error::ort("frostline's operators", e))?,
-        )
-        .map_err(|e| crate::Error::ort("registering frostline's operators", e))?
-        .commit_from_file(&folder.onnx)
-        .map_err(|e| {
-            crate::Error::model(
-                &folder.onnx,
-                format!("ONNX Runtime could not load the graph: {e}"),
-            )
-        })?;
+    let session = session::build_session(rt, &folder.onnx, 0, false)?;
     for i in session.inputs() {
         let _ = writeln!(out, "  input  {}: {}", i.name(), i.dtype());
     }
