@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::onnx_proto::Fields;
 use crate::error::{Error, Result};
 
 /// Op counts by name; contrib ops are named with their domain (`com.microsoft.BiasGelu`).
@@ -18,26 +19,31 @@ pub fn op_counts(path: &Path) -> Result<OpCounts> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: read-only map of a file frostline does not write while it is mapped here.
     let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    let bad = |what: String| Error::model(path, format!("not a readable ONNX model: {what}"));
+    op_counts_in(&bytes)
+        .map_err(|what| Error::model(path, format!("not a readable ONNX model: {what}")))
+}
+
+/// The operators of the serialized model `bytes`, or what makes them unreadable.
+pub(crate) fn op_counts_in(bytes: &[u8]) -> std::result::Result<OpCounts, String> {
     let mut counts = OpCounts::new();
     let mut graphs = 0;
-    for field in Fields::new(&bytes) {
-        let (number, value) = field.map_err(bad)?;
+    for field in Fields::new(bytes) {
+        let (number, value) = field?;
         if number != 7 {
             continue;
         }
         graphs += 1;
-        for node in Fields::new(value.bytes().map_err(bad)?) {
-            let (number, value) = node.map_err(bad)?;
+        for node in Fields::new(value.bytes()?) {
+            let (number, value) = node?;
             if number != 1 {
                 continue;
             }
             let (mut op, mut domain) = (String::new(), String::new());
-            for attr in Fields::new(value.bytes().map_err(bad)?) {
-                let (number, value) = attr.map_err(bad)?;
-                let text = || -> Result<String> {
-                    let b = value.bytes().map_err(bad)?;
-                    String::from_utf8(b.to_vec()).map_err(|_| bad("an op name is not UTF-8".into()))
+            for attr in Fields::new(value.bytes()?) {
+                let (number, value) = attr?;
+                let text = || -> std::result::Result<String, String> {
+                    let b = value.bytes()?;
+                    String::from_utf8(b.to_vec()).map_err(|_| "an op name is not UTF-8".to_string())
                 };
                 match number {
                     4 => op = text()?,
@@ -53,89 +59,9 @@ pub fn op_counts(path: &Path) -> Result<OpCounts> {
         }
     }
     if graphs != 1 {
-        return Err(bad(format!("{graphs} graphs where a model has one")));
+        return Err(format!("{graphs} graphs where a model has one"));
     }
     Ok(counts)
-}
-
-/// One field's value: a varint or fixed number (skipped), or length-delimited bytes.
-enum Value<'a> {
-    Number,
-    Bytes(&'a [u8]),
-}
-
-impl<'a> Value<'a> {
-    fn bytes(&self) -> std::result::Result<&'a [u8], String> {
-        match self {
-            Value::Bytes(b) => Ok(b),
-            Value::Number => Err("a message field holds a number".into()),
-        }
-    }
-}
-
-/// The top-level fields of one protobuf message.
-struct Fields<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Fields<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Fields { rest: bytes }
-    }
-
-    fn varint(&mut self) -> std::result::Result<u64, String> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&b, rest) = self
-                .rest
-                .split_first()
-                .ok_or("the file ends inside a number")?;
-            self.rest = rest;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err("a number longer than 10 bytes".into())
-    }
-
-    fn take(&mut self, n: u64) -> std::result::Result<&'a [u8], String> {
-        let n = usize::try_from(n)
-            .ok()
-            .filter(|&n| n <= self.rest.len())
-            .ok_or_else(|| format!("a field of {n} bytes where {} are left", self.rest.len()))?;
-        let (taken, rest) = self.rest.split_at(n);
-        self.rest = rest;
-        Ok(taken)
-    }
-}
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = std::result::Result<(u64, Value<'a>), String>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
-            return None;
-        }
-        let field = (|| {
-            let key = self.varint()?;
-            let value = match key & 7 {
-                0 => self.varint().map(|_| Value::Number)?,
-                1 => self.take(8).map(|_| Value::Number)?,
-                2 => {
-                    let n = self.varint()?;
-                    Value::Bytes(self.take(n)?)
-                }
-                5 => self.take(4).map(|_| Value::Number)?,
-                w => return Err(format!("wire type {w} (groups are not ONNX)")),
-            };
-            Ok((key >> 3, value))
-        })();
-        if field.is_err() {
-            self.rest = &[];
-        }
-        Some(field)
-    }
 }
 
 #[cfg(test)]

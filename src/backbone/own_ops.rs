@@ -1,6 +1,8 @@
 //! frostline's own ONNX Runtime operators (domain `ai.frostline`), registered in every session
-//! frostline opens. The per-token int8 graph spends most of its time in the element-wise nodes
-//! around each int8 product, one pass over memory each; these fold them:
+//! frostline opens.
+//!
+//! The per-token int8 graph spends most of its time in the element-wise nodes around each int8
+//! product, one pass over memory each; these fold them:
 //!
 //! - `QuantizeRows(x) → (q: uint8, scale)`: one node for the seven of the portable recipe
 //!   (`Abs`, `ReduceMax`, `Max`, `Div`, `Shape`, `Expand`, blocked `QuantizeLinear`);
@@ -9,9 +11,14 @@
 //! - `ScaleSplit(f, scale) → (q, k, v)`: the QKV product's row scale and its split into the three
 //!   inputs of `MultiHeadAttention`, for the portable `Mul`, `Split`.
 //!
-//! Both run the portable graph's IEEE operations in its order ([`crate::nn::vecmath`]), so a
+//! They run the portable graph's IEEE operations in its order ([`crate::nn::vecmath`]), so a
 //! graph with them gives bit for bit the vectors of the portable graph `export --with-heads`
-//! writes (tests/own_ops.rs checks that). The quantizer writes them (`--own-ops`).
+//! writes (tests/quantize.rs checks that). The quantizer writes them (`--own-ops`).
+//!
+//! The fp32 graph runs on CPU with three more, put in by [`super::own_graph`] when a session
+//! opens: `AttentionCore` (ORT's `Attention` after its QKV product), `BiasGelu` and
+//! `BiasResidualLayerNorm` (`Add`, `Add`, `LayerNormalization`). Those agree with ORT's kernels
+//! to float rounding, not bit for bit.
 
 use ort::operator::{
     BoxedKernel, ComputeContext, Kernel, KernelContext, Operator, OperatorDomain, OperatorInput,
@@ -19,20 +26,26 @@ use ort::operator::{
 };
 use ort::value::TensorElementType;
 
-use crate::nn::vecmath;
+use crate::nn::{attention_core, vecmath};
 
 /// The ONNX domain of frostline's operators.
 pub(crate) const DOMAIN: &str = "ai.frostline";
 
 /// Rows per unit of work handed to ONNX Runtime's thread pool.
 const ROWS_PER_TASK: usize = 16;
+/// Tasks an attention call is cut into at least (when it has that many heads): a task is one
+/// sequence's group of heads, whose Q, K and V runs of a row are read once for the group.
+const MIN_TASKS: usize = 16;
 
 /// The domain with every frostline operator, for `SessionBuilder::with_operators`.
 pub(crate) fn domain() -> ort::Result<OperatorDomain> {
     OperatorDomain::new(DOMAIN)?
         .add(QuantizeRows)?
         .add(ScaleBiasResidual)?
-        .add(ScaleSplit)
+        .add(ScaleSplit)?
+        .add(AttentionCore)?
+        .add(BiasGelu)?
+        .add(BiasResidualLayerNorm)
 }
 
 /// A raw pointer handed to the pool's workers; each writes rows no other touches.
@@ -77,10 +90,10 @@ fn rows_of(shape: &[i64], what: &str) -> ort::Result<(usize, usize)> {
     Ok((total as usize / cols.max(1), cols))
 }
 
-/// A unit struct `$op` as an ONNX Runtime operator of that name, run by `$kernel`, with the
-/// element types of its inputs and outputs.
+/// A unit struct `$op` as an ONNX Runtime operator of that name, with the element types of its
+/// inputs and outputs; `$make` builds its kernel from the node's attributes.
 macro_rules! operator {
-    ($op:ident, $kernel:ident, inputs: [$($i:ident),*], outputs: [$($o:ident),*]) => {
+    ($op:ident, inputs: [$($i:ident),*], outputs: [$($o:ident),*], kernel: |$attrs:pat_param| $make:expr) => {
         struct $op;
 
         impl Operator for $op {
@@ -98,16 +111,33 @@ macro_rules! operator {
                 [$(OperatorOutput::required(TensorElementType::$o)),*]
             }
 
-            fn create_kernel<'attr>(&self, _: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
-                Ok(Box::new($kernel))
+            fn create_kernel<'attr>(&self, $attrs: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
+                Ok(Box::new($make))
             }
         }
     };
 }
 
-operator!(QuantizeRows, QuantizeRowsKernel, inputs: [Float32], outputs: [Uint8, Float32]);
-operator!(ScaleBiasResidual, ScaleBiasResidualKernel, inputs: [Float32, Float32, Float32, Float32], outputs: [Float32]);
-operator!(ScaleSplit, ScaleSplitKernel, inputs: [Float32, Float32], outputs: [Float32, Float32, Float32]);
+operator!(QuantizeRows, inputs: [Float32], outputs: [Uint8, Float32], kernel: |_| QuantizeRowsKernel);
+operator!(ScaleBiasResidual, inputs: [Float32, Float32, Float32, Float32], outputs: [Float32], kernel: |_| ScaleBiasResidualKernel);
+operator!(ScaleSplit, inputs: [Float32, Float32], outputs: [Float32, Float32, Float32], kernel: |_| ScaleSplitKernel);
+operator!(AttentionCore, inputs: [Float32, Float32, Int32], outputs: [Float32], kernel: |attrs| AttentionCoreKernel {
+    heads: positive_attribute(attrs, "num_heads")?,
+});
+operator!(BiasGelu, inputs: [Float32, Float32], outputs: [Float32], kernel: |_| BiasGeluKernel);
+operator!(BiasResidualLayerNorm, inputs: [Float32, Float32, Float32, Float32, Float32], outputs: [Float32], kernel: |attrs| BiasResidualLayerNormKernel {
+    epsilon: attrs.get::<f32>("epsilon").ok_or_else(|| ort::Error::new("BiasResidualLayerNorm: attribute epsilon is missing"))?,
+});
+
+/// A node's integer attribute `name`, refused unless it is there and positive.
+fn positive_attribute(attrs: &KernelContext, name: &str) -> ort::Result<usize> {
+    match attrs.get::<i64>(name) {
+        Some(v) if v > 0 => Ok(v as usize),
+        other => Err(ort::Error::new(format!(
+            "frostline op: attribute {name} is {other:?}, not a positive integer"
+        ))),
+    }
+}
 
 struct QuantizeRowsKernel;
 
@@ -213,6 +243,149 @@ impl Kernel for ScaleSplitKernel {
                 &f[first * cols..(first + n) * cols],
                 &scale[first..first + n],
                 &mut parts,
+            );
+        })
+    }
+}
+
+/// `AttentionCore(qkv, bias, mask) → context` (attribute `num_heads`): ONNX Runtime's
+/// `Attention` after its QKV product (`qkv` `[batch, seq, 3·hidden]` without bias, the raw
+/// `[batch, seq]` 0/1 mask), one (sequence, group of heads) per task ([`attention_core::attend`]).
+struct AttentionCoreKernel {
+    heads: usize,
+}
+
+thread_local! {
+    static ATTENTION_SCRATCH: std::cell::RefCell<attention_core::Scratch> = Default::default();
+}
+
+impl Kernel for AttentionCoreKernel {
+    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
+        let input = |i: usize, what: &str| ctx.input(i)?.ok_or_else(|| missing(what));
+        let (qkv, bias, mask) = (input(0, "qkv")?, input(1, "bias")?, input(2, "mask")?);
+        let (shape, qkv) = qkv.try_extract_tensor::<f32>()?;
+        let (_, bias) = bias.try_extract_tensor::<f32>()?;
+        let (m_shape, mask) = mask.try_extract_tensor::<i32>()?;
+        let heads = self.heads;
+        let width = bias.len();
+        let fits = shape.len() == 3
+            && shape[2] as usize == width
+            && width % (3 * heads) == 0
+            && **m_shape == shape[..2];
+        if !fits {
+            return Err(ort::Error::new(format!(
+                "AttentionCore: QKV product {shape:?}, {width} biases, mask {m_shape:?} and {heads} heads do not fit"
+            )));
+        }
+        let (batch, seq, hidden) = (shape[0] as usize, shape[1] as usize, width / 3);
+        let d = hidden / heads;
+        let mut out = ctx
+            .output(0, vec![shape[0], shape[1], hidden as i64])?
+            .ok_or_else(|| missing("context"))?;
+        let out = Shared(out.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr());
+        // A sequence's heads in as few groups as keep MIN_TASKS tasks for the pool: 50 short
+        // texts are 50 tasks of 12 heads, 4 long documents 16 tasks of 3.
+        let per_task = heads.div_ceil(MIN_TASKS.div_ceil(batch.max(1)).min(heads));
+        let groups = heads.div_ceil(per_task);
+        ctx.par_for(batch * groups, 0, |task| {
+            let (b, g) = (task / groups, task % groups);
+            let group = g * per_task..((g + 1) * per_task).min(heads);
+            let (first, run) = (group.start * d, group.len() * d);
+            let keys: Vec<usize> = (0..seq).filter(|&j| mask[b * seq + j] != 0).collect();
+            ATTENTION_SCRATCH.with_borrow_mut(|s| {
+                attention_core::attend(
+                    &qkv[b * seq * width..(b + 1) * seq * width],
+                    bias,
+                    &keys,
+                    heads,
+                    group,
+                    s,
+                );
+                for (i, row) in s.ctx.chunks_exact(run).enumerate() {
+                    // SAFETY: the group's columns of sequence b's rows belong to this task alone.
+                    unsafe {
+                        let at = out.get().add((b * seq + i) * hidden + first);
+                        std::ptr::copy_nonoverlapping(row.as_ptr(), at, run);
+                    }
+                }
+            });
+        })
+    }
+}
+
+/// `BiasGelu(x, bias)`: GELU(x + bias) in the exact erf form, as ONNX Runtime's contrib op.
+struct BiasGeluKernel;
+
+impl Kernel for BiasGeluKernel {
+    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
+        let x = ctx.input(0)?.ok_or_else(|| missing("x"))?;
+        let bias = ctx.input(1)?.ok_or_else(|| missing("bias"))?;
+        let (shape, x) = x.try_extract_tensor::<f32>()?;
+        let (rows, cols) = rows_of(shape, "x")?;
+        let (_, bias) = bias.try_extract_tensor::<f32>()?;
+        if bias.len() != cols {
+            return Err(ort::Error::new(format!(
+                "BiasGelu: input {shape:?} with {} biases",
+                bias.len()
+            )));
+        }
+        let mut y = ctx.output(0, shape.to_vec())?.ok_or_else(|| missing("y"))?;
+        let y = Shared(y.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr());
+        for_row_tasks(ctx, rows, |first, n| {
+            let span = first * cols..(first + n) * cols;
+            // SAFETY: rows first..first+n of the output belong to this task alone.
+            let y = unsafe { std::slice::from_raw_parts_mut(y.get().add(span.start), span.len()) };
+            vecmath::bias_gelu(&x[span], bias, y);
+        })
+    }
+}
+
+/// `BiasResidualLayerNorm(f, bias, residual, gamma, beta) → y` (attribute `epsilon`):
+/// LayerNorm((f + bias) + residual) over the last axis, for ONNX's `Add`, `Add`,
+/// `LayerNormalization` after a product.
+struct BiasResidualLayerNormKernel {
+    epsilon: f32,
+}
+
+impl Kernel for BiasResidualLayerNormKernel {
+    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
+        let input = |i: usize, what: &str| ctx.input(i)?.ok_or_else(|| missing(what));
+        let (f, bias, residual, gamma, beta) = (
+            input(0, "f")?,
+            input(1, "bias")?,
+            input(2, "residual")?,
+            input(3, "gamma")?,
+            input(4, "beta")?,
+        );
+        let (shape, f) = f.try_extract_tensor::<f32>()?;
+        let (rows, cols) = rows_of(shape, "f")?;
+        let (_, bias) = bias.try_extract_tensor::<f32>()?;
+        let (r_shape, residual) = residual.try_extract_tensor::<f32>()?;
+        let (_, gamma) = gamma.try_extract_tensor::<f32>()?;
+        let (_, beta) = beta.try_extract_tensor::<f32>()?;
+        if bias.len() != cols || gamma.len() != cols || beta.len() != cols || **r_shape != **shape {
+            return Err(ort::Error::new(format!(
+                "BiasResidualLayerNorm: product {shape:?}, residual {r_shape:?}, {} biases, {} gains, {} shifts do not fit",
+                bias.len(),
+                gamma.len(),
+                beta.len()
+            )));
+        }
+        let mut y = ctx.output(0, shape.to_vec())?.ok_or_else(|| missing("y"))?;
+        let y = Shared(y.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr());
+        let eps = self.epsilon;
+        for_row_tasks(ctx, rows, |first, n| {
+            let span = first * cols..(first + n) * cols;
+            // SAFETY: rows first..first+n of the output belong to this task alone.
+            let y = unsafe { std::slice::from_raw_parts_mut(y.get().add(span.start), span.len()) };
+            vecmath::bias_residual_layernorm(
+                &f[span.clone()],
+                bias,
+                &residual[span],
+                gamma,
+                beta,
+                eps,
+                y,
             );
         })
     }

@@ -10,6 +10,7 @@ use ort::session::Session;
 use ort::value::Tensor;
 
 use super::folder::ModelFolder;
+use super::graph_ops::OpCounts;
 use super::runtime::{self, Runtime};
 use crate::error::{Error, Result};
 
@@ -74,24 +75,24 @@ impl Backbone {
         let rt = runtime::init(ort_lib)?;
         let (session, provider, fallback_note) = match opts.device {
             Device::Cpu => (
-                build_session(rt, graph, opts.threads, false)?,
+                build_session(rt, graph, opts.threads, false)?.0,
                 Provider::Cpu,
                 None,
             ),
             Device::Cuda => {
-                let s =
+                let (s, _) =
                     build_session(rt, graph, opts.threads, true).map_err(|e| cuda_error(rt, e))?;
                 (s, Provider::Cuda, None)
             }
             Device::Auto => match build_session(rt, graph, opts.threads, true) {
-                Ok(s) => (s, Provider::Cuda, None),
+                Ok((s, _)) => (s, Provider::Cuda, None),
                 Err(e) => {
                     let note = format!(
                         "--device auto: CUDA unavailable ({}); running on CPU",
                         short_reason(&e)
                     );
                     (
-                        build_session(rt, graph, opts.threads, false)?,
+                        build_session(rt, graph, opts.threads, false)?.0,
                         Provider::Cpu,
                         Some(note),
                     )
@@ -170,13 +171,14 @@ impl Backbone {
 }
 
 /// A session on `graph` with frostline's operators registered: every session frostline opens
-/// (doctor's too) is made here.
+/// (doctor's too) is made here. On CPU an fp32 graph runs rewritten onto frostline's kernels
+/// ([`super::own_graph`]); the operators it then runs come back with the session.
 pub(crate) fn build_session(
     rt: &Runtime,
     graph: &Path,
     threads: usize,
     cuda: bool,
-) -> Result<Session> {
+) -> Result<(Session, Option<OpCounts>)> {
     let ctx = |what: &str| format!("{what} for {}", graph.display());
     let mut builder = Session::builder(&rt.environment)
         .map_err(|e| Error::ort(ctx("creating a session"), e))?
@@ -213,9 +215,24 @@ pub(crate) fn build_session(
                 ))
             })?;
     }
-    builder
-        .commit_from_file(graph)
-        .map_err(|e| Error::model(graph, format!("ONNX Runtime could not load the graph: {e}")))
+    let loaded =
+        |e: ort::Error| Error::model(graph, format!("ONNX Runtime could not load the graph: {e}"));
+    // CUDA runs the graph as written (ORT's CUDA kernels; frostline's would run on the CPU
+    // with copies around them); on CPU its fp32 layers run on frostline's kernels.
+    if !cuda {
+        let bytes = std::fs::read(graph).map_err(|e| Error::io(graph, e))?;
+        let rewritten = super::own_graph::fp32_on_own_ops(&bytes).map_err(|what| {
+            Error::model(
+                graph,
+                format!("could not load the graph: not a readable ONNX model ({what})"),
+            )
+        })?;
+        if let Some(r) = rewritten {
+            let session = builder.commit_from_memory(&r.bytes).map_err(loaded)?;
+            return Ok((session, Some(r.ops)));
+        }
+    }
+    Ok((builder.commit_from_file(graph).map_err(loaded)?, None))
 }
 
 fn short_reason(e: &Error) -> String {

@@ -1,5 +1,8 @@
 //! What makes two embeddings interchangeable: the same graph, tokenizer, truncation, pooling,
 //! normalisation, split layer and dtype. The cache entry's folder name is a hash of all of it.
+//! Whose fp32 kernels ran the graph is not part of it: ORT's CUDA kernels, its CPU kernels and
+//! frostline's CPU rewrite (`backbone::own_graph`) agree to float rounding (~1e-7), as any two
+//! runs of one graph on different hardware do. Quantized graphs run bit-exact everywhere here.
 
 use std::path::Path;
 

@@ -162,12 +162,14 @@ fn model_folder(
         )),
         Err(e) => found.problem(e),
     }
+    let mut cpu_ops = None;
     if runtime_ok {
-        if let Err(e) = describe_graph(&mut found.out, folder) {
-            found.problem(e);
+        match describe_graph(&mut found.out, folder) {
+            Ok(ops) => cpu_ops = ops,
+            Err(e) => found.problem(e),
         }
     }
-    let graph = graph_ops(found, folder);
+    let graph = graph_ops(found, folder, cpu_ops);
     (pooling, serde_json::json!(folder.numeric()), graph)
 }
 
@@ -231,21 +233,28 @@ fn native_engine(out: &mut String) -> serde_json::Value {
     })
 }
 
-fn describe_graph(out: &mut String, folder: &ModelFolder) -> Result<()> {
+/// The graph's inputs and outputs as ONNX Runtime opened it, and the operators a CPU session
+/// runs when frostline rewrote it onto its own ([`crate::backbone::own_graph`]).
+fn describe_graph(out: &mut String, folder: &ModelFolder) -> Result<Option<graph_ops::OpCounts>> {
     let rt = runtime::init(None)?;
-    let session = session::build_session(rt, &folder.onnx, 0, false)?;
+    let (session, cpu_ops) = session::build_session(rt, &folder.onnx, 0, false)?;
     for i in session.inputs() {
         let _ = writeln!(out, "  input  {}: {}", i.name(), i.dtype());
     }
     for o in session.outputs() {
         let _ = writeln!(out, "  output {}: {}", o.name(), o.dtype());
     }
-    Ok(())
+    Ok(cpu_ops)
 }
 
 /// What the graph is made of (read from the file, not from a record): its layout, its ops, the
 /// fused ones named, and for an int8 graph which of ONNX Runtime's int8 kernels its products run.
-fn graph_ops(found: &mut Findings, folder: &ModelFolder) -> serde_json::Value {
+/// `cpu_ops`: the operators of frostline's CPU rewrite of an fp32 graph.
+fn graph_ops(
+    found: &mut Findings,
+    folder: &ModelFolder,
+    cpu_ops: Option<graph_ops::OpCounts>,
+) -> serde_json::Value {
     let ops = match graph_ops::op_counts(&folder.onnx) {
         Ok(ops) => ops,
         Err(e) => {
@@ -253,7 +262,7 @@ fn graph_ops(found: &mut Findings, folder: &ModelFolder) -> serde_json::Value {
             return serde_json::Value::Null;
         }
     };
-    let list = |names: &[&str]| -> String {
+    let list_of = |ops: &graph_ops::OpCounts, names: &[&str]| -> String {
         let parts: Vec<String> = ops
             .iter()
             .filter(|(op, _)| names.is_empty() || names.iter().any(|n| op.ends_with(n)))
@@ -265,6 +274,7 @@ fn graph_ops(found: &mut Findings, folder: &ModelFolder) -> serde_json::Value {
             parts.join(", ")
         }
     };
+    let list = |names: &[&str]| list_of(&ops, names);
     found.line(format_args!("  graph layout: {}", folder.graph.describe()));
     let fused = list(&FUSED_OPS);
     found.line(format_args!("  fused ops: {fused}"));
@@ -281,10 +291,18 @@ fn graph_ops(found: &mut Findings, folder: &ModelFolder) -> serde_json::Value {
         kernel
     });
     found.line(format_args!("  all ops: {}", list(&[])));
+    let cpu_fused = cpu_ops.as_ref().map(|c| list_of(c, &FUSED_OPS));
+    if let Some(f) = &cpu_fused {
+        found.line(format_args!(
+            "  on CPU frostline runs the fp32 layers on its own kernels: {f}"
+        ));
+    }
     serde_json::json!({
         "layout": folder.graph.describe(),
         "ops": ops,
         "fused": fused,
+        "cpu_ops": cpu_ops,
+        "cpu_fused": cpu_fused,
         "int8_products": int8_products,
         "int8_kernel": int8,
     })
@@ -292,8 +310,10 @@ fn graph_ops(found: &mut Findings, folder: &ModelFolder) -> serde_json::Value {
 
 /// ONNX Runtime's fused contrib ops (and the fusions its own optimizer makes), and frostline's
 /// own (`backbone::own_ops`).
-const FUSED_OPS: [&str; 12] = [
+const FUSED_OPS: [&str; 14] = [
     "QuantizeRows",
+    "AttentionCore",
+    "BiasResidualLayerNorm",
     "ScaleBiasResidual",
     "ScaleSplit",
     "Attention",

@@ -6,6 +6,7 @@
 pub mod act;
 pub mod adapter;
 pub mod attention;
+pub mod attention_core;
 pub mod bert;
 pub mod gemm;
 pub mod layernorm;

@@ -69,7 +69,8 @@ pub fn erf(x: f32) -> f32 {
 pub fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let mut p = r * 1.987_569_1e-4 + 1.398_199_9e-3;
     p = r * p + 8.333_452e-3;
@@ -77,7 +78,10 @@ pub fn exp(x: f32) -> f32 {
     p = r * p + 1.666_666_5e-1;
     p = r * p + 0.5;
     let y = p * (r * r) + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n: `shifted`'s low mantissa bits hold n + 1.5·2^23, whose low 9 bits are n's; with the
+    // bias 127 added (n ∈ [−126, 127] after the clamp) they shift into the exponent. Integer
+    // bit work vectorises where `n as i32` (a saturating cast) does not.
+    y * f32::from_bits(shifted.to_bits().wrapping_add(127) << 23)
 }
 
 /// Σ x over 16 lanes then across them: one fixed order, vectorisable.
@@ -92,6 +96,24 @@ pub fn sum(x: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+/// The largest of `x` (−∞ for none) over 16 lanes then across them; a plain compare per lane,
+/// so it vectorises (`f32::max`'s NaN rules keep a fold scalar). NaNs are not propagated.
+#[inline(always)]
+pub fn max(x: &[f32]) -> f32 {
+    let pick = |a: f32, b: f32| if b > a { b } else { a };
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = pick(*a, v);
+        }
+    }
+    acc.iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &v| pick(m, v))
 }
 
 /// Σ a·b, as [`sum`].
@@ -364,6 +386,55 @@ dispatch! {
     }
 }
 
+dispatch! {
+    /// `out = GELU(x + bias)` over `bias.len()`-long rows: ONNX Runtime's `BiasGelu` (exact erf
+    /// form) in one pass.
+    pub fn bias_gelu(x: &[f32], bias: &[f32], out: &mut [f32]) {
+        for (xr, or) in x.chunks_exact(bias.len()).zip(out.chunks_exact_mut(bias.len())) {
+            for ((o, &v), &b) in or.iter_mut().zip(xr).zip(bias) {
+                let v = v + b;
+                *o = 0.5 * v * (1.0 + erf(v * INV_SQRT2));
+            }
+        }
+    }
+}
+
+dispatch! {
+    #[allow(clippy::too_many_arguments)]
+    /// `y = LayerNorm((f + bias) + residual)` over `bias.len()`-long rows, in one pass over
+    /// memory: a product's bias, the residual and the norm after it (ONNX's `Add`, `Add`,
+    /// `LayerNormalization`).
+    pub fn bias_residual_layernorm(
+        f: &[f32],
+        bias: &[f32],
+        residual: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+        y: &mut [f32],
+    ) {
+        let cols = bias.len();
+        let h = cols as f32;
+        for ((fr, rr), yr) in f
+            .chunks_exact(cols)
+            .zip(residual.chunks_exact(cols))
+            .zip(y.chunks_exact_mut(cols))
+        {
+            for (((o, &v), &b), &r) in yr.iter_mut().zip(fr).zip(bias).zip(rr) {
+                *o = (v + b) + r;
+            }
+            let mean = sum(yr) / h;
+            for o in yr.iter_mut() {
+                *o -= mean;
+            }
+            let inv = 1.0 / ((dot(yr, yr) / h) + eps).sqrt();
+            for ((o, &g), &b) in yr.iter_mut().zip(gamma).zip(beta) {
+                *o = *o * inv * g + b;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,5 +552,45 @@ mod tests {
         assert!((sum(&x) as f64 - plain).abs() < 1e-4);
         let d: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
         assert!((dot(&x, &x) as f64 - d).abs() < 1e-3);
+    }
+
+    #[test]
+    fn bias_gelu_and_the_fused_layernorm_match_f64() {
+        let cols = 40; // not a multiple of the 16 lanes
+        let x: Vec<f32> = (0..3 * cols)
+            .map(|i| (i as f32 * 0.71).sin() * 5.0)
+            .collect();
+        let r: Vec<f32> = (0..3 * cols)
+            .map(|i| (i as f32 * 0.13).cos() * 3.0)
+            .collect();
+        let b: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.5).cos()).collect();
+        let g: Vec<f32> = (0..cols).map(|i| 1.0 + i as f32 * 0.01).collect();
+        let be: Vec<f32> = (0..cols).map(|i| i as f32 * -0.02).collect();
+        let mut out = vec![0f32; 3 * cols];
+        bias_gelu(&x, &b, &mut out);
+        for (i, &o) in out.iter().enumerate() {
+            let v = (x[i] + b[i % cols]) as f64;
+            let want = 0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2));
+            assert!(
+                (o as f64 - want).abs() < 1e-5 * (1.0 + want.abs()),
+                "gelu at {i}: {o} vs {want}"
+            );
+        }
+        bias_residual_layernorm(&x, &b, &r, &g, &be, 1e-12, &mut out);
+        for row in 0..3 {
+            let t: Vec<f64> = (0..cols)
+                .map(|c| (x[row * cols + c] + b[c] + r[row * cols + c]) as f64)
+                .collect();
+            let mean = t.iter().sum::<f64>() / cols as f64;
+            let var = t.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / cols as f64;
+            for c in 0..cols {
+                let want = (t[c] - mean) / (var + 1e-12).sqrt() * g[c] as f64 + be[c] as f64;
+                let o = out[row * cols + c] as f64;
+                assert!(
+                    (o - want).abs() < 1e-5,
+                    "layernorm at {row},{c}: {o} vs {want}"
+                );
+            }
+        }
     }
 }

@@ -1,0 +1,638 @@
+//! An fp32 graph on frostline's own operators, rewritten in memory when a CPU session opens it
+//! (nothing is written to the model folder). The portable `model.onnx` and its cuts stay as the
+//! exporter wrote them — for ONNX Runtime anywhere, CUDA, and `export --with-heads` — while
+//! frostline runs the layers' non-product work on its own kernels:
+//!
+//! - `com.microsoft.Attention(x, W, b, mask)` → `MatMul(x, W)` + `ai.frostline.AttentionCore`
+//!   (ORT's attention core runs three small GEMM calls per head: on 20-token texts more call
+//!   than arithmetic);
+//! - `com.microsoft.BiasGelu` → `ai.frostline.BiasGelu` (AVX-512 erf);
+//! - `Add(product, bias)`, `Add(·, residual)`, `LayerNormalization` → one
+//!   `ai.frostline.BiasResidualLayerNorm`, one pass over memory for three.
+//!
+//! The results agree with ORT's kernels to float rounding (not bit for bit: the sums run in
+//! another order), as ORT's CUDA kernels do with its CPU ones; a cache entry is keyed by the
+//! graph, not by whose kernels ran it. Quantized graphs are left exactly as written: their own
+//! operators are bit-exact with the portable graph, and rounding differences here would flip
+//! int8 codes. Only the patterns above, with the attributes named, are rewritten; any other
+//! node — or one of these with attributes this does not know — runs as written.
+
+use std::collections::{HashMap, HashSet};
+
+use super::graph_ops::OpCounts;
+use super::onnx_proto::{put_bytes, put_varint, Fields, Value};
+use super::own_ops::DOMAIN;
+
+const MS: &str = "com.microsoft";
+
+/// A graph rewritten onto frostline's operators.
+#[derive(Debug)]
+pub(crate) struct Rewritten {
+    /// The serialized model.
+    pub bytes: Vec<u8>,
+    /// Its operators, for `doctor`.
+    pub ops: OpCounts,
+}
+
+/// `model` (a serialized ONNX model) with its fp32 layers on frostline's operators; `None` when
+/// it is quantized or has nothing this rewrites.
+pub(crate) fn fp32_on_own_ops(model: &[u8]) -> Result<Option<Rewritten>, String> {
+    let mut graph_bytes = None;
+    let mut has_own_domain = false;
+    for field in Fields::new(model) {
+        let (number, value) = field?;
+        match number {
+            7 => graph_bytes = Some(value.bytes()?),
+            8 => has_own_domain |= opset_domain(value.bytes()?)? == DOMAIN,
+            _ => {}
+        }
+    }
+    let graph_bytes = graph_bytes.ok_or("the model has no graph")?;
+    let Some(graph) = rewrite_graph(graph_bytes)? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::with_capacity(model.len() + 4096);
+    for field in Fields::new(model) {
+        let (number, value) = field?;
+        if number == 7 {
+            put_bytes(&mut bytes, 7, &graph);
+        } else {
+            value.write(number, &mut bytes);
+        }
+    }
+    if !has_own_domain {
+        let mut opset = Vec::new();
+        put_bytes(&mut opset, 1, DOMAIN.as_bytes());
+        put_varint(&mut opset, 2 << 3);
+        put_varint(&mut opset, 1);
+        put_bytes(&mut bytes, 8, &opset);
+    }
+    let ops = super::graph_ops::op_counts_in(&bytes)?;
+    Ok(Some(Rewritten { bytes, ops }))
+}
+
+/// An `OperatorSetIdProto`'s domain.
+fn opset_domain(bytes: &[u8]) -> Result<&str, String> {
+    for field in Fields::new(bytes) {
+        let (number, value) = field?;
+        if number == 1 {
+            return value.text();
+        }
+    }
+    Ok("")
+}
+
+/// A node as read: what the rewrite looks at, and its bytes to copy it unchanged.
+struct Node<'a> {
+    bytes: &'a [u8],
+    name: &'a str,
+    op: &'a str,
+    domain: &'a str,
+    inputs: Vec<&'a str>,
+    outputs: Vec<&'a str>,
+    attrs: Vec<Attr<'a>>,
+}
+
+struct Attr<'a> {
+    name: &'a str,
+    int: Option<i64>,
+    float: Option<f32>,
+}
+
+impl<'a> Node<'a> {
+    fn read(bytes: &'a [u8]) -> Result<Self, String> {
+        let mut node = Node {
+            bytes,
+            name: "",
+            op: "",
+            domain: "",
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            attrs: Vec::new(),
+        };
+        for field in Fields::new(bytes) {
+            let (number, value) = field?;
+            match number {
+                1 => node.inputs.push(value.text()?),
+                2 => node.outputs.push(value.text()?),
+                3 => node.name = value.text()?,
+                4 => node.op = value.text()?,
+                7 => node.domain = value.text()?,
+                5 => {
+                    let mut attr = Attr {
+                        name: "",
+                        int: None,
+                        float: None,
+                    };
+                    for f in Fields::new(value.bytes()?) {
+                        match f? {
+                            (1, v) => attr.name = v.text()?,
+                            (2, Value::Fixed32(v)) => attr.float = Some(f32::from_bits(v)),
+                            (3, Value::Varint(v)) => attr.int = Some(v as i64),
+                            _ => {}
+                        }
+                    }
+                    node.attrs.push(attr);
+                }
+                _ => {}
+            }
+        }
+        Ok(node)
+    }
+
+    fn is(&self, domain: &str, op: &str) -> bool {
+        let d = if self.domain == "ai.onnx" {
+            ""
+        } else {
+            self.domain
+        };
+        d == domain && self.op == op
+    }
+
+    /// The attributes, refused (`None`) if the node has one not in `known`.
+    fn only_attrs(&self, known: &[&str]) -> Option<&[Attr<'a>]> {
+        self.attrs
+            .iter()
+            .all(|a| known.contains(&a.name))
+            .then_some(&self.attrs[..])
+    }
+
+    fn attr(&self, name: &str) -> Option<&Attr<'a>> {
+        self.attrs.iter().find(|a| a.name == name)
+    }
+}
+
+/// Whether a node is part of a quantized graph (which this leaves alone).
+fn quantized(node: &Node) -> bool {
+    let op = node.op;
+    node.domain == DOMAIN
+        || op.contains("Quant")
+        || op.contains("Integer")
+        || (op.starts_with('Q') && op[1..].starts_with(|c: char| c.is_ascii_uppercase()))
+}
+
+enum AttrValue {
+    Int(i64),
+    Float(f32),
+}
+
+/// Appends a `NodeProto` as graph field 1.
+fn put_node(
+    out: &mut Vec<u8>,
+    name: &str,
+    (domain, op): (&str, &str),
+    inputs: &[&str],
+    outputs: &[&str],
+    attrs: &[(&str, AttrValue)],
+) {
+    let mut node = Vec::new();
+    for i in inputs {
+        put_bytes(&mut node, 1, i.as_bytes());
+    }
+    for o in outputs {
+        put_bytes(&mut node, 2, o.as_bytes());
+    }
+    put_bytes(&mut node, 3, name.as_bytes());
+    put_bytes(&mut node, 4, op.as_bytes());
+    for (name, value) in attrs {
+        let mut a = Vec::new();
+        put_bytes(&mut a, 1, name.as_bytes());
+        let kind = match value {
+            AttrValue::Float(f) => {
+                Value::Fixed32(f.to_bits()).write(2, &mut a);
+                1
+            }
+            AttrValue::Int(i) => {
+                Value::Varint(*i as u64).write(3, &mut a);
+                2
+            }
+        };
+        Value::Varint(kind).write(20, &mut a);
+        put_bytes(&mut node, 5, &a);
+    }
+    if !domain.is_empty() {
+        put_bytes(&mut node, 7, domain.as_bytes());
+    }
+    put_bytes(out, 1, &node);
+}
+
+/// What becomes of one node of the graph.
+enum Plan {
+    Keep,
+    /// Folded into the fused node written at a later node.
+    Folded,
+    /// `Attention` → its QKV product and `AttentionCore`.
+    Attention {
+        heads: i64,
+    },
+    BiasGelu,
+    /// The `LayerNormalization` closing a fused group: where its product, bias and residual
+    /// come from (node, input).
+    Norm {
+        product: (usize, usize),
+        bias: (usize, usize),
+        residual: (usize, usize),
+        epsilon: f32,
+    },
+}
+
+/// The graph's bytes on frostline's operators, or `None` when it is quantized or nothing
+/// matched.
+fn rewrite_graph(graph: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let mut nodes = Vec::new();
+    let mut initializers = HashSet::new();
+    let mut graph_outputs = HashSet::new();
+    for field in Fields::new(graph) {
+        let (number, value) = field?;
+        match number {
+            1 => nodes.push(Node::read(value.bytes()?)?),
+            5 => {
+                for f in Fields::new(value.bytes()?) {
+                    if let (8, v) = f? {
+                        initializers.insert(v.text()?);
+                    }
+                }
+            }
+            12 => {
+                for f in Fields::new(value.bytes()?) {
+                    if let (1, v) = f? {
+                        graph_outputs.insert(v.text()?);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if nodes.iter().any(quantized) {
+        return Ok(None);
+    }
+    let mut producer = HashMap::new();
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for &o in &n.outputs {
+            producer.insert(o, i);
+        }
+        for &x in &n.inputs {
+            *uses.entry(x).or_default() += 1;
+        }
+    }
+    // A value that only feeds the next node of a fused group.
+    let internal = |v: &str| uses.get(v) == Some(&1) && !graph_outputs.contains(v);
+    let mut plans: Vec<Plan> = nodes.iter().map(|_| Plan::Keep).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        if n.is(MS, "Attention")
+            && n.inputs.len() == 4
+            && n.outputs.len() == 1
+            && n.inputs.iter().all(|x| !x.is_empty())
+            && initializers.contains(n.inputs[1])
+            && initializers.contains(n.inputs[2])
+        {
+            if let Some(
+                [Attr {
+                    name: "num_heads",
+                    int: Some(heads),
+                    ..
+                }],
+            ) = n.only_attrs(&["num_heads"])
+            {
+                plans[i] = Plan::Attention { heads: *heads };
+            }
+        } else if n.is(MS, "BiasGelu")
+            && n.inputs.len() == 2
+            && n.outputs.len() == 1
+            && n.attrs.is_empty()
+        {
+            plans[i] = Plan::BiasGelu;
+        } else if n.is("", "LayerNormalization")
+            && n.inputs.len() == 3
+            && n.outputs.len() == 1
+            && n.only_attrs(&["axis", "epsilon"]).is_some()
+            && n.attr("axis").is_none_or(|a| a.int == Some(-1))
+        {
+            let epsilon = n.attr("epsilon").map_or(Some(1e-5), |a| a.float);
+            if let (Some(epsilon), Some(g)) = (
+                epsilon,
+                norm_group(&nodes, &producer, &initializers, internal, i),
+            ) {
+                for add in g.adds {
+                    plans[add] = Plan::Folded;
+                }
+                plans[i] = Plan::Norm {
+                    product: g.product,
+                    bias: g.bias,
+                    residual: g.residual,
+                    epsilon,
+                };
+            }
+        }
+    }
+    if plans.iter().all(|p| matches!(p, Plan::Keep)) {
+        return Ok(None);
+    }
+
+    let mut out = Vec::with_capacity(graph.len() + 4096);
+    let mut next = 0;
+    for field in Fields::new(graph) {
+        let (number, value) = field?;
+        if number != 1 {
+            value.write(number, &mut out);
+            continue;
+        }
+        let (n, plan) = (&nodes[next], &plans[next]);
+        next += 1;
+        // Node names from their first output, which the graph's SSA form makes unique.
+        let name = |part: &str| {
+            format!(
+                "{}/frostline.{part}",
+                n.outputs.first().copied().unwrap_or(n.name)
+            )
+        };
+        match *plan {
+            Plan::Keep => put_bytes(&mut out, 1, n.bytes),
+            Plan::Folded => {}
+            Plan::Attention { heads } => {
+                let qkv = format!("{}/frostline.qkv_product", n.outputs[0]);
+                put_node(
+                    &mut out,
+                    &name("qkv_product"),
+                    ("", "MatMul"),
+                    &n.inputs[..2],
+                    &[&qkv],
+                    &[],
+                );
+                put_node(
+                    &mut out,
+                    &name("attention_core"),
+                    (DOMAIN, "AttentionCore"),
+                    &[&qkv, n.inputs[2], n.inputs[3]],
+                    &n.outputs,
+                    &[("num_heads", AttrValue::Int(heads))],
+                );
+            }
+            Plan::BiasGelu => put_node(
+                &mut out,
+                &name("bias_gelu"),
+                (DOMAIN, "BiasGelu"),
+                &n.inputs,
+                &n.outputs,
+                &[],
+            ),
+            Plan::Norm {
+                product,
+                bias,
+                residual,
+                epsilon,
+            } => {
+                let pick = |(node, input): (usize, usize)| nodes[node].inputs[input];
+                put_node(
+                    &mut out,
+                    &name("bias_residual_layernorm"),
+                    (DOMAIN, "BiasResidualLayerNorm"),
+                    &[
+                        pick(product),
+                        pick(bias),
+                        pick(residual),
+                        n.inputs[1],
+                        n.inputs[2],
+                    ],
+                    &n.outputs,
+                    &[("epsilon", AttrValue::Float(epsilon))],
+                );
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The two `Add`s before a `LayerNormalization`, and where its inputs come from (node, input).
+struct NormGroup {
+    adds: [usize; 2],
+    product: (usize, usize),
+    bias: (usize, usize),
+    residual: (usize, usize),
+}
+
+/// For the `LayerNormalization` at `norm`: `Add(product, bias)` then `Add(·, residual)` feeding
+/// it, each output used once. Returns the two Adds and where the product, bias and residual
+/// come from (node, input).
+fn norm_group<'a>(
+    nodes: &[Node<'a>],
+    producer: &HashMap<&'a str, usize>,
+    initializers: &HashSet<&str>,
+    internal: impl Fn(&str) -> bool,
+    norm: usize,
+) -> Option<NormGroup> {
+    let add = |v: &str| {
+        producer.get(v).copied().filter(|&p| {
+            internal(v)
+                && nodes[p].is("", "Add")
+                && nodes[p].inputs.len() == 2
+                && nodes[p].attrs.is_empty()
+        })
+    };
+    let second = add(nodes[norm].inputs[0])?;
+    for (side, &t) in nodes[second].inputs.iter().enumerate() {
+        let Some(first) = add(t) else { continue };
+        let ins = &nodes[first].inputs;
+        let Some(b) =
+            (0..2).find(|&k| initializers.contains(ins[k]) && !initializers.contains(ins[1 - k]))
+        else {
+            continue;
+        };
+        return Some(NormGroup {
+            adds: [first, second],
+            product: (first, 1 - b),
+            bias: (first, b),
+            residual: (second, 1 - side),
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An initializer: a `TensorProto` with only its name (the rewrite reads nothing else).
+    fn initializer(out: &mut Vec<u8>, name: &str) {
+        let mut t = Vec::new();
+        put_bytes(&mut t, 8, name.as_bytes());
+        put_bytes(out, 5, &t);
+    }
+
+    fn model(graph: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        Value::Varint(8).write(1, &mut m); // ir_version
+        put_bytes(&mut m, 7, graph);
+        m
+    }
+
+    /// One encoder layer as the exporter writes it (attention, residual norm, FFN with BiasGelu
+    /// and its residual norm), `extra` attributes on the Attention node.
+    fn layer(extra: &[(&str, AttrValue)]) -> Vec<u8> {
+        let mut g = Vec::new();
+        let mut attrs = vec![("num_heads", AttrValue::Int(12))];
+        attrs.extend(extra.iter().map(|(n, v)| {
+            (
+                *n,
+                match v {
+                    AttrValue::Int(i) => AttrValue::Int(*i),
+                    AttrValue::Float(f) => AttrValue::Float(*f),
+                },
+            )
+        }));
+        put_node(
+            &mut g,
+            "att",
+            (MS, "Attention"),
+            &["x", "qkv.w", "qkv.b", "mask"],
+            &["ctx"],
+            &attrs,
+        );
+        put_node(&mut g, "mm", ("", "MatMul"), &["ctx", "o.w"], &["o"], &[]);
+        put_node(&mut g, "a1", ("", "Add"), &["o", "o.b"], &["ob"], &[]);
+        put_node(&mut g, "a2", ("", "Add"), &["ob", "x"], &["or"], &[]);
+        put_node(
+            &mut g,
+            "ln",
+            ("", "LayerNormalization"),
+            &["or", "g", "b"],
+            &["h"],
+            &[
+                ("axis", AttrValue::Int(-1)),
+                ("epsilon", AttrValue::Float(1e-12)),
+            ],
+        );
+        put_node(&mut g, "mm2", ("", "MatMul"), &["h", "i.w"], &["i"], &[]);
+        put_node(
+            &mut g,
+            "gelu",
+            (MS, "BiasGelu"),
+            &["i", "i.b"],
+            &["ig"],
+            &[],
+        );
+        put_node(&mut g, "mm3", ("", "MatMul"), &["ig", "f.w"], &["f"], &[]);
+        // The residual first this time: either order of the second Add is a residual norm.
+        put_node(&mut g, "a3", ("", "Add"), &["f", "f.b"], &["fb"], &[]);
+        put_node(&mut g, "a4", ("", "Add"), &["h", "fb"], &["fr"], &[]);
+        put_node(
+            &mut g,
+            "ln2",
+            ("", "LayerNormalization"),
+            &["fr", "g2", "b2"],
+            &["y"],
+            &[("epsilon", AttrValue::Float(1e-12))],
+        );
+        for i in [
+            "qkv.w", "qkv.b", "o.w", "o.b", "g", "b", "i.w", "i.b", "f.w", "f.b", "g2", "b2",
+        ] {
+            initializer(&mut g, i);
+        }
+        let mut out = Vec::new();
+        put_bytes(&mut out, 1, b"y");
+        put_bytes(&mut g, 12, &out);
+        g
+    }
+
+    /// The nodes of a model as (domain.op, inputs, outputs).
+    fn nodes(model: &[u8]) -> Vec<(String, Vec<String>, Vec<String>)> {
+        let graph = Fields::new(model).find_map(|f| match f.unwrap() {
+            (7, v) => Some(v.bytes().unwrap()),
+            _ => None,
+        });
+        Fields::new(graph.unwrap())
+            .filter_map(|f| match f.unwrap() {
+                (1, v) => {
+                    let n = Node::read(v.bytes().unwrap()).unwrap();
+                    let name = if n.domain.is_empty() {
+                        n.op.to_string()
+                    } else {
+                        format!("{}.{}", n.domain, n.op)
+                    };
+                    Some((
+                        name,
+                        n.inputs.iter().map(|s| s.to_string()).collect(),
+                        n.outputs.iter().map(|s| s.to_string()).collect(),
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_exported_layer_is_rewritten_onto_frostline_s_operators() {
+        let r = fp32_on_own_ops(&model(&layer(&[])))
+            .unwrap()
+            .expect("rewritten");
+        let n = nodes(&r.bytes);
+        let ops: Vec<&str> = n.iter().map(|(op, _, _)| op.as_str()).collect();
+        assert_eq!(
+            ops,
+            [
+                "MatMul",
+                "ai.frostline.AttentionCore",
+                "MatMul",
+                "ai.frostline.BiasResidualLayerNorm",
+                "MatMul",
+                "ai.frostline.BiasGelu",
+                "MatMul",
+                "ai.frostline.BiasResidualLayerNorm",
+            ]
+        );
+        let io = |i: usize| (n[i].1.join(","), n[i].2.join(","));
+        assert_eq!(
+            io(0),
+            ("x,qkv.w".into(), "ctx/frostline.qkv_product".into())
+        );
+        assert_eq!(
+            io(1),
+            ("ctx/frostline.qkv_product,qkv.b,mask".into(), "ctx".into())
+        );
+        assert_eq!(io(3), ("o,o.b,x,g,b".into(), "h".into()));
+        assert_eq!(io(7), ("f,f.b,h,g2,b2".into(), "y".into()));
+        // The domain is declared, and the counts doctor shows are of the rewritten graph.
+        let declared = Fields::new(&r.bytes).any(
+            |f| matches!(f.unwrap(), (8, v) if opset_domain(v.bytes().unwrap()).unwrap() == DOMAIN),
+        );
+        assert!(declared);
+        assert_eq!(r.ops.get("ai.frostline.BiasResidualLayerNorm"), Some(&2));
+        assert_eq!(r.ops.get("com.microsoft.Attention"), None);
+    }
+
+    #[test]
+    fn what_it_does_not_know_runs_as_written() {
+        // An Attention attribute the core does not implement: that node stays, the rest moves.
+        let r = fp32_on_own_ops(&model(&layer(&[("unidirectional", AttrValue::Int(1))])))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.ops.get("com.microsoft.Attention"), Some(&1));
+        assert_eq!(r.ops.get("ai.frostline.AttentionCore"), None);
+        assert_eq!(r.ops.get("ai.frostline.BiasGelu"), Some(&1));
+
+        // A quantized graph is left exactly as written (its own ops are bit-exact; these are not).
+        let mut g = layer(&[]);
+        put_node(
+            &mut g,
+            "q",
+            ("", "MatMulInteger"),
+            &["y", "w8"],
+            &["z"],
+            &[],
+        );
+        assert!(fp32_on_own_ops(&model(&g)).unwrap().is_none());
+
+        // A residual sum that something else also reads is not folded into the norm.
+        let mut g = layer(&[]);
+        put_node(&mut g, "peek", ("", "Identity"), &["or"], &["seen"], &[]);
+        let r = fp32_on_own_ops(&model(&g)).unwrap().unwrap();
+        assert_eq!(r.ops.get("ai.frostline.BiasResidualLayerNorm"), Some(&1));
+        assert_eq!(r.ops.get("LayerNormalization"), Some(&1));
+
+        // Damage is named, not skipped.
+        let mut bad = model(&layer(&[]));
+        bad.truncate(bad.len() - 5);
+        assert!(fp32_on_own_ops(&bad).unwrap_err().contains("bytes where"));
+    }
+}

@@ -1,0 +1,527 @@
+//! The attention core of one (sequence, head) of a padded batch, forward only: the scaled
+//! products of the queries with the kept keys, their softmax, and the weighted sum of the values
+//! — what ONNX Runtime's `Attention` computes after its QKV product, for frostline's own
+//! operator (`backbone::own_ops`). ONNX Runtime runs it as three small GEMM calls per head,
+//! which on 20-token texts costs more in calls than in arithmetic; here each head is one pass
+//! over register tiles of 4 query rows × 16 keys (scores) and 4 rows × 16 features (context).
+//!
+//! Masked keys are left out rather than given −10000 as ORT does: e^(−10000) is 0 in f32, so
+//! the results agree; a row whose keys are all masked attends to every key, as ORT's uniform
+//! shift of all scores does.
+
+use std::ops::Range;
+
+use super::gemm::Cpu;
+
+/// Query rows per register tile.
+const ROWS: usize = 8;
+/// f32 lanes per vector (one AVX-512 register).
+const LANES: usize = 16;
+
+/// Working memory of [`attend`], kept per thread so a task allocates nothing once warm.
+#[derive(Default)]
+pub struct Scratch {
+    /// Keys transposed, per head `[head_dim, keys rounded up to LANES]` (padding zero).
+    kt: Vec<f32>,
+    /// Values, per head `[keys, head_dim]`.
+    v: Vec<f32>,
+    /// Queries times 1/√head_dim, per head `[rows rounded up to ROWS, head_dim]` (padding zero).
+    q: Vec<f32>,
+    /// One tile's scores, then exponentials, `[ROWS, keys rounded up]`.
+    p: Vec<f32>,
+    /// One head's context, `[rows rounded up, head_dim]`.
+    head_ctx: Vec<f32>,
+    /// The context of every query row for the group's heads, `[seq, heads in group · head_dim]`.
+    pub ctx: Vec<f32>,
+}
+
+/// One sequence's attention for the heads in `group`: `qkv` is its `[seq, 3·hidden]` QKV
+/// product (without bias), `bias` the `3·hidden` biases, `keys` the positions not masked (none:
+/// every key). The context `[seq, group.len() · hidden / heads]` is left in `scratch.ctx`.
+///
+/// A group's Q, K and V of a row are read as three contiguous runs, once for all its heads:
+/// the rows are 3·hidden apart (4.6 kB for MiniLM), past what the hardware prefetcher follows,
+/// so reading them head by head missed the cache on every row.
+pub fn attend(
+    qkv: &[f32],
+    bias: &[f32],
+    keys: &[usize],
+    heads: usize,
+    group: Range<usize>,
+    scratch: &mut Scratch,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let cpu = Cpu::get();
+        if cpu.avx512f {
+            // SAFETY: the CPU has the features the function was compiled for.
+            return unsafe { attend_avx512(qkv, bias, keys, heads, group, scratch) };
+        }
+        if cpu.avx2_fma {
+            // SAFETY: as above.
+            return unsafe { attend_avx2(qkv, bias, keys, heads, group, scratch) };
+        }
+    }
+    attend_body::<Separate>(qkv, bias, keys, heads, group, scratch)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,fma")]
+unsafe fn attend_avx512(
+    qkv: &[f32],
+    bias: &[f32],
+    keys: &[usize],
+    heads: usize,
+    group: Range<usize>,
+    s: &mut Scratch,
+) {
+    attend_body::<Avx512>(qkv, bias, keys, heads, group, s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_avx2(
+    qkv: &[f32],
+    bias: &[f32],
+    keys: &[usize],
+    heads: usize,
+    group: Range<usize>,
+    s: &mut Scratch,
+) {
+    attend_body::<Fused>(qkv, bias, keys, heads, group, s)
+}
+
+/// The two register-tiled loops of [`attend`], for ROWS query rows at a time.
+trait Tiles {
+    /// a·b + c: fused where the CPU has FMA (a plain multiply and add elsewhere, not a libm
+    /// call).
+    fn mul_add(a: f32, b: f32, c: f32) -> f32;
+
+    /// `p[r, j] = Σ_f q[r, f] · kt[f, j]` for the tile's rows and every key column.
+    #[inline(always)]
+    fn scores(q: &[f32], kt: &[f32], nkp: usize, d: usize, p: &mut [f32]) {
+        for c in (0..nkp).step_by(LANES) {
+            let mut acc = [[0f32; LANES]; ROWS];
+            for f in 0..d {
+                let k = &kt[f * nkp + c..f * nkp + c + LANES];
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let qv = q[r * d + f];
+                    for (x, &kv) in a.iter_mut().zip(k) {
+                        *x = Self::mul_add(qv, kv, *x);
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                p[r * nkp + c..r * nkp + c + LANES].copy_from_slice(a);
+            }
+        }
+    }
+
+    /// `ctx[r, f] = Σ_j p[r, j] · v[j, f]` over the `nk` kept keys.
+    #[inline(always)]
+    fn context(p: &[f32], nkp: usize, nk: usize, v: &[f32], d: usize, ctx: &mut [f32]) {
+        for r in 0..ROWS {
+            let out = &mut ctx[r * d..(r + 1) * d];
+            out.fill(0.0);
+            for j in 0..nk {
+                let w = p[r * nkp + j];
+                for (o, &x) in out.iter_mut().zip(&v[j * d..(j + 1) * d]) {
+                    *o = Self::mul_add(w, x, *o);
+                }
+            }
+        }
+    }
+}
+
+struct Fused;
+impl Tiles for Fused {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+
+struct Separate;
+impl Tiles for Separate {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+}
+
+/// AVX-512 tiles: ROWS rows × 32 keys (scores) and ROWS rows × 32 features (context), 16
+/// accumulators, enough independent FMA chains to keep both FMA ports busy; a last 16 with 8.
+#[cfg(target_arch = "x86_64")]
+struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl Tiles for Avx512 {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+
+    #[inline(always)]
+    fn scores(q: &[f32], kt: &[f32], nkp: usize, d: usize, p: &mut [f32]) {
+        assert!(q.len() >= ROWS * d && kt.len() >= d * nkp && p.len() >= ROWS * nkp);
+        let mut c = 0;
+        while c + 2 * LANES <= nkp {
+            // SAFETY: AVX-512F is enabled by the caller's target features; c + 32 ≤ nkp and the
+            // lengths asserted above bound every access.
+            unsafe { avx512::score_block::<2>(q, kt, nkp, d, p, c) };
+            c += 2 * LANES;
+        }
+        if c < nkp {
+            // SAFETY: as above, with c + 16 = nkp.
+            unsafe { avx512::score_block::<1>(q, kt, nkp, d, p, c) };
+        }
+    }
+
+    #[inline(always)]
+    fn context(p: &[f32], nkp: usize, nk: usize, v: &[f32], d: usize, ctx: &mut [f32]) {
+        assert!(p.len() >= ROWS * nkp && nk <= nkp && v.len() >= nk * d && ctx.len() >= ROWS * d);
+        let mut f0 = 0;
+        while f0 + 2 * LANES <= d {
+            // SAFETY: as in `scores`: f0 + 32 ≤ d, j < nk and r < ROWS bound every access.
+            unsafe { avx512::context_block::<2>(p, nkp, nk, v, d, ctx, f0) };
+            f0 += 2 * LANES;
+        }
+        if f0 + LANES <= d {
+            // SAFETY: as above, with f0 + 16 ≤ d.
+            unsafe { avx512::context_block::<1>(p, nkp, nk, v, d, ctx, f0) };
+            f0 += LANES;
+        }
+        // A head width that is not a multiple of 16: the last features one at a time.
+        for r in 0..ROWS {
+            for f in f0..d {
+                let mut acc = 0f32;
+                for j in 0..nk {
+                    acc = p[r * nkp + j].mul_add(v[j * d + f], acc);
+                }
+                ctx[r * d + f] = acc;
+            }
+        }
+    }
+}
+
+/// The register blocks of [`Avx512`]'s tiles: `V` vectors of 16 per row, ROWS rows.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{LANES, ROWS};
+
+    /// Scores of the tile's rows for keys `c..c + 16·V`.
+    ///
+    /// # Safety
+    /// AVX-512F; `q` holds ROWS·d, `kt` d·nkp and `p` ROWS·nkp values, and c + 16·V ≤ nkp.
+    #[inline(always)]
+    pub(super) unsafe fn score_block<const V: usize>(
+        q: &[f32],
+        kt: &[f32],
+        nkp: usize,
+        d: usize,
+        p: &mut [f32],
+        c: usize,
+    ) {
+        let (q, kt, p) = (q.as_ptr(), kt.as_ptr(), p.as_mut_ptr());
+        let mut acc = [[_mm512_setzero_ps(); V]; ROWS];
+        for f in 0..d {
+            let k: [__m512; V] =
+                std::array::from_fn(|v| _mm512_loadu_ps(kt.add(f * nkp + c + v * LANES)));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let qv = _mm512_set1_ps(*q.add(r * d + f));
+                for (a, &k) in a.iter_mut().zip(&k) {
+                    *a = _mm512_fmadd_ps(qv, k, *a);
+                }
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            for (v, &a) in a.iter().enumerate() {
+                _mm512_storeu_ps(p.add(r * nkp + c + v * LANES), a);
+            }
+        }
+    }
+
+    /// Context of the tile's rows for features `f0..f0 + 16·V`, over the `nk` kept keys.
+    ///
+    /// # Safety
+    /// AVX-512F; `p` holds ROWS·nkp, `v` nk·d and `ctx` ROWS·d values, and f0 + 16·V ≤ d.
+    #[inline(always)]
+    pub(super) unsafe fn context_block<const V: usize>(
+        p: &[f32],
+        nkp: usize,
+        nk: usize,
+        v: &[f32],
+        d: usize,
+        ctx: &mut [f32],
+        f0: usize,
+    ) {
+        let (pp, vp, cp) = (p.as_ptr(), v.as_ptr(), ctx.as_mut_ptr());
+        let mut acc = [[_mm512_setzero_ps(); V]; ROWS];
+        for j in 0..nk {
+            let x: [__m512; V] =
+                std::array::from_fn(|i| _mm512_loadu_ps(vp.add(j * d + f0 + i * LANES)));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let w = _mm512_set1_ps(*pp.add(r * nkp + j));
+                for (a, &x) in a.iter_mut().zip(&x) {
+                    *a = _mm512_fmadd_ps(w, x, *a);
+                }
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            for (i, &a) in a.iter().enumerate() {
+                _mm512_storeu_ps(cp.add(r * d + f0 + i * LANES), a);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn attend_body<M: Tiles>(
+    qkv: &[f32],
+    bias: &[f32],
+    keys: &[usize],
+    heads: usize,
+    group: Range<usize>,
+    s: &mut Scratch,
+) {
+    let hidden = bias.len() / 3;
+    let d = hidden / heads;
+    let width = 3 * hidden;
+    let seq = qkv.len() / width;
+    let all: Vec<usize>;
+    let keys = if keys.is_empty() {
+        all = (0..seq).collect();
+        &all
+    } else {
+        keys
+    };
+    let (nk, gh) = (keys.len(), group.len());
+    let nkp = nk.div_ceil(LANES) * LANES;
+    let rows = seq.div_ceil(ROWS) * ROWS;
+    let run = gh * d; // one part's features for the group, contiguous in a row
+    let (oq, ok, ov) = (
+        group.start * d,
+        hidden + group.start * d,
+        2 * hidden + group.start * d,
+    );
+    let scale = 1.0 / (d as f32).sqrt();
+    let (kt_len, v_len, q_len) = (d * nkp, nk * d, rows * d);
+
+    // Buffers are resized, not cleared: every entry read below is written first, and the
+    // padding the tiles read (Kᵀ columns past the keys, Q rows past the sequence) is zeroed.
+    s.kt.resize(gh * kt_len, 0.0);
+    s.v.resize(gh * v_len, 0.0);
+    for (j, &key) in keys.iter().enumerate() {
+        if let Some(&ahead) = keys.get(j + PREFETCH_ROWS) {
+            prefetch(&qkv[ahead * width + ok..], run);
+            prefetch(&qkv[ahead * width + ov..], run);
+        }
+        let row = &qkv[key * width..(key + 1) * width];
+        for (h, (k, b)) in row[ok..ok + run]
+            .chunks_exact(d)
+            .zip(bias[ok..ok + run].chunks_exact(d))
+            .enumerate()
+        {
+            // Column j of head h's Kᵀ: a strided write per feature, through an iterator so the
+            // compiler proves every index in bounds once rather than per element.
+            for ((o, &x), &b) in s.kt[h * kt_len + j..].iter_mut().step_by(nkp).zip(k).zip(b) {
+                *o = x + b;
+            }
+        }
+        for (h, (v, b)) in row[ov..ov + run]
+            .chunks_exact(d)
+            .zip(bias[ov..ov + run].chunks_exact(d))
+            .enumerate()
+        {
+            let out = &mut s.v[h * v_len + j * d..h * v_len + (j + 1) * d];
+            for ((o, &x), &b) in out.iter_mut().zip(v).zip(b) {
+                *o = x + b;
+            }
+        }
+    }
+    for h in 0..gh {
+        for f in 0..d {
+            s.kt[h * kt_len + f * nkp + nk..h * kt_len + (f + 1) * nkp].fill(0.0);
+        }
+    }
+    s.q.resize(gh * q_len, 0.0);
+    for h in 0..gh {
+        s.q[h * q_len + seq * d..(h + 1) * q_len].fill(0.0);
+    }
+    for i in 0..seq {
+        if i + PREFETCH_ROWS < seq {
+            prefetch(&qkv[(i + PREFETCH_ROWS) * width + oq..], run);
+        }
+        let row = &qkv[i * width..(i + 1) * width];
+        for (h, (q, b)) in row[oq..oq + run]
+            .chunks_exact(d)
+            .zip(bias[oq..oq + run].chunks_exact(d))
+            .enumerate()
+        {
+            let out = &mut s.q[h * q_len + i * d..h * q_len + (i + 1) * d];
+            for ((o, &x), &b) in out.iter_mut().zip(q).zip(b) {
+                *o = (x + b) * scale;
+            }
+        }
+    }
+    s.p.resize(ROWS * nkp, 0.0);
+    s.head_ctx.resize(rows * d, 0.0);
+    s.ctx.resize(seq * run, 0.0);
+
+    for h in 0..gh {
+        let (kt, v) = (
+            &s.kt[h * kt_len..(h + 1) * kt_len],
+            &s.v[h * v_len..(h + 1) * v_len],
+        );
+        for i0 in (0..seq).step_by(ROWS) {
+            let q = &s.q[h * q_len + i0 * d..h * q_len + (i0 + ROWS) * d];
+            M::scores(q, kt, nkp, d, &mut s.p);
+            let mut inv = [0f32; ROWS];
+            for (r, inv) in inv.iter_mut().enumerate() {
+                *inv = exp_scores(&mut s.p[r * nkp..(r + 1) * nkp], nk);
+            }
+            let ctx = &mut s.head_ctx[i0 * d..(i0 + ROWS) * d];
+            M::context(&s.p, nkp, nk, v, d, ctx);
+            // The softmax's normalisation, on the context row (d values) rather than the scores.
+            for (row, &inv) in ctx.chunks_exact_mut(d).zip(&inv) {
+                for x in row {
+                    *x *= inv;
+                }
+            }
+        }
+        for (i, row) in s.head_ctx.chunks_exact(d).take(seq).enumerate() {
+            s.ctx[i * run + h * d..i * run + (h + 1) * d].copy_from_slice(row);
+        }
+    }
+}
+
+/// Rows ahead whose Q, K or V runs are fetched into cache while this row is copied: the rows are
+/// 3·hidden floats apart, a stride the hardware prefetcher does not follow across pages.
+const PREFETCH_ROWS: usize = 4;
+
+/// Asks for the cache lines of the first `len` floats of `x` (a hint; nothing on other CPUs).
+#[inline(always)]
+fn prefetch(x: &[f32], len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for at in (0..len.min(x.len())).step_by(16) {
+        // SAFETY: a prefetch of an address inside `x`; it reads nothing and cannot fault.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                x.as_ptr().add(at).cast(),
+            );
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (x, len);
+}
+
+/// The first `nk` entries of `row` ← e^(score − max), returning 1 / their sum (the softmax
+/// without its division). The exponentials run over the whole row, a multiple of 16 (no scalar
+/// tail); the padding after `nk` is left out of the max and the sum, and the context never
+/// reads it.
+#[inline(always)]
+fn exp_scores(row: &mut [f32], nk: usize) -> f32 {
+    let max = super::vecmath::max(&row[..nk]);
+    let mut acc = [0f32; LANES];
+    for (c, chunk) in row.chunks_exact_mut(LANES).enumerate() {
+        for (l, (v, a)) in chunk.iter_mut().zip(acc.iter_mut()).enumerate() {
+            let e = super::vecmath::exp(*v - max);
+            *v = e;
+            *a += if c * LANES + l < nk { e } else { 0.0 };
+        }
+    }
+    1.0 / acc.iter().sum::<f32>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The textbook computation in f64: softmax(q·kᵀ/√d) · v over the kept keys.
+    fn reference(qkv: &[f32], bias: &[f32], keys: &[usize], heads: usize, head: usize) -> Vec<f64> {
+        let hidden = bias.len() / 3;
+        let d = hidden / heads;
+        let seq = qkv.len() / (3 * hidden);
+        let at = |i: usize, part: usize, f: usize| {
+            let c = part * hidden + head * d + f;
+            (qkv[i * 3 * hidden + c] + bias[c]) as f64
+        };
+        let mut out = vec![0f64; seq * d];
+        for i in 0..seq {
+            let scores: Vec<f64> = keys
+                .iter()
+                .map(|&j| {
+                    (0..d).map(|f| at(i, 0, f) * at(j, 1, f)).sum::<f64>() / (d as f64).sqrt()
+                })
+                .collect();
+            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let total: f64 = e.iter().sum();
+            for (w, &j) in e.iter().zip(keys) {
+                for f in 0..d {
+                    out[i * d + f] += w / total * at(j, 2, f);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_the_textbook_softmax_on_odd_shapes_and_masks() {
+        let mut rng = crate::nn::Rng::new(7);
+        // (seq, hidden, heads): head widths 32 (MiniLM), 24 (not a multiple of 16), 8; lengths
+        // that are not multiples of the 4-row or 16-key tiles.
+        for &(seq, hidden, heads) in &[
+            (1, 64, 2),
+            (7, 384, 12),
+            (19, 96, 4),
+            (37, 64, 8),
+            (130, 128, 4),
+        ] {
+            let qkv: Vec<f32> = (0..seq * 3 * hidden)
+                .map(|_| (rng.uniform() as f32 - 0.5) * 6.0)
+                .collect();
+            let bias: Vec<f32> = (0..3 * hidden)
+                .map(|_| rng.uniform() as f32 - 0.5)
+                .collect();
+            let padded = (seq * 2 / 3).max(1);
+            for keys in [
+                (0..seq).collect::<Vec<_>>(),
+                (0..padded).collect(),
+                (0..seq).step_by(3).collect(),
+            ] {
+                let mut s = Scratch::default();
+                let d = hidden / heads;
+                // One head, the first two, and every head in one group.
+                for group in [heads - 1..heads, 0..2.min(heads), 0..heads] {
+                    attend(&qkv, &bias, &keys, heads, group.clone(), &mut s);
+                    assert_eq!(s.ctx.len(), seq * group.len() * d);
+                    for (g, head) in group.clone().enumerate() {
+                        let want = reference(&qkv, &bias, &keys, heads, head);
+                        let got: Vec<f32> = s
+                            .ctx
+                            .chunks_exact(group.len() * d)
+                            .flat_map(|r| r[g * d..(g + 1) * d].to_vec())
+                            .collect();
+                        for (i, (&got, &w)) in got.iter().zip(&want).enumerate() {
+                            assert!(
+                            (got as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                            "seq {seq} hidden {hidden} head {head} keys {} at {i}: {got} vs {w}",
+                            keys.len()
+                        );
+                        }
+                    }
+                }
+            }
+            // Every key masked: every key attends, as ORT's uniform −10000 shift gives.
+            let mut s = Scratch::default();
+            attend(&qkv, &bias, &[], heads, 0..1, &mut s);
+            let want = reference(&qkv, &bias, &(0..seq).collect::<Vec<_>>(), heads, 0);
+            for (&got, &w) in s.ctx.iter().zip(&want) {
+                assert!((got as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()));
+            }
+        }
+    }
+}
