@@ -97,6 +97,16 @@ impl<'a> Fields<'a> {
     }
 }
 
+impl<'a> Fields<'a> {
+    /// The numbers of a packed repeated varint field (`bytes` is its value).
+    pub(crate) fn packed_varints(
+        bytes: &'a [u8],
+    ) -> impl Iterator<Item = std::result::Result<u64, String>> + 'a {
+        let mut f = Fields::new(bytes);
+        std::iter::from_fn(move || (!f.rest.is_empty()).then(|| f.varint()))
+    }
+}
+
 impl<'a> Iterator for Fields<'a> {
     type Item = std::result::Result<(u64, Value<'a>), String>;
 

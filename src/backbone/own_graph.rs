@@ -241,16 +241,38 @@ enum Plan {
 fn rewrite_graph(graph: &[u8]) -> Result<Option<Vec<u8>>, String> {
     let mut nodes = Vec::new();
     let mut initializers = HashSet::new();
+    // 1-D initializers of two or more values: a bias, gain or shift that ONNX's broadcasting
+    // makes one per feature (a one-value "bias" broadcasts, which the fused kernels do not do).
+    let mut vectors = HashSet::new();
     let mut graph_outputs = HashSet::new();
     for field in Fields::new(graph) {
         let (number, value) = field?;
         match number {
             1 => nodes.push(Node::read(value.bytes()?)?),
             5 => {
+                let (mut name, mut rank) = ("", 0usize);
+                let mut one_dim = 0u64;
                 for f in Fields::new(value.bytes()?) {
-                    if let (8, v) = f? {
-                        initializers.insert(v.text()?);
+                    match f? {
+                        (8, v) => name = v.text()?,
+                        // dims: one varint each, or packed
+                        (1, Value::Varint(n)) => {
+                            rank += 1;
+                            one_dim = n;
+                        }
+                        (1, v) => {
+                            let mut packed = Fields::packed_varints(v.bytes()?);
+                            while let Some(n) = packed.next().transpose()? {
+                                rank += 1;
+                                one_dim = n;
+                            }
+                        }
+                        _ => {}
                     }
+                }
+                initializers.insert(name);
+                if rank == 1 && one_dim >= 2 {
+                    vectors.insert(name);
                 }
             }
             12 => {
@@ -285,7 +307,7 @@ fn rewrite_graph(graph: &[u8]) -> Result<Option<Vec<u8>>, String> {
             && n.outputs.len() == 1
             && n.inputs.iter().all(|x| !x.is_empty())
             && initializers.contains(n.inputs[1])
-            && initializers.contains(n.inputs[2])
+            && vectors.contains(n.inputs[2])
         {
             if let Some(
                 [Attr {
@@ -299,6 +321,7 @@ fn rewrite_graph(graph: &[u8]) -> Result<Option<Vec<u8>>, String> {
             }
         } else if n.is(MS, "BiasGelu")
             && n.inputs.len() == 2
+            && vectors.contains(n.inputs[1])
             && n.outputs.len() == 1
             && n.attrs.is_empty()
         {
@@ -312,7 +335,7 @@ fn rewrite_graph(graph: &[u8]) -> Result<Option<Vec<u8>>, String> {
             let epsilon = n.attr("epsilon").map_or(Some(1e-5), |a| a.float);
             if let (Some(epsilon), Some(g)) = (
                 epsilon,
-                norm_group(&nodes, &producer, &initializers, internal, i),
+                norm_group(&nodes, &producer, &initializers, &vectors, internal, i),
             ) {
                 for add in g.adds {
                     plans[add] = Plan::Folded;
@@ -419,6 +442,7 @@ fn norm_group<'a>(
     nodes: &[Node<'a>],
     producer: &HashMap<&'a str, usize>,
     initializers: &HashSet<&str>,
+    vectors: &HashSet<&str>,
     internal: impl Fn(&str) -> bool,
     norm: usize,
 ) -> Option<NormGroup> {
@@ -435,10 +459,15 @@ fn norm_group<'a>(
         let Some(first) = add(t) else { continue };
         let ins = &nodes[first].inputs;
         let Some(b) =
-            (0..2).find(|&k| initializers.contains(ins[k]) && !initializers.contains(ins[1 - k]))
+            (0..2).find(|&k| vectors.contains(ins[k]) && !initializers.contains(ins[1 - k]))
         else {
             continue;
         };
+        let residual = nodes[second].inputs[1 - side];
+        let norm_params = &nodes[norm].inputs[1..3];
+        if initializers.contains(residual) || !norm_params.iter().all(|p| vectors.contains(p)) {
+            continue;
+        }
         return Some(NormGroup {
             adds: [first, second],
             product: (first, 1 - b),
@@ -453,9 +482,21 @@ fn norm_group<'a>(
 mod tests {
     use super::*;
 
-    /// An initializer: a `TensorProto` with only its name (the rewrite reads nothing else).
-    fn initializer(out: &mut Vec<u8>, name: &str) {
+    /// An initializer: a `TensorProto` with its dims and name (the rewrite reads nothing else);
+    /// dims packed or one field each, as writers do both.
+    fn initializer(out: &mut Vec<u8>, name: &str, dims: &[u64]) {
         let mut t = Vec::new();
+        if name.ends_with(".w") {
+            let mut packed = Vec::new();
+            for &d in dims {
+                put_varint(&mut packed, d);
+            }
+            put_bytes(&mut t, 1, &packed);
+        } else {
+            for &d in dims {
+                Value::Varint(d).write(1, &mut t);
+            }
+        }
         put_bytes(&mut t, 8, name.as_bytes());
         put_bytes(out, 5, &t);
     }
@@ -470,6 +511,11 @@ mod tests {
     /// One encoder layer as the exporter writes it (attention, residual norm, FFN with BiasGelu
     /// and its residual norm), `extra` attributes on the Attention node.
     fn layer(extra: &[(&str, AttrValue)]) -> Vec<u8> {
+        layer_with(extra, &[8])
+    }
+
+    /// [`layer`] with the attention output's bias of shape `o_bias`.
+    fn layer_with(extra: &[(&str, AttrValue)], o_bias: &[u64]) -> Vec<u8> {
         let mut g = Vec::new();
         let mut attrs = vec![("num_heads", AttrValue::Int(12))];
         attrs.extend(extra.iter().map(|(n, v)| {
@@ -524,11 +570,13 @@ mod tests {
             &["y"],
             &[("epsilon", AttrValue::Float(1e-12))],
         );
-        for i in [
-            "qkv.w", "qkv.b", "o.w", "o.b", "g", "b", "i.w", "i.b", "f.w", "f.b", "g2", "b2",
-        ] {
-            initializer(&mut g, i);
+        for i in ["qkv.w", "o.w", "i.w", "f.w"] {
+            initializer(&mut g, i, &[8, 8]);
         }
+        for i in ["qkv.b", "g", "b", "i.b", "f.b", "g2", "b2"] {
+            initializer(&mut g, i, &[8]);
+        }
+        initializer(&mut g, "o.b", o_bias);
         let mut out = Vec::new();
         put_bytes(&mut out, 1, b"y");
         put_bytes(&mut g, 12, &out);
@@ -629,6 +677,12 @@ mod tests {
         let r = fp32_on_own_ops(&model(&g)).unwrap().unwrap();
         assert_eq!(r.ops.get("ai.frostline.BiasResidualLayerNorm"), Some(&1));
         assert_eq!(r.ops.get("LayerNormalization"), Some(&1));
+
+        // A one-value bias broadcasts in ONNX; the fused kernels take one per feature, so that
+        // Add and its norm stay as written.
+        let g = layer_with(&[], &[1]);
+        let r = fp32_on_own_ops(&model(&g)).unwrap().unwrap();
+        assert_eq!(r.ops.get("ai.frostline.BiasResidualLayerNorm"), Some(&1));
 
         // Damage is named, not skipped.
         let mut bad = model(&layer(&[]));
