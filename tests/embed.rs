@@ -341,3 +341,41 @@ fn damaged_chunk_is_set_aside_and_re_embedded() {
         assert!(cosine(&a.2[r * 384..(r + 1) * 384], &b.2[r * 384..(r + 1) * 384]) > 0.99999);
     }
 }
+
+/// A folder whose weights are kept as ONNX external data: frostline reads the graph into memory
+/// to rewrite it onto its CPU kernels, and must still find the weights beside the file (not in
+/// the working directory), giving the inline folder's vectors exactly.
+#[test]
+fn a_graph_with_external_weights_runs_rewritten_from_its_folder() {
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ext = model_copy(dir.path(), &model);
+    let py = venv_python("FROSTLINE_VENV", "venv", "scripts/setup.sh");
+    // model_copy links the big files: replace the graph's link by a file of its own first.
+    let graph = ext.join("model.onnx");
+    std::fs::remove_file(&graph).unwrap();
+    let script = "import onnx, sys; m = onnx.load(sys.argv[1]); \
+                  onnx.save_model(m, sys.argv[2], save_as_external_data=True, location='weights.bin')";
+    let (ok, _, err) = run(std::process::Command::new(py)
+        .args(["-c", script])
+        .arg(model.join("model.onnx"))
+        .arg(&graph));
+    assert!(ok, "{err}");
+    assert!(ext.join("weights.bin").is_file());
+    assert!(
+        std::fs::metadata(&graph).unwrap().len() < 1 << 20,
+        "the weights left the graph file"
+    );
+    // Run from another directory, so a path resolved against the working directory would miss.
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let embed = |m: &Path, name: &str| {
+        let out = dir.path().join(name);
+        let cache = dir.path().join(format!("cache-{name}"));
+        let (ok, _, err) =
+            run(embed_cmd(m, &fixture("sentences.csv"), &out, &cache).current_dir(&elsewhere));
+        assert!(ok, "{err}");
+        read_npy(&out)
+    };
+    assert_eq!(embed(&ext, "ext.npy"), embed(&model, "inline.npy"));
+}

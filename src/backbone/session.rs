@@ -170,6 +170,9 @@ impl Backbone {
     }
 }
 
+/// ONNX Runtime's session option for where a graph loaded from memory keeps its external data.
+const EXTERNAL_DATA_FOLDER: &str = "session.model_external_initializers_file_folder_path";
+
 /// A session on `graph` with frostline's operators registered: every session frostline opens
 /// (doctor's too) is made here. On CPU an fp32 graph runs rewritten onto frostline's kernels
 /// ([`super::own_graph`]); the operators it then runs come back with the session.
@@ -228,6 +231,12 @@ pub(crate) fn build_session(
             )
         })?;
         if let Some(r) = rewritten {
+            // A graph read from memory has no folder of its own: weights kept beside it as
+            // external data are found where the file is.
+            let folder = graph.parent().unwrap_or(Path::new("."));
+            builder = builder
+                .with_config_entry(EXTERNAL_DATA_FOLDER, folder.to_string_lossy())
+                .map_err(|e| Error::ort(ctx("pointing ONNX Runtime at the graph's folder"), e))?;
             let session = builder.commit_from_memory(&r.bytes).map_err(loaded)?;
             return Ok((session, Some(r.ops)));
         }
