@@ -524,6 +524,25 @@ mod tests {
         out
     }
 
+    type Path = fn(&[f32], &[f32], &[usize], usize, Range<usize>, &mut Scratch);
+
+    /// The portable body and each SIMD body the CPU has.
+    fn paths() -> Vec<Path> {
+        let mut paths: Vec<Path> = vec![attend_body::<Separate>];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let cpu = Cpu::get();
+            if cpu.avx2_fma {
+                // SAFETY (for the closures): called only where the CPU has the features.
+                paths.push(|q, b, k, h, g, s| unsafe { attend_avx2(q, b, k, h, g, s) });
+            }
+            if cpu.avx512f {
+                paths.push(|q, b, k, h, g, s| unsafe { attend_avx512(q, b, k, h, g, s) });
+            }
+        }
+        paths
+    }
+
     #[test]
     fn matches_the_textbook_softmax_on_odd_shapes_and_masks() {
         let mut rng = crate::nn::Rng::new(7);
@@ -550,9 +569,13 @@ mod tests {
             ] {
                 let mut s = Scratch::default();
                 let d = hidden / heads;
-                // One head, the first two, and every head in one group.
-                for group in [heads - 1..heads, 0..2.min(heads), 0..heads] {
-                    attend(&qkv, &bias, &keys, heads, group.clone(), &mut s);
+                // One head, the first two, and every head in one group; on every path this CPU
+                // can run (the dispatcher would only ever take the best one).
+                for (group, path) in [heads - 1..heads, 0..2.min(heads), 0..heads]
+                    .into_iter()
+                    .flat_map(|g| paths().into_iter().map(move |p| (g.clone(), p)))
+                {
+                    path(&qkv, &bias, &keys, heads, group.clone(), &mut s);
                     assert_eq!(s.ctx.len(), seq * group.len() * d);
                     for (g, head) in group.clone().enumerate() {
                         let want = reference(&qkv, &bias, &keys, heads, head);
