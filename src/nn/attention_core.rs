@@ -91,28 +91,34 @@ unsafe fn attend_avx2(
     attend_body::<Fused>(qkv, bias, keys, heads, group, s)
 }
 
-/// The two register-tiled loops of [`attend`], for ROWS query rows at a time.
+/// The register-tiled product and the softmax of [`attend`], for ROWS query rows at a time.
 trait Tiles {
     /// a·b + c: fused where the CPU has FMA (a plain multiply and add elsewhere, not a libm
     /// call).
     fn mul_add(a: f32, b: f32, c: f32) -> f32;
 
-    /// `p[r, j] = Σ_f q[r, f] · kt[f, j]` for the tile's rows and every key column.
+    /// `out[r, j] = Σ_k a[r·lda + k] · b[k·ldb + j]` for the tile's ROWS rows, `k < depth`,
+    /// `j < cols`: the scores (queries × Kᵀ) and the context (probabilities × V) alike.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn scores(q: &[f32], kt: &[f32], nkp: usize, d: usize, p: &mut [f32]) {
-        for c in (0..nkp).step_by(LANES) {
-            let mut acc = [[0f32; LANES]; ROWS];
-            for f in 0..d {
-                let k = &kt[f * nkp + c..f * nkp + c + LANES];
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let qv = q[r * d + f];
-                    for (x, &kv) in a.iter_mut().zip(k) {
-                        *x = Self::mul_add(qv, kv, *x);
-                    }
+    fn tile_product(
+        a: &[f32],
+        lda: usize,
+        depth: usize,
+        b: &[f32],
+        ldb: usize,
+        cols: usize,
+        out: &mut [f32],
+        ldo: usize,
+    ) {
+        for r in 0..ROWS {
+            let o = &mut out[r * ldo..r * ldo + cols];
+            o.fill(0.0);
+            for k in 0..depth {
+                let w = a[r * lda + k];
+                for (o, &x) in o.iter_mut().zip(&b[k * ldb..k * ldb + cols]) {
+                    *o = Self::mul_add(w, x, *o);
                 }
-            }
-            for (r, a) in acc.iter().enumerate() {
-                p[r * nkp + c..r * nkp + c + LANES].copy_from_slice(a);
             }
         }
     }
@@ -121,21 +127,6 @@ trait Tiles {
     #[inline(always)]
     fn exp_scores(row: &mut [f32], nk: usize) -> f32 {
         exp_scores(row, nk)
-    }
-
-    /// `ctx[r, f] = Σ_j p[r, j] · v[j, f]` over the `nk` kept keys.
-    #[inline(always)]
-    fn context(p: &[f32], nkp: usize, nk: usize, v: &[f32], d: usize, ctx: &mut [f32]) {
-        for r in 0..ROWS {
-            let out = &mut ctx[r * d..(r + 1) * d];
-            out.fill(0.0);
-            for j in 0..nk {
-                let w = p[r * nkp + j];
-                for (o, &x) in out.iter_mut().zip(&v[j * d..(j + 1) * d]) {
-                    *o = Self::mul_add(w, x, *o);
-                }
-            }
-        }
     }
 }
 
@@ -155,8 +146,8 @@ impl Tiles for Separate {
     }
 }
 
-/// AVX-512 tiles: ROWS rows × 32 keys (scores) and ROWS rows × 32 features (context), 16
-/// accumulators, enough independent FMA chains to keep both FMA ports busy; a last 16 with 8.
+/// AVX-512 tiles: ROWS rows × 32 columns in 16 accumulators, enough independent FMA chains to
+/// keep both FMA ports busy; a last 16 columns with 8.
 #[cfg(target_arch = "x86_64")]
 struct Avx512;
 
@@ -167,19 +158,47 @@ impl Tiles for Avx512 {
         a.mul_add(b, c)
     }
 
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn scores(q: &[f32], kt: &[f32], nkp: usize, d: usize, p: &mut [f32]) {
-        assert!(q.len() >= ROWS * d && kt.len() >= d * nkp && p.len() >= ROWS * nkp);
+    fn tile_product(
+        a: &[f32],
+        lda: usize,
+        depth: usize,
+        b: &[f32],
+        ldb: usize,
+        cols: usize,
+        out: &mut [f32],
+        ldo: usize,
+    ) {
+        let fits = |len: usize, ld: usize, rows: usize, width: usize| {
+            rows == 0 || len >= (rows - 1) * ld + width
+        };
+        assert!(
+            fits(a.len(), lda, ROWS, depth)
+                && fits(b.len(), ldb, depth, cols)
+                && fits(out.len(), ldo, ROWS, cols)
+        );
         let mut c = 0;
-        while c + 2 * LANES <= nkp {
-            // SAFETY: AVX-512F is enabled by the caller's target features; c + 32 ≤ nkp and the
+        while c + 2 * LANES <= cols {
+            // SAFETY: AVX-512F is enabled by the caller's target features; c + 32 ≤ cols and the
             // lengths asserted above bound every access.
-            unsafe { avx512::score_block::<2>(q, kt, nkp, d, p, c) };
+            unsafe { avx512::block::<2>(a, lda, depth, b, ldb, out, ldo, c) };
             c += 2 * LANES;
         }
-        if c < nkp {
-            // SAFETY: as above, with c + 16 = nkp.
-            unsafe { avx512::score_block::<1>(q, kt, nkp, d, p, c) };
+        if c + LANES <= cols {
+            // SAFETY: as above, with c + 16 ≤ cols.
+            unsafe { avx512::block::<1>(a, lda, depth, b, ldb, out, ldo, c) };
+            c += LANES;
+        }
+        // Columns past the last 16 (a head width that is not a multiple of 16), one at a time.
+        for r in 0..ROWS {
+            for j in c..cols {
+                let mut acc = 0f32;
+                for k in 0..depth {
+                    acc = a[r * lda + k].mul_add(b[k * ldb + j], acc);
+                }
+                out[r * ldo + j] = acc;
+            }
         }
     }
 
@@ -200,32 +219,6 @@ impl Tiles for Avx512 {
                 sum = _mm512_mask_add_ps(sum, ((1u32 << kept) - 1) as u16, sum, e);
             }
             1.0 / _mm512_reduce_add_ps(sum)
-        }
-    }
-
-    #[inline(always)]
-    fn context(p: &[f32], nkp: usize, nk: usize, v: &[f32], d: usize, ctx: &mut [f32]) {
-        assert!(p.len() >= ROWS * nkp && nk <= nkp && v.len() >= nk * d && ctx.len() >= ROWS * d);
-        let mut f0 = 0;
-        while f0 + 2 * LANES <= d {
-            // SAFETY: as in `scores`: f0 + 32 ≤ d, j < nk and r < ROWS bound every access.
-            unsafe { avx512::context_block::<2>(p, nkp, nk, v, d, ctx, f0) };
-            f0 += 2 * LANES;
-        }
-        if f0 + LANES <= d {
-            // SAFETY: as above, with f0 + 16 ≤ d.
-            unsafe { avx512::context_block::<1>(p, nkp, nk, v, d, ctx, f0) };
-            f0 += LANES;
-        }
-        // A head width that is not a multiple of 16: the last features one at a time.
-        for r in 0..ROWS {
-            for f in f0..d {
-                let mut acc = 0f32;
-                for j in 0..nk {
-                    acc = p[r * nkp + j].mul_add(v[j * d + f], acc);
-                }
-                ctx[r * d + f] = acc;
-            }
         }
     }
 }
@@ -267,67 +260,38 @@ mod avx512 {
         _mm512_scalef_ps(y, n)
     }
 
-    /// Scores of the tile's rows for keys `c..c + 16·V`.
+    /// Columns `c..c + 16·V` of [`super::Tiles::tile_product`], in ROWS·V accumulators.
     ///
     /// # Safety
-    /// AVX-512F; `q` holds ROWS·d, `kt` d·nkp and `p` ROWS·nkp values, and c + 16·V ≤ nkp.
+    /// AVX-512F; the rows and columns read and written lie inside `a`, `b` and `out` (checked by
+    /// the caller), and c + 16·V ≤ the product's columns.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    pub(super) unsafe fn score_block<const V: usize>(
-        q: &[f32],
-        kt: &[f32],
-        nkp: usize,
-        d: usize,
-        p: &mut [f32],
+    pub(super) unsafe fn block<const V: usize>(
+        a: &[f32],
+        lda: usize,
+        depth: usize,
+        b: &[f32],
+        ldb: usize,
+        out: &mut [f32],
+        ldo: usize,
         c: usize,
     ) {
-        let (q, kt, p) = (q.as_ptr(), kt.as_ptr(), p.as_mut_ptr());
+        let (ap, bp, op) = (a.as_ptr(), b.as_ptr(), out.as_mut_ptr());
         let mut acc = [[_mm512_setzero_ps(); V]; ROWS];
-        for f in 0..d {
-            let k: [__m512; V] =
-                std::array::from_fn(|v| _mm512_loadu_ps(kt.add(f * nkp + c + v * LANES)));
-            for (r, a) in acc.iter_mut().enumerate() {
-                let qv = _mm512_set1_ps(*q.add(r * d + f));
-                for (a, &k) in a.iter_mut().zip(&k) {
-                    *a = _mm512_fmadd_ps(qv, k, *a);
-                }
-            }
-        }
-        for (r, a) in acc.iter().enumerate() {
-            for (v, &a) in a.iter().enumerate() {
-                _mm512_storeu_ps(p.add(r * nkp + c + v * LANES), a);
-            }
-        }
-    }
-
-    /// Context of the tile's rows for features `f0..f0 + 16·V`, over the `nk` kept keys.
-    ///
-    /// # Safety
-    /// AVX-512F; `p` holds ROWS·nkp, `v` nk·d and `ctx` ROWS·d values, and f0 + 16·V ≤ d.
-    #[inline(always)]
-    pub(super) unsafe fn context_block<const V: usize>(
-        p: &[f32],
-        nkp: usize,
-        nk: usize,
-        v: &[f32],
-        d: usize,
-        ctx: &mut [f32],
-        f0: usize,
-    ) {
-        let (pp, vp, cp) = (p.as_ptr(), v.as_ptr(), ctx.as_mut_ptr());
-        let mut acc = [[_mm512_setzero_ps(); V]; ROWS];
-        for j in 0..nk {
+        for k in 0..depth {
             let x: [__m512; V] =
-                std::array::from_fn(|i| _mm512_loadu_ps(vp.add(j * d + f0 + i * LANES)));
-            for (r, a) in acc.iter_mut().enumerate() {
-                let w = _mm512_set1_ps(*pp.add(r * nkp + j));
-                for (a, &x) in a.iter_mut().zip(&x) {
-                    *a = _mm512_fmadd_ps(w, x, *a);
+                std::array::from_fn(|v| _mm512_loadu_ps(bp.add(k * ldb + c + v * LANES)));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let w = _mm512_set1_ps(*ap.add(r * lda + k));
+                for (acc, &x) in acc.iter_mut().zip(&x) {
+                    *acc = _mm512_fmadd_ps(w, x, *acc);
                 }
             }
         }
-        for (r, a) in acc.iter().enumerate() {
-            for (i, &a) in a.iter().enumerate() {
-                _mm512_storeu_ps(cp.add(r * d + f0 + i * LANES), a);
+        for (r, acc) in acc.iter().enumerate() {
+            for (v, &acc) in acc.iter().enumerate() {
+                _mm512_storeu_ps(op.add(r * ldo + c + v * LANES), acc);
             }
         }
     }
@@ -433,13 +397,13 @@ fn attend_body<M: Tiles>(
         );
         for i0 in (0..seq).step_by(ROWS) {
             let q = &s.q[h * q_len + i0 * d..h * q_len + (i0 + ROWS) * d];
-            M::scores(q, kt, nkp, d, &mut s.p);
+            M::tile_product(q, d, d, kt, nkp, nkp, &mut s.p, nkp);
             let mut inv = [0f32; ROWS];
             for (r, inv) in inv.iter_mut().enumerate() {
                 *inv = M::exp_scores(&mut s.p[r * nkp..(r + 1) * nkp], nk);
             }
             let ctx = &mut s.head_ctx[i0 * d..(i0 + ROWS) * d];
-            M::context(&s.p, nkp, nk, v, d, ctx);
+            M::tile_product(&s.p, nkp, nk, v, d, d, ctx, d);
             // The softmax's normalisation, on the context row (d values) rather than the scores.
             for (row, &inv) in ctx.chunks_exact_mut(d).zip(&inv) {
                 for x in row {
