@@ -55,6 +55,7 @@ impl EmbedSettings {
             model_dir: folder.dir.clone(),
             session: SessionOptions {
                 device: crate::backbone::Device::Cpu,
+                kernels: crate::backbone::Kernels::Frostline,
                 threads: 0,
             },
             max_length: folder.max_length,
@@ -218,7 +219,7 @@ impl TokenStates {
 impl SentenceEmbedder {
     pub fn open(settings: EmbedSettings) -> Result<Self> {
         let folder = ModelFolder::open(&settings.model_dir)?;
-        let key = CacheKey::sentence(&folder, settings.max_length)?;
+        let key = CacheKey::sentence(&folder, settings.max_length, &settings.session)?;
         let graph = folder.onnx.clone();
         Ok(Self {
             core: FillCore::open(settings, folder, graph, key)?,
@@ -376,9 +377,16 @@ impl TokenStateEmbedder {
     /// [`crate::backbone::quantize::frozen_graph`]).
     pub fn open(settings: EmbedSettings, layer: usize, quantize_frozen: bool) -> Result<Self> {
         let folder = ModelFolder::open(&settings.model_dir)?;
-        let (graph, numeric) =
+        let (graph, recipe) =
             crate::backbone::quantize::frozen_graph(&folder, layer, quantize_frozen)?;
-        let key = CacheKey::tokens(&folder, settings.max_length, layer, &graph, numeric)?;
+        let key = CacheKey::tokens(
+            &folder,
+            settings.max_length,
+            layer,
+            &graph,
+            recipe,
+            &settings.session,
+        )?;
         let mut core = FillCore::open(settings, folder, graph, key)?;
         core.label = format!("token states below layer {layer}");
         Ok(Self { core })

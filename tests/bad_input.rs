@@ -334,7 +334,7 @@ fn doctor_reports_library_and_model_or_what_is_missing() {
         "fused ops: Attention ×6, BiasGelu ×6",
         // What a CPU session runs: the fp32 graph rewritten onto frostline's kernels, every
         // layer's attention core, bias+GELU and both bias+residual+LayerNorm steps.
-        "on CPU frostline runs the fp32 layers on its own kernels: ai.frostline.AttentionCore ×6, ai.frostline.BiasGelu ×6, ai.frostline.BiasResidualLayerNorm ×12",
+        "on CPU frostline runs the layers on its own kernels: ai.frostline.AttentionCore ×6, ai.frostline.BiasGelu ×6, ai.frostline.BiasResidualLayerNorm ×12",
         "all checks passed",
     ] {
         assert!(out.contains(want), "doctor output lacks {want:?}:\n{out}");

@@ -7,6 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
+use frostline::backbone::Kernels;
 use frostline::embedder::SentenceEmbedder;
 
 /// `frostline quantize --model MODEL --out OUT EXTRA…` with a private cache.
@@ -134,6 +135,25 @@ fn quantize_writes_a_self_describing_int8_folder_that_doctor_reads() {
         report.contains("int8 products: 24, on "),
         "doctor names the int8 kernel: {report}"
     );
+    // What a CPU session runs: each layer's attention (its QKV scale and split folded in), the
+    // GELU with its row scale and the next product's quantization, and both norms with their
+    // product's scale, bias and residual and the next quantization; the attention output and
+    // the embeddings' norm keep their own QuantizeRows; the int8 products run on frostline's
+    // AMX kernel where the CPU has AMX-INT8, else on ORT's.
+    let amx = frostline::nn::gemm::amx_int8::unavailable().is_none();
+    let common = "ai.frostline.AttentionCore ×6, ai.frostline.BiasGeluQuantize ×6, \
+ai.frostline.BiasResidualLayerNorm ×12";
+    let want = if amx {
+        format!("{common}, ai.frostline.MatMulInt8 ×24, ai.frostline.QuantizeRows ×7")
+    } else {
+        format!("{common}, ai.frostline.QuantizeRows ×7, MatMulIntegerToFloat ×24")
+    };
+    assert_eq!(graph["cpu_fused"], want, "{graph}");
+    assert_eq!(
+        report.contains("frostline's kernel, ai.frostline.MatMulInt8"),
+        amx,
+        "{report}"
+    );
 
     // Quantizing an int8 folder again is refused (its source is named).
     let (rc, _, err) = quantize(dir.path(), &out, &dir.path().join("twice"), &[]);
@@ -174,10 +194,12 @@ fn per_token_vectors_do_not_depend_on_the_batch_and_stay_close_to_fp32() {
 }
 
 #[test]
-fn frostline_s_own_operators_give_the_portable_graph_s_bits() {
-    // The int8 folder runs its element-wise work on frostline's own operators; a graph handed out
-    // (export --with-heads) is written with ONNX Runtime's alone. Both must give the same bits,
-    // or a served graph would not reproduce predict.
+fn the_own_operator_graph_gives_the_portable_bits_and_fused_kernels_agree_to_int8_rounding() {
+    // The int8 folder's graph is written with frostline's own operators; a graph handed out
+    // (export --with-heads) with ONNX Runtime's alone. Run as written (`--kernels onnxruntime`)
+    // both give the same bits, so a served graph reproduces predict there. frostline's fused
+    // CPU kernels (the default) round differently, which int8 carries across quantization
+    // steps: they agree to int8 rounding, far closer than int8 is to fp32.
     let Some(model) = model_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
     let own = quantized(dir.path(), &model, "per-token");
@@ -199,16 +221,16 @@ fn frostline_s_own_operators_give_the_portable_graph_s_bits() {
     assert_eq!(portable_ops.get("QuantizeLinear"), Some(&24));
     assert!(!portable_ops.keys().any(|op| op.starts_with("ai.frostline")));
     let texts = mixed_texts(120);
-    let vectors = |folder: &Path, cache: &str| {
+    let vectors = |folder: &Path, kernels: Kernels, cache: &str| {
         let mut settings = settings_for(folder);
+        settings.session.kernels = kernels;
         settings.cache_root = dir.path().join(cache);
-        SentenceEmbedder::open(settings)
-            .unwrap()
-            .embed(&texts)
-            .unwrap()
-            .0
+        let mut e = SentenceEmbedder::open(settings).unwrap();
+        let key = e.key().clone();
+        (e.embed(&texts).unwrap().0, key)
     };
-    let (a, b) = (vectors(&own, "c-own"), vectors(&portable, "c-portable"));
+    let (a, as_written) = vectors(&own, Kernels::Onnxruntime, "c-own");
+    let (b, _) = vectors(&portable, Kernels::Onnxruntime, "c-portable");
     assert_eq!(a.dim(), (texts.len(), 384));
     let differ = a
         .iter()
@@ -216,6 +238,49 @@ fn frostline_s_own_operators_give_the_portable_graph_s_bits() {
         .filter(|(x, y)| x.to_bits() != y.to_bits())
         .count();
     assert_eq!(differ, 0, "{differ} of {} values differ", a.len());
+
+    // The default: the same folder on frostline's fused kernels, cached apart (the same cache
+    // root, another entry).
+    let (fused, fused_key) = vectors(&own, Kernels::Frostline, "c-own");
+    assert_ne!(fused_key, as_written);
+    assert!(
+        fused_key
+            .numeric
+            .ends_with("on frostline's fused CPU kernels"),
+        "{fused_key:?}"
+    );
+    let fp32 = {
+        let mut settings = settings_for(&model);
+        settings.cache_root = dir.path().join("c-fp32");
+        SentenceEmbedder::open(settings)
+            .unwrap()
+            .embed(&texts)
+            .unwrap()
+            .0
+    };
+    let cosines = |x: &ndarray::Array2<f32>, y: &ndarray::Array2<f32>| -> (f64, f64) {
+        let c: Vec<f64> = (0..texts.len())
+            .map(|i| cosine(x.row(i).as_slice().unwrap(), y.row(i).as_slice().unwrap()))
+            .collect();
+        (
+            c.iter().cloned().fold(1.0, f64::min),
+            c.iter().sum::<f64>() / c.len() as f64,
+        )
+    };
+    let (min, mean) = cosines(&fused, &a);
+    eprintln!("fused vs as written: min cosine {min:.5}, mean {mean:.6}");
+    assert!(
+        min > 0.99 && mean > 0.999,
+        "fused vs as written: min {min}, mean {mean}"
+    );
+    assert!(fused != a, "the fused kernels ran (their rounding differs)");
+    // Neither kernel set is further from fp32 than int8 itself is.
+    let ((fmin, fmean), (wmin, wmean)) = (cosines(&fused, &fp32), cosines(&a, &fp32));
+    eprintln!("vs fp32: fused {fmin:.4} / {fmean:.5}, as written {wmin:.4} / {wmean:.5}");
+    assert!(
+        fmean > 0.99 && (fmean - wmean).abs() < 1e-3,
+        "fused {fmean}, as written {wmean}"
+    );
 }
 
 #[test]
@@ -273,7 +338,12 @@ fn int8_and_fp32_vectors_never_share_a_cache_entry() {
         .key()
         .clone();
     assert_eq!(fp32_key.numeric, "fp32");
-    assert_eq!(int8_key.numeric, "int8 per-token, per-channel weights");
+    // On CPU (these settings) the int8 graph runs on frostline's fused kernels, which the key
+    // says (their vectors are not ONNX Runtime's bit for bit).
+    assert_eq!(
+        int8_key.numeric,
+        "int8 per-token, per-channel weights, on frostline's fused CPU kernels"
+    );
     assert_ne!(fp32_key.id(), int8_key.id());
 }
 

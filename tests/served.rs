@@ -2,7 +2,9 @@
 //! scripts/predict_onnx.py with ONNX Runtime alone, reproduces `frostline predict` — labels, label
 //! sets and entity spans exactly, probabilities and scores within 1e-5 — for a classification, a
 //! multi-label and a token task: fp32 with a task's own LoRA adapter as its own branch, int8
-//! below the frost line (`--quantize-frozen`), and a frozen backbone on an int8 folder.
+//! below the frost line (`--quantize-frozen`), and a frozen backbone on an int8 folder. int8 is
+//! compared on ONNX Runtime's kernels (`--kernels onnxruntime`): frostline's fused int8 kernels
+//! agree with them to int8 rounding, not to 1e-5 (tests/quantize.rs measures how closely).
 
 mod common;
 
@@ -71,12 +73,14 @@ fn run_file(s: &Scratch, model: &Path, name: &str, own: bool) -> PathBuf {
     path
 }
 
-/// Exports `ck` with its heads, predicts `input` with frostline and with predict_onnx.py, and
-/// returns the script's comparison report (asserting it passed) and the served heads.json.
+/// Exports `ck` with its heads, predicts `input` with frostline (on `kernels`) and with
+/// predict_onnx.py, and returns the script's comparison report (asserting it passed) and the
+/// served heads.json.
 fn served_matches_predict(
     ck: &Path,
     input: &Path,
     cache: &Path,
+    kernels: &str,
 ) -> (serde_json::Value, serde_json::Value) {
     let served = ck.with_extension("served");
     let (ok, out, err) = run(&mut frostline(&[
@@ -88,7 +92,9 @@ fn served_matches_predict(
     assert!(ok, "{out}{err}");
     let theirs = ck.with_extension("predict.csv");
     let (ok, out, err) = run(&mut frostline(&[
-        &"predict --no-progress --all-probs --checkpoint",
+        &"predict --no-progress --all-probs --kernels",
+        &kernels,
+        &"--checkpoint",
         &ck,
         &"--input",
         &input,
@@ -152,7 +158,8 @@ fn served_graph_reproduces_predict_fp32_and_int8() {
         &lora,
     ]));
     assert!(ok, "{out}{err}");
-    let (report, spec) = served_matches_predict(&lora, &input, &s.cache);
+    // fp32 on frostline's kernels agrees with ONNX Runtime's to float rounding.
+    let (report, spec) = served_matches_predict(&lora, &input, &s.cache, "frostline");
     assert_eq!(report["int8_products"], 0, "{report}");
     let branches: Vec<&str> = spec["branches"]
         .as_array()
@@ -184,7 +191,10 @@ fn served_graph_reproduces_predict_fp32_and_int8() {
         &int8,
     ]));
     assert!(ok, "{out}{err}");
-    let (report, spec) = served_matches_predict(&int8, &input, &s.cache);
+    // int8 on frostline's fused kernels agrees with ONNX Runtime's only to int8 rounding (a
+    // value that moves across a quantization step is carried by the next layers); on ONNX
+    // Runtime's kernels, frostline gives the served graph's results.
+    let (report, spec) = served_matches_predict(&int8, &input, &s.cache, "onnxruntime");
     assert_eq!(report["int8_products"], 16, "{report}");
     assert!(spec["numerics"]
         .as_str()
@@ -206,7 +216,7 @@ fn served_graph_reproduces_predict_fp32_and_int8() {
         &frozen,
     ]));
     assert!(ok, "{out}{err}");
-    let (report, _) = served_matches_predict(&frozen, &input, &s.cache);
+    let (report, _) = served_matches_predict(&frozen, &input, &s.cache, "onnxruntime");
     assert_eq!(report["int8_products"], 24, "{report}");
 
     // The served folder is no backbone: frostline says what it is instead of failing later.

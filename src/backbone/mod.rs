@@ -20,4 +20,4 @@ pub(crate) mod session;
 
 pub use folder::{GraphLayout, ModelFolder};
 pub use quant_record::{QuantMethod, Quantization, Recipe};
-pub use session::{Backbone, Device, Provider, SessionOptions};
+pub use session::{Backbone, Device, Kernels, Provider, SessionOptions};

@@ -1,8 +1,9 @@
-//! An fp32 graph on frostline's own operators, rewritten in memory when a CPU session opens it
-//! (nothing is written to the model folder). The portable `model.onnx` and its cuts stay as the
-//! exporter wrote them — for ONNX Runtime anywhere, CUDA, and `export --with-heads` — while
-//! frostline runs the layers' non-product work on its own kernels:
+//! A graph on frostline's own operators, rewritten in memory when a CPU session opens it
+//! (nothing is written to the model folder). The portable `model.onnx`, its cuts and int8
+//! graphs stay as written — for ONNX Runtime anywhere, CUDA, and `export --with-heads` — while
+//! frostline runs the layers' non-product work on its own kernels.
 //!
+//! An fp32 graph:
 //! - `com.microsoft.Attention(x, W, b, mask)` → `MatMul(x, W)` + `ai.frostline.AttentionCore`
 //!   (ORT's attention core runs three small GEMM calls per head: on 20-token texts more call
 //!   than arithmetic);
@@ -10,18 +11,29 @@
 //! - `Add(product, bias)`, `Add(·, residual)`, `LayerNormalization` → one
 //!   `ai.frostline.BiasResidualLayerNorm`, one pass over memory for three.
 //!
+//! The per-token int8 graph (written on frostline's operators by the quantizer):
+//! - `ScaleSplit` + `MultiHeadAttention` → `AttentionCore` with the QKV product's row scales;
+//! - `ScaleBiasResidual` + `LayerNormalization` + the `QuantizeRows` of its output → one
+//!   `BiasResidualLayerNorm` that also writes the next product's codes;
+//! - `Mul` (row scale) + `BiasGelu` + `QuantizeRows` → `BiasGeluQuantize` (the GELU's output
+//!   never goes to memory).
+//!
 //! The results agree with ORT's kernels to float rounding (not bit for bit: the sums run in
-//! another order), as ORT's CUDA kernels do with its CPU ones; a cache entry is keyed by the
-//! graph, not by whose kernels ran it. Quantized graphs are left exactly as written: their own
-//! operators are bit-exact with the portable graph, and rounding differences here would flip
-//! int8 codes. Only the patterns above, with the attributes named, are rewritten; any other
-//! node — or one of these with attributes this does not know — runs as written.
+//! another order), as ORT's CUDA kernels do with its CPU ones. In int8 a rounding difference
+//! can move a value across a quantization step, which the next layers carry: vectors of the two
+//! kernel sets agree to int8 rounding (mean cosine 0.9998 on mixed texts), not to 1e-7, so the
+//! cache keeps int8 vectors of frostline's kernels apart ([`crate::cache::CacheKey`]).
+//! `--kernels onnxruntime` runs every graph as written on ORT's kernels: what a served graph
+//! gives under ONNX Runtime, bit for bit. Only the patterns above, with the attributes
+//! named, are rewritten; any other node — or one of these with attributes this does not know —
+//! runs as written, and graphs quantized by other recipes are left alone.
 
 use std::collections::{HashMap, HashSet};
 
 use super::graph_ops::OpCounts;
 use super::onnx_proto::{put_bytes, put_varint, Fields, Value};
 use super::own_ops::DOMAIN;
+use crate::nn::gemm::amx_int8::Int8Weights;
 
 const MS: &str = "com.microsoft";
 
@@ -34,9 +46,11 @@ pub(crate) struct Rewritten {
     pub ops: OpCounts,
 }
 
-/// `model` (a serialized ONNX model) with its fp32 layers on frostline's operators; `None` when
-/// it is quantized or has nothing this rewrites.
-pub(crate) fn fp32_on_own_ops(model: &[u8]) -> Result<Option<Rewritten>, String> {
+/// `model` (a serialized ONNX model) with its layers on frostline's operators; `None` when it
+/// is quantized by a recipe this does not know or has nothing this rewrites. `amx_int8`: the
+/// CPU runs frostline's AMX int8 product ([`crate::nn::gemm::amx_int8`]), which then takes the
+/// int8 graph's `MatMulIntegerToFloat` nodes (bit for bit the same results).
+pub(crate) fn on_own_ops(model: &[u8], amx_int8: bool) -> Result<Option<Rewritten>, String> {
     let mut graph_bytes = None;
     let mut has_own_domain = false;
     for field in Fields::new(model) {
@@ -48,7 +62,7 @@ pub(crate) fn fp32_on_own_ops(model: &[u8]) -> Result<Option<Rewritten>, String>
         }
     }
     let graph_bytes = graph_bytes.ok_or("the model has no graph")?;
-    let Some(graph) = rewrite_graph(graph_bytes)? else {
+    let Some(graph) = rewrite_graph(graph_bytes, amx_int8)? else {
         return Ok(None);
     };
     let mut bytes = Vec::with_capacity(model.len() + 4096);
@@ -226,6 +240,28 @@ enum Plan {
         heads: i64,
     },
     BiasGelu,
+    /// int8: `MultiHeadAttention` on the three outputs of `ScaleSplit` (node `split`) →
+    /// `AttentionCore` with the product's row scales.
+    ScaledAttention {
+        heads: i64,
+        split: usize,
+    },
+    /// int8: the `LayerNormalization` after `ScaleBiasResidual` (node `sbr`), and the
+    /// `QuantizeRows` of its output (node `quantize`) where there is one.
+    ScaledNorm {
+        sbr: usize,
+        quantize: Option<usize>,
+        epsilon: f32,
+    },
+    /// int8: the `QuantizeRows` after `Mul(product, row scale)` (node `mul`, the scale its input
+    /// `scale_input`) and `BiasGelu` (node `gelu`) → `BiasGeluQuantize`.
+    GeluQuantize {
+        mul: usize,
+        scale_input: usize,
+        gelu: usize,
+    },
+    /// int8: `MatMulIntegerToFloat` → `MatMulInt8` (the AMX kernel; the same inputs).
+    Int8Product,
     /// The `LayerNormalization` closing a fused group: where its product, bias and residual
     /// come from (node, input).
     Norm {
@@ -236,43 +272,51 @@ enum Plan {
     },
 }
 
-/// The graph's bytes on frostline's operators, or `None` when it is quantized or nothing
-/// matched.
-fn rewrite_graph(graph: &[u8]) -> Result<Option<Vec<u8>>, String> {
+/// ONNX's element type code for int8.
+const INT8: u64 = 3;
+
+/// The graph's bytes on frostline's operators, or `None` when it is quantized by another
+/// recipe or nothing matched. `amx_int8`: the int8 products may run on frostline's AMX kernel.
+fn rewrite_graph(graph: &[u8], amx_int8: bool) -> Result<Option<Vec<u8>>, String> {
     let mut nodes = Vec::new();
     let mut initializers = HashSet::new();
     // 1-D initializers of two or more values: a bias, gain or shift that ONNX's broadcasting
     // makes one per feature (a one-value "bias" broadcasts, which the fused kernels do not do).
     let mut vectors = HashSet::new();
     let mut graph_outputs = HashSet::new();
+    // 2-D int8 initializers (weights of int8 products) and their shape.
+    let mut int8_matrices = HashMap::new();
     for field in Fields::new(graph) {
         let (number, value) = field?;
         match number {
             1 => nodes.push(Node::read(value.bytes()?)?),
             5 => {
-                let (mut name, mut rank) = ("", 0usize);
-                let mut one_dim = 0u64;
+                let (mut name, mut dims, mut data_type) = ("", Vec::new(), 0u64);
                 for f in Fields::new(value.bytes()?) {
                     match f? {
                         (8, v) => name = v.text()?,
                         // dims: one varint each, or packed
-                        (1, Value::Varint(n)) => {
-                            rank += 1;
-                            one_dim = n;
-                        }
+                        (1, Value::Varint(n)) => dims.push(n),
                         (1, v) => {
                             let mut packed = Fields::packed_varints(v.bytes()?);
                             while let Some(n) = packed.next().transpose()? {
-                                rank += 1;
-                                one_dim = n;
+                                dims.push(n);
                             }
                         }
+                        (2, Value::Varint(t)) => data_type = t,
                         _ => {}
                     }
                 }
                 initializers.insert(name);
-                if rank == 1 && one_dim >= 2 {
-                    vectors.insert(name);
+                if let [n] = dims[..] {
+                    if n >= 2 {
+                        vectors.insert(name);
+                    }
+                }
+                if data_type == INT8 {
+                    if let [k, n] = dims[..] {
+                        int8_matrices.insert(name, (k as usize, n as usize));
+                    }
                 }
             }
             12 => {
@@ -285,7 +329,9 @@ fn rewrite_graph(graph: &[u8]) -> Result<Option<Vec<u8>>, String> {
             _ => {}
         }
     }
-    if nodes.iter().any(quantized) {
+    let int8 = nodes.iter().any(quantized);
+    if int8 && !nodes.iter().any(|n| n.is(DOMAIN, "QuantizeRows")) {
+        // Quantized by another recipe (static, dynamic, or per-token on ONNX's operators alone).
         return Ok(None);
     }
     let mut producer = HashMap::new();
@@ -301,53 +347,20 @@ fn rewrite_graph(graph: &[u8]) -> Result<Option<Vec<u8>>, String> {
     // A value that only feeds the next node of a fused group.
     let internal = |v: &str| uses.get(v) == Some(&1) && !graph_outputs.contains(v);
     let mut plans: Vec<Plan> = nodes.iter().map(|_| Plan::Keep).collect();
-    for (i, n) in nodes.iter().enumerate() {
-        if n.is(MS, "Attention")
-            && n.inputs.len() == 4
-            && n.outputs.len() == 1
-            && n.inputs.iter().all(|x| !x.is_empty())
-            && initializers.contains(n.inputs[1])
-            && vectors.contains(n.inputs[2])
-        {
-            if let Some(
-                [Attr {
-                    name: "num_heads",
-                    int: Some(heads),
-                    ..
-                }],
-            ) = n.only_attrs(&["num_heads"])
-            {
-                plans[i] = Plan::Attention { heads: *heads };
-            }
-        } else if n.is(MS, "BiasGelu")
-            && n.inputs.len() == 2
-            && vectors.contains(n.inputs[1])
-            && n.outputs.len() == 1
-            && n.attrs.is_empty()
-        {
-            plans[i] = Plan::BiasGelu;
-        } else if n.is("", "LayerNormalization")
-            && n.inputs.len() == 3
-            && n.outputs.len() == 1
-            && n.only_attrs(&["axis", "epsilon"]).is_some()
-            && n.attr("axis").is_none_or(|a| a.int == Some(-1))
-        {
-            let epsilon = n.attr("epsilon").map_or(Some(1e-5), |a| a.float);
-            if let (Some(epsilon), Some(g)) = (
-                epsilon,
-                norm_group(&nodes, &producer, &initializers, &vectors, internal, i),
-            ) {
-                for add in g.adds {
-                    plans[add] = Plan::Folded;
-                }
-                plans[i] = Plan::Norm {
-                    product: g.product,
-                    bias: g.bias,
-                    residual: g.residual,
-                    epsilon,
-                };
-            }
+    if int8 {
+        plan_int8(&nodes, &producer, &vectors, internal, &mut plans);
+        if amx_int8 {
+            plan_int8_products(&nodes, &initializers, &int8_matrices, &mut plans);
         }
+    } else {
+        plan_fp32(
+            &nodes,
+            &producer,
+            &initializers,
+            &vectors,
+            internal,
+            &mut plans,
+        );
     }
     if plans.iter().all(|p| matches!(p, Plan::Keep)) {
         return Ok(None);
@@ -392,6 +405,70 @@ fn rewrite_graph(graph: &[u8]) -> Result<Option<Vec<u8>>, String> {
                     &[("num_heads", AttrValue::Int(heads))],
                 );
             }
+            Plan::ScaledAttention { heads, split } => {
+                let sp = &nodes[split];
+                put_node(
+                    &mut out,
+                    &name("attention_core"),
+                    (DOMAIN, "AttentionCore"),
+                    &[sp.inputs[0], n.inputs[3], n.inputs[4], sp.inputs[1]],
+                    &n.outputs,
+                    &[("num_heads", AttrValue::Int(heads))],
+                );
+            }
+            Plan::ScaledNorm {
+                sbr,
+                quantize,
+                epsilon,
+            } => {
+                let r = &nodes[sbr];
+                let mut outputs = n.outputs.clone();
+                if let Some(q) = quantize {
+                    outputs.extend(&nodes[q].outputs);
+                }
+                put_node(
+                    &mut out,
+                    &name("bias_residual_layernorm"),
+                    (DOMAIN, "BiasResidualLayerNorm"),
+                    &[
+                        r.inputs[0],
+                        r.inputs[2],
+                        r.inputs[3],
+                        n.inputs[1],
+                        n.inputs[2],
+                        r.inputs[1],
+                    ],
+                    &outputs,
+                    &[("epsilon", AttrValue::Float(epsilon))],
+                );
+            }
+            Plan::GeluQuantize {
+                mul,
+                scale_input,
+                gelu,
+            } => {
+                let m = &nodes[mul];
+                put_node(
+                    &mut out,
+                    &name("bias_gelu_quantize"),
+                    (DOMAIN, "BiasGeluQuantize"),
+                    &[
+                        m.inputs[1 - scale_input],
+                        nodes[gelu].inputs[1],
+                        m.inputs[scale_input],
+                    ],
+                    &n.outputs,
+                    &[],
+                );
+            }
+            Plan::Int8Product => put_node(
+                &mut out,
+                &name("int8_product"),
+                (DOMAIN, "MatMulInt8"),
+                &n.inputs,
+                &n.outputs,
+                &[],
+            ),
             Plan::BiasGelu => put_node(
                 &mut out,
                 &name("bias_gelu"),
@@ -425,6 +502,219 @@ fn rewrite_graph(graph: &[u8]) -> Result<Option<Vec<u8>>, String> {
         }
     }
     Ok(Some(out))
+}
+
+/// The fp32 graph's fusions: `Attention`, `BiasGelu`, and `Add`, `Add`, `LayerNormalization`.
+fn plan_fp32<'a>(
+    nodes: &[Node<'a>],
+    producer: &HashMap<&'a str, usize>,
+    initializers: &HashSet<&str>,
+    vectors: &HashSet<&str>,
+    internal: impl Fn(&str) -> bool + Copy,
+    plans: &mut [Plan],
+) {
+    for (i, n) in nodes.iter().enumerate() {
+        if n.is(MS, "Attention")
+            && n.inputs.len() == 4
+            && n.outputs.len() == 1
+            && n.inputs.iter().all(|x| !x.is_empty())
+            && initializers.contains(n.inputs[1])
+            && vectors.contains(n.inputs[2])
+        {
+            if let Some(
+                [Attr {
+                    name: "num_heads",
+                    int: Some(heads),
+                    ..
+                }],
+            ) = n.only_attrs(&["num_heads"])
+            {
+                plans[i] = Plan::Attention { heads: *heads };
+            }
+        } else if n.is(MS, "BiasGelu")
+            && n.inputs.len() == 2
+            && vectors.contains(n.inputs[1])
+            && n.outputs.len() == 1
+            && n.attrs.is_empty()
+        {
+            plans[i] = Plan::BiasGelu;
+        } else if n.is("", "LayerNormalization")
+            && n.inputs.len() == 3
+            && n.outputs.len() == 1
+            && n.only_attrs(&["axis", "epsilon"]).is_some()
+            && n.attr("axis").is_none_or(|a| a.int == Some(-1))
+        {
+            let epsilon = n.attr("epsilon").map_or(Some(1e-5), |a| a.float);
+            if let (Some(epsilon), Some(g)) = (
+                epsilon,
+                norm_group(nodes, producer, initializers, vectors, internal, i),
+            ) {
+                for add in g.adds {
+                    plans[add] = Plan::Folded;
+                }
+                plans[i] = Plan::Norm {
+                    product: g.product,
+                    bias: g.bias,
+                    residual: g.residual,
+                    epsilon,
+                };
+            }
+        }
+    }
+}
+
+/// The per-token int8 graph's fusions (the graph the quantizer writes on frostline's
+/// operators): `ScaleSplit` + `MultiHeadAttention` → `AttentionCore` with row scales;
+/// `ScaleBiasResidual` + `LayerNormalization` (+ the `QuantizeRows` of its output) → one
+/// `BiasResidualLayerNorm`; `Mul` (row scale) + `BiasGelu` + `QuantizeRows` → `BiasGeluQuantize`.
+fn plan_int8<'a>(
+    nodes: &[Node<'a>],
+    producer: &HashMap<&'a str, usize>,
+    vectors: &HashSet<&str>,
+    internal: impl Fn(&str) -> bool,
+    plans: &mut [Plan],
+) {
+    // The node making `v` when it is `domain.op`, `v` feeds nothing else and is not yet claimed.
+    let made_by = |v: &str, domain: &str, op: &str, plans: &[Plan]| {
+        producer
+            .get(v)
+            .copied()
+            .filter(|&p| internal(v) && nodes[p].is(domain, op) && matches!(plans[p], Plan::Keep))
+    };
+    // Whether `v` is a row scale: output 1 of a `QuantizeRows`.
+    let row_scale = |v: &str| {
+        producer.get(v).is_some_and(|&p| {
+            nodes[p].is(DOMAIN, "QuantizeRows") && nodes[p].outputs.get(1) == Some(&v)
+        })
+    };
+    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for &x in &n.inputs {
+            readers.entry(x).or_default().push(i);
+        }
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        if n.is(MS, "MultiHeadAttention")
+            && n.inputs.len() == 5
+            && n.outputs.len() == 1
+            && n.inputs.iter().all(|x| !x.is_empty())
+            && vectors.contains(n.inputs[3])
+        {
+            let Some(
+                [Attr {
+                    name: "num_heads",
+                    int: Some(heads),
+                    ..
+                }],
+            ) = n.only_attrs(&["num_heads"])
+            else {
+                continue;
+            };
+            let Some(split) = made_by(n.inputs[0], DOMAIN, "ScaleSplit", plans) else {
+                continue;
+            };
+            let sp = &nodes[split];
+            if sp.inputs.len() == 2
+                && sp.outputs.len() == 3
+                && sp.outputs[..] == n.inputs[..3]
+                && n.inputs[..3].iter().all(|&v| internal(v))
+            {
+                plans[split] = Plan::Folded;
+                plans[i] = Plan::ScaledAttention {
+                    heads: *heads,
+                    split,
+                };
+            }
+        } else if n.is("", "LayerNormalization")
+            && n.inputs.len() == 3
+            && n.outputs.len() == 1
+            && n.only_attrs(&["axis", "epsilon"]).is_some()
+            && n.attr("axis").is_none_or(|a| a.int == Some(-1))
+            && n.inputs[1..].iter().all(|p| vectors.contains(p))
+        {
+            let Some(epsilon) = n.attr("epsilon").map_or(Some(1e-5), |a| a.float) else {
+                continue;
+            };
+            let Some(sbr) = made_by(n.inputs[0], DOMAIN, "ScaleBiasResidual", plans) else {
+                continue;
+            };
+            if nodes[sbr].inputs.len() != 4 || !vectors.contains(nodes[sbr].inputs[2]) {
+                continue;
+            }
+            let quantize = readers.get(n.outputs[0]).and_then(|r| {
+                r.iter().copied().find(|&q| {
+                    nodes[q].is(DOMAIN, "QuantizeRows")
+                        && nodes[q].inputs.len() == 1
+                        && nodes[q].outputs.len() == 2
+                        && matches!(plans[q], Plan::Keep)
+                })
+            });
+            plans[sbr] = Plan::Folded;
+            if let Some(q) = quantize {
+                plans[q] = Plan::Folded;
+            }
+            plans[i] = Plan::ScaledNorm {
+                sbr,
+                quantize,
+                epsilon,
+            };
+        } else if n.is(DOMAIN, "QuantizeRows")
+            && n.inputs.len() == 1
+            && n.outputs.len() == 2
+            && matches!(plans[i], Plan::Keep)
+        {
+            let Some(gelu) = made_by(n.inputs[0], MS, "BiasGelu", plans) else {
+                continue;
+            };
+            let g = &nodes[gelu];
+            if g.inputs.len() != 2 || !g.attrs.is_empty() || !vectors.contains(g.inputs[1]) {
+                continue;
+            }
+            let Some(mul) = made_by(g.inputs[0], "", "Mul", plans) else {
+                continue;
+            };
+            let m = &nodes[mul];
+            if m.inputs.len() != 2 || !m.attrs.is_empty() {
+                continue;
+            }
+            let Some(scale_input) =
+                (0..2).find(|&k| row_scale(m.inputs[k]) && !row_scale(m.inputs[1 - k]))
+            else {
+                continue;
+            };
+            plans[mul] = Plan::Folded;
+            plans[gelu] = Plan::Folded;
+            plans[i] = Plan::GeluQuantize {
+                mul,
+                scale_input,
+                gelu,
+            };
+        }
+    }
+}
+
+/// The int8 products the AMX kernel takes: `MatMulIntegerToFloat(a, b, a_scale, b_scale,
+/// a_zero_point)` with every input but `a` an initializer and `b` an int8 matrix whose shape
+/// fits its tiles whole (k a multiple of 64, n of 32); no weight zero point, no bias.
+fn plan_int8_products(
+    nodes: &[Node],
+    initializers: &HashSet<&str>,
+    int8_matrices: &HashMap<&str, (usize, usize)>,
+    plans: &mut [Plan],
+) {
+    for (i, n) in nodes.iter().enumerate() {
+        let fits = n.is(MS, "MatMulIntegerToFloat")
+            && n.inputs.len() == 5
+            && n.outputs.len() == 1
+            && n.attrs.is_empty()
+            && n.inputs[1..].iter().all(|x| initializers.contains(x))
+            && int8_matrices
+                .get(n.inputs[1])
+                .is_some_and(|&(k, cols)| Int8Weights::fits(k, cols));
+        if fits && matches!(plans[i], Plan::Keep) {
+            plans[i] = Plan::Int8Product;
+        }
+    }
 }
 
 /// The two `Add`s before a `LayerNormalization`, and where its inputs come from (node, input).
@@ -611,7 +901,7 @@ mod tests {
 
     #[test]
     fn an_exported_layer_is_rewritten_onto_frostline_s_operators() {
-        let r = fp32_on_own_ops(&model(&layer(&[])))
+        let r = on_own_ops(&model(&layer(&[])), true)
             .unwrap()
             .expect("rewritten");
         let n = nodes(&r.bytes);
@@ -652,9 +942,12 @@ mod tests {
     #[test]
     fn what_it_does_not_know_runs_as_written() {
         // An Attention attribute the core does not implement: that node stays, the rest moves.
-        let r = fp32_on_own_ops(&model(&layer(&[("unidirectional", AttrValue::Int(1))])))
-            .unwrap()
-            .unwrap();
+        let r = on_own_ops(
+            &model(&layer(&[("unidirectional", AttrValue::Int(1))])),
+            true,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.ops.get("com.microsoft.Attention"), Some(&1));
         assert_eq!(r.ops.get("ai.frostline.AttentionCore"), None);
         assert_eq!(r.ops.get("ai.frostline.BiasGelu"), Some(&1));
@@ -669,24 +962,24 @@ mod tests {
             &["z"],
             &[],
         );
-        assert!(fp32_on_own_ops(&model(&g)).unwrap().is_none());
+        assert!(on_own_ops(&model(&g), true).unwrap().is_none());
 
         // A residual sum that something else also reads is not folded into the norm.
         let mut g = layer(&[]);
         put_node(&mut g, "peek", ("", "Identity"), &["or"], &["seen"], &[]);
-        let r = fp32_on_own_ops(&model(&g)).unwrap().unwrap();
+        let r = on_own_ops(&model(&g), true).unwrap().unwrap();
         assert_eq!(r.ops.get("ai.frostline.BiasResidualLayerNorm"), Some(&1));
         assert_eq!(r.ops.get("LayerNormalization"), Some(&1));
 
         // A one-value bias broadcasts in ONNX; the fused kernels take one per feature, so that
         // Add and its norm stay as written.
         let g = layer_with(&[], &[1]);
-        let r = fp32_on_own_ops(&model(&g)).unwrap().unwrap();
+        let r = on_own_ops(&model(&g), true).unwrap().unwrap();
         assert_eq!(r.ops.get("ai.frostline.BiasResidualLayerNorm"), Some(&1));
 
         // Damage is named, not skipped.
         let mut bad = model(&layer(&[]));
         bad.truncate(bad.len() - 5);
-        assert!(fp32_on_own_ops(&bad).unwrap_err().contains("bytes where"));
+        assert!(on_own_ops(&bad, true).unwrap_err().contains("bytes where"));
     }
 }

@@ -2,7 +2,7 @@
 //! frostline opens.
 //!
 //! The per-token int8 graph spends most of its time in the element-wise nodes around each int8
-//! product, one pass over memory each; these fold them:
+//! product, one pass over memory each; the quantizer writes it with these (`--own-ops`):
 //!
 //! - `QuantizeRows(x) → (q: uint8, scale)`: one node for the seven of the portable recipe
 //!   (`Abs`, `ReduceMax`, `Max`, `Div`, `Shape`, `Expand`, blocked `QuantizeLinear`);
@@ -11,14 +11,18 @@
 //! - `ScaleSplit(f, scale) → (q, k, v)`: the QKV product's row scale and its split into the three
 //!   inputs of `MultiHeadAttention`, for the portable `Mul`, `Split`.
 //!
-//! They run the portable graph's IEEE operations in its order ([`crate::nn::vecmath`]), so a
-//! graph with them gives bit for bit the vectors of the portable graph `export --with-heads`
-//! writes (tests/quantize.rs checks that). The quantizer writes them (`--own-ops`).
+//! They run the portable graph's IEEE operations in its order ([`crate::nn::vecmath`]), so that
+//! graph run as written gives bit for bit the vectors of the portable graph `export --with-heads`
+//! writes (tests/quantize.rs checks that).
 //!
-//! The fp32 graph runs on CPU with three more, put in by [`super::own_graph`] when a session
-//! opens: `AttentionCore` (ORT's `Attention` after its QKV product), `BiasGelu` and
-//! `BiasResidualLayerNorm` (`Add`, `Add`, `LayerNormalization`). Those agree with ORT's kernels
-//! to float rounding, not bit for bit.
+//! A CPU session runs graphs rewritten by [`super::own_graph`] onto these, which agree with ORT's
+//! kernels to float rounding, not bit for bit:
+//! - `AttentionCore` (ORT's `Attention` after its QKV product; with row scales, the int8 graph's
+//!   `ScaleSplit` + `MultiHeadAttention`), `BiasGelu`, `BiasResidualLayerNorm` (`Add`, `Add`,
+//!   `LayerNormalization`; in int8 also the row scale before and the `QuantizeRows` after);
+//! - `BiasGeluQuantize` (int8: row scale, bias, GELU and the next product's quantization);
+//! - `MatMulInt8`: `MatMulIntegerToFloat` on AMX ([`crate::nn::gemm::amx_int8`]) — this one bit
+//!   for bit, the integer sums being exact.
 
 use ort::operator::{
     BoxedKernel, ComputeContext, Kernel, KernelContext, Operator, OperatorDomain, OperatorInput,
@@ -26,6 +30,7 @@ use ort::operator::{
 };
 use ort::value::TensorElementType;
 
+use crate::nn::gemm::amx_int8::{self, Int8Weights};
 use crate::nn::{attention_core, vecmath};
 
 /// The ONNX domain of frostline's operators.
@@ -45,6 +50,8 @@ pub(crate) fn domain() -> ort::Result<OperatorDomain> {
         .add(ScaleSplit)?
         .add(AttentionCore)?
         .add(BiasGelu)?
+        .add(BiasGeluQuantize)?
+        .add(MatMulInt8)?
         .add(BiasResidualLayerNorm)
 }
 
@@ -91,9 +98,10 @@ fn rows_of(shape: &[i64], what: &str) -> ort::Result<(usize, usize)> {
 }
 
 /// A unit struct `$op` as an ONNX Runtime operator of that name, with the element types of its
-/// inputs and outputs; `$make` builds its kernel from the node's attributes.
+/// inputs and outputs (those after a `;` optional: a node may leave them out); `$make` builds
+/// its kernel from the node's attributes.
 macro_rules! operator {
-    ($op:ident, inputs: [$($i:ident),*], outputs: [$($o:ident),*], kernel: |$attrs:pat_param| $make:expr) => {
+    ($op:ident, inputs: [$($i:ident),* $(; $($oi:ident),*)?], outputs: [$($o:ident),* $(; $($oo:ident),*)?], kernel: |$attrs:pat_param| $make:expr) => {
         struct $op;
 
         impl Operator for $op {
@@ -104,11 +112,11 @@ macro_rules! operator {
             }
 
             fn inputs(&self) -> impl IntoIterator<Item = OperatorInput> {
-                [$(OperatorInput::required(TensorElementType::$i)),*]
+                [$(OperatorInput::required(TensorElementType::$i),)* $($(OperatorInput::optional(TensorElementType::$oi),)*)?]
             }
 
             fn outputs(&self) -> impl IntoIterator<Item = OperatorOutput> {
-                [$(OperatorOutput::required(TensorElementType::$o)),*]
+                [$(OperatorOutput::required(TensorElementType::$o),)* $($(OperatorOutput::optional(TensorElementType::$oo),)*)?]
             }
 
             fn create_kernel<'attr>(&self, $attrs: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
@@ -121,13 +129,45 @@ macro_rules! operator {
 operator!(QuantizeRows, inputs: [Float32], outputs: [Uint8, Float32], kernel: |_| QuantizeRowsKernel);
 operator!(ScaleBiasResidual, inputs: [Float32, Float32, Float32, Float32], outputs: [Float32], kernel: |_| ScaleBiasResidualKernel);
 operator!(ScaleSplit, inputs: [Float32, Float32], outputs: [Float32, Float32, Float32], kernel: |_| ScaleSplitKernel);
-operator!(AttentionCore, inputs: [Float32, Float32, Int32], outputs: [Float32], kernel: |attrs| AttentionCoreKernel {
+operator!(AttentionCore, inputs: [Float32, Float32, Int32; Float32], outputs: [Float32], kernel: |attrs| AttentionCoreKernel {
     heads: positive_attribute(attrs, "num_heads")?,
 });
 operator!(BiasGelu, inputs: [Float32, Float32], outputs: [Float32], kernel: |_| BiasGeluKernel);
-operator!(BiasResidualLayerNorm, inputs: [Float32, Float32, Float32, Float32, Float32], outputs: [Float32], kernel: |attrs| BiasResidualLayerNormKernel {
+operator!(BiasGeluQuantize, inputs: [Float32, Float32; Float32], outputs: [Uint8, Float32], kernel: |_| BiasGeluQuantizeKernel);
+operator!(MatMulInt8, inputs: [Uint8, Int8, Float32, Float32, Uint8], outputs: [Float32], kernel: |attrs| MatMulInt8Kernel::new(attrs)?);
+operator!(BiasResidualLayerNorm, inputs: [Float32, Float32, Float32, Float32, Float32; Float32], outputs: [Float32; Uint8, Float32], kernel: |attrs| BiasResidualLayerNormKernel {
     epsilon: attrs.get::<f32>("epsilon").ok_or_else(|| ort::Error::new("BiasResidualLayerNorm: attribute epsilon is missing"))?,
 });
+
+/// Input `i` of a node, `None` where the node leaves that optional input out.
+fn optional_input<'c>(
+    ctx: &'c ComputeContext,
+    i: usize,
+) -> ort::Result<Option<ort::value::ValueRef<'c>>> {
+    if ctx.num_inputs()? > i {
+        ctx.input(i)
+    } else {
+        Ok(None)
+    }
+}
+
+/// An int8 product's row scales from an optional input (`optional_input`): one per row of
+/// `rows`, or refused.
+fn row_scales<'v>(
+    input: &'v Option<ort::value::ValueRef<'_>>,
+    rows: usize,
+    op: &str,
+) -> ort::Result<Option<&'v [f32]>> {
+    let Some(v) = input else { return Ok(None) };
+    let (_, s) = v.try_extract_tensor::<f32>()?;
+    if s.len() != rows {
+        return Err(ort::Error::new(format!(
+            "{op}: {} row scales for {rows} rows",
+            s.len()
+        )));
+    }
+    Ok(Some(s))
+}
 
 /// A node's integer attribute `name`, refused unless it is there and positive.
 fn positive_attribute(attrs: &KernelContext, name: &str) -> ort::Result<usize> {
@@ -139,6 +179,52 @@ fn positive_attribute(attrs: &KernelContext, name: &str) -> ort::Result<usize> {
     }
 }
 
+/// Outputs `at` and `at + 1` of a quantizing op for an input of `shape`: the uint8 codes (the
+/// same shape) and one scale per row (last axis 1), as raw pointers the row tasks write
+/// through; `None` where the node leaves them out.
+fn quantized_outputs(
+    ctx: &ComputeContext,
+    at: usize,
+    shape: &[i64],
+) -> ort::Result<Option<(Shared<u8>, Shared<f32>)>> {
+    if ctx.num_outputs()? < at + 2 {
+        return Ok(None);
+    }
+    let mut scale_shape = shape.to_vec();
+    if let Some(last) = scale_shape.last_mut() {
+        *last = 1;
+    }
+    let (Some(mut q), Some(mut s)) = (
+        ctx.output(at, shape.to_vec())?,
+        ctx.output(at + 1, scale_shape)?,
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some((
+        Shared(q.try_extract_tensor_mut::<u8>()?.1.as_mut_ptr()),
+        Shared(s.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr()),
+    )))
+}
+
+/// Rows `first..first + n` of `x` (`cols` wide, this task's alone) quantized into the outputs
+/// of [`quantized_outputs`].
+fn quantize_task(
+    x: &[f32],
+    cols: usize,
+    (q, s): (Shared<u8>, Shared<f32>),
+    first: usize,
+    n: usize,
+) {
+    // SAFETY: rows first..first+n of both outputs belong to this task alone.
+    let (q, s) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(q.get().add(first * cols), n * cols),
+            std::slice::from_raw_parts_mut(s.get().add(first), n),
+        )
+    };
+    vecmath::quantize_rows(x, cols, q, s);
+}
+
 struct QuantizeRowsKernel;
 
 impl Kernel for QuantizeRowsKernel {
@@ -146,23 +232,9 @@ impl Kernel for QuantizeRowsKernel {
         let x = ctx.input(0)?.ok_or_else(|| missing("x"))?;
         let (shape, x) = x.try_extract_tensor::<f32>()?;
         let (rows, cols) = rows_of(shape, "x")?;
-        let mut scale_shape = shape.to_vec();
-        *scale_shape.last_mut().expect("rows_of checked the rank") = 1;
-        let mut q = ctx.output(0, shape.to_vec())?.ok_or_else(|| missing("q"))?;
-        let mut s = ctx
-            .output(1, scale_shape)?
-            .ok_or_else(|| missing("scale"))?;
-        let q = Shared(q.try_extract_tensor_mut::<u8>()?.1.as_mut_ptr());
-        let s = Shared(s.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr());
+        let out = quantized_outputs(ctx, 0, shape)?.ok_or_else(|| missing("q or scale"))?;
         for_row_tasks(ctx, rows, |first, n| {
-            // SAFETY: rows first..first+n of both outputs belong to this task alone.
-            let (q, s) = unsafe {
-                (
-                    std::slice::from_raw_parts_mut(q.get().add(first * cols), n * cols),
-                    std::slice::from_raw_parts_mut(s.get().add(first), n),
-                )
-            };
-            vecmath::quantize_rows(&x[first * cols..(first + n) * cols], cols, q, s);
+            quantize_task(&x[first * cols..(first + n) * cols], cols, out, first, n);
         })
     }
 }
@@ -248,9 +320,11 @@ impl Kernel for ScaleSplitKernel {
     }
 }
 
-/// `AttentionCore(qkv, bias, mask) → context` (attribute `num_heads`): ONNX Runtime's
-/// `Attention` after its QKV product (`qkv` `[batch, seq, 3·hidden]` without bias, the raw
-/// `[batch, seq]` 0/1 mask), one (sequence, group of heads) per task ([`attention_core::attend`]).
+/// `AttentionCore(qkv, bias, mask, [row_scale]) → context` (attribute `num_heads`): ONNX
+/// Runtime's `Attention` after its QKV product (`qkv` `[batch, seq, 3·hidden]` without bias, the
+/// raw `[batch, seq]` 0/1 mask), one (sequence, group of heads) per task
+/// ([`attention_core::attend`]). With `row_scale` (an int8 product's scale per token) it is the
+/// quantized graph's `ScaleSplit` + `MultiHeadAttention`.
 struct AttentionCoreKernel {
     heads: usize,
 }
@@ -278,6 +352,8 @@ impl Kernel for AttentionCoreKernel {
             )));
         }
         let (batch, seq, hidden) = (shape[0] as usize, shape[1] as usize, width / 3);
+        let scales_in = optional_input(ctx, 3)?;
+        let scales = row_scales(&scales_in, batch * seq, "AttentionCore")?;
         let d = hidden / heads;
         let mut out = ctx
             .output(0, vec![shape[0], shape[1], hidden as i64])?
@@ -295,6 +371,7 @@ impl Kernel for AttentionCoreKernel {
             ATTENTION_SCRATCH.with_borrow_mut(|s| {
                 attention_core::attend(
                     &qkv[b * seq * width..(b + 1) * seq * width],
+                    scales.map(|s| &s[b * seq..(b + 1) * seq]),
                     bias,
                     &keys,
                     heads,
@@ -335,14 +412,57 @@ impl Kernel for BiasGeluKernel {
             let span = first * cols..(first + n) * cols;
             // SAFETY: rows first..first+n of the output belong to this task alone.
             let y = unsafe { std::slice::from_raw_parts_mut(y.get().add(span.start), span.len()) };
-            vecmath::bias_gelu(&x[span], bias, y);
+            vecmath::bias_gelu(&x[span], None, bias, y);
         })
     }
 }
 
-/// `BiasResidualLayerNorm(f, bias, residual, gamma, beta) → y` (attribute `epsilon`):
-/// LayerNorm((f + bias) + residual) over the last axis, for ONNX's `Add`, `Add`,
-/// `LayerNormalization` after a product.
+/// `BiasGeluQuantize(f, bias, [row_scale]) → (q, scale)`: GELU(f · row_scale + bias) quantized
+/// per row, for the int8 graph's `Mul`, `BiasGelu`, `QuantizeRows` between its two FFN products
+/// (the GELU's output is read by nothing else, so it never goes to memory).
+struct BiasGeluQuantizeKernel;
+
+thread_local! {
+    /// A task's GELU rows before they are quantized.
+    static GELU_ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Kernel for BiasGeluQuantizeKernel {
+    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
+        let f = ctx.input(0)?.ok_or_else(|| missing("f"))?;
+        let bias = ctx.input(1)?.ok_or_else(|| missing("bias"))?;
+        let (shape, f) = f.try_extract_tensor::<f32>()?;
+        let (rows, cols) = rows_of(shape, "f")?;
+        let (_, bias) = bias.try_extract_tensor::<f32>()?;
+        let scales_in = optional_input(ctx, 2)?;
+        let scales = row_scales(&scales_in, rows, "BiasGeluQuantize")?;
+        if bias.len() != cols {
+            return Err(ort::Error::new(format!(
+                "BiasGeluQuantize: input {shape:?} with {} biases",
+                bias.len()
+            )));
+        }
+        let out = quantized_outputs(ctx, 0, shape)?.ok_or_else(|| missing("q or scale"))?;
+        for_row_tasks(ctx, rows, |first, n| {
+            GELU_ROWS.with_borrow_mut(|g| {
+                g.resize(n * cols, 0.0);
+                vecmath::bias_gelu(
+                    &f[first * cols..(first + n) * cols],
+                    scales.map(|s| &s[first..first + n]),
+                    bias,
+                    g,
+                );
+                quantize_task(g, cols, out, first, n);
+            })
+        })
+    }
+}
+
+/// `BiasResidualLayerNorm(f, bias, residual, gamma, beta, [row_scale]) → (y, [q, scale])`
+/// (attribute `epsilon`): LayerNorm((f · row_scale + bias) + residual) over the last axis, for
+/// ONNX's `Add`, `Add`, `LayerNormalization` after a product. In the int8 graph `row_scale` is
+/// the product's scale per token (its `ScaleBiasResidual`), and `q`, `scale` are the norm's
+/// output quantized for the next product (its `QuantizeRows`), from rows still in cache.
 struct BiasResidualLayerNormKernel {
     epsilon: f32,
 }
@@ -371,8 +491,11 @@ impl Kernel for BiasResidualLayerNormKernel {
                 beta.len()
             )));
         }
+        let scales_in = optional_input(ctx, 5)?;
+        let scales = row_scales(&scales_in, rows, "BiasResidualLayerNorm")?;
         let mut y = ctx.output(0, shape.to_vec())?.ok_or_else(|| missing("y"))?;
         let y = Shared(y.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr());
+        let quantized = quantized_outputs(ctx, 1, shape)?;
         let eps = self.epsilon;
         for_row_tasks(ctx, rows, |first, n| {
             let span = first * cols..(first + n) * cols;
@@ -380,6 +503,7 @@ impl Kernel for BiasResidualLayerNormKernel {
             let y = unsafe { std::slice::from_raw_parts_mut(y.get().add(span.start), span.len()) };
             vecmath::bias_residual_layernorm(
                 &f[span.clone()],
+                scales.map(|s| &s[first..first + n]),
                 bias,
                 &residual[span],
                 gamma,
@@ -387,6 +511,100 @@ impl Kernel for BiasResidualLayerNormKernel {
                 eps,
                 y,
             );
+            if let Some(out) = quantized {
+                quantize_task(y, cols, out, first, n);
+            }
+        })
+    }
+}
+
+/// `MatMulInt8(a, b, a_scale, b_scale, a_zero_point) → f32(Σ (a − zp)·b) · a_scale · b_scale`:
+/// ONNX Runtime's `MatMulIntegerToFloat` with these five inputs, bit for bit, on AMX
+/// ([`amx_int8`]); `b`, the scales and the zero point are the graph's constants, packed once
+/// when the session is made.
+struct MatMulInt8Kernel {
+    w: Int8Weights,
+}
+
+impl MatMulInt8Kernel {
+    fn new(attrs: &KernelContext) -> ort::Result<Self> {
+        if let Some(why) = amx_int8::unavailable() {
+            return Err(ort::Error::new(format!("MatMulInt8: {why}")));
+        }
+        let constant = |i: usize| {
+            attrs
+                .constant_input::<ort::value::DynTensorValueType>(i)
+                .map_err(|e| {
+                    ort::Error::new(format!("MatMulInt8: input {i} is not a constant ({e})"))
+                })
+        };
+        let b = constant(1)?;
+        let (shape, w) = b.try_extract_tensor::<i8>()?;
+        let a_scale = constant(2)?;
+        let (_, a_scale) = a_scale.try_extract_tensor::<f32>()?;
+        let b_scale = constant(3)?;
+        let (_, b_scale) = b_scale.try_extract_tensor::<f32>()?;
+        let zp = constant(4)?;
+        let (_, zp) = zp.try_extract_tensor::<u8>()?;
+        let (k, n) = match **shape {
+            [k, n] => (k as usize, n as usize),
+            _ => (0, 0),
+        };
+        if !Int8Weights::fits(k, n)
+            || a_scale.len() != 1
+            || zp.len() != 1
+            || !(b_scale.len() == n || b_scale.len() == 1)
+        {
+            return Err(ort::Error::new(format!(
+                "MatMulInt8: weights {shape:?}, {} activation scales, {} weight scales, {} zero points do not fit",
+                a_scale.len(),
+                b_scale.len(),
+                zp.len()
+            )));
+        }
+        // ORT's multiplier per column: the activation scale times the weight's.
+        let scales: Vec<f32> = b_scale.iter().map(|&s| a_scale[0] * s).collect();
+        Ok(Self {
+            w: Int8Weights::pack(w, k, n, &scales, zp[0]),
+        })
+    }
+}
+
+impl Kernel for MatMulInt8Kernel {
+    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
+        let a = ctx.input(0)?.ok_or_else(|| missing("a"))?;
+        let (shape, a) = a.try_extract_tensor::<u8>()?;
+        let (rows, k) = rows_of(shape, "a")?;
+        let w = &self.w;
+        if k != w.k() {
+            return Err(ort::Error::new(format!(
+                "MatMulInt8: input {shape:?} times weights of {} rows",
+                w.k()
+            )));
+        }
+        let mut out_shape = shape.to_vec();
+        *out_shape.last_mut().expect("rows_of checked the rank") = w.n() as i64;
+        let mut y = ctx.output(0, out_shape)?.ok_or_else(|| missing("y"))?;
+        let y = Shared(y.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr());
+        // A task is a block of 32 rows and a share of the column panels: as few shares as keep
+        // eight tasks, so a short input still splits.
+        let blocks = rows.div_ceil(amx_int8::ROWS);
+        let panels = w.n() / Int8Weights::PANEL;
+        let shares = 8usize.div_ceil(blocks.max(1)).clamp(1, panels);
+        ctx.par_for(blocks * shares, 0, |t| {
+            let (block, share) = (t / shares, t % shares);
+            let r0 = block * amx_int8::ROWS;
+            let live = amx_int8::ROWS.min(rows - r0);
+            let cols = share * panels / shares..(share + 1) * panels / shares;
+            // SAFETY: this task writes rows r0..r0+live, columns of its panels, alone.
+            unsafe {
+                w.product(
+                    &a[r0 * k..(r0 + live) * k],
+                    live,
+                    cols,
+                    y.get().add(r0 * w.n()),
+                );
+            }
         })
     }
 }

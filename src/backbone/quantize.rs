@@ -135,17 +135,37 @@ pub(crate) fn ensure_quantized_cut(
     Ok(path)
 }
 
-/// The graph below frost line `n` that makes the token states, and its numeric format: int8 as
-/// the folder's record says for a quantized folder, int8 per-token when `quantize_frozen` asks
-/// for it (the frozen part only: the layers above train in fp32), else the fp32 cut.
+/// The graph below frost line `n` that makes the token states, and its int8 recipe: the
+/// folder's record's for a quantized folder, per-token when `quantize_frozen` asks for it (the
+/// frozen part only: the layers above train in fp32), else `None`, the fp32 cut.
 pub(crate) fn frozen_graph(
     folder: &ModelFolder,
     n: usize,
     quantize_frozen: bool,
-) -> Result<(PathBuf, String)> {
+) -> Result<(PathBuf, Option<Recipe>)> {
     match frozen_recipe(folder, quantize_frozen) {
-        Some(r) => Ok((ensure_quantized_cut(folder, n, r)?, r.describe())),
-        None => Ok((super::export::ensure_cut(folder, n)?, "fp32".into())),
+        Some(r) => Ok((ensure_quantized_cut(folder, n, r)?, Some(r))),
+        None => Ok((super::export::ensure_cut(folder, n)?, None)),
+    }
+}
+
+/// A graph's numeric format as the cache keys its vectors: `fp32`, or the int8 recipe — and,
+/// for a per-token graph a CPU session rewrites onto frostline's fused kernels
+/// ([`super::own_graph`]), that it ran there. Those vectors agree with ONNX Runtime's kernels
+/// (CUDA, `--kernels onnxruntime`) only to int8 rounding, so they keep their own entries; fp32
+/// ones agree to float rounding and share. `Device::Auto` counts as CPU here (a CUDA session
+/// over an int8 graph is not one frostline makes by itself).
+pub(crate) fn numeric_key(recipe: Option<Recipe>, session: &super::SessionOptions) -> String {
+    match recipe {
+        None => "fp32".into(),
+        Some(r)
+            if Ops::Own.own_for(r)
+                && session.device != super::Device::Cuda
+                && session.kernels == super::Kernels::Frostline =>
+        {
+            format!("{}, on frostline's fused CPU kernels", r.describe())
+        }
+        Some(r) => r.describe(),
     }
 }
 

@@ -22,6 +22,15 @@ pub enum Device {
     Auto,
 }
 
+/// Whose kernels a CPU session runs the graph's layers on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kernels {
+    /// frostline's fused kernels, the graph rewritten in memory ([`super::own_graph`]).
+    Frostline,
+    /// ONNX Runtime's, the graph as written: what a served graph gives under ONNX Runtime.
+    Onnxruntime,
+}
+
 /// The execution provider that actually runs the graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
@@ -47,6 +56,8 @@ impl fmt::Display for Provider {
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
     pub device: Device,
+    /// On CPU; CUDA always runs the graph as written.
+    pub kernels: Kernels,
     /// ORT intra-op threads; 0 = ORT's default (one per physical core).
     pub threads: usize,
 }
@@ -75,16 +86,16 @@ impl Backbone {
         let rt = runtime::init(ort_lib)?;
         let (session, provider, fallback_note) = match opts.device {
             Device::Cpu => (
-                build_session(rt, graph, opts.threads, false)?.0,
+                build_session(rt, graph, opts.threads, false, opts.kernels)?.0,
                 Provider::Cpu,
                 None,
             ),
             Device::Cuda => {
-                let (s, _) =
-                    build_session(rt, graph, opts.threads, true).map_err(|e| cuda_error(rt, e))?;
+                let (s, _) = build_session(rt, graph, opts.threads, true, opts.kernels)
+                    .map_err(|e| cuda_error(rt, e))?;
                 (s, Provider::Cuda, None)
             }
-            Device::Auto => match build_session(rt, graph, opts.threads, true) {
+            Device::Auto => match build_session(rt, graph, opts.threads, true, opts.kernels) {
                 Ok((s, _)) => (s, Provider::Cuda, None),
                 Err(e) => {
                     let note = format!(
@@ -92,7 +103,7 @@ impl Backbone {
                         short_reason(&e)
                     );
                     (
-                        build_session(rt, graph, opts.threads, false)?.0,
+                        build_session(rt, graph, opts.threads, false, opts.kernels)?.0,
                         Provider::Cpu,
                         Some(note),
                     )
@@ -174,13 +185,15 @@ impl Backbone {
 const EXTERNAL_DATA_FOLDER: &str = "session.model_external_initializers_file_folder_path";
 
 /// A session on `graph` with frostline's operators registered: every session frostline opens
-/// (doctor's too) is made here. On CPU an fp32 graph runs rewritten onto frostline's kernels
-/// ([`super::own_graph`]); the operators it then runs come back with the session.
+/// (doctor's too) is made here. On CPU a graph runs rewritten onto frostline's kernels
+/// ([`super::own_graph`]) unless `kernels` says ONNX Runtime's; the operators it then runs come
+/// back with the session.
 pub(crate) fn build_session(
     rt: &Runtime,
     graph: &Path,
     threads: usize,
     cuda: bool,
+    kernels: Kernels,
 ) -> Result<(Session, Option<OpCounts>)> {
     let ctx = |what: &str| format!("{what} for {}", graph.display());
     let mut builder = Session::builder(&rt.environment)
@@ -221,10 +234,11 @@ pub(crate) fn build_session(
     let loaded =
         |e: ort::Error| Error::model(graph, format!("ONNX Runtime could not load the graph: {e}"));
     // CUDA runs the graph as written (ORT's CUDA kernels; frostline's would run on the CPU
-    // with copies around them); on CPU its fp32 layers run on frostline's kernels.
-    if !cuda {
+    // with copies around them); on CPU its layers run on frostline's kernels unless turned off.
+    if !cuda && kernels == Kernels::Frostline {
         let bytes = std::fs::read(graph).map_err(|e| Error::io(graph, e))?;
-        let rewritten = super::own_graph::fp32_on_own_ops(&bytes).map_err(|what| {
+        let amx_int8 = crate::nn::gemm::amx_int8::unavailable().is_none();
+        let rewritten = super::own_graph::on_own_ops(&bytes, amx_int8).map_err(|what| {
             Error::model(
                 graph,
                 format!("could not load the graph: not a readable ONNX model ({what})"),

@@ -2,14 +2,16 @@
 //! normalisation, split layer and dtype. The cache entry's folder name is a hash of all of it.
 //! Whose fp32 kernels ran the graph is not part of it: ORT's CUDA kernels, its CPU kernels and
 //! frostline's CPU rewrite (`backbone::own_graph`) agree to float rounding (~1e-7), as any two
-//! runs of one graph on different hardware do. Quantized graphs run bit-exact everywhere here.
+//! runs of one graph on different hardware do. Whose int8 kernels ran it is: frostline's fused
+//! ones and ONNX Runtime's agree only to int8 rounding (`backbone::quantize::numeric_key`).
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::backbone::ModelFolder;
+use crate::backbone::quantize::numeric_key;
+use crate::backbone::{ModelFolder, Recipe, SessionOptions};
 use crate::error::{Error, Result};
 
 const FORMAT_VERSION: u32 = 4;
@@ -45,20 +47,30 @@ pub(super) fn hex(bytes: &[u8]) -> String {
 }
 
 impl CacheKey {
-    /// The key for sentence embeddings of the full model in `folder` at `max_length`.
-    pub fn sentence(folder: &ModelFolder, max_length: usize) -> Result<Self> {
-        Self::for_graph(folder, max_length, &folder.onnx, None, folder.numeric())
+    /// The key for sentence embeddings of the full model in `folder` at `max_length`, run as
+    /// `session` says.
+    pub fn sentence(
+        folder: &ModelFolder,
+        max_length: usize,
+        session: &SessionOptions,
+    ) -> Result<Self> {
+        let recipe = folder.quantization.as_ref().map(|q| q.recipe);
+        let numeric = numeric_key(recipe, session);
+        Self::for_graph(folder, max_length, &folder.onnx, None, numeric)
     }
 
     /// The key for token states at frost line `layer`: the hash is of the cut graph that makes
-    /// them, `split_layer` says where it was cut and `numeric` in which format it runs.
+    /// them, `split_layer` says where it was cut and `numeric` in which format (`recipe`, `None`
+    /// for fp32) it runs as `session` says.
     pub fn tokens(
         folder: &ModelFolder,
         max_length: usize,
         layer: usize,
         cut_graph: &Path,
-        numeric: String,
+        recipe: Option<Recipe>,
+        session: &SessionOptions,
     ) -> Result<Self> {
+        let numeric = numeric_key(recipe, session);
         Self::for_graph(folder, max_length, cut_graph, Some(layer), numeric)
     }
 

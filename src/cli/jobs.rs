@@ -54,6 +54,7 @@ impl BackboneArgs {
             model_dir: folder.dir.clone(),
             session: SessionOptions {
                 device: self.device,
+                kernels: self.kernels,
                 threads: self.threads,
             },
             max_length,

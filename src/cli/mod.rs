@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::backbone::choice::ModelSource;
-use crate::backbone::{Device, QuantMethod};
+use crate::backbone::{Device, Kernels, QuantMethod};
 use crate::heads::HeadKind;
 use crate::kind::TaskKind;
 use crate::regime::Regime;
@@ -597,6 +597,11 @@ pub struct BackboneArgs {
     /// Execution provider: cpu, cuda (fails if unavailable) or auto (CUDA if it works, says which ran).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
+    /// Whose kernels run the layers on CPU: frostline's fused ones (the graph rewritten in
+    /// memory), or ONNX Runtime's on the graph as written — the bits a served graph gives under
+    /// ONNX Runtime (int8 vectors of the two agree to int8 rounding and are cached apart).
+    #[arg(long, value_enum, default_value_t = Kernels::Frostline)]
+    pub kernels: Kernels,
     /// Truncation length in tokens [default: the checkpoint's, else the model's
     /// sentence_bert_config.json].
     #[arg(long)]

@@ -237,7 +237,8 @@ fn native_engine(out: &mut String) -> serde_json::Value {
 /// runs when frostline rewrote it onto its own ([`crate::backbone::own_graph`]).
 fn describe_graph(out: &mut String, folder: &ModelFolder) -> Result<Option<graph_ops::OpCounts>> {
     let rt = runtime::init(None)?;
-    let (session, cpu_ops) = session::build_session(rt, &folder.onnx, 0, false)?;
+    let (session, cpu_ops) =
+        session::build_session(rt, &folder.onnx, 0, false, session::Kernels::Frostline)?;
     for i in session.inputs() {
         let _ = writeln!(out, "  input  {}: {}", i.name(), i.dtype());
     }
@@ -249,7 +250,7 @@ fn describe_graph(out: &mut String, folder: &ModelFolder) -> Result<Option<graph
 
 /// What the graph is made of (read from the file, not from a record): its layout, its ops, the
 /// fused ones named, and for an int8 graph which of ONNX Runtime's int8 kernels its products run.
-/// `cpu_ops`: the operators of frostline's CPU rewrite of an fp32 graph.
+/// `cpu_ops`: the operators of frostline's CPU rewrite of the graph (fp32 or per-token int8).
 fn graph_ops(
     found: &mut Findings,
     folder: &ModelFolder,
@@ -284,7 +285,10 @@ fn graph_ops(
         .map(|(_, n)| n)
         .sum();
     let int8 = (int8_products > 0).then(|| {
-        let kernel = int8_kernel();
+        let frostline_amx = cpu_ops
+            .as_ref()
+            .is_some_and(|c| c.contains_key("ai.frostline.MatMulInt8"));
+        let kernel = int8_kernel(frostline_amx);
         found.line(format_args!(
             "  int8 products: {int8_products}, on {kernel}"
         ));
@@ -294,7 +298,7 @@ fn graph_ops(
     let cpu_fused = cpu_ops.as_ref().map(|c| list_of(c, &FUSED_OPS));
     if let Some(f) = &cpu_fused {
         found.line(format_args!(
-            "  on CPU frostline runs the fp32 layers on its own kernels: {f}"
+            "  on CPU frostline runs the layers on its own kernels: {f}"
         ));
     }
     serde_json::json!({
@@ -310,8 +314,10 @@ fn graph_ops(
 
 /// ONNX Runtime's fused contrib ops (and the fusions its own optimizer makes), and frostline's
 /// own (`backbone::own_ops`).
-const FUSED_OPS: [&str; 14] = [
+const FUSED_OPS: [&str; 16] = [
     "QuantizeRows",
+    "MatMulInt8",
+    "BiasGeluQuantize",
     "AttentionCore",
     "BiasResidualLayerNorm",
     "ScaleBiasResidual",
@@ -334,11 +340,15 @@ const INT8_OPS: [&str; 5] = [
     "QAttention",
 ];
 
-/// Which u8 × s8 kernel ONNX Runtime's MLAS picks on this CPU, by MLAS's own order (AMX-INT8
-/// where the CPU has it and Linux grants the tile state, then AVX512-VNNI, AVX-VNNI, AVX2).
-fn int8_kernel() -> String {
+/// Which u8 × s8 kernel runs the int8 products: frostline's AMX one where a CPU session took
+/// them (`frostline_amx`), else the one ONNX Runtime's MLAS picks on this CPU, by MLAS's own
+/// order (AMX-INT8 where the CPU has it and Linux grants the tile state, then AVX512-VNNI,
+/// AVX-VNNI, AVX2).
+fn int8_kernel(frostline_amx: bool) -> String {
     let cpu = Cpu::get();
-    if cpu.amx_int8 && Kernel::os_grants_amx() {
+    if frostline_amx {
+        "AMX-INT8 tiles (amx_int8; frostline's kernel, ai.frostline.MatMulInt8)".into()
+    } else if cpu.amx_int8 && Kernel::os_grants_amx() {
         "AMX-INT8 tiles (amx_int8; MLAS's AMX kernel)".into()
     } else if cpu.avx512_vnni {
         format!(

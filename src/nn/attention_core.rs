@@ -36,14 +36,17 @@ pub struct Scratch {
 }
 
 /// One sequence's attention for the heads in `group`: `qkv` is its `[seq, 3·hidden]` QKV
-/// product (without bias), `bias` the `3·hidden` biases, `keys` the positions not masked (none:
-/// every key). The context `[seq, group.len() · hidden / heads]` is left in `scratch.ctx`.
+/// product (without bias), `row_scales` the product's scale per row where it is an int8 one
+/// (each row of Q, K and V is `qkv · scale + bias`, the portable graph's order), `bias` the
+/// `3·hidden` biases, `keys` the positions not masked (none: every key). The context
+/// `[seq, group.len() · hidden / heads]` is left in `scratch.ctx`.
 ///
 /// A group's Q, K and V of a row are read as three contiguous runs, once for all its heads:
 /// the rows are 3·hidden apart (4.6 kB for MiniLM), past what the hardware prefetcher follows,
 /// so reading them head by head missed the cache on every row.
 pub fn attend(
     qkv: &[f32],
+    row_scales: Option<&[f32]>,
     bias: &[f32],
     keys: &[usize],
     heads: usize,
@@ -55,40 +58,42 @@ pub fn attend(
         let cpu = Cpu::get();
         if cpu.avx512f {
             // SAFETY: the CPU has the features the function was compiled for.
-            return unsafe { attend_avx512(qkv, bias, keys, heads, group, scratch) };
+            return unsafe { attend_avx512(qkv, row_scales, bias, keys, heads, group, scratch) };
         }
         if cpu.avx2_fma {
             // SAFETY: as above.
-            return unsafe { attend_avx2(qkv, bias, keys, heads, group, scratch) };
+            return unsafe { attend_avx2(qkv, row_scales, bias, keys, heads, group, scratch) };
         }
     }
-    attend_body::<Separate>(qkv, bias, keys, heads, group, scratch)
+    attend_body::<Separate>(qkv, row_scales, bias, keys, heads, group, scratch)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,fma")]
 unsafe fn attend_avx512(
     qkv: &[f32],
+    row_scales: Option<&[f32]>,
     bias: &[f32],
     keys: &[usize],
     heads: usize,
     group: Range<usize>,
     s: &mut Scratch,
 ) {
-    attend_body::<Avx512>(qkv, bias, keys, heads, group, s)
+    attend_body::<Avx512>(qkv, row_scales, bias, keys, heads, group, s)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn attend_avx2(
     qkv: &[f32],
+    row_scales: Option<&[f32]>,
     bias: &[f32],
     keys: &[usize],
     heads: usize,
     group: Range<usize>,
     s: &mut Scratch,
 ) {
-    attend_body::<Fused>(qkv, bias, keys, heads, group, s)
+    attend_body::<Fused>(qkv, row_scales, bias, keys, heads, group, s)
 }
 
 /// The register-tiled product and the softmax of [`attend`], for ROWS query rows at a time.
@@ -300,6 +305,7 @@ mod avx512 {
 #[inline(always)]
 fn attend_body<M: Tiles>(
     qkv: &[f32],
+    row_scales: Option<&[f32]>,
     bias: &[f32],
     keys: &[usize],
     heads: usize,
@@ -327,6 +333,8 @@ fn attend_body<M: Tiles>(
         2 * hidden + group.start * d,
     );
     let scale = 1.0 / (d as f32).sqrt();
+    // An fp32 product's rows have scale 1: × 1 is exact, so one body serves both.
+    let row_scale = |i: usize| row_scales.map_or(1.0, |s| s[i]);
     let (kt_len, v_len, q_len) = (d * nkp, nk * d, rows * d);
 
     // Buffers are resized, not cleared: every entry read below is written first, and the
@@ -339,6 +347,7 @@ fn attend_body<M: Tiles>(
             prefetch(&qkv[ahead * width + ov..], run);
         }
         let row = &qkv[key * width..(key + 1) * width];
+        let rs = row_scale(key);
         for (h, (k, b)) in row[ok..ok + run]
             .chunks_exact(d)
             .zip(bias[ok..ok + run].chunks_exact(d))
@@ -347,7 +356,7 @@ fn attend_body<M: Tiles>(
             // Column j of head h's Kᵀ: a strided write per feature, through an iterator so the
             // compiler proves every index in bounds once rather than per element.
             for ((o, &x), &b) in s.kt[h * kt_len + j..].iter_mut().step_by(nkp).zip(k).zip(b) {
-                *o = x + b;
+                *o = x * rs + b;
             }
         }
         for (h, (v, b)) in row[ov..ov + run]
@@ -357,7 +366,7 @@ fn attend_body<M: Tiles>(
         {
             let out = &mut s.v[h * v_len + j * d..h * v_len + (j + 1) * d];
             for ((o, &x), &b) in out.iter_mut().zip(v).zip(b) {
-                *o = x + b;
+                *o = x * rs + b;
             }
         }
     }
@@ -375,6 +384,7 @@ fn attend_body<M: Tiles>(
             prefetch(&qkv[(i + PREFETCH_ROWS) * width + oq..], run);
         }
         let row = &qkv[i * width..(i + 1) * width];
+        let rs = row_scale(i);
         for (h, (q, b)) in row[oq..oq + run]
             .chunks_exact(d)
             .zip(bias[oq..oq + run].chunks_exact(d))
@@ -382,7 +392,7 @@ fn attend_body<M: Tiles>(
         {
             let out = &mut s.q[h * q_len + i * d..h * q_len + (i + 1) * d];
             for ((o, &x), &b) in out.iter_mut().zip(q).zip(b) {
-                *o = (x + b) * scale;
+                *o = (x * rs + b) * scale;
             }
         }
     }
@@ -459,14 +469,23 @@ fn exp_scores(row: &mut [f32], nk: usize) -> f32 {
 mod tests {
     use super::*;
 
-    /// The textbook computation in f64: softmax(q·kᵀ/√d) · v over the kept keys.
-    fn reference(qkv: &[f32], bias: &[f32], keys: &[usize], heads: usize, head: usize) -> Vec<f64> {
+    /// The textbook computation in f64: softmax(q·kᵀ/√d) · v over the kept keys, each row of
+    /// the product times its scale (where there are row scales) plus the bias.
+    fn reference(
+        qkv: &[f32],
+        row_scales: Option<&[f32]>,
+        bias: &[f32],
+        keys: &[usize],
+        heads: usize,
+        head: usize,
+    ) -> Vec<f64> {
         let hidden = bias.len() / 3;
         let d = hidden / heads;
         let seq = qkv.len() / (3 * hidden);
         let at = |i: usize, part: usize, f: usize| {
             let c = part * hidden + head * d + f;
-            (qkv[i * 3 * hidden + c] + bias[c]) as f64
+            let s = row_scales.map_or(1.0, |s| s[i]) as f64;
+            qkv[i * 3 * hidden + c] as f64 * s + bias[c] as f64
         };
         let mut out = vec![0f64; seq * d];
         for i in 0..seq {
@@ -488,7 +507,7 @@ mod tests {
         out
     }
 
-    type Path = fn(&[f32], &[f32], &[usize], usize, Range<usize>, &mut Scratch);
+    type Path = fn(&[f32], Option<&[f32]>, &[f32], &[usize], usize, Range<usize>, &mut Scratch);
 
     /// The portable body and each SIMD body the CPU has.
     fn paths() -> Vec<Path> {
@@ -498,10 +517,10 @@ mod tests {
             let cpu = Cpu::get();
             if cpu.avx2_fma {
                 // SAFETY (for the closures): called only where the CPU has the features.
-                paths.push(|q, b, k, h, g, s| unsafe { attend_avx2(q, b, k, h, g, s) });
+                paths.push(|q, r, b, k, h, g, s| unsafe { attend_avx2(q, r, b, k, h, g, s) });
             }
             if cpu.avx512f {
-                paths.push(|q, b, k, h, g, s| unsafe { attend_avx512(q, b, k, h, g, s) });
+                paths.push(|q, r, b, k, h, g, s| unsafe { attend_avx512(q, r, b, k, h, g, s) });
             }
         }
         paths
@@ -526,11 +545,16 @@ mod tests {
                 .map(|_| rng.uniform() as f32 - 0.5)
                 .collect();
             let padded = (seq * 2 / 3).max(1);
-            for keys in [
+            // An int8 product's row scales (as the quantized graph's QKV product has them).
+            let row_scales: Vec<f32> = (0..seq).map(|_| rng.uniform() as f32 * 2.0).collect();
+            for (keys, scales) in [
                 (0..seq).collect::<Vec<_>>(),
                 (0..padded).collect(),
                 (0..seq).step_by(3).collect(),
-            ] {
+            ]
+            .into_iter()
+            .flat_map(|k| [(k.clone(), None), (k, Some(&row_scales[..]))])
+            {
                 let mut s = Scratch::default();
                 let d = hidden / heads;
                 // One head, the first two, and every head in one group; on every path this CPU
@@ -539,10 +563,10 @@ mod tests {
                     .into_iter()
                     .flat_map(|g| paths().into_iter().map(move |p| (g.clone(), p)))
                 {
-                    path(&qkv, &bias, &keys, heads, group.clone(), &mut s);
+                    path(&qkv, scales, &bias, &keys, heads, group.clone(), &mut s);
                     assert_eq!(s.ctx.len(), seq * group.len() * d);
                     for (g, head) in group.clone().enumerate() {
-                        let want = reference(&qkv, &bias, &keys, heads, head);
+                        let want = reference(&qkv, scales, &bias, &keys, heads, head);
                         let got: Vec<f32> = s
                             .ctx
                             .chunks_exact(group.len() * d)
@@ -560,8 +584,8 @@ mod tests {
             }
             // Every key masked: every key attends, as ORT's uniform −10000 shift gives.
             let mut s = Scratch::default();
-            attend(&qkv, &bias, &[], heads, 0..1, &mut s);
-            let want = reference(&qkv, &bias, &(0..seq).collect::<Vec<_>>(), heads, 0);
+            attend(&qkv, None, &bias, &[], heads, 0..1, &mut s);
+            let want = reference(&qkv, None, &bias, &(0..seq).collect::<Vec<_>>(), heads, 0);
             for (&got, &w) in s.ctx.iter().zip(&want) {
                 assert!((got as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()));
             }

@@ -386,26 +386,101 @@ dispatch! {
     }
 }
 
+/// `out = GELU(x · scale_of_row + bias)` over `bias.len()`-long rows: ONNX Runtime's `BiasGelu`
+/// (exact erf form) in one pass, after an int8 product's row scale where `scales` has them (the
+/// portable graph's `Mul`; without, the scale is 1, and × 1 is exact).
+///
+/// Inference only (frostline's ONNX Runtime operators), so the one function here whose AVX-512
+/// path runs other operations than the portable one: the erf's polynomials in FMAs and its
+/// quotient as a 14-bit reciprocal refined by a Newton step instead of a division (the
+/// division was ~40 % of the work); within a few ulp of the portable path.
+pub fn bias_gelu(x: &[f32], scales: Option<&[f32]>, bias: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if Cpu::get().avx512f {
+        // SAFETY: the CPU has AVX-512F (FMA comes with it).
+        return unsafe { bias_gelu_avx512(x, scales, bias, out) };
+    }
+    bias_gelu_portable(x, scales, bias, out)
+}
+
 dispatch! {
-    /// `out = GELU(x + bias)` over `bias.len()`-long rows: ONNX Runtime's `BiasGelu` (exact erf
-    /// form) in one pass.
-    pub fn bias_gelu(x: &[f32], bias: &[f32], out: &mut [f32]) {
-        for (xr, or) in x.chunks_exact(bias.len()).zip(out.chunks_exact_mut(bias.len())) {
+    /// [`bias_gelu`] in the portable sequence of operations.
+    pub fn bias_gelu_portable(x: &[f32], scales: Option<&[f32]>, bias: &[f32], out: &mut [f32]) {
+        let cols = bias.len();
+        for (r, (xr, or)) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)).enumerate() {
+            let s = scales.map_or(1.0, |s| s[r]);
             for ((o, &v), &b) in or.iter_mut().zip(xr).zip(bias) {
-                let v = v + b;
+                let v = v * s + b;
                 *o = 0.5 * v * (1.0 + erf(v * INV_SQRT2));
             }
         }
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn bias_gelu_avx512(x: &[f32], scales: Option<&[f32]>, bias: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    #[inline(always)]
+    unsafe fn gelu16(v: __m512) -> __m512 {
+        let z = _mm512_mul_ps(v, _mm512_set1_ps(INV_SQRT2));
+        let z = _mm512_min_ps(_mm512_max_ps(z, _mm512_set1_ps(-4.0)), _mm512_set1_ps(4.0));
+        let z2 = _mm512_mul_ps(z, z);
+        let c = |v: f32| _mm512_set1_ps(v);
+        let mut p = _mm512_fmadd_ps(z2, c(-2.726_142_3e-10), c(2.770_681_4e-8));
+        for k in [
+            -2.101_024e-6,
+            -5.692_506_5e-5,
+            -7.349_906_3e-4,
+            -2.9546e-3,
+            -1.609_603_3e-2,
+        ] {
+            p = _mm512_fmadd_ps(z2, p, c(k));
+        }
+        p = _mm512_mul_ps(p, z);
+        let mut q = _mm512_fmadd_ps(z2, c(-1.456_607_2e-5), c(-2.133_740_6e-4));
+        for k in [-1.682_827e-3, -7.373_329e-3, -1.426_473_9e-2] {
+            q = _mm512_fmadd_ps(z2, q, c(k));
+        }
+        // 1/q: 14 bits, then one Newton step r(2 − q·r) to ~28 (q is never near 0 here).
+        let r = _mm512_rcp14_ps(q);
+        let r = _mm512_mul_ps(r, _mm512_fnmadd_ps(q, r, c(2.0)));
+        let erf = _mm512_mul_ps(p, r);
+        let half_v = _mm512_mul_ps(v, c(0.5));
+        _mm512_fmadd_ps(half_v, erf, half_v)
+    }
+    let cols = bias.len();
+    let body = cols / 16 * 16;
+    for (row, (xr, or)) in x
+        .chunks_exact(cols)
+        .zip(out.chunks_exact_mut(cols))
+        .enumerate()
+    {
+        let s = scales.map_or(1.0, |s| s[row]);
+        let sv = _mm512_set1_ps(s);
+        for i in (0..body).step_by(16) {
+            let v = _mm512_add_ps(
+                _mm512_mul_ps(_mm512_loadu_ps(xr.as_ptr().add(i)), sv),
+                _mm512_loadu_ps(bias.as_ptr().add(i)),
+            );
+            _mm512_storeu_ps(or.as_mut_ptr().add(i), gelu16(v));
+        }
+        for ((o, &v), &b) in or[body..].iter_mut().zip(&xr[body..]).zip(&bias[body..]) {
+            let v = v * s + b;
+            *o = 0.5 * v * (1.0 + erf(v * INV_SQRT2));
+        }
+    }
+}
+
 dispatch! {
     #[allow(clippy::too_many_arguments)]
-    /// `y = LayerNorm((f + bias) + residual)` over `bias.len()`-long rows, in one pass over
-    /// memory: a product's bias, the residual and the norm after it (ONNX's `Add`, `Add`,
-    /// `LayerNormalization`).
+    /// `y = LayerNorm((f · scale_of_row + bias) + residual)` over `bias.len()`-long rows, in one
+    /// pass over memory: a product's bias, the residual and the norm after it (ONNX's `Add`,
+    /// `Add`, `LayerNormalization`), after an int8 product's row scale where `scales` has them
+    /// (without, the scale is 1, and × 1 is exact).
     pub fn bias_residual_layernorm(
         f: &[f32],
+        scales: Option<&[f32]>,
         bias: &[f32],
         residual: &[f32],
         gamma: &[f32],
@@ -415,13 +490,15 @@ dispatch! {
     ) {
         let cols = bias.len();
         let h = cols as f32;
-        for ((fr, rr), yr) in f
+        for (row, ((fr, rr), yr)) in f
             .chunks_exact(cols)
             .zip(residual.chunks_exact(cols))
             .zip(y.chunks_exact_mut(cols))
+            .enumerate()
         {
+            let s = scales.map_or(1.0, |s| s[row]);
             for (((o, &v), &b), &r) in yr.iter_mut().zip(fr).zip(bias).zip(rr) {
-                *o = (v + b) + r;
+                *o = (v * s + b) + r;
             }
             let mean = sum(yr) / h;
             for o in yr.iter_mut() {
@@ -566,30 +643,42 @@ mod tests {
         let b: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.5).cos()).collect();
         let g: Vec<f32> = (0..cols).map(|i| 1.0 + i as f32 * 0.01).collect();
         let be: Vec<f32> = (0..cols).map(|i| i as f32 * -0.02).collect();
-        let mut out = vec![0f32; 3 * cols];
-        bias_gelu(&x, &b, &mut out);
-        for (i, &o) in out.iter().enumerate() {
-            let v = (x[i] + b[i % cols]) as f64;
-            let want = 0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2));
-            assert!(
-                (o as f64 - want).abs() < 1e-5 * (1.0 + want.abs()),
-                "gelu at {i}: {o} vs {want}"
-            );
-        }
-        bias_residual_layernorm(&x, &b, &r, &g, &be, 1e-12, &mut out);
-        for row in 0..3 {
-            let t: Vec<f64> = (0..cols)
-                .map(|c| (x[row * cols + c] + b[c] + r[row * cols + c]) as f64)
-                .collect();
-            let mean = t.iter().sum::<f64>() / cols as f64;
-            let var = t.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / cols as f64;
-            for c in 0..cols {
-                let want = (t[c] - mean) / (var + 1e-12).sqrt() * g[c] as f64 + be[c] as f64;
-                let o = out[row * cols + c] as f64;
-                assert!(
-                    (o - want).abs() < 1e-5,
-                    "layernorm at {row},{c}: {o} vs {want}"
-                );
+        // Without row scales (fp32) and with an int8 product's (the portable graph's `Mul`).
+        let row_scales = [0.5f32, 1.75, 0.03];
+        for scales in [None, Some(&row_scales[..])] {
+            let s = |row: usize| scales.map_or(1.0, |s| s[row]) as f64;
+            let mut out = vec![0f32; 3 * cols];
+            // The dispatcher's pick (AVX-512's own operations where the CPU has it) and the
+            // portable sequence.
+            type Gelu = fn(&[f32], Option<&[f32]>, &[f32], &mut [f32]);
+            for gelu in [bias_gelu as Gelu, bias_gelu_portable] {
+                gelu(&x, scales, &b, &mut out);
+                for (i, &o) in out.iter().enumerate() {
+                    let v = x[i] as f64 * s(i / cols) + b[i % cols] as f64;
+                    let want = 0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2));
+                    assert!(
+                        (o as f64 - want).abs() < 1e-5 * (1.0 + want.abs()),
+                        "gelu at {i}: {o} vs {want}"
+                    );
+                }
+            }
+            bias_residual_layernorm(&x, scales, &b, &r, &g, &be, 1e-12, &mut out);
+            for row in 0..3 {
+                let t: Vec<f64> = (0..cols)
+                    .map(|c| {
+                        x[row * cols + c] as f64 * s(row) + b[c] as f64 + r[row * cols + c] as f64
+                    })
+                    .collect();
+                let mean = t.iter().sum::<f64>() / cols as f64;
+                let var = t.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / cols as f64;
+                for c in 0..cols {
+                    let want = (t[c] - mean) / (var + 1e-12).sqrt() * g[c] as f64 + be[c] as f64;
+                    let o = out[row * cols + c] as f64;
+                    assert!(
+                        (o - want).abs() < 1e-5,
+                        "layernorm at {row},{c}: {o} vs {want}"
+                    );
+                }
             }
         }
     }

@@ -158,11 +158,12 @@ unsafe fn pack_lanes(p: Panel, out: &mut [u32]) {
     out[live * psteps..width * psteps].fill(0);
 }
 
-/// The tile configuration: palette 1, tiles 0–7 each 16 rows of 64 bytes.
+/// The tile configuration: palette 1, tiles 0–7 each 16 rows of 64 bytes (the int8 kernel's
+/// too, [`super::amx_int8`]).
 #[repr(C, align(64))]
-struct TileConfig([u8; 64]);
+pub(super) struct TileConfig(pub(super) [u8; 64]);
 
-static CONFIG: TileConfig = TileConfig({
+pub(super) static CONFIG: TileConfig = TileConfig({
     let mut c = [0u8; 64];
     c[0] = 1;
     let mut t = 0;

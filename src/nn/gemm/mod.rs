@@ -5,6 +5,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
+pub mod amx_int8;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod cpu;
