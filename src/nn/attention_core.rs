@@ -133,6 +133,22 @@ trait Tiles {
     fn exp_scores(row: &mut [f32], nk: usize) -> f32 {
         exp_scores(row, nk)
     }
+
+    /// Whether [`Tiles::keys_block`] transposes in registers (else keys go one by one).
+    const BLOCK_TRANSPOSE: bool = false;
+
+    /// Columns of Kᵀ for 16 keys at once: `kt[f·ld + t] = rows[t][f] · scales[t] + bias[f]`
+    /// for `f < rows[t].len()` (a multiple of 16). Only called where `BLOCK_TRANSPOSE`.
+    #[inline(always)]
+    fn keys_block(
+        _rows: &[&[f32]; 16],
+        _scales: &[f32; 16],
+        _bias: &[f32],
+        _kt: &mut [f32],
+        _ld: usize,
+    ) {
+        unreachable!("no block transpose on this path")
+    }
 }
 
 struct Fused;
@@ -161,6 +177,42 @@ impl Tiles for Avx512 {
     #[inline(always)]
     fn mul_add(a: f32, b: f32, c: f32) -> f32 {
         a.mul_add(b, c)
+    }
+
+    const BLOCK_TRANSPOSE: bool = true;
+
+    #[inline(always)]
+    fn keys_block(
+        rows: &[&[f32]; 16],
+        scales: &[f32; 16],
+        bias: &[f32],
+        kt: &mut [f32],
+        ld: usize,
+    ) {
+        let d = bias.len();
+        assert!(d.is_multiple_of(LANES) && rows.iter().all(|r| r.len() == d));
+        assert!(kt.len() >= (d - 1) * ld + LANES);
+        for c in (0..d).step_by(LANES) {
+            // SAFETY: AVX-512F (this type is only used there); loads of 16 at c < d from rows
+            // and bias of length d, stores of 16 at f·ld for f < d inside kt (asserted).
+            unsafe {
+                use std::arch::x86_64::*;
+                let b = _mm512_loadu_ps(bias.as_ptr().add(c));
+                let mut v: [__m512; 16] = std::array::from_fn(|t| {
+                    _mm512_add_ps(
+                        _mm512_mul_ps(
+                            _mm512_loadu_ps(rows[t].as_ptr().add(c)),
+                            _mm512_set1_ps(scales[t]),
+                        ),
+                        b,
+                    )
+                });
+                avx512::transpose16(&mut v);
+                for (f, v) in v.iter().enumerate() {
+                    _mm512_storeu_ps(kt.as_mut_ptr().add((c + f) * ld), *v);
+                }
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -265,6 +317,37 @@ mod avx512 {
         _mm512_scalef_ps(y, n)
     }
 
+    /// Transposes a 16 × 16 block held as 16 rows: `v[i][j]` ← `v[j][i]` (pairs, quads, then
+    /// 128-bit lanes swapped across registers in four rounds of shuffles).
+    #[inline(always)]
+    pub(super) unsafe fn transpose16(v: &mut [__m512; 16]) {
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+        }
+        let pd = |x: __m512| _mm512_castps_pd(x);
+        let ps = |x: __m512d| _mm512_castpd_ps(x);
+        for q in 0..4 {
+            let (a, b) = (4 * q, 4 * q + 2);
+            v[4 * q] = ps(_mm512_unpacklo_pd(pd(t[a]), pd(t[b])));
+            v[4 * q + 1] = ps(_mm512_unpackhi_pd(pd(t[a]), pd(t[b])));
+            v[4 * q + 2] = ps(_mm512_unpacklo_pd(pd(t[a + 1]), pd(t[b + 1])));
+            v[4 * q + 3] = ps(_mm512_unpackhi_pd(pd(t[a + 1]), pd(t[b + 1])));
+        }
+        for h in 0..2 {
+            for i in 0..4 {
+                let (a, b) = (8 * h + i, 8 * h + 4 + i);
+                t[8 * h + i] = _mm512_shuffle_f32x4::<0x88>(v[a], v[b]);
+                t[8 * h + 4 + i] = _mm512_shuffle_f32x4::<0xdd>(v[a], v[b]);
+            }
+        }
+        for i in 0..8 {
+            v[i] = _mm512_shuffle_f32x4::<0x88>(t[i], t[8 + i]);
+            v[8 + i] = _mm512_shuffle_f32x4::<0xdd>(t[i], t[8 + i]);
+        }
+    }
+
     /// Columns `c..c + 16·V` of [`super::Tiles::tile_product`], in ROWS·V accumulators.
     ///
     /// # Safety
@@ -341,6 +424,13 @@ fn attend_body<M: Tiles>(
     // padding the tiles read (Kᵀ columns past the keys, Q rows past the sequence) is zeroed.
     s.kt.resize(gh * kt_len, 0.0);
     s.v.resize(gh * v_len, 0.0);
+    // Keys in groups of 16 transpose in registers where the path can (Kᵀ columns are nkp
+    // apart, a strided store per value otherwise); the rest one by one.
+    let blocked = if M::BLOCK_TRANSPOSE && d.is_multiple_of(16) {
+        nk / 16 * 16
+    } else {
+        0
+    };
     for (j, &key) in keys.iter().enumerate() {
         if let Some(&ahead) = keys.get(j + PREFETCH_ROWS) {
             prefetch(&qkv[ahead * width + ok..], run);
@@ -348,15 +438,17 @@ fn attend_body<M: Tiles>(
         }
         let row = &qkv[key * width..(key + 1) * width];
         let rs = row_scale(key);
-        for (h, (k, b)) in row[ok..ok + run]
-            .chunks_exact(d)
-            .zip(bias[ok..ok + run].chunks_exact(d))
-            .enumerate()
-        {
-            // Column j of head h's Kᵀ: a strided write per feature, through an iterator so the
-            // compiler proves every index in bounds once rather than per element.
-            for ((o, &x), &b) in s.kt[h * kt_len + j..].iter_mut().step_by(nkp).zip(k).zip(b) {
-                *o = x * rs + b;
+        if j >= blocked {
+            for (h, (k, b)) in row[ok..ok + run]
+                .chunks_exact(d)
+                .zip(bias[ok..ok + run].chunks_exact(d))
+                .enumerate()
+            {
+                // Column j of head h's Kᵀ: a strided write per feature, through an iterator so
+                // the compiler proves every index in bounds once rather than per element.
+                for ((o, &x), &b) in s.kt[h * kt_len + j..].iter_mut().step_by(nkp).zip(k).zip(b) {
+                    *o = x * rs + b;
+                }
             }
         }
         for (h, (v, b)) in row[ov..ov + run]
@@ -368,6 +460,23 @@ fn attend_body<M: Tiles>(
             for ((o, &x), &b) in out.iter_mut().zip(v).zip(b) {
                 *o = x * rs + b;
             }
+        }
+    }
+    for j0 in (0..blocked).step_by(16) {
+        let scales: [f32; 16] = std::array::from_fn(|t| row_scale(keys[j0 + t]));
+        for h in 0..gh {
+            let at = ok + h * d;
+            let rows: [&[f32]; 16] = std::array::from_fn(|t| {
+                let r = keys[j0 + t] * width + at;
+                &qkv[r..r + d]
+            });
+            M::keys_block(
+                &rows,
+                &scales,
+                &bias[at..at + d],
+                &mut s.kt[h * kt_len + j0..],
+                nkp,
+            );
         }
     }
     for h in 0..gh {
