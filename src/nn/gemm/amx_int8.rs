@@ -273,8 +273,14 @@ mod tests {
             return;
         }
         let mut rng = crate::nn::Rng::new(11);
-        // Row counts below, at and past one 32-row block, with tails; K 64..1536.
-        for &(rows, k, n) in &[(1, 64, 32), (31, 128, 64), (32, 384, 96), (77, 1536, 384)] {
+        // Row counts below, at and past one 32-row block and several, with tails; K 64..1536.
+        for &(rows, k, n) in &[
+            (1, 64, 32),
+            (31, 128, 64),
+            (32, 384, 96),
+            (77, 1536, 384),
+            (200, 128, 64),
+        ] {
             let w: Vec<i8> = (0..k * n)
                 .map(|_| (rng.uniform() * 255.0 - 127.0) as i8)
                 .collect();
