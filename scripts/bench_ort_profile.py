@@ -3,9 +3,10 @@
 profiler, kernel time), for the fp32 and the int8 (per-token) graph on the short test texts and on
 long documents; and what that means for the fp32 throughput target: the model GFLOP/s frostline
 could reach if every op but the weight products took no time at all. The graphs frostline runs
-are profiled inside `frostline embed` (FROSTLINE_ORT_PROFILE; on CPU the fp32 graph runs rewritten
-onto frostline's attention, GELU and LayerNorm kernels, src/backbone/own_graph.rs, and the int8
-folder's own operators load nowhere else); the portable fp32 and int8 graphs (ONNX Runtime's ops
+are profiled inside `frostline embed` (FROSTLINE_ORT_PROFILE; on CPU both graphs run rewritten
+onto frostline's attention, GELU and LayerNorm kernels, the int8 one also onto its fused
+quantization and, with AMX-INT8, its int8 product kernel, src/backbone/own_graph.rs; frostline's
+operators load nowhere else); the portable fp32 and int8 graphs (ONNX Runtime's ops
 alone, as `export --with-heads` writes them) from Python, beside them. Through
 scripts/bench_ort_profile.sh; writes bench-results/ort_profile.md.
 
@@ -128,7 +129,7 @@ def main() -> None:
         # The same graph on ONNX Runtime's own kernels (what frostline ran before its CPU rewrite).
         ("fp32, portable (ONNX Runtime's kernels, from Python)",
          lambda t: profile(f"{args.model}/model.onnx", tokenizer, t, args.threads, work), f"{args.model}/model.onnx"),
-        ("int8 per-token, frostline's own ops", lambda t: profile_frostline(args.frostline, args.int8, t, args.threads, work), None),
+        ("int8 per-token, frostline's fused kernels", lambda t: profile_frostline(args.frostline, args.int8, t, args.threads, work), None),
         ("int8 per-token, portable (ONNX Runtime's ops alone)", lambda t: profile(args.portable, tokenizer, t, args.threads, work), None),
     ]
     for cname, texts in corpora.items():
