@@ -30,8 +30,9 @@ use ort::operator::{
 };
 use ort::value::TensorElementType;
 
+use crate::nn::attention_core::{self, Qkv};
 use crate::nn::gemm::amx_int8::{self, Int8Weights};
-use crate::nn::{attention_core, vecmath};
+use crate::nn::vecmath;
 
 /// The ONNX domain of frostline's operators.
 pub(crate) const DOMAIN: &str = "ai.frostline";
@@ -369,15 +370,12 @@ impl Kernel for AttentionCoreKernel {
             let (first, run) = (group.start * d, group.len() * d);
             let keys: Vec<usize> = (0..seq).filter(|&j| mask[b * seq + j] != 0).collect();
             ATTENTION_SCRATCH.with_borrow_mut(|s| {
-                attention_core::attend(
-                    &qkv[b * seq * width..(b + 1) * seq * width],
-                    scales.map(|s| &s[b * seq..(b + 1) * seq]),
+                let sequence = Qkv {
+                    product: &qkv[b * seq * width..(b + 1) * seq * width],
+                    row_scales: scales.map(|s| &s[b * seq..(b + 1) * seq]),
                     bias,
-                    &keys,
-                    heads,
-                    group,
-                    s,
-                );
+                };
+                attention_core::attend(sequence, &keys, heads, group, s);
                 for (i, row) in s.ctx.chunks_exact(run).enumerate() {
                     // SAFETY: the group's columns of sequence b's rows belong to this task alone.
                     unsafe {

@@ -153,16 +153,11 @@ pub(crate) fn frozen_graph(
 /// for a per-token graph a CPU session rewrites onto frostline's fused kernels
 /// ([`super::own_graph`]), that it ran there. Those vectors agree with ONNX Runtime's kernels
 /// (CUDA, `--kernels onnxruntime`) only to int8 rounding, so they keep their own entries; fp32
-/// ones agree to float rounding and share. `Device::Auto` counts as CPU here (a CUDA session
-/// over an int8 graph is not one frostline makes by itself).
+/// ones agree to float rounding and share.
 pub(crate) fn numeric_key(recipe: Option<Recipe>, session: &super::SessionOptions) -> String {
     match recipe {
         None => "fp32".into(),
-        Some(r)
-            if Ops::Own.own_for(r)
-                && session.device != super::Device::Cuda
-                && session.kernels == super::Kernels::Frostline =>
-        {
+        Some(r) if Ops::Own.own_for(r) && session.frostline_kernels() => {
             format!("{}, on frostline's fused CPU kernels", r.describe())
         }
         Some(r) => r.describe(),

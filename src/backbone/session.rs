@@ -62,6 +62,15 @@ pub struct SessionOptions {
     pub threads: usize,
 }
 
+impl SessionOptions {
+    /// Whether a session over a graph runs it rewritten onto frostline's kernels: on CPU,
+    /// unless `--kernels onnxruntime`. Known before any session opens (the cache key needs it),
+    /// so `auto` counts as CPU.
+    pub fn frostline_kernels(&self) -> bool {
+        self.kernels == Kernels::Frostline && self.device != Device::Cuda
+    }
+}
+
 pub struct Backbone {
     session: Session,
     pub provider: Provider,

@@ -35,65 +35,63 @@ pub struct Scratch {
     pub ctx: Vec<f32>,
 }
 
-/// One sequence's attention for the heads in `group`: `qkv` is its `[seq, 3·hidden]` QKV
-/// product (without bias), `row_scales` the product's scale per row where it is an int8 one
-/// (each row of Q, K and V is `qkv · scale + bias`, the portable graph's order), `bias` the
-/// `3·hidden` biases, `keys` the positions not masked (none: every key). The context
-/// `[seq, group.len() · hidden / heads]` is left in `scratch.ctx`.
+/// One sequence's QKV product as the attention reads it: each row of Q, K and V is
+/// `product · scale + bias` (the portable graph's order).
+#[derive(Clone, Copy)]
+pub struct Qkv<'a> {
+    /// `[seq, 3·hidden]`, without bias.
+    pub product: &'a [f32],
+    /// The product's scale per row where it is an int8 one; `None`: 1 (× 1 is exact).
+    pub row_scales: Option<&'a [f32]>,
+    /// The `3·hidden` biases.
+    pub bias: &'a [f32],
+}
+
+/// One sequence's attention for the heads in `group`: `keys` are the positions not masked
+/// (none: every key). The context `[seq, group.len() · hidden / heads]` is left in
+/// `scratch.ctx`.
 ///
 /// A group's Q, K and V of a row are read as three contiguous runs, once for all its heads:
 /// the rows are 3·hidden apart (4.6 kB for MiniLM), past what the hardware prefetcher follows,
 /// so reading them head by head missed the cache on every row.
-pub fn attend(
-    qkv: &[f32],
-    row_scales: Option<&[f32]>,
-    bias: &[f32],
-    keys: &[usize],
-    heads: usize,
-    group: Range<usize>,
-    scratch: &mut Scratch,
-) {
+pub fn attend(qkv: Qkv, keys: &[usize], heads: usize, group: Range<usize>, scratch: &mut Scratch) {
     #[cfg(target_arch = "x86_64")]
     {
         let cpu = Cpu::get();
         if cpu.avx512f {
             // SAFETY: the CPU has the features the function was compiled for.
-            return unsafe { attend_avx512(qkv, row_scales, bias, keys, heads, group, scratch) };
+            return unsafe { attend_avx512(qkv, keys, heads, group, scratch) };
         }
         if cpu.avx2_fma {
             // SAFETY: as above.
-            return unsafe { attend_avx2(qkv, row_scales, bias, keys, heads, group, scratch) };
+            return unsafe { attend_avx2(qkv, keys, heads, group, scratch) };
         }
     }
-    attend_body::<Separate>(qkv, row_scales, bias, keys, heads, group, scratch)
+    attend_body::<Separate>(qkv, keys, heads, group, scratch)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,fma")]
 unsafe fn attend_avx512(
-    qkv: &[f32],
-    row_scales: Option<&[f32]>,
-    bias: &[f32],
+    qkv: Qkv,
     keys: &[usize],
     heads: usize,
     group: Range<usize>,
     s: &mut Scratch,
 ) {
-    attend_body::<Avx512>(qkv, row_scales, bias, keys, heads, group, s)
+    attend_body::<Avx512>(qkv, keys, heads, group, s)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn attend_avx2(
-    qkv: &[f32],
-    row_scales: Option<&[f32]>,
-    bias: &[f32],
+    qkv: Qkv,
     keys: &[usize],
     heads: usize,
     group: Range<usize>,
     s: &mut Scratch,
 ) {
-    attend_body::<Fused>(qkv, row_scales, bias, keys, heads, group, s)
+    attend_body::<Fused>(qkv, keys, heads, group, s)
 }
 
 /// The register-tiled product and the softmax of [`attend`], for ROWS query rows at a time.
@@ -387,14 +385,17 @@ mod avx512 {
 
 #[inline(always)]
 fn attend_body<M: Tiles>(
-    qkv: &[f32],
-    row_scales: Option<&[f32]>,
-    bias: &[f32],
+    qkv: Qkv,
     keys: &[usize],
     heads: usize,
     group: Range<usize>,
     s: &mut Scratch,
 ) {
+    let Qkv {
+        product: qkv,
+        row_scales,
+        bias,
+    } = qkv;
     let hidden = bias.len() / 3;
     let d = hidden / heads;
     let width = 3 * hidden;
@@ -581,9 +582,11 @@ mod tests {
     /// The textbook computation in f64: softmax(q·kᵀ/√d) · v over the kept keys, each row of
     /// the product times its scale (where there are row scales) plus the bias.
     fn reference(
-        qkv: &[f32],
-        row_scales: Option<&[f32]>,
-        bias: &[f32],
+        Qkv {
+            product: qkv,
+            row_scales,
+            bias,
+        }: Qkv,
         keys: &[usize],
         heads: usize,
         head: usize,
@@ -616,7 +619,7 @@ mod tests {
         out
     }
 
-    type Path = fn(&[f32], Option<&[f32]>, &[f32], &[usize], usize, Range<usize>, &mut Scratch);
+    type Path = fn(Qkv, &[usize], usize, Range<usize>, &mut Scratch);
 
     /// The portable body and each SIMD body the CPU has.
     fn paths() -> Vec<Path> {
@@ -626,10 +629,10 @@ mod tests {
             let cpu = Cpu::get();
             if cpu.avx2_fma {
                 // SAFETY (for the closures): called only where the CPU has the features.
-                paths.push(|q, r, b, k, h, g, s| unsafe { attend_avx2(q, r, b, k, h, g, s) });
+                paths.push(|q, k, h, g, s| unsafe { attend_avx2(q, k, h, g, s) });
             }
             if cpu.avx512f {
-                paths.push(|q, r, b, k, h, g, s| unsafe { attend_avx512(q, r, b, k, h, g, s) });
+                paths.push(|q, k, h, g, s| unsafe { attend_avx512(q, k, h, g, s) });
             }
         }
         paths
@@ -672,10 +675,15 @@ mod tests {
                     .into_iter()
                     .flat_map(|g| paths().into_iter().map(move |p| (g.clone(), p)))
                 {
-                    path(&qkv, scales, &bias, &keys, heads, group.clone(), &mut s);
+                    let x = Qkv {
+                        product: &qkv,
+                        row_scales: scales,
+                        bias: &bias,
+                    };
+                    path(x, &keys, heads, group.clone(), &mut s);
                     assert_eq!(s.ctx.len(), seq * group.len() * d);
                     for (g, head) in group.clone().enumerate() {
-                        let want = reference(&qkv, scales, &bias, &keys, heads, head);
+                        let want = reference(x, &keys, heads, head);
                         let got: Vec<f32> = s
                             .ctx
                             .chunks_exact(group.len() * d)
@@ -693,8 +701,13 @@ mod tests {
             }
             // Every key masked: every key attends, as ORT's uniform −10000 shift gives.
             let mut s = Scratch::default();
-            attend(&qkv, None, &bias, &[], heads, 0..1, &mut s);
-            let want = reference(&qkv, None, &bias, &(0..seq).collect::<Vec<_>>(), heads, 0);
+            let x = Qkv {
+                product: &qkv,
+                row_scales: None,
+                bias: &bias,
+            };
+            attend(x, &[], heads, 0..1, &mut s);
+            let want = reference(x, &(0..seq).collect::<Vec<_>>(), heads, 0);
             for (&got, &w) in s.ctx.iter().zip(&want) {
                 assert!((got as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()));
             }
