@@ -139,11 +139,11 @@ fn quantize_writes_a_self_describing_int8_folder_that_doctor_reads() {
     // GELU with its row scale and the next product's quantization, and both norms with their
     // product's scale, bias and residual and the next quantization; the attention output and
     // the embeddings' norm keep their own QuantizeRows; the int8 products run on frostline's
-    // AMX kernel where the CPU has AMX-INT8, else on ORT's.
-    let amx = frostline::nn::gemm::amx_int8::unavailable().is_none();
+    // kernel where the CPU has AMX-INT8 or AVX512-VNNI, else on ORT's.
+    let own_int8 = frostline::nn::gemm::int8::Int8Kernel::get().is_ok();
     let common = "ai.frostline.AttentionCore ×6, ai.frostline.BiasGeluQuantize ×6, \
 ai.frostline.BiasResidualLayerNorm ×12";
-    let want = if amx {
+    let want = if own_int8 {
         format!("{common}, ai.frostline.MatMulInt8 ×24, ai.frostline.QuantizeRows ×7")
     } else {
         format!("{common}, ai.frostline.QuantizeRows ×7, MatMulIntegerToFloat ×24")
@@ -151,7 +151,7 @@ ai.frostline.BiasResidualLayerNorm ×12";
     assert_eq!(graph["cpu_fused"], want, "{graph}");
     assert_eq!(
         report.contains("frostline's kernel, ai.frostline.MatMulInt8"),
-        amx,
+        own_int8,
         "{report}"
     );
 

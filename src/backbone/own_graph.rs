@@ -34,7 +34,7 @@ use std::collections::{HashMap, HashSet};
 use super::graph_ops::OpCounts;
 use super::onnx_proto::{put_bytes, put_varint, Fields, Value};
 use super::own_ops::DOMAIN;
-use crate::nn::gemm::amx_int8::Int8Weights;
+use crate::nn::gemm::int8::{Int8Kernel, Int8Weights};
 
 const MS: &str = "com.microsoft";
 
@@ -48,10 +48,13 @@ pub(crate) struct Rewritten {
 }
 
 /// `model` (a serialized ONNX model) with its layers on frostline's operators; `None` when it
-/// is quantized by a recipe this does not know or has nothing this rewrites. `amx_int8`: the
-/// CPU runs frostline's AMX int8 product ([`crate::nn::gemm::amx_int8`]), which then takes the
+/// is quantized by a recipe this does not know or has nothing this rewrites. `int8_kernel`:
+/// frostline's int8 product this CPU runs ([`crate::nn::gemm::int8`]), which then takes the
 /// int8 graph's `MatMulIntegerToFloat` nodes (bit for bit the same results).
-pub(crate) fn on_own_ops(model: &[u8], amx_int8: bool) -> Result<Option<Rewritten>, String> {
+pub(crate) fn on_own_ops(
+    model: &[u8],
+    int8_kernel: Option<Int8Kernel>,
+) -> Result<Option<Rewritten>, String> {
     let mut graph_bytes = None;
     let mut has_own_domain = false;
     for field in Fields::new(model) {
@@ -63,7 +66,7 @@ pub(crate) fn on_own_ops(model: &[u8], amx_int8: bool) -> Result<Option<Rewritte
         }
     }
     let graph_bytes = graph_bytes.ok_or("the model has no graph")?;
-    let Some(graph) = rewrite_graph(graph_bytes, amx_int8)? else {
+    let Some(graph) = rewrite_graph(graph_bytes, int8_kernel)? else {
         return Ok(None);
     };
     let mut bytes = Vec::with_capacity(model.len() + 4096);
@@ -261,7 +264,7 @@ enum Plan {
         scale_input: usize,
         gelu: usize,
     },
-    /// int8: `MatMulIntegerToFloat` → `MatMulInt8` (the AMX kernel; the same inputs).
+    /// int8: `MatMulIntegerToFloat` → `MatMulInt8` (frostline's int8 kernel; the same inputs).
     Int8Product,
     /// The `LayerNormalization` closing a fused group: where its product, bias and residual
     /// come from (node, input).
@@ -277,8 +280,8 @@ enum Plan {
 const INT8: u64 = 3;
 
 /// The graph's bytes on frostline's operators, or `None` when it is quantized by another
-/// recipe or nothing matched. `amx_int8`: the int8 products may run on frostline's AMX kernel.
-fn rewrite_graph(graph: &[u8], amx_int8: bool) -> Result<Option<Vec<u8>>, String> {
+/// recipe or nothing matched. `int8_kernel`: the int8 products may run on this kernel.
+fn rewrite_graph(graph: &[u8], int8_kernel: Option<Int8Kernel>) -> Result<Option<Vec<u8>>, String> {
     let mut nodes = Vec::new();
     let mut initializers = HashSet::new();
     // 1-D initializers of two or more values: a bias, gain or shift that ONNX's broadcasting
@@ -352,8 +355,8 @@ fn rewrite_graph(graph: &[u8], amx_int8: bool) -> Result<Option<Vec<u8>>, String
     let mut plans: Vec<Plan> = nodes.iter().map(|_| Plan::Keep).collect();
     if int8 {
         plan_int8(&nodes, &producer, &readers, &vectors, internal, &mut plans);
-        if amx_int8 {
-            plan_int8_products(&nodes, &initializers, &int8_matrices, &mut plans);
+        if let Some(kernel) = int8_kernel {
+            plan_int8_products(kernel, &nodes, &initializers, &int8_matrices, &mut plans);
         }
     } else {
         plan_fp32(
@@ -683,10 +686,12 @@ fn plan_int8<'a>(
     }
 }
 
-/// The int8 products the AMX kernel takes: `MatMulIntegerToFloat(a, b, a_scale, b_scale,
+/// The int8 products `kernel` takes: `MatMulIntegerToFloat(a, b, a_scale, b_scale,
 /// a_zero_point)` with every input but `a` an initializer and `b` an int8 matrix whose shape
-/// fits its tiles whole (k a multiple of 64, n of 32); no weight zero point, no bias.
+/// fits its blocks whole (n a multiple of 32, k of the kernel's step); no weight zero point,
+/// no bias.
 fn plan_int8_products(
+    kernel: Int8Kernel,
     nodes: &[Node],
     initializers: &HashSet<&str>,
     int8_matrices: &HashMap<&str, (usize, usize)>,
@@ -700,7 +705,7 @@ fn plan_int8_products(
             && n.inputs[1..].iter().all(|x| initializers.contains(x))
             && int8_matrices
                 .get(n.inputs[1])
-                .is_some_and(|&(k, cols)| Int8Weights::fits(k, cols));
+                .is_some_and(|&(k, cols)| Int8Weights::fits(kernel, k, cols));
         if fits && matches!(plans[i], Plan::Keep) {
             plans[i] = Plan::Int8Product;
         }
@@ -761,6 +766,10 @@ fn norm_group<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rewrite as on a CPU with AMX-INT8 (what the kernel is does not change the plan
+    /// beyond which products fit it).
+    const AMX: Option<Int8Kernel> = Some(Int8Kernel::AmxInt8);
 
     /// An initializer: a `TensorProto` with its dims and name (the rewrite reads nothing else);
     /// dims packed or one field each, as writers do both.
@@ -891,7 +900,7 @@ mod tests {
 
     #[test]
     fn an_exported_layer_is_rewritten_onto_frostline_s_operators() {
-        let r = on_own_ops(&model(&layer(&[])), true)
+        let r = on_own_ops(&model(&layer(&[])), AMX)
             .unwrap()
             .expect("rewritten");
         let n = nodes(&r.bytes);
@@ -1008,20 +1017,30 @@ mod tests {
     }
 
     #[test]
-    fn an_int8_block_is_fused_and_its_products_go_to_amx_where_they_fit() {
-        let ops = |g: &[u8], amx: bool| -> Vec<(String, Vec<String>, Vec<String>)> {
-            nodes(
-                &on_own_ops(&model(g), amx)
-                    .unwrap()
-                    .expect("rewritten")
-                    .bytes,
-            )
+    fn an_int8_block_is_fused_and_its_products_go_to_frostlines_kernel_where_they_fit() {
+        let ops = |g: &[u8], k: Option<Int8Kernel>| -> Vec<(String, Vec<String>, Vec<String>)> {
+            nodes(&on_own_ops(&model(g), k).unwrap().expect("rewritten").bytes)
         };
         let names = |n: &[(String, Vec<String>, Vec<String>)]| -> Vec<String> {
             n.iter().map(|(op, _, _)| op.clone()).collect()
         };
         let fits = int8_ffn([64, 64], [64, 64]);
-        let n = ops(&fits, true);
+        for kernel in [Int8Kernel::AmxInt8, Int8Kernel::Avx512Vnni] {
+            assert_eq!(names(&ops(&fits, Some(kernel))), names(&ops(&fits, AMX)));
+            // k = 42 is a multiple of neither kernel's step: ORT's product stays for that one.
+            let odd = names(&ops(&int8_ffn([42, 64], [64, 64]), Some(kernel)));
+            assert_eq!(odd[1], "com.microsoft.MatMulIntegerToFloat");
+            assert_eq!(odd[3], "ai.frostline.MatMulInt8");
+        }
+        // The AMX tiles take 64 k values a step, VNNI 4.
+        let k40 = int8_ffn([40, 64], [64, 64]);
+        assert_eq!(
+            names(&ops(&k40, AMX))[1],
+            "com.microsoft.MatMulIntegerToFloat"
+        );
+        let vnni = names(&ops(&k40, Some(Int8Kernel::Avx512Vnni)));
+        assert_eq!(vnni[1], "ai.frostline.MatMulInt8");
+        let n = ops(&fits, AMX);
         assert_eq!(
             names(&n),
             [
@@ -1038,13 +1057,10 @@ mod tests {
         assert_eq!(n[2].2, ["gq", "gs"]);
         assert_eq!(n[4].1, ["f", "f.b", "h", "g", "b", "gs"]);
         assert_eq!(n[4].2, ["y", "yq", "ys"]);
-        // Without AMX-INT8, or with a weight the tiles do not cover whole, ORT's product stays.
-        let plain = names(&ops(&fits, false));
+        // Without an int8 kernel of frostline's, ORT's products stay.
+        let plain = names(&ops(&fits, None));
         assert_eq!(plain[1], "com.microsoft.MatMulIntegerToFloat");
         assert_eq!(plain[3], "com.microsoft.MatMulIntegerToFloat");
-        let odd = names(&ops(&int8_ffn([40, 64], [64, 64]), true));
-        assert_eq!(odd[1], "com.microsoft.MatMulIntegerToFloat");
-        assert_eq!(odd[3], "ai.frostline.MatMulInt8");
     }
 
     #[test]
@@ -1052,7 +1068,7 @@ mod tests {
         // An Attention attribute the core does not implement: that node stays, the rest moves.
         let r = on_own_ops(
             &model(&layer(&[("unidirectional", AttrValue::Int(1))])),
-            true,
+            AMX,
         )
         .unwrap()
         .unwrap();
@@ -1070,24 +1086,24 @@ mod tests {
             &["z"],
             &[],
         );
-        assert!(on_own_ops(&model(&g), true).unwrap().is_none());
+        assert!(on_own_ops(&model(&g), AMX).unwrap().is_none());
 
         // A residual sum that something else also reads is not folded into the norm.
         let mut g = layer(&[]);
         put_node(&mut g, "peek", ("", "Identity"), &["or"], &["seen"], &[]);
-        let r = on_own_ops(&model(&g), true).unwrap().unwrap();
+        let r = on_own_ops(&model(&g), AMX).unwrap().unwrap();
         assert_eq!(r.ops.get("ai.frostline.BiasResidualLayerNorm"), Some(&1));
         assert_eq!(r.ops.get("LayerNormalization"), Some(&1));
 
         // A one-value bias broadcasts in ONNX; the fused kernels take one per feature, so that
         // Add and its norm stay as written.
         let g = layer_with(&[], &[1]);
-        let r = on_own_ops(&model(&g), true).unwrap().unwrap();
+        let r = on_own_ops(&model(&g), AMX).unwrap().unwrap();
         assert_eq!(r.ops.get("ai.frostline.BiasResidualLayerNorm"), Some(&1));
 
         // Damage is named, not skipped.
         let mut bad = model(&layer(&[]));
         bad.truncate(bad.len() - 5);
-        assert!(on_own_ops(&bad, true).unwrap_err().contains("bytes where"));
+        assert!(on_own_ops(&bad, AMX).unwrap_err().contains("bytes where"));
     }
 }

@@ -21,8 +21,8 @@
 //!   `ScaleSplit` + `MultiHeadAttention`), `BiasGelu`, `BiasResidualLayerNorm` (`Add`, `Add`,
 //!   `LayerNormalization`; in int8 also the row scale before and the `QuantizeRows` after);
 //! - `BiasGeluQuantize` (int8: row scale, bias, GELU and the next product's quantization);
-//! - `MatMulInt8`: `MatMulIntegerToFloat` on AMX ([`crate::nn::gemm::amx_int8`]) — this one bit
-//!   for bit, the integer sums being exact.
+//! - `MatMulInt8`: `MatMulIntegerToFloat` on frostline's AMX or AVX512-VNNI kernel
+//!   ([`crate::nn::gemm::int8`]) — this one bit for bit, the integer sums being exact.
 
 use ort::operator::{
     BoxedKernel, ComputeContext, Kernel, KernelContext, Operator, OperatorDomain, OperatorInput,
@@ -31,7 +31,7 @@ use ort::operator::{
 use ort::value::TensorElementType;
 
 use crate::nn::attention_core::{self, Qkv};
-use crate::nn::gemm::amx_int8::{self, Int8Weights};
+use crate::nn::gemm::int8::{self, Int8Kernel, Int8Weights};
 use crate::nn::vecmath;
 
 /// The ONNX domain of frostline's operators.
@@ -517,8 +517,8 @@ impl Kernel for BiasResidualLayerNormKernel {
 }
 
 /// `MatMulInt8(a, b, a_scale, b_scale, a_zero_point) → f32(Σ (a − zp)·b) · a_scale · b_scale`:
-/// ONNX Runtime's `MatMulIntegerToFloat` with these five inputs, bit for bit, on AMX
-/// ([`amx_int8`]); `b`, the scales and the zero point are the graph's constants, packed once
+/// ONNX Runtime's `MatMulIntegerToFloat` with these five inputs, bit for bit, on frostline's
+/// int8 kernel ([`int8`]); `b`, the scales and the zero point are the graph's constants, packed once
 /// when the session is made.
 struct MatMulInt8Kernel {
     w: Int8Weights,
@@ -526,9 +526,8 @@ struct MatMulInt8Kernel {
 
 impl MatMulInt8Kernel {
     fn new(attrs: &KernelContext) -> ort::Result<Self> {
-        if let Some(why) = amx_int8::unavailable() {
-            return Err(ort::Error::new(format!("MatMulInt8: {why}")));
-        }
+        let kernel =
+            Int8Kernel::get().map_err(|why| ort::Error::new(format!("MatMulInt8: {why}")))?;
         let constant = |i: usize| {
             attrs
                 .constant_input::<ort::value::DynTensorValueType>(i)
@@ -548,7 +547,7 @@ impl MatMulInt8Kernel {
             [k, n] => (k as usize, n as usize),
             _ => (0, 0),
         };
-        if !Int8Weights::fits(k, n)
+        if !Int8Weights::fits(kernel, k, n)
             || a_scale.len() != 1
             || zp.len() != 1
             || !(b_scale.len() == n || b_scale.len() == 1)
@@ -563,7 +562,7 @@ impl MatMulInt8Kernel {
         // ORT's multiplier per column: the activation scale times the weight's.
         let scales: Vec<f32> = b_scale.iter().map(|&s| a_scale[0] * s).collect();
         Ok(Self {
-            w: Int8Weights::pack(w, k, n, &scales, zp[0]),
+            w: Int8Weights::pack(kernel, w, k, n, &scales, zp[0]),
         })
     }
 }
@@ -586,13 +585,13 @@ impl Kernel for MatMulInt8Kernel {
         let y = Shared(y.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr());
         // A task is a block of 32 rows and a share of the column panels: as few shares as keep
         // eight tasks, so a short input still splits.
-        let blocks = rows.div_ceil(amx_int8::ROWS);
-        let panels = w.n() / Int8Weights::PANEL;
+        let blocks = rows.div_ceil(int8::ROWS);
+        let panels = w.n() / int8::PANEL;
         let shares = 8usize.div_ceil(blocks.max(1)).clamp(1, panels);
         ctx.par_for(blocks * shares, 0, |t| {
             let (block, share) = (t / shares, t % shares);
-            let r0 = block * amx_int8::ROWS;
-            let live = amx_int8::ROWS.min(rows - r0);
+            let r0 = block * int8::ROWS;
+            let live = int8::ROWS.min(rows - r0);
             let cols = share * panels / shares..(share + 1) * panels / shares;
             // SAFETY: this task writes rows r0..r0+live, columns of its panels, alone.
             unsafe {

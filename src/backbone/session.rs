@@ -246,8 +246,8 @@ pub(crate) fn build_session(
     // with copies around them); on CPU its layers run on frostline's kernels unless turned off.
     if !cuda && kernels == Kernels::Frostline {
         let bytes = std::fs::read(graph).map_err(|e| Error::io(graph, e))?;
-        let amx_int8 = crate::nn::gemm::amx_int8::unavailable().is_none();
-        let rewritten = super::own_graph::on_own_ops(&bytes, amx_int8).map_err(|what| {
+        let int8_kernel = crate::nn::gemm::int8::Int8Kernel::get().ok();
+        let rewritten = super::own_graph::on_own_ops(&bytes, int8_kernel).map_err(|what| {
             Error::model(
                 graph,
                 format!("could not load the graph: not a readable ONNX model ({what})"),

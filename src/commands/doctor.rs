@@ -8,6 +8,7 @@ use crate::backbone::{graph_ops, runtime, session, ModelFolder};
 use crate::cache;
 use crate::commands::Outcome;
 use crate::error::{ErrorKind, Result};
+use crate::nn::gemm::int8::Int8Kernel;
 use crate::nn::gemm::{self, Cpu, Kernel};
 use crate::tokenize::TextTokenizer;
 
@@ -285,10 +286,10 @@ fn graph_ops(
         .map(|(_, n)| n)
         .sum();
     let int8 = (int8_products > 0).then(|| {
-        let frostline_amx = cpu_ops
+        let on_frostline = cpu_ops
             .as_ref()
             .is_some_and(|c| c.contains_key("ai.frostline.MatMulInt8"));
-        let kernel = int8_kernel(frostline_amx);
+        let kernel = int8_kernel(on_frostline);
         found.line(format_args!(
             "  int8 products: {int8_products}, on {kernel}"
         ));
@@ -340,14 +341,17 @@ const INT8_OPS: [&str; 5] = [
     "QAttention",
 ];
 
-/// Which u8 × s8 kernel runs the int8 products: frostline's AMX one where a CPU session took
-/// them (`frostline_amx`), else the one ONNX Runtime's MLAS picks on this CPU, by MLAS's own
-/// order (AMX-INT8 where the CPU has it and Linux grants the tile state, then AVX512-VNNI,
+/// Which u8 × s8 kernel runs the int8 products: frostline's where a CPU session took them
+/// (`on_frostline`), else the one ONNX Runtime's MLAS picks on this CPU, by MLAS's own order
+/// (AMX-INT8 where the CPU has it and Linux grants the tile state, then AVX512-VNNI,
 /// AVX-VNNI, AVX2).
-fn int8_kernel(frostline_amx: bool) -> String {
+fn int8_kernel(on_frostline: bool) -> String {
     let cpu = Cpu::get();
-    if frostline_amx {
-        "AMX-INT8 tiles (amx_int8; frostline's kernel, ai.frostline.MatMulInt8)".into()
+    if let Some(kernel) = Int8Kernel::get().ok().filter(|_| on_frostline) {
+        format!(
+            "{}; frostline's kernel, ai.frostline.MatMulInt8",
+            kernel.describe()
+        )
     } else if cpu.amx_int8 && Kernel::os_grants_amx() {
         "AMX-INT8 tiles (amx_int8; MLAS's AMX kernel)".into()
     } else if cpu.avx512_vnni {

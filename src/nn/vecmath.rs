@@ -297,7 +297,6 @@ fn quantize_rows_any(x: &[f32], cols: usize, q: &mut [u8], scales: &mut [f32]) {
 #[target_feature(enable = "avx512f")]
 unsafe fn quantize_rows_avx512(x: &[f32], cols: usize, q: &mut [u8], scales: &mut [f32]) {
     use std::arch::x86_64::*;
-    const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
     for ((row, out), s) in x
         .chunks_exact(cols)
         .zip(q.chunks_exact_mut(cols))
@@ -313,27 +312,27 @@ unsafe fn quantize_rows_avx512(x: &[f32], cols: usize, q: &mut [u8], scales: &mu
             .fold(_mm512_reduce_max_ps(acc), |m, v| m.max(v.abs()));
         let scale = amax.max(QUANT_EPS) / 127.0;
         *s = scale;
-        let (sv, zp) = (_mm512_set1_ps(scale), _mm512_set1_ps(128.0));
-        let (lo, hi) = (_mm512_setzero_ps(), _mm512_set1_ps(255.0));
+        let sv = _mm512_set1_ps(scale);
         // x · (1/scale) is within 1.6e-5 of x / scale (|x / scale| ≤ 127.5, two roundings of
         // 2^-24 each), so both round to the same integer unless x / scale lies within that of a
         // half; only then is the (slower) division done, for bit-exact ties.
         let inv = _mm512_set1_ps(1.0 / scale);
-        let (half, tol) = (_mm512_set1_ps(0.5), _mm512_set1_ps(TIE_MARGIN));
+        let near_half = _mm512_set1_ps(0.5 - TIE_MARGIN);
+        let zero_point = _mm_set1_epi8(-128);
         for i in (0..body).step_by(16) {
             let v = _mm512_loadu_ps(row.as_ptr().add(i));
             let fast = _mm512_mul_ps(v, inv);
-            let mut r = _mm512_roundscale_ps::<NEAREST>(fast);
-            let off_half =
-                _mm512_abs_ps(_mm512_sub_ps(_mm512_abs_ps(_mm512_sub_ps(fast, r)), half));
-            if _mm512_cmp_ps_mask::<_CMP_LT_OQ>(off_half, tol) != 0 {
-                r = _mm512_roundscale_ps::<NEAREST>(_mm512_div_ps(v, sv));
+            // Rounded half to even (the MXCSR default); |fast − r| is the distance to the
+            // integer, exact in f32 at these magnitudes.
+            let mut r = _mm512_cvtps_epi32(fast);
+            let off = _mm512_abs_ps(_mm512_sub_ps(fast, _mm512_cvtepi32_ps(r)));
+            if _mm512_cmp_ps_mask::<_CMP_GT_OQ>(off, near_half) != 0 {
+                r = _mm512_cvtps_epi32(_mm512_div_ps(v, sv));
             }
-            let r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, zp), lo), hi);
-            _mm_storeu_si128(
-                out.as_mut_ptr().add(i).cast(),
-                _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(r)),
-            );
+            // Saturated to [-128, 127] then + 128 as a byte (the xor): clamp(r + 128, 0, 255).
+            // A NaN converts to i32::MIN, so to code 0, as the clamp of a NaN sum gave.
+            let codes = _mm_xor_si128(_mm512_cvtsepi32_epi8(r), zero_point);
+            _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), codes);
         }
         quantize_tail(&row[body..], scale, &mut out[body..]);
     }

@@ -1,31 +1,26 @@
-//! The int8 product of the quantized backbone on AMX: `u8` activations (a zero point) times
-//! `s8` weights (per output channel scales), accumulated exactly in i32 by `tdpbusd`, then
-//! `f32(acc) · scale[n]` — ONNX Runtime's `MatMulIntegerToFloat` as the per-token graph uses it,
-//! to the bit (the integer sums are exact, and the one rounding is the same).
-//!
-//! Why not MLAS's: its AMX path packs the activations into its own layout on every call; here a
-//! tile loads 16 activation rows of 64 bytes straight from the input (row stride K), and the
-//! weights are packed once, when the session is made. The zero point is taken out with the
-//! weights' column sums: Σ (a − zp)·w = Σ a·w − zp·Σ w.
+//! The int8 product on AMX (the contract: `Int8Weights::product` in `int8.rs`): a 32 × 32 block of
+//! i32 sums per `tdpbusd` loop, two A tiles loading 16 activation rows of 64 bytes straight from
+//! the input (row stride K, no packing), two B tiles from weights packed once.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::asm;
 use std::cell::RefCell;
 
+use super::int8_packed::Packed;
 use super::Cpu;
 
 /// k values per tile row of A (bytes), and per B tile (16 rows of 4).
-const K_STEP: usize = 64;
+pub(super) const K_STEP: usize = 64;
 /// Rows of C per block: two A tiles of 16.
-pub const ROWS: usize = 32;
+const ROWS: usize = 32;
 /// Columns of C per block: two B tiles of 16.
-pub const COLS: usize = 32;
+const COLS: usize = super::int8_packed::PANEL;
 /// Bytes of one B tile: 16 groups of 4 k values × 16 columns.
 const B_TILE: usize = 1024;
 
 /// Why the AMX int8 product does not run here, or `None` when it does: the CPU lacks AMX-INT8
 /// or AVX-512 (the epilogue), or the OS refused the tile state. Decided once per process.
-pub fn unavailable() -> Option<&'static str> {
+pub(super) fn unavailable() -> Option<&'static str> {
     let cpu = Cpu::get();
     if !cfg!(target_arch = "x86_64") || !cpu.amx_int8 {
         Some("the CPU has no AMX-INT8")
@@ -48,163 +43,116 @@ fn os_grants_tile_state() -> bool {
     false
 }
 
-/// An int8 weight matrix `[k, n]` packed for B tiles, with what the epilogue needs.
-pub struct Int8Weights {
-    k: usize,
-    n: usize,
-    /// `[n / COLS panels][k / K_STEP steps][2 tiles][16 groups of 4 k][16 columns × 4]`.
-    packed: Vec<i8>,
-    /// Σ_k w[k][n] per column, for the zero point.
-    col_sums: Vec<i32>,
-    /// The scale of each output column (the activation scale times the weight's).
-    scales: Vec<f32>,
-    zero_point: i32,
-}
-
-impl Int8Weights {
-    /// Packs row-major `w` (`[k, n]`, `k` a multiple of 64 and `n` of 32: see [`Self::fits`]);
-    /// `scales` one per column (or one for all), `zero_point` the activations'.
-    pub fn pack(w: &[i8], k: usize, n: usize, scales: &[f32], zero_point: u8) -> Self {
-        assert!(Self::fits(k, n) && w.len() == k * n && (scales.len() == n || scales.len() == 1));
-        let steps = k / K_STEP;
-        let mut packed = vec![0i8; k * n];
-        for panel in 0..n / COLS {
-            for step in 0..steps {
-                for tile in 0..2 {
-                    let base = ((panel * steps + step) * 2 + tile) * B_TILE;
-                    for group in 0..16 {
-                        for col in 0..16 {
-                            for t in 0..4 {
-                                let kk = step * K_STEP + 4 * group + t;
-                                let nn = panel * COLS + tile * 16 + col;
-                                packed[base + group * 64 + col * 4 + t] = w[kk * n + nn];
-                            }
+/// Row-major `w` (`[k, n]`, k a multiple of [`K_STEP`], n of 32) in B tiles:
+/// `[n / COLS panels][k / K_STEP steps][2 tiles][16 groups of 4 k][16 columns × 4]`.
+pub(super) fn pack(w: &[i8], k: usize, n: usize) -> Vec<i8> {
+    let steps = k / K_STEP;
+    let mut packed = vec![0i8; k * n];
+    for panel in 0..n / COLS {
+        for step in 0..steps {
+            for tile in 0..2 {
+                let base = ((panel * steps + step) * 2 + tile) * B_TILE;
+                for group in 0..16 {
+                    for col in 0..16 {
+                        for t in 0..4 {
+                            let kk = step * K_STEP + 4 * group + t;
+                            let nn = panel * COLS + tile * 16 + col;
+                            packed[base + group * 64 + col * 4 + t] = w[kk * n + nn];
                         }
                     }
                 }
             }
         }
-        let col_sums = (0..n)
-            .map(|c| (0..k).map(|r| w[r * n + c] as i32).sum())
-            .collect();
-        let scales = (0..n).map(|c| scales[c % scales.len()]).collect();
-        Self {
-            k,
-            n,
-            packed,
-            col_sums,
-            scales,
-            zero_point: zero_point as i32,
-        }
     }
+    packed
+}
 
-    /// Whether a `[k, n]` matrix fits the tiles whole.
-    pub fn fits(k: usize, n: usize) -> bool {
-        k > 0 && n > 0 && k.is_multiple_of(K_STEP) && n.is_multiple_of(COLS)
-    }
-
-    pub fn k(&self) -> usize {
-        self.k
-    }
-
-    pub fn n(&self) -> usize {
-        self.n
-    }
-
-    /// Output columns per panel.
-    pub const PANEL: usize = COLS;
-
-    /// `out[r][c] = f32(Σ_k (a[r][k] − zp) · w[k][c]) · scale[c]` for `rows` rows of `a`
-    /// (row-major, `k` wide) and the columns of panels `panels` (32 each); `out` rows are `n`
-    /// wide, and only those columns are written (tasks may share rows, each with its panels).
-    ///
-    /// # Safety
-    /// `out` points to `rows · n` floats no other thread writes in these columns.
-    pub unsafe fn product(
-        &self,
-        a: &[u8],
-        rows: usize,
-        panels: std::ops::Range<usize>,
-        out: *mut f32,
-    ) {
-        assert!(unavailable().is_none(), "AMX int8 is not usable here");
-        assert!(a.len() >= rows * self.k && panels.end <= self.n / COLS);
-        #[cfg(target_arch = "x86_64")]
-        TAIL.with_borrow_mut(|tail| {
-            // SAFETY: AMX-INT8 and AVX-512F are there and granted (asserted above); every tile
-            // load reads ROWS full rows of `a` (or of the padded copy) and whole packed tiles;
-            // `out` as the caller promised.
-            unsafe { self.product_amx(a, rows, panels, out, tail) }
-        })
-    }
-
+/// `Int8Weights::product` on AMX.
+///
+/// # Safety
+/// AMX-INT8 is usable here ([`unavailable`] is `None`); `a` holds `rows · k` bytes; `out` as
+/// `product` says.
+pub(super) unsafe fn product(
+    w: &Packed,
+    a: &[u8],
+    rows: usize,
+    panels: std::ops::Range<usize>,
+    out: *mut f32,
+) {
+    debug_assert!(unavailable().is_none());
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn product_amx(
-        &self,
-        a: &[u8],
-        rows: usize,
-        panels: std::ops::Range<usize>,
-        out: *mut f32,
-        tail: &mut Vec<u8>,
-    ) {
-        let k = self.k;
-        let steps = k / K_STEP;
-        // Two blocks of sums: a block's epilogue runs after the next block's tile products are
-        // issued, so the AVX-512 work overlaps the AMX unit's instead of waiting for it.
-        let mut acc = [Acc([0; ROWS * COLS]), Acc([0; ROWS * COLS])];
-        let mut pending: Option<(usize, usize, usize)> = None; // (first row, live rows, panel)
-        asm!("ldtilecfg [{}]", in(reg) super::amx::CONFIG.0.as_ptr(), options(nostack));
-        let mut turn = 0;
-        for r0 in (0..rows).step_by(ROWS) {
-            let live = ROWS.min(rows - r0);
-            // The last rows of a block that is not full come from a zero-padded copy, so each
-            // tile load reads only memory that is there.
-            let block = if live == ROWS {
-                a[r0 * k..(r0 + ROWS) * k].as_ptr()
-            } else {
-                tail.clear();
-                tail.extend_from_slice(&a[r0 * k..(r0 + live) * k]);
-                tail.resize(ROWS * k, 0);
-                tail.as_ptr()
-            };
-            for panel in panels.clone() {
-                let b = self.packed.as_ptr().add(panel * steps * 2 * B_TILE);
-                block_32x32(block, k, b, steps, &mut acc[turn]);
-                if let Some(done) = pending {
-                    self.epilogue(&acc[1 - turn], done, out);
-                }
-                pending = Some((r0, live, panel));
-                turn = 1 - turn;
-            }
-        }
-        if let Some(done) = pending {
-            self.epilogue(&acc[1 - turn], done, out);
-        }
-        asm!("tilerelease", options(nostack));
-    }
+    TAIL.with_borrow_mut(|tail| {
+        // SAFETY: AMX-INT8 and AVX-512F are there and granted (the caller's promise); every
+        // tile load reads ROWS full rows of `a` (or of the padded copy) and whole packed
+        // tiles; `out` as the caller promised.
+        unsafe { product_amx(w, a, rows, panels, out, tail) }
+    })
+}
 
-    /// `out` for a finished block: `f32(sum − zp · Σw) · scale` for its live rows. (Streaming
-    /// stores were tried: the next op then reads the product from memory, 25 % slower overall.)
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn epilogue(&self, acc: &Acc, (r0, live, panel): (usize, usize, usize), out: *mut f32) {
-        use std::arch::x86_64::*;
-        let c0 = panel * COLS;
-        let zp = _mm512_set1_epi32(self.zero_point);
-        let col = |v: &[i32], h: usize| _mm512_loadu_si512(v.as_ptr().add(c0 + 16 * h).cast());
-        let offsets = [0, 1].map(|h| _mm512_mullo_epi32(zp, col(&self.col_sums, h)));
-        let scales = [0, 1].map(|h| _mm512_loadu_ps(self.scales.as_ptr().add(c0 + 16 * h)));
-        for r in 0..live {
-            let o = out.add((r0 + r) * self.n + c0);
-            for h in 0..2 {
-                let s = _mm512_load_si512(acc.0.as_ptr().add(r * COLS + 16 * h).cast());
-                let v = _mm512_mul_ps(
-                    _mm512_cvtepi32_ps(_mm512_sub_epi32(s, offsets[h])),
-                    scales[h],
-                );
-                _mm512_storeu_ps(o.add(16 * h), v);
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn product_amx(
+    w: &Packed,
+    a: &[u8],
+    rows: usize,
+    panels: std::ops::Range<usize>,
+    out: *mut f32,
+    tail: &mut Vec<u8>,
+) {
+    let k = w.k;
+    let steps = k / K_STEP;
+    // Two blocks of sums: a block's epilogue runs after the next block's tile products are
+    // issued, so the AVX-512 work overlaps the AMX unit's instead of waiting for it.
+    let mut acc = [Acc([0; ROWS * COLS]), Acc([0; ROWS * COLS])];
+    let mut pending: Option<(usize, usize, usize)> = None; // (first row, live rows, panel)
+    asm!("ldtilecfg [{}]", in(reg) super::amx::CONFIG.0.as_ptr(), options(nostack));
+    let mut turn = 0;
+    for r0 in (0..rows).step_by(ROWS) {
+        let live = ROWS.min(rows - r0);
+        // The last rows of a block that is not full come from a zero-padded copy, so each
+        // tile load reads only memory that is there.
+        let block = if live == ROWS {
+            a[r0 * k..(r0 + ROWS) * k].as_ptr()
+        } else {
+            tail.clear();
+            tail.extend_from_slice(&a[r0 * k..(r0 + live) * k]);
+            tail.resize(ROWS * k, 0);
+            tail.as_ptr()
+        };
+        for panel in panels.clone() {
+            let b = w.b.as_ptr().add(panel * steps * 2 * B_TILE);
+            block_32x32(block, k, b, steps, &mut acc[turn]);
+            if let Some(done) = pending {
+                epilogue(w, &acc[1 - turn], done, out);
             }
+            pending = Some((r0, live, panel));
+            turn = 1 - turn;
+        }
+    }
+    if let Some(done) = pending {
+        epilogue(w, &acc[1 - turn], done, out);
+    }
+    asm!("tilerelease", options(nostack));
+}
+
+/// `out` for a finished block: `f32(sum − zp · Σw) · scale` for its live rows. (Streaming
+/// stores were tried: the next op then reads the product from memory, 25 % slower overall.)
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn epilogue(w: &Packed, acc: &Acc, (r0, live, panel): (usize, usize, usize), out: *mut f32) {
+    use std::arch::x86_64::*;
+    let c0 = panel * COLS;
+    let offsets = [0, 1].map(|h| _mm512_loadu_si512(w.zp_offsets.as_ptr().add(c0 + 16 * h).cast()));
+    let scales = [0, 1].map(|h| _mm512_loadu_ps(w.scales.as_ptr().add(c0 + 16 * h)));
+    for r in 0..live {
+        let o = out.add((r0 + r) * w.n + c0);
+        for h in 0..2 {
+            let s = _mm512_load_si512(acc.0.as_ptr().add(r * COLS + 16 * h).cast());
+            let v = _mm512_mul_ps(
+                _mm512_cvtepi32_ps(_mm512_sub_epi32(s, offsets[h])),
+                scales[h],
+            );
+            _mm512_storeu_ps(o.add(16 * h), v);
         }
     }
 }
@@ -260,56 +208,4 @@ unsafe fn block_32x32(a: *const u8, lda: usize, b: *const i8, steps: usize, acc:
         sc = in(reg) COLS * 4,
         options(nostack),
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn amx_int8_equals_the_exact_integer_product_times_the_scales() {
-        if let Some(why) = unavailable() {
-            eprintln!("AMX int8 not run here: {why}");
-            return;
-        }
-        let mut rng = crate::nn::Rng::new(11);
-        // Row counts below, at and past one 32-row block and several, with tails; K 64..1536.
-        for &(rows, k, n) in &[
-            (1, 64, 32),
-            (31, 128, 64),
-            (32, 384, 96),
-            (77, 1536, 384),
-            (200, 128, 64),
-        ] {
-            let w: Vec<i8> = (0..k * n)
-                .map(|_| (rng.uniform() * 255.0 - 127.0) as i8)
-                .collect();
-            let a: Vec<u8> = (0..rows * k)
-                .map(|_| (rng.uniform() * 255.0) as u8)
-                .collect();
-            let scales: Vec<f32> = (0..n).map(|_| rng.uniform() as f32 * 0.01).collect();
-            let packed = Int8Weights::pack(&w, k, n, &scales, 128);
-            let mut out = vec![f32::NAN; rows * n];
-            // In two calls over halves of the panels, as tasks split them.
-            let half = n / COLS / 2;
-            // SAFETY: `out` holds rows × n floats.
-            unsafe {
-                packed.product(&a, rows, 0..half, out.as_mut_ptr());
-                packed.product(&a, rows, half..n / COLS, out.as_mut_ptr());
-            }
-            for r in 0..rows {
-                for c in 0..n {
-                    let exact: i32 = (0..k)
-                        .map(|i| (a[r * k + i] as i32 - 128) * w[i * n + c] as i32)
-                        .sum();
-                    let want = exact as f32 * scales[c];
-                    assert_eq!(
-                        out[r * n + c].to_bits(),
-                        want.to_bits(),
-                        "rows {rows} k {k} n {n} at ({r}, {c})"
-                    );
-                }
-            }
-        }
-    }
 }

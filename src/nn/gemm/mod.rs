@@ -5,11 +5,14 @@
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
-pub mod amx_int8;
+mod amx_int8;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod cpu;
 mod driver;
+pub mod int8;
+mod int8_packed;
+mod vnni_int8;
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use serde::{Deserialize, Serialize};
