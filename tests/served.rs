@@ -73,15 +73,15 @@ fn run_file(s: &Scratch, model: &Path, name: &str, own: bool) -> PathBuf {
     path
 }
 
-/// Exports `ck` with its heads, predicts `input` with frostline (on `kernels`) and with
-/// predict_onnx.py, and returns the script's comparison report (asserting it passed) and the
-/// served heads.json.
+/// Exports `ck` with its heads, predicts `input` with frostline (on `kernels`, or on the
+/// checkpoint's own with `None`) and with predict_onnx.py, and returns the script's comparison
+/// report (asserting it passed), the served heads.json and what `predict` wrote to stderr.
 fn served_matches_predict(
     ck: &Path,
     input: &Path,
     cache: &Path,
-    kernels: &str,
-) -> (serde_json::Value, serde_json::Value) {
+    kernels: Option<&str>,
+) -> (serde_json::Value, serde_json::Value, String) {
     let served = ck.with_extension("served");
     let (ok, out, err) = run(&mut frostline(&[
         &"export --checkpoint",
@@ -91,9 +91,10 @@ fn served_matches_predict(
     ]));
     assert!(ok, "{out}{err}");
     let theirs = ck.with_extension("predict.csv");
-    let (ok, out, err) = run(&mut frostline(&[
-        &"predict --no-progress --all-probs --kernels",
-        &kernels,
+    let kernels = kernels.map_or(String::new(), |k| format!("--kernels {k}"));
+    let (ok, out, predict_err) = run(&mut frostline(&[
+        &"predict --no-progress --all-probs",
+        &kernels.as_str(),
         &"--checkpoint",
         &ck,
         &"--input",
@@ -103,7 +104,7 @@ fn served_matches_predict(
         &"--cache-dir",
         &cache,
     ]));
-    assert!(ok, "{out}{err}");
+    assert!(ok, "{out}{predict_err}");
     let mine = ck.with_extension("onnx.csv");
     let out = Command::new(venv_python("FROSTLINE_VENV", "venv", "scripts/setup.sh"))
         .arg(repo().join("scripts/predict_onnx.py"))
@@ -138,7 +139,7 @@ fn served_matches_predict(
         "{with_entities} rows with entities, {with_sets} label sets, {} intents",
         intents.len()
     );
-    (report, read_json(&served.join("heads.json")))
+    (report, read_json(&served.join("heads.json")), predict_err)
 }
 
 #[test]
@@ -159,7 +160,7 @@ fn served_graph_reproduces_predict_fp32_and_int8() {
     ]));
     assert!(ok, "{out}{err}");
     // fp32 on frostline's kernels agrees with ONNX Runtime's to float rounding.
-    let (report, spec) = served_matches_predict(&lora, &input, &s.cache, "frostline");
+    let (report, spec, _) = served_matches_predict(&lora, &input, &s.cache, Some("frostline"));
     assert_eq!(report["int8_products"], 0, "{report}");
     let branches: Vec<&str> = spec["branches"]
         .as_array()
@@ -194,8 +195,14 @@ fn served_graph_reproduces_predict_fp32_and_int8() {
     // int8 on frostline's fused kernels agrees with ONNX Runtime's only to int8 rounding (a
     // value that moves across a quantization step is carried by the next layers); on ONNX
     // Runtime's kernels, frostline gives the served graph's results.
-    let (report, spec) = served_matches_predict(&int8, &input, &s.cache, "onnxruntime");
+    let (report, spec, warned) =
+        served_matches_predict(&int8, &input, &s.cache, Some("onnxruntime"));
     assert_eq!(report["int8_products"], 16, "{report}");
+    // Trained on frostline's kernels, predicted on ORT's: said.
+    assert!(
+        warned.contains("trained on --kernels frostline"),
+        "{warned}"
+    );
     assert!(spec["numerics"]
         .as_str()
         .unwrap()
@@ -206,9 +213,12 @@ fn served_graph_reproduces_predict_fp32_and_int8() {
     let (ok, out, err) = run(&mut frostline(&[&"quantize --model", &s.m, &"--out", &m8]));
     assert!(ok, "{out}{err}");
     let run8 = run_file(&s, &m8, "run8.toml", false);
+    // Trained on ORT's kernels: the checkpoint records them and predict runs on them with no
+    // flag repeated (on frostline's the int8 probabilities would differ by up to ~0.009, past
+    // the comparison's 1e-5), and says nothing about kernels.
     let frozen = s.d.join("frozen-int8");
     let (ok, out, err) = run(&mut frostline(&[
-        &"train --no-progress --regime frozen-backbone --run",
+        &"train --no-progress --kernels onnxruntime --regime frozen-backbone --run",
         &run8,
         &"--cache-dir",
         &s.cache,
@@ -216,8 +226,11 @@ fn served_graph_reproduces_predict_fp32_and_int8() {
         &frozen,
     ]));
     assert!(ok, "{out}{err}");
-    let (report, _) = served_matches_predict(&frozen, &input, &s.cache, "onnxruntime");
+    let (report, _, warned) = served_matches_predict(&frozen, &input, &s.cache, None);
     assert_eq!(report["int8_products"], 24, "{report}");
+    assert!(!warned.contains("--kernels"), "{warned}");
+    let manifest = read_json(&frozen.join("manifest.json"));
+    assert_eq!(manifest["backbone"]["kernels"], "onnxruntime", "{manifest}");
 
     // The served folder is no backbone: frostline says what it is instead of failing later.
     let (ok, _, err) = run(&mut frostline(&[

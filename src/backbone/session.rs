@@ -23,7 +23,10 @@ pub enum Device {
 }
 
 /// Whose kernels a CPU session runs the graph's layers on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Kernels {
     /// frostline's fused kernels, the graph rewritten in memory ([`super::own_graph`]).
     Frostline,

@@ -1,14 +1,15 @@
 //! Which backbone a checkpoint's heads were trained on, recorded so that reading the checkpoint
 //! back needs no flag repeated: where the model folder was (absolute), a content hash of what
-//! makes its vectors (graph, weights, tokenizer), its shape, and the max length used. Separate
-//! from the cache key: a different max length is a setting, not another backbone.
+//! makes its vectors (graph, weights, tokenizer), its shape, the max length used and whose
+//! kernels ran its layers. Separate from the cache key: a different max length or kernel is a
+//! setting, not another backbone.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::folder::content_hash;
-use crate::backbone::ModelFolder;
+use crate::backbone::{Kernels, ModelFolder};
 use crate::error::{Error, Result};
 
 /// Bumped when a field's meaning changes; a checkpoint of another version is refused by name.
@@ -36,6 +37,10 @@ pub struct BackboneIdentity {
     pub hidden_size: usize,
     /// The truncation length the heads were trained with.
     pub max_length: usize,
+    /// Whose kernels ran the layers on CPU (`--kernels`): int8 vectors of the two differ at
+    /// int8 rounding. Checkpoints written before the flag have none (frostline's is assumed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<Kernels>,
 }
 
 fn fp32() -> String {
@@ -43,7 +48,7 @@ fn fp32() -> String {
 }
 
 impl BackboneIdentity {
-    pub fn of(folder: &ModelFolder, max_length: usize) -> Result<Self> {
+    pub fn of(folder: &ModelFolder, max_length: usize, kernels: Kernels) -> Result<Self> {
         let own = content_hash(folder)?;
         let (content_hash, numeric) = match &folder.quantization {
             Some(q) => (
@@ -62,12 +67,13 @@ impl BackboneIdentity {
             num_layers: folder.num_layers,
             hidden_size: folder.hidden_size,
             max_length,
+            kernels: Some(kernels),
         })
     }
 
     /// Checks that `actual` (the folder about to run) is the backbone these heads were trained
-    /// on. A moved folder is fine (location is not identity); a different max length is allowed
-    /// and returned as a warning; the same backbone in another numeric format (int8 vectors for
+    /// on. A moved folder is fine (location is not identity); a different max length or other
+    /// kernels are allowed and returned as a warning; the same backbone in another numeric format (int8 vectors for
     /// heads trained on fp32 ones, or the reverse) is refused unless `allow_quantized`, then
     /// warned about; anything else is an error naming the field and both values.
     pub fn check(
@@ -146,6 +152,18 @@ impl BackboneIdentity {
                 checkpoint.display()
             ));
         }
+        let kernels = |k: Option<Kernels>| match k.unwrap_or(Kernels::Frostline) {
+            Kernels::Frostline => "frostline",
+            Kernels::Onnxruntime => "onnxruntime",
+        };
+        if kernels(self.kernels) != kernels(actual.kernels) {
+            warnings.push(format!(
+                "the layers run on --kernels {} and the heads of {} were trained on --kernels {}: int8 vectors of the two differ at int8 rounding (fp32 ones agree to float rounding)",
+                kernels(actual.kernels),
+                checkpoint.display(),
+                kernels(self.kernels)
+            ));
+        }
         Ok(warnings)
     }
 }
@@ -165,6 +183,7 @@ mod tests {
             num_layers: 6,
             hidden_size: 384,
             max_length: 256,
+            kernels: Some(Kernels::Frostline),
         }
     }
 
@@ -186,6 +205,31 @@ mod tests {
             warnings[0].contains("max length 64") && warnings[0].contains("256"),
             "{warnings:?}"
         );
+    }
+
+    #[test]
+    fn other_kernels_are_a_warning_and_an_older_manifest_means_frostlines() {
+        let ck = identity();
+        let served = BackboneIdentity {
+            kernels: Some(Kernels::Onnxruntime),
+            ..identity()
+        };
+        let warnings = ck.check(&served, Path::new("ck"), false).unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("--kernels onnxruntime")
+                && warnings[0].contains("trained on --kernels frostline"),
+            "{warnings:?}"
+        );
+        let mut json = serde_json::to_value(identity()).unwrap();
+        assert_eq!(json["kernels"], "frostline");
+        json.as_object_mut().unwrap().remove("kernels");
+        let old: BackboneIdentity = serde_json::from_value(json).unwrap();
+        assert_eq!(old.kernels, None);
+        assert!(old
+            .check(&identity(), Path::new("ck"), false)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::{
     PredictArgs, QuantizeArgs, RunArgs, TrainArgs,
 };
 use crate::backbone::choice::{choose_model, open_model, ModelSource};
-use crate::backbone::{ModelFolder, QuantMethod, Recipe, SessionOptions};
+use crate::backbone::{Kernels, ModelFolder, QuantMethod, Recipe, SessionOptions};
 use crate::cache;
 use crate::checkpoint::{self, Manifest};
 use crate::commands::{
@@ -38,11 +38,13 @@ pub(crate) struct Resolved {
 }
 
 impl BackboneArgs {
-    /// The backbone settings for `folder` with truncation at `max_length` (already checked).
+    /// The backbone settings for `folder` with truncation at `max_length` (already checked),
+    /// the layers on `kernels`.
     fn settings(
         &self,
         folder: &ModelFolder,
         max_length: usize,
+        kernels: Kernels,
         ort_lib: Option<PathBuf>,
     ) -> Result<EmbedSettings> {
         if self.batch_tokens == 0 || self.max_batch == 0 {
@@ -54,7 +56,7 @@ impl BackboneArgs {
             model_dir: folder.dir.clone(),
             session: SessionOptions {
                 device: self.device,
-                kernels: self.kernels,
+                kernels,
                 threads: self.threads,
             },
             max_length,
@@ -76,12 +78,17 @@ impl BackboneArgs {
         let choice = choose_model(self.model.as_deref(), recorded);
         let folder = open_model(&choice)?;
         let max_length = folder.checked_max_length(self.max_length.map(|n| (n, "--max-length")))?;
-        Ok((self.settings(&folder, max_length, ort_lib)?, choice.source))
+        let kernels = self.kernels.unwrap_or(Kernels::Frostline);
+        Ok((
+            self.settings(&folder, max_length, kernels, ort_lib)?,
+            choice.source,
+        ))
     }
 
     /// Settings for running a checkpoint's heads: its model folder (unless `--model` or the
-    /// environment names another, checked by content hash later) at its max length (unless
-    /// `--max-length` says otherwise, which is allowed and warned about).
+    /// environment names another, checked by content hash later) at its max length and on its
+    /// kernels (unless `--max-length` or `--kernels` say otherwise, which is allowed and warned
+    /// about).
     fn resolve_for_checkpoint(
         &self,
         manifest: &Manifest,
@@ -107,7 +114,11 @@ impl BackboneArgs {
                     reason: e.to_string(),
                 })?,
         };
-        self.settings(&folder, max_length, ort_lib)
+        let kernels = self
+            .kernels
+            .or(manifest.backbone.kernels)
+            .unwrap_or(Kernels::Frostline);
+        self.settings(&folder, max_length, kernels, ort_lib)
     }
 }
 

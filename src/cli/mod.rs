@@ -599,9 +599,10 @@ pub struct BackboneArgs {
     pub device: Device,
     /// Whose kernels run the layers on CPU: frostline's fused ones (the graph rewritten in
     /// memory), or ONNX Runtime's on the graph as written — the bits a served graph gives under
-    /// ONNX Runtime (int8 vectors of the two agree to int8 rounding and are cached apart).
-    #[arg(long, value_enum, default_value_t = Kernels::Frostline)]
-    pub kernels: Kernels,
+    /// ONNX Runtime (int8 vectors of the two agree to int8 rounding and are cached apart)
+    /// [default: the checkpoint's, else frostline].
+    #[arg(long, value_enum)]
+    pub kernels: Option<Kernels>,
     /// Truncation length in tokens [default: the checkpoint's, else the model's
     /// sentence_bert_config.json].
     #[arg(long)]

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::backbone::choice::{open_model, ModelChoice};
+use crate::backbone::Kernels;
 use crate::checkpoint::{self, BackboneIdentity, MANIFEST};
 use crate::commands::Outcome;
 use crate::error::Result;
@@ -24,7 +25,11 @@ pub(crate) struct ExportJob {
 pub(crate) fn run(job: &ExportJob) -> Result<Outcome> {
     let mut ck = checkpoint::load(&job.checkpoint)?;
     let folder = open_model(&job.model)?;
-    let identity = BackboneIdentity::of(&folder, ck.manifest.backbone.max_length)?;
+    // Exporting runs no layers: the checkpoint's own length and kernels, so only the backbone
+    // itself is checked.
+    let recorded = &ck.manifest.backbone;
+    let kernels = recorded.kernels.unwrap_or(Kernels::Frostline);
+    let identity = BackboneIdentity::of(&folder, recorded.max_length, kernels)?;
     let warnings = ck
         .manifest
         .backbone

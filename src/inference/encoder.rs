@@ -46,7 +46,8 @@ impl CheckpointEncoder {
         allow_quantized: bool,
     ) -> Result<(Self, Vec<String>)> {
         let folder = ModelFolder::open(&settings.model_dir)?;
-        let identity = BackboneIdentity::of(&folder, settings.max_length)?;
+        let identity =
+            BackboneIdentity::of(&folder, settings.max_length, settings.session.kernels)?;
         let warnings =
             ck.manifest
                 .backbone

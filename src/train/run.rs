@@ -77,7 +77,11 @@ pub fn run(spec: &TrainSpec, narration: Narration) -> Result<TrainOutcome> {
     let TrainSpec { run, plan, .. } = spec;
     let out = claim_output(spec)?;
     let folder = ModelFolder::open(&spec.settings.model_dir)?;
-    let identity = BackboneIdentity::of(&folder, spec.settings.max_length)?;
+    let identity = BackboneIdentity::of(
+        &folder,
+        spec.settings.max_length,
+        spec.settings.session.kernels,
+    )?;
     let (from, mut warnings) = load_from(run.train.from.as_deref(), &identity)?;
     let configs = resolve_token_layers(&run.tasks, from.as_ref(), plan, folder.num_layers)?;
     let tasks: Vec<TaskData> = configs
