@@ -33,6 +33,8 @@ pub struct Scratch {
     head_ctx: Vec<f32>,
     /// The context of every query row for the group's heads, `[seq, heads in group · head_dim]`.
     pub ctx: Vec<f32>,
+    /// `head_dim` zeros: the rows that fill the last block of 16 keys.
+    zeros: Vec<f32>,
 }
 
 /// One sequence's QKV product as the attention reads it: each row of Q, K and V is
@@ -260,18 +262,23 @@ impl Tiles for Avx512 {
     #[inline(always)]
     fn exp_scores(row: &mut [f32], nk: usize) -> f32 {
         assert!(nk <= row.len() && row.len().is_multiple_of(LANES));
-        let max = super::vecmath::max(&row[..nk]);
+        // Lanes past the kept keys stay out of the max and the sum.
+        let kept = |c: usize| ((1u32 << nk.saturating_sub(c * LANES).min(LANES)) - 1) as u16;
         // SAFETY: AVX-512F is enabled by the caller's target features; each chunk is 16 floats
         // of `row`.
         unsafe {
             use std::arch::x86_64::*;
-            let (m, mut sum) = (_mm512_set1_ps(max), _mm512_setzero_ps());
+            // max(v, m) keeps m where v is NaN, as vecmath::max never picks a NaN.
+            let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+            for (c, chunk) in row.chunks_exact(LANES).enumerate() {
+                m = _mm512_mask_max_ps(m, kept(c), _mm512_loadu_ps(chunk.as_ptr()), m);
+            }
+            let m = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+            let mut sum = _mm512_setzero_ps();
             for (c, chunk) in row.chunks_exact_mut(LANES).enumerate() {
                 let e = avx512::exp(_mm512_sub_ps(_mm512_loadu_ps(chunk.as_ptr()), m));
                 _mm512_storeu_ps(chunk.as_mut_ptr(), e);
-                // Lanes past the kept keys stay out of the sum.
-                let kept = nk.saturating_sub(c * LANES).min(LANES);
-                sum = _mm512_mask_add_ps(sum, ((1u32 << kept) - 1) as u16, sum, e);
+                sum = _mm512_mask_add_ps(sum, kept(c), sum, e);
             }
             1.0 / _mm512_reduce_add_ps(sum)
         }
@@ -426,12 +433,14 @@ fn attend_body<M: Tiles>(
     s.kt.resize(gh * kt_len, 0.0);
     s.v.resize(gh * v_len, 0.0);
     // Keys in groups of 16 transpose in registers where the path can (Kᵀ columns are nkp
-    // apart, a strided store per value otherwise); the rest one by one.
+    // apart, a strided store per value otherwise), the last group filled up with zero rows
+    // (their columns are padding, zeroed below); elsewhere one by one.
     let blocked = if M::BLOCK_TRANSPOSE && d.is_multiple_of(16) {
-        nk / 16 * 16
+        nkp
     } else {
         0
     };
+    s.zeros.resize(d, 0.0);
     for (j, &key) in keys.iter().enumerate() {
         if let Some(&ahead) = keys.get(j + PREFETCH_ROWS) {
             prefetch(&qkv[ahead * width + ok..], run);
@@ -464,12 +473,13 @@ fn attend_body<M: Tiles>(
         }
     }
     for j0 in (0..blocked).step_by(16) {
-        let scales: [f32; 16] = std::array::from_fn(|t| row_scale(keys[j0 + t]));
+        let scales: [f32; 16] =
+            std::array::from_fn(|t| keys.get(j0 + t).map_or(0.0, |&key| row_scale(key)));
         for h in 0..gh {
             let at = ok + h * d;
-            let rows: [&[f32]; 16] = std::array::from_fn(|t| {
-                let r = keys[j0 + t] * width + at;
-                &qkv[r..r + d]
+            let rows: [&[f32]; 16] = std::array::from_fn(|t| match keys.get(j0 + t) {
+                Some(&key) => &qkv[key * width + at..key * width + at + d],
+                None => &s.zeros[..],
             });
             M::keys_block(
                 &rows,
