@@ -31,15 +31,26 @@ impl Int8Kernel {
         let cpu = Cpu::get();
         if !cfg!(target_arch = "x86_64") {
             Err("frostline's int8 kernels are x86_64 only")
-        } else if super::amx_int8::unavailable().is_none() {
+        } else if Int8Kernel::AmxInt8.usable() {
             Ok(Int8Kernel::AmxInt8)
-        } else if cpu.avx512_vnni && cpu.avx512f {
+        } else if Int8Kernel::Avx512Vnni.usable() {
             Ok(Int8Kernel::Avx512Vnni)
         } else if cpu.amx_int8 {
             Err("the OS refused AMX tile state and the CPU has no AVX512-VNNI")
         } else {
             Err("the CPU has neither AMX-INT8 nor AVX512-VNNI")
         }
+    }
+
+    /// Whether this CPU (and OS) runs this kernel: [`Int8Weights::pack`] refuses one it does
+    /// not, so a packed matrix's products always run.
+    pub fn usable(self) -> bool {
+        let cpu = Cpu::get();
+        cfg!(target_arch = "x86_64")
+            && match self {
+                Int8Kernel::AmxInt8 => super::amx_int8::unavailable().is_none(),
+                Int8Kernel::Avx512Vnni => cpu.avx512_vnni && cpu.avx512f,
+            }
     }
 
     /// How doctor and the docs name it.
@@ -86,6 +97,7 @@ impl Int8Weights {
         scales: &[f32],
         zero_point: u8,
     ) -> Self {
+        assert!(kernel.usable(), "{kernel:?} does not run on this CPU");
         assert!(Self::fits(kernel, k, n) && w.len() == k * n);
         assert!(scales.len() == n || scales.len() == 1);
         let packed = match kernel {
@@ -141,8 +153,8 @@ impl Int8Weights {
             zp_offsets: &self.zp_offsets,
             scales: &self.scales,
         };
-        // SAFETY: the kernel was chosen from this CPU's features (`Int8Kernel::get` is the
-        // only source of one); `out` as the caller promised.
+        // SAFETY: `pack` checked that the kernel runs on this CPU; `out` as the caller
+        // promised.
         unsafe {
             match self.kernel {
                 Int8Kernel::AmxInt8 => super::amx_int8::product(&part, a, rows, panels, out),
@@ -161,13 +173,10 @@ mod tests {
     /// to the FFN's 1536; the panels in two calls, as tasks split them.
     #[test]
     fn int8_products_equal_the_exact_integer_product_times_the_scales() {
-        let mut kernels = vec![];
-        if super::super::amx_int8::unavailable().is_none() {
-            kernels.push(Int8Kernel::AmxInt8);
-        }
-        if Cpu::get().avx512_vnni && Cpu::get().avx512f {
-            kernels.push(Int8Kernel::Avx512Vnni);
-        }
+        let kernels: Vec<Int8Kernel> = [Int8Kernel::AmxInt8, Int8Kernel::Avx512Vnni]
+            .into_iter()
+            .filter(|k| k.usable())
+            .collect();
         if kernels.is_empty() {
             eprintln!("no int8 kernel of frostline's runs on this CPU");
             return;
