@@ -55,7 +55,7 @@ impl EmbedSettings {
             model_dir: folder.dir.clone(),
             session: SessionOptions {
                 device: crate::backbone::Device::Cpu,
-                kernels: crate::backbone::Kernels::Frostline,
+                kernels: crate::backbone::Kernels::default(),
                 threads: 0,
             },
             max_length: folder.max_length,

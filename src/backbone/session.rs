@@ -22,16 +22,37 @@ pub enum Device {
     Auto,
 }
 
-/// Whose kernels a CPU session runs the graph's layers on.
+/// Whose kernels a CPU session runs the graph's layers on. The default (frostline's) is the
+/// one place a run without `--kernels`, or a checkpoint written before it was recorded, gets
+/// its kernels from.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Kernels {
     /// frostline's fused kernels, the graph rewritten in memory ([`super::own_graph`]).
+    #[default]
     Frostline,
     /// ONNX Runtime's, the graph as written: what a served graph gives under ONNX Runtime.
     Onnxruntime,
+}
+
+impl Kernels {
+    /// The `--kernels` value (and the checkpoint's `backbone.kernels`) that names these.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kernels::Frostline => "frostline",
+            Kernels::Onnxruntime => "onnxruntime",
+        }
+    }
 }
 
 /// The execution provider that actually runs the graph.

@@ -152,10 +152,7 @@ impl BackboneIdentity {
                 checkpoint.display()
             ));
         }
-        let kernels = |k: Option<Kernels>| match k.unwrap_or(Kernels::Frostline) {
-            Kernels::Frostline => "frostline",
-            Kernels::Onnxruntime => "onnxruntime",
-        };
+        let kernels = |k: Option<Kernels>| k.unwrap_or_default().as_str();
         if kernels(self.kernels) != kernels(actual.kernels) {
             warnings.push(format!(
                 "the layers run on --kernels {} and the heads of {} were trained on --kernels {}: int8 vectors of the two differ at int8 rounding (fp32 ones agree to float rounding)",

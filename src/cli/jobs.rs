@@ -78,7 +78,7 @@ impl BackboneArgs {
         let choice = choose_model(self.model.as_deref(), recorded);
         let folder = open_model(&choice)?;
         let max_length = folder.checked_max_length(self.max_length.map(|n| (n, "--max-length")))?;
-        let kernels = self.kernels.unwrap_or(Kernels::Frostline);
+        let kernels = self.kernels.unwrap_or_default();
         Ok((
             self.settings(&folder, max_length, kernels, ort_lib)?,
             choice.source,
@@ -117,7 +117,7 @@ impl BackboneArgs {
         let kernels = self
             .kernels
             .or(manifest.backbone.kernels)
-            .unwrap_or(Kernels::Frostline);
+            .unwrap_or_default();
         self.settings(&folder, max_length, kernels, ort_lib)
     }
 }

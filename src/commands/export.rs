@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use crate::backbone::choice::{open_model, ModelChoice};
-use crate::backbone::Kernels;
 use crate::checkpoint::{self, BackboneIdentity, MANIFEST};
 use crate::commands::Outcome;
 use crate::error::Result;
@@ -28,7 +27,7 @@ pub(crate) fn run(job: &ExportJob) -> Result<Outcome> {
     // Exporting runs no layers: the checkpoint's own length and kernels, so only the backbone
     // itself is checked.
     let recorded = &ck.manifest.backbone;
-    let kernels = recorded.kernels.unwrap_or(Kernels::Frostline);
+    let kernels = recorded.kernels.unwrap_or_default();
     let identity = BackboneIdentity::of(&folder, recorded.max_length, kernels)?;
     let warnings = ck
         .manifest
