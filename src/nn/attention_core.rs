@@ -128,10 +128,26 @@ trait Tiles {
         }
     }
 
-    /// The first `nk` entries of a score row ← e^(score − max); returns 1 / their sum.
+    /// The tile's scores `out[r, j] = Σ_f q[r·d + f] · kt[f·nkp + j]` for `j < nkp` (as
+    /// [`Tiles::tile_product`]), returning each row's max over its first `nk` scores.
     #[inline(always)]
-    fn exp_scores(row: &mut [f32], nk: usize) -> f32 {
-        exp_scores(row, nk)
+    fn score_tile(
+        q: &[f32],
+        d: usize,
+        kt: &[f32],
+        nkp: usize,
+        nk: usize,
+        out: &mut [f32],
+    ) -> [f32; ROWS] {
+        Self::tile_product(q, d, d, kt, nkp, nkp, out, nkp);
+        std::array::from_fn(|r| super::vecmath::max(&out[r * nkp..r * nkp + nk]))
+    }
+
+    /// The first `nk` entries of a score row ← e^(score − max), `max` the row's; returns 1 /
+    /// their sum.
+    #[inline(always)]
+    fn exp_scores(row: &mut [f32], nk: usize, max: f32) -> f32 {
+        exp_scores(row, nk, max)
     }
 
     /// Whether [`Tiles::keys_block`] transposes in registers (else keys go one by one).
@@ -239,12 +255,12 @@ impl Tiles for Avx512 {
         while c + 2 * LANES <= cols {
             // SAFETY: AVX-512F is enabled by the caller's target features; c + 32 ≤ cols and the
             // lengths asserted above bound every access.
-            unsafe { avx512::block::<2>(a, lda, depth, b, ldb, out, ldo, c) };
+            unsafe { avx512::block::<2>(a, lda, depth, b, ldb, out, ldo, c, None) };
             c += 2 * LANES;
         }
         if c + LANES <= cols {
             // SAFETY: as above, with c + 16 ≤ cols.
-            unsafe { avx512::block::<1>(a, lda, depth, b, ldb, out, ldo, c) };
+            unsafe { avx512::block::<1>(a, lda, depth, b, ldb, out, ldo, c, None) };
             c += LANES;
         }
         // Columns past the last 16 (a head width that is not a multiple of 16), one at a time.
@@ -260,26 +276,64 @@ impl Tiles for Avx512 {
     }
 
     #[inline(always)]
-    fn exp_scores(row: &mut [f32], nk: usize) -> f32 {
-        assert!(nk <= row.len() && row.len().is_multiple_of(LANES));
-        // Lanes past the kept keys stay out of the max and the sum.
-        let kept = |c: usize| ((1u32 << nk.saturating_sub(c * LANES).min(LANES)) - 1) as u16;
+    fn score_tile(
+        q: &[f32],
+        d: usize,
+        kt: &[f32],
+        nkp: usize,
+        nk: usize,
+        out: &mut [f32],
+    ) -> [f32; ROWS] {
+        assert!(
+            nkp.is_multiple_of(LANES)
+                && nk <= nkp
+                && q.len() >= ROWS * d
+                && kt.len() >= d * nkp
+                && out.len() >= ROWS * nkp
+        );
+        // SAFETY: AVX-512F is enabled by the caller's target features; every block's columns
+        // lie below nkp, and the lengths asserted above bound every access.
+        unsafe {
+            use std::arch::x86_64::*;
+            // The max rides along the stores, so the scores are not read again for it.
+            let mut max = [_mm512_set1_ps(f32::NEG_INFINITY); ROWS];
+            let mut c = 0;
+            while c + 2 * LANES <= nkp {
+                avx512::block::<2>(q, d, d, kt, nkp, out, nkp, c, Some((&mut max, nk)));
+                c += 2 * LANES;
+            }
+            if c < nkp {
+                avx512::block::<1>(q, d, d, kt, nkp, out, nkp, c, Some((&mut max, nk)));
+            }
+            let mut row_max = [0f32; ROWS];
+            for (out, &m) in row_max.iter_mut().zip(&max) {
+                *out = _mm512_reduce_max_ps(m);
+            }
+            row_max
+        }
+    }
+
+    #[inline(always)]
+    fn exp_scores(row: &mut [f32], nk: usize, max: f32) -> f32 {
+        assert!(nk >= 1 && nk <= row.len() && row.len().is_multiple_of(LANES));
+        let last = (nk - 1) / LANES;
         // SAFETY: AVX-512F is enabled by the caller's target features; each chunk is 16 floats
         // of `row`.
         unsafe {
             use std::arch::x86_64::*;
-            // max(v, m) keeps m where v is NaN, as vecmath::max never picks a NaN.
-            let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
-            for (c, chunk) in row.chunks_exact(LANES).enumerate() {
-                m = _mm512_mask_max_ps(m, kept(c), _mm512_loadu_ps(chunk.as_ptr()), m);
-            }
-            let m = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+            let m = _mm512_set1_ps(max);
             let mut sum = _mm512_setzero_ps();
-            for (c, chunk) in row.chunks_exact_mut(LANES).enumerate() {
+            // Chunks past the one holding the last kept key are padding the context never reads.
+            for chunk in row.chunks_exact_mut(LANES).take(last) {
                 let e = avx512::exp(_mm512_sub_ps(_mm512_loadu_ps(chunk.as_ptr()), m));
                 _mm512_storeu_ps(chunk.as_mut_ptr(), e);
-                sum = _mm512_mask_add_ps(sum, kept(c), sum, e);
+                sum = _mm512_add_ps(sum, e);
             }
+            // The last one's lanes past the kept keys stay out of the sum.
+            let chunk = &mut row[last * LANES..(last + 1) * LANES];
+            let e = avx512::exp(_mm512_sub_ps(_mm512_loadu_ps(chunk.as_ptr()), m));
+            _mm512_storeu_ps(chunk.as_mut_ptr(), e);
+            sum = _mm512_mask_add_ps(sum, avx512::kept(nk - last * LANES), sum, e);
             1.0 / _mm512_reduce_add_ps(sum)
         }
     }
@@ -292,9 +346,11 @@ mod avx512 {
 
     use super::{LANES, ROWS};
 
-    /// e^x for x ≤ 0 (a score minus its row's max): x = n·ln2 + r, a degree-6 polynomial for
-    /// e^r in FMAs, and 2^n by `scalef` — about half the instructions of `vecmath::exp`, which
-    /// keeps one operation order on every CPU for the native layers; relative error ~2e-7.
+    /// e^x for x ≤ 0 (a score minus its row's max): x = n·ln2 + r, |r| ≤ ln2/2, e^r by a
+    /// degree-5 minimax polynomial in FMAs (relative error 2e-7 in f32 arithmetic, as the
+    /// degree-7 Taylor form of Cephes' expf gives 1.2e-7), and 2^n by `scalef` — about half the
+    /// instructions of `vecmath::exp`, which keeps one operation order on every CPU for the
+    /// native layers.
     #[inline(always)]
     pub(super) unsafe fn exp(x: __m512) -> __m512 {
         const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
@@ -305,21 +361,26 @@ mod avx512 {
         ));
         let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
         let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+        // e^r = 1 + r + r²·p(r).
         let mut p = _mm512_fmadd_ps(
-            _mm512_set1_ps(1.987_569_1e-4),
+            _mm512_set1_ps(8.312_525e-3),
             r,
-            _mm512_set1_ps(1.398_199_9e-3),
+            _mm512_set1_ps(4.189_011_5e-2),
         );
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.333_452e-3));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.666_666_5e-1));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.666_711_4e-1));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.999_923e-1));
         let y = _mm512_fmadd_ps(
             p,
             _mm512_mul_ps(r, r),
             _mm512_add_ps(r, _mm512_set1_ps(1.0)),
         );
         _mm512_scalef_ps(y, n)
+    }
+
+    /// The lanes of a 16-lane chunk that hold the first `n` (≥ 16: all) of its values.
+    #[inline(always)]
+    pub(super) fn kept(n: usize) -> __mmask16 {
+        ((1u32 << n.min(LANES)) - 1) as __mmask16
     }
 
     /// Transposes a 16 × 16 block held as 16 rows: `v[i][j]` ← `v[j][i]` (pairs, quads, then
@@ -353,7 +414,8 @@ mod avx512 {
         }
     }
 
-    /// Columns `c..c + 16·V` of [`super::Tiles::tile_product`], in ROWS·V accumulators.
+    /// Columns `c..c + 16·V` of [`super::Tiles::tile_product`], in ROWS·V accumulators; with
+    /// `max` = (row maxima, n), each row's max also takes in its stored columns below n.
     ///
     /// # Safety
     /// AVX-512F; the rows and columns read and written lie inside `a`, `b` and `out` (checked by
@@ -369,6 +431,7 @@ mod avx512 {
         out: &mut [f32],
         ldo: usize,
         c: usize,
+        max: Option<(&mut [__m512; ROWS], usize)>,
     ) {
         let (ap, bp, op) = (a.as_ptr(), b.as_ptr(), out.as_mut_ptr());
         let mut acc = [[_mm512_setzero_ps(); V]; ROWS];
@@ -385,6 +448,16 @@ mod avx512 {
         for (r, acc) in acc.iter().enumerate() {
             for (v, &acc) in acc.iter().enumerate() {
                 _mm512_storeu_ps(op.add(r * ldo + c + v * LANES), acc);
+            }
+        }
+        if let Some((max, n)) = max {
+            let kept: [__mmask16; V] =
+                std::array::from_fn(|v| kept(n.saturating_sub(c + v * LANES)));
+            for (max, acc) in max.iter_mut().zip(&acc) {
+                for (&acc, &kept) in acc.iter().zip(&kept) {
+                    // max(v, m) keeps m where v is NaN, as vecmath::max never picks a NaN.
+                    *max = _mm512_mask_max_ps(*max, kept, acc, *max);
+                }
             }
         }
     }
@@ -527,10 +600,12 @@ fn attend_body<M: Tiles>(
         );
         for i0 in (0..seq).step_by(ROWS) {
             let q = &s.q[h * q_len + i0 * d..h * q_len + (i0 + ROWS) * d];
-            M::tile_product(q, d, d, kt, nkp, nkp, &mut s.p, nkp);
+            let max = M::score_tile(q, d, kt, nkp, nk, &mut s.p);
+            // A loop, not a closure: a closure would not share the caller's target features,
+            // and the SIMD exponentials would become calls.
             let mut inv = [0f32; ROWS];
             for (r, inv) in inv.iter_mut().enumerate() {
-                *inv = M::exp_scores(&mut s.p[r * nkp..(r + 1) * nkp], nk);
+                *inv = M::exp_scores(&mut s.p[r * nkp..(r + 1) * nkp], nk, max[r]);
             }
             let ctx = &mut s.head_ctx[i0 * d..(i0 + ROWS) * d];
             M::tile_product(&s.p, nkp, nk, v, d, d, ctx, d);
@@ -567,13 +642,12 @@ fn prefetch(x: &[f32], len: usize) {
     let _ = (x, len);
 }
 
-/// The first `nk` entries of `row` ← e^(score − max), returning 1 / their sum (the softmax
-/// without its division). The exponentials run over the whole row, a multiple of 16 (no scalar
-/// tail); the padding after `nk` is left out of the max and the sum, and the context never
-/// reads it.
+/// The first `nk` entries of `row` ← e^(score − max), `max` the max of those, returning 1 /
+/// their sum (the softmax without its division). The exponentials run over the whole row, a
+/// multiple of 16 (no scalar tail); the padding after `nk` is left out of the sum, and the
+/// context never reads it.
 #[inline(always)]
-fn exp_scores(row: &mut [f32], nk: usize) -> f32 {
-    let max = super::vecmath::max(&row[..nk]);
+fn exp_scores(row: &mut [f32], nk: usize, max: f32) -> f32 {
     let mut acc = [0f32; LANES];
     for (c, chunk) in row.chunks_exact_mut(LANES).enumerate() {
         for (l, (v, a)) in chunk.iter_mut().zip(acc.iter_mut()).enumerate() {
