@@ -49,6 +49,13 @@ def frostline_embed(binary: str, model: str, corpus_file: Path, threads: int, wo
     return {"seconds": seconds, "process_wall": wall, "session_run": ort, "waste_pct": waste, "vectors": vecs}
 
 
+def products_kernel(binary: str, model: str) -> str:
+    """Which kernel runs the fp32 graph's weight products in frostline's CPU session, as
+    `frostline doctor` reports it."""
+    doctor, _ = benchlib.run_frostline(binary, "doctor", "--model", model)
+    return doctor["graph"]["fp32_kernel"]
+
+
 def run_sentence_transformers(model_dir: str, texts: list[str], threads: int, state: dict) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
@@ -172,7 +179,8 @@ def main() -> None:
         f"ONNX Runtime fp32 matmul peak, {args.threads} threads, measured before and after: "
         f"{peak_before[0]:.0f} GFLOP/s ({peak_before[1]}), {peak_after[0]:.0f} GFLOP/s ({peak_after[1]}); "
         f"the larger, **{peak:.0f} GFLOP/s**, is the reference. Model work: {flops / 1e6:.2f} MFLOP per token "
-        "(the weight products; attention scores not counted).",
+        "(the weight products; attention scores not counted). "
+        f"frostline's weight products run on {products_kernel(args.frostline, args.model)} (`frostline doctor`).",
         "",
     ]
     checks = []

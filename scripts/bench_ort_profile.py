@@ -154,20 +154,23 @@ def main() -> None:
                       + (f" = **{100 * achieved / peak:.0f} % of the fp32 matmul peak**" if gname == "fp32" else "")
                       + (f" = {100 * achieved / peak:.0f} % of the fp32 matmul peak" if gname.startswith("fp32,") else "")]
             if graph:
-                # The MatMul nodes' own rate. On CPU frostline splits each Attention into its QKV
-                # MatMul and its own AttentionCore (src/backbone/own_graph.rs), so every weight
-                # product is a MatMul node; on ONNX Runtime's Attention the QKV product is taken
-                # to run at the MatMul nodes' rate.
+                # The weight products' own rate. On CPU frostline splits each Attention into its
+                # QKV product and its own AttentionCore (src/backbone/own_graph.rs), so every
+                # weight product is a product node — `MatMulF32` where frostline's fp32 kernel
+                # takes them (AVX-512F), else ORT's `MatMul`; on ONNX Runtime's Attention the QKV
+                # product is taken to run at the MatMul nodes' rate.
+                mm_op = "MatMulF32" if "MatMulF32" in per_op else "MatMul"
+                whose = "frostline's fp32 kernel" if mm_op == "MatMulF32" else "ONNX Runtime's products"
                 mm_flops = flops if "AttentionCore" in per_op else matmul_flops_per_token(graph)
-                rate = tokens * mm_flops / (per_op["MatMul"] / 1e6) / 1e9
-                products = per_op["MatMul"] * flops / mm_flops
+                rate = tokens * mm_flops / (per_op[mm_op] / 1e6) / 1e9
+                products = per_op[mm_op] * flops / mm_flops
                 lines.append(
-                    f"- the weight products in MatMul nodes ({100 * mm_flops / flops:.0f} % of the model work) run at "
+                    f"- the weight products in {mm_op} nodes ({100 * mm_flops / flops:.0f} % of the model work) run at "
                     f"{rate:.0f} GFLOP/s = {100 * rate / peak:.0f} % of peak; all weight products at that rate would "
                     f"take {products / 1e6:.2f} s, so the rest — the attention core, GELU, LayerNorm, adds — takes "
                     f"{(total - products) / 1e6:.2f} s ({100 * (total - products) / total:.0f} % of the kernel time). "
                     f"With none of it the graph would reach {100 * rate / peak:.0f} % of peak: the ceiling set by "
-                    "ONNX Runtime's products")
+                    f"{whose}")
             int8_op = next((op for op in ("MatMulInt8", "MatMulIntegerToFloat") if op in per_op), None)
             if gname.startswith("int8") and int8_op:
                 # Every weight product of the per-token graph is an int8 product node.

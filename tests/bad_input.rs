@@ -339,6 +339,20 @@ fn doctor_reports_library_and_model_or_what_is_missing() {
     ] {
         assert!(out.contains(want), "doctor output lacks {want:?}:\n{out}");
     }
+    // The 24 weight products (QKV, output, FFN in and out of 6 layers) go to frostline's fp32
+    // kernel where the CPU has AVX-512F, else stay on MLAS.
+    let products = if frostline::nn::gemm::Cpu::get().avx512f {
+        ", ai.frostline.MatMulF32 ×24\n"
+    } else {
+        "BiasResidualLayerNorm ×12\n"
+    };
+    assert!(out.contains(products), "{out}");
+    let kernel = if frostline::nn::gemm::Cpu::get().avx512f {
+        "fp32 products: on frostline's AVX-512F kernel (ai.frostline.MatMulF32 ×24)\n"
+    } else {
+        "fp32 products: on ONNX Runtime's MLAS\n"
+    };
+    assert!(out.contains(kernel), "{out}");
     assert!(!out.contains("int8 products"), "an fp32 graph: {out}");
     let doctor = "doctor --model /nonexistent --ort-lib /nonexistent/lib.so";
     let (ok, out, _) = run(&mut frostline(&[&doctor]));

@@ -7,6 +7,8 @@
 //! - `com.microsoft.Attention(x, W, b, mask)` → `MatMul(x, W)` + `ai.frostline.AttentionCore`
 //!   (ORT's attention core runs three small GEMM calls per head: on 20-token texts more call
 //!   than arithmetic);
+//! - `MatMul(x, W)` by a weight matrix → `ai.frostline.MatMulF32` where the CPU has AVX-512F
+//!   (the weights packed once per session; [`crate::nn::gemm::f32_packed`]);
 //! - `com.microsoft.BiasGelu` → `ai.frostline.BiasGelu` (AVX-512 erf);
 //! - `Add(product, bias)`, `Add(·, residual)`, `LayerNormalization` → one
 //!   `ai.frostline.BiasResidualLayerNorm`, one pass over memory for three.
@@ -34,9 +36,29 @@ use std::collections::{HashMap, HashSet};
 use super::graph_ops::OpCounts;
 use super::onnx_proto::{put_bytes, put_varint, Fields, Value};
 use super::own_ops::DOMAIN;
+use crate::nn::gemm::f32_packed::F32Weights;
 use crate::nn::gemm::int8::{Int8Kernel, Int8Weights};
 
 const MS: &str = "com.microsoft";
+
+/// frostline's product kernels a CPU session hands the graph's weight products to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProductKernels {
+    /// The int8 kernel, which takes `MatMulIntegerToFloat` (bit for bit).
+    pub int8: Option<Int8Kernel>,
+    /// Whether the fp32 kernel runs here, which takes `MatMul` by a weight matrix.
+    pub fp32: bool,
+}
+
+impl ProductKernels {
+    /// The ones this CPU runs: the one place the choice is made.
+    pub(crate) fn of_this_cpu() -> Self {
+        Self {
+            int8: Int8Kernel::get().ok(),
+            fp32: F32Weights::available().is_ok(),
+        }
+    }
+}
 
 /// A graph rewritten onto frostline's operators.
 #[derive(Debug)]
@@ -48,12 +70,11 @@ pub(crate) struct Rewritten {
 }
 
 /// `model` (a serialized ONNX model) with its layers on frostline's operators; `None` when it
-/// is quantized by a recipe this does not know or has nothing this rewrites. `int8_kernel`:
-/// frostline's int8 product this CPU runs ([`crate::nn::gemm::int8`]), which then takes the
-/// int8 graph's `MatMulIntegerToFloat` nodes (bit for bit the same results).
+/// is quantized by a recipe this does not know or has nothing this rewrites. `kernels`: the
+/// product kernels of frostline's this CPU runs, which then take the weight products they fit.
 pub(crate) fn on_own_ops(
     model: &[u8],
-    int8_kernel: Option<Int8Kernel>,
+    kernels: ProductKernels,
 ) -> Result<Option<Rewritten>, String> {
     let mut graph_bytes = None;
     let mut has_own_domain = false;
@@ -66,7 +87,7 @@ pub(crate) fn on_own_ops(
         }
     }
     let graph_bytes = graph_bytes.ok_or("the model has no graph")?;
-    let Some(graph) = rewrite_graph(graph_bytes, int8_kernel)? else {
+    let Some(graph) = rewrite_graph(graph_bytes, kernels)? else {
         return Ok(None);
     };
     let mut bytes = Vec::with_capacity(model.len() + 4096);
@@ -239,10 +260,14 @@ enum Plan {
     Keep,
     /// Folded into the fused node written at a later node.
     Folded,
-    /// `Attention` → its QKV product and `AttentionCore`.
+    /// `Attention` → its QKV product (on frostline's fp32 kernel where `own_product`) and
+    /// `AttentionCore`.
     Attention {
         heads: i64,
+        own_product: bool,
     },
+    /// fp32: `MatMul` by a weight matrix → `MatMulF32` (frostline's fp32 kernel).
+    F32Product,
     BiasGelu,
     /// int8: `MultiHeadAttention` on the three outputs of `ScaleSplit` (node `split`) →
     /// `AttentionCore` with the product's row scales.
@@ -276,20 +301,22 @@ enum Plan {
     },
 }
 
-/// ONNX's element type code for int8.
+/// ONNX's element type codes for f32 and int8.
+const FLOAT: u64 = 1;
 const INT8: u64 = 3;
 
 /// The graph's bytes on frostline's operators, or `None` when it is quantized by another
-/// recipe or nothing matched. `int8_kernel`: the int8 products may run on this kernel.
-fn rewrite_graph(graph: &[u8], int8_kernel: Option<Int8Kernel>) -> Result<Option<Vec<u8>>, String> {
+/// recipe or nothing matched. `kernels`: the products may run on these.
+fn rewrite_graph(graph: &[u8], kernels: ProductKernels) -> Result<Option<Vec<u8>>, String> {
     let mut nodes = Vec::new();
     let mut initializers = HashSet::new();
     // 1-D initializers of two or more values: a bias, gain or shift that ONNX's broadcasting
     // makes one per feature (a one-value "bias" broadcasts, which the fused kernels do not do).
     let mut vectors = HashSet::new();
     let mut graph_outputs = HashSet::new();
-    // 2-D int8 initializers (weights of int8 products) and their shape.
+    // 2-D int8 and f32 initializers (weights of products) and their shape.
     let mut int8_matrices = HashMap::new();
+    let mut f32_matrices = HashMap::new();
     for field in Fields::new(graph) {
         let (number, value) = field?;
         match number {
@@ -317,10 +344,12 @@ fn rewrite_graph(graph: &[u8], int8_kernel: Option<Int8Kernel>) -> Result<Option
                         vectors.insert(name);
                     }
                 }
-                if data_type == INT8 {
-                    if let [k, n] = dims[..] {
-                        int8_matrices.insert(name, (k as usize, n as usize));
-                    }
+                if let [k, n] = dims[..] {
+                    match data_type {
+                        INT8 => int8_matrices.insert(name, (k as usize, n as usize)),
+                        FLOAT => f32_matrices.insert(name, (k as usize, n as usize)),
+                        _ => None,
+                    };
                 }
             }
             12 => {
@@ -355,16 +384,24 @@ fn rewrite_graph(graph: &[u8], int8_kernel: Option<Int8Kernel>) -> Result<Option
     let mut plans: Vec<Plan> = nodes.iter().map(|_| Plan::Keep).collect();
     if int8 {
         plan_int8(&nodes, &producer, &readers, &vectors, internal, &mut plans);
-        if let Some(kernel) = int8_kernel {
+        if let Some(kernel) = kernels.int8 {
             plan_int8_products(kernel, &nodes, &initializers, &int8_matrices, &mut plans);
         }
     } else {
+        // A product frostline's fp32 kernel takes: by an f32 weight matrix that fits its panels.
+        let own_product = |w: &str| {
+            kernels.fp32
+                && f32_matrices
+                    .get(w)
+                    .is_some_and(|&(k, n)| F32Weights::fits(k, n))
+        };
         plan_fp32(
             &nodes,
             &producer,
             &initializers,
             &vectors,
             internal,
+            own_product,
             &mut plans,
         );
     }
@@ -392,12 +429,16 @@ fn rewrite_graph(graph: &[u8], int8_kernel: Option<Int8Kernel>) -> Result<Option
         match *plan {
             Plan::Keep => put_bytes(&mut out, 1, n.bytes),
             Plan::Folded => {}
-            Plan::Attention { heads } => {
+            Plan::Attention { heads, own_product } => {
                 let qkv = format!("{}/frostline.qkv_product", n.outputs[0]);
                 put_node(
                     &mut out,
                     &name("qkv_product"),
-                    ("", "MatMul"),
+                    if own_product {
+                        (DOMAIN, "MatMulF32")
+                    } else {
+                        ("", "MatMul")
+                    },
                     &n.inputs[..2],
                     &[&qkv],
                     &[],
@@ -475,6 +516,14 @@ fn rewrite_graph(graph: &[u8], int8_kernel: Option<Int8Kernel>) -> Result<Option
                 &n.outputs,
                 &[],
             ),
+            Plan::F32Product => put_node(
+                &mut out,
+                &name("fp32_product"),
+                (DOMAIN, "MatMulF32"),
+                &n.inputs,
+                &n.outputs,
+                &[],
+            ),
             Plan::BiasGelu => put_node(
                 &mut out,
                 &name("bias_gelu"),
@@ -510,13 +559,15 @@ fn rewrite_graph(graph: &[u8], int8_kernel: Option<Int8Kernel>) -> Result<Option
     Ok(Some(out))
 }
 
-/// The fp32 graph's fusions: `Attention`, `BiasGelu`, and `Add`, `Add`, `LayerNormalization`.
+/// The fp32 graph's fusions: `Attention`, `BiasGelu`, and `Add`, `Add`, `LayerNormalization`;
+/// and the products by the weights `own_product` says frostline's kernel takes.
 fn plan_fp32<'a>(
     nodes: &[Node<'a>],
     producer: &HashMap<&'a str, usize>,
     initializers: &HashSet<&str>,
     vectors: &HashSet<&str>,
     internal: impl Fn(&str) -> bool + Copy,
+    own_product: impl Fn(&str) -> bool,
     plans: &mut [Plan],
 ) {
     for (i, n) in nodes.iter().enumerate() {
@@ -528,7 +579,10 @@ fn plan_fp32<'a>(
             && vectors.contains(n.inputs[2])
         {
             if let Some(heads) = num_heads(n) {
-                plans[i] = Plan::Attention { heads };
+                plans[i] = Plan::Attention {
+                    heads,
+                    own_product: own_product(n.inputs[1]),
+                };
             }
         } else if n.is(MS, "BiasGelu")
             && n.inputs.len() == 2
@@ -549,6 +603,16 @@ fn plan_fp32<'a>(
                     epsilon,
                 };
             }
+        }
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        let by_weights = n.is("", "MatMul")
+            && n.inputs.len() == 2
+            && n.outputs.len() == 1
+            && n.attrs.is_empty()
+            && own_product(n.inputs[1]);
+        if by_weights && matches!(plans[i], Plan::Keep) {
+            plans[i] = Plan::F32Product;
         }
     }
 }
@@ -767,14 +831,23 @@ fn norm_group<'a>(
 mod tests {
     use super::*;
 
-    /// The rewrite as on a CPU with AMX-INT8 (what the kernel is does not change the plan
-    /// beyond which products fit it).
-    const AMX: Option<Int8Kernel> = Some(Int8Kernel::AmxInt8);
+    /// The rewrite as on a CPU with AMX-INT8 and AVX-512F (what the int8 kernel is does not
+    /// change the plan beyond which products fit it).
+    const AMX: ProductKernels = ProductKernels {
+        int8: Some(Int8Kernel::AmxInt8),
+        fp32: true,
+    };
 
-    /// An initializer: a `TensorProto` with its dims and name (the rewrite reads nothing else);
-    /// dims packed or one field each, as writers do both.
+    fn int8_only(int8: Option<Int8Kernel>) -> ProductKernels {
+        ProductKernels { int8, fp32: false }
+    }
+
+    /// An initializer: a `TensorProto` with its dims, element type (f32 where not set
+    /// otherwise) and name (the rewrite reads nothing else); dims packed or one field each, as
+    /// writers do both.
     fn initializer(out: &mut Vec<u8>, name: &str, dims: &[u64]) {
         let mut t = Vec::new();
+        Value::Varint(FLOAT).write(2, &mut t);
         if name.ends_with(".w") {
             let mut packed = Vec::new();
             for &d in dims {
@@ -859,9 +932,11 @@ mod tests {
             &["y"],
             &[("epsilon", AttrValue::Float(1e-12))],
         );
-        for i in ["qkv.w", "o.w", "i.w", "f.w"] {
-            initializer(&mut g, i, &[8, 8]);
+        // n a multiple of the fp32 kernel's 32-column panels, but the output product's.
+        for i in ["qkv.w", "i.w", "f.w"] {
+            initializer(&mut g, i, &[8, 32]);
         }
+        initializer(&mut g, "o.w", &[8, 8]);
         for i in ["qkv.b", "g", "b", "i.b", "f.b", "g2", "b2"] {
             initializer(&mut g, i, &[8]);
         }
@@ -905,19 +980,27 @@ mod tests {
             .expect("rewritten");
         let n = nodes(&r.bytes);
         let ops: Vec<&str> = n.iter().map(|(op, _, _)| op.as_str()).collect();
+        // The products by weights that fit the fp32 panels go to frostline's kernel; the output
+        // product's 8 columns do not fit, so ORT's MatMul stays for that one.
         assert_eq!(
             ops,
             [
-                "MatMul",
+                "ai.frostline.MatMulF32",
                 "ai.frostline.AttentionCore",
                 "MatMul",
                 "ai.frostline.BiasResidualLayerNorm",
-                "MatMul",
+                "ai.frostline.MatMulF32",
                 "ai.frostline.BiasGelu",
-                "MatMul",
+                "ai.frostline.MatMulF32",
                 "ai.frostline.BiasResidualLayerNorm",
             ]
         );
+        // Without the fp32 kernel (no AVX-512F), every product stays on ORT's.
+        let plain = on_own_ops(&model(&layer(&[])), int8_only(None))
+            .unwrap()
+            .expect("rewritten");
+        assert_eq!(plain.ops.get("MatMul"), Some(&4));
+        assert_eq!(plain.ops.get("ai.frostline.MatMulF32"), None);
         let io = |i: usize| (n[i].1.join(","), n[i].2.join(","));
         assert_eq!(
             io(0),
@@ -1019,14 +1102,22 @@ mod tests {
     #[test]
     fn an_int8_block_is_fused_and_its_products_go_to_frostlines_kernel_where_they_fit() {
         let ops = |g: &[u8], k: Option<Int8Kernel>| -> Vec<(String, Vec<String>, Vec<String>)> {
-            nodes(&on_own_ops(&model(g), k).unwrap().expect("rewritten").bytes)
+            nodes(
+                &on_own_ops(&model(g), int8_only(k))
+                    .unwrap()
+                    .expect("rewritten")
+                    .bytes,
+            )
         };
         let names = |n: &[(String, Vec<String>, Vec<String>)]| -> Vec<String> {
             n.iter().map(|(op, _, _)| op.clone()).collect()
         };
         let fits = int8_ffn([64, 64], [64, 64]);
         for kernel in [Int8Kernel::AmxInt8, Int8Kernel::Avx512Vnni] {
-            assert_eq!(names(&ops(&fits, Some(kernel))), names(&ops(&fits, AMX)));
+            assert_eq!(
+                names(&ops(&fits, Some(kernel))),
+                names(&ops(&fits, AMX.int8))
+            );
             // k = 42 is a multiple of neither kernel's step: ORT's product stays for that one.
             let odd = names(&ops(&int8_ffn([42, 64], [64, 64]), Some(kernel)));
             assert_eq!(odd[1], "com.microsoft.MatMulIntegerToFloat");
@@ -1035,12 +1126,12 @@ mod tests {
         // The AMX tiles take 64 k values a step, VNNI 4.
         let k40 = int8_ffn([40, 64], [64, 64]);
         assert_eq!(
-            names(&ops(&k40, AMX))[1],
+            names(&ops(&k40, AMX.int8))[1],
             "com.microsoft.MatMulIntegerToFloat"
         );
         let vnni = names(&ops(&k40, Some(Int8Kernel::Avx512Vnni)));
         assert_eq!(vnni[1], "ai.frostline.MatMulInt8");
-        let n = ops(&fits, AMX);
+        let n = ops(&fits, AMX.int8);
         assert_eq!(
             names(&n),
             [

@@ -22,7 +22,9 @@
 //!   `LayerNormalization`; in int8 also the row scale before and the `QuantizeRows` after);
 //! - `BiasGeluQuantize` (int8: row scale, bias, GELU and the next product's quantization);
 //! - `MatMulInt8`: `MatMulIntegerToFloat` on frostline's AMX or AVX512-VNNI kernel
-//!   ([`crate::nn::gemm::int8`]) — this one bit for bit, the integer sums being exact.
+//!   ([`crate::nn::gemm::int8`]) — this one bit for bit, the integer sums being exact;
+//! - `MatMulF32`: `MatMul` by a weight matrix on frostline's AVX-512 fp32 kernel
+//!   ([`crate::nn::gemm::f32_packed`]).
 
 use ort::operator::{
     BoxedKernel, ComputeContext, Kernel, KernelContext, Operator, OperatorDomain, OperatorInput,
@@ -31,6 +33,7 @@ use ort::operator::{
 use ort::value::TensorElementType;
 
 use crate::nn::attention_core::{self, Qkv};
+use crate::nn::gemm::f32_packed::{self, F32Weights};
 use crate::nn::gemm::int8::{self, Int8Kernel, Int8Weights};
 use crate::nn::vecmath;
 
@@ -53,6 +56,7 @@ pub(crate) fn domain() -> ort::Result<OperatorDomain> {
         .add(BiasGelu)?
         .add(BiasGeluQuantize)?
         .add(MatMulInt8)?
+        .add(MatMulF32)?
         .add(BiasResidualLayerNorm)
 }
 
@@ -136,6 +140,7 @@ operator!(AttentionCore, inputs: [Float32, Float32, Int32; Float32], outputs: [F
 operator!(BiasGelu, inputs: [Float32, Float32], outputs: [Float32], kernel: |_| BiasGeluKernel);
 operator!(BiasGeluQuantize, inputs: [Float32, Float32; Float32], outputs: [Uint8, Float32], kernel: |_| BiasGeluQuantizeKernel);
 operator!(MatMulInt8, inputs: [Uint8, Int8, Float32, Float32, Uint8], outputs: [Float32], kernel: |attrs| MatMulInt8Kernel::new(attrs)?);
+operator!(MatMulF32, inputs: [Float32, Float32], outputs: [Float32], kernel: |attrs| MatMulF32Kernel::new(attrs)?);
 operator!(BiasResidualLayerNorm, inputs: [Float32, Float32, Float32, Float32, Float32; Float32], outputs: [Float32; Uint8, Float32], kernel: |attrs| BiasResidualLayerNormKernel {
     epsilon: attrs.get::<f32>("epsilon").ok_or_else(|| ort::Error::new("BiasResidualLayerNorm: attribute epsilon is missing"))?,
 });
@@ -571,28 +576,66 @@ impl Kernel for MatMulInt8Kernel {
     fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
         let a = ctx.input(0)?.ok_or_else(|| missing("a"))?;
         let (shape, a) = a.try_extract_tensor::<u8>()?;
-        let (rows, k) = rows_of(shape, "a")?;
         let w = &self.w;
-        if k != w.k() {
-            return Err(ort::Error::new(format!(
-                "MatMulInt8: input {shape:?} times weights of {} rows",
-                w.k()
-            )));
+        let (rows, k) = product_shape("MatMulInt8", shape, w.k())?;
+        let y = product_output(ctx, shape, w.n())?;
+        for_panel_tasks(
+            ctx,
+            rows,
+            int8::ROWS,
+            w.n() / int8::PANEL,
+            8,
+            |r0, live, cols| {
+                // SAFETY: this task writes rows r0..r0+live, columns of its panels, alone.
+                unsafe {
+                    w.product(
+                        &a[r0 * k..(r0 + live) * k],
+                        live,
+                        cols,
+                        y.get().add(r0 * w.n()),
+                    )
+                }
+            },
+        )
+    }
+}
+
+/// `MatMulF32(a, b) → a·b`: ONNX's `MatMul` by a constant `[k, n]` matrix `b`, packed once when
+/// the session is made, on frostline's fp32 kernel ([`f32_packed`]).
+struct MatMulF32Kernel {
+    w: F32Weights,
+}
+
+impl MatMulF32Kernel {
+    fn new(attrs: &KernelContext) -> ort::Result<Self> {
+        F32Weights::available().map_err(|why| ort::Error::new(format!("MatMulF32: {why}")))?;
+        let b = attrs
+            .constant_input::<ort::value::DynTensorValueType>(1)
+            .map_err(|e| {
+                ort::Error::new(format!("MatMulF32: the weights are not a constant ({e})"))
+            })?;
+        let (shape, w) = b.try_extract_tensor::<f32>()?;
+        match **shape {
+            [k, n] if F32Weights::fits(k as usize, n as usize) => Ok(Self {
+                w: F32Weights::pack(w, k as usize, n as usize),
+            }),
+            _ => Err(ort::Error::new(format!(
+                "MatMulF32: weights {shape:?} do not fit the kernel's panels"
+            ))),
         }
-        let mut out_shape = shape.to_vec();
-        *out_shape.last_mut().expect("rows_of checked the rank") = w.n() as i64;
-        let mut y = ctx.output(0, out_shape)?.ok_or_else(|| missing("y"))?;
-        let y = Shared(y.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr());
-        // A task is a block of 32 rows and a share of the column panels: as few shares as keep
-        // eight tasks, so a short input still splits.
-        let blocks = rows.div_ceil(int8::ROWS);
-        let panels = w.n() / int8::PANEL;
-        let shares = 8usize.div_ceil(blocks.max(1)).clamp(1, panels);
-        ctx.par_for(blocks * shares, 0, |t| {
-            let (block, share) = (t / shares, t % shares);
-            let r0 = block * int8::ROWS;
-            let live = int8::ROWS.min(rows - r0);
-            let cols = share * panels / shares..(share + 1) * panels / shares;
+    }
+}
+
+impl Kernel for MatMulF32Kernel {
+    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
+        let a = ctx.input(0)?.ok_or_else(|| missing("a"))?;
+        let (shape, a) = a.try_extract_tensor::<f32>()?;
+        let w = &self.w;
+        let (rows, k) = product_shape("MatMulF32", shape, w.k())?;
+        let y = product_output(ctx, shape, w.n())?;
+        // Sixteen tasks at least: blocks of 96 rows are few, and the threads should end together.
+        let panels = w.n() / f32_packed::PANEL;
+        for_panel_tasks(ctx, rows, f32_packed::ROWS, panels, 16, |r0, live, cols| {
             // SAFETY: this task writes rows r0..r0+live, columns of its panels, alone.
             unsafe {
                 w.product(
@@ -600,8 +643,51 @@ impl Kernel for MatMulInt8Kernel {
                     live,
                     cols,
                     y.get().add(r0 * w.n()),
-                );
+                )
             }
         })
     }
+}
+
+/// The rows and width of a weight product's input `shape`, which must be `k` wide.
+fn product_shape(op: &str, shape: &[i64], k: usize) -> ort::Result<(usize, usize)> {
+    let (rows, width) = rows_of(shape, "a")?;
+    if width != k {
+        return Err(ort::Error::new(format!(
+            "{op}: input {shape:?} times weights of {k} rows"
+        )));
+    }
+    Ok((rows, width))
+}
+
+/// A weight product's output: the input's shape with `n` columns.
+fn product_output(ctx: &ComputeContext, shape: &[i64], n: usize) -> ort::Result<Shared<f32>> {
+    let mut out_shape = shape.to_vec();
+    *out_shape.last_mut().expect("rows_of checked the rank") = n as i64;
+    let mut y = ctx.output(0, out_shape)?.ok_or_else(|| missing("y"))?;
+    Ok(Shared(y.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr()))
+}
+
+/// Runs a weight product as tasks on ONNX Runtime's pool, `f(first_row, rows, panels)`: blocks
+/// of `block` rows times shares of the `panels` column panels, as few shares as make `tasks`
+/// tasks, so a short input still splits.
+fn for_panel_tasks(
+    ctx: &ComputeContext,
+    rows: usize,
+    block: usize,
+    panels: usize,
+    tasks: usize,
+    f: impl Fn(usize, usize, std::ops::Range<usize>) + Sync + Send,
+) -> ort::Result<()> {
+    let blocks = rows.div_ceil(block);
+    let shares = tasks.div_ceil(blocks.max(1)).clamp(1, panels);
+    ctx.par_for(blocks * shares, 0, |t| {
+        let (b, share) = (t / shares, t % shares);
+        let r0 = b * block;
+        f(
+            r0,
+            block.min(rows - r0),
+            share * panels / shares..(share + 1) * panels / shares,
+        );
+    })
 }

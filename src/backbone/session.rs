@@ -270,8 +270,8 @@ pub(crate) fn build_session(
     // with copies around them); on CPU its layers run on frostline's kernels unless turned off.
     if !cuda && kernels == Kernels::Frostline {
         let bytes = std::fs::read(graph).map_err(|e| Error::io(graph, e))?;
-        let int8_kernel = crate::nn::gemm::int8::Int8Kernel::get().ok();
-        let rewritten = super::own_graph::on_own_ops(&bytes, int8_kernel).map_err(|what| {
+        let kernels = super::own_graph::ProductKernels::of_this_cpu();
+        let rewritten = super::own_graph::on_own_ops(&bytes, kernels).map_err(|what| {
             Error::model(
                 graph,
                 format!("could not load the graph: not a readable ONNX model ({what})"),

@@ -295,6 +295,23 @@ fn graph_ops(
         ));
         kernel
     });
+    // An fp32 graph's weight products: on frostline's kernel where the CPU session took them.
+    let fp32 = (int8_products == 0).then(|| {
+        let count = |ops: &graph_ops::OpCounts, op: &str| ops.get(op).copied().unwrap_or(0);
+        let own = cpu_ops
+            .as_ref()
+            .map_or(0, |c| count(c, "ai.frostline.MatMulF32"));
+        let mlas = cpu_ops.as_ref().unwrap_or(&ops);
+        let kernel = match (own, count(mlas, "MatMul")) {
+            (0, _) => "ONNX Runtime's MLAS".to_string(),
+            (own, 0) => format!("frostline's AVX-512F kernel (ai.frostline.MatMulF32 ×{own})"),
+            (own, rest) => format!(
+                "frostline's AVX-512F kernel (ai.frostline.MatMulF32 ×{own}), {rest} on ONNX Runtime's MLAS"
+            ),
+        };
+        found.line(format_args!("  fp32 products: on {kernel}"));
+        kernel
+    });
     found.line(format_args!("  all ops: {}", list(&[])));
     let cpu_fused = cpu_ops.as_ref().map(|c| list_of(c, &FUSED_OPS));
     if let Some(f) = &cpu_fused {
@@ -310,14 +327,16 @@ fn graph_ops(
         "cpu_fused": cpu_fused,
         "int8_products": int8_products,
         "int8_kernel": int8,
+        "fp32_kernel": fp32,
     })
 }
 
 /// ONNX Runtime's fused contrib ops (and the fusions its own optimizer makes), and frostline's
 /// own (`backbone::own_ops`).
-const FUSED_OPS: [&str; 16] = [
+const FUSED_OPS: [&str; 17] = [
     "QuantizeRows",
     "MatMulInt8",
+    "MatMulF32",
     "BiasGeluQuantize",
     "AttentionCore",
     "BiasResidualLayerNorm",

@@ -10,6 +10,7 @@ mod amx_int8;
 mod avx512;
 mod cpu;
 mod driver;
+pub mod f32_packed;
 pub mod int8;
 mod int8_packed;
 mod vnni_int8;
