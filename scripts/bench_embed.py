@@ -180,7 +180,7 @@ def main() -> None:
         f"{peak_before[0]:.0f} GFLOP/s ({peak_before[1]}), {peak_after[0]:.0f} GFLOP/s ({peak_after[1]}); "
         f"the larger, **{peak:.0f} GFLOP/s**, is the reference. Model work: {flops / 1e6:.2f} MFLOP per token "
         "(the weight products; attention scores not counted). "
-        f"frostline's weight products run on {products_kernel(args.frostline, args.model)} (`frostline doctor`).",
+        f"The weight products run on {products_kernel(args.frostline, args.model)} (as `frostline doctor` says).",
         "",
     ]
     checks = []
