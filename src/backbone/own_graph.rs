@@ -314,6 +314,7 @@ fn rewrite_graph(graph: &[u8], kernels: ProductKernels) -> Result<Option<Vec<u8>
     // makes one per feature (a one-value "bias" broadcasts, which the fused kernels do not do).
     let mut vectors = HashSet::new();
     let mut graph_outputs = HashSet::new();
+    let mut graph_inputs = HashSet::new();
     // 2-D int8 and f32 initializers (weights of products) and their shape.
     let mut int8_matrices = HashMap::new();
     let mut f32_matrices = HashMap::new();
@@ -352,15 +353,28 @@ fn rewrite_graph(graph: &[u8], kernels: ProductKernels) -> Result<Option<Vec<u8>
                     };
                 }
             }
-            12 => {
+            11 | 12 => {
+                let names = if number == 11 {
+                    &mut graph_inputs
+                } else {
+                    &mut graph_outputs
+                };
                 for f in Fields::new(value.bytes()?) {
                     if let (1, v) = f? {
-                        graph_outputs.insert(v.text()?);
+                        names.insert(v.text()?);
                     }
                 }
             }
             _ => {}
         }
+    }
+    // An initializer that is also a graph input is a default the caller may override (older
+    // ONNX files list every initializer so): not a constant the fused kernels may pack.
+    for name in &graph_inputs {
+        initializers.remove(name);
+        vectors.remove(name);
+        int8_matrices.remove(name);
+        f32_matrices.remove(name);
     }
     let int8 = nodes.iter().any(quantized);
     if int8 && !nodes.iter().any(|n| n.is(DOMAIN, "QuantizeRows")) {
@@ -1191,6 +1205,19 @@ mod tests {
         let g = layer_with(&[], &[1]);
         let r = on_own_ops(&model(&g), AMX).unwrap().unwrap();
         assert_eq!(r.ops.get("ai.frostline.BiasResidualLayerNorm"), Some(&1));
+
+        // Weights the caller may override (initializers also listed as graph inputs) are not
+        // packed: their products and the attention that reads its weights run as written.
+        let mut g = layer(&[]);
+        for name in ["qkv.w", "i.w"] {
+            let mut input = Vec::new();
+            put_bytes(&mut input, 1, name.as_bytes());
+            put_bytes(&mut g, 11, &input);
+        }
+        let r = on_own_ops(&model(&g), AMX).unwrap().unwrap();
+        assert_eq!(r.ops.get("com.microsoft.Attention"), Some(&1));
+        assert_eq!(r.ops.get("MatMul"), Some(&2), "{:?}", r.ops);
+        assert_eq!(r.ops.get("ai.frostline.MatMulF32"), Some(&1));
 
         // Damage is named, not skipped.
         let mut bad = model(&layer(&[]));

@@ -5,6 +5,11 @@
 //!
 //! The sums run in k order, one FMA per term: the results agree with ONNX Runtime's MLAS to
 //! float rounding, as any two fp32 GEMMs do.
+//!
+//! The native engine's kernel ([`super::Kernel::gemm`], `avx512.rs`) has the same register tile
+//! but another contract: operands of any strides, both packed per call in k blocks, for the
+//! forward and backward products of layers that train. Here the weights are constants packed
+//! once and the activations are contiguous rows, so nothing is packed per call.
 
 use std::ops::Range;
 
