@@ -109,6 +109,12 @@ def main() -> None:
     peak, shape = benchlib.ort_matmul_peak(args.threads)
     int8_peak, int8_shape = benchlib.ort_int8_matmul_peak(args.threads)
     flops = benchlib.model_flops_per_token(args.model)
+    chip = benchlib.chip_peak(args.threads)
+    fma_peak, vnni_peak = chip.get("fp32_fma_gflops"), chip.get("int8_vnni_gmacs")
+    # The vpdpbusd ceiling bounds frostline's int8 products only where they run on VNNI (AMX
+    # tiles have their own).
+    doctor, _ = benchlib.run_frostline(args.frostline, "doctor", "--model", args.int8)
+    on_vnni = "VNNI" in (doctor["graph"].get("int8_kernel") or "")
     lines = [
         f"# Where ONNX Runtime's time goes in frostline's fused graphs — {args.threads} threads, one run",
         "",
@@ -116,7 +122,13 @@ def main() -> None:
         "",
         f"ONNX Runtime fp32 matmul peak: {peak:.0f} GFLOP/s ({shape}); its best int8 product rate "
         f"(`MatMulIntegerToFloat`, the same shapes): {int8_peak:.0f} G multiply-adds/s ({int8_shape}). "
-        f"Model work {flops / 1e6:.2f} MFLOP per token "
+        f"The chip's own ceilings with {args.threads} threads (`cargo bench --bench chip_peak`: FMAs and "
+        "`vpdpbusd` in registers, no memory traffic): "
+        + (f"fp32 {fma_peak:.0f} GFLOP/s ({chip['fp32_fma_isa']} FMA; ONNX Runtime's matmul peak is "
+           f"{100 * peak / fma_peak:.0f} % of it)" if fma_peak else "no fp32 FMA")
+        + (f", int8 {vnni_peak:.0f} G multiply-adds/s (AVX512-VNNI; ONNX Runtime's best int8 rate is "
+           f"{100 * int8_peak / vnni_peak:.0f} % of it). " if vnni_peak else ", no AVX512-VNNI. ")
+        + f"Model work {flops / 1e6:.2f} MFLOP per token "
         "(weight products). Kernel time from ONNX Runtime's profiler: inside `frostline embed` "
         "(length-sorted, 1024 padded tokens per batch) for the graphs frostline runs, from Python "
         "(length-sorted batches of 32) for the portable fp32 and int8 graphs.",
@@ -136,7 +148,9 @@ def main() -> None:
         ("int8 per-token, portable (ONNX Runtime's ops alone)", lambda t: profile(args.portable, tokenizer, t, args.threads, work), None),
     ]
     for cname, texts in corpora.items():
-        tokens = sum(len(e.ids) for e in tok.encode_batch(texts))
+        lengths = [len(e.ids) for e in tok.encode_batch(texts)]
+        tokens = sum(lengths)
+        att_flops = benchlib.attention_flops(args.model, lengths)
         for gname, run, graph in runs:
             per_op = run(texts)
             total = sum(per_op.values())
@@ -170,7 +184,11 @@ def main() -> None:
                     f"take {products / 1e6:.2f} s, so the rest — the attention core, GELU, LayerNorm, adds — takes "
                     f"{(total - products) / 1e6:.2f} s ({100 * (total - products) / total:.0f} % of the kernel time). "
                     f"With none of it the graph would reach {100 * rate / peak:.0f} % of peak: the ceiling set by "
-                    f"{whose}")
+                    f"{whose}"
+                    + (f". Those products run at {100 * rate / fma_peak:.0f} % of the chip's FMA ceiling; at the "
+                       f"ceiling they and the attention's own products ({att_flops / 1e9:.0f} GFLOP) would take "
+                       f"{(tokens * flops + att_flops) / fma_peak / 1e9:.2f} s, the floor of this graph on this chip"
+                       if fma_peak and mm_op == "MatMulF32" else ""))
             int8_op = next((op for op in ("MatMulInt8", "MatMulIntegerToFloat") if op in per_op), None)
             if gname.startswith("int8") and int8_op:
                 # Every weight product of the per-token graph is an int8 product node.
@@ -178,8 +196,13 @@ def main() -> None:
                 rest = total - per_op[int8_op]
                 lines.append(
                     f"- the int8 products ({int8_op}) run at {rate:.0f} G multiply-adds/s = "
-                    f"{100 * rate / int8_peak:.0f} % of ONNX Runtime's best int8 product rate measured above; "
-                    f"the rest takes {rest / 1e6:.2f} s ({100 * rest / total:.0f} % of the kernel time)")
+                    f"{100 * rate / int8_peak:.0f} % of ONNX Runtime's best int8 product rate measured above"
+                    + (f" and {100 * rate / vnni_peak:.0f} % of the chip's vpdpbusd ceiling" if vnni_peak and on_vnni else "")
+                    + f"; the rest takes {rest / 1e6:.2f} s ({100 * rest / total:.0f} % of the kernel time)"
+                    + (f". At the ceilings the int8 products would take {tokens * flops / 2 / vnni_peak / 1e9:.2f} s "
+                       f"and the attention's fp32 products ({att_flops / 1e9:.0f} GFLOP) {att_flops / fma_peak / 1e9:.2f} s: "
+                       f"{(tokens * flops / 2 / vnni_peak + att_flops / fma_peak) / 1e9:.2f} s, the floor of this graph "
+                       "on this chip" if vnni_peak and fma_peak and on_vnni and int8_op == "MatMulInt8" else ""))
             lines.append("")
     benchlib.write_report(args.out, lines)
 

@@ -136,6 +136,23 @@ def engine_gflops(tokens: int, threads: int | None = None) -> list[dict]:
     return list(csv.DictReader(io.StringIO(out.stdout)))
 
 
+def chip_peak(threads: int) -> dict:
+    """The chip's own ceilings with `threads` threads (`cargo bench --bench chip_peak`):
+    `fp32_fma_gflops` and, where the CPU has AVX512-VNNI, `int8_vnni_gmacs` — FMAs and
+    `vpdpbusd` in registers, no memory traffic; what no kernel can beat."""
+    out = subprocess.run(["cargo", "bench", "--quiet", "--bench", "chip_peak", "--", str(threads)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def attention_flops(model_dir: str | Path, lengths: list[int]) -> float:
+    """FLOPs of the attention's own products (scores Q·Kᵀ and context P·V, 2·L²·H multiply-adds
+    per layer for a text of L tokens) over texts of `lengths` tokens, padding not counted."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    h, layers = cfg["hidden_size"], cfg["num_hidden_layers"]
+    return float(sum(layers * 4 * n * n * h for n in lengths))
+
+
 def ort_matmul_peak(threads: int, reps: int = 10) -> tuple[float, str]:
     """The fp32 matmul peak of ONNX Runtime (MLAS) on this machine with `threads` threads: the
     best GFLOP/s over the encoder's own product shapes at 1,024 and 4,096 tokens and a square

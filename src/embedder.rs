@@ -54,7 +54,8 @@ impl EmbedSettings {
         Self {
             model_dir: folder.dir.clone(),
             session: SessionOptions {
-                device: crate::backbone::Device::Cpu,
+                provider: Provider::Cpu,
+                device_note: None,
                 kernels: crate::backbone::Kernels::default(),
                 threads: 0,
             },
@@ -582,13 +583,13 @@ impl FillCore {
         )
         .with_items("texts", missing.len() as u64);
         let mut writer = cache.writer(self.settings.rows_per_chunk);
+        if let Some(note) = &self.settings.session.device_note {
+            stats.notes.push(note.clone());
+        }
         let t_load = Instant::now();
         let backbone = self.backbone()?;
         stats.load_seconds = t_load.elapsed().as_secs_f64();
         stats.provider = Some(backbone.provider);
-        if let Some(note) = &backbone.fallback_note {
-            stats.notes.push(note.clone());
-        }
         let mut ort_time = Duration::ZERO;
         for b in &plan {
             let rows: Vec<usize> = b.rows.iter().map(|&j| missing[j]).collect();

@@ -217,3 +217,35 @@ pub(crate) fn quantize_served(
     let _ = std::fs::remove_file(&int8);
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backbone::{Kernels, Provider, SessionOptions};
+
+    /// A per-token int8 graph's vectors are keyed by whose kernels run it: frostline's on CPU,
+    /// ONNX Runtime's under `--kernels onnxruntime` or on CUDA (where `--device auto` landed
+    /// too, decided before the key is made); fp32 ones share one key everywhere.
+    #[test]
+    fn the_numeric_key_follows_the_provider_the_run_got() {
+        let session = |provider, kernels| SessionOptions {
+            provider,
+            device_note: None,
+            kernels,
+            threads: 0,
+        };
+        let int8 = Some(Recipe::FROZEN_PART);
+        let own = numeric_key(int8, &session(Provider::Cpu, Kernels::Frostline));
+        let ort_cpu = numeric_key(int8, &session(Provider::Cpu, Kernels::Onnxruntime));
+        let cuda = numeric_key(int8, &session(Provider::Cuda, Kernels::Frostline));
+        assert!(own.contains("frostline's fused CPU kernels"), "{own}");
+        assert_ne!(own, cuda);
+        assert_eq!(cuda, ort_cpu);
+        for (p, k) in [
+            (Provider::Cpu, Kernels::Frostline),
+            (Provider::Cuda, Kernels::Onnxruntime),
+        ] {
+            assert_eq!(numeric_key(None, &session(p, k)), "fp32");
+        }
+    }
+}

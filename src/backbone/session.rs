@@ -5,7 +5,7 @@ use std::path::Path;
 
 use ndarray::{Array2, ArrayView3};
 use ort::ep::ExecutionProvider;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 use ort::value::Tensor;
 
@@ -20,6 +20,36 @@ pub enum Device {
     Cuda,
     /// CUDA when it can be registered, else CPU — and the run says which.
     Auto,
+}
+
+impl Device {
+    /// The provider a run gets, decided once where the flags become a job, with what `auto`
+    /// chose and why. `auto` registers CUDA on a trial session now rather than when the model
+    /// loads: whose kernels run an int8 graph is part of the cache key, which is made first.
+    pub fn resolve(self, ort_lib: Option<&Path>) -> Result<(Provider, Option<String>)> {
+        match self {
+            Device::Cpu => Ok((Provider::Cpu, None)),
+            Device::Cuda => Ok((Provider::Cuda, None)),
+            Device::Auto => {
+                let rt = runtime::init(ort_lib)?;
+                let trial = Session::builder(&rt.environment)
+                    .map_err(|e| Error::ort("creating a trial session for --device auto", e))?;
+                Ok(match with_cuda(rt, trial) {
+                    Ok(_) => (
+                        Provider::Cuda,
+                        Some("--device auto: CUDA registered; running on CUDA".into()),
+                    ),
+                    Err(e) => (
+                        Provider::Cpu,
+                        Some(format!(
+                            "--device auto: CUDA unavailable ({}); running on CPU",
+                            short_reason(&e)
+                        )),
+                    ),
+                })
+            }
+        }
+    }
 }
 
 /// Whose kernels a CPU session runs the graph's layers on. The default (frostline's) is the
@@ -79,7 +109,10 @@ impl fmt::Display for Provider {
 
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
-    pub device: Device,
+    /// The provider, `--device` resolved ([`Device::resolve`]).
+    pub provider: Provider,
+    /// What `--device auto` chose and why, shown when the model loads.
+    pub device_note: Option<String>,
     /// On CPU; CUDA always runs the graph as written.
     pub kernels: Kernels,
     /// ORT intra-op threads; 0 = ORT's default (one per physical core).
@@ -88,18 +121,15 @@ pub struct SessionOptions {
 
 impl SessionOptions {
     /// Whether a session over a graph runs it rewritten onto frostline's kernels: on CPU,
-    /// unless `--kernels onnxruntime`. Known before any session opens (the cache key needs it),
-    /// so `auto` counts as CPU.
+    /// unless `--kernels onnxruntime`. Known before any session opens (the cache key needs it).
     pub fn frostline_kernels(&self) -> bool {
-        self.kernels == Kernels::Frostline && self.device != Device::Cuda
+        self.kernels == Kernels::Frostline && self.provider == Provider::Cpu
     }
 }
 
 pub struct Backbone {
     session: Session,
     pub provider: Provider,
-    /// Why `auto` ended on CPU, to be shown to the user.
-    pub fallback_note: Option<String>,
     feeds_token_types: bool,
     output_name: String,
     pub hidden_size: usize,
@@ -117,32 +147,9 @@ impl Backbone {
         ort_lib: Option<&Path>,
     ) -> Result<Self> {
         let rt = runtime::init(ort_lib)?;
-        let (session, provider, fallback_note) = match opts.device {
-            Device::Cpu => (
-                build_session(rt, graph, opts.threads, false, opts.kernels)?.0,
-                Provider::Cpu,
-                None,
-            ),
-            Device::Cuda => {
-                let (s, _) = build_session(rt, graph, opts.threads, true, opts.kernels)
-                    .map_err(|e| cuda_error(rt, e))?;
-                (s, Provider::Cuda, None)
-            }
-            Device::Auto => match build_session(rt, graph, opts.threads, true, opts.kernels) {
-                Ok((s, _)) => (s, Provider::Cuda, None),
-                Err(e) => {
-                    let note = format!(
-                        "--device auto: CUDA unavailable ({}); running on CPU",
-                        short_reason(&e)
-                    );
-                    (
-                        build_session(rt, graph, opts.threads, false, opts.kernels)?.0,
-                        Provider::Cpu,
-                        Some(note),
-                    )
-                }
-            },
-        };
+        let cuda = opts.provider == Provider::Cuda;
+        let (session, _) = build_session(rt, graph, opts.threads, cuda, opts.kernels)
+            .map_err(|e| if cuda { cuda_error(rt, e) } else { e })?;
         let inputs: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
         for required in ["input_ids", "attention_mask"] {
             if !inputs.contains(&required) {
@@ -160,8 +167,7 @@ impl Backbone {
             .ok_or_else(|| Error::model(graph, "graph has no outputs"))?;
         Ok(Self {
             session,
-            provider,
-            fallback_note,
+            provider: opts.provider,
             feeds_token_types,
             output_name,
             hidden_size: folder.hidden_size,
@@ -250,19 +256,7 @@ pub(crate) fn build_session(
             .map_err(|e| Error::ort(ctx("setting threads"), e))?;
     }
     if cuda {
-        if !ort::ep::CUDA::is_available().unwrap_or(false) {
-            return Err(Error::Device(format!(
-                "the ONNX Runtime library at {} has no CUDA execution provider (a CPU-only build)",
-                rt.library.path.display()
-            )));
-        }
-        builder = builder
-            .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
-            .map_err(|e| {
-                Error::Device(format!(
-                    "registering the CUDA execution provider failed: {e}"
-                ))
-            })?;
+        builder = with_cuda(rt, builder)?;
     }
     let loaded =
         |e: ort::Error| Error::model(graph, format!("ONNX Runtime could not load the graph: {e}"));
@@ -289,6 +283,23 @@ pub(crate) fn build_session(
         }
     }
     Ok((builder.commit_from_file(graph).map_err(loaded)?, None))
+}
+
+/// `builder` with the CUDA execution provider registered, or why it cannot be.
+fn with_cuda(rt: &Runtime, builder: SessionBuilder) -> Result<SessionBuilder> {
+    if !ort::ep::CUDA::is_available().unwrap_or(false) {
+        return Err(Error::Device(format!(
+            "the ONNX Runtime library at {} has no CUDA execution provider (a CPU-only build)",
+            rt.library.path.display()
+        )));
+    }
+    builder
+        .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+        .map_err(|e| {
+            Error::Device(format!(
+                "registering the CUDA execution provider failed: {e}"
+            ))
+        })
 }
 
 fn short_reason(e: &Error) -> String {

@@ -52,10 +52,12 @@ impl BackboneArgs {
                 "--batch-tokens and --max-batch must be at least 1".into(),
             ));
         }
+        let (provider, device_note) = self.device.resolve(ort_lib.as_deref())?;
         Ok(EmbedSettings {
             model_dir: folder.dir.clone(),
             session: SessionOptions {
-                device: self.device,
+                provider,
+                device_note,
                 kernels,
                 threads: self.threads,
             },

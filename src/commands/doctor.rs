@@ -206,7 +206,11 @@ fn native_engine(out: &mut String) -> serde_json::Value {
     let bf16 = Kernel::bf16();
     let _ = writeln!(out, "native engine (layers above a frost line, heads)");
     let _ = writeln!(out, "  cpu: {} ({})", cpu.model, cpu.flags());
-    let _ = writeln!(out, "  fp32 products: {}", fp32.describe());
+    let _ = writeln!(
+        out,
+        "  fp32 products (train.precision = \"fp32\"): {}",
+        fp32.describe()
+    );
     let _ = writeln!(
         out,
         "  bf16 products (train.precision = \"bf16\"): {}",
