@@ -148,8 +148,19 @@ impl Backbone {
     ) -> Result<Self> {
         let rt = runtime::init(ort_lib)?;
         let cuda = opts.provider == Provider::Cuda;
-        let (session, _) = build_session(rt, graph, opts.threads, cuda, opts.kernels)
-            .map_err(|e| if cuda { cuda_error(rt, e) } else { e })?;
+        let (session, _) = build_session(rt, graph, opts.threads, cuda, opts.kernels).map_err(|e| {
+            match (cuda, &opts.device_note) {
+                // `auto` chose CUDA when it registered; the cache key already names ONNX
+                // Runtime's kernels, so a quiet switch to CPU now would mix entries.
+                (true, Some(_)) => Error::Device(format!(
+                    "--device auto chose CUDA (it registered), but the session would not open there: {}. \
+Use --device cpu.",
+                    short_reason(&e)
+                )),
+                (true, None) => cuda_error(rt, e),
+                (false, _) => e,
+            }
+        })?;
         let inputs: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
         for required in ["input_ids", "attention_mask"] {
             if !inputs.contains(&required) {
