@@ -167,11 +167,9 @@ def main() -> None:
         frost[name] = (100 * t["accuracy"], 100 * t["macro_f1"], r["embed_seconds"], r["training_seconds"])
         print(f"frost {name}: {frost[name]}", file=sys.stderr, flush=True)
 
-    # The chip's ceilings, for what the 2× target would take: the vpdpbusd one bounds the int8
-    # products where they run on AVX512-VNNI (AMX tiles have their own).
+    # The chip's ceilings, for what the 2× target would take.
     chip = benchlib.chip_peak(args.threads)
-    doctor, _ = benchlib.run_frostline(fl, "doctor", "--model", int8)
-    on_vnni = "VNNI" in (doctor["graph"].get("int8_kernel") or "")
+    on_vnni = benchlib.int8_on_vnni(fl, int8)
     macs_per_token = benchlib.model_flops_per_token(model) / 2
 
     # Report.

@@ -111,10 +111,7 @@ def main() -> None:
     flops = benchlib.model_flops_per_token(args.model)
     chip = benchlib.chip_peak(args.threads)
     fma_peak, vnni_peak = chip.get("fp32_fma_gflops"), chip.get("int8_vnni_gmacs")
-    # The vpdpbusd ceiling bounds frostline's int8 products only where they run on VNNI (AMX
-    # tiles have their own).
-    doctor, _ = benchlib.run_frostline(args.frostline, "doctor", "--model", args.int8)
-    on_vnni = "VNNI" in (doctor["graph"].get("int8_kernel") or "")
+    on_vnni = benchlib.int8_on_vnni(args.frostline, args.int8)
     lines = [
         f"# Where ONNX Runtime's time goes in frostline's fused graphs — {args.threads} threads, one run",
         "",

@@ -145,6 +145,13 @@ def chip_peak(threads: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def int8_on_vnni(binary: str, folder: str | Path) -> bool:
+    """Whether frostline runs the int8 folder's products on AVX512-VNNI, as `frostline doctor`
+    says: only then does the chip's `vpdpbusd` ceiling bound them (AMX tiles have their own)."""
+    doctor, _ = run_frostline(binary, "doctor", "--model", folder)
+    return "VNNI" in (doctor["graph"].get("int8_kernel") or "")
+
+
 def attention_flops(model_dir: str | Path, lengths: list[int]) -> float:
     """FLOPs of the attention's own products (scores Q·Kᵀ and context P·V, 2·L²·H multiply-adds
     per layer for a text of L tokens) over texts of `lengths` tokens, padding not counted."""
