@@ -707,7 +707,7 @@ struct TailScratch {
     product: Vec<f32>,
     /// The first norm's output, the second norm's residual.
     normed: Vec<f32>,
-    /// The FFN's inner product and its GELU (`ffn` wide).
+    /// The FFN's inner product and its GELU (`ffn` wide; int8: the GELU of one row).
     inner: Vec<f32>,
     gelu: Vec<f32>,
     /// int8: the codes and row scales of the next product's input.
@@ -813,11 +813,11 @@ impl LayerTailKernel {
         s.product.resize(n * hidden, 0.0);
         s.normed.resize(n * hidden, 0.0);
         s.inner.resize(n * ffn, 0.0);
-        s.gelu.resize(n * ffn, 0.0);
         let (g1, b1) = v.norm1;
         let (g2, b2) = v.norm2;
         match &self.products {
             TailProducts::F32(w) => {
+                s.gelu.resize(n * ffn, 0.0);
                 // SAFETY (each product): its output is this task's scratch, `n` rows of `w.n()`.
                 unsafe {
                     w.out.product(
@@ -876,11 +876,7 @@ impl LayerTailKernel {
                 } = s;
                 codes.resize(n * k.max(ffn), 0);
                 scales.resize(n, 0.0);
-                let quantize =
-                    |x: &[f32], cols: usize, codes: &mut Vec<u8>, scales: &mut Vec<f32>| {
-                        vecmath::quantize_rows(x, cols, &mut codes[..n * cols], scales);
-                    };
-                quantize(context, k, codes, scales);
+                vecmath::quantize_rows(context, k, &mut codes[..n * k], scales);
                 // SAFETY (each product): its output is this task's scratch, `n` rows of `w.n()`.
                 unsafe {
                     w.out.product(
@@ -890,17 +886,28 @@ impl LayerTailKernel {
                         product.as_mut_ptr(),
                     )
                 };
-                vecmath::bias_residual_layernorm(
-                    product,
-                    Some(scales),
-                    v.out_bias,
-                    residual,
-                    g1,
-                    b1,
-                    eps1,
-                    normed,
-                );
-                quantize(normed, hidden, codes, scales);
+                // Between products a row at a time, so the quantization reads each row while it
+                // is still in L1 (the block is in L2); each row scale is read, then replaced by
+                // the next product's.
+                for r in 0..n {
+                    let (row, scale) = (r * hidden..(r + 1) * hidden, r..r + 1);
+                    vecmath::bias_residual_layernorm(
+                        &product[row.clone()],
+                        Some(&scales[scale.clone()]),
+                        v.out_bias,
+                        &residual[row.clone()],
+                        g1,
+                        b1,
+                        eps1,
+                        &mut normed[row.clone()],
+                    );
+                    vecmath::quantize_rows(
+                        &normed[row.clone()],
+                        hidden,
+                        &mut codes[row],
+                        &mut scales[scale],
+                    );
+                }
                 unsafe {
                     w.ffn_in.product(
                         &codes[..n * hidden],
@@ -909,8 +916,17 @@ impl LayerTailKernel {
                         inner.as_mut_ptr(),
                     )
                 };
-                vecmath::bias_gelu(inner, Some(scales), v.ffn_in_bias, gelu);
-                quantize(gelu, ffn, codes, scales);
+                gelu.resize(ffn, 0.0);
+                for r in 0..n {
+                    let (row, scale) = (r * ffn..(r + 1) * ffn, r..r + 1);
+                    vecmath::bias_gelu(
+                        &inner[row.clone()],
+                        Some(&scales[scale.clone()]),
+                        v.ffn_in_bias,
+                        gelu,
+                    );
+                    vecmath::quantize_rows(gelu, ffn, &mut codes[row], &mut scales[scale]);
+                }
                 unsafe {
                     w.ffn_out.product(
                         &codes[..n * ffn],
@@ -919,18 +935,23 @@ impl LayerTailKernel {
                         product.as_mut_ptr(),
                     )
                 };
-                vecmath::bias_residual_layernorm(
-                    product,
-                    Some(scales),
-                    v.ffn_out_bias,
-                    normed,
-                    g2,
-                    b2,
-                    eps2,
-                    y,
-                );
-                if let Some((q, qs)) = quantized {
-                    vecmath::quantize_rows(y, hidden, q, qs);
+                let mut quantized = quantized;
+                for r in 0..n {
+                    let row = r * hidden..(r + 1) * hidden;
+                    let y = &mut y[row.clone()];
+                    vecmath::bias_residual_layernorm(
+                        &product[row.clone()],
+                        Some(&scales[r..r + 1]),
+                        v.ffn_out_bias,
+                        &normed[row.clone()],
+                        g2,
+                        b2,
+                        eps2,
+                        y,
+                    );
+                    if let Some((q, qs)) = &mut quantized {
+                        vecmath::quantize_rows(y, hidden, &mut q[row], &mut qs[r..r + 1]);
+                    }
                 }
             }
         }
