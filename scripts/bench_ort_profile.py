@@ -4,9 +4,9 @@ profiler, kernel time), for the fp32 and the int8 (per-token) graph on the short
 long documents; and what that means for the fp32 throughput target: the model GFLOP/s frostline
 could reach if every op but the weight products took no time at all. The graphs frostline runs
 are profiled inside `frostline embed` (FROSTLINE_ORT_PROFILE; on CPU both graphs run rewritten
-onto frostline's kernels, src/backbone/own_graph.rs: where its product kernels run (fp32 with
-AVX-512F, int8 with AMX-INT8 or AVX512-VNNI) each layer is its QKV product, its attention core
-and one node for all after it; frostline's operators load nowhere else); the portable fp32 and int8 graphs (ONNX Runtime's ops
+onto frostline's attention, GELU and LayerNorm kernels, the int8 one also onto its fused
+quantization and, with AMX-INT8, its int8 product kernel, src/backbone/own_graph.rs; frostline's
+operators load nowhere else); the portable fp32 and int8 graphs (ONNX Runtime's ops
 alone, as `export --with-heads` writes them) from Python, beside them. Through
 scripts/bench_ort_profile.sh; writes bench-results/ort_profile.md.
 
@@ -43,43 +43,6 @@ def matmul_flops_per_token(graph: str) -> float:
     dims = {i.name: list(i.dims) for i in model.graph.initializer}
     return sum(2 * dims[n.input[1]][0] * dims[n.input[1]][1] for n in model.graph.node
                if n.op_type == "MatMul" and len(dims.get(n.input[1], [])) == 2)
-
-
-def tail_line(gname: str, per_op: dict, tokens: int, flops: float, qkv_share: float, att_flops: float,
-              total: float, peak: float, int8_peak: float, fma_peak: float | None,
-              vnni_peak: float | None) -> str:
-    """The graphs frostline runs on its own kernels: each layer is its QKV product node
-    (`MatMulF32` / `MatMulInt8`), `AttentionCore`, and one `LayerTail*` node with the other three
-    weight products and the norms, GELU and quantization between them (src/backbone/own_ops.rs).
-    The QKV node's rate is the products' own; the tail's is its product work over all its time.
-    Rates in GFLOP/s (fp32) or G multiply-adds/s (int8), against ONNX Runtime's best rate and
-    the chip's ceiling; then what is left, and the floor of the graph at the ceilings."""
-    int8 = "LayerTailInt8" in per_op
-    product, tail = ("MatMulInt8", "LayerTailInt8") if int8 else ("MatMulF32", "LayerTailF32")
-    work = tokens * flops / (2 if int8 else 1)
-    unit = "G multiply-adds/s" if int8 else "GFLOP/s"
-    ort_best, ceiling = (int8_peak, vnni_peak) if int8 else (peak, fma_peak)
-    ort_name = "ONNX Runtime's best int8 product rate" if int8 else "ONNX Runtime's matmul peak"
-
-    def rate(op: str, share: float) -> str:
-        r = work * share / (per_op[op] / 1e6) / 1e9
-        return (f"{r:.0f} {unit} = {100 * r / ort_best:.0f} % of {ort_name}"
-                + (f", {100 * r / ceiling:.0f} % of the chip's {'vpdpbusd' if int8 else 'FMA'} ceiling"
-                   if ceiling else ""))
-
-    rest = total - per_op[product] - per_op[tail]
-    line = (f"- each layer's QKV products ({product}, {100 * qkv_share:.0f} % of the model work) run at "
-            f"{rate(product, qkv_share)}; its tail ({tail}: the other three weight products, "
-            f"{100 * (1 - qkv_share):.0f} % of the model work, with the norms"
-            + (", GELU and quantization" if int8 else " and GELU") + " between them, its product work "
-            f"over all its time) at {rate(tail, 1 - qkv_share)}; the attention cores and the rest take "
-            f"{rest / 1e6:.2f} s "
-            f"({100 * rest / total:.0f} % of the kernel time)")
-    if ceiling and fma_peak:
-        floor = work / ceiling / 1e9 + att_flops / fma_peak / 1e9
-        line += (f". At the ceilings the weight products and the attention's fp32 products "
-                 f"({att_flops / 1e9:.0f} GFLOP) would take {floor:.2f} s, the floor of this graph on this chip")
-    return line
 
 
 def kernel_times(events: list) -> dict:
@@ -146,10 +109,6 @@ def main() -> None:
     peak, shape = benchlib.ort_matmul_peak(args.threads)
     int8_peak, int8_shape = benchlib.ort_int8_matmul_peak(args.threads)
     flops = benchlib.model_flops_per_token(args.model)
-    cfg = json.loads((Path(args.model) / "config.json").read_text())
-    h, f = cfg["hidden_size"], cfg["intermediate_size"]
-    # The QKV product's share of a layer's weight products; the rest is in its tail.
-    qkv_share = 3 * h * h / (4 * h * h + 2 * h * f)
     chip = benchlib.chip_peak(args.threads)
     fma_peak, vnni_peak = chip.get("fp32_fma_gflops"), chip.get("int8_vnni_gmacs")
     on_vnni = benchlib.int8_on_vnni(args.frostline, args.int8)
@@ -205,13 +164,12 @@ def main() -> None:
             lines += ["", f"- all kernels: {total / 1e6:.2f} s = {achieved:.0f} GFLOP/s of model work"
                       + (f" = **{100 * achieved / peak:.0f} % of the fp32 matmul peak**" if gname == "fp32" else "")
                       + (f" = {100 * achieved / peak:.0f} % of the fp32 matmul peak" if gname.startswith("fp32,") else "")]
-            if "LayerTailF32" in per_op or "LayerTailInt8" in per_op:
-                lines.append(tail_line(gname, per_op, tokens, flops, qkv_share, att_flops, total,
-                                       peak, int8_peak, fma_peak, vnni_peak if on_vnni else None))
-            elif graph:
-                # The weight products' own rate, where each is a product node: ORT's `MatMul`
-                # (on ONNX Runtime's Attention the QKV product is taken to run at their rate), or
-                # `MatMulF32` where frostline's rewrite split Attention but fused no layer tail.
+            if graph:
+                # The weight products' own rate. On CPU frostline splits each Attention into its
+                # QKV product and its own AttentionCore (src/backbone/own_graph.rs), so every
+                # weight product is a product node — `MatMulF32` where frostline's fp32 kernel
+                # takes them (AVX-512F), else ORT's `MatMul`; on ONNX Runtime's Attention the QKV
+                # product is taken to run at the MatMul nodes' rate.
                 mm_op = "MatMulF32" if "MatMulF32" in per_op else "MatMul"
                 whose = "frostline's fp32 kernel" if mm_op == "MatMulF32" else "ONNX Runtime's products"
                 mm_flops = flops if "AttentionCore" in per_op else matmul_flops_per_token(graph)
@@ -223,9 +181,13 @@ def main() -> None:
                     f"take {products / 1e6:.2f} s, so the rest — the attention core, GELU, LayerNorm, adds — takes "
                     f"{(total - products) / 1e6:.2f} s ({100 * (total - products) / total:.0f} % of the kernel time). "
                     f"With none of it the graph would reach {100 * rate / peak:.0f} % of peak: the ceiling set by "
-                    f"{whose}")
-            int8_op = "MatMulIntegerToFloat" if "MatMulIntegerToFloat" in per_op else None
-            if gname.startswith("int8") and int8_op and "LayerTailInt8" not in per_op:
+                    f"{whose}"
+                    + (f". Those products run at {100 * rate / fma_peak:.0f} % of the chip's FMA ceiling; at the "
+                       f"ceiling they and the attention's own products ({att_flops / 1e9:.0f} GFLOP) would take "
+                       f"{(tokens * flops + att_flops) / fma_peak / 1e9:.2f} s, the floor of this graph on this chip"
+                       if fma_peak and mm_op == "MatMulF32" else ""))
+            int8_op = next((op for op in ("MatMulInt8", "MatMulIntegerToFloat") if op in per_op), None)
+            if gname.startswith("int8") and int8_op:
                 # Every weight product of the per-token graph is an int8 product node.
                 rate = tokens * flops / 2 / (per_op[int8_op] / 1e6) / 1e9
                 rest = total - per_op[int8_op]
@@ -233,7 +195,11 @@ def main() -> None:
                     f"- the int8 products ({int8_op}) run at {rate:.0f} G multiply-adds/s = "
                     f"{100 * rate / int8_peak:.0f} % of ONNX Runtime's best int8 product rate measured above"
                     + (f" and {100 * rate / vnni_peak:.0f} % of the chip's vpdpbusd ceiling" if vnni_peak and on_vnni else "")
-                    + f"; the rest takes {rest / 1e6:.2f} s ({100 * rest / total:.0f} % of the kernel time)")
+                    + f"; the rest takes {rest / 1e6:.2f} s ({100 * rest / total:.0f} % of the kernel time)"
+                    + (f". At the ceilings the int8 products would take {tokens * flops / 2 / vnni_peak / 1e9:.2f} s "
+                       f"and the attention's fp32 products ({att_flops / 1e9:.0f} GFLOP) {att_flops / fma_peak / 1e9:.2f} s: "
+                       f"{(tokens * flops / 2 / vnni_peak + att_flops / fma_peak) / 1e9:.2f} s, the floor of this graph "
+                       "on this chip" if vnni_peak and fma_peak and on_vnni and int8_op == "MatMulInt8" else ""))
             lines.append("")
     benchlib.write_report(args.out, lines)
 

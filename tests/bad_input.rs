@@ -332,28 +332,26 @@ fn doctor_reports_library_and_model_or_what_is_missing() {
         // Read from the graph itself: one fused attention and one bias+GELU node per layer.
         "graph layout: fused-v1",
         "fused ops: Attention ×6, BiasGelu ×6",
+        // What a CPU session runs: the fp32 graph rewritten onto frostline's kernels, every
+        // layer's attention core, bias+GELU and both bias+residual+LayerNorm steps.
+        "on CPU frostline runs the layers on its own kernels: ai.frostline.AttentionCore ×6, ai.frostline.BiasGelu ×6, ai.frostline.BiasResidualLayerNorm ×12",
         "all checks passed",
     ] {
         assert!(out.contains(want), "doctor output lacks {want:?}:\n{out}");
     }
-    // What a CPU session runs: the fp32 graph rewritten onto frostline's kernels. Where the CPU
-    // has AVX-512F the 24 weight products go to frostline's fp32 kernel: each layer's QKV
-    // product, its attention core, and all after it (output product, bias+residual+LayerNorm,
-    // FFN products and GELU, the second norm) as one tail; else the products stay on MLAS and
-    // frostline runs the attention core, bias+GELU and both bias+residual+LayerNorm steps.
-    let own = "on CPU frostline runs the layers on its own kernels: ai.frostline.AttentionCore ×6";
-    let (runs, kernel) = if frostline::nn::gemm::Cpu::get().avx512f {
-        (
-            format!("{own}, ai.frostline.LayerTailF32 ×6, ai.frostline.MatMulF32 ×6\n"),
-            "fp32 products: on frostline's AVX-512F kernel (24: ai.frostline.MatMulF32 ×6, 3 in each ai.frostline.LayerTailF32 ×6)\n",
-        )
+    // The 24 weight products (QKV, output, FFN in and out of 6 layers) go to frostline's fp32
+    // kernel where the CPU has AVX-512F, else stay on MLAS.
+    let products = if frostline::nn::gemm::Cpu::get().avx512f {
+        ", ai.frostline.MatMulF32 ×24\n"
     } else {
-        (
-            format!("{own}, ai.frostline.BiasGelu ×6, ai.frostline.BiasResidualLayerNorm ×12\n"),
-            "fp32 products: on ONNX Runtime's MLAS\n",
-        )
+        "BiasResidualLayerNorm ×12\n"
     };
-    assert!(out.contains(&runs), "{out}");
+    assert!(out.contains(products), "{out}");
+    let kernel = if frostline::nn::gemm::Cpu::get().avx512f {
+        "fp32 products: on frostline's AVX-512F kernel (ai.frostline.MatMulF32 ×24)\n"
+    } else {
+        "fp32 products: on ONNX Runtime's MLAS\n"
+    };
     assert!(out.contains(kernel), "{out}");
     assert!(!out.contains("int8 products"), "an fp32 graph: {out}");
     let doctor = "doctor --model /nonexistent --ort-lib /nonexistent/lib.so";

@@ -20,11 +20,6 @@
 //! - `Mul` (row scale) + `BiasGelu` + `QuantizeRows` → `BiasGeluQuantize` (the GELU's output
 //!   never goes to memory).
 //!
-//! Then, where a layer's products all run on frostline's kernels, everything after its attention
-//! (the output product, its norm, the FFN's products and GELU, their norm; in int8 with the
-//! quantization between) becomes one `LayerTailF32` / `LayerTailInt8` node ([`tail`]): the same
-//! bits, one parallel region per layer's tail instead of seven (nine).
-//!
 //! The results agree with ORT's kernels to float rounding (not bit for bit: the sums run in
 //! another order), as ORT's CUDA kernels do with its CPU ones. In int8 a rounding difference
 //! can move a value across a quantization step, which the next layers carry: vectors of the two
@@ -43,8 +38,6 @@ use super::onnx_proto::{put_bytes, put_varint, Fields, Value};
 use super::own_ops::DOMAIN;
 use crate::nn::gemm::f32_packed::F32Weights;
 use crate::nn::gemm::int8::{Int8Kernel, Int8Weights};
-
-mod tail;
 
 const MS: &str = "com.microsoft";
 
@@ -97,7 +90,6 @@ pub(crate) fn on_own_ops(
     let Some(graph) = rewrite_graph(graph_bytes, kernels)? else {
         return Ok(None);
     };
-    let graph = tail::fuse_layer_tails(&graph)?.unwrap_or(graph);
     let mut bytes = Vec::with_capacity(model.len() + 4096);
     for field in Fields::new(model) {
         let (number, value) = field?;
@@ -116,23 +108,6 @@ pub(crate) fn on_own_ops(
     }
     let ops = super::graph_ops::op_counts_in(&bytes)?;
     Ok(Some(Rewritten { bytes, ops }))
-}
-
-/// The node making each value, and the nodes reading it (once per input that reads it).
-fn producers_and_readers<'a>(
-    nodes: &[Node<'a>],
-) -> (HashMap<&'a str, usize>, HashMap<&'a str, Vec<usize>>) {
-    let mut producer = HashMap::new();
-    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, n) in nodes.iter().enumerate() {
-        for &o in &n.outputs {
-            producer.insert(o, i);
-        }
-        for &x in &n.inputs {
-            readers.entry(x).or_default().push(i);
-        }
-    }
-    (producer, readers)
 }
 
 /// An `OperatorSetIdProto`'s domain.
@@ -406,7 +381,17 @@ fn rewrite_graph(graph: &[u8], kernels: ProductKernels) -> Result<Option<Vec<u8>
         // Quantized by another recipe (static, dynamic, or per-token on ONNX's operators alone).
         return Ok(None);
     }
-    let (producer, readers) = producers_and_readers(&nodes);
+    let mut producer = HashMap::new();
+    // The nodes reading each value, once per input that reads it.
+    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for &o in &n.outputs {
+            producer.insert(o, i);
+        }
+        for &x in &n.inputs {
+            readers.entry(x).or_default().push(i);
+        }
+    }
     // A value that only feeds the next node of a fused group.
     let internal =
         |v: &str| readers.get(v).is_some_and(|r| r.len() == 1) && !graph_outputs.contains(v);
@@ -907,11 +892,6 @@ mod tests {
 
     /// [`layer`] with the attention output's bias of shape `o_bias`.
     fn layer_with(extra: &[(&str, AttrValue)], o_bias: &[u64]) -> Vec<u8> {
-        layer_shaped(extra, o_bias, &[8, 8])
-    }
-
-    /// [`layer_with`] with the attention output's weights of shape `o_w`.
-    fn layer_shaped(extra: &[(&str, AttrValue)], o_bias: &[u64], o_w: &[u64]) -> Vec<u8> {
         let mut g = Vec::new();
         let mut attrs = vec![("num_heads", AttrValue::Int(12))];
         attrs.extend(extra.iter().map(|(n, v)| {
@@ -970,7 +950,7 @@ mod tests {
         for i in ["qkv.w", "i.w", "f.w"] {
             initializer(&mut g, i, &[8, 32]);
         }
-        initializer(&mut g, "o.w", o_w);
+        initializer(&mut g, "o.w", &[8, 8]);
         for i in ["qkv.b", "g", "b", "i.b", "f.b", "g2", "b2"] {
             initializer(&mut g, i, &[8]);
         }
@@ -1186,167 +1166,6 @@ mod tests {
         let plain = names(&ops(&fits, None));
         assert_eq!(plain[1], "com.microsoft.MatMulIntegerToFloat");
         assert_eq!(plain[3], "com.microsoft.MatMulIntegerToFloat");
-    }
-
-    /// A whole int8 layer after its attention: the output product, its scale, bias, residual
-    /// and norm, then [`int8_ffn`].
-    fn int8_layer() -> Vec<u8> {
-        let mut g = Vec::new();
-        let p = |g: &mut Vec<u8>, n: &str, op: (&str, &str), i: &[&str], o: &[&str]| {
-            put_node(g, n, op, i, o, &[])
-        };
-        p(
-            &mut g,
-            "q0",
-            (DOMAIN, "QuantizeRows"),
-            &["ctx"],
-            &["cq", "cs"],
-        );
-        let mm = (MS, "MatMulIntegerToFloat");
-        p(
-            &mut g,
-            "mm0",
-            mm,
-            &["cq", "o.w", "one", "o.s", "zp"],
-            &["o"],
-        );
-        let sbr = (DOMAIN, "ScaleBiasResidual");
-        p(&mut g, "sbr0", sbr, &["o", "cs", "o.b", "x"], &["or"]);
-        put_node(
-            &mut g,
-            "ln0",
-            ("", "LayerNormalization"),
-            &["or", "g0", "b0"],
-            &["h"],
-            &[("epsilon", AttrValue::Float(1e-5))],
-        );
-        g.extend(int8_ffn([64, 64], [64, 64]));
-        let mut t = Vec::new();
-        for d in [64, 64] {
-            Value::Varint(d).write(1, &mut t);
-        }
-        Value::Varint(INT8).write(2, &mut t);
-        put_bytes(&mut t, 8, b"o.w");
-        put_bytes(&mut g, 5, &t);
-        for i in ["o.s", "o.b", "g0", "b0"] {
-            initializer(&mut g, i, &[64]);
-        }
-        g
-    }
-
-    /// A node's float attributes by name.
-    fn floats(model: &[u8], op: &str) -> Vec<(String, f32)> {
-        let graph = Fields::new(model).find_map(|f| match f.unwrap() {
-            (7, v) => Some(v.bytes().unwrap()),
-            _ => None,
-        });
-        Fields::new(graph.unwrap())
-            .filter_map(|f| match f.unwrap() {
-                (1, v) => Some(Node::read(v.bytes().unwrap()).unwrap()),
-                _ => None,
-            })
-            .find(|n| n.op == op)
-            .map(|n| {
-                n.attrs
-                    .iter()
-                    .map(|a| (a.name.to_string(), a.float.unwrap_or(f32::NAN)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    #[test]
-    fn each_layer_s_tail_becomes_one_node_where_its_products_run_on_frostline_s_kernels() {
-        // fp32: every product fits the panels, so all after the attention is one node.
-        let fits = model(&layer_shaped(&[], &[8], &[8, 32]));
-        let r = on_own_ops(&fits, AMX).unwrap().expect("rewritten");
-        let n = nodes(&r.bytes);
-        let ops: Vec<&str> = n.iter().map(|(op, _, _)| op.as_str()).collect();
-        assert_eq!(
-            ops,
-            [
-                "ai.frostline.MatMulF32",
-                "ai.frostline.AttentionCore",
-                "ai.frostline.LayerTailF32",
-            ]
-        );
-        assert_eq!(
-            n[2].1,
-            ["ctx", "x", "o.w", "o.b", "g", "b", "i.w", "i.b", "f.w", "f.b", "g2", "b2"]
-        );
-        assert_eq!(n[2].2, ["y"]);
-        assert_eq!(
-            floats(&r.bytes, "LayerTailF32"),
-            [
-                ("attention_epsilon".to_string(), 1e-12),
-                ("ffn_epsilon".to_string(), 1e-12)
-            ]
-        );
-        // Without the fp32 kernel the products stay on ORT's and so do the nodes around them.
-        let plain = on_own_ops(&fits, int8_only(None)).unwrap().unwrap();
-        assert_eq!(plain.ops.get("ai.frostline.LayerTailF32"), None);
-        assert_eq!(
-            plain.ops.get("ai.frostline.BiasResidualLayerNorm"),
-            Some(&2)
-        );
-        // The first norm's output read by another node, or a graph output: the nodes stay.
-        let mut peeked = layer_shaped(&[], &[8], &[8, 32]);
-        put_node(
-            &mut peeked,
-            "peek",
-            ("", "Identity"),
-            &["h"],
-            &["seen"],
-            &[],
-        );
-        let mut exposed = layer_shaped(&[], &[8], &[8, 32]);
-        let mut out = Vec::new();
-        put_bytes(&mut out, 1, b"h");
-        put_bytes(&mut exposed, 12, &out);
-        for g in [peeked, exposed] {
-            let r = on_own_ops(&model(&g), AMX).unwrap().unwrap();
-            assert_eq!(r.ops.get("ai.frostline.LayerTailF32"), None, "{:?}", r.ops);
-            assert_eq!(r.ops.get("ai.frostline.MatMulF32"), Some(&4));
-        }
-
-        // int8: the quantization before the output product and the nine nodes after it.
-        let int8 = model(&int8_layer());
-        for kernel in [Int8Kernel::AmxInt8, Int8Kernel::Avx512Vnni] {
-            let n = nodes(
-                &on_own_ops(&int8, int8_only(Some(kernel)))
-                    .unwrap()
-                    .unwrap()
-                    .bytes,
-            );
-            assert_eq!(n.len(), 1, "{n:?}");
-            assert_eq!(n[0].0, "ai.frostline.LayerTailInt8");
-            assert_eq!(
-                n[0].1,
-                [
-                    "ctx", "x", "o.w", "one", "o.s", "zp", "o.b", "g0", "b0", "i.w", "one", "i.s",
-                    "zp", "i.b", "f.w", "one", "f.s", "zp", "f.b", "g", "b",
-                ]
-            );
-            // The next product's codes come out of it too.
-            assert_eq!(n[0].2, ["y", "yq", "ys"]);
-        }
-        let r = on_own_ops(&int8, int8_only(Some(Int8Kernel::Avx512Vnni)))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            floats(&r.bytes, "LayerTailInt8"),
-            [
-                ("attention_epsilon".to_string(), 1e-5),
-                ("ffn_epsilon".to_string(), 1e-12)
-            ]
-        );
-        // Without an int8 kernel of frostline's the products are ORT's: no tail.
-        let plain = on_own_ops(&int8, int8_only(None)).unwrap().unwrap();
-        assert_eq!(plain.ops.get("ai.frostline.LayerTailInt8"), None);
-        assert_eq!(
-            plain.ops.get("com.microsoft.MatMulIntegerToFloat"),
-            Some(&3)
-        );
     }
 
     #[test]

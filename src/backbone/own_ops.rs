@@ -24,11 +24,7 @@
 //! - `MatMulInt8`: `MatMulIntegerToFloat` on frostline's AMX or AVX512-VNNI kernel
 //!   ([`crate::nn::gemm::int8`]) — this one bit for bit, the integer sums being exact;
 //! - `MatMulF32`: `MatMul` by a weight matrix on frostline's AVX-512 fp32 kernel
-//!   ([`crate::nn::gemm::f32_packed`]);
-//! - `LayerTailF32`, `LayerTailInt8`: where every product of a layer runs on those kernels,
-//!   all of the layer after its attention (output product, norm, FFN products and GELU, norm;
-//!   in int8 with the quantization between) as one node — a block of rows per task from start
-//!   to end, bit for bit what the nodes it replaces give.
+//!   ([`crate::nn::gemm::f32_packed`]).
 
 use ort::operator::{
     BoxedKernel, ComputeContext, Kernel, KernelContext, Operator, OperatorDomain, OperatorInput,
@@ -61,8 +57,6 @@ pub(crate) fn domain() -> ort::Result<OperatorDomain> {
         .add(BiasGeluQuantize)?
         .add(MatMulInt8)?
         .add(MatMulF32)?
-        .add(LayerTailF32)?
-        .add(LayerTailInt8)?
         .add(BiasResidualLayerNorm)
 }
 
@@ -147,8 +141,6 @@ operator!(BiasGelu, inputs: [Float32, Float32], outputs: [Float32], kernel: |_| 
 operator!(BiasGeluQuantize, inputs: [Float32, Float32; Float32], outputs: [Uint8, Float32], kernel: |_| BiasGeluQuantizeKernel);
 operator!(MatMulInt8, inputs: [Uint8, Int8, Float32, Float32, Uint8], outputs: [Float32], kernel: |attrs| MatMulInt8Kernel::new(attrs)?);
 operator!(MatMulF32, inputs: [Float32, Float32], outputs: [Float32], kernel: |attrs| MatMulF32Kernel::new(attrs)?);
-operator!(LayerTailF32, inputs: [Float32, Float32, Float32, Float32, Float32, Float32, Float32, Float32, Float32, Float32, Float32, Float32], outputs: [Float32], kernel: |attrs| LayerTailKernel::new(attrs, false)?);
-operator!(LayerTailInt8, inputs: [Float32, Float32, Int8, Float32, Float32, Uint8, Float32, Float32, Float32, Int8, Float32, Float32, Uint8, Float32, Int8, Float32, Float32, Uint8, Float32, Float32, Float32], outputs: [Float32; Uint8, Float32], kernel: |attrs| LayerTailKernel::new(attrs, true)?);
 operator!(BiasResidualLayerNorm, inputs: [Float32, Float32, Float32, Float32, Float32; Float32], outputs: [Float32; Uint8, Float32], kernel: |attrs| BiasResidualLayerNormKernel {
     epsilon: attrs.get::<f32>("epsilon").ok_or_else(|| ort::Error::new("BiasResidualLayerNorm: attribute epsilon is missing"))?,
 });
@@ -539,68 +531,44 @@ struct MatMulInt8Kernel {
 
 impl MatMulInt8Kernel {
     fn new(attrs: &KernelContext) -> ort::Result<Self> {
-        Ok(Self {
-            w: int8_weights(attrs, 1, "MatMulInt8")?,
-        })
-    }
-}
-
-/// A node's constant input `i`, refused (naming `op`) where it is not one.
-fn constant<'c>(
-    attrs: &KernelContext<'c>,
-    i: usize,
-    op: &str,
-) -> ort::Result<ort::value::ValueRef<'c, ort::value::DynTensorValueType>> {
-    attrs
-        .constant_input::<ort::value::DynTensorValueType>(i)
-        .map_err(|e| ort::Error::new(format!("{op}: input {i} is not a constant ({e})")))
-}
-
-/// The int8 weights of a `MatMulIntegerToFloat` whose `b`, `a_scale`, `b_scale` and
-/// `a_zero_point` are the node's constant inputs `at..at + 4`, packed for this CPU's kernel.
-fn int8_weights(attrs: &KernelContext, at: usize, op: &str) -> ort::Result<Int8Weights> {
-    let kernel = Int8Kernel::get().map_err(|why| ort::Error::new(format!("{op}: {why}")))?;
-    let b = constant(attrs, at, op)?;
-    let (shape, w) = b.try_extract_tensor::<i8>()?;
-    let a_scale = constant(attrs, at + 1, op)?;
-    let (_, a_scale) = a_scale.try_extract_tensor::<f32>()?;
-    let b_scale = constant(attrs, at + 2, op)?;
-    let (_, b_scale) = b_scale.try_extract_tensor::<f32>()?;
-    let zp = constant(attrs, at + 3, op)?;
-    let (_, zp) = zp.try_extract_tensor::<u8>()?;
-    let (k, n) = match **shape {
-        [k, n] => (k as usize, n as usize),
-        _ => (0, 0),
-    };
-    if !Int8Weights::fits(kernel, k, n)
-        || a_scale.len() != 1
-        || zp.len() != 1
-        || !(b_scale.len() == n || b_scale.len() == 1)
-    {
-        return Err(ort::Error::new(format!(
-            "{op}: weights {shape:?}, {} activation scales, {} weight scales, {} zero points do not fit",
-            a_scale.len(),
-            b_scale.len(),
-            zp.len()
-        )));
-    }
-    // ORT's multiplier per column: the activation scale times the weight's.
-    let scales: Vec<f32> = b_scale.iter().map(|&s| a_scale[0] * s).collect();
-    Ok(Int8Weights::pack(kernel, w, k, n, &scales, zp[0]))
-}
-
-/// The fp32 weight matrix that is the node's constant input `at`, packed for the fp32 kernel.
-fn f32_weights(attrs: &KernelContext, at: usize, op: &str) -> ort::Result<F32Weights> {
-    F32Weights::available().map_err(|why| ort::Error::new(format!("{op}: {why}")))?;
-    let b = constant(attrs, at, op)?;
-    let (shape, w) = b.try_extract_tensor::<f32>()?;
-    match **shape {
-        [k, n] if F32Weights::fits(k as usize, n as usize) => {
-            Ok(F32Weights::pack(w, k as usize, n as usize))
+        let kernel =
+            Int8Kernel::get().map_err(|why| ort::Error::new(format!("MatMulInt8: {why}")))?;
+        let constant = |i: usize| {
+            attrs
+                .constant_input::<ort::value::DynTensorValueType>(i)
+                .map_err(|e| {
+                    ort::Error::new(format!("MatMulInt8: input {i} is not a constant ({e})"))
+                })
+        };
+        let b = constant(1)?;
+        let (shape, w) = b.try_extract_tensor::<i8>()?;
+        let a_scale = constant(2)?;
+        let (_, a_scale) = a_scale.try_extract_tensor::<f32>()?;
+        let b_scale = constant(3)?;
+        let (_, b_scale) = b_scale.try_extract_tensor::<f32>()?;
+        let zp = constant(4)?;
+        let (_, zp) = zp.try_extract_tensor::<u8>()?;
+        let (k, n) = match **shape {
+            [k, n] => (k as usize, n as usize),
+            _ => (0, 0),
+        };
+        if !Int8Weights::fits(kernel, k, n)
+            || a_scale.len() != 1
+            || zp.len() != 1
+            || !(b_scale.len() == n || b_scale.len() == 1)
+        {
+            return Err(ort::Error::new(format!(
+                "MatMulInt8: weights {shape:?}, {} activation scales, {} weight scales, {} zero points do not fit",
+                a_scale.len(),
+                b_scale.len(),
+                zp.len()
+            )));
         }
-        _ => Err(ort::Error::new(format!(
-            "{op}: weights {shape:?} do not fit the kernel's panels"
-        ))),
+        // ORT's multiplier per column: the activation scale times the weight's.
+        let scales: Vec<f32> = b_scale.iter().map(|&s| a_scale[0] * s).collect();
+        Ok(Self {
+            w: Int8Weights::pack(kernel, w, k, n, &scales, zp[0]),
+        })
     }
 }
 
@@ -640,9 +608,21 @@ struct MatMulF32Kernel {
 
 impl MatMulF32Kernel {
     fn new(attrs: &KernelContext) -> ort::Result<Self> {
-        Ok(Self {
-            w: f32_weights(attrs, 1, "MatMulF32")?,
-        })
+        F32Weights::available().map_err(|why| ort::Error::new(format!("MatMulF32: {why}")))?;
+        let b = attrs
+            .constant_input::<ort::value::DynTensorValueType>(1)
+            .map_err(|e| {
+                ort::Error::new(format!("MatMulF32: the weights are not a constant ({e})"))
+            })?;
+        let (shape, w) = b.try_extract_tensor::<f32>()?;
+        match **shape {
+            [k, n] if F32Weights::fits(k as usize, n as usize) => Ok(Self {
+                w: F32Weights::pack(w, k as usize, n as usize),
+            }),
+            _ => Err(ort::Error::new(format!(
+                "MatMulF32: weights {shape:?} do not fit the kernel's panels"
+            ))),
+        }
     }
 }
 
@@ -666,382 +646,6 @@ impl Kernel for MatMulF32Kernel {
                     y.get().add(r0 * w.n()),
                 )
             }
-        })
-    }
-}
-
-/// Rows a layer tail's task takes, about: whole strips of the product kernel, and an even
-/// number of tasks, so two threads end together (the pool hands tasks out as threads free up).
-const TAIL_ROWS: usize = 48;
-
-/// The weight products in each `LayerTail*` node (for `doctor`'s count).
-pub(crate) const TAIL_PRODUCTS: usize = 3;
-
-/// A layer's three weight products after its attention: the attention output's, and the FFN's
-/// in and out.
-struct TailWeights<W> {
-    out: W,
-    ffn_in: W,
-    ffn_out: W,
-}
-
-/// The tail's products on one kernel: fp32, or int8 with each product's input quantized per row.
-enum TailProducts {
-    F32(TailWeights<F32Weights>),
-    Int8(TailWeights<Int8Weights>),
-}
-
-/// The per-feature vectors of a layer tail (the node's inputs).
-struct TailVectors<'a> {
-    out_bias: &'a [f32],
-    norm1: (&'a [f32], &'a [f32]),
-    ffn_in_bias: &'a [f32],
-    ffn_out_bias: &'a [f32],
-    norm2: (&'a [f32], &'a [f32]),
-}
-
-/// A task's rows between the tail's steps, kept per thread.
-#[derive(Default)]
-struct TailScratch {
-    /// A product's output (`hidden` wide): the attention output's, then the FFN's.
-    product: Vec<f32>,
-    /// The first norm's output, the second norm's residual.
-    normed: Vec<f32>,
-    /// The FFN's inner product and its GELU (`ffn` wide; int8: the GELU of one row).
-    inner: Vec<f32>,
-    gelu: Vec<f32>,
-    /// int8: the codes and row scales of the next product's input.
-    codes: Vec<u8>,
-    scales: Vec<f32>,
-}
-
-thread_local! {
-    static TAIL_SCRATCH: std::cell::RefCell<TailScratch> = Default::default();
-}
-
-/// `LayerTailF32(context, residual, W_out, b_out, γ1, β1, W_in, b_in, W_ffn, b_ffn, γ2, β2) → y`
-/// and `LayerTailInt8(context, residual, [W, a_scale, b_scale, a_zero_point] × …) → (y, [q,
-/// scale])` (attributes `attention_epsilon`, `ffn_epsilon`): an encoder layer after its
-/// attention — the output product, `BiasResidualLayerNorm`, the FFN's product, `BiasGelu`, its
-/// second product, `BiasResidualLayerNorm` — one block of rows per task from start to end, in
-/// place of seven nodes (nine in int8, with the quantization before each product), each its own
-/// pass over memory and its own wait for the slowest thread. Each row runs the very operations
-/// of those nodes in their order, so the output is theirs to the bit.
-struct LayerTailKernel {
-    products: TailProducts,
-    epsilon: (f32, f32),
-}
-
-impl LayerTailKernel {
-    fn new(attrs: &KernelContext, int8: bool) -> ort::Result<Self> {
-        let op = if int8 {
-            "LayerTailInt8"
-        } else {
-            "LayerTailF32"
-        };
-        let epsilon = |name: &str| {
-            attrs
-                .get::<f32>(name)
-                .ok_or_else(|| ort::Error::new(format!("{op}: attribute {name} is missing")))
-        };
-        let products = if int8 {
-            TailProducts::Int8(TailWeights {
-                out: int8_weights(attrs, 2, op)?,
-                ffn_in: int8_weights(attrs, 9, op)?,
-                ffn_out: int8_weights(attrs, 14, op)?,
-            })
-        } else {
-            TailProducts::F32(TailWeights {
-                out: f32_weights(attrs, 2, op)?,
-                ffn_in: f32_weights(attrs, 6, op)?,
-                ffn_out: f32_weights(attrs, 8, op)?,
-            })
-        };
-        let tail = Self {
-            products,
-            epsilon: (epsilon("attention_epsilon")?, epsilon("ffn_epsilon")?),
-        };
-        let [(k, hidden), (k_in, inner), (k_out, n_out)] = tail.shapes();
-        if (k_in, k_out, n_out) != (hidden, inner, hidden) {
-            return Err(ort::Error::new(format!(
-                "{op}: weights {k}×{hidden}, {k_in}×{inner}, {k_out}×{n_out} do not chain"
-            )));
-        }
-        Ok(tail)
-    }
-
-    /// The three products' shapes `(k, n)`: the attention output's, the FFN's in and out.
-    fn shapes(&self) -> [(usize, usize); 3] {
-        match &self.products {
-            TailProducts::F32(w) => [&w.out, &w.ffn_in, &w.ffn_out].map(|m| (m.k(), m.n())),
-            TailProducts::Int8(w) => [&w.out, &w.ffn_in, &w.ffn_out].map(|m| (m.k(), m.n())),
-        }
-    }
-
-    /// The op's name, for its messages.
-    fn op(&self) -> &'static str {
-        match self.products {
-            TailProducts::F32(_) => "LayerTailF32",
-            TailProducts::Int8(_) => "LayerTailInt8",
-        }
-    }
-
-    /// (input width, hidden width, FFN width, rows per kernel strip).
-    fn widths(&self) -> (usize, usize, usize, usize) {
-        let [(k, hidden), (_, ffn), _] = self.shapes();
-        let strip = match &self.products {
-            TailProducts::F32(_) => f32_packed::MR,
-            TailProducts::Int8(w) => w.out.kernel().strip_rows(),
-        };
-        (k, hidden, ffn, strip)
-    }
-
-    /// The tail of a block of rows: `context` (`k` wide) and `residual` (`hidden` wide) in, `y`
-    /// out, and `y` quantized per row into `quantized` where the node has those outputs.
-    fn rows(
-        &self,
-        context: &[f32],
-        residual: &[f32],
-        v: &TailVectors,
-        s: &mut TailScratch,
-        y: &mut [f32],
-        quantized: Option<(&mut [u8], &mut [f32])>,
-    ) {
-        let (k, hidden, ffn, _) = self.widths();
-        let n = residual.len() / hidden;
-        let (eps1, eps2) = self.epsilon;
-        s.product.resize(n * hidden, 0.0);
-        s.normed.resize(n * hidden, 0.0);
-        s.inner.resize(n * ffn, 0.0);
-        let (g1, b1) = v.norm1;
-        let (g2, b2) = v.norm2;
-        match &self.products {
-            TailProducts::F32(w) => {
-                s.gelu.resize(n * ffn, 0.0);
-                // SAFETY (each product): its output is this task's scratch, `n` rows of `w.n()`.
-                unsafe {
-                    w.out.product(
-                        context,
-                        n,
-                        0..hidden / f32_packed::PANEL,
-                        s.product.as_mut_ptr(),
-                    )
-                };
-                vecmath::bias_residual_layernorm(
-                    &s.product,
-                    None,
-                    v.out_bias,
-                    residual,
-                    g1,
-                    b1,
-                    eps1,
-                    &mut s.normed,
-                );
-                unsafe {
-                    w.ffn_in.product(
-                        &s.normed,
-                        n,
-                        0..ffn / f32_packed::PANEL,
-                        s.inner.as_mut_ptr(),
-                    )
-                };
-                vecmath::bias_gelu(&s.inner, None, v.ffn_in_bias, &mut s.gelu);
-                unsafe {
-                    w.ffn_out.product(
-                        &s.gelu,
-                        n,
-                        0..hidden / f32_packed::PANEL,
-                        s.product.as_mut_ptr(),
-                    )
-                };
-                vecmath::bias_residual_layernorm(
-                    &s.product,
-                    None,
-                    v.ffn_out_bias,
-                    &s.normed,
-                    g2,
-                    b2,
-                    eps2,
-                    y,
-                );
-            }
-            TailProducts::Int8(w) => {
-                let TailScratch {
-                    product,
-                    normed,
-                    inner,
-                    gelu,
-                    codes,
-                    scales,
-                } = s;
-                codes.resize(n * k.max(ffn), 0);
-                scales.resize(n, 0.0);
-                vecmath::quantize_rows(context, k, &mut codes[..n * k], scales);
-                // SAFETY (each product): its output is this task's scratch, `n` rows of `w.n()`.
-                unsafe {
-                    w.out.product(
-                        &codes[..n * k],
-                        n,
-                        0..hidden / int8::PANEL,
-                        product.as_mut_ptr(),
-                    )
-                };
-                // Between products a row at a time, so the quantization reads each row while it
-                // is still in L1 (the block is in L2); each row scale is read, then replaced by
-                // the next product's.
-                for r in 0..n {
-                    let (row, scale) = (r * hidden..(r + 1) * hidden, r..r + 1);
-                    vecmath::bias_residual_layernorm(
-                        &product[row.clone()],
-                        Some(&scales[scale.clone()]),
-                        v.out_bias,
-                        &residual[row.clone()],
-                        g1,
-                        b1,
-                        eps1,
-                        &mut normed[row.clone()],
-                    );
-                    vecmath::quantize_rows(
-                        &normed[row.clone()],
-                        hidden,
-                        &mut codes[row],
-                        &mut scales[scale],
-                    );
-                }
-                unsafe {
-                    w.ffn_in.product(
-                        &codes[..n * hidden],
-                        n,
-                        0..ffn / int8::PANEL,
-                        inner.as_mut_ptr(),
-                    )
-                };
-                gelu.resize(ffn, 0.0);
-                for r in 0..n {
-                    let (row, scale) = (r * ffn..(r + 1) * ffn, r..r + 1);
-                    vecmath::bias_gelu(
-                        &inner[row.clone()],
-                        Some(&scales[scale.clone()]),
-                        v.ffn_in_bias,
-                        gelu,
-                    );
-                    vecmath::quantize_rows(gelu, ffn, &mut codes[row], &mut scales[scale]);
-                }
-                unsafe {
-                    w.ffn_out.product(
-                        &codes[..n * ffn],
-                        n,
-                        0..hidden / int8::PANEL,
-                        product.as_mut_ptr(),
-                    )
-                };
-                let mut quantized = quantized;
-                for r in 0..n {
-                    let row = r * hidden..(r + 1) * hidden;
-                    let y = &mut y[row.clone()];
-                    vecmath::bias_residual_layernorm(
-                        &product[row.clone()],
-                        Some(&scales[r..r + 1]),
-                        v.ffn_out_bias,
-                        &normed[row.clone()],
-                        g2,
-                        b2,
-                        eps2,
-                        y,
-                    );
-                    if let Some((q, qs)) = &mut quantized {
-                        vecmath::quantize_rows(y, hidden, &mut q[row], &mut qs[r..r + 1]);
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl Kernel for LayerTailKernel {
-    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
-        let op = self.op();
-        let (k, hidden, ffn, strip) = self.widths();
-        let int8 = matches!(self.products, TailProducts::Int8(_));
-        // The vectors' input positions: out bias, γ1, β1, FFN-in bias, FFN-out bias, γ2, β2.
-        let at: [usize; 7] = if int8 {
-            [6, 7, 8, 13, 18, 19, 20]
-        } else {
-            [3, 4, 5, 7, 9, 10, 11]
-        };
-        let input = |i: usize| {
-            ctx.input(i)?
-                .ok_or_else(|| ort::Error::new(format!("{op}: input {i} is missing")))
-        };
-        let (context, residual) = (input(0)?, input(1)?);
-        let (shape, context) = context.try_extract_tensor::<f32>()?;
-        let (r_shape, residual) = residual.try_extract_tensor::<f32>()?;
-        let (rows, width) = rows_of(shape, "context")?;
-        let held = at
-            .iter()
-            .map(|&i| input(i))
-            .collect::<ort::Result<Vec<_>>>()?;
-        let vectors = held
-            .iter()
-            .map(|v| Ok(v.try_extract_tensor::<f32>()?.1))
-            .collect::<ort::Result<Vec<&[f32]>>>()?;
-        let widths = [hidden, hidden, hidden, ffn, hidden, hidden, hidden];
-        let fits = width == k
-            && r_shape[..r_shape.len().saturating_sub(1)] == shape[..shape.len() - 1]
-            && r_shape.last() == Some(&(hidden as i64))
-            && vectors.iter().zip(widths).all(|(v, w)| v.len() == w);
-        if !fits {
-            return Err(ort::Error::new(format!(
-                "{op}: context {shape:?}, residual {r_shape:?} and vectors of {:?} do not fit weights of {k} → {hidden} → {ffn}",
-                vectors.iter().map(|v| v.len()).collect::<Vec<_>>()
-            )));
-        }
-        let v = TailVectors {
-            out_bias: vectors[0],
-            norm1: (vectors[1], vectors[2]),
-            ffn_in_bias: vectors[3],
-            ffn_out_bias: vectors[4],
-            norm2: (vectors[5], vectors[6]),
-        };
-        let mut y = ctx
-            .output(0, r_shape.to_vec())?
-            .ok_or_else(|| missing("y"))?;
-        let y = Shared(y.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr());
-        let quantized = if int8 {
-            quantized_outputs(ctx, 1, r_shape)?
-        } else {
-            None
-        };
-        // Whole strips, spread evenly over an even number of tasks.
-        let strips = rows.div_ceil(strip);
-        let tasks = (2 * rows.div_ceil(2 * TAIL_ROWS)).clamp(1, strips.max(1));
-        let this = &*self;
-        ctx.par_for(tasks, 0, |t| {
-            let first = (t * strips / tasks * strip).min(rows);
-            let end = ((t + 1) * strips / tasks * strip).min(rows);
-            let n = end - first;
-            if n == 0 {
-                return;
-            }
-            // SAFETY: rows first..end of the outputs belong to this task alone.
-            let y =
-                unsafe { std::slice::from_raw_parts_mut(y.get().add(first * hidden), n * hidden) };
-            let quantized = quantized.map(|(q, qs)| unsafe {
-                (
-                    std::slice::from_raw_parts_mut(q.get().add(first * hidden), n * hidden),
-                    std::slice::from_raw_parts_mut(qs.get().add(first), n),
-                )
-            });
-            TAIL_SCRATCH.with_borrow_mut(|s| {
-                this.rows(
-                    &context[first * k..end * k],
-                    &residual[first * hidden..end * hidden],
-                    &v,
-                    s,
-                    y,
-                    quantized,
-                )
-            });
         })
     }
 }
@@ -1087,187 +691,4 @@ fn for_panel_tasks(
             share * panels / shares..(share + 1) * panels / shares,
         );
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A layer tail of `hidden` → `ffn` → `hidden` with random weights and vectors.
-    struct Layer {
-        w: [Vec<f32>; 3],
-        vectors: [Vec<f32>; 7],
-    }
-
-    fn layer(hidden: usize, ffn: usize, rng: &mut crate::nn::Rng) -> Layer {
-        let mut v = |n: usize, around: f64, spread: f64| -> Vec<f32> {
-            (0..n)
-                .map(|_| (around + spread * (rng.uniform() - 0.5)) as f32)
-                .collect()
-        };
-        let scale = |k: usize| 2.0 / (k as f64).sqrt();
-        Layer {
-            w: [
-                v(hidden * hidden, 0.0, scale(hidden)),
-                v(hidden * ffn, 0.0, scale(hidden)),
-                v(ffn * hidden, 0.0, scale(ffn)),
-            ],
-            vectors: [
-                v(hidden, 0.0, 0.2),
-                v(hidden, 1.0, 0.2),
-                v(hidden, 0.0, 0.2),
-                v(ffn, 0.0, 0.2),
-                v(hidden, 0.0, 0.2),
-                v(hidden, 1.0, 0.2),
-                v(hidden, 0.0, 0.2),
-            ],
-        }
-    }
-
-    /// An int8 matrix of `w` (per-column scales) as the quantizer writes one.
-    fn int8_of(kernel: Int8Kernel, w: &[f32], k: usize, n: usize) -> Int8Weights {
-        let scales: Vec<f32> = (0..n)
-            .map(|c| (0..k).map(|r| w[r * n + c].abs()).fold(1e-8, f32::max) / 127.0)
-            .collect();
-        let q: Vec<i8> = (0..k * n)
-            .map(|i| (w[i] / scales[i % n]).round().clamp(-127.0, 127.0) as i8)
-            .collect();
-        // An activation scale of 1 and zero point 128: the row scales carry the rest.
-        Int8Weights::pack(kernel, &q, k, n, &scales, 128)
-    }
-
-    /// The tail of a block of rows gives, bit for bit, what its seven (int8: nine) nodes give
-    /// one after another over the whole input: the same operations in the same order, only
-    /// per block. Blocks of 1, 13 and the rest, so strips end part-way.
-    #[test]
-    fn a_layer_tail_gives_the_bits_of_its_nodes_run_one_by_one() {
-        let (hidden, ffn, rows) = (64, 128, 70);
-        let mut rng = crate::nn::Rng::new(3);
-        let l = layer(hidden, ffn, &mut rng);
-        let context: Vec<f32> = (0..rows * hidden)
-            .map(|_| 2.0 * rng.uniform() as f32 - 1.0)
-            .collect();
-        let residual: Vec<f32> = (0..rows * hidden)
-            .map(|_| 2.0 * rng.uniform() as f32 - 1.0)
-            .collect();
-        let v = &l.vectors;
-        let vectors = TailVectors {
-            out_bias: &v[0],
-            norm1: (&v[1], &v[2]),
-            ffn_in_bias: &v[3],
-            ffn_out_bias: &v[4],
-            norm2: (&v[5], &v[6]),
-        };
-        let epsilon = (1e-12, 1e-5);
-        let by_blocks = |tail: &LayerTailKernel, quantized: bool| {
-            let mut y = vec![f32::NAN; rows * hidden];
-            let mut q = vec![0u8; rows * hidden];
-            let mut qs = vec![f32::NAN; rows];
-            let mut s = TailScratch::default();
-            for (first, end) in [(0, 1), (1, 14), (14, rows)] {
-                let span = first * hidden..end * hidden;
-                tail.rows(
-                    &context[span.clone()],
-                    &residual[span.clone()],
-                    &vectors,
-                    &mut s,
-                    &mut y[span.clone()],
-                    quantized.then(|| (&mut q[span], &mut qs[first..end])),
-                );
-            }
-            (y, q, qs)
-        };
-        let norm = |f: &[f32],
-                    scales: Option<&[f32]>,
-                    bias: &[f32],
-                    res: &[f32],
-                    (g, b): (&[f32], &[f32]),
-                    eps| {
-            let mut y = vec![0.0; f.len()];
-            vecmath::bias_residual_layernorm(f, scales, bias, res, g, b, eps, &mut y);
-            y
-        };
-        let quantize = |x: &[f32], cols: usize| {
-            let (mut q, mut s) = (vec![0u8; x.len()], vec![0.0; x.len() / cols]);
-            vecmath::quantize_rows(x, cols, &mut q, &mut s);
-            (q, s)
-        };
-
-        if F32Weights::available().is_ok() {
-            let (out, ffn_in, ffn_out) = (
-                F32Weights::pack(&l.w[0], hidden, hidden),
-                F32Weights::pack(&l.w[1], hidden, ffn),
-                F32Weights::pack(&l.w[2], ffn, hidden),
-            );
-            let product = |w: &F32Weights, a: &[f32]| {
-                let mut y = vec![f32::NAN; rows * w.n()];
-                // SAFETY: `y` holds rows × n floats.
-                unsafe { w.product(a, rows, 0..w.n() / f32_packed::PANEL, y.as_mut_ptr()) };
-                y
-            };
-            let f = product(&out, &context);
-            let h = norm(&f, None, &v[0], &residual, (&v[1], &v[2]), epsilon.0);
-            let i = product(&ffn_in, &h);
-            let mut g = vec![0.0; i.len()];
-            vecmath::bias_gelu(&i, None, &v[3], &mut g);
-            let f = product(&ffn_out, &g);
-            let want = norm(&f, None, &v[4], &h, (&v[5], &v[6]), epsilon.1);
-            let tail = LayerTailKernel {
-                products: TailProducts::F32(TailWeights {
-                    out,
-                    ffn_in,
-                    ffn_out,
-                }),
-                epsilon,
-            };
-            let (y, _, _) = by_blocks(&tail, false);
-            assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()));
-        } else {
-            eprintln!("no fp32 kernel of frostline's here: the fp32 tail is not run");
-        }
-
-        let Ok(kernel) = Int8Kernel::get() else {
-            eprintln!("no int8 kernel of frostline's here: the int8 tail is not run");
-            return;
-        };
-        let [out, ffn_in, ffn_out] = [
-            int8_of(kernel, &l.w[0], hidden, hidden),
-            int8_of(kernel, &l.w[1], hidden, ffn),
-            int8_of(kernel, &l.w[2], ffn, hidden),
-        ];
-        let product = |w: &Int8Weights, a: &[u8]| {
-            let mut y = vec![f32::NAN; rows * w.n()];
-            // SAFETY: `y` holds rows × n floats.
-            unsafe { w.product(a, rows, 0..w.n() / int8::PANEL, y.as_mut_ptr()) };
-            y
-        };
-        let (cq, cs) = quantize(&context, hidden);
-        let f = product(&out, &cq);
-        let h = norm(&f, Some(&cs), &v[0], &residual, (&v[1], &v[2]), epsilon.0);
-        let (hq, hs) = quantize(&h, hidden);
-        let i = product(&ffn_in, &hq);
-        let mut g = vec![0.0; i.len()];
-        vecmath::bias_gelu(&i, Some(&hs), &v[3], &mut g);
-        let (gq, gs) = quantize(&g, ffn);
-        let f = product(&ffn_out, &gq);
-        let want = norm(&f, Some(&gs), &v[4], &h, (&v[5], &v[6]), epsilon.1);
-        let (want_q, want_s) = quantize(&want, hidden);
-        let tail = LayerTailKernel {
-            products: TailProducts::Int8(TailWeights {
-                out,
-                ffn_in,
-                ffn_out,
-            }),
-            epsilon,
-        };
-        let (y, q, qs) = by_blocks(&tail, true);
-        assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()));
-        assert_eq!(q, want_q);
-        assert!(qs
-            .iter()
-            .zip(&want_s)
-            .all(|(a, b)| a.to_bits() == b.to_bits()));
-        // Without the codes asked for, the same rows.
-        assert_eq!(by_blocks(&tail, false).0, y);
-    }
 }

@@ -4,7 +4,6 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::backbone::choice::{open_model, ModelChoice};
-use crate::backbone::own_ops::TAIL_PRODUCTS;
 use crate::backbone::{graph_ops, runtime, session, ModelFolder};
 use crate::cache;
 use crate::commands::Outcome;
@@ -291,10 +290,10 @@ fn graph_ops(
         .map(|(_, n)| n)
         .sum();
     let int8 = (int8_products > 0).then(|| {
-        let own = cpu_ops.as_ref().map_or(String::new(), |c| {
-            own_products(c, "ai.frostline.MatMulInt8", "ai.frostline.LayerTailInt8")
-        });
-        let kernel = int8_kernel((!own.is_empty()).then_some(own.as_str()));
+        let on_frostline = cpu_ops
+            .as_ref()
+            .is_some_and(|c| c.contains_key("ai.frostline.MatMulInt8"));
+        let kernel = int8_kernel(on_frostline);
         found.line(format_args!(
             "  int8 products: {int8_products}, on {kernel}"
         ));
@@ -303,16 +302,16 @@ fn graph_ops(
     // An fp32 graph's weight products: on frostline's kernel where the CPU session took them.
     let fp32 = (int8_products == 0).then(|| {
         let count = |ops: &graph_ops::OpCounts, op: &str| ops.get(op).copied().unwrap_or(0);
-        let own = cpu_ops.as_ref().map_or(String::new(), |c| {
-            own_products(c, "ai.frostline.MatMulF32", "ai.frostline.LayerTailF32")
-        });
+        let own = cpu_ops
+            .as_ref()
+            .map_or(0, |c| count(c, "ai.frostline.MatMulF32"));
         let mlas = cpu_ops.as_ref().unwrap_or(&ops);
-        let kernel = match (own.is_empty(), count(mlas, "MatMul")) {
-            (true, _) => "ONNX Runtime's MLAS".to_string(),
-            (false, 0) => format!("frostline's AVX-512F kernel ({own})"),
-            (false, rest) => {
-                format!("frostline's AVX-512F kernel ({own}), {rest} on ONNX Runtime's MLAS")
-            }
+        let kernel = match (own, count(mlas, "MatMul")) {
+            (0, _) => "ONNX Runtime's MLAS".to_string(),
+            (own, 0) => format!("frostline's AVX-512F kernel (ai.frostline.MatMulF32 ×{own})"),
+            (own, rest) => format!(
+                "frostline's AVX-512F kernel (ai.frostline.MatMulF32 ×{own}), {rest} on ONNX Runtime's MLAS"
+            ),
         };
         found.line(format_args!("  fp32 products: on {kernel}"));
         kernel
@@ -338,10 +337,8 @@ fn graph_ops(
 
 /// ONNX Runtime's fused contrib ops (and the fusions its own optimizer makes), and frostline's
 /// own (`backbone::own_ops`).
-const FUSED_OPS: [&str; 19] = [
+const FUSED_OPS: [&str; 17] = [
     "QuantizeRows",
-    "LayerTailF32",
-    "LayerTailInt8",
     "MatMulInt8",
     "MatMulF32",
     "BiasGeluQuantize",
@@ -367,30 +364,17 @@ const INT8_OPS: [&str; 5] = [
     "QAttention",
 ];
 
-/// The weight products a CPU session runs on frostline's kernel, in `product` nodes and three
-/// to each `tail` node (`LayerTail*`: a layer's output product and its FFN's two): "24:
-/// ai.frostline.MatMulF32 ×6, 3 in each ai.frostline.LayerTailF32 ×6"; empty where none.
-fn own_products(ops: &graph_ops::OpCounts, product: &str, tail: &str) -> String {
-    let count = |op: &str| ops.get(op).copied().unwrap_or(0);
-    let (products, tails) = (count(product), count(tail));
-    match (products, tails) {
-        (0, 0) => String::new(),
-        (p, 0) => format!("{product} ×{p}"),
-        (p, t) => format!(
-            "{}: {product} ×{p}, {TAIL_PRODUCTS} in each {tail} ×{t}",
-            p + TAIL_PRODUCTS * t
-        ),
-    }
-}
-
 /// Which u8 × s8 kernel runs the int8 products: frostline's where a CPU session took them
-/// (`own`: [`own_products`]), else the one ONNX Runtime's MLAS picks on this CPU, by MLAS's own
-/// order (AMX-INT8 where the CPU has it and Linux grants the tile state, then AVX512-VNNI,
+/// (`on_frostline`), else the one ONNX Runtime's MLAS picks on this CPU, by MLAS's own order
+/// (AMX-INT8 where the CPU has it and Linux grants the tile state, then AVX512-VNNI,
 /// AVX-VNNI, AVX2).
-fn int8_kernel(own: Option<&str>) -> String {
+fn int8_kernel(on_frostline: bool) -> String {
     let cpu = Cpu::get();
-    if let (Ok(kernel), Some(own)) = (Int8Kernel::get(), own) {
-        format!("{}; frostline's kernel ({own})", kernel.describe())
+    if let Some(kernel) = Int8Kernel::get().ok().filter(|_| on_frostline) {
+        format!(
+            "{}; frostline's kernel, ai.frostline.MatMulInt8",
+            kernel.describe()
+        )
     } else if cpu.amx_int8 && Kernel::os_grants_amx() {
         "AMX-INT8 tiles (amx_int8; MLAS's AMX kernel)".into()
     } else if cpu.avx512_vnni {

@@ -12,7 +12,7 @@ use super::Cpu;
 /// k values per tile row of A (bytes), and per B tile (16 rows of 4).
 pub(super) const K_STEP: usize = 64;
 /// Rows of C per block: two A tiles of 16.
-pub(super) const ROWS: usize = 32;
+const ROWS: usize = 32;
 /// Columns of C per block: two B tiles of 16.
 const COLS: usize = super::int8_packed::PANEL;
 /// Bytes of one B tile: 16 groups of 4 k values × 16 columns.

@@ -17,9 +17,8 @@ use super::Cpu;
 
 /// Columns per panel: two zmm of 16 floats.
 pub const PANEL: usize = 32;
-/// Rows per strip: 12 rows × 2 zmm = 24 accumulators of the 32 registers (a caller cutting
-/// rows into tasks keeps strips whole where it can).
-pub const MR: usize = 12;
+/// Rows per strip: 12 rows × 2 zmm = 24 accumulators of the 32 registers.
+const MR: usize = 12;
 /// Rows of the output per block, the unit tasks split the rows in: eight whole strips, so a
 /// panel brought in from L3 serves 96 rows (48 rows per task ran at ~480 GFLOP/s, 96 at ~500
 /// on the encoder's shapes with 2 threads, the weights of six layers cycled through the caches).

@@ -61,15 +61,6 @@ impl Int8Kernel {
         }
     }
 
-    /// Rows the kernel takes at a time (a VNNI strip, two AMX tiles): a caller cutting rows
-    /// into tasks keeps them whole where it can.
-    pub fn strip_rows(self) -> usize {
-        match self {
-            Int8Kernel::AmxInt8 => super::amx_int8::ROWS,
-            Int8Kernel::Avx512Vnni => super::vnni_int8::MR,
-        }
-    }
-
     /// The k values one step of the kernel takes: a weight's row count must be a multiple.
     fn k_step(self) -> usize {
         match self {
@@ -134,11 +125,6 @@ impl Int8Weights {
 
     pub fn k(&self) -> usize {
         self.k
-    }
-
-    /// The kernel the weights are packed for.
-    pub fn kernel(&self) -> Int8Kernel {
-        self.kernel
     }
 
     pub fn n(&self) -> usize {

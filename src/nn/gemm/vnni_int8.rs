@@ -9,7 +9,7 @@ use super::int8_packed::Packed;
 /// k values per `vpdpbusd` lane: a weight's row count must be a multiple.
 pub(super) const K_STEP: usize = 4;
 /// Rows per strip: 12 rows × 2 zmm of columns = 24 accumulators of the 32 registers.
-pub(super) const MR: usize = 12;
+const MR: usize = 12;
 /// Columns per panel: two zmm of 16 i32 sums.
 const COLS: usize = super::int8_packed::PANEL;
 
