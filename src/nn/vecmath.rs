@@ -303,9 +303,12 @@ unsafe fn quantize_rows_avx512(x: &[f32], cols: usize, q: &mut [u8], scales: &mu
         .zip(scales.iter_mut())
     {
         let body = cols / 16 * 16;
+        // `max_ps(a, b)` gives `b` where either is NaN: the new value first, so a NaN is passed
+        // over, as `f32::max` does in the portable path (the other order kept a NaN that came
+        // last in its lane, and the row's scale became NaN on this path alone).
         let mut acc = _mm512_setzero_ps();
         for i in (0..body).step_by(16) {
-            acc = _mm512_max_ps(acc, _mm512_abs_ps(_mm512_loadu_ps(row.as_ptr().add(i))));
+            acc = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(row.as_ptr().add(i))), acc);
         }
         let amax = row[body..]
             .iter()
@@ -574,6 +577,25 @@ mod tests {
                 assert_eq!(q_any, q, "cols {cols}: the portable path differs");
                 assert_eq!(s_any, s);
             }
+        }
+        // A NaN (first, in the middle, last) is passed over by the row's maximum on every path,
+        // and codes to 0.
+        for cols in [1536, 37] {
+            let mut x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
+            for at in [0, cols / 2, cols - 1] {
+                x[at] = f32::NAN;
+            }
+            let (mut q, mut s) = (vec![0u8; cols], vec![0f32; 1]);
+            let (mut q_any, mut s_any) = (q.clone(), s.clone());
+            quantize_rows(&x, cols, &mut q, &mut s);
+            quantize_rows_any(&x, cols, &mut q_any, &mut s_any);
+            let amax = x
+                .iter()
+                .filter(|v| !v.is_nan())
+                .fold(0f32, |m, v| m.max(v.abs()));
+            assert_eq!(s[0], amax / 127.0, "cols {cols}");
+            assert_eq!((q[0], q[cols / 2], q[cols - 1]), (0, 0, 0));
+            assert_eq!((q_any, s_any), (q, s), "cols {cols}");
         }
     }
 
