@@ -168,6 +168,7 @@ def main() -> None:
     peak_after = benchlib.ort_matmul_peak(args.threads)
     peak = max(peak_before[0], peak_after[0])
     fma_peak = benchlib.chip_peak(args.threads).get("fp32_fma_gflops")
+    kernel_rate = benchlib.own_products(args.threads).get("fp32_gflops")
 
     # Token-budget sweep (frostline only, short corpus, one run each): where the default comes from.
     short_file = work / "short.txt"
@@ -232,6 +233,13 @@ def main() -> None:
                f"graph can pass {100 * tokens * flops / floor / 1e9 / peak:.0f} % of the matmul peak; 85 % needs "
                f"≤ {tokens * flops / (0.85 * peak) / 1e9:.2f} s in `session.run`, {fl_run:.2f} s measured"]
               if fma_peak else []),
+            *([f"- frostline's fp32 kernel outside ONNX Runtime (`cargo bench --bench products`: the encoder's "
+               f"products, six layers' weights cycled, a wait after each) runs at {kernel_rate:.0f} GFLOP/s"
+               + (f" ({100 * kernel_rate / fma_peak:.0f} % of the FMA ceiling)" if fma_peak else "")
+               + f": at that rate the weight products alone take {(alone := tokens * flops / kernel_rate / 1e9):.2f} s "
+               f"of the {fl_run:.2f} s in `session.run`, leaving {fl_run - alone:.2f} s to the attention, GELU and "
+               f"norms; within 85 % they would have {tokens * flops / (0.85 * peak) / 1e9 - alone:.2f} s"]
+              if kernel_rate else []),
             f"- vs sentence-transformers: **{vs_st:.2f}×** (target ≥ 1.5×)",
             f"- agreement with sentence-transformers: min cosine {cos.min():.6f}, mean {cos.mean():.6f}",
             "",

@@ -169,6 +169,7 @@ def main() -> None:
 
     # The chip's ceilings, for what the 2× target would take.
     chip = benchlib.chip_peak(args.threads)
+    kernel_rate = benchlib.own_products(args.threads).get("int8_gmacs")
     on_vnni = benchlib.int8_on_vnni(fl, int8)
     macs_per_token = benchlib.model_flops_per_token(model) / 2
 
@@ -216,7 +217,13 @@ def main() -> None:
                 f"attention's fp32 products {attention:.2f} s; frostline spent {run:.2f} s in `session.run` and "
                 f"{outside:.2f} s outside it (tokenizing, pooling, the cache). The floor with nothing but those at the "
                 f"ceilings, plus the time outside: {products + attention + outside:.2f} s = "
-                f"{med[ort_dyn] / (products + attention + outside):.2f}× ONNX Runtime's dynamic int8 in this run")
+                f"{med[ort_dyn] / (products + attention + outside):.2f}× ONNX Runtime's dynamic int8 in this run"
+                + (f". frostline's int8 kernel outside ONNX Runtime (`cargo bench --bench products`: the encoder's "
+                   f"products, six layers' weights cycled, a wait after each) runs at {kernel_rate:.0f} G multiply-adds/s "
+                   f"({100 * kernel_rate / chip['int8_vnni_gmacs']:.0f} % of the ceiling): at that rate the int8 products "
+                   f"alone take {(alone := t['tokens'] * macs_per_token / kernel_rate / 1e9):.2f} s, leaving "
+                   f"{med[ort_dyn] / 2 - alone - outside:.2f} s within 2× for the attention, GELU, norms and "
+                   f"quantization, which took {run - alone:.2f} s here" if kernel_rate else ""))
         lines.append("")
     lines += [
         f"Long corpus, int8 per-token vs fp32 per document: min cosine {long_cos.min():.4f}, mean {long_cos.mean():.5f}",

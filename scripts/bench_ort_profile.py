@@ -110,6 +110,7 @@ def main() -> None:
     int8_peak, int8_shape = benchlib.ort_int8_matmul_peak(args.threads)
     flops = benchlib.model_flops_per_token(args.model)
     chip = benchlib.chip_peak(args.threads)
+    kernels = benchlib.own_products(args.threads)
     fma_peak, vnni_peak = chip.get("fp32_fma_gflops"), chip.get("int8_vnni_gmacs")
     on_vnni = benchlib.int8_on_vnni(args.frostline, args.int8)
     lines = [
@@ -125,6 +126,14 @@ def main() -> None:
            f"{100 * peak / fma_peak:.0f} % of it)" if fma_peak else "no fp32 FMA")
         + (f", int8 {vnni_peak:.0f} G multiply-adds/s (AVX512-VNNI; ONNX Runtime's best int8 rate is "
            f"{100 * int8_peak / vnni_peak:.0f} % of it). " if vnni_peak else ", no AVX512-VNNI. ")
+        + ("frostline's own product kernels outside ONNX Runtime (`cargo bench --bench products`: the encoder's "
+           "weight shapes, six layers' weights cycled, 1,024 rows split between the threads, a wait after each "
+           "product): "
+           + ", ".join(x for x in (
+               f"fp32 {kernels['fp32_gflops']:.0f} GFLOP/s" if kernels.get("fp32_gflops") else "",
+               f"int8 {kernels['int8_gmacs']:.0f} G multiply-adds/s ({kernels['int8_kernel']})"
+               if kernels.get("int8_gmacs") else "") if x)
+           + ". " if kernels.get("fp32_gflops") or kernels.get("int8_gmacs") else "")
         + f"Model work {flops / 1e6:.2f} MFLOP per token "
         "(weight products). Kernel time from ONNX Runtime's profiler: inside `frostline embed` "
         "(length-sorted, 1024 padded tokens per batch) for the graphs frostline runs, from Python "
@@ -185,7 +194,10 @@ def main() -> None:
                     + (f". Those products run at {100 * rate / fma_peak:.0f} % of the chip's FMA ceiling; at the "
                        f"ceiling they and the attention's own products ({att_flops / 1e9:.0f} GFLOP) would take "
                        f"{(tokens * flops + att_flops) / fma_peak / 1e9:.2f} s, the floor of this graph on this chip"
-                       if fma_peak and mm_op == "MatMulF32" else ""))
+                       if fma_peak and mm_op == "MatMulF32" else "")
+                    + (f"; the same kernel outside ONNX Runtime runs at {kernels['fp32_gflops']:.0f} GFLOP/s, so in "
+                       f"the graph the products keep {100 * rate / kernels['fp32_gflops']:.0f} % of its own rate"
+                       if kernels.get("fp32_gflops") and mm_op == "MatMulF32" else ""))
             int8_op = next((op for op in ("MatMulInt8", "MatMulIntegerToFloat") if op in per_op), None)
             if gname.startswith("int8") and int8_op:
                 # Every weight product of the per-token graph is an int8 product node.
@@ -199,7 +211,10 @@ def main() -> None:
                     + (f". At the ceilings the int8 products would take {tokens * flops / 2 / vnni_peak / 1e9:.2f} s "
                        f"and the attention's fp32 products ({att_flops / 1e9:.0f} GFLOP) {att_flops / fma_peak / 1e9:.2f} s: "
                        f"{(tokens * flops / 2 / vnni_peak + att_flops / fma_peak) / 1e9:.2f} s, the floor of this graph "
-                       "on this chip" if vnni_peak and fma_peak and on_vnni and int8_op == "MatMulInt8" else ""))
+                       "on this chip" if vnni_peak and fma_peak and on_vnni and int8_op == "MatMulInt8" else "")
+                    + (f"; the same kernel outside ONNX Runtime runs at {kernels['int8_gmacs']:.0f} G multiply-adds/s, so "
+                       f"in the graph the products keep {100 * rate / kernels['int8_gmacs']:.0f} % of its own rate"
+                       if kernels.get("int8_gmacs") and int8_op == "MatMulInt8" else ""))
             lines.append("")
     benchlib.write_report(args.out, lines)
 

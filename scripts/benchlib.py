@@ -145,6 +145,17 @@ def chip_peak(threads: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def own_products(threads: int) -> dict:
+    """frostline's own product kernels outside ONNX Runtime with `threads` threads (`cargo bench
+    --bench products`: the encoder's four weight shapes, six layers' weights cycled, 1,024 rows
+    split between the threads, a wait after each product as a graph's nodes have): `fp32_gflops`
+    where the fp32 kernel runs, `int8_gmacs` (multiply-adds) and `int8_kernel` where an int8
+    one does. What a graph's products could reach with these kernels."""
+    out = subprocess.run(["cargo", "bench", "--quiet", "--bench", "products", "--", str(threads)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def int8_on_vnni(binary: str, folder: str | Path) -> bool:
     """Whether frostline runs the int8 folder's products on AVX512-VNNI, as `frostline doctor`
     says: only then does the chip's `vpdpbusd` ceiling bound them (AMX tiles have their own)."""
