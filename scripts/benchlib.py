@@ -156,6 +156,18 @@ def own_products(threads: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def best_of_runs(*runs: dict) -> dict:
+    """Per field, the highest of several `chip_peak` / `own_products` runs (taken before and
+    after a benchmark's reps: this machine's speed drifts within a run, and a rate is what the
+    chip or kernel did at its best in it)."""
+    out = dict(runs[0])
+    for r in runs[1:]:
+        for k, v in r.items():
+            if isinstance(v, (int, float)) and k != "threads" and k != "rows":
+                out[k] = max(out.get(k, v), v)
+    return out
+
+
 def int8_on_vnni(binary: str, folder: str | Path) -> bool:
     """Whether frostline runs the int8 folder's products on AVX512-VNNI, as `frostline doctor`
     says: only then does the chip's `vpdpbusd` ceiling bound them (AMX tiles have their own)."""
