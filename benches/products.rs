@@ -43,22 +43,8 @@ fn main() {
         let weights: Vec<F32Weights> = layer_shapes()
             .map(|(k, n)| F32Weights::pack(&values.f32s(k * n), k, n))
             .collect();
-        let inputs: Vec<Vec<f32>> = SHAPES.iter().map(|&(k, _)| values.f32s(ROWS * k)).collect();
-        let seconds = best_of(3, threads, &weights, |w, rows, out| {
-            let (a, k) = (&inputs[shape_of(w.k(), w.n())], w.k());
-            for r0 in rows.clone().step_by(f32_packed::ROWS) {
-                let live = f32_packed::ROWS.min(rows.end - r0);
-                // SAFETY: this thread alone writes rows r0..r0+live of `out`, n wide.
-                unsafe {
-                    w.product(
-                        &a[r0 * k..],
-                        live,
-                        0..w.n() / f32_packed::PANEL,
-                        out.add(r0 * w.n()),
-                    )
-                }
-            }
-        });
+        let inputs = SHAPES.map(|(k, _)| values.f32s(ROWS * k));
+        let seconds = best_of(3, threads, &weights, &inputs);
         out["fp32_gflops"] = round(2.0 * macs_per_batch * BATCHES as f64 / seconds / 1e9);
     }
     if let Ok(kernel) = Int8Kernel::get() {
@@ -72,31 +58,13 @@ fn main() {
                 Int8Weights::pack(kernel, &w, k, n, &[1e-3], 128)
             })
             .collect();
-        let inputs: Vec<Vec<u8>> = SHAPES
-            .iter()
-            .map(|&(k, _)| {
-                values
-                    .f32s(ROWS * k)
-                    .iter()
-                    .map(|v| ((v + 0.5) * 255.0) as u8)
-                    .collect()
-            })
-            .collect();
-        let seconds = best_of(3, threads, &weights, |w, rows, out| {
-            let (a, k) = (&inputs[shape_of(w.k(), w.n())], w.k());
-            for r0 in rows.clone().step_by(int8::ROWS) {
-                let live = int8::ROWS.min(rows.end - r0);
-                // SAFETY: this thread alone writes rows r0..r0+live of `out`, n wide.
-                unsafe {
-                    w.product(
-                        &a[r0 * k..],
-                        live,
-                        0..w.n() / int8::PANEL,
-                        out.add(r0 * w.n()),
-                    )
-                }
-            }
+        let inputs = SHAPES.map(|(k, _)| {
+            let a = values.f32s(ROWS * k);
+            a.iter()
+                .map(|v| ((v + 0.5) * 255.0) as u8)
+                .collect::<Vec<u8>>()
         });
+        let seconds = best_of(3, threads, &weights, &inputs);
         out["int8_gmacs"] = round(macs_per_batch * BATCHES as f64 / seconds / 1e9);
         out["int8_kernel"] = kernel.describe().into();
     }
@@ -120,6 +88,45 @@ fn round(x: f64) -> serde_json::Value {
     serde_json::json!((x * 10.0).round() / 10.0)
 }
 
+/// A packed weight matrix of one of frostline's product kernels, as the benchmark calls it.
+trait Product: Sync {
+    /// The activations' element type.
+    type In: Sync;
+    /// Rows per call and columns per panel, as the graph's product op splits them.
+    const ROWS: usize;
+    const PANEL: usize;
+    fn shape(&self) -> (usize, usize);
+    /// # Safety
+    /// As the kernel's `product`: `out` has `rows` rows of n floats no other thread writes.
+    unsafe fn rows_times(&self, a: &[Self::In], rows: usize, out: *mut f32);
+}
+
+impl Product for F32Weights {
+    type In = f32;
+    const ROWS: usize = f32_packed::ROWS;
+    const PANEL: usize = f32_packed::PANEL;
+    fn shape(&self) -> (usize, usize) {
+        (self.k(), self.n())
+    }
+    unsafe fn rows_times(&self, a: &[f32], rows: usize, out: *mut f32) {
+        // SAFETY: as the caller promised.
+        unsafe { self.product(a, rows, 0..self.n() / Self::PANEL, out) }
+    }
+}
+
+impl Product for Int8Weights {
+    type In = u8;
+    const ROWS: usize = int8::ROWS;
+    const PANEL: usize = int8::PANEL;
+    fn shape(&self) -> (usize, usize) {
+        (self.k(), self.n())
+    }
+    unsafe fn rows_times(&self, a: &[u8], rows: usize, out: *mut f32) {
+        // SAFETY: as the caller promised.
+        unsafe { self.product(a, rows, 0..self.n() / Self::PANEL, out) }
+    }
+}
+
 /// The output buffer, shared by the threads (each writes its own rows).
 #[derive(Clone, Copy)]
 struct Out(*mut f32);
@@ -127,29 +134,45 @@ struct Out(*mut f32);
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
+impl Out {
+    /// The pointer (a method, so a closure captures the `Out`, not its raw field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// The shortest wall time, over `tries`, of BATCHES batches through every product in
-/// `weights`, the rows split in halves (thirds…) between `threads` threads that meet after each
-/// product.
-fn best_of<W: Sync>(
+/// `weights` (`inputs`: one activation matrix per shape of [`SHAPES`]), the rows split in halves
+/// (thirds…) between `threads` threads that meet after each product, each taking its rows in
+/// blocks of the kernel's `ROWS`.
+fn best_of<W: Product>(
     tries: usize,
     threads: usize,
     weights: &[W],
-    product: impl Fn(&W, std::ops::Range<usize>, *mut f32) + Sync,
+    inputs: &[Vec<W::In>; 4],
 ) -> f64 {
     let widest = SHAPES.iter().map(|&(_, n)| n).max().unwrap_or(0);
     let mut out = vec![0f32; ROWS * widest];
     let out = Out(out.as_mut_ptr());
     let barrier = Barrier::new(threads);
+    let product = |w: &W, rows: std::ops::Range<usize>| {
+        let (k, n) = w.shape();
+        let a = &inputs[shape_of(k, n)];
+        for r0 in rows.clone().step_by(W::ROWS) {
+            let live = W::ROWS.min(rows.end - r0);
+            // SAFETY: this thread alone writes rows r0..r0+live of `out`, n wide.
+            unsafe { w.rows_times(&a[r0 * k..], live, out.get().add(r0 * n)) }
+        }
+    };
     let run = || {
         std::thread::scope(|s| {
             for t in 0..threads {
                 let (barrier, product) = (&barrier, &product);
                 let rows = t * ROWS / threads..(t + 1) * ROWS / threads;
                 s.spawn(move || {
-                    let out = out;
                     for _ in 0..BATCHES {
                         for w in weights {
-                            product(w, rows.clone(), out.0);
+                            product(w, rows.clone());
                             barrier.wait();
                         }
                     }

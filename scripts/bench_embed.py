@@ -143,7 +143,7 @@ def main() -> None:
     work = benchlib.scratch("frostline-bench-")
     flops = benchlib.model_flops_per_token(args.model)
     peak_before = benchlib.ort_matmul_peak(args.threads)
-    ceilings_before = benchlib.chip_peak(args.threads), benchlib.own_products(args.threads)
+    ceilings_before = benchlib.ceilings(args.threads)
     state: dict = {}
     report: dict[str, dict] = {}
     for name, texts in corpora.items():
@@ -169,8 +169,8 @@ def main() -> None:
     peak_after = benchlib.ort_matmul_peak(args.threads)
     peak = max(peak_before[0], peak_after[0])
     # The chip's ceiling and frostline's kernel outside ONNX Runtime, before and after, the higher.
-    fma_peak = benchlib.best_of_runs(ceilings_before[0], benchlib.chip_peak(args.threads)).get("fp32_fma_gflops")
-    kernel_rate = benchlib.best_of_runs(ceilings_before[1], benchlib.own_products(args.threads)).get("fp32_gflops")
+    ceilings = benchlib.ceilings(args.threads, ceilings_before)
+    fma_peak, kernel_rate = ceilings.get("fp32_fma_gflops"), ceilings.get("fp32_gflops")
 
     # Token-budget sweep (frostline only, short corpus, one run each): where the default comes from.
     short_file = work / "short.txt"

@@ -102,7 +102,7 @@ def main() -> None:
     }
     # The chip's ceilings and frostline's int8 kernel outside ONNX Runtime, before the reps and
     # after (the higher of each is taken below: the machine's speed drifts within a run).
-    ceilings_before = benchlib.chip_peak(args.threads), benchlib.own_products(args.threads)
+    ceilings_before = benchlib.ceilings(args.threads)
     state: dict = {}
     throughput: dict[str, dict] = {}
     for cname, texts in corpora.items():
@@ -171,8 +171,8 @@ def main() -> None:
         print(f"frost {name}: {frost[name]}", file=sys.stderr, flush=True)
 
     # The chip's ceilings, for what the 2× target would take.
-    chip = benchlib.best_of_runs(ceilings_before[0], benchlib.chip_peak(args.threads))
-    kernel_rate = benchlib.best_of_runs(ceilings_before[1], benchlib.own_products(args.threads)).get("int8_gmacs")
+    chip = benchlib.ceilings(args.threads, ceilings_before)
+    kernel_rate = chip.get("int8_gmacs")
     on_vnni = benchlib.int8_on_vnni(fl, int8)
     macs_per_token = benchlib.model_flops_per_token(model) / 2
 

@@ -156,16 +156,15 @@ def own_products(threads: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def best_of_runs(*runs: dict) -> dict:
-    """Per field, the highest of several `chip_peak` / `own_products` runs (taken before and
-    after a benchmark's reps: this machine's speed drifts within a run, and a rate is what the
-    chip or kernel did at its best in it)."""
-    out = dict(runs[0])
-    for r in runs[1:]:
-        for k, v in r.items():
-            if isinstance(v, (int, float)) and k != "threads" and k != "rows":
-                out[k] = max(out.get(k, v), v)
-    return out
+def ceilings(threads: int, before: dict | None = None) -> dict:
+    """The chip's ceilings (`chip_peak`) and frostline's own kernels outside ONNX Runtime
+    (`own_products`), measured now, in one dict. With `before` (this call's result from before a
+    benchmark's reps), each rate is the higher of the two: the machine's speed drifts within a
+    run, and a ceiling is what the chip or kernel did at its best in it."""
+    now = {**chip_peak(threads), **own_products(threads)}
+    if before is None:
+        return now
+    return {k: max(v, before[k]) if isinstance(v, float) and k in before else v for k, v in now.items()}
 
 
 def int8_on_vnni(binary: str, folder: str | Path) -> bool:
