@@ -89,6 +89,18 @@ def profile(graph: str, tokenizer: str, texts: list[str], threads: int, work: Pa
     return kernel_times(json.loads(Path(sess.end_profiling()).read_text()))
 
 
+def ceilings(threads: int, before: dict | None = None) -> dict:
+    """ONNX Runtime's fp32 and int8 product peaks (`ort_fp32`, `ort_int8`: rate and shape), the
+    chip's ceilings and frostline's kernels (`benchlib.ceilings`), measured now; with `before`,
+    the higher of each."""
+    now = {**benchlib.ceilings(threads, before),
+           "ort_fp32": benchlib.ort_matmul_peak(threads), "ort_int8": benchlib.ort_int8_matmul_peak(threads)}
+    if before is not None:
+        for key in ("ort_fp32", "ort_int8"):
+            now[key] = max(now[key], before[key])
+    return now
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     benchlib.common_args(ap, "frostline", "model", "shared", "texts", "threads", "out",
@@ -106,19 +118,40 @@ def main() -> None:
         "long": benchlib.long_corpus(Path(args.shared), tokenizer, args.long_texts),
     }
     work = benchlib.scratch("frostline-profile-")
-    peak, shape = benchlib.ort_matmul_peak(args.threads)
-    int8_peak, int8_shape = benchlib.ort_int8_matmul_peak(args.threads)
     flops = benchlib.model_flops_per_token(args.model)
-    # One measurement (the profile runs are short): the chip's ceilings and frostline's kernels.
-    chip = kernels = benchlib.ceilings(args.threads)
-    fma_peak, vnni_peak = chip.get("fp32_fma_gflops"), chip.get("int8_vnni_gmacs")
     on_vnni = benchlib.int8_on_vnni(args.frostline, args.int8)
+    # The ceilings before and after the profiles, the higher of each: the machine's speed drifts
+    # within a run, and a ceiling is what ORT, the chip or a kernel did at its best in it.
+    before = ceilings(args.threads)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(tokenizer)
+    tok.enable_truncation(256)
+    tok.no_padding()
+    runs = [
+        ("fp32", lambda t: profile_frostline(args.frostline, args.model, t, args.threads, work), f"{args.model}/model.onnx"),
+        # The same graph on ONNX Runtime's own kernels (what frostline ran before its CPU rewrite).
+        ("fp32, portable (ONNX Runtime's kernels, from Python)",
+         lambda t: profile(f"{args.model}/model.onnx", tokenizer, t, args.threads, work), f"{args.model}/model.onnx"),
+        ("int8 per-token, frostline's fused kernels", lambda t: profile_frostline(args.frostline, args.int8, t, args.threads, work), None),
+        ("int8 per-token, portable (ONNX Runtime's ops alone)", lambda t: profile(args.portable, tokenizer, t, args.threads, work), None),
+    ]
+    measured = []
+    for cname, texts in corpora.items():
+        lengths = [len(e.ids) for e in tok.encode_batch(texts)]
+        for gname, run, graph in runs:
+            measured.append((cname, len(texts), lengths, gname, graph, run(texts)))
+    ceil = ceilings(args.threads, before)
+    peak, shape = ceil["ort_fp32"]
+    int8_peak, int8_shape = ceil["ort_int8"]
+    chip = kernels = ceil
+    fma_peak, vnni_peak = chip.get("fp32_fma_gflops"), chip.get("int8_vnni_gmacs")
     lines = [
         f"# Where ONNX Runtime's time goes in frostline's fused graphs — {args.threads} threads, one run",
         "",
         f"CPU: {cpu}; flags: {flags}",
         "",
-        f"ONNX Runtime fp32 matmul peak: {peak:.0f} GFLOP/s ({shape}); its best int8 product rate "
+        f"ONNX Runtime fp32 matmul peak (the higher of a run before and after the profiles, as every ceiling here): {peak:.0f} GFLOP/s ({shape}); its best int8 product rate "
         f"(`MatMulIntegerToFloat`, the same shapes): {int8_peak:.0f} G multiply-adds/s ({int8_shape}). "
         f"The chip's own ceilings with {args.threads} threads (`cargo bench --bench chip_peak`: FMAs and "
         "`vpdpbusd` in registers, no memory traffic): "
@@ -140,82 +173,66 @@ def main() -> None:
         "(length-sorted batches of 32) for the portable fp32 and int8 graphs.",
         "",
     ]
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(tokenizer)
-    tok.enable_truncation(256)
-    tok.no_padding()
-    runs = [
-        ("fp32", lambda t: profile_frostline(args.frostline, args.model, t, args.threads, work), f"{args.model}/model.onnx"),
-        # The same graph on ONNX Runtime's own kernels (what frostline ran before its CPU rewrite).
-        ("fp32, portable (ONNX Runtime's kernels, from Python)",
-         lambda t: profile(f"{args.model}/model.onnx", tokenizer, t, args.threads, work), f"{args.model}/model.onnx"),
-        ("int8 per-token, frostline's fused kernels", lambda t: profile_frostline(args.frostline, args.int8, t, args.threads, work), None),
-        ("int8 per-token, portable (ONNX Runtime's ops alone)", lambda t: profile(args.portable, tokenizer, t, args.threads, work), None),
-    ]
-    for cname, texts in corpora.items():
-        lengths = [len(e.ids) for e in tok.encode_batch(texts)]
+    for cname, n_texts, lengths, gname, graph, per_op in measured:
         tokens = sum(lengths)
         att_flops = benchlib.attention_flops(args.model, lengths)
-        for gname, run, graph in runs:
-            per_op = run(texts)
-            total = sum(per_op.values())
-            lines += [
-                f"## {gname}, {cname} corpus ({len(texts)} texts, {tokens / len(texts):.1f} tokens on average)",
-                "",
-                "| op | kernel s | share |",
-                "|---|---:|---:|",
-            ]
-            for op, us in sorted(per_op.items(), key=lambda kv: -kv[1]):
-                if us / total >= 0.002:
-                    lines.append(f"| {op} | {us / 1e6:.3f} | {100 * us / total:.1f} % |")
-            achieved = tokens * flops / (total / 1e6) / 1e9
-            lines += ["", f"- all kernels: {total / 1e6:.2f} s = {achieved:.0f} GFLOP/s of model work"
-                      + (f" = **{100 * achieved / peak:.0f} % of the fp32 matmul peak**" if gname == "fp32" else "")
-                      + (f" = {100 * achieved / peak:.0f} % of the fp32 matmul peak" if gname.startswith("fp32,") else "")]
-            if graph:
-                # The weight products' own rate. On CPU frostline splits each Attention into its
-                # QKV product and its own AttentionCore (src/backbone/own_graph.rs), so every
-                # weight product is a product node — `MatMulF32` where frostline's fp32 kernel
-                # takes them (AVX-512F), else ORT's `MatMul`; on ONNX Runtime's Attention the QKV
-                # product is taken to run at the MatMul nodes' rate.
-                mm_op = "MatMulF32" if "MatMulF32" in per_op else "MatMul"
-                whose = "frostline's fp32 kernel" if mm_op == "MatMulF32" else "ONNX Runtime's products"
-                mm_flops = flops if "AttentionCore" in per_op else matmul_flops_per_token(graph)
-                rate = tokens * mm_flops / (per_op[mm_op] / 1e6) / 1e9
-                products = per_op[mm_op] * flops / mm_flops
-                lines.append(
-                    f"- the weight products in {mm_op} nodes ({100 * mm_flops / flops:.0f} % of the model work) run at "
-                    f"{rate:.0f} GFLOP/s = {100 * rate / peak:.0f} % of peak; all weight products at that rate would "
-                    f"take {products / 1e6:.2f} s, so the rest — the attention core, GELU, LayerNorm, adds — takes "
-                    f"{(total - products) / 1e6:.2f} s ({100 * (total - products) / total:.0f} % of the kernel time). "
-                    f"With none of it the graph would reach {100 * rate / peak:.0f} % of peak: the ceiling set by "
-                    f"{whose}"
-                    + (f". Those products run at {100 * rate / fma_peak:.0f} % of the chip's FMA ceiling; at the "
-                       f"ceiling they and the attention's own products ({att_flops / 1e9:.0f} GFLOP) would take "
-                       f"{(tokens * flops + att_flops) / fma_peak / 1e9:.2f} s, the floor of this graph on this chip"
-                       if fma_peak and mm_op == "MatMulF32" else "")
-                    + (f"; the same kernel outside ONNX Runtime runs at {kernels['fp32_gflops']:.0f} GFLOP/s, so in "
-                       f"the graph the products keep {100 * rate / kernels['fp32_gflops']:.0f} % of its own rate"
-                       if kernels.get("fp32_gflops") and mm_op == "MatMulF32" else ""))
-            int8_op = next((op for op in ("MatMulInt8", "MatMulIntegerToFloat") if op in per_op), None)
-            if gname.startswith("int8") and int8_op:
-                # Every weight product of the per-token graph is an int8 product node.
-                rate = tokens * flops / 2 / (per_op[int8_op] / 1e6) / 1e9
-                rest = total - per_op[int8_op]
-                lines.append(
-                    f"- the int8 products ({int8_op}) run at {rate:.0f} G multiply-adds/s = "
-                    f"{100 * rate / int8_peak:.0f} % of ONNX Runtime's best int8 product rate measured above"
-                    + (f" and {100 * rate / vnni_peak:.0f} % of the chip's vpdpbusd ceiling" if vnni_peak and on_vnni else "")
-                    + f"; the rest takes {rest / 1e6:.2f} s ({100 * rest / total:.0f} % of the kernel time)"
-                    + (f". At the ceilings the int8 products would take {tokens * flops / 2 / vnni_peak / 1e9:.2f} s "
-                       f"and the attention's fp32 products ({att_flops / 1e9:.0f} GFLOP) {att_flops / fma_peak / 1e9:.2f} s: "
-                       f"{(tokens * flops / 2 / vnni_peak + att_flops / fma_peak) / 1e9:.2f} s, the floor of this graph "
-                       "on this chip" if vnni_peak and fma_peak and on_vnni and int8_op == "MatMulInt8" else "")
-                    + (f"; the same kernel outside ONNX Runtime runs at {kernels['int8_gmacs']:.0f} G multiply-adds/s, so "
-                       f"in the graph the products keep {100 * rate / kernels['int8_gmacs']:.0f} % of its own rate"
-                       if kernels.get("int8_gmacs") and int8_op == "MatMulInt8" else ""))
-            lines.append("")
+        total = sum(per_op.values())
+        lines += [
+            f"## {gname}, {cname} corpus ({n_texts} texts, {tokens / n_texts:.1f} tokens on average)",
+            "",
+            "| op | kernel s | share |",
+            "|---|---:|---:|",
+        ]
+        for op, us in sorted(per_op.items(), key=lambda kv: -kv[1]):
+            if us / total >= 0.002:
+                lines.append(f"| {op} | {us / 1e6:.3f} | {100 * us / total:.1f} % |")
+        achieved = tokens * flops / (total / 1e6) / 1e9
+        lines += ["", f"- all kernels: {total / 1e6:.2f} s = {achieved:.0f} GFLOP/s of model work"
+                  + (f" = **{100 * achieved / peak:.0f} % of the fp32 matmul peak**" if gname == "fp32" else "")
+                  + (f" = {100 * achieved / peak:.0f} % of the fp32 matmul peak" if gname.startswith("fp32,") else "")]
+        if graph:
+            # The weight products' own rate. On CPU frostline splits each Attention into its
+            # QKV product and its own AttentionCore (src/backbone/own_graph.rs), so every
+            # weight product is a product node — `MatMulF32` where frostline's fp32 kernel
+            # takes them (AVX-512F), else ORT's `MatMul`; on ONNX Runtime's Attention the QKV
+            # product is taken to run at the MatMul nodes' rate.
+            mm_op = "MatMulF32" if "MatMulF32" in per_op else "MatMul"
+            whose = "frostline's fp32 kernel" if mm_op == "MatMulF32" else "ONNX Runtime's products"
+            mm_flops = flops if "AttentionCore" in per_op else matmul_flops_per_token(graph)
+            rate = tokens * mm_flops / (per_op[mm_op] / 1e6) / 1e9
+            products = per_op[mm_op] * flops / mm_flops
+            lines.append(
+                f"- the weight products in {mm_op} nodes ({100 * mm_flops / flops:.0f} % of the model work) run at "
+                f"{rate:.0f} GFLOP/s = {100 * rate / peak:.0f} % of peak; all weight products at that rate would "
+                f"take {products / 1e6:.2f} s, so the rest — the attention core, GELU, LayerNorm, adds — takes "
+                f"{(total - products) / 1e6:.2f} s ({100 * (total - products) / total:.0f} % of the kernel time). "
+                f"With none of it the graph would reach {100 * rate / peak:.0f} % of peak: the ceiling set by "
+                f"{whose}"
+                + (f". Those products run at {100 * rate / fma_peak:.0f} % of the chip's FMA ceiling; at the "
+                   f"ceiling they and the attention's own products ({att_flops / 1e9:.0f} GFLOP) would take "
+                   f"{(tokens * flops + att_flops) / fma_peak / 1e9:.2f} s, the floor of this graph on this chip"
+                   if fma_peak and mm_op == "MatMulF32" else "")
+                + (f"; the same kernel outside ONNX Runtime runs at {kernels['fp32_gflops']:.0f} GFLOP/s, so in "
+                   f"the graph the products keep {100 * rate / kernels['fp32_gflops']:.0f} % of its own rate"
+                   if kernels.get("fp32_gflops") and mm_op == "MatMulF32" else ""))
+        int8_op = next((op for op in ("MatMulInt8", "MatMulIntegerToFloat") if op in per_op), None)
+        if gname.startswith("int8") and int8_op:
+            # Every weight product of the per-token graph is an int8 product node.
+            rate = tokens * flops / 2 / (per_op[int8_op] / 1e6) / 1e9
+            rest = total - per_op[int8_op]
+            lines.append(
+                f"- the int8 products ({int8_op}) run at {rate:.0f} G multiply-adds/s = "
+                f"{100 * rate / int8_peak:.0f} % of ONNX Runtime's best int8 product rate measured above"
+                + (f" and {100 * rate / vnni_peak:.0f} % of the chip's vpdpbusd ceiling" if vnni_peak and on_vnni else "")
+                + f"; the rest takes {rest / 1e6:.2f} s ({100 * rest / total:.0f} % of the kernel time)"
+                + (f". At the ceilings the int8 products would take {tokens * flops / 2 / vnni_peak / 1e9:.2f} s "
+                   f"and the attention's fp32 products ({att_flops / 1e9:.0f} GFLOP) {att_flops / fma_peak / 1e9:.2f} s: "
+                   f"{(tokens * flops / 2 / vnni_peak + att_flops / fma_peak) / 1e9:.2f} s, the floor of this graph "
+                   "on this chip" if vnni_peak and fma_peak and on_vnni and int8_op == "MatMulInt8" else "")
+                + (f"; the same kernel outside ONNX Runtime runs at {kernels['int8_gmacs']:.0f} G multiply-adds/s, so "
+                   f"in the graph the products keep {100 * rate / kernels['int8_gmacs']:.0f} % of its own rate"
+                   if kernels.get("int8_gmacs") and int8_op == "MatMulInt8" else ""))
+        lines.append("")
     benchlib.write_report(args.out, lines)
 
 
