@@ -14,20 +14,14 @@ use std::time::Instant;
 
 use frostline::nn::gemm::Cpu;
 
+mod common;
+
 /// Instructions per accumulator per timed run: long enough (~0.3 s) to ride out a time slice.
 const ROUNDS: u64 = 100_000_000;
 
 fn main() {
-    let threads: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(2);
+    let (threads, mut out) = common::threads_and_header();
     let cpu = Cpu::get();
-    let mut out = serde_json::json!({
-        "cpu": cpu.model,
-        "flags": cpu.flags(),
-        "threads": threads,
-    });
     #[cfg(target_arch = "x86_64")]
     {
         if cpu.avx512f {

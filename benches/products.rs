@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use frostline::nn::gemm::f32_packed::{self, F32Weights};
 use frostline::nn::gemm::int8::{self, Int8Kernel, Int8Weights};
-use frostline::nn::gemm::Cpu;
+
+mod common;
 
 /// Token rows per batch, as `frostline embed` packs them (1,024 padded tokens).
 const ROWS: usize = 1024;
@@ -26,17 +27,8 @@ const LAYERS: usize = 6;
 const BATCHES: usize = 20;
 
 fn main() {
-    let threads: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(2);
-    let cpu = Cpu::get();
-    let mut out = serde_json::json!({
-        "cpu": cpu.model,
-        "flags": cpu.flags(),
-        "threads": threads,
-        "rows": ROWS,
-    });
+    let (threads, mut out) = common::threads_and_header();
+    out["rows"] = ROWS.into();
     let macs_per_batch = (ROWS * LAYERS * SHAPES.iter().map(|(k, n)| k * n).sum::<usize>()) as f64;
     let mut values = Values(0x2545_f491_4f6c_dd1d);
     if F32Weights::available().is_ok() {
